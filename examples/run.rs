@@ -1,1 +1,126 @@
-fn main(){}
+//! `docker run`, the Palisade way: runs a command in a sandbox and exits with its status.
+//!
+//! ```text
+//! cargo run --release --example run -- [OPTIONS] -- CMD [ARGS...]
+//! cargo run --release --example run -- --hostname box -- sh -c 'hostname; echo $$'
+//! ```
+//!
+//! Options keep `docker run`'s names. Exit status: the command's, 128 + signal when it was killed,
+//! 125 when the sandbox could not be set up, 126 when the command could not be executed, 127 when
+//! it was not found — as `docker run` reports them.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use palisade::{ChildStep, Error, Namespace, Sandbox, Signal};
+
+/// Run a command in a Palisade sandbox.
+#[derive(Debug, Parser)]
+#[command(name = "run", version)]
+struct Options {
+    /// Hostname inside the sandbox.
+    #[arg(long, short = 'H', value_name = "NAME")]
+    hostname: Option<String>,
+    /// Map the caller's uid and gid to root in a new user namespace (works unprivileged).
+    #[arg(long)]
+    rootless: bool,
+    /// Run the command as PID 1 instead of under the minimal init.
+    #[arg(long)]
+    no_init: bool,
+    /// Set an environment variable (KEY=VALUE, or KEY to pass the caller's value).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Working directory inside the sandbox.
+    #[arg(long, short = 'w', value_name = "DIR")]
+    workdir: Option<String>,
+    /// Share the host's network stack instead of an isolated one (as --network host).
+    #[arg(long, value_name = "MODE", value_parser = ["none", "host"], default_value = "none")]
+    network: String,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let opts = Options::parse();
+    match run(&opts) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("run: {err}");
+            ExitCode::from(match &err {
+                Error::Child {
+                    step: ChildStep::Exec,
+                    source,
+                    ..
+                } if source.raw_os_error() == Some(libc::ENOENT) => 127,
+                Error::Child {
+                    step: ChildStep::Exec,
+                    ..
+                } => 126,
+                _ => 125,
+            })
+        }
+    }
+}
+
+fn run(opts: &Options) -> Result<u8, Error> {
+    let (program, args) = opts.command.split_first().expect("clap requires a command");
+    let mut builder = Sandbox::builder(program);
+    builder.args(args).init(!opts.no_init);
+    let mut namespaces = Sandbox::DEFAULT_NAMESPACES;
+    if opts.network == "host" {
+        namespaces.remove(Namespace::NET);
+    }
+    builder.namespaces(namespaces);
+    if opts.rootless {
+        builder.rootless();
+    }
+    if let Some(name) = &opts.hostname {
+        builder.hostname(name);
+    }
+    if let Some(dir) = &opts.workdir {
+        builder.current_dir(dir);
+    }
+    for var in &opts.env {
+        match var.split_once('=') {
+            Some((k, v)) => builder.env(k, v),
+            None => match std::env::var_os(var) {
+                Some(v) => builder.env(var, v),
+                None => builder.env_remove(var),
+            },
+        };
+    }
+
+    // Forward the signals a terminal or supervisor sends us to the sandbox, as `docker run`
+    // does: block them here (the sandbox starts with an empty mask) and relay them from a thread.
+    let forwarded = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT];
+    let mut set = nix::sys::signal::SigSet::empty();
+    forwarded.iter().for_each(|s| set.add(*s));
+    set.thread_block().map_err(|e| Error::Setup {
+        what: "block forwarded signals",
+        source: e.into(),
+    })?;
+
+    let mut child = builder.spawn()?;
+    let pidfd = child.pidfd().try_clone_to_owned().map_err(|source| Error::Setup {
+        what: "duplicate the sandbox pidfd",
+        source,
+    })?;
+    std::thread::spawn(move || loop {
+        if let Ok(sig) = set.wait() {
+            use std::os::fd::AsRawFd;
+            // SAFETY: pidfd_send_signal with an fd we own and no siginfo.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    sig as libc::c_int,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                );
+            }
+        }
+    });
+    let status = child.wait()?;
+    Ok(status.shell_code().clamp(0, 255) as u8)
+}

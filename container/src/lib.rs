@@ -1,1 +1,66 @@
+//! Palisade: start sandboxed processes on Linux with a builder shaped like
+//! [`std::process::Command`].
+//!
+//! A sandbox is a process with kernel-enforced boundaries. This crate composes Palisade's
+//! primitive crates — re-exported as [`ns`], [`cgroup`], [`overlay`], [`netns`] and [`seccomp`] —
+//! into one spawn: everything is prepared before the clone, and the child only makes system calls
+//! until it executes the program.
+//!
+//! ```no_run
+//! use palisade::{Sandbox, Signal, Stdio};
+//!
+//! let mut child = Sandbox::builder("sh")
+//!     .args(["-c", "hostname; echo $$"])
+//!     .hostname("box")
+//!     .stdout(Stdio::piped())
+//!     .spawn()?;
+//! let out = child.wait_with_output()?;
+//! assert_eq!(out.stdout, b"box\n2\n"); // PID 2: the sandbox's init is PID 1
+//! assert!(out.status.success());
+//! # let _ = Signal::SIGTERM;
+//! # Ok::<(), palisade::Error>(())
+//! ```
+//!
+//! # The spawn, step by step
+//!
+//! 1. [`SandboxBuilder::build`] turns the configuration into a prepared [`Sandbox`]: argv and
+//!    envp as C arrays, the `PATH` candidates for the program, id maps, signal sets.
+//! 2. [`Sandbox::spawn`] creates the pipes and clones the child into its namespaces with
+//!    `clone3(2)` (`CLONE_PIDFD`).
+//! 3. With a user namespace, the parent writes `uid_map`, `setgroups` and `gid_map` while the child
+//!    waits on a pipe, then releases it (`user_namespaces(7)`).
+//! 4. The child sets its death signal, becomes root of its user namespace, creates its time
+//!    namespace, sets the hostname, makes its mounts `rslave` and mounts a fresh `/proc`, installs
+//!    stdio, changes directory, and executes the program — or starts the init that forks it.
+//! 5. Any failure in the child is sent back as a step and an errno, and `spawn` returns it as
+//!    [`Error::Child`].
 
+mod builder;
+mod error;
+mod process;
+mod spawn;
+mod status;
+mod stdio;
+
+pub use builder::{Sandbox, SandboxBuilder};
+pub use error::{ChildStep, Context, Error, Result};
+pub use nix::sys::signal::Signal;
+pub use palisade_ns::{IdMap, IdMapping, Namespace, Offset, TimeOffsets};
+pub use process::{Child, Output};
+pub use status::ExitStatus;
+pub use stdio::Stdio;
+
+/// Namespaces: `clone3`, `unshare`, `setns`, id maps, persistence ([`palisade_ns`]).
+pub use palisade_ns as ns;
+
+/// cgroups ([`palisade_cgroup`]).
+pub use palisade_cgroup as cgroup;
+
+/// Root filesystems ([`palisade_overlay`]).
+pub use palisade_overlay as overlay;
+
+/// Networking ([`palisade_netns`]).
+pub use palisade_netns as netns;
+
+/// Syscall filters ([`palisade_seccomp`]).
+pub use palisade_seccomp as seccomp;

@@ -1,0 +1,468 @@
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use palisade_ns::{IdMap, Namespace, SetGroups, TimeOffsets};
+
+use crate::error::{Error, Result};
+use crate::spawn::plan::{cstring, signal_sets, CStringArray, ExecPlan, Plan, UserPlan};
+use crate::{Child, ExitStatus, Output, Stdio};
+
+/// A sandbox recipe, prepared and ready to [`spawn`](Sandbox::spawn) any number of times.
+///
+/// Build one with [`Sandbox::builder`]. All parsing, validation and C string conversion is done by
+/// [`SandboxBuilder::build`], so a spawn only creates pipes, clones and waits for the `execve`.
+#[derive(Debug)]
+pub struct Sandbox {
+    pub(crate) plan: Plan,
+    pub(crate) stdio: [Stdio; 3],
+    pub(crate) kill_on_drop: bool,
+    pub(crate) program: OsString,
+    pub(crate) cwd: Option<PathBuf>,
+    pub(crate) hostname: Option<OsString>,
+}
+
+impl Sandbox {
+    /// The namespaces a sandbox gets unless told otherwise: those `docker run` creates (mount,
+    /// PID, UTS, IPC, network, cgroup). Add [`Namespace::USER`] for rootless operation, or
+    /// [`Namespace::TIME`].
+    pub const DEFAULT_NAMESPACES: Namespace = Namespace::MOUNT
+        .union(Namespace::PID)
+        .union(Namespace::UTS)
+        .union(Namespace::IPC)
+        .union(Namespace::NET)
+        .union(Namespace::CGROUP);
+
+    /// Starts describing a sandbox that runs `program`, found in `PATH` unless it contains a
+    /// `/`, like [`std::process::Command::new`].
+    pub fn builder(program: impl AsRef<OsStr>) -> SandboxBuilder {
+        SandboxBuilder::new(program.as_ref())
+    }
+
+    /// The namespaces each spawned sandbox is created in.
+    pub fn namespaces(&self) -> Namespace {
+        let time = self.plan.time_offsets.is_some();
+        self.plan.clone_namespaces | if time { Namespace::TIME } else { Namespace::empty() }
+    }
+}
+
+/// Configures a [`Sandbox`], in the manner of [`std::process::Command`].
+///
+/// ```no_run
+/// use palisade::{Sandbox, Stdio};
+///
+/// let out = Sandbox::builder("hostname")
+///     .hostname("box")
+///     .stdout(Stdio::piped())
+///     .output()?;
+/// assert_eq!(out.stdout, b"box\n");
+/// # Ok::<(), palisade::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct SandboxBuilder {
+    process: ProcessSpec,
+    isolation: IsolationSpec,
+    stdio: [Stdio; 3],
+    lifecycle: Lifecycle,
+}
+
+/// What to run: program, arguments, environment, directory.
+#[derive(Debug)]
+struct ProcessSpec {
+    program: OsString,
+    args: Vec<OsString>,
+    env_clear: bool,
+    /// `None` removes an inherited variable.
+    env: BTreeMap<OsString, Option<OsString>>,
+    cwd: Option<PathBuf>,
+}
+
+/// Which namespaces, and how they are configured.
+#[derive(Debug)]
+struct IsolationSpec {
+    namespaces: Namespace,
+    hostname: Option<OsString>,
+    uid_map: Option<IdMap>,
+    gid_map: Option<IdMap>,
+    time_offsets: Option<TimeOffsets>,
+}
+
+/// How the sandbox's processes live and die.
+#[derive(Debug)]
+struct Lifecycle {
+    init: bool,
+    die_with_parent: bool,
+    kill_on_drop: bool,
+}
+
+impl SandboxBuilder {
+    fn new(program: &OsStr) -> Self {
+        SandboxBuilder {
+            process: ProcessSpec {
+                program: program.to_owned(),
+                args: Vec::new(),
+                env_clear: false,
+                env: BTreeMap::new(),
+                cwd: None,
+            },
+            isolation: IsolationSpec {
+                namespaces: Sandbox::DEFAULT_NAMESPACES,
+                hostname: None,
+                uid_map: None,
+                gid_map: None,
+                time_offsets: None,
+            },
+            stdio: [Stdio::inherit(), Stdio::inherit(), Stdio::inherit()],
+            lifecycle: Lifecycle {
+                init: true,
+                die_with_parent: true,
+                kill_on_drop: true,
+            },
+        }
+    }
+
+    /// Adds an argument.
+    pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
+        self.process.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args<I, S>(&mut self, args: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.process
+            .args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets an environment variable (the rest of the caller's environment is inherited unless
+    /// [`env_clear`](Self::env_clear) is called).
+    pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
+        self.process
+            .env
+            .insert(key.as_ref().to_owned(), Some(value.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets several environment variables.
+    pub fn envs<I, K, V>(&mut self, vars: I) -> &mut Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        for (k, v) in vars {
+            self.env(k, v);
+        }
+        self
+    }
+
+    /// Removes an environment variable.
+    pub fn env_remove(&mut self, key: impl AsRef<OsStr>) -> &mut Self {
+        self.process.env.insert(key.as_ref().to_owned(), None);
+        self
+    }
+
+    /// Starts from an empty environment instead of the caller's.
+    pub fn env_clear(&mut self) -> &mut Self {
+        self.process.env_clear = true;
+        self.process.env.clear();
+        self
+    }
+
+    /// The working directory of the command, resolved inside the sandbox.
+    pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self {
+        self.process.cwd = Some(dir.as_ref().to_owned());
+        self
+    }
+
+    /// Sets the hostname seen inside the sandbox; needs [`Namespace::UTS`] (on by default).
+    pub fn hostname(&mut self, name: impl AsRef<OsStr>) -> &mut Self {
+        self.isolation.hostname = Some(name.as_ref().to_owned());
+        self
+    }
+
+    /// Sets exactly which namespaces to create (default: [`Sandbox::DEFAULT_NAMESPACES`]). An id
+    /// map or time offsets set on this builder add [`Namespace::USER`] or [`Namespace::TIME`].
+    pub fn namespaces(&mut self, namespaces: Namespace) -> &mut Self {
+        self.isolation.namespaces = namespaces;
+        self
+    }
+
+    /// The uid map of a new user namespace (implies [`Namespace::USER`]). Without one, a user
+    /// namespace maps root inside to the caller's effective uid.
+    pub fn uid_map(&mut self, map: IdMap) -> &mut Self {
+        self.isolation.uid_map = Some(map);
+        self
+    }
+
+    /// The gid map of a new user namespace (implies [`Namespace::USER`]). Without one, a user
+    /// namespace maps root inside to the caller's effective gid.
+    pub fn gid_map(&mut self, map: IdMap) -> &mut Self {
+        self.isolation.gid_map = Some(map);
+        self
+    }
+
+    /// Rootless mode: a new user namespace where root is the caller's own uid and gid, which an
+    /// unprivileged user may set up on its own (`user_namespaces(7)`).
+    pub fn rootless(&mut self) -> &mut Self {
+        // SAFETY: geteuid/getegid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        self.isolation.namespaces |= Namespace::USER;
+        self.isolation.uid_map = Some(IdMap::root_to(uid));
+        self.isolation.gid_map = Some(IdMap::root_to(gid));
+        self
+    }
+
+    /// Shifts the monotonic and boot-time clocks in a new time namespace (implies
+    /// [`Namespace::TIME`]); written before the command enters it.
+    pub fn time_offsets(&mut self, offsets: TimeOffsets) -> &mut Self {
+        self.isolation.time_offsets = Some(offsets);
+        self
+    }
+
+    /// Where the command's standard input comes from.
+    pub fn stdin(&mut self, stdio: impl Into<Stdio>) -> &mut Self {
+        self.stdio[0] = stdio.into();
+        self
+    }
+
+    /// Where the command's standard output goes.
+    pub fn stdout(&mut self, stdio: impl Into<Stdio>) -> &mut Self {
+        self.stdio[1] = stdio.into();
+        self
+    }
+
+    /// Where the command's standard error goes.
+    pub fn stderr(&mut self, stdio: impl Into<Stdio>) -> &mut Self {
+        self.stdio[2] = stdio.into();
+        self
+    }
+
+    /// Whether a minimal init runs as PID 1 of the new PID namespace (default: yes). The init
+    /// starts the command, reaps orphaned processes, forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT,
+    /// SIGUSR1, SIGUSR2 and SIGWINCH to the command, and exits with its status, as `tini` and
+    /// `docker run --init` do. With `false` the command itself is PID 1, and receives no signal
+    /// for which it has not installed a handler (`pid_namespaces(7)`). Without a PID namespace
+    /// there is no init either way.
+    pub fn init(&mut self, init: bool) -> &mut Self {
+        self.lifecycle.init = init;
+        self
+    }
+
+    /// Whether the sandbox is killed (SIGKILL) when the thread that spawned it exits (default:
+    /// yes; `PR_SET_PDEATHSIG`, `prctl(2)`; note that this follows the spawning *thread*).
+    pub fn die_with_parent(&mut self, die: bool) -> &mut Self {
+        self.lifecycle.die_with_parent = die;
+        self
+    }
+
+    /// Whether dropping the [`Child`] handle of a still-running sandbox kills and reaps it
+    /// (default: yes). With a PID namespace this kills every process in the sandbox; without
+    /// one, only the process spawned.
+    pub fn kill_on_drop(&mut self, kill: bool) -> &mut Self {
+        self.lifecycle.kill_on_drop = kill;
+        self
+    }
+
+    /// Validates the configuration and prepares everything a spawn needs.
+    pub fn build(&mut self) -> Result<Sandbox> {
+        let iso = &self.isolation;
+        let mut namespaces = iso.namespaces;
+        if iso.uid_map.is_some() || iso.gid_map.is_some() {
+            namespaces |= Namespace::USER;
+        }
+        if iso.hostname.is_some() && !namespaces.contains(Namespace::UTS) {
+            return Err(Error::InvalidArgument {
+                what: "hostname",
+                value: iso.hostname.as_deref().unwrap_or_default().to_string_lossy().into(),
+                reason: "setting the hostname needs a UTS namespace",
+            });
+        }
+        // The child creates a time namespace itself when it must set offsets first.
+        let time_offsets = match iso.time_offsets {
+            Some(offsets) if !offsets.is_zero() => {
+                namespaces.remove(Namespace::TIME);
+                Some(CString::new(offsets.to_string()).map_err(|_| Error::InvalidArgument {
+                    what: "time offsets",
+                    value: offsets.to_string(),
+                    reason: "not representable",
+                })?)
+            }
+            Some(_) => {
+                namespaces |= Namespace::TIME;
+                None
+            }
+            None => None,
+        };
+        let user = namespaces
+            .contains(Namespace::USER)
+            .then(|| self.user_plan());
+        let pid_ns = namespaces.contains(Namespace::PID);
+        let mount_ns = namespaces.contains(Namespace::MOUNT);
+        let (empty_signals, init_signals) = signal_sets();
+        let plan = Plan {
+            clone_namespaces: namespaces,
+            exec: self.exec_plan()?,
+            cwd: self
+                .process
+                .cwd
+                .as_ref()
+                .map(|d| cstring("working directory", d.as_os_str()))
+                .transpose()?,
+            hostname: iso
+                .hostname
+                .as_ref()
+                .map(|h| cstring("hostname", h))
+                .transpose()?,
+            user,
+            time_offsets,
+            private_mounts: mount_ns,
+            mount_proc: mount_ns && pid_ns,
+            init: pid_ns && self.lifecycle.init,
+            die_with_parent: self.lifecycle.die_with_parent,
+            init_signals,
+            empty_signals,
+        };
+        let stdio = std::mem::replace(
+            &mut self.stdio,
+            [Stdio::inherit(), Stdio::inherit(), Stdio::inherit()],
+        );
+        Ok(Sandbox {
+            plan,
+            stdio,
+            kill_on_drop: self.lifecycle.kill_on_drop,
+            program: self.process.program.clone(),
+            cwd: self.process.cwd.clone(),
+            hostname: iso.hostname.clone(),
+        })
+    }
+
+    /// Builds the sandbox and spawns it once; see [`Sandbox::spawn`].
+    pub fn spawn(&mut self) -> Result<Child> {
+        self.build()?.spawn()
+    }
+
+    /// Spawns the sandbox with stdout and stderr captured (and stdin from `/dev/null` unless set
+    /// otherwise), waits for it, and collects its output.
+    pub fn output(&mut self) -> Result<Output> {
+        if self.stdin_is_inherit() {
+            self.stdio[0] = Stdio::null();
+        }
+        self.stdio[1] = Stdio::piped();
+        self.stdio[2] = Stdio::piped();
+        self.spawn()?.wait_with_output()
+    }
+
+    /// Spawns the sandbox and waits for it to finish.
+    pub fn status(&mut self) -> Result<ExitStatus> {
+        self.spawn()?.wait()
+    }
+
+    fn stdin_is_inherit(&self) -> bool {
+        self.stdio[0].is_inherit()
+    }
+
+    fn user_plan(&self) -> UserPlan {
+        // SAFETY: these getters cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let uid_map = self
+            .isolation
+            .uid_map
+            .clone()
+            .unwrap_or_else(|| IdMap::root_to(uid));
+        let gid_map = self
+            .isolation
+            .gid_map
+            .clone()
+            .unwrap_or_else(|| IdMap::root_to(gid));
+        // Only a writer privileged in the parent namespace may leave setgroups(2) allowed.
+        let setgroups = if uid == 0 {
+            SetGroups::Allow
+        } else {
+            SetGroups::Deny
+        };
+        UserPlan {
+            root_uid: uid_map.to_outside(0).is_some(),
+            root_gid: gid_map.to_outside(0).is_some(),
+            uid_map,
+            gid_map,
+            setgroups,
+        }
+    }
+
+    fn exec_plan(&self) -> Result<ExecPlan> {
+        let p = &self.process;
+        if p.program.is_empty() {
+            return Err(Error::InvalidArgument {
+                what: "program",
+                value: String::new(),
+                reason: "is empty",
+            });
+        }
+        let program = cstring("program", &p.program)?;
+        let mut argv = vec![program.clone()];
+        for arg in &p.args {
+            argv.push(cstring("argument", arg)?);
+        }
+        let env = self.environment();
+        let mut envp = Vec::with_capacity(env.len());
+        for (k, v) in &env {
+            if k.is_empty() || k.as_bytes().contains(&b'=') {
+                return Err(Error::InvalidArgument {
+                    what: "environment variable name",
+                    value: k.to_string_lossy().into_owned(),
+                    reason: "must be non-empty and contain no '='",
+                });
+            }
+            let mut entry = k.clone();
+            entry.push("=");
+            entry.push(v);
+            envp.push(cstring("environment variable", &entry)?);
+        }
+        let candidates = if p.program.as_bytes().contains(&b'/') {
+            vec![program]
+        } else {
+            let path = env
+                .get(OsStr::new("PATH"))
+                .cloned()
+                .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+            std::env::split_paths(&path)
+                .map(|dir| {
+                    let dir = if dir.as_os_str().is_empty() {
+                        PathBuf::from(".")
+                    } else {
+                        dir
+                    };
+                    cstring("program", dir.join(&p.program).as_os_str())
+                })
+                .collect::<Result<Vec<_>>>()?
+        };
+        Ok(ExecPlan {
+            candidates: CStringArray::new(candidates),
+            argv: CStringArray::new(argv),
+            envp: CStringArray::new(envp),
+        })
+    }
+
+    fn environment(&self) -> BTreeMap<OsString, OsString> {
+        let p = &self.process;
+        let mut env: BTreeMap<OsString, OsString> = if p.env_clear {
+            BTreeMap::new()
+        } else {
+            std::env::vars_os().collect()
+        };
+        for (k, v) in &p.env {
+            match v {
+                Some(v) => env.insert(k.clone(), v.clone()),
+                None => env.remove(k),
+            };
+        }
+        env
+    }
+}

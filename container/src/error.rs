@@ -1,0 +1,186 @@
+use std::fmt;
+use std::io;
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while building, spawning or managing a sandbox.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A builder argument cannot be used (checked before any process is created).
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidArgument {
+        /// Which argument: `"program"`, `"argument"`, `"environment variable"`, ….
+        what: &'static str,
+        /// The offending value, lossily converted for display.
+        value: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// A namespace operation failed: the clone itself, or writing the id maps of the new user
+    /// namespace. The inner error names the system call or `/proc` file and the errno.
+    #[error(transparent)]
+    Namespace(#[from] palisade_ns::Error),
+    /// Preparing the spawn in the parent failed (pipes, pidfds, duplicating stdio descriptors).
+    #[error("{what}: {source}")]
+    Setup {
+        /// What was being prepared.
+        what: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The sandbox child failed before it could execute the program. It reported the step and
+    /// the errno through a close-on-exec pipe and exited; it has been reaped.
+    #[error("sandbox child failed to {step}{context}: {source}")]
+    Child {
+        /// The step that failed.
+        step: ChildStep,
+        /// What the step was acting on (program, directory, hostname), formatted as ` "…"`.
+        context: Context,
+        /// The OS error the step got.
+        source: io::Error,
+    },
+    /// Waiting for, or signalling, the sandbox process failed.
+    #[error("{call} on sandbox pid {pid}: {source}")]
+    Process {
+        /// The system call.
+        call: &'static str,
+        /// The sandbox's process id.
+        pid: i32,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// The OS error number behind this error, if any.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::Namespace(e) => e.errno(),
+            Error::Setup { source, .. }
+            | Error::Child { source, .. }
+            | Error::Process { source, .. } => source.raw_os_error(),
+            Error::InvalidArgument { .. } => None,
+        }
+    }
+}
+
+/// Optional detail of a [`Error::Child`]: what the failed step acted on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Context(pub Option<String>);
+
+impl fmt::Display for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(s) => write!(f, " {s:?}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The steps the sandbox child takes between `clone3(2)` and `execve(2)`, in order. A failure in
+/// any of them is reported to the parent as [`Error::Child`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+#[non_exhaustive]
+pub enum ChildStep {
+    /// `prctl(PR_SET_PDEATHSIG)`.
+    DeathSignal = 1,
+    /// `setgroups(2)` to an empty list in a new user namespace.
+    SetGroups,
+    /// `setresgid(2)` to the namespace's root group.
+    SetGid,
+    /// `setresuid(2)` to the namespace's root user.
+    SetUid,
+    /// `unshare(CLONE_NEWTIME)`.
+    TimeNamespace,
+    /// Writing `/proc/self/timens_offsets`.
+    TimeOffsets,
+    /// `sethostname(2)`.
+    Hostname,
+    /// Making the new mount namespace's propagation `rslave`.
+    MountPropagation,
+    /// Mounting a fresh `/proc` for the new PID namespace.
+    MountProc,
+    /// `dup2(2)` of the stdio descriptors.
+    Stdio,
+    /// `chdir(2)` to the working directory.
+    Chdir,
+    /// The init's `fork` of the command.
+    InitFork,
+    /// `execve(2)` of the program.
+    Exec,
+}
+
+impl ChildStep {
+    pub(crate) fn from_raw(raw: u32) -> Option<ChildStep> {
+        use ChildStep::*;
+        [
+            DeathSignal,
+            SetGroups,
+            SetGid,
+            SetUid,
+            TimeNamespace,
+            TimeOffsets,
+            Hostname,
+            MountPropagation,
+            MountProc,
+            Stdio,
+            Chdir,
+            InitFork,
+            Exec,
+        ]
+        .into_iter()
+        .find(|s| *s as u32 == raw)
+    }
+}
+
+impl fmt::Display for ChildStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ChildStep::DeathSignal => "set its parent-death signal",
+            ChildStep::SetGroups => "clear its supplementary groups",
+            ChildStep::SetGid => "become the namespace's root group",
+            ChildStep::SetUid => "become the namespace's root user",
+            ChildStep::TimeNamespace => "create a time namespace",
+            ChildStep::TimeOffsets => "write the time namespace offsets",
+            ChildStep::Hostname => "set the hostname",
+            ChildStep::MountPropagation => "make mount propagation private",
+            ChildStep::MountProc => "mount /proc",
+            ChildStep::Stdio => "set up stdin/stdout/stderr",
+            ChildStep::Chdir => "change directory to",
+            ChildStep::InitFork => "fork the command from its init",
+            ChildStep::Exec => "execute",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_round_trip_through_their_wire_number() {
+        for raw in 1..=13 {
+            let step = ChildStep::from_raw(raw).unwrap();
+            assert_eq!(step as u32, raw);
+        }
+        assert_eq!(ChildStep::from_raw(0), None);
+        assert_eq!(ChildStep::from_raw(14), None);
+    }
+
+    #[test]
+    fn child_errors_read_well() {
+        let err = Error::Child {
+            step: ChildStep::Exec,
+            context: Context(Some("nope".into())),
+            source: io::Error::from_raw_os_error(libc::ENOENT),
+        };
+        assert_eq!(
+            err.to_string(),
+            "sandbox child failed to execute \"nope\": No such file or directory (os error 2)"
+        );
+        assert_eq!(err.errno(), Some(libc::ENOENT));
+    }
+}

@@ -1,0 +1,196 @@
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use crate::error::{Error, Result};
+use crate::{ExitStatus, Signal};
+
+/// A running (or finished, not yet waited for) sandbox, like [`std::process::Child`].
+///
+/// The handle refers to the process the sandbox was cloned as: the init (PID 1 of the sandbox's
+/// PID namespace) or, without one, the command itself. Dropping a handle that has not been
+/// waited for kills and reaps the sandbox, unless
+/// [`kill_on_drop(false)`](crate::SandboxBuilder::kill_on_drop) was set.
+#[derive(Debug)]
+pub struct Child {
+    pid: libc::pid_t,
+    pidfd: OwnedFd,
+    /// The init's report of the command's wait status.
+    init_report: Option<File>,
+    status: Option<ExitStatus>,
+    kill_on_drop: bool,
+    /// The parent's end of the command's stdin, if it was [piped](crate::Stdio::piped).
+    pub stdin: Option<File>,
+    /// The parent's end of the command's stdout, if it was piped.
+    pub stdout: Option<File>,
+    /// The parent's end of the command's stderr, if it was piped.
+    pub stderr: Option<File>,
+}
+
+/// The collected result of [`Child::wait_with_output`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// How the command ended.
+    pub status: ExitStatus,
+    /// Everything it wrote to stdout (if piped).
+    pub stdout: Vec<u8>,
+    /// Everything it wrote to stderr (if piped).
+    pub stderr: Vec<u8>,
+}
+
+impl Child {
+    pub(crate) fn new(
+        pid: libc::pid_t,
+        pidfd: OwnedFd,
+        init_report: Option<File>,
+        [stdin, stdout, stderr]: [Option<File>; 3],
+    ) -> Child {
+        Child {
+            pid,
+            pidfd,
+            init_report,
+            status: None,
+            kill_on_drop: true,
+            stdin,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub(crate) fn set_kill_on_drop(&mut self, kill: bool) {
+        self.kill_on_drop = kill;
+    }
+
+    /// The sandbox's process id in the caller's PID namespace.
+    pub fn id(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// A pidfd for the sandbox process (`pidfd_open(2)`): pollable for exit, usable with
+    /// [`palisade_ns::setns`] to join the sandbox's namespaces.
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    /// Sends `signal` to the sandbox (`pidfd_send_signal(2)`). With an init, the init forwards
+    /// it to the command (SIGKILL kills the whole sandbox). Does nothing once the sandbox has been
+    /// waited for.
+    pub fn kill(&mut self, signal: Signal) -> Result<()> {
+        if self.status.is_some() {
+            return Ok(());
+        }
+        // SAFETY: pidfd_send_signal with a valid pidfd, a signal number and no siginfo.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                signal as libc::c_int,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if ret == -1 {
+            return Err(self.error("pidfd_send_signal", io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Waits for the sandbox to exit and returns the command's status. Closes the command's
+    /// stdin first, if piped, so that it does not wait for input.
+    pub fn wait(&mut self) -> Result<ExitStatus> {
+        drop(self.stdin.take());
+        match self.reap(0)? {
+            Some(status) => Ok(status),
+            None => unreachable!("a blocking waitpid returned no child"),
+        }
+    }
+
+    /// Returns the status if the sandbox has exited, without blocking.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        self.reap(libc::WNOHANG)
+    }
+
+    /// Closes stdin, collects all of stdout and stderr (those piped), and waits for the sandbox.
+    pub fn wait_with_output(mut self) -> Result<Output> {
+        drop(self.stdin.take());
+        let (out, err) = (self.stdout.take(), self.stderr.take());
+        let read_all = |file: Option<File>| -> io::Result<Vec<u8>> {
+            let mut buf = Vec::new();
+            if let Some(mut f) = file {
+                f.read_to_end(&mut buf)?;
+            }
+            Ok(buf)
+        };
+        let (stdout, stderr) = std::thread::scope(|s| {
+            let err_reader = s.spawn(|| read_all(err));
+            let stdout = read_all(out);
+            let stderr = err_reader
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("stderr reader panicked")));
+            (stdout, stderr)
+        });
+        let read_err = |source| Error::Process {
+            call: "read output of",
+            pid: self.pid,
+            source,
+        };
+        let stdout = stdout.map_err(read_err)?;
+        let stderr = stderr.map_err(read_err)?;
+        Ok(Output {
+            status: self.wait()?,
+            stdout,
+            stderr,
+        })
+    }
+
+    fn reap(&mut self, flags: libc::c_int) -> Result<Option<ExitStatus>> {
+        if let Some(status) = self.status {
+            return Ok(Some(status));
+        }
+        let mut raw = 0;
+        loop {
+            // SAFETY: `raw` is a valid out-pointer; `pid` is our unreaped child.
+            let ret = unsafe { libc::waitpid(self.pid, &mut raw, flags) };
+            match ret {
+                0 => return Ok(None),
+                -1 => {
+                    let err = io::Error::last_os_error();
+                    if err.kind() != io::ErrorKind::Interrupted {
+                        return Err(self.error("waitpid", err));
+                    }
+                }
+                _ => break,
+            }
+        }
+        let status = self.init_report().unwrap_or(ExitStatus::from_raw(raw));
+        self.status = Some(status);
+        Ok(Some(status))
+    }
+
+    /// The command's status as the init reported it before exiting, if it did.
+    fn init_report(&mut self) -> Option<ExitStatus> {
+        let mut buf = [0u8; 4];
+        let mut file = self.init_report.take()?;
+        match file.read(&mut buf) {
+            Ok(4) => Some(ExitStatus::from_raw(i32::from_ne_bytes(buf))),
+            _ => None,
+        }
+    }
+
+    fn error(&self, call: &'static str, source: io::Error) -> Error {
+        Error::Process {
+            call,
+            pid: self.pid,
+            source,
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if self.kill_on_drop && self.status.is_none() {
+            let _ = self.kill(Signal::SIGKILL);
+            let _ = self.reap(0);
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Spawning a [`Sandbox`]: the parent side lives here, the child side in [`child`] and [`init`].
+//!
+//! The parent creates the pipes, clones the child into its namespaces (`clone3(2)` with
+//! `CLONE_PIDFD`), writes the user namespace id maps while the child waits, releases it, and then
+//! blocks on a close-on-exec error pipe: end-of-file means the `execve(2)` succeeded, eight bytes
+//! are a `(step, errno)` report from the child.
+
+pub(crate) mod child;
+mod init;
+pub(crate) mod plan;
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use palisade_ns::{clone3, pidfd_open, CloneArgs, Forked, Namespace, SetGroups};
+
+use self::child::ChildFds;
+use self::plan::UserPlan;
+use crate::error::{ChildStep, Context, Error, Result};
+use crate::stdio::pipe;
+use crate::{Child, Sandbox};
+
+impl Sandbox {
+    /// Starts one sandboxed process from this recipe.
+    ///
+    /// Returns once the program has been executed inside the sandbox, or with [`Error::Child`]
+    /// naming the step that failed in the child (missing program, bad working directory, …).
+    pub fn spawn(&self) -> Result<Child> {
+        let plan = &self.plan;
+        let [stdin, stdout, stderr] = [
+            self.stdio[0].resolve(true)?,
+            self.stdio[1].resolve(false)?,
+            self.stdio[2].resolve(false)?,
+        ];
+        let (err_r, err_w) = pipe("create the error pipe")?;
+        let sync = plan
+            .user
+            .as_ref()
+            .map(|_| pipe("create the id map pipe"))
+            .transpose()?;
+        let report = if plan.init {
+            let (r, w) = pipe("create the init status pipe")?;
+            set_nonblocking(&r)?;
+            Some((r, w))
+        } else {
+            None
+        };
+        let parent_pidfd = if plan.die_with_parent && plan.clone_namespaces.contains(Namespace::PID)
+        {
+            Some(pidfd_open(std::process::id() as libc::pid_t)?)
+        } else {
+            None
+        };
+        let raw = |fd: Option<&OwnedFd>| fd.map_or(-1, |fd| fd.as_raw_fd());
+        let fds = ChildFds {
+            err_w: err_w.as_raw_fd(),
+            sync_r: raw(sync.as_ref().map(|(r, _)| r)),
+            status_w: raw(report.as_ref().map(|(_, w)| w)),
+            stdio: [stdin.child_raw(), stdout.child_raw(), stderr.child_raw()],
+            parent_ends: [
+                err_r.as_raw_fd(),
+                raw(sync.as_ref().map(|(_, w)| w)),
+                raw(report.as_ref().map(|(r, _)| r)),
+                stdin.parent_raw(),
+                stdout.parent_raw(),
+                stderr.parent_raw(),
+            ],
+            parent_pidfd: raw(parent_pidfd.as_ref()),
+            parent_pid: std::process::id() as libc::pid_t,
+        };
+
+        let args = CloneArgs::new(plan.clone_namespaces);
+        // SAFETY: in the child, `child::run` makes only async-signal-safe system calls on the
+        // prepared plan and descriptors, and ends in execve(2) or _exit(2); it never returns.
+        let cloned = match unsafe { clone3(&args) }? {
+            Forked::Child => unsafe { child::run(plan, &fds) },
+            Forked::Parent(cloned) => cloned,
+        };
+
+        // The child's ends now belong to the child.
+        drop((err_w, parent_pidfd, stdin.child, stdout.child, stderr.child));
+        let sync_w = sync.map(|(_child_end, w)| w);
+        let report_r = report.map(|(r, _child_end)| r);
+        let (pid, pidfd) = cloned.into_parts();
+        // Until the exec is confirmed, dropping the handle kills and reaps the child.
+        let mut handle = Child::new(
+            pid,
+            pidfd,
+            report_r.map(File::from),
+            [stdin.parent, stdout.parent, stderr.parent],
+        );
+
+        if let (Some(user), Some(sync_w)) = (&plan.user, sync_w) {
+            write_id_maps(pid, user)?;
+            File::from(sync_w)
+                .write_all(&[1])
+                .map_err(|source| Error::Setup {
+                    what: "release the child after writing id maps",
+                    source,
+                })?;
+        }
+
+        if let Some((step, errno)) = read_child_report(File::from(err_r))? {
+            handle.wait()?;
+            return Err(Error::Child {
+                step,
+                context: self.context(step),
+                source: io::Error::from_raw_os_error(errno),
+            });
+        }
+        handle.set_kill_on_drop(self.kill_on_drop);
+        Ok(handle)
+    }
+
+    fn context(&self, step: ChildStep) -> Context {
+        let lossy = |s: &std::ffi::OsStr| s.to_string_lossy().into_owned();
+        Context(match step {
+            ChildStep::Exec => Some(lossy(&self.program)),
+            ChildStep::Chdir => self.cwd.as_deref().map(|d| lossy(d.as_os_str())),
+            ChildStep::Hostname => self.hostname.as_deref().map(lossy),
+            _ => None,
+        })
+    }
+}
+
+fn write_id_maps(pid: libc::pid_t, user: &UserPlan) -> Result<()> {
+    palisade_ns::write_uid_map(pid, &user.uid_map)?;
+    if user.setgroups == SetGroups::Deny {
+        palisade_ns::write_setgroups(pid, SetGroups::Deny)?;
+    }
+    palisade_ns::write_gid_map(pid, &user.gid_map)?;
+    Ok(())
+}
+
+/// Reads the child's `(step, errno)` report; `None` when the pipe closed on a successful exec.
+fn read_child_report(mut pipe: File) -> Result<Option<(ChildStep, i32)>> {
+    let mut buf = [0u8; 8];
+    let mut len = 0;
+    while len < buf.len() {
+        match pipe.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(Error::Setup {
+                    what: "read the child's error pipe",
+                    source,
+                })
+            }
+        }
+    }
+    match len {
+        0 => Ok(None),
+        8 => {
+            let step = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            let errno = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+            let step = ChildStep::from_raw(step).ok_or_else(|| Error::Setup {
+                what: "decode the child's error report",
+                source: io::Error::new(io::ErrorKind::InvalidData, "unknown step"),
+            })?;
+            Ok(Some((step, errno)))
+        }
+        _ => Err(Error::Setup {
+            what: "read the child's error pipe",
+            source: io::Error::new(io::ErrorKind::UnexpectedEof, "truncated report"),
+        }),
+    }
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
+    // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
+    let ret = unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK)
+    };
+    if ret == -1 {
+        return Err(Error::Setup {
+            what: "make the init status pipe non-blocking",
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! Everything the sandbox child needs, computed before the clone: C strings, pointer arrays,
+//! signal sets and flags. The child only reads it.
+
+use std::ffi::{CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
+
+use palisade_ns::{IdMap, Namespace, SetGroups};
+
+use crate::error::{Error, Result};
+
+/// Owned C strings with a NULL-terminated array of pointers to them, ready for `execve(2)`.
+pub(crate) struct CStringArray {
+    // Owns the bytes that `ptrs` points at; never mutated after construction.
+    strings: Vec<CString>,
+    ptrs: Vec<*const libc::c_char>,
+}
+
+// SAFETY: the pointers refer only to the heap buffers of `strings`, which the array owns and
+// never mutates or frees while it lives; sharing or sending it is as safe as for `Vec<CString>`.
+unsafe impl Send for CStringArray {}
+// SAFETY: as above; all access through `&self` is read-only.
+unsafe impl Sync for CStringArray {}
+
+impl CStringArray {
+    pub fn new(strings: Vec<CString>) -> Self {
+        let ptrs = strings
+            .iter()
+            .map(|s| s.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        CStringArray { strings, ptrs }
+    }
+
+    pub fn as_ptr(&self) -> *const *const libc::c_char {
+        self.ptrs.as_ptr()
+    }
+
+    pub fn strings(&self) -> &[CString] {
+        &self.strings
+    }
+}
+
+impl std::fmt::Debug for CStringArray {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.strings).finish()
+    }
+}
+
+pub(crate) fn cstring(what: &'static str, value: &OsStr) -> Result<CString> {
+    CString::new(value.as_bytes()).map_err(|_| Error::InvalidArgument {
+        what,
+        value: value.to_string_lossy().into_owned(),
+        reason: "contains a NUL byte",
+    })
+}
+
+/// The program to execute: every path `execvp(3)` would try, and its argv/envp.
+#[derive(Debug)]
+pub(crate) struct ExecPlan {
+    /// Paths tried in order (a single one when the program names a path).
+    pub candidates: CStringArray,
+    pub argv: CStringArray,
+    pub envp: CStringArray,
+}
+
+/// Becoming root inside a new user namespace once the parent has written the maps.
+#[derive(Debug)]
+pub(crate) struct UserPlan {
+    pub uid_map: IdMap,
+    pub gid_map: IdMap,
+    pub setgroups: SetGroups,
+    /// Whether uid 0 / gid 0 are mapped, so the child can switch to them.
+    pub root_uid: bool,
+    pub root_gid: bool,
+}
+
+/// The complete recipe for one kind of sandbox child.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    /// Namespaces created by the clone itself.
+    pub clone_namespaces: Namespace,
+    pub exec: ExecPlan,
+    pub cwd: Option<CString>,
+    pub hostname: Option<CString>,
+    pub user: Option<UserPlan>,
+    /// `timens_offsets` contents; set when the child creates its time namespace itself.
+    pub time_offsets: Option<CString>,
+    /// Make `/` rslave in the new mount namespace.
+    pub private_mounts: bool,
+    /// Mount a fresh `/proc` (new PID and mount namespaces).
+    pub mount_proc: bool,
+    /// Run the minimal init as PID 1 and the command as its child.
+    pub init: bool,
+    pub die_with_parent: bool,
+    /// The signals the init waits for: SIGCHLD and those it forwards.
+    pub init_signals: libc::sigset_t,
+    pub empty_signals: libc::sigset_t,
+}
+
+// SAFETY: `sigset_t` is plain data; the remaining fields are Send and Sync on their own.
+unsafe impl Send for Plan {}
+// SAFETY: as above; the plan is never mutated after construction.
+unsafe impl Sync for Plan {}
+
+/// The signals the init forwards to the command.
+pub(crate) const FORWARDED_SIGNALS: [libc::c_int; 7] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+];
+
+pub(crate) fn signal_sets() -> (libc::sigset_t, libc::sigset_t) {
+    let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    let mut init = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the sets it is given; sigaddset only sets bits of an
+    // initialised set, with valid signal numbers.
+    unsafe {
+        libc::sigemptyset(empty.as_mut_ptr());
+        libc::sigemptyset(init.as_mut_ptr());
+        libc::sigaddset(init.as_mut_ptr(), libc::SIGCHLD);
+        for sig in FORWARDED_SIGNALS {
+            libc::sigaddset(init.as_mut_ptr(), sig);
+        }
+        (empty.assume_init(), init.assume_init())
+    }
+}
