@@ -1,1 +1,79 @@
-fn main(){}
+//! Startup latency: spawn → `/bin/true` exited, for a plain fork+exec baseline, each namespace
+//! kind alone, and all of them together. Compare each figure with the baseline of the same run.
+//!
+//! ```text
+//! cargo bench --bench spawn
+//! ```
+//!
+//! Needs root for every kind but `user`; without root only the baseline and `user` run.
+
+#![allow(missing_docs)] // criterion_group! generates an undocumented function.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use palisade::{Namespace, Sandbox};
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("spawn_true");
+    group.sample_size(30);
+
+    // Baseline: std's fork+exec (posix_spawn/vfork) of the same program.
+    group.bench_function("baseline_std_command", |b| {
+        b.iter(|| {
+            let status = std::process::Command::new("/bin/true").status().unwrap();
+            assert!(status.success());
+        })
+    });
+
+    let run = |name: &str, sandbox: Sandbox, group: &mut criterion::BenchmarkGroup<'_, _>| {
+        group.bench_function(name, |b| {
+            b.iter(|| assert!(sandbox.spawn().unwrap().wait().unwrap().success()))
+        });
+    };
+
+    run(
+        "palisade_no_namespaces",
+        Sandbox::builder("/bin/true")
+            .namespaces(Namespace::empty())
+            .build()
+            .unwrap(),
+        &mut group,
+    );
+    for kind in Namespace::JOIN_ORDER {
+        if kind != Namespace::USER && !is_root() {
+            eprintln!("skipping {kind}: needs root");
+            continue;
+        }
+        let name = format!("palisade_{kind}");
+        let mut builder = Sandbox::builder("/bin/true");
+        builder.namespaces(kind);
+        run(&name, builder.build().unwrap(), &mut group);
+    }
+    if is_root() {
+        run(
+            "palisade_default_with_init",
+            Sandbox::builder("/bin/true").build().unwrap(),
+            &mut group,
+        );
+        run(
+            "palisade_default_no_init",
+            Sandbox::builder("/bin/true").init(false).build().unwrap(),
+            &mut group,
+        );
+        let mut all = Sandbox::builder("/bin/true");
+        all.namespaces(Namespace::all());
+        run("palisade_all_eight", all.build().unwrap(), &mut group);
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default();
+    targets = bench
+}
+criterion_main!(benches);

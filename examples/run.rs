@@ -93,7 +93,12 @@ fn run(opts: &Options) -> Result<u8, Error> {
 
     // Forward the signals a terminal or supervisor sends us to the sandbox, as `docker run`
     // does: block them here (the sandbox starts with an empty mask) and relay them from a thread.
-    let forwarded = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT];
+    let forwarded = [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ];
     let mut set = nix::sys::signal::SigSet::empty();
     forwarded.iter().for_each(|s| set.add(*s));
     set.thread_block().map_err(|e| Error::Setup {
@@ -102,10 +107,13 @@ fn run(opts: &Options) -> Result<u8, Error> {
     })?;
 
     let mut child = builder.spawn()?;
-    let pidfd = child.pidfd().try_clone_to_owned().map_err(|source| Error::Setup {
-        what: "duplicate the sandbox pidfd",
-        source,
-    })?;
+    let pidfd = child
+        .pidfd()
+        .try_clone_to_owned()
+        .map_err(|source| Error::Setup {
+            what: "duplicate the sandbox pidfd",
+            source,
+        })?;
     std::thread::spawn(move || loop {
         if let Ok(sig) = set.wait() {
             use std::os::fd::AsRawFd;

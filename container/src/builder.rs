@@ -43,7 +43,12 @@ impl Sandbox {
     /// The namespaces each spawned sandbox is created in.
     pub fn namespaces(&self) -> Namespace {
         let time = self.plan.time_offsets.is_some();
-        self.plan.clone_namespaces | if time { Namespace::TIME } else { Namespace::empty() }
+        self.plan.clone_namespaces
+            | if time {
+                Namespace::TIME
+            } else {
+                Namespace::empty()
+            }
     }
 }
 
@@ -280,7 +285,12 @@ impl SandboxBuilder {
         if iso.hostname.is_some() && !namespaces.contains(Namespace::UTS) {
             return Err(Error::InvalidArgument {
                 what: "hostname",
-                value: iso.hostname.as_deref().unwrap_or_default().to_string_lossy().into(),
+                value: iso
+                    .hostname
+                    .as_deref()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into(),
                 reason: "setting the hostname needs a UTS namespace",
             });
         }
@@ -288,11 +298,13 @@ impl SandboxBuilder {
         let time_offsets = match iso.time_offsets {
             Some(offsets) if !offsets.is_zero() => {
                 namespaces.remove(Namespace::TIME);
-                Some(CString::new(offsets.to_string()).map_err(|_| Error::InvalidArgument {
-                    what: "time offsets",
-                    value: offsets.to_string(),
-                    reason: "not representable",
-                })?)
+                Some(
+                    CString::new(offsets.to_string()).map_err(|_| Error::InvalidArgument {
+                        what: "time offsets",
+                        value: offsets.to_string(),
+                        reason: "not representable",
+                    })?,
+                )
             }
             Some(_) => {
                 namespaces |= Namespace::TIME;

@@ -64,3 +64,8 @@ pub use palisade_netns as netns;
 
 /// Syscall filters ([`palisade_seccomp`]).
 pub use palisade_seccomp as seccomp;
+
+/// The README's library example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -111,7 +111,10 @@ impl Stdio {
                 }
             }
             Kind::Fd(fd) => Resolved {
-                child: Some(fd.try_clone().map_err(setup("duplicate a stdio descriptor"))?),
+                child: Some(
+                    fd.try_clone()
+                        .map_err(setup("duplicate a stdio descriptor"))?,
+                ),
                 parent: None,
             },
         })

@@ -267,6 +267,7 @@ mod tests {
     fn clone3_without_namespaces_works_unprivileged() {
         // SAFETY: the child only calls `_exit`.
         match unsafe { clone3(&CloneArgs::new(Namespace::empty())) }.unwrap() {
+            // SAFETY: _exit is async-signal-safe and never returns.
             Forked::Child => unsafe { libc::_exit(42) },
             Forked::Parent(child) => {
                 assert!(child.pid() > 0);
@@ -286,6 +287,7 @@ mod tests {
     fn clone_fallback_works() {
         // SAFETY: the child only calls `getpid` and `_exit`.
         match unsafe { clone(&CloneArgs::new(Namespace::empty())) }.unwrap() {
+            // SAFETY: _exit is async-signal-safe and never returns.
             Forked::Child => unsafe { libc::_exit(7) },
             Forked::Parent(child) => assert_eq!(exit_code_of(&child), 7),
         }

@@ -44,12 +44,7 @@ impl NsId {
 /// Formats as `ls -l /proc/<pid>/ns` does: `net:[4026531833]`.
 impl fmt::Display for NsId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:[{}]",
-            self.kind.proc_name().unwrap_or("?"),
-            self.ino
-        )
+        write!(f, "{}:[{}]", self.kind.proc_name().unwrap_or("?"), self.ino)
     }
 }
 

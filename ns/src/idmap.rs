@@ -120,7 +120,11 @@ impl IdMap {
                     u64::from(a) < b_end && u64::from(b) < a_end
                 };
                 if overlap(m.inside, m.end_inside(), o.inside, o.end_inside()) {
-                    return invalid(format!("lines {} and {}: inside ranges overlap", j + 1, i + 1));
+                    return invalid(format!(
+                        "lines {} and {}: inside ranges overlap",
+                        j + 1,
+                        i + 1
+                    ));
                 }
                 if overlap(m.outside, m.end_outside(), o.outside, o.end_outside()) {
                     return invalid(format!(
@@ -143,7 +147,9 @@ impl IdMap {
     pub fn to_outside(&self, inside: u32) -> Option<u32> {
         self.0
             .iter()
-            .find(|m| u64::from(inside) >= u64::from(m.inside) && u64::from(inside) < m.end_inside())
+            .find(|m| {
+                u64::from(inside) >= u64::from(m.inside) && u64::from(inside) < m.end_inside()
+            })
             .map(|m| m.outside + (inside - m.inside))
     }
 

@@ -42,7 +42,7 @@ mod ops;
 mod persist;
 mod time;
 
-pub use clone::{clone, clone3, ClonedChild, CloneArgs, Forked};
+pub use clone::{clone, clone3, CloneArgs, ClonedChild, Forked};
 pub use error::{Error, Result};
 pub use handle::{pidfd_open, NsFile, NsId};
 pub use idmap::{write_gid_map, write_setgroups, write_uid_map, IdMap, IdMapping, SetGroups};

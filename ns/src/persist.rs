@@ -37,7 +37,11 @@ pub fn persist(ns: &NsFile, target: impl AsRef<Path>) -> Result<PersistedNs> {
         err
     };
     let dst = cstring(target).map_err(undo)?;
-    let src = cstring(Path::new(&format!("/proc/self/fd/{}", ns.as_fd().as_raw_fd()))).map_err(undo)?;
+    let src = cstring(Path::new(&format!(
+        "/proc/self/fd/{}",
+        ns.as_fd().as_raw_fd()
+    )))
+    .map_err(undo)?;
     // SAFETY: both paths are valid NUL-terminated strings; a bind mount reads no other memory.
     let ret = unsafe {
         libc::mount(

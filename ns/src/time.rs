@@ -101,10 +101,7 @@ mod tests {
             monotonic: Offset::secs(86_400),
             boottime: Offset::new(-5, 250).unwrap(),
         };
-        assert_eq!(
-            offsets.to_string(),
-            "monotonic 86400 0\nboottime -5 250\n"
-        );
+        assert_eq!(offsets.to_string(), "monotonic 86400 0\nboottime -5 250\n");
         assert!(Offset::new(0, 1_000_000_000).is_err());
         assert!(TimeOffsets::default().is_zero());
     }

@@ -67,7 +67,7 @@ fn check(fds: &ChildFds, step: ChildStep, ret: libc::c_long) {
 ///
 /// Must be called only in a freshly cloned child, with `plan` and `fds` prepared by the parent.
 pub(crate) unsafe fn run(plan: &Plan, fds: &ChildFds) -> ! {
-    // SAFETY (whole body): every call below is a system call (or a libc wrapper that makes one
+    // SAFETY: for the whole body, every call below is a system call (or a libc wrapper that makes one
     // without locking or allocating) on prepared, NUL-terminated data that outlives the child.
     unsafe {
         for fd in fds.parent_ends {
@@ -103,7 +103,8 @@ pub(crate) unsafe fn run(plan: &Plan, fds: &ChildFds) -> ! {
             // exist only in the parent.
             if user.root_gid {
                 if user.setgroups == SetGroups::Allow {
-                    let ret = libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>());
+                    let ret =
+                        libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>());
                     check(fds, ChildStep::SetGroups, ret);
                 }
                 let ret = libc::syscall(libc::SYS_setresgid, 0, 0, 0);

@@ -15,7 +15,7 @@ use crate::error::ChildStep;
 ///
 /// As for [`super::child::run`], whose last step this is.
 pub(super) unsafe fn run(plan: &Plan, fds: &ChildFds) -> ! {
-    // SAFETY (whole body): system calls on prepared data. The forwarded signals are blocked
+    // SAFETY: for the whole body, system calls on prepared data. The forwarded signals are blocked
     // before the fork, so none is lost between the fork and the first sigwaitinfo; blocked
     // signals are queued even for a namespace's init, which otherwise drops signals it has no
     // handler for.

@@ -74,6 +74,7 @@ impl Sandbox {
         // SAFETY: in the child, `child::run` makes only async-signal-safe system calls on the
         // prepared plan and descriptors, and ends in execve(2) or _exit(2); it never returns.
         let cloned = match unsafe { clone3(&args) }? {
+            // SAFETY: this is the freshly cloned child, and `plan` and `fds` were prepared for it.
             Forked::Child => unsafe { child::run(plan, &fds) },
             Forked::Parent(cloned) => cloned,
         };

@@ -1,0 +1,583 @@
+//! Sandboxes against the real kernel. Most tests need root (creating namespaces other than a user
+//! namespace needs CAP_SYS_ADMIN); they skip with a reason on stderr when not root, and fail
+//! instead when PALISADE_NO_SKIP is set (as CI does).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use palisade::ns::{pidfd_open, NsFile, NsId};
+use palisade::{
+    ChildStep, Error, IdMap, IdMapping, Namespace, Offset, Sandbox, Signal, Stdio, TimeOffsets,
+};
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Skips the test (with a reason that bypasses the test harness's capture) unless root.
+macro_rules! require_root {
+    () => {
+        if !is_root() {
+            if std::env::var_os("PALISADE_NO_SKIP").is_some() {
+                panic!("needs root, and PALISADE_NO_SKIP forbids skipping");
+            }
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: {}: needs root (namespaces other than user need CAP_SYS_ADMIN)",
+                module_path!()
+            );
+            return;
+        }
+    };
+}
+
+fn sh(script: &str) -> palisade::SandboxBuilder {
+    let mut b = Sandbox::builder("sh");
+    b.args(["-c", script]);
+    b
+}
+
+fn stdout_of(builder: &mut palisade::SandboxBuilder) -> String {
+    let out = builder.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A directory under /tmp named for leak hunting, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!(
+            "palisade-test-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let path = PathBuf::from(path.to_string_lossy().replace(['(', ')'], ""));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn hostname_and_pid_under_init() {
+    require_root!();
+    let out = stdout_of(sh("hostname; echo $$").hostname("box"));
+    assert_eq!(out, "box\n2\n");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_ne!(host.trim(), "box", "the host's hostname must not change");
+}
+
+#[test]
+fn command_is_pid_1_without_init() {
+    require_root!();
+    assert_eq!(stdout_of(sh("echo $$").init(false)), "1\n");
+}
+
+#[test]
+fn pid_namespace_hides_host_processes() {
+    require_root!();
+    let out = stdout_of(&mut sh("ls /proc | grep -E '^[0-9]+$'; cat /proc/1/comm"));
+    let mut lines: Vec<&str> = out.lines().collect();
+    let init_comm = lines.pop().unwrap();
+    assert_eq!(init_comm, "palisade-init");
+    let pids: Vec<u32> = lines.iter().map(|l| l.parse().unwrap()).collect();
+    // init, sh, ls, grep: a handful of small pids, none of them ours.
+    assert!(pids.len() <= 5, "{pids:?}");
+    assert!(pids.iter().all(|&p| p <= 5), "{pids:?}");
+}
+
+#[test]
+fn ipc_namespace_hides_host_segments() {
+    require_root!();
+    // SAFETY: creating a private SysV shared memory segment; removed below.
+    let id = unsafe { libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600) };
+    assert!(id >= 0);
+    let host_view = std::fs::read_to_string("/proc/sysvipc/shm").unwrap();
+    let inside = stdout_of(&mut sh("cat /proc/sysvipc/shm"));
+    // SAFETY: removing the segment created above.
+    unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+    let has_id = |text: &str| {
+        text.lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().nth(1) == Some(&id.to_string()))
+    };
+    assert!(has_id(&host_view), "host should list segment {id}");
+    assert!(
+        !has_id(&inside),
+        "sandbox lists host segment {id}:\n{inside}"
+    );
+}
+
+#[test]
+fn mounts_stay_inside_the_sandbox() {
+    require_root!();
+    let dir = TempDir::new("mnt");
+    let target = dir.0.display().to_string();
+    let out = stdout_of(&mut sh(&format!(
+        "mount -t tmpfs palisade-test {target} && echo hi > {target}/f && cat {target}/f && grep -c palisade-test /proc/self/mountinfo"
+    )));
+    assert_eq!(out, "hi\n1\n");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mountinfo.contains(&target),
+        "the sandbox's mount leaked to the host"
+    );
+    assert!(!dir.0.join("f").exists());
+}
+
+/// A sandbox that sleeps until killed, for inspecting its namespaces.
+fn sleeper(b: &mut palisade::SandboxBuilder) -> palisade::Child {
+    b.stdin(Stdio::piped()).spawn().expect("spawn sleeper")
+}
+
+#[test]
+fn two_sandboxes_have_distinct_namespaces_and_setns_joins_them() {
+    require_root!();
+    let namespaces = Namespace::all() - Namespace::USER;
+    let a = sleeper(Sandbox::builder("cat").namespaces(namespaces));
+    let b = sleeper(Sandbox::builder("cat").namespaces(namespaces));
+    let me = std::process::id() as libc::pid_t;
+    for kind in namespaces.kinds() {
+        let (ia, ib) = (
+            NsId::of(a.id() as i32, kind).unwrap(),
+            NsId::of(b.id() as i32, kind).unwrap(),
+        );
+        assert_ne!(ia, ib, "{kind} shared between two sandboxes");
+        assert_ne!(
+            ia,
+            NsId::of(me, kind).unwrap(),
+            "{kind} shared with the host"
+        );
+    }
+
+    // Join by namespace file, one kind at a time, in a thread of our own.
+    let a_pid = a.id() as i32;
+    std::thread::spawn(move || {
+        for kind in [Namespace::NET, Namespace::UTS, Namespace::IPC] {
+            NsFile::open(a_pid, kind).unwrap().setns().unwrap();
+            let now = NsFile::open_current(kind).unwrap().id().unwrap();
+            assert_eq!(now, NsId::of(a_pid, kind).unwrap());
+        }
+    })
+    .join()
+    .unwrap();
+
+    // Join several kinds at once by pidfd.
+    let b_pid = b.id() as i32;
+    let pidfd = pidfd_open(b_pid).unwrap();
+    std::thread::spawn(move || {
+        let kinds = Namespace::NET | Namespace::UTS | Namespace::IPC;
+        palisade::ns::setns(std::os::fd::AsFd::as_fd(&pidfd), kinds).unwrap();
+        for kind in kinds.kinds() {
+            let now = NsFile::open_current(kind).unwrap().id().unwrap();
+            assert_eq!(now, NsId::of(b_pid, kind).unwrap());
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+fn status_uid(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn uid_map_shows_root_inside_and_the_mapped_uid_outside() {
+    require_root!();
+    let map = IdMap::new([IdMapping::new(0, 100_000, 65_536)]).unwrap();
+    let mut child = Sandbox::builder("sh")
+        .args(["-c", "id -u; id -g; cat /proc/self/uid_map; read x"])
+        .uid_map(map.clone())
+        .gid_map(map)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        lines.push(line.split_whitespace().collect::<Vec<_>>().join(" "));
+    }
+    assert_eq!(lines, ["0", "0", "0 100000 65536"]);
+    // Outside, the sandbox's processes run as the mapped uid.
+    assert_eq!(status_uid(child.id()), 100_000);
+    child.stdin.take().unwrap().write_all(b"\n").unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn init_reaps_orphans() {
+    require_root!();
+    // The inner shell exits at once, orphaning its background sleep to PID 1, the init.
+    let out = stdout_of(&mut sh(
+        "sh -c 'sleep 0.1 & exit 0'; sleep 0.8; grep -h '^State:' /proc/[0-9]*/status",
+    ));
+    assert!(!out.contains("zombie"), "unreaped orphan:\n{out}");
+}
+
+#[test]
+fn init_forwards_sigterm_and_reports_the_commands_status() {
+    require_root!();
+    let mut child =
+        sh("trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.05; done")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    child.kill(Signal::SIGTERM).unwrap();
+    line.clear();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line, "got-term\n");
+    assert_eq!(child.wait().unwrap().code(), Some(7));
+}
+
+#[test]
+fn a_signal_death_is_reported_as_a_signal_with_and_without_init() {
+    require_root!();
+    // Under init the command is PID 2 and may kill itself; the init reports the signal.
+    let status = sh("kill -KILL $$").status().unwrap();
+    assert_eq!(status.signal(), Some(9), "{status}");
+    // As PID 1 it may not (pid_namespaces(7)): the signal is dropped and the script goes on.
+    let status = sh("kill -KILL $$; exit 4").init(false).status().unwrap();
+    assert_eq!(status.code(), Some(4), "{status}");
+    let mut child = sleeper(&mut Sandbox::builder("cat"));
+    child.kill(Signal::SIGKILL).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "{status}");
+    assert_eq!(status.shell_code(), 137);
+}
+
+#[test]
+fn missing_program_is_a_typed_error() {
+    require_root!();
+    let err = Sandbox::builder("palisade-no-such-program")
+        .spawn()
+        .unwrap_err();
+    match &err {
+        Error::Child {
+            step: ChildStep::Exec,
+            source,
+            ..
+        } => assert_eq!(source.raw_os_error(), Some(libc::ENOENT)),
+        other => panic!("unexpected error: {other}"),
+    }
+    assert!(
+        err.to_string().contains("palisade-no-such-program"),
+        "{err}"
+    );
+    let dir = TempDir::new("noexec");
+    let file = dir.0.join("not-executable");
+    std::fs::write(&file, "data").unwrap();
+    let err = Sandbox::builder(&file).spawn().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Child {
+                step: ChildStep::Exec,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.errno(), Some(libc::EACCES));
+}
+
+#[test]
+fn bad_working_directory_is_a_typed_error() {
+    require_root!();
+    let err = Sandbox::builder("true")
+        .current_dir("/palisade/no/such/dir")
+        .spawn()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Child {
+                step: ChildStep::Chdir,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("/palisade/no/such/dir"), "{err}");
+    assert_eq!(err.errno(), Some(libc::ENOENT));
+}
+
+#[test]
+fn invalid_arguments_are_rejected_before_spawning() {
+    let err = Sandbox::builder("true")
+        .arg("nul\0byte")
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidArgument {
+                what: "argument",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = Sandbox::builder("").build().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidArgument {
+                what: "program",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = Sandbox::builder("true")
+        .env("A=B", "c")
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    let err = Sandbox::builder("true")
+        .namespaces(Namespace::PID)
+        .hostname("x")
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidArgument {
+                what: "hostname",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = IdMap::parse("0 1000 10\n5 2000 1").unwrap_err();
+    assert!(err.to_string().contains("overlap"), "{err}");
+}
+
+#[test]
+fn environment_working_directory_and_stdin() {
+    require_root!();
+    let out = stdout_of(
+        Sandbox::builder("sh")
+            .args(["-c", "env | sort; pwd"])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("GREETING", "hello")
+            .current_dir("/etc"),
+    );
+    assert_eq!(out, "GREETING=hello\nPATH=/usr/bin:/bin\nPWD=/etc\n/etc\n");
+
+    let mut child = Sandbox::builder("tr")
+        .args(["a-z", "A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"sandboxed\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.stdout, b"SANDBOXED\n");
+}
+
+#[test]
+fn time_namespace_offsets_apply_with_and_without_init() {
+    require_root!();
+    let ten_days = 10 * 86_400;
+    for init in [true, false] {
+        let out = stdout_of(
+            Sandbox::builder("cat")
+                .arg("/proc/uptime")
+                .time_offsets(TimeOffsets::both(Offset::secs(ten_days)))
+                .init(init),
+        );
+        let uptime: f64 = out.split_whitespace().next().unwrap().parse().unwrap();
+        assert!(uptime >= ten_days as f64, "init={init}: uptime {uptime}");
+    }
+    let host: f64 = std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(host < ten_days as f64 || host > 0.0);
+}
+
+#[test]
+fn try_wait_and_kill_on_drop() {
+    require_root!();
+    let mut child = sleeper(&mut Sandbox::builder("cat"));
+    assert_eq!(child.try_wait().unwrap(), None);
+    let pid = child.id();
+    drop(child);
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "killed and reaped on drop"
+    );
+}
+
+#[test]
+fn die_with_parent_kills_the_sandbox_when_the_spawning_thread_exits() {
+    require_root!();
+    let mut child = std::thread::spawn(|| {
+        Sandbox::builder("sleep")
+            .arg("100")
+            .kill_on_drop(false)
+            .spawn()
+            .unwrap()
+    })
+    .join()
+    .unwrap();
+    let mut pfd = libc::pollfd {
+        fd: child.pidfd().as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; a pidfd polls readable when the process exits.
+    let ready = unsafe { libc::poll(&mut pfd, 1, 10_000) };
+    assert_eq!(ready, 1, "the sandbox outlived the thread that spawned it");
+    assert_eq!(child.wait().unwrap().signal(), Some(9));
+}
+
+#[test]
+fn a_prepared_sandbox_spawns_many_times() {
+    require_root!();
+    let sandbox = Sandbox::builder("true").build().unwrap();
+    for _ in 0..20 {
+        assert!(sandbox.spawn().unwrap().wait().unwrap().success());
+    }
+}
+
+#[test]
+fn rootless_as_an_unprivileged_user() {
+    require_root!();
+    // Run this very test binary as an unprivileged uid (no passwd entry needed), copied where that
+    // user can read it, and let it spawn a rootless sandbox.
+    let dir = TempDir::new("rootless");
+    let exe = dir.0.join("tests");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    for p in [&dir.0, &exe] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let out = {
+        use std::os::unix::process::CommandExt;
+        Command::new(&exe)
+            .args([
+                "--exact",
+                "rootless_inner",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("PALISADE_ROOTLESS_INNER", "1")
+            .current_dir("/")
+            .uid(64_000)
+            .gid(64_000)
+            .output()
+            .unwrap()
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}
+
+/// Runs only as the unprivileged user set up by `rootless_as_an_unprivileged_user`.
+#[test]
+#[ignore = "run by rootless_as_an_unprivileged_user"]
+fn rootless_inner() {
+    assert!(std::env::var_os("PALISADE_ROOTLESS_INNER").is_some());
+    // SAFETY: getters with no failure mode.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    assert_ne!(uid, 0, "must run unprivileged");
+
+    let out = stdout_of(
+        Sandbox::builder("sh")
+            .args(["-c", "id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups; hostname; echo $$"])
+            .rootless()
+            .hostname("rootless-box"),
+    );
+    let words: Vec<String> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        words,
+        [
+            "0".to_string(),
+            "0".into(),
+            format!("0 {uid} 1"),
+            format!("0 {gid} 1"),
+            "deny".into(),
+            "rootless-box".into(),
+            "2".into()
+        ]
+    );
+
+    // A map the kernel refuses an unprivileged writer gets a typed error naming the file.
+    let err = Sandbox::builder("true")
+        .uid_map(IdMap::new([IdMapping::new(0, 0, 1)]).unwrap())
+        .spawn()
+        .unwrap_err();
+    match &err {
+        Error::Namespace(e) => {
+            assert!(e.to_string().contains("uid_map"), "{e}");
+            assert_eq!(e.errno(), Some(libc::EPERM), "{e}");
+        }
+        other => panic!("unexpected error: {other}"),
+    }
+    // Without a user namespace an unprivileged user cannot create the others.
+    let err = Sandbox::builder("true").spawn().unwrap_err();
+    assert_eq!(err.errno(), Some(libc::EPERM), "{err}");
+}
+
+#[test]
+fn concurrent_spawns_from_many_threads() {
+    require_root!();
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            std::thread::spawn(move || {
+                for _ in 0..10 {
+                    let out = Sandbox::builder("echo")
+                        .arg(i.to_string())
+                        .output()
+                        .unwrap();
+                    assert_eq!(out.stdout, format!("{i}\n").as_bytes());
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
