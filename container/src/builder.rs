@@ -341,10 +341,8 @@ impl SandboxBuilder {
             init_signals,
             empty_signals,
         };
-        let stdio = std::mem::replace(
-            &mut self.stdio,
-            [Stdio::inherit(), Stdio::inherit(), Stdio::inherit()],
-        );
+        let [stdin, stdout, stderr] = &self.stdio;
+        let stdio = [stdin.try_clone()?, stdout.try_clone()?, stderr.try_clone()?];
         Ok(Sandbox {
             plan,
             stdio,
@@ -361,23 +359,21 @@ impl SandboxBuilder {
     }
 
     /// Spawns the sandbox with stdout and stderr captured (and stdin from `/dev/null` unless set
-    /// otherwise), waits for it, and collects its output.
+    /// otherwise), waits for it, and collects its output. The builder's own stdio settings are
+    /// left as they were.
     pub fn output(&mut self) -> Result<Output> {
-        if self.stdin_is_inherit() {
-            self.stdio[0] = Stdio::null();
+        let mut sandbox = self.build()?;
+        if sandbox.stdio[0].is_inherit() {
+            sandbox.stdio[0] = Stdio::null();
         }
-        self.stdio[1] = Stdio::piped();
-        self.stdio[2] = Stdio::piped();
-        self.spawn()?.wait_with_output()
+        sandbox.stdio[1] = Stdio::piped();
+        sandbox.stdio[2] = Stdio::piped();
+        sandbox.spawn()?.wait_with_output()
     }
 
     /// Spawns the sandbox and waits for it to finish.
     pub fn status(&mut self) -> Result<ExitStatus> {
         self.spawn()?.wait()
-    }
-
-    fn stdin_is_inherit(&self) -> bool {
-        self.stdio[0].is_inherit()
     }
 
     fn user_plan(&self) -> UserPlan {

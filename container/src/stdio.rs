@@ -28,10 +28,23 @@ impl Stdio {
         Stdio(Kind::Null)
     }
 
-    /// A new pipe connects the stream to the parent, available as [`Child::stdin`]
-    /// (crate::Child::stdin) and friends.
+    /// A new pipe connects the stream to the parent, available as
+    /// [`Child::stdin`](crate::Child::stdin) and friends.
     pub fn piped() -> Stdio {
         Stdio(Kind::Piped)
+    }
+
+    /// A copy of this configuration; a descriptor is duplicated (`dup(2)`).
+    pub(crate) fn try_clone(&self) -> Result<Stdio> {
+        Ok(Stdio(match &self.0 {
+            Kind::Inherit => Kind::Inherit,
+            Kind::Null => Kind::Null,
+            Kind::Piped => Kind::Piped,
+            Kind::Fd(fd) => Kind::Fd(fd.try_clone().map_err(|source| Error::Setup {
+                what: "duplicate a stdio descriptor",
+                source,
+            })?),
+        }))
     }
 
     pub(crate) fn is_inherit(&self) -> bool {

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::Namespace;
 
 const CLONE_PIDFD: u64 = 0x1000;
+const CLONE_CLEAR_SIGHAND: u64 = 0x1_0000_0000;
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// `struct clone_args` from `<linux/sched.h>`, up to `CLONE_ARGS_SIZE_VER2` (with `cgroup`).
@@ -37,6 +38,7 @@ pub struct CloneArgs<'fd> {
     namespaces: Namespace,
     exit_signal: libc::c_int,
     cgroup: Option<BorrowedFd<'fd>>,
+    clear_sighand: bool,
 }
 
 impl<'fd> CloneArgs<'fd> {
@@ -46,6 +48,7 @@ impl<'fd> CloneArgs<'fd> {
             namespaces,
             exit_signal: libc::SIGCHLD,
             cgroup: None,
+            clear_sighand: false,
         }
     }
 
@@ -63,6 +66,15 @@ impl<'fd> CloneArgs<'fd> {
         self
     }
 
+    /// Reset every signal handler of the child to the default disposition (`CLONE_CLEAR_SIGHAND`,
+    /// Linux 5.5), so that no handler of the parent can run in the child before it executes a
+    /// program. Ignored signals stay ignored. The [`clone`] fallback cannot express it and
+    /// proceeds without.
+    pub fn clear_signal_handlers(mut self, clear: bool) -> Self {
+        self.clear_sighand = clear;
+        self
+    }
+
     /// The namespaces the child will be created in.
     pub fn namespaces(&self) -> Namespace {
         self.namespaces
@@ -72,6 +84,9 @@ impl<'fd> CloneArgs<'fd> {
         let mut flags = self.namespaces.bits() | CLONE_PIDFD;
         if self.cgroup.is_some() {
             flags |= CLONE_INTO_CGROUP;
+        }
+        if self.clear_sighand {
+            flags |= CLONE_CLEAR_SIGHAND;
         }
         flags
     }
@@ -211,7 +226,7 @@ pub unsafe fn clone(args: &CloneArgs<'_>) -> Result<Forked> {
             option: "CLONE_INTO_CGROUP",
         });
     }
-    let flags = args.flags() | (args.exit_signal as u64 & 0xff);
+    let flags = (args.flags() & !CLONE_CLEAR_SIGHAND) | (args.exit_signal as u64 & 0xff);
     let mut pidfd: RawFd = -1;
     let pidfd_ptr = &mut pidfd as *mut RawFd;
     // SAFETY: a null stack gives fork semantics; with CLONE_PIDFD the kernel writes the pidfd

@@ -77,8 +77,8 @@ impl NsFile {
         Self::open_kind(&proc_path("thread-self", kind)?, kind)
     }
 
-    /// Opens a namespace file at any path — a `/proc` entry or a bind mount made by [`persist`]
-    /// (crate::persist) or `ip netns add` — and asks the kernel which kind it is.
+    /// Opens a namespace file at any path — a `/proc` entry, or a bind mount made by
+    /// [`persist`](crate::persist) or `ip netns add` — and asks the kernel which kind it is.
     pub fn open_path(path: impl AsRef<Path>) -> Result<NsFile> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|e| Error::io("open", path, e))?;

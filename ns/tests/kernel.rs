@@ -296,3 +296,51 @@ fn time_offsets_are_set_before_the_first_process_enters() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn clone3_into_cgroup_starts_the_child_in_that_group() {
+    require_root!();
+    // The cgroup2 hierarchy: /sys/fs/cgroup on a pure v2 host, /sys/fs/cgroup/unified on a hybrid.
+    let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("cgroup.procs").exists() && p.join("cgroup.controllers").exists())
+        .expect("a cgroup2 mount");
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let own = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap()
+        .trim_start_matches('/');
+    let name = format!("palisade-ns-test-{}", std::process::id());
+    let group = root.join(own).join(&name);
+    std::fs::create_dir(&group).unwrap();
+    let dir = std::fs::File::open(&group).unwrap();
+    let (r, w) = pipe();
+    let args = CloneArgs::new(Namespace::empty()).into_cgroup(dir.as_fd());
+    // SAFETY: the child only calls read and _exit.
+    let child = match unsafe { clone3(&args) }.unwrap() {
+        // SAFETY: a blocking read into a local, then _exit.
+        Forked::Child => unsafe {
+            let mut byte = 0u8;
+            libc::read(r.as_raw_fd(), (&mut byte as *mut u8).cast(), 1);
+            libc::_exit(0)
+        },
+        Forked::Parent(child) => child,
+    };
+    let procs = std::fs::read_to_string(group.join("cgroup.procs")).unwrap();
+    let membership = std::fs::read_to_string(format!("/proc/{}/cgroup", child.pid())).unwrap();
+    // SAFETY: writing one byte from a live buffer to a pipe we own.
+    let written = unsafe { libc::write(w.as_raw_fd(), b"x".as_ptr().cast(), 1) };
+    assert_eq!(written, 1);
+    child.wait().unwrap();
+    // Clean up before asserting, so that a failure leaves no group behind.
+    std::fs::remove_dir(&group).unwrap();
+    assert_eq!(procs.trim(), child.pid().to_string());
+    assert!(
+        membership
+            .lines()
+            .any(|l| l.starts_with("0::") && l.ends_with(&name)),
+        "{membership}"
+    );
+}

@@ -70,7 +70,7 @@ impl Sandbox {
             parent_pid: std::process::id() as libc::pid_t,
         };
 
-        let args = CloneArgs::new(plan.clone_namespaces);
+        let args = CloneArgs::new(plan.clone_namespaces).clear_signal_handlers(true);
         // SAFETY: in the child, `child::run` makes only async-signal-safe system calls on the
         // prepared plan and descriptors, and ends in execve(2) or _exit(2); it never returns.
         let cloned = match unsafe { clone3(&args) }? {
