@@ -1,5 +1,6 @@
 //! Startup latency: spawn → `/bin/true` exited, for a plain fork+exec baseline, each namespace
-//! kind alone, and all of them together. Compare each figure with the baseline of the same run.
+//! kind alone, and all of them together; then, from a parent with 256 MiB resident, the baseline
+//! and Palisade without namespaces. Compare each figure with the baseline of the same run.
 //!
 //! ```text
 //! cargo bench --bench spawn
@@ -69,6 +70,28 @@ fn bench(c: &mut Criterion) {
         run("palisade_all_eight", all.build().unwrap(), &mut group);
     }
     group.finish();
+
+    // The same spawns from a parent with 256 MiB resident: the sandbox child is a fork-like
+    // clone, so its cost grows with the parent's page tables, where std's vfork does not.
+    let ballast: Vec<u8> = vec![1u8; 256 << 20];
+    let mut group = c.benchmark_group("spawn_true_from_256mib_parent");
+    group.sample_size(20);
+    group.bench_function("baseline_std_command", |b| {
+        b.iter(|| {
+            let status = std::process::Command::new("/bin/true").status().unwrap();
+            assert!(status.success());
+        })
+    });
+    run(
+        "palisade_no_namespaces",
+        Sandbox::builder("/bin/true")
+            .namespaces(Namespace::empty())
+            .build()
+            .unwrap(),
+        &mut group,
+    );
+    group.finish();
+    std::hint::black_box(&ballast);
 }
 
 criterion_group! {

@@ -16,10 +16,13 @@ use palisade::{ChildStep, Error, Namespace, Sandbox, Signal};
 
 /// Run a command in a Palisade sandbox.
 #[derive(Debug, Parser)]
-#[command(name = "run", version)]
+#[command(name = "run", version, disable_help_flag = true)]
 struct Options {
-    /// Hostname inside the sandbox.
-    #[arg(long, short = 'H', value_name = "NAME")]
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// Hostname inside the sandbox (`-h`, as in docker run).
+    #[arg(long, short = 'h', value_name = "NAME")]
     hostname: Option<String>,
     /// Map the caller's uid and gid to root in a new user namespace (works unprivileged).
     #[arg(long)]
@@ -33,7 +36,7 @@ struct Options {
     /// Working directory inside the sandbox.
     #[arg(long, short = 'w', value_name = "DIR")]
     workdir: Option<String>,
-    /// Share the host's network stack instead of an isolated one (as --network host).
+    /// `none`: an isolated network namespace (loopback only); `host`: the host's network stack.
     #[arg(long, value_name = "MODE", value_parser = ["none", "host"], default_value = "none")]
     network: String,
     /// The command and its arguments.

@@ -474,3 +474,79 @@ impl SandboxBuilder {
         env
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(array: &CStringArray) -> Vec<String> {
+        array
+            .strings()
+            .iter()
+            .map(|s| s.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn environment_is_inherited_then_edited() {
+        let mut b = Sandbox::builder("true");
+        b.env("PALISADE_A", "1").env_remove("HOME");
+        let env = b.environment();
+        assert_eq!(env.get(OsStr::new("PALISADE_A")).unwrap(), "1");
+        assert!(env.get(OsStr::new("HOME")).is_none());
+        assert_eq!(
+            env.len(),
+            std::env::vars_os().filter(|(k, _)| k != "HOME").count() + 1
+        );
+
+        let mut b = Sandbox::builder("true");
+        b.env("X", "1")
+            .env_clear()
+            .env("PATH", "/a::/b")
+            .env("Y", "2");
+        let plan = b.exec_plan().unwrap();
+        assert_eq!(strings(&plan.envp), ["PATH=/a::/b", "Y=2"]);
+        assert_eq!(strings(&plan.candidates), ["/a/true", "./true", "/b/true"]);
+        assert_eq!(strings(&plan.argv), ["true"]);
+    }
+
+    #[test]
+    fn a_program_with_a_slash_is_not_searched() {
+        let plan = Sandbox::builder("./bin/tool")
+            .arg("-x")
+            .exec_plan()
+            .unwrap();
+        assert_eq!(strings(&plan.candidates), ["./bin/tool"]);
+        assert_eq!(strings(&plan.argv), ["./bin/tool", "-x"]);
+    }
+
+    #[test]
+    fn maps_and_offsets_imply_their_namespaces() {
+        let sandbox = Sandbox::builder("true")
+            .namespaces(Namespace::PID)
+            .uid_map(IdMap::root_to(1000))
+            .time_offsets(TimeOffsets::both(palisade_ns::Offset::secs(5)))
+            .build()
+            .unwrap();
+        assert_eq!(
+            sandbox.namespaces(),
+            Namespace::PID | Namespace::USER | Namespace::TIME
+        );
+        // The time namespace is created by the child, after the clone, to set its offsets.
+        assert!(!sandbox.plan.clone_namespaces.contains(Namespace::TIME));
+        let user = sandbox.plan.user.as_ref().unwrap();
+        assert!(user.root_uid);
+        assert_eq!(user.uid_map, IdMap::root_to(1000));
+        assert!(sandbox.plan.init && !sandbox.plan.mount_proc);
+    }
+
+    #[test]
+    fn builder_can_build_twice_with_the_same_stdio() {
+        let mut b = Sandbox::builder("true");
+        b.stdout(Stdio::null());
+        let first = b.build().unwrap();
+        let second = b.build().unwrap();
+        assert!(!first.stdio[1].is_inherit());
+        assert!(!second.stdio[1].is_inherit());
+    }
+}
