@@ -2,6 +2,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
+use palisade_ns::ChildStack;
+
 use crate::error::{Error, Result};
 use crate::{ExitStatus, Signal};
 
@@ -19,6 +21,9 @@ pub struct Child {
     init_report: Option<File>,
     status: Option<ExitStatus>,
     kill_on_drop: bool,
+    /// The stack the init runs on, in our memory; unmapped once the init is reaped (and leaked
+    /// if the handle is dropped unreaped, since the init may still use it).
+    stack: Option<ChildStack>,
     /// The parent's end of the command's stdin, if it was [piped](crate::Stdio::piped).
     pub stdin: Option<File>,
     /// The parent's end of the command's stdout, if it was piped.
@@ -51,10 +56,15 @@ impl Child {
             init_report,
             status: None,
             kill_on_drop: true,
+            stack: None,
             stdin,
             stdout,
             stderr,
         }
+    }
+
+    pub(crate) fn keep_stack(&mut self, stack: Option<ChildStack>) {
+        self.stack = stack;
     }
 
     pub(crate) fn set_kill_on_drop(&mut self, kill: bool) {
@@ -164,6 +174,7 @@ impl Child {
         }
         let status = self.init_report().unwrap_or(ExitStatus::from_raw(raw));
         self.status = Some(status);
+        self.stack = None;
         Ok(Some(status))
     }
 
@@ -191,6 +202,10 @@ impl Drop for Child {
         if self.kill_on_drop && self.status.is_none() {
             let _ = self.kill(Signal::SIGKILL);
             let _ = self.reap(0);
+        }
+        if self.status.is_none() {
+            // Still running, possibly on this stack: leave it mapped.
+            std::mem::forget(self.stack.take());
         }
     }
 }

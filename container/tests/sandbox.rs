@@ -140,6 +140,22 @@ fn mounts_stay_inside_the_sandbox() {
     assert!(!dir.0.join("f").exists());
 }
 
+/// The identity of a sandbox's namespace, seen from its first process (the init). The init
+/// itself stays in the caller's time namespace; its children, the command included, are in the
+/// sandbox's, which `time_for_children` names.
+fn sandbox_ns(pid: u32, kind: Namespace) -> NsId {
+    if kind != Namespace::TIME {
+        return NsId::of(pid as i32, kind).unwrap();
+    }
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(format!("/proc/{pid}/ns/time_for_children")).unwrap();
+    NsId {
+        kind,
+        dev: meta.dev(),
+        ino: meta.ino(),
+    }
+}
+
 /// A sandbox that sleeps until killed, for inspecting its namespaces.
 fn sleeper(b: &mut palisade::SandboxBuilder) -> palisade::Child {
     b.stdin(Stdio::piped()).spawn().expect("spawn sleeper")
@@ -153,10 +169,7 @@ fn two_sandboxes_have_distinct_namespaces_and_setns_joins_them() {
     let b = sleeper(Sandbox::builder("cat").namespaces(namespaces));
     let me = std::process::id() as libc::pid_t;
     for kind in namespaces.kinds() {
-        let (ia, ib) = (
-            NsId::of(a.id() as i32, kind).unwrap(),
-            NsId::of(b.id() as i32, kind).unwrap(),
-        );
+        let (ia, ib) = (sandbox_ns(a.id(), kind), sandbox_ns(b.id(), kind));
         assert_ne!(ia, ib, "{kind} shared between two sandboxes");
         assert_ne!(
             ia,
@@ -419,14 +432,26 @@ fn time_namespace_offsets_apply_with_and_without_init() {
         let uptime: f64 = out.split_whitespace().next().unwrap().parse().unwrap();
         assert!(uptime >= ten_days as f64, "init={init}: uptime {uptime}");
     }
-    let host: f64 = std::fs::read_to_string("/proc/uptime")
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
+    // The command is in the sandbox's time namespace, the init stays outside (see `sandbox_ns`).
+    let mut child = Sandbox::builder("sh")
+        .args(["-c", "readlink /proc/self/ns/time; read x"])
+        .namespaces(Sandbox::DEFAULT_NAMESPACES | Namespace::TIME)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(host < ten_days as f64 || host > 0.0);
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let sandbox_time = sandbox_ns(child.id(), Namespace::TIME);
+    assert_eq!(line.trim(), sandbox_time.to_string());
+    assert_ne!(
+        sandbox_time,
+        NsId::of(std::process::id() as i32, Namespace::TIME).unwrap()
+    );
+    child.stdin.take().unwrap().write_all(b"\n").unwrap();
+    assert!(child.wait().unwrap().success());
 }
 
 #[test]
@@ -580,4 +605,42 @@ fn concurrent_spawns_from_many_threads() {
     for h in handles {
         h.join().unwrap();
     }
+}
+
+#[test]
+fn the_fork_like_clone_path_works_too() {
+    require_root!();
+    // What architectures without the CLONE_VM path, and kernels without clone3, use.
+    let fork = |b: &mut palisade::SandboxBuilder| {
+        b.share_memory(false);
+        stdout_of(b)
+    };
+    assert_eq!(
+        fork(sh("hostname; echo $$").hostname("forked")),
+        "forked\n2\n"
+    );
+    assert_eq!(fork(sh("echo $$").init(false)), "1\n");
+    assert_eq!(
+        fork(sh("id -u; cat /proc/self/uid_map").rootless())
+            .lines()
+            .next(),
+        Some("0")
+    );
+    let err = Sandbox::builder("palisade-no-such-program")
+        .share_memory(false)
+        .spawn()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Child {
+                step: ChildStep::Exec,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let mut child = sleeper(Sandbox::builder("cat").share_memory(false));
+    child.kill(Signal::SIGTERM).unwrap();
+    assert_eq!(child.wait().unwrap().signal(), Some(15));
 }

@@ -27,6 +27,25 @@ pub enum Error {
         /// The option, e.g. `"CLONE_INTO_CGROUP"`.
         option: &'static str,
     },
+    /// [`CloneArgs::share_memory`](crate::CloneArgs::share_memory) or
+    /// [`vfork`](crate::CloneArgs::vfork) were asked of a clone with fork semantics.
+    #[error("CLONE_VM and CLONE_VFORK need a child stack: use clone3_with_stack")]
+    NeedsOwnStack,
+    /// The stack given to [`clone3_with_stack`](crate::clone3_with_stack) is empty or its top
+    /// is not 16-byte aligned.
+    #[error("the child stack is empty or its top is not 16-byte aligned")]
+    InvalidStack,
+    /// [`clone3_with_stack`](crate::clone3_with_stack) is not implemented for this architecture.
+    #[error("clone3 with a child stack is not implemented for this architecture")]
+    Unsupported,
+    /// `mmap(2)` of a child stack failed.
+    #[error("cannot map a {size}-byte child stack: {source}")]
+    Stack {
+        /// The requested size.
+        size: usize,
+        /// The OS error.
+        source: io::Error,
+    },
     /// `unshare(2)` failed.
     #[error("unshare({namespaces}) failed: {source}")]
     Unshare {
@@ -116,6 +135,7 @@ impl Error {
             | Error::Setns { source, .. }
             | Error::Io { source, .. }
             | Error::Process { source, .. }
+            | Error::Stack { source, .. }
             | Error::Mount { source, .. } => source.raw_os_error(),
             _ => None,
         }

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`Namespace`] | the eight `CLONE_NEW*` kinds as typed flags |
 //! | [`clone3`], [`clone`] | `clone3(2)` with `CLONE_PIDFD` / `CLONE_INTO_CGROUP`, `clone(2)` fallback |
+//! | [`clone3_with_stack`], [`ChildStack`] | `clone3(2)` running a function on its own stack, for `CLONE_VM` |
 //! | [`unshare`], [`setns`] | `unshare(2)`, `setns(2)` by namespace file or by pidfd |
 //! | [`NsFile`], [`NsId`] | `/proc/<pid>/ns/<kind>` handles and their (dev, inode) identity |
 //! | [`IdMap`] | `user_namespaces(7)`: `uid_map`, `gid_map`, `setgroups` |
@@ -40,13 +41,17 @@ mod idmap;
 mod kind;
 mod ops;
 mod persist;
+mod stack;
 mod time;
 
-pub use clone::{clone, clone3, CloneArgs, ClonedChild, Forked};
+pub use clone::{
+    clone, clone3, clone3_with_stack, ChildEntry, CloneArgs, ClonedChild, Forked, CLONE3_WITH_STACK,
+};
 pub use error::{Error, Result};
 pub use handle::{pidfd_open, NsFile, NsId};
 pub use idmap::{write_gid_map, write_setgroups, write_uid_map, IdMap, IdMapping, SetGroups};
 pub use kind::Namespace;
 pub use ops::{setns, unshare};
 pub use persist::{persist, PersistedNs};
+pub use stack::ChildStack;
 pub use time::{write_timens_offsets, Offset, TimeOffsets};

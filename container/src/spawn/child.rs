@@ -1,16 +1,19 @@
-//! The child side of a spawn: what runs between `clone3(2)` and `execve(2)`.
+//! The child side of a spawn: what runs between the clone and `execve(2)`.
 //!
-//! Everything here is a system call on data prepared by the parent ([`Plan`], [`ChildFds`]): no
-//! allocation, no locks, no panics — the child is a copy of a possibly multi-threaded process, in
-//! which any lock may be held by a thread that no longer exists. A failing step writes
-//! `(step, errno)` to the close-on-exec error pipe and exits with status 127.
+//! Everything here is a raw system call (see [`sys`](super::sys)) on data the parent prepared
+//! ([`Plan`], [`ChildFds`]): no allocation, no locks, no panics, no `errno`. The child either
+//! shares the parent's memory (`CLONE_VM`, on a stack of its own) or is a fork-like copy of a
+//! possibly multi-threaded process; either way, only reads of prepared, unchanging data are safe.
+//! A failing step writes `(step, errno)` to the close-on-exec error pipe and exits with status 127.
 
+use std::ffi::c_void;
 use std::os::fd::RawFd;
 
 use palisade_ns::SetGroups;
 
 use super::init;
 use super::plan::Plan;
+use super::sys::{raw, KernelSigaction, SIGSET_SIZE};
 use crate::error::ChildStep;
 
 /// The descriptors the child works with, as raw numbers (`-1`: none).
@@ -33,32 +36,48 @@ pub(crate) struct ChildFds {
     pub parent_pid: libc::pid_t,
 }
 
-fn errno() -> i32 {
-    // SAFETY: __errno_location returns this thread's errno slot, always valid.
-    unsafe { *libc::__errno_location() }
+/// What the child entry points receive: the plan and descriptors, which live in the parent's
+/// `spawn` frame and `Sandbox` until the program has been executed.
+pub(crate) struct ChildCtx<'a> {
+    pub plan: &'a Plan,
+    pub fds: &'a ChildFds,
 }
 
-/// Reports `step` with the current `errno` and exits.
-pub(super) fn fail(fds: &ChildFds, step: ChildStep) -> ! {
-    fail_with(fds, step, errno())
+/// Exits the child; never returns.
+pub(super) fn exit(code: i32) -> ! {
+    loop {
+        // SAFETY: exit_group ends this process (a thread group of its own).
+        unsafe { raw!(libc::SYS_exit_group, code) };
+    }
 }
 
-pub(super) fn fail_with(fds: &ChildFds, step: ChildStep, errno: i32) -> ! {
+/// Reports `step` with `errno` to the parent and exits.
+pub(super) fn fail(fds: &ChildFds, step: ChildStep, errno: isize) -> ! {
     let mut msg = [0u8; 8];
     msg[..4].copy_from_slice(&(step as u32).to_ne_bytes());
-    msg[4..].copy_from_slice(&errno.to_ne_bytes());
-    // SAFETY: writing 8 bytes from a live buffer (atomic on a pipe: below PIPE_BUF); then
-    // _exit, which never returns and runs no destructors or atexit handlers.
-    unsafe {
-        libc::write(fds.err_w, msg.as_ptr().cast(), msg.len());
-        libc::_exit(127)
+    msg[4..].copy_from_slice(&(errno as i32).to_ne_bytes());
+    // SAFETY: 8 bytes from a live buffer; atomic on a pipe (below PIPE_BUF).
+    unsafe { raw!(libc::SYS_write, fds.err_w, msg.as_ptr(), msg.len()) };
+    exit(127)
+}
+
+/// Fails with `step` if a raw system call returned `-errno`.
+fn check(fds: &ChildFds, step: ChildStep, ret: isize) {
+    if ret < 0 {
+        fail(fds, step, -ret);
     }
 }
 
-fn check(fds: &ChildFds, step: ChildStep, ret: libc::c_long) {
-    if ret == -1 {
-        fail(fds, step);
-    }
+/// Entry point of a child started by `clone3_with_stack`.
+///
+/// # Safety
+///
+/// `arg` points to a [`ChildCtx`] that stays valid until the program is executed.
+pub(crate) unsafe extern "C" fn entry(arg: *mut c_void) -> ! {
+    // SAFETY: guaranteed by the caller.
+    let ctx = unsafe { &*(arg as *const ChildCtx<'_>) };
+    // SAFETY: this is a freshly cloned child with the plan and descriptors prepared for it.
+    unsafe { run(ctx.plan, ctx.fds) }
 }
 
 /// Runs the child's steps and executes the program (or the init). Never returns.
@@ -67,116 +86,112 @@ fn check(fds: &ChildFds, step: ChildStep, ret: libc::c_long) {
 ///
 /// Must be called only in a freshly cloned child, with `plan` and `fds` prepared by the parent.
 pub(crate) unsafe fn run(plan: &Plan, fds: &ChildFds) -> ! {
-    // SAFETY: for the whole body, every call below is a system call (or a libc wrapper that makes one
-    // without locking or allocating) on prepared, NUL-terminated data that outlives the child.
+    // SAFETY: for the whole body, every call is a raw system call on prepared, NUL-terminated
+    // data that outlives the child's use of it.
     unsafe {
         for fd in fds.parent_ends {
             if fd >= 0 {
-                libc::close(fd);
+                raw!(libc::SYS_close, fd);
             }
         }
 
         if plan.die_with_parent {
-            let ret = libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-            check(fds, ChildStep::DeathSignal, ret.into());
+            let ret = raw!(libc::SYS_prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            check(fds, ChildStep::DeathSignal, ret);
             if parent_died(fds) {
-                libc::_exit(1);
+                exit(1);
             }
         }
 
         if let Some(user) = &plan.user {
-            // Wait until the parent has written uid_map/gid_map. EOF means it gave up (and is
-            // reporting its own error), so leave quietly.
+            // Wait until the parent has written uid_map/gid_map. End-of-file means it gave up
+            // (and is reporting its own error), so leave quietly.
             let mut byte = 0u8;
             loop {
-                let n = libc::read(fds.sync_r, (&mut byte as *mut u8).cast(), 1);
+                let n = raw!(libc::SYS_read, fds.sync_r, &mut byte as *mut u8, 1);
                 if n == 1 {
                     break;
                 }
-                if n == -1 && errno() == libc::EINTR {
-                    continue;
+                if n != -(libc::EINTR as isize) {
+                    exit(1);
                 }
-                libc::_exit(1);
             }
-            libc::close(fds.sync_r);
-            // Raw system calls: glibc's wrappers would try to synchronise with threads that
-            // exist only in the parent.
+            raw!(libc::SYS_close, fds.sync_r);
             if user.root_gid {
                 if user.setgroups == SetGroups::Allow {
-                    let ret =
-                        libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>());
+                    let ret = raw!(libc::SYS_setgroups, 0, 0);
                     check(fds, ChildStep::SetGroups, ret);
                 }
-                let ret = libc::syscall(libc::SYS_setresgid, 0, 0, 0);
-                check(fds, ChildStep::SetGid, ret);
+                check(fds, ChildStep::SetGid, raw!(libc::SYS_setresgid, 0, 0, 0));
             }
             if user.root_uid {
-                let ret = libc::syscall(libc::SYS_setresuid, 0, 0, 0);
-                check(fds, ChildStep::SetUid, ret);
+                check(fds, ChildStep::SetUid, raw!(libc::SYS_setresuid, 0, 0, 0));
             }
         }
 
         if let Some(offsets) = &plan.time_offsets {
             // The new time namespace is for children and for this process after execve(2);
             // its offsets can be set until then (time_namespaces(7)).
-            check(
-                fds,
-                ChildStep::TimeNamespace,
-                libc::unshare(libc::CLONE_NEWTIME).into(),
+            let ret = raw!(libc::SYS_unshare, libc::CLONE_NEWTIME);
+            check(fds, ChildStep::TimeNamespace, ret);
+            let path = c"/proc/self/timens_offsets";
+            let fd = raw!(
+                libc::SYS_openat,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC
             );
-            let fd = libc::open(
-                c"/proc/self/timens_offsets".as_ptr(),
-                libc::O_WRONLY | libc::O_CLOEXEC,
-            );
-            check(fds, ChildStep::TimeOffsets, fd.into());
+            check(fds, ChildStep::TimeOffsets, fd);
             let bytes = offsets.as_bytes();
-            let n = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
-            check(fds, ChildStep::TimeOffsets, n as libc::c_long);
-            libc::close(fd);
+            let n = raw!(libc::SYS_write, fd, bytes.as_ptr(), bytes.len());
+            check(fds, ChildStep::TimeOffsets, n);
+            raw!(libc::SYS_close, fd);
         }
 
         if let Some(name) = &plan.hostname {
-            let ret = libc::sethostname(name.as_ptr(), name.as_bytes().len());
-            check(fds, ChildStep::Hostname, ret.into());
+            let ret = raw!(libc::SYS_sethostname, name.as_ptr(), name.as_bytes().len());
+            check(fds, ChildStep::Hostname, ret);
         }
 
         if plan.private_mounts {
             // Mounts made in the sandbox never propagate back to the host; host mounts still
             // propagate in (mount_namespaces(7)).
-            let ret = libc::mount(
-                std::ptr::null(),
+            let ret = raw!(
+                libc::SYS_mount,
+                0,
                 c"/".as_ptr(),
-                std::ptr::null(),
+                0,
                 libc::MS_REC | libc::MS_SLAVE,
-                std::ptr::null(),
+                0
             );
-            check(fds, ChildStep::MountPropagation, ret.into());
+            check(fds, ChildStep::MountPropagation, ret);
         }
         if plan.mount_proc {
-            let ret = libc::mount(
-                c"proc".as_ptr(),
+            let proc = c"proc";
+            let ret = raw!(
+                libc::SYS_mount,
+                proc.as_ptr(),
                 c"/proc".as_ptr(),
-                c"proc".as_ptr(),
+                proc.as_ptr(),
                 libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                std::ptr::null(),
+                0
             );
-            check(fds, ChildStep::MountProc, ret.into());
+            check(fds, ChildStep::MountProc, ret);
         }
 
         for (target, &fd) in fds.stdio.iter().enumerate() {
-            let target = target as RawFd;
             let ret = if fd < 0 {
                 0
-            } else if fd == target {
-                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else if fd as usize == target {
+                raw!(libc::SYS_fcntl, fd, libc::F_SETFD, 0)
             } else {
-                libc::dup2(fd, target)
+                raw!(libc::SYS_dup3, fd, target, 0)
             };
-            check(fds, ChildStep::Stdio, ret.into());
+            check(fds, ChildStep::Stdio, ret);
         }
 
         if let Some(dir) = &plan.cwd {
-            check(fds, ChildStep::Chdir, libc::chdir(dir.as_ptr()).into());
+            check(fds, ChildStep::Chdir, raw!(libc::SYS_chdir, dir.as_ptr()));
         }
 
         if plan.init {
@@ -193,39 +208,88 @@ fn parent_died(fds: &ChildFds) -> bool {
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: one valid pollfd, zero timeout. A pidfd polls readable once the process exited.
-        let ret = unsafe { libc::poll(&mut pfd, 1, 0) };
-        // SAFETY: closing a descriptor this child owns and no longer needs.
-        unsafe { libc::close(fds.parent_pidfd) };
-        ret == 1
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: one valid pollfd and a zero timeout; a pidfd polls readable once the process
+        // exited. Then close the pidfd, which this child no longer needs.
+        unsafe {
+            let ret = raw!(
+                libc::SYS_ppoll,
+                &mut pfd as *mut _,
+                1,
+                &zero as *const _,
+                0,
+                0
+            );
+            raw!(libc::SYS_close, fds.parent_pidfd);
+            ret == 1
+        }
     } else {
         // SAFETY: getppid has no failure mode and touches no memory.
-        unsafe { libc::getppid() != fds.parent_pid }
+        unsafe { raw!(libc::SYS_getppid) != fds.parent_pid as isize }
     }
+}
+
+/// Entry point of the command started by the init with `clone3_with_stack`.
+///
+/// # Safety
+///
+/// As for [`entry`].
+pub(super) unsafe extern "C" fn exec_entry(arg: *mut c_void) -> ! {
+    // SAFETY: guaranteed by the caller.
+    let ctx = unsafe { &*(arg as *const ChildCtx<'_>) };
+    exec(ctx.plan, ctx.fds)
 }
 
 /// Restores the signal state a fresh program expects and executes the program, trying each
 /// `PATH` candidate as `execvp(3)` does.
 pub(super) fn exec(plan: &Plan, fds: &ChildFds) -> ! {
     let exec = &plan.exec;
-    let mut reported = libc::ENOENT;
+    let mut reported = libc::ENOENT as isize;
+    let default_action = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
     // SAFETY: signal mask and disposition changes affect only this process; the candidates,
     // argv and envp are NUL-terminated strings and NULL-terminated arrays owned by the plan.
     unsafe {
-        libc::sigprocmask(libc::SIG_SETMASK, &plan.empty_signals, std::ptr::null_mut());
+        let empty = &plan.empty_signals as *const libc::sigset_t;
+        raw!(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            empty,
+            0,
+            SIGSET_SIZE
+        );
         // The Rust runtime ignores SIGPIPE, and ignored signals survive execve(2).
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let action = &default_action as *const KernelSigaction;
+        raw!(
+            libc::SYS_rt_sigaction,
+            libc::SIGPIPE,
+            action,
+            0,
+            SIGSET_SIZE
+        );
         for path in exec.candidates.strings() {
-            libc::execve(path.as_ptr(), exec.argv.as_ptr(), exec.envp.as_ptr());
-            match errno() {
+            let ret = raw!(
+                libc::SYS_execve,
+                path.as_ptr(),
+                exec.argv.as_ptr(),
+                exec.envp.as_ptr()
+            );
+            match -ret as i32 {
                 libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
-                libc::EACCES => reported = libc::EACCES,
-                other => {
-                    reported = other;
+                libc::EACCES => reported = libc::EACCES as isize,
+                _ => {
+                    reported = -ret;
                     break;
                 }
             }
         }
     }
-    fail_with(fds, ChildStep::Exec, reported)
+    fail(fds, ChildStep::Exec, reported)
 }

@@ -1,21 +1,33 @@
 //! Spawning a [`Sandbox`]: the parent side lives here, the child side in [`child`] and [`init`].
 //!
-//! The parent creates the pipes, clones the child into its namespaces (`clone3(2)` with
-//! `CLONE_PIDFD`), writes the user namespace id maps while the child waits, releases it, and then
-//! blocks on a close-on-exec error pipe: end-of-file means the `execve(2)` succeeded, eight bytes
-//! are a `(step, errno)` report from the child.
+//! The parent creates the pipes and a stack for the child, clones the child into its namespaces
+//! (`clone3(2)` with `CLONE_VM`, `CLONE_PIDFD` and `CLONE_CLEAR_SIGHAND`), writes the user
+//! namespace id maps while the child waits, releases it, and then blocks on a close-on-exec error
+//! pipe: end-of-file means the `execve(2)` succeeded, eight bytes are a `(step, errno)` report from
+//! the child.
+//!
+//! With `CLONE_VM` the child runs in the parent's memory on its own stack, so the clone copies no
+//! page tables and costs the same from a small program as from one with gigabytes resident (the
+//! reason `posix_spawn(3)` uses `vfork`). Where that path is not available (architectures other
+//! than x86-64, kernels without `clone3(2)`) the child is a fork-like copy instead; the child side
+//! is written to be correct either way.
 
 pub(crate) mod child;
 mod init;
 pub(crate) mod plan;
+pub(crate) mod sys;
 
+use std::ffi::c_void;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use palisade_ns::{clone3, pidfd_open, CloneArgs, Forked, Namespace, SetGroups};
+use palisade_ns::{
+    clone3, clone3_with_stack, pidfd_open, ChildStack, CloneArgs, ClonedChild, Forked, Namespace,
+    SetGroups, CLONE3_WITH_STACK,
+};
 
-use self::child::ChildFds;
+use self::child::{ChildCtx, ChildFds};
 use self::plan::UserPlan;
 use crate::error::{ChildStep, Context, Error, Result};
 use crate::stdio::pipe;
@@ -70,14 +82,16 @@ impl Sandbox {
             parent_pid: std::process::id() as libc::pid_t,
         };
 
-        let args = CloneArgs::new(plan.clone_namespaces).clear_signal_handlers(true);
-        // SAFETY: in the child, `child::run` makes only async-signal-safe system calls on the
-        // prepared plan and descriptors, and ends in execve(2) or _exit(2); it never returns.
-        let cloned = match unsafe { clone3(&args) }? {
-            // SAFETY: this is the freshly cloned child, and `plan` and `fds` were prepared for it.
-            Forked::Child => unsafe { child::run(plan, &fds) },
-            Forked::Parent(cloned) => cloned,
+        // Declared before the handle, so that on an early return the child is killed and reaped
+        // before its stack is unmapped.
+        let stack = if CLONE3_WITH_STACK && plan.share_memory {
+            Some(ChildStack::new(CHILD_STACK)?)
+        } else {
+            None
         };
+        // Lives in this frame, which outlasts the child's use of it (until the exec is confirmed).
+        let ctx = ChildCtx { plan, fds: &fds };
+        let cloned = clone_child(&ctx, stack.as_ref())?;
 
         // The child's ends now belong to the child.
         drop((err_w, parent_pidfd, stdin.child, stdout.child, stderr.child));
@@ -111,6 +125,10 @@ impl Sandbox {
             });
         }
         handle.set_kill_on_drop(self.kill_on_drop);
+        if plan.init {
+            // The init keeps running on this stack in our memory until it is reaped.
+            handle.keep_stack(stack);
+        }
         Ok(handle)
     }
 
@@ -122,6 +140,39 @@ impl Sandbox {
             ChildStep::Hostname => self.hostname.as_deref().map(lossy),
             _ => None,
         })
+    }
+}
+
+/// The child's stack: its steps and the init's frame (which holds the command's stack).
+const CHILD_STACK: usize = 256 * 1024;
+
+/// Clones the sandbox child: on `stack` in shared memory where possible, else fork-like.
+fn clone_child(ctx: &ChildCtx<'_>, stack: Option<&ChildStack>) -> Result<ClonedChild> {
+    let args = CloneArgs::new(ctx.plan.clone_namespaces).clear_signal_handlers(true);
+    if let Some(stack) = stack {
+        // SAFETY: the child runs `child::entry` on its own stack, which outlives it (see
+        // `spawn`); it only reads `ctx`, the plan and the descriptors, which `spawn` keeps valid
+        // and unchanged until it has executed the program, and it makes raw system calls only.
+        let cloned = unsafe {
+            clone3_with_stack(
+                &args.share_memory(true),
+                stack.base(),
+                stack.len(),
+                child::entry,
+                ctx as *const ChildCtx<'_> as *mut c_void,
+            )
+        };
+        match cloned {
+            Err(e) if e.errno() == Some(libc::ENOSYS) => {}
+            other => return Ok(other?),
+        }
+    }
+    // SAFETY: in the child, `child::run` makes only raw system calls on the prepared plan and
+    // descriptors, and ends in execve(2) or exit; it never returns.
+    match unsafe { clone3(&args) }? {
+        // SAFETY: this is the freshly cloned child, and `plan` and `fds` were prepared for it.
+        Forked::Child => unsafe { child::run(ctx.plan, ctx.fds) },
+        Forked::Parent(cloned) => Ok(cloned),
     }
 }
 

@@ -92,6 +92,8 @@ pub(crate) struct Plan {
     /// Run the minimal init as PID 1 and the command as its child.
     pub init: bool,
     pub die_with_parent: bool,
+    /// Clone with `CLONE_VM` on a stack of the child's own where the platform allows.
+    pub share_memory: bool,
     /// The signals the init waits for: SIGCHLD and those it forwards.
     pub init_signals: libc::sigset_t,
     pub empty_signals: libc::sigset_t,
