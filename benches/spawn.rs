@@ -10,7 +10,8 @@
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented function.
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use palisade::{Namespace, Sandbox};
 
 fn is_root() -> bool {
@@ -18,19 +19,23 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-fn bench(c: &mut Criterion) {
-    let mut group = c.benchmark_group("spawn_true");
-    group.sample_size(30);
-
-    // Baseline: std's fork+exec (posix_spawn/vfork) of the same program.
+/// std's fork+exec (posix_spawn/vfork) of the same program: the baseline of every group.
+fn baseline(group: &mut BenchmarkGroup<'_, WallTime>) {
     group.bench_function("baseline_std_command", |b| {
         b.iter(|| {
             let status = std::process::Command::new("/bin/true").status().unwrap();
             assert!(status.success());
         })
     });
+}
 
-    let run = |name: &str, sandbox: Sandbox, group: &mut criterion::BenchmarkGroup<'_, _>| {
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("spawn_true");
+    group.sample_size(30);
+
+    baseline(&mut group);
+
+    let run = |name: &str, sandbox: Sandbox, group: &mut BenchmarkGroup<'_, WallTime>| {
         group.bench_function(name, |b| {
             b.iter(|| assert!(sandbox.spawn().unwrap().wait().unwrap().success()))
         });
@@ -76,12 +81,7 @@ fn bench(c: &mut Criterion) {
     let ballast: Vec<u8> = vec![1u8; 256 << 20];
     let mut group = c.benchmark_group("spawn_true_from_256mib_parent");
     group.sample_size(20);
-    group.bench_function("baseline_std_command", |b| {
-        b.iter(|| {
-            let status = std::process::Command::new("/bin/true").status().unwrap();
-            assert!(status.success());
-        })
-    });
+    baseline(&mut group);
     run(
         "palisade_no_namespaces",
         Sandbox::builder("/bin/true")

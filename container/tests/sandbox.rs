@@ -2,9 +2,14 @@
 //! namespace needs CAP_SYS_ADMIN); they skip with a reason on stderr when not root, and fail
 //! instead when PALISADE_NO_SKIP is set (as CI does).
 
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use support::TempDir;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use palisade::ns::{pidfd_open, NsFile, NsId};
@@ -12,26 +17,12 @@ use palisade::{
     ChildStep, Error, IdMap, IdMapping, Namespace, Offset, Sandbox, Signal, Stdio, TimeOffsets,
 };
 
-fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Skips the test (with a reason that bypasses the test harness's capture) unless root.
-macro_rules! require_root {
-    () => {
-        if !is_root() {
-            if std::env::var_os("PALISADE_NO_SKIP").is_some() {
-                panic!("needs root, and PALISADE_NO_SKIP forbids skipping");
-            }
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: {}: needs root (namespaces other than user need CAP_SYS_ADMIN)",
-                module_path!()
-            );
-            return;
-        }
-    };
+/// Asserts that `err` is a child-side failure at `step`.
+fn assert_step(err: &Error, step: ChildStep) {
+    assert!(
+        matches!(err, Error::Child { step: s, .. } if *s == step),
+        "expected a failure to {step}, got: {err}"
+    );
 }
 
 fn sh(script: &str) -> palisade::SandboxBuilder {
@@ -49,28 +40,6 @@ fn stdout_of(builder: &mut palisade::SandboxBuilder) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// A directory under /tmp named for leak hunting, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!(
-            "palisade-test-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let path = PathBuf::from(path.to_string_lossy().replace(['(', ')'], ""));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[test]
@@ -127,7 +96,7 @@ fn ipc_namespace_hides_host_segments() {
 fn mounts_stay_inside_the_sandbox() {
     require_root!();
     let dir = TempDir::new("mnt");
-    let target = dir.0.display().to_string();
+    let target = dir.path().display().to_string();
     let out = stdout_of(&mut sh(&format!(
         "mount -t tmpfs palisade-test {target} && echo hi > {target}/f && cat {target}/f && grep -c palisade-test /proc/self/mountinfo"
     )));
@@ -137,7 +106,7 @@ fn mounts_stay_inside_the_sandbox() {
         !mountinfo.contains(&target),
         "the sandbox's mount leaked to the host"
     );
-    assert!(!dir.0.join("f").exists());
+    assert!(!dir.path().join("f").exists());
 }
 
 /// The identity of a sandbox's namespace, seen from its first process (the init). The init
@@ -301,19 +270,10 @@ fn missing_program_is_a_typed_error() {
         "{err}"
     );
     let dir = TempDir::new("noexec");
-    let file = dir.0.join("not-executable");
+    let file = dir.path().join("not-executable");
     std::fs::write(&file, "data").unwrap();
     let err = Sandbox::builder(&file).spawn().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Child {
-                step: ChildStep::Exec,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_step(&err, ChildStep::Exec);
     assert_eq!(err.errno(), Some(libc::EACCES));
 }
 
@@ -324,16 +284,7 @@ fn bad_working_directory_is_a_typed_error() {
         .current_dir("/palisade/no/such/dir")
         .spawn()
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Child {
-                step: ChildStep::Chdir,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_step(&err, ChildStep::Chdir);
     assert!(err.to_string().contains("/palisade/no/such/dir"), "{err}");
     assert_eq!(err.errno(), Some(libc::ENOENT));
 }
@@ -505,9 +456,9 @@ fn rootless_as_an_unprivileged_user() {
     // Run this very test binary as an unprivileged uid (no passwd entry needed), copied where that
     // user can read it, and let it spawn a rootless sandbox.
     let dir = TempDir::new("rootless");
-    let exe = dir.0.join("tests");
+    let exe = dir.path().join("tests");
     std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
-    for p in [&dir.0, &exe] {
+    for p in [dir.path(), &exe] {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
@@ -630,16 +581,7 @@ fn the_fork_like_clone_path_works_too() {
         .share_memory(false)
         .spawn()
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Child {
-                step: ChildStep::Exec,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_step(&err, ChildStep::Exec);
     let mut child = sleeper(Sandbox::builder("cat").share_memory(false));
     child.kill(Signal::SIGTERM).unwrap();
     assert_eq!(child.wait().unwrap().signal(), Some(15));

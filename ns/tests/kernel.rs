@@ -2,8 +2,12 @@
 //! need root; they skip with a reason on stderr when not root, and fail instead when
 //! PALISADE_NO_SKIP is set (as CI does).
 
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use support::TempDir;
+
 use std::ffi::CString;
-use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 
@@ -11,27 +15,6 @@ use palisade_ns::{
     clone, clone3, persist, pidfd_open, setns, unshare, write_timens_offsets, CloneArgs, Error,
     Forked, Namespace, NsFile, NsId, Offset, TimeOffsets,
 };
-
-fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-macro_rules! require_root {
-    () => {
-        if !is_root() {
-            if std::env::var_os("PALISADE_NO_SKIP").is_some() {
-                panic!("needs root, and PALISADE_NO_SKIP forbids skipping");
-            }
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: {}: needs root (CAP_SYS_ADMIN)",
-                module_path!()
-            );
-            return;
-        }
-    };
-}
 
 fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
@@ -200,28 +183,11 @@ fn unshare_moves_only_the_calling_thread() {
     assert_ne!(host_name.trim(), "palisade-unshare");
 }
 
-/// A temporary directory for leak hunting, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!("palisade-ns-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn persisted_namespace_outlives_its_last_process() {
     require_root!();
     let dir = TempDir::new("persist");
-    let target = dir.0.join("net");
+    let target = dir.path().join("net");
     let target_for_thread = target.clone();
     // All mounts happen in a private mount namespace owned by this thread; it vanishes with it.
     std::thread::spawn(move || {
@@ -263,7 +229,7 @@ fn persisted_namespace_outlives_its_last_process() {
     .unwrap();
     assert!(!target.exists());
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mountinfo.contains("palisade-ns-persist"));
+    assert!(!mountinfo.contains(dir.path().to_str().unwrap()));
 }
 
 #[test]

@@ -1,0 +1,64 @@
+//! Shared by the integration tests of every Palisade crate (included with `#[path]`): the policy
+//! for tests that need root, and temporary directories that are removed on drop.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// Whether the test runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Returns from the test unless it runs as root. Skipping says why on stderr, past the test
+/// harness's capture, as a `SKIPPED:` line that CI looks for; with `PALISADE_NO_SKIP` set (as CI
+/// sets it) the test fails instead.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::support::is_root() {
+            $crate::support::skip("needs root (CAP_SYS_ADMIN)");
+            return;
+        }
+    };
+}
+
+/// Reports the current test as skipped, or panics when skipping is forbidden. The test harness
+/// names each test's thread after the test.
+pub fn skip(reason: &str) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    if std::env::var_os("PALISADE_NO_SKIP").is_some() {
+        panic!("{test}: {reason}, and PALISADE_NO_SKIP forbids skipping");
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {reason}");
+}
+
+/// A directory under the temporary directory, named `palisade-test-<tag>-<pid>-<n>` so that a leak
+/// is easy to spot, removed with its contents on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates a fresh directory.
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("palisade-test-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
