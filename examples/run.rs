@@ -50,6 +50,10 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("run: {err}");
+            // SAFETY: geteuid cannot fail.
+            if err.errno() == Some(libc::EPERM) && unsafe { libc::geteuid() } != 0 {
+                eprintln!("run: creating namespaces needs root; add --rootless to run without it");
+            }
             ExitCode::from(match &err {
                 Error::Child {
                     step: ChildStep::Exec,
