@@ -19,6 +19,14 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// `/bin/true` in new namespaces of the given kinds.
+fn with_namespaces(namespaces: Namespace) -> Sandbox {
+    Sandbox::builder("/bin/true")
+        .namespaces(namespaces)
+        .build()
+        .unwrap()
+}
+
 /// std's fork+exec (posix_spawn/vfork) of the same program: the baseline of every group.
 fn baseline(group: &mut BenchmarkGroup<'_, WallTime>) {
     group.bench_function("baseline_std_command", |b| {
@@ -43,10 +51,7 @@ fn bench(c: &mut Criterion) {
 
     run(
         "palisade_no_namespaces",
-        Sandbox::builder("/bin/true")
-            .namespaces(Namespace::empty())
-            .build()
-            .unwrap(),
+        with_namespaces(Namespace::empty()),
         &mut group,
     );
     for kind in Namespace::JOIN_ORDER {
@@ -54,10 +59,11 @@ fn bench(c: &mut Criterion) {
             eprintln!("skipping {kind}: needs root");
             continue;
         }
-        let name = format!("palisade_{kind}");
-        let mut builder = Sandbox::builder("/bin/true");
-        builder.namespaces(kind);
-        run(&name, builder.build().unwrap(), &mut group);
+        run(
+            &format!("palisade_{kind}"),
+            with_namespaces(kind),
+            &mut group,
+        );
     }
     if is_root() {
         run(
@@ -70,24 +76,24 @@ fn bench(c: &mut Criterion) {
             Sandbox::builder("/bin/true").init(false).build().unwrap(),
             &mut group,
         );
-        let mut all = Sandbox::builder("/bin/true");
-        all.namespaces(Namespace::all());
-        run("palisade_all_eight", all.build().unwrap(), &mut group);
+        run(
+            "palisade_all_eight",
+            with_namespaces(Namespace::all()),
+            &mut group,
+        );
     }
     group.finish();
 
-    // The same spawns from a parent with 256 MiB resident: the sandbox child is a fork-like
-    // clone, so its cost grows with the parent's page tables, where std's vfork does not.
+    // The same spawns from a parent with 256 MiB resident. A fork-like clone would copy its page
+    // tables on every spawn; the sandbox child shares the parent's memory (CLONE_VM), as std's
+    // vfork does, so both should cost what they cost above.
     let ballast: Vec<u8> = vec![1u8; 256 << 20];
     let mut group = c.benchmark_group("spawn_true_from_256mib_parent");
     group.sample_size(20);
     baseline(&mut group);
     run(
         "palisade_no_namespaces",
-        Sandbox::builder("/bin/true")
-            .namespaces(Namespace::empty())
-            .build()
-            .unwrap(),
+        with_namespaces(Namespace::empty()),
         &mut group,
     );
     group.finish();

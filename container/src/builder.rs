@@ -18,9 +18,6 @@ pub struct Sandbox {
     pub(crate) plan: Plan,
     pub(crate) stdio: [Stdio; 3],
     pub(crate) kill_on_drop: bool,
-    pub(crate) program: OsString,
-    pub(crate) cwd: Option<PathBuf>,
-    pub(crate) hostname: Option<OsString>,
 }
 
 impl Sandbox {
@@ -363,9 +360,6 @@ impl SandboxBuilder {
             plan,
             stdio,
             kill_on_drop: self.lifecycle.kill_on_drop,
-            program: self.process.program.clone(),
-            cwd: self.process.cwd.clone(),
-            hostname: iso.hostname.clone(),
         })
     }
 

@@ -25,6 +25,14 @@ fn assert_step(err: &Error, step: ChildStep) {
     );
 }
 
+/// Asserts that `err` rejects the builder argument `what` before anything was spawned.
+fn assert_invalid(err: &Error, what: &str) {
+    assert!(
+        matches!(err, Error::InvalidArgument { what: w, .. } if *w == what),
+        "expected an invalid {what}, got: {err}"
+    );
+}
+
 fn sh(script: &str) -> palisade::SandboxBuilder {
     let mut b = Sandbox::builder("sh");
     b.args(["-c", script]);
@@ -295,27 +303,9 @@ fn invalid_arguments_are_rejected_before_spawning() {
         .arg("nul\0byte")
         .build()
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::InvalidArgument {
-                what: "argument",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_invalid(&err, "argument");
     let err = Sandbox::builder("").build().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::InvalidArgument {
-                what: "program",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_invalid(&err, "program");
     let err = Sandbox::builder("true")
         .env("A=B", "c")
         .build()
@@ -326,16 +316,7 @@ fn invalid_arguments_are_rejected_before_spawning() {
         .hostname("x")
         .build()
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::InvalidArgument {
-                what: "hostname",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_invalid(&err, "hostname");
     let err = IdMap::parse("0 1000 10\n5 2000 1").unwrap_err();
     assert!(err.to_string().contains("overlap"), "{err}");
 }

@@ -132,14 +132,16 @@ impl Sandbox {
         Ok(handle)
     }
 
+    /// What `step` acted on, read back from the plan.
     fn context(&self, step: ChildStep) -> Context {
-        let lossy = |s: &std::ffi::OsStr| s.to_string_lossy().into_owned();
-        Context(match step {
-            ChildStep::Exec => Some(lossy(&self.program)),
-            ChildStep::Chdir => self.cwd.as_deref().map(|d| lossy(d.as_os_str())),
-            ChildStep::Hostname => self.hostname.as_deref().map(lossy),
+        let plan = &self.plan;
+        let subject = match step {
+            ChildStep::Exec => plan.exec.argv.strings().first(),
+            ChildStep::Chdir => plan.cwd.as_ref(),
+            ChildStep::Hostname => plan.hostname.as_ref(),
             _ => None,
-        })
+        };
+        Context(subject.map(|s| s.to_string_lossy().into_owned()))
     }
 }
 
