@@ -1,10 +1,80 @@
 //! Control groups for Palisade sandboxes: how much a sandbox may use (`cgroups(7)`).
 //!
-//! **Placeholder.** This crate will wrap the cgroup v2 file interface under `/sys/fs/cgroup`:
-//! creating and deleting groups beneath the caller's own (never writing into groups it did not
-//! create), enabling controllers through `cgroup.subtree_control`, typed limits (`memory.max`,
-//! `cpu.max`, `cpu.weight`, `cpuset.cpus`, `io.max`, `pids.max`, …), typed statistics
-//! (`memory.current`, `cpu.stat`, `memory.events`, …), `cgroup.freeze` and `cgroup.kill`, and an
-//! open directory descriptor for `clone3(2)`'s `CLONE_INTO_CGROUP`. On hybrid hosts, where the
-//! controllers are mounted as cgroup v1 hierarchies, the same API will fall back to the v1
-//! controller directories.
+//! A [`Cgroup`] is created with typed limits ([`Resource`], built from [`Bytes`], [`CpuMax`],
+//! [`Weight`], [`CpuSet`], [`IoMax`]), which are validated before anything is written. It
+//! reports typed [`Stats`], [`MemoryEvents`] (OOM kills) and [`Events`], can be frozen, thawed
+//! and killed as a whole, and hands out an open directory descriptor for `clone3(2)`'s
+//! `CLONE_INTO_CGROUP`, so that a child is born inside its group.
+//!
+//! ```no_run
+//! use palisade_cgroup::{Bytes, Cgroup, Resource};
+//!
+//! let group = Cgroup::builder()
+//!     .resource(Resource::memory_max(Bytes::mib(256)))
+//!     .resource(Resource::cpus(1.5)?)
+//!     .resource(Resource::pids_max(64))
+//!     .create()?;
+//! println!("{} on {}", group.name(), group.backend());
+//! let stats = group.stats()?;
+//! println!("memory: {:?}", stats.memory.map(|m| m.current));
+//! group.delete()?; // also done on drop
+//! # Ok::<(), palisade_cgroup::Error>(())
+//! ```
+//!
+//! # Backends
+//!
+//! The crate reads `/proc/self/mountinfo` to find the host's layout ([`Backend`]):
+//!
+//! - **cgroup v2** (the unified hierarchy, the kernel's `Documentation/admin-guide/cgroup-v2.rst`):
+//!   every controller is in one tree; limits are the v2 files (`memory.max`, `cpu.max`, …).
+//! - **hybrid**: controllers are on v1 hierarchies (`/sys/fs/cgroup/memory`, …) and a cgroup2
+//!   mount (usually `/sys/fs/cgroup/unified`) carries none or few. A group then gets a directory
+//!   in the unified tree — for `cgroup.kill`, `cgroup.freeze`, `cgroup.events` and
+//!   `CLONE_INTO_CGROUP` — and one in each v1 hierarchy whose controller it needs, where the same
+//!   [`Resource`]s are written as their v1 equivalents (`memory.limit_in_bytes`,
+//!   `cpu.cfs_quota_us`, `cpu.shares`, `blkio.throttle.*`, `pids.max`, `cpuset.cpus`).
+//! - **cgroup v1**: as hybrid, with the v1 `freezer` for freezing and a kill loop instead of
+//!   `cgroup.kill`.
+//!
+//! Each controller is used where the host serves it, and [`Cgroup::served`] tells which.
+//!
+//! ## Why v1 is written by hand
+//!
+//! The v1 fallback writes about a dozen files, whose formats `cgroups(7)` and the kernel's
+//! `Documentation/admin-guide/cgroup-v1/` describe. The `cgroups-rs` crate covers them, but it
+//! pulls in D-Bus (`zbus`) and an old `nix`, and models v1 and v2 as separate APIs. Writing the
+//! files directly keeps one typed API over both, one error type with the failing path and
+//! errno, and the dependency list at `libc`, `bitflags` and `thiserror`.
+//!
+//! # Placement and delegation
+//!
+//! A group is created beneath this process's own group (from `/proc/self/cgroup`), beneath a
+//! path the caller names ([`CgroupBuilder::parent_path`]), or inside another group
+//! ([`CgroupBuilder::inside`]). The library writes only into groups it created: it never moves
+//! other processes, and never changes the `cgroup.subtree_control` of a group it did not
+//! create. On cgroup v2 the parent must therefore already hand the needed controllers down;
+//! when it does not, creation fails with [`Error::NotDelegated`], which names the file to
+//! change. This is what makes the crate work under delegation (a non-root user owning a
+//! subtree, e.g. a systemd unit with `Delegate=yes`): it stays inside what it was given.
+//!
+//! Groups are named `palisade-<pid>-<n>` unless named otherwise; the library never adopts an
+//! existing directory. A group is deleted on drop — processes killed, child groups removed
+//! depth-first — so nothing is left behind after an error or a panic that unwinds.
+
+mod cgroup;
+mod error;
+mod hierarchy;
+pub mod parse;
+mod resource;
+mod stats;
+mod sys;
+pub mod units;
+
+pub use cgroup::{Cgroup, CgroupBuilder};
+pub use error::{Error, Result};
+pub use hierarchy::{Backend, Hierarchy, Mount, Served};
+pub use resource::{Controller, Resource};
+pub use stats::{
+    CpuStats, Events, IoDeviceStats, IoStats, MemoryEvents, MemoryStats, PidsStats, Stats,
+};
+pub use units::{Bytes, CpuMax, CpuSet, Device, IoMax, Max, Weight};

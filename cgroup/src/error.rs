@@ -1,0 +1,132 @@
+use std::io;
+use std::path::PathBuf;
+
+use crate::{Backend, Controller};
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `palisade-cgroup`. File errors name the file and carry the OS
+/// error (`errno`); value errors name the value and why it was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A value was refused before anything was written (a zero CPU period, a weight out of range,
+    /// an unparsable size, …).
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidValue {
+        /// What the value is for, e.g. `"cpu quota"`.
+        what: &'static str,
+        /// The value as given.
+        value: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// Reading, writing, creating or removing a cgroup file or directory failed.
+    #[error("cannot {op} {path}: {source}")]
+    Io {
+        /// What was attempted: `"read"`, `"write"`, `"create"`, `"remove"`, `"open"`.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Writing a value into a cgroup file was refused by the kernel.
+    #[error("cannot write {value:?} to {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What was written.
+        value: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A cgroup file did not have the format `cgroups(7)` documents.
+    #[error("cannot parse {path}: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// No cgroup hierarchy is mounted that carries this controller.
+    #[error("the {controller} controller is not available on this host ({backend} cgroups)")]
+    ControllerUnavailable {
+        /// The missing controller.
+        controller: Controller,
+        /// The host's cgroup layout.
+        backend: Backend,
+    },
+    /// The controller exists, but the parent group does not hand it down to its children: it is
+    /// missing from the parent's `cgroup.subtree_control`. Whoever owns the parent (the system
+    /// manager, or the delegating user) must enable it there; this library never writes into
+    /// groups it did not create.
+    #[error(
+        "the {controller} controller is not enabled in {}/cgroup.subtree_control; enable it there \
+         (e.g. `echo +{controller} > {}/cgroup.subtree_control`) or choose another parent",
+        parent.display(), parent.display()
+    )]
+    NotDelegated {
+        /// The controller.
+        controller: Controller,
+        /// The parent group's directory.
+        parent: PathBuf,
+    },
+    /// The setting has no file on this backend (`memory.high` on cgroup v1, `io.weight` without
+    /// a proportional I/O scheduler, `memory.swap.max` without swap accounting, …).
+    #[error("{setting} is not supported here: {path} does not exist")]
+    Unsupported {
+        /// The setting, named as in cgroup v2.
+        setting: &'static str,
+        /// The file that would carry it.
+        path: PathBuf,
+    },
+    /// The caller's own cgroup could not be found in `/proc/self/cgroup`.
+    #[error(
+        "cannot find this process's cgroup for the {hierarchy} hierarchy in /proc/self/cgroup"
+    )]
+    NoOwnCgroup {
+        /// `"unified"` or the v1 controller.
+        hierarchy: String,
+    },
+    /// The group's processes did not reach the expected state in time (freezing, or exiting
+    /// after a kill).
+    #[error("timed out waiting for {path} to become {state}")]
+    Timeout {
+        /// The group directory.
+        path: PathBuf,
+        /// The awaited state: `"frozen"`, `"empty"`.
+        state: &'static str,
+    },
+    /// A group was to be created inside a parent group that has no directory in one of the
+    /// hierarchies the new group needs.
+    #[error("parent group {parent:?} has no directory in the hierarchy at {}", hierarchy.display())]
+    NotInParent {
+        /// The hierarchy's mount point.
+        hierarchy: PathBuf,
+        /// The parent group's name.
+        parent: String,
+    },
+    /// A group name that is empty, absolute, or contains `..` or a NUL byte.
+    #[error("invalid cgroup name {0:?}: must be one path component, not `.`, `..` or `cgroup.*`")]
+    InvalidName(String),
+}
+
+impl Error {
+    /// The OS error number behind this error, if there is one.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::Io { source, .. } | Error::Write { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn invalid(what: &'static str, value: impl ToString, reason: &'static str) -> Error {
+        Error::InvalidValue {
+            what,
+            value: value.to_string(),
+            reason,
+        }
+    }
+}

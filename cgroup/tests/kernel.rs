@@ -1,0 +1,543 @@
+//! `palisade-cgroup` against the real kernel: on the host's layout (hybrid here), and in the
+//! pure cgroup v2 guest of `tests/vm/run-v2.sh`, where `PALISADE_EXPECT_BACKEND=v2` makes the
+//! backend a checked expectation rather than a guess.
+//!
+//! Every test works inside a `palisade-test-*` group it creates beneath its own cgroup, and
+//! only signals processes it started.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::io::{Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use palisade_cgroup::{
+    Backend, Bytes, Cgroup, Controller, CpuSet, Device, Error, Hierarchy, IoMax, Resource, Served,
+};
+
+/// A test's own parent group, joined to every controller the host serves, so that groups
+/// created inside it can use any of them.
+fn test_parent(tag: &str) -> Cgroup {
+    let hier = Hierarchy::detect().unwrap();
+    if let Ok(want) = std::env::var("PALISADE_EXPECT_BACKEND") {
+        let got = match hier.backend() {
+            Backend::V2 => "v2",
+            Backend::Hybrid => "hybrid",
+            Backend::V1 => "v1",
+        };
+        assert_eq!(got, want, "unexpected cgroup layout");
+    }
+    let mut b = Cgroup::builder()
+        .name(format!("palisade-test-{tag}-{}", std::process::id()))
+        .hierarchy(&hier);
+    for c in Controller::ALL {
+        if hier.served(c).is_some() {
+            b = b.controller(c);
+        }
+    }
+    b.create().unwrap()
+}
+
+/// A shell started outside the group, moved into it, then released to run `script`, so that
+/// everything the script does happens inside the group. Killed and reaped on drop.
+struct Proc(Child);
+
+impl Proc {
+    fn start_in(group: &Cgroup, script: &str) -> Proc {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("read _ && {{\n{script}\n}}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let proc = Proc(child);
+        group.add_process(proc.pid()).unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        proc
+    }
+
+    fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        self.0.wait().unwrap()
+    }
+
+    fn stderr(&mut self) -> String {
+        let mut s = String::new();
+        self.0
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        s
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `f` until it is true, for at most `secs` seconds.
+fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+fn dirs_of(g: &Cgroup) -> Vec<PathBuf> {
+    g.dirs().map(Path::to_owned).collect()
+}
+
+fn assert_gone(dirs: &[PathBuf]) {
+    for d in dirs {
+        assert!(!d.exists(), "{} was left behind", d.display());
+    }
+}
+
+/// The directory of `group` that has `file`.
+fn file_of(group: &Cgroup, file: &str) -> PathBuf {
+    group
+        .dirs()
+        .map(|d| d.join(file))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("no {file} in {:?}", dirs_of(group)))
+}
+
+#[test]
+fn backend_and_placement() {
+    require_root!();
+    let hier = Hierarchy::detect().unwrap();
+    let parent = test_parent("place");
+    match hier.backend() {
+        Backend::Hybrid => {
+            // The unified directory exists even without controllers: kill, freeze, events and
+            // CLONE_INTO_CGROUP work there.
+            assert!(parent.unified_dir().is_some());
+            assert!(parent.clone_into_fd().is_some());
+            assert!(parent.needs_v1_attach());
+        }
+        Backend::V2 => {
+            assert!(!parent.needs_v1_attach());
+            for c in Controller::ALL {
+                assert_eq!(parent.served(c), Some(Served::V2), "{c}");
+            }
+        }
+        Backend::V1 => assert!(parent.unified_dir().is_none()),
+    }
+    // Beneath the caller's own group in each hierarchy.
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    for d in parent.dirs() {
+        let name = d.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with("palisade-test-place-"));
+        let rel = d.parent().unwrap();
+        assert!(
+            own.lines()
+                .any(|l| rel.ends_with(l.splitn(3, ':').nth(2).unwrap().trim_start_matches('/'))),
+            "{} is not beneath this process's groups:\n{own}",
+            d.display()
+        );
+    }
+    let child = Cgroup::builder().inside(&parent).create().unwrap();
+    assert!(child.name().starts_with("palisade-"));
+    for d in child.dirs() {
+        assert!(dirs_of(&parent).contains(&d.parent().unwrap().to_owned()));
+    }
+    // A name that exists is never taken over.
+    let taken = Cgroup::builder()
+        .inside(&parent)
+        .name(child.name())
+        .create()
+        .unwrap_err();
+    assert_eq!(taken.errno(), Some(libc::EEXIST), "{taken}");
+    let dirs = dirs_of(&parent);
+    drop(child);
+    parent.delete().unwrap();
+    assert_gone(&dirs);
+}
+
+#[test]
+fn memory_limit_oom_kills_and_is_reported() {
+    require_root!();
+    let parent = test_parent("oom");
+    let group = Cgroup::builder()
+        .inside(&parent)
+        .resource(Resource::memory_max(Bytes::mib(32)))
+        .create()
+        .unwrap();
+    assert_eq!(
+        group.stats().unwrap().memory.unwrap().limit,
+        Some(Bytes::mib(32))
+    );
+    // `tail` keeps the last lines of a file without newlines: all of it.
+    let mut p = Proc::start_in(&group, "exec tail /dev/zero");
+    let status = p.wait();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    let ev = group.memory_events().unwrap().unwrap();
+    assert!(ev.oom_kill >= 1, "{ev:?}");
+    assert!(ev.max >= 1, "{ev:?}");
+    let peak = group.stats().unwrap().memory.unwrap().peak;
+    if let Some(peak) = peak {
+        assert!(peak.0 <= Bytes::mib(32).0, "{peak}");
+    }
+}
+
+#[test]
+fn pids_max_stops_a_fork_loop() {
+    require_root!();
+    let parent = test_parent("pids");
+    let group = Cgroup::builder()
+        .inside(&parent)
+        .resource(Resource::pids_max(8))
+        .create()
+        .unwrap();
+    let mut p = Proc::start_in(
+        &group,
+        "i=0; while [ $i -lt 40 ]; do sleep 30 & i=$((i+1)); done; exec sleep 30",
+    );
+    let events = file_of(&group, "pids.events");
+    let refused = || {
+        let text = std::fs::read_to_string(&events).unwrap();
+        text.lines().any(|l| l.starts_with("max ") && l != "max 0")
+    };
+    assert!(eventually(20, refused), "no fork was refused");
+    let pids = group.stats().unwrap().pids.unwrap();
+    assert_eq!(pids.limit, Some(8));
+    assert!(pids.current <= 8, "{pids:?}");
+    group.kill().unwrap();
+    p.wait();
+    assert!(p.stderr().to_lowercase().contains("fork"));
+    assert!(eventually(5, || group.procs().unwrap().is_empty()));
+}
+
+#[test]
+fn cpu_quota_holds_a_busy_loop() {
+    require_root!();
+    let parent = test_parent("cpu");
+    let group = Cgroup::builder()
+        .inside(&parent)
+        .resource(Resource::cpus(0.5).unwrap())
+        .create()
+        .unwrap();
+    // Two spinning processes would use two CPUs unthrottled.
+    let _p = Proc::start_in(&group, "(while :; do :; done) & while :; do :; done");
+    std::thread::sleep(Duration::from_millis(200));
+    let before = group.stats().unwrap().cpu.unwrap();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = group.stats().unwrap().cpu.unwrap();
+    let wall = t0.elapsed().as_secs_f64();
+    let used = (after.usage - before.usage).as_secs_f64() / wall;
+    // 0.5 CPU allowed; unthrottled would be close to 2. The margin is wide on purpose.
+    assert!(
+        used > 0.1 && used < 0.9,
+        "used {used:.2} CPUs under a 0.5 CPU quota"
+    );
+    assert!(after.nr_throttled > before.nr_throttled, "{after:?}");
+    group.kill().unwrap();
+}
+
+#[test]
+fn freeze_and_thaw() {
+    require_root!();
+    let parent = test_parent("freeze");
+    let group = Cgroup::builder().inside(&parent).create().unwrap();
+    let _p = Proc::start_in(&group, "while :; do :; done");
+    assert!(eventually(5, || group.events().unwrap().populated));
+    group.freeze().unwrap();
+    assert!(group.events().unwrap().frozen);
+    let a = group.stats().unwrap().cpu.unwrap().usage;
+    std::thread::sleep(Duration::from_millis(300));
+    let b = group.stats().unwrap().cpu.unwrap().usage;
+    assert!(
+        b - a < Duration::from_millis(30),
+        "a frozen group ran {:?}",
+        b - a
+    );
+    group.thaw().unwrap();
+    assert!(!group.events().unwrap().frozen);
+    std::thread::sleep(Duration::from_millis(300));
+    let c = group.stats().unwrap().cpu.unwrap().usage;
+    assert!(
+        c - b > Duration::from_millis(50),
+        "a thawed group ran only {:?}",
+        c - b
+    );
+}
+
+#[test]
+fn kill_reaches_every_member_and_descendant_groups() {
+    require_root!();
+    let parent = test_parent("kill");
+    let group = Cgroup::builder().inside(&parent).create().unwrap();
+    let inner = Cgroup::builder().inside(&group).create().unwrap();
+    let mut a = Proc::start_in(&group, "exec sleep 60");
+    let mut b = Proc::start_in(&inner, "exec sleep 60");
+    assert!(eventually(5, || group.procs().unwrap().len() == 1));
+    group.kill().unwrap();
+    assert_eq!(a.wait().signal(), Some(libc::SIGKILL));
+    assert_eq!(b.wait().signal(), Some(libc::SIGKILL));
+    assert!(eventually(5, || !group.events().unwrap().populated));
+    drop(inner);
+}
+
+#[test]
+fn delete_kills_members_and_removes_children_depth_first() {
+    require_root!();
+    let parent = test_parent("delete");
+    let group = Cgroup::builder().inside(&parent).create().unwrap();
+    let dirs = dirs_of(&group);
+    // Child groups made behind the library's back, as a workload with its own cgroup
+    // namespace would.
+    for d in &dirs {
+        std::fs::create_dir_all(d.join("pal-sub/pal-subsub")).unwrap();
+    }
+    let nested = Cgroup::open(&group_path(&dirs[0], "pal-sub/pal-subsub")).unwrap();
+    let mut p = Proc::start_in(&nested, "exec sleep 60");
+    drop(nested); // opened, not created: dropping it leaves the group alone
+    assert!(dirs[0].join("pal-sub/pal-subsub").exists());
+    group.delete().unwrap();
+    assert_eq!(p.wait().signal(), Some(libc::SIGKILL));
+    assert_gone(&dirs);
+}
+
+/// The path of `dir/rel` as `/proc/<pid>/cgroup` writes it, for `Cgroup::open`.
+fn group_path(dir: &Path, rel: &str) -> String {
+    let hier = Hierarchy::detect().unwrap();
+    let m = hier
+        .unified()
+        .into_iter()
+        .chain(hier.v1_mounts())
+        .find(|m| dir.starts_with(&m.mount_point))
+        .unwrap();
+    let inner = dir.join(rel);
+    let tail = inner.strip_prefix(&m.mount_point).unwrap();
+    format!("/{}", tail.display())
+}
+
+#[test]
+fn stats_follow_the_workload() {
+    require_root!();
+    let parent = test_parent("stats");
+    let group = Cgroup::builder().inside(&parent).create().unwrap();
+    let _p = Proc::start_in(&group, "sleep 30 & sleep 30 & exec sleep 30");
+    assert!(eventually(5, || {
+        group.stats().unwrap().pids.is_some_and(|p| p.current == 3)
+    }));
+    let s = group.stats().unwrap();
+    let mem = s.memory.unwrap();
+    assert!(mem.current.0 > 0);
+    assert!(mem.working_set() <= mem.current);
+    assert_eq!(mem.limit, None);
+    assert!(!mem.stat.is_empty());
+    assert!(s.cpu.is_some());
+    assert!(s.io.is_some());
+    assert_eq!(group.procs().unwrap().len(), 3);
+}
+
+#[test]
+fn limits_are_typed_and_checked_before_writing() {
+    require_root!();
+    let parent = test_parent("limits");
+    let group = Cgroup::builder()
+        .inside(&parent)
+        .controller(Controller::Cpuset)
+        .create()
+        .unwrap();
+    let cpus = CpuSet::from_ids([0]).unwrap();
+    group
+        .apply(&[
+            Resource::CpusetCpus(cpus.clone()),
+            Resource::CpuWeight(palisade_cgroup::Weight::new(200).unwrap()),
+            Resource::MemoryLow(Bytes::mib(1)),
+            Resource::memory_max(Bytes::mib(100)),
+            Resource::MemorySwapMax(palisade_cgroup::Max::Limit(Bytes::mib(0))),
+        ])
+        .or_else(|e| match e {
+            // Swap accounting is optional in the kernel.
+            Error::Unsupported {
+                setting: "memory.swap.max",
+                ..
+            } => Ok(()),
+            e => Err(e),
+        })
+        .unwrap();
+    let cpus_file = std::fs::read_to_string(file_of(&group, "cpuset.cpus")).unwrap();
+    assert_eq!(cpus_file.trim(), "0");
+    // A refused value leaves the earlier ones as they were and says which file refused what.
+    let err = group
+        .apply(&[Resource::CpusetCpus(CpuSet::from_ids([4000]).unwrap())])
+        .unwrap_err();
+    assert!(matches!(err, Error::Write { .. }), "{err}");
+    assert!(err.to_string().contains("cpuset.cpus"), "{err}");
+    // Invalid values never reach the kernel.
+    let err = group.apply(&[Resource::pids_max(1 << 40)]).unwrap_err();
+    assert!(matches!(err, Error::InvalidValue { .. }), "{err}");
+    assert!(Resource::cpus(0.0).is_err());
+    assert!(Resource::cpus(f64::NAN).is_err());
+}
+
+#[test]
+fn io_max_per_device() {
+    require_root!();
+    let parent = test_parent("io");
+    let group = Cgroup::builder()
+        .inside(&parent)
+        .controller(Controller::Io)
+        .create()
+        .unwrap();
+    let device = std::fs::read_dir("/sys/block")
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("dev")).ok())
+        .find_map(|d| d.trim().parse::<Device>().ok());
+    match device {
+        Some(dev) => {
+            let limit = IoMax::new(dev).write_bps(Bytes::mib(1)).unwrap();
+            group.apply(&[Resource::IoMax(limit)]).unwrap();
+            let text = group
+                .dirs()
+                .flat_map(|d| {
+                    ["io.max", "blkio.throttle.write_bps_device"]
+                        .map(|f| std::fs::read_to_string(d.join(f)).unwrap_or_default())
+                })
+                .collect::<String>();
+            assert!(text.contains(&dev.to_string()), "{text}");
+            assert!(text.contains("1048576"), "{text}");
+        }
+        None => {
+            // No block device in this machine (the v2 guest boots from 9p): the kernel's
+            // refusal comes back typed, naming the file.
+            let limit = IoMax::new(Device::new(250, 250))
+                .write_bps(Bytes(1))
+                .unwrap();
+            let err = group.apply(&[Resource::IoMax(limit)]).unwrap_err();
+            assert!(matches!(err, Error::Write { .. }), "{err}");
+        }
+    }
+}
+
+#[test]
+fn nothing_left_after_errors() {
+    require_root!();
+    let parent = test_parent("errors");
+    let before = children(&parent);
+    // Refused by the kernel after the directories were made: they are removed again.
+    let err = Cgroup::builder()
+        .inside(&parent)
+        .resource(Resource::CpusetCpus(CpuSet::from_ids([4000]).unwrap()))
+        .create()
+        .unwrap_err();
+    assert!(matches!(err, Error::Write { .. }), "{err}");
+    // Refused before anything was made.
+    let err = Cgroup::builder()
+        .inside(&parent)
+        .resource(Resource::pids_max(1 << 40))
+        .create()
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidValue { .. }), "{err}");
+    let err = Cgroup::builder()
+        .inside(&parent)
+        .name("../x")
+        .create()
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidName(_)), "{err}");
+    let err = Cgroup::builder()
+        .parent_path("/palisade-no-such-parent")
+        .create()
+        .unwrap_err();
+    assert_eq!(err.errno(), Some(libc::ENOENT), "{err}");
+    assert_eq!(children(&parent), before);
+}
+
+#[test]
+fn nothing_left_after_a_panic() {
+    require_root!();
+    let parent = test_parent("panic");
+    let dirs = std::sync::Mutex::new(Vec::new());
+    let r = std::panic::catch_unwind(|| {
+        let group = Cgroup::builder().inside(&parent).create().unwrap();
+        let p = Proc::start_in(&group, "exec sleep 60");
+        dirs.lock().unwrap().extend(dirs_of(&group));
+        std::mem::forget(p); // the group's drop must kill it
+        panic!("test panic with a live group");
+    });
+    assert!(r.is_err());
+    let dirs = dirs.into_inner().unwrap();
+    assert!(!dirs.is_empty());
+    assert_gone(&dirs);
+    // Reap the forgotten shell (killed by the group's drop).
+    // SAFETY: waitpid on any child with WNOHANG; the test owns its children.
+    while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+}
+
+#[test]
+fn v2_delegation_is_checked_not_forced() {
+    require_root!();
+    let hier = Hierarchy::detect().unwrap();
+    if hier.served(Controller::Memory) != Some(Served::V2) {
+        // On hybrid hosts memory is a v1 controller: there is no subtree_control to check.
+        assert_ne!(hier.backend(), Backend::V2);
+        return;
+    }
+    let parent = test_parent("deleg");
+    // A group created inside the parent (ours) hands nothing down until asked to...
+    let mid = Cgroup::builder().inside(&parent).create().unwrap();
+    let mid_path = group_path(mid.unified_dir().unwrap(), "");
+    let mid_path = mid_path.trim_end_matches('/');
+    let subtree = mid.unified_dir().unwrap().join("cgroup.subtree_control");
+    assert_eq!(std::fs::read_to_string(&subtree).unwrap().trim(), "");
+    // ...and a group placed beneath it by path treats it as someone else's: checked, not changed.
+    let err = Cgroup::builder()
+        .parent_path(mid_path)
+        .resource(Resource::memory_max(Bytes::mib(64)))
+        .create()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NotDelegated {
+                controller: Controller::Memory,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&subtree).unwrap().trim(), "");
+    // Inside a group this library created, the controller is enabled as needed.
+    let leaf = Cgroup::builder()
+        .inside(&mid)
+        .resource(Resource::memory_max(Bytes::mib(64)))
+        .create()
+        .unwrap();
+    assert!(std::fs::read_to_string(&subtree)
+        .unwrap()
+        .contains("memory"));
+    assert_eq!(leaf.served(Controller::Memory), Some(Served::V2));
+}
+
+fn children(g: &Cgroup) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = g
+        .dirs()
+        .flat_map(|d| std::fs::read_dir(d).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    out.sort();
+    out
+}
