@@ -749,6 +749,11 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Lets the group outlive this handle: it is not deleted on drop.
+    pub fn keep(mut self) {
+        self.owned = false;
+    }
+
     /// Kills the group's processes, waits for them to exit, removes child groups depth-first,
     /// then the group's own directories.
     pub fn delete(mut self) -> Result<()> {

@@ -3,10 +3,13 @@ use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use palisade_cgroup::{Bytes, CpuMax, CpuSet, Hierarchy, IoMax, Max, Resource};
 use palisade_ns::{IdMap, Namespace, SetGroups, TimeOffsets};
 
 use crate::error::{Error, Result};
-use crate::spawn::plan::{cstring, signal_sets, CStringArray, ExecPlan, Plan, UserPlan};
+use crate::spawn::plan::{
+    cstring, signal_sets, CStringArray, CgroupPlan, ExecPlan, Plan, UserPlan,
+};
 use crate::{Child, ExitStatus, Output, Stdio};
 
 /// A sandbox recipe, prepared and ready to [`spawn`](Sandbox::spawn) any number of times.
@@ -16,6 +19,7 @@ use crate::{Child, ExitStatus, Output, Stdio};
 #[derive(Debug)]
 pub struct Sandbox {
     pub(crate) plan: Plan,
+    pub(crate) cgroup: Option<CgroupPlan>,
     pub(crate) stdio: [Stdio; 3],
     pub(crate) kill_on_drop: bool,
 }
@@ -67,6 +71,20 @@ pub struct SandboxBuilder {
     isolation: IsolationSpec,
     stdio: [Stdio; 3],
     lifecycle: Lifecycle,
+    limits: LimitSpec,
+}
+
+/// The sandbox's cgroup: limits, and where the group goes.
+#[derive(Debug, Default)]
+struct LimitSpec {
+    resources: Vec<Resource>,
+    /// Kept as given until `build`, which validates it.
+    cpus: Option<f64>,
+    /// A group even without limits, for stats, freezing and killing.
+    wanted: bool,
+    parent: Option<String>,
+    /// `None`: use `CLONE_INTO_CGROUP` (the default).
+    clone_into: Option<bool>,
 }
 
 /// What to run: program, arguments, environment, directory.
@@ -123,6 +141,7 @@ impl SandboxBuilder {
                 kill_on_drop: true,
                 share_memory: true,
             },
+            limits: LimitSpec::default(),
         }
     }
 
@@ -287,6 +306,72 @@ impl SandboxBuilder {
         self
     }
 
+    /// Limits the sandbox's memory (`memory.max`; v1 `memory.limit_in_bytes`). Past it the
+    /// kernel reclaims, then OOM-kills a process of the sandbox, which
+    /// [`ExitStatus::oom_killed`] reports. Like every limit, it gives each spawned sandbox a
+    /// cgroup of its own (see [`cgroup`](Self::cgroup)).
+    pub fn memory_max(&mut self, bytes: Bytes) -> &mut Self {
+        self.resource(Resource::MemoryMax(Max::Limit(bytes)))
+    }
+
+    /// Limits the sandbox to `cpus` CPUs' worth of time (`cpu.max`, e.g. `1.5`; v1 CFS quota).
+    /// Checked by [`build`](Self::build): it must be positive and finite.
+    pub fn cpus(&mut self, cpus: f64) -> &mut Self {
+        self.limits.cpus = Some(cpus);
+        self
+    }
+
+    /// Limits how many processes and threads the sandbox may hold at once (`pids.max`), its
+    /// init included.
+    pub fn pids_max(&mut self, max: u64) -> &mut Self {
+        self.resource(Resource::PidsMax(Max::Limit(max)))
+    }
+
+    /// Restricts the sandbox to these CPUs (`cpuset.cpus`).
+    pub fn cpuset(&mut self, cpus: CpuSet) -> &mut Self {
+        self.resource(Resource::CpusetCpus(cpus))
+    }
+
+    /// Limits block I/O on one device (`io.max`; v1 `blkio.throttle.*`). May be given once per
+    /// device.
+    pub fn io_max(&mut self, limit: IoMax) -> &mut Self {
+        self.resource(Resource::IoMax(limit))
+    }
+
+    /// Sets any cgroup limit; see [`Resource`].
+    pub fn resource(&mut self, resource: Resource) -> &mut Self {
+        self.limits.resources.push(resource);
+        self
+    }
+
+    /// Whether each sandbox gets a cgroup of its own even without limits (default: only with
+    /// limits). The group gives [`Child::stats`], [`Child::freeze`] and a kill that reaches every
+    /// process of the sandbox, at the cost of creating and removing a group per spawn.
+    ///
+    /// The group is created beneath the caller's own cgroup (see
+    /// [`cgroup_parent`](Self::cgroup_parent)), the child is born inside it (`clone3(2)`'s
+    /// `CLONE_INTO_CGROUP`), and the group is removed when the [`Child`] is dropped.
+    pub fn cgroup(&mut self, on: bool) -> &mut Self {
+        self.limits.wanted = on;
+        self
+    }
+
+    /// Creates the sandboxes' groups beneath the group at `path` (as `/proc/<pid>/cgroup` writes
+    /// it, e.g. `/palisade.slice`) instead of beneath the caller's own. On cgroup v2 the parent
+    /// must already delegate the controllers the limits need; see [`palisade_cgroup`].
+    pub fn cgroup_parent(&mut self, path: impl Into<String>) -> &mut Self {
+        self.limits.parent = Some(path.into());
+        self
+    }
+
+    /// Whether the child is born into its cgroup with `CLONE_INTO_CGROUP` (default: yes), or
+    /// moved there by writing `cgroup.procs` after the clone. Exists for the benchmark.
+    #[doc(hidden)]
+    pub fn clone_into_cgroup(&mut self, on: bool) -> &mut Self {
+        self.limits.clone_into = Some(on);
+        self
+    }
+
     /// Validates the configuration and prepares everything a spawn needs.
     pub fn build(&mut self) -> Result<Sandbox> {
         let iso = &self.isolation;
@@ -330,6 +415,22 @@ impl SandboxBuilder {
         let pid_ns = namespaces.contains(Namespace::PID);
         let mount_ns = namespaces.contains(Namespace::MOUNT);
         let (empty_signals, init_signals) = signal_sets();
+        let cgroup = self.cgroup_plan()?;
+        // In a group of its own, the cgroup namespace is created once the child is inside.
+        let unshare_cgroup_ns = cgroup.is_some() && namespaces.contains(Namespace::CGROUP);
+        if unshare_cgroup_ns {
+            namespaces.remove(Namespace::CGROUP);
+        }
+        let init = pid_ns && self.lifecycle.init;
+        // The init runs in the caller's memory (`CLONE_VM`). Should the kernel's OOM killer pick
+        // it when the sandbox hits its memory limit, it would also kill every process sharing
+        // that memory — the caller (`oom_kill_process` in mm/oom_kill.c). With a memory limit
+        // the init is therefore a fork-like copy, which only the sandbox shares.
+        let memory_limited = cgroup.as_ref().is_some_and(|c| {
+            c.resources
+                .iter()
+                .any(|r| matches!(r, Resource::MemoryMax(Max::Limit(_))))
+        });
         let plan = Plan {
             clone_namespaces: namespaces,
             exec: self.exec_plan()?,
@@ -346,11 +447,12 @@ impl SandboxBuilder {
                 .transpose()?,
             user,
             time_offsets,
+            unshare_cgroup_ns,
             private_mounts: mount_ns,
             mount_proc: mount_ns && pid_ns,
-            init: pid_ns && self.lifecycle.init,
+            init,
             die_with_parent: self.lifecycle.die_with_parent,
-            share_memory: self.lifecycle.share_memory,
+            share_memory: self.lifecycle.share_memory && !(init && memory_limited),
             init_signals,
             empty_signals,
         };
@@ -358,6 +460,7 @@ impl SandboxBuilder {
         let stdio = [stdin.try_clone()?, stdout.try_clone()?, stderr.try_clone()?];
         Ok(Sandbox {
             plan,
+            cgroup,
             stdio,
             kill_on_drop: self.lifecycle.kill_on_drop,
         })
@@ -384,6 +487,27 @@ impl SandboxBuilder {
     /// Spawns the sandbox and waits for it to finish.
     pub fn status(&mut self) -> Result<ExitStatus> {
         self.spawn()?.wait()
+    }
+
+    /// Validates the limits and detects the cgroup hierarchies, if the sandbox gets a group.
+    fn cgroup_plan(&self) -> Result<Option<CgroupPlan>> {
+        let l = &self.limits;
+        let mut resources = l.resources.clone();
+        if let Some(cpus) = l.cpus {
+            resources.push(Resource::CpuMax(CpuMax::cpus(cpus)?));
+        }
+        if resources.is_empty() && !l.wanted && l.parent.is_none() {
+            return Ok(None);
+        }
+        for r in &resources {
+            r.validate()?;
+        }
+        Ok(Some(CgroupPlan {
+            hierarchy: Hierarchy::detect()?,
+            resources,
+            parent: l.parent.clone(),
+            clone_into: l.clone_into.unwrap_or(true),
+        }))
     }
 
     fn user_plan(&self) -> UserPlan {

@@ -41,6 +41,14 @@ pub enum Error {
         /// The OS error the step got.
         source: io::Error,
     },
+    /// Creating, filling or reading the sandbox's cgroup failed, or a limit was invalid. The inner
+    /// error names the cgroup file and the errno, or the refused value.
+    #[error(transparent)]
+    Cgroup(#[from] palisade_cgroup::Error),
+    /// A cgroup operation was asked of a sandbox that has no cgroup: it gets one when a limit
+    /// is set or [`SandboxBuilder::cgroup`](crate::SandboxBuilder::cgroup) asks for one.
+    #[error("the sandbox has no cgroup (set a limit, or call SandboxBuilder::cgroup(true))")]
+    NoCgroup,
     /// Waiting for, or signalling, the sandbox process failed.
     #[error("{call} on sandbox pid {pid}: {source}")]
     Process {
@@ -58,10 +66,11 @@ impl Error {
     pub fn errno(&self) -> Option<i32> {
         match self {
             Error::Namespace(e) => e.errno(),
+            Error::Cgroup(e) => e.errno(),
             Error::Setup { source, .. }
             | Error::Child { source, .. }
             | Error::Process { source, .. } => source.raw_os_error(),
-            Error::InvalidArgument { .. } => None,
+            Error::InvalidArgument { .. } | Error::NoCgroup => None,
         }
     }
 }
@@ -111,6 +120,9 @@ pub enum ChildStep {
     InitFork,
     /// `execve(2)` of the program.
     Exec,
+    /// `unshare(CLONE_NEWCGROUP)` once the child is in its cgroup, so that the namespace is
+    /// rooted there (`cgroup_namespaces(7)`).
+    CgroupNamespace,
 }
 
 impl ChildStep {
@@ -130,6 +142,7 @@ impl ChildStep {
             Chdir,
             InitFork,
             Exec,
+            CgroupNamespace,
         ]
         .into_iter()
         .find(|s| *s as u32 == raw)
@@ -152,6 +165,7 @@ impl fmt::Display for ChildStep {
             ChildStep::Chdir => "change directory to",
             ChildStep::InitFork => "fork the command from its init",
             ChildStep::Exec => "execute",
+            ChildStep::CgroupNamespace => "create its cgroup namespace",
         })
     }
 }
@@ -162,12 +176,12 @@ mod tests {
 
     #[test]
     fn steps_round_trip_through_their_wire_number() {
-        for raw in 1..=13 {
+        for raw in 1..=14 {
             let step = ChildStep::from_raw(raw).unwrap();
             assert_eq!(step as u32, raw);
         }
         assert_eq!(ChildStep::from_raw(0), None);
-        assert_eq!(ChildStep::from_raw(14), None);
+        assert_eq!(ChildStep::from_raw(15), None);
     }
 
     #[test]

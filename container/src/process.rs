@@ -2,6 +2,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
+use palisade_cgroup::{Cgroup, MemoryEvents, Stats};
 use palisade_ns::ChildStack;
 
 use crate::error::{Error, Result};
@@ -24,6 +25,8 @@ pub struct Child {
     /// The stack the init runs on, in our memory; unmapped once the init is reaped (and leaked
     /// if the handle is dropped unreaped, since the init may still use it).
     stack: Option<ChildStack>,
+    /// The sandbox's own cgroup, if it has one; removed when the handle is dropped.
+    cgroup: Option<Cgroup>,
     /// The parent's end of the command's stdin, if it was [piped](crate::Stdio::piped).
     pub stdin: Option<File>,
     /// The parent's end of the command's stdout, if it was piped.
@@ -57,6 +60,7 @@ impl Child {
             status: None,
             kill_on_drop: true,
             stack: None,
+            cgroup: None,
             stdin,
             stdout,
             stderr,
@@ -69,6 +73,47 @@ impl Child {
 
     pub(crate) fn set_kill_on_drop(&mut self, kill: bool) {
         self.kill_on_drop = kill;
+    }
+
+    pub(crate) fn set_cgroup(&mut self, cgroup: Option<Cgroup>) {
+        self.cgroup = cgroup;
+    }
+
+    pub(crate) fn group(&self) -> Option<&Cgroup> {
+        self.cgroup.as_ref()
+    }
+
+    fn require_group(&self) -> Result<&Cgroup> {
+        self.cgroup.as_ref().ok_or(Error::NoCgroup)
+    }
+
+    /// The sandbox's resource usage now — memory, CPU time, processes, block I/O — read from its
+    /// cgroup (what `docker stats` shows). Needs a cgroup: a limit, or
+    /// [`cgroup(true)`](crate::SandboxBuilder::cgroup).
+    pub fn stats(&self) -> Result<Stats> {
+        Ok(self.require_group()?.stats()?)
+    }
+
+    /// How often the sandbox hit its memory limit, and how many of its processes the OOM killer
+    /// killed; `None` if its cgroup has no memory controller.
+    pub fn memory_events(&self) -> Result<Option<MemoryEvents>> {
+        Ok(self.require_group()?.memory_events()?)
+    }
+
+    /// Freezes every process of the sandbox (`cgroup.freeze`; v1 freezer) and returns once the
+    /// kernel reports them frozen. A frozen sandbox uses no CPU and can be killed.
+    pub fn freeze(&self) -> Result<()> {
+        Ok(self.require_group()?.freeze()?)
+    }
+
+    /// Thaws a frozen sandbox.
+    pub fn thaw(&self) -> Result<()> {
+        Ok(self.require_group()?.thaw()?)
+    }
+
+    /// The name of the sandbox's cgroup directory, if it has one.
+    pub fn cgroup_name(&self) -> Option<&str> {
+        self.cgroup.as_ref().map(Cgroup::name)
     }
 
     /// The sandbox's process id in the caller's PID namespace.
@@ -172,7 +217,14 @@ impl Child {
                 _ => break,
             }
         }
-        let status = self.init_report().unwrap_or(ExitStatus::from_raw(raw));
+        let mut status = self.init_report().unwrap_or(ExitStatus::from_raw(raw));
+        if let Some(events) = self
+            .cgroup
+            .as_ref()
+            .and_then(|g| g.memory_events().ok().flatten())
+        {
+            status = status.with_oom_kills(events.oom_kill);
+        }
         self.status = Some(status);
         self.stack = None;
         Ok(Some(status))
@@ -200,12 +252,20 @@ impl Child {
 impl Drop for Child {
     fn drop(&mut self) {
         if self.kill_on_drop && self.status.is_none() {
+            // The cgroup reaches every process of the sandbox, even without a PID namespace.
+            if let Some(g) = &self.cgroup {
+                let _ = g.kill();
+            }
             let _ = self.kill(Signal::SIGKILL);
             let _ = self.reap(0);
         }
         if self.status.is_none() {
-            // Still running, possibly on this stack: leave it mapped.
+            // Still running, possibly on this stack: leave it mapped, and leave its group.
             std::mem::forget(self.stack.take());
+            if let Some(g) = self.cgroup.take() {
+                g.keep();
+            }
         }
+        // Otherwise the group, now empty, is removed as `cgroup` drops.
     }
 }

@@ -103,9 +103,10 @@ pub(crate) unsafe fn run(plan: &Plan, fds: &ChildFds) -> ! {
             }
         }
 
-        if let Some(user) = &plan.user {
-            // Wait until the parent has written uid_map/gid_map. End-of-file means it gave up
-            // (and is reporting its own error), so leave quietly.
+        if fds.sync_r >= 0 {
+            // Wait until the parent has written uid_map/gid_map and attached this process to its
+            // cgroups. End-of-file means it gave up (and is reporting its own error), so leave
+            // quietly.
             let mut byte = 0u8;
             loop {
                 let n = raw!(libc::SYS_read, fds.sync_r, &mut byte as *mut u8, 1);
@@ -117,6 +118,8 @@ pub(crate) unsafe fn run(plan: &Plan, fds: &ChildFds) -> ! {
                 }
             }
             raw!(libc::SYS_close, fds.sync_r);
+        }
+        if let Some(user) = &plan.user {
             if user.root_gid {
                 if user.setgroups == SetGroups::Allow {
                     let ret = raw!(libc::SYS_setgroups, 0, 0);
@@ -127,6 +130,12 @@ pub(crate) unsafe fn run(plan: &Plan, fds: &ChildFds) -> ! {
             if user.root_uid {
                 check(fds, ChildStep::SetUid, raw!(libc::SYS_setresuid, 0, 0, 0));
             }
+        }
+
+        if plan.unshare_cgroup_ns {
+            // Now a member of its group in every hierarchy: the namespace is rooted there.
+            let ret = raw!(libc::SYS_unshare, libc::CLONE_NEWCGROUP);
+            check(fds, ChildStep::CgroupNamespace, ret);
         }
 
         if let Some(offsets) = &plan.time_offsets {

@@ -20,7 +20,7 @@ pub(crate) mod sys;
 use std::ffi::c_void;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use palisade_ns::{
     clone3, clone3_with_stack, pidfd_open, ChildStack, CloneArgs, ClonedChild, Forked, Namespace,
@@ -45,12 +45,23 @@ impl Sandbox {
             self.stdio[1].resolve(false)?,
             self.stdio[2].resolve(false)?,
         ];
-        let (err_r, err_w) = pipe("create the error pipe")?;
-        let sync = plan
-            .user
+        // Created first, so that any later failure removes it again (on drop).
+        let group = self.cgroup.as_ref().map(|c| c.create()).transpose()?;
+        let into = self
+            .cgroup
             .as_ref()
-            .map(|_| pipe("create the id map pipe"))
+            .filter(|c| c.clone_into)
+            .and(group.as_ref())
+            .and_then(|g| g.clone_into_fd());
+        // The child waits on this pipe while the parent finishes what only it can do: write the
+        // id maps, and attach the child to the cgroups `CLONE_INTO_CGROUP` did not cover.
+        let must_attach = group
+            .as_ref()
+            .is_some_and(|g| into.is_none() || g.needs_v1_attach());
+        let sync = (plan.user.is_some() || must_attach)
+            .then(|| pipe("create the sync pipe"))
             .transpose()?;
+        let (err_r, err_w) = pipe("create the error pipe")?;
         let report = if plan.init {
             let (r, w) = pipe("create the init status pipe")?;
             set_nonblocking(&r)?;
@@ -91,7 +102,7 @@ impl Sandbox {
         };
         // Lives in this frame, which outlasts the child's use of it (until the exec is confirmed).
         let ctx = ChildCtx { plan, fds: &fds };
-        let cloned = clone_child(&ctx, stack.as_ref())?;
+        let (cloned, born_inside) = clone_child(&ctx, stack.as_ref(), into)?;
 
         // The child's ends now belong to the child.
         drop((err_w, parent_pidfd, stdin.child, stdout.child, stderr.child));
@@ -105,13 +116,25 @@ impl Sandbox {
             report_r.map(File::from),
             [stdin.parent, stdout.parent, stderr.parent],
         );
+        handle.set_cgroup(group);
 
-        if let (Some(user), Some(sync_w)) = (&plan.user, sync_w) {
+        if let Some(g) = handle.group() {
+            if born_inside {
+                if g.needs_v1_attach() {
+                    g.attach_v1(pid)?;
+                }
+            } else {
+                g.add_process(pid)?;
+            }
+        }
+        if let Some(user) = &plan.user {
             write_id_maps(pid, user)?;
+        }
+        if let Some(sync_w) = sync_w {
             File::from(sync_w)
                 .write_all(&[1])
                 .map_err(|source| Error::Setup {
-                    what: "release the child after writing id maps",
+                    what: "release the child after writing id maps and attaching cgroups",
                     source,
                 })?;
         }
@@ -148,16 +171,39 @@ impl Sandbox {
 /// The child's stack: its steps and the init's frame (which holds the command's stack).
 const CHILD_STACK: usize = 256 * 1024;
 
-/// Clones the sandbox child: on `stack` in shared memory where possible, else fork-like.
-fn clone_child(ctx: &ChildCtx<'_>, stack: Option<&ChildStack>) -> Result<ClonedChild> {
-    let args = CloneArgs::new(ctx.plan.clone_namespaces).clear_signal_handlers(true);
+/// Clones the sandbox child: on `stack` in shared memory where possible, else fork-like; born
+/// into the cgroup `into` where the kernel allows. Returns whether it was.
+fn clone_child(
+    ctx: &ChildCtx<'_>,
+    stack: Option<&ChildStack>,
+    into: Option<BorrowedFd<'_>>,
+) -> Result<(ClonedChild, bool)> {
+    let mut args = CloneArgs::new(ctx.plan.clone_namespaces).clear_signal_handlers(true);
+    if let Some(dir) = into {
+        args = args.into_cgroup(dir);
+    }
+    match clone_child_with(ctx, stack, &args) {
+        // Without clone3(2) there is no CLONE_INTO_CGROUP: the parent attaches the child.
+        Err(Error::Namespace(palisade_ns::Error::NeedsClone3 { .. })) if into.is_some() => {
+            let args = CloneArgs::new(ctx.plan.clone_namespaces).clear_signal_handlers(true);
+            Ok((clone_child_with(ctx, stack, &args)?, false))
+        }
+        other => Ok((other?, into.is_some())),
+    }
+}
+
+fn clone_child_with(
+    ctx: &ChildCtx<'_>,
+    stack: Option<&ChildStack>,
+    args: &CloneArgs<'_>,
+) -> Result<ClonedChild> {
     if let Some(stack) = stack {
         // SAFETY: the child runs `child::entry` on its own stack, which outlives it (see
         // `spawn`); it only reads `ctx`, the plan and the descriptors, which `spawn` keeps valid
         // and unchanged until it has executed the program, and it makes raw system calls only.
         let cloned = unsafe {
             clone3_with_stack(
-                &args.share_memory(true),
+                &(*args).share_memory(true),
                 stack.base(),
                 stack.len(),
                 child::entry,
@@ -171,7 +217,7 @@ fn clone_child(ctx: &ChildCtx<'_>, stack: Option<&ChildStack>) -> Result<ClonedC
     }
     // SAFETY: in the child, `child::run` makes only raw system calls on the prepared plan and
     // descriptors, and ends in execve(2) or exit; it never returns.
-    match unsafe { clone3(&args) }? {
+    match unsafe { clone3(args) }? {
         // SAFETY: this is the freshly cloned child, and `plan` and `fds` were prepared for it.
         Forked::Child => unsafe { child::run(ctx.plan, ctx.fds) },
         Forked::Parent(cloned) => Ok(cloned),

@@ -4,6 +4,7 @@
 use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 
+use palisade_cgroup::{Cgroup, Hierarchy, Resource};
 use palisade_ns::{IdMap, Namespace, SetGroups};
 
 use crate::error::{Error, Result};
@@ -85,6 +86,9 @@ pub(crate) struct Plan {
     pub user: Option<UserPlan>,
     /// `timens_offsets` contents; set when the child creates its time namespace itself.
     pub time_offsets: Option<CString>,
+    /// Create the cgroup namespace after the clone, once the child is in its cgroup in every
+    /// hierarchy, rather than in the clone (where it would be rooted at the caller's cgroup).
+    pub unshare_cgroup_ns: bool,
     /// Make `/` rslave in the new mount namespace.
     pub private_mounts: bool,
     /// Mount a fresh `/proc` (new PID and mount namespaces).
@@ -128,5 +132,31 @@ pub(crate) fn signal_sets() -> (libc::sigset_t, libc::sigset_t) {
             libc::sigaddset(init.as_mut_ptr(), sig);
         }
         (empty.assume_init(), init.assume_init())
+    }
+}
+
+/// The cgroup each spawn gets: created before the clone, the child born into it.
+#[derive(Debug)]
+pub(crate) struct CgroupPlan {
+    /// The host's hierarchies, detected once when the sandbox was built.
+    pub hierarchy: Hierarchy,
+    /// Validated limits.
+    pub resources: Vec<Resource>,
+    /// A parent group named by the user, as in `/proc/<pid>/cgroup`.
+    pub parent: Option<String>,
+    /// Whether the child is born into the group with `CLONE_INTO_CGROUP` (else its pid is
+    /// written to `cgroup.procs` after the clone, while it waits).
+    pub clone_into: bool,
+}
+
+impl CgroupPlan {
+    pub fn create(&self) -> Result<Cgroup> {
+        let mut b = Cgroup::builder()
+            .hierarchy(&self.hierarchy)
+            .resources(self.resources.iter().cloned());
+        if let Some(parent) = &self.parent {
+            b = b.parent_path(parent);
+        }
+        Ok(b.create()?)
     }
 }

@@ -1,0 +1,200 @@
+//! Sandboxes with cgroup limits, against the real kernel (the host's layout, or the pure v2
+//! guest of `tests/vm/run-v2.sh`). Each sandbox's group is created beneath this process's own
+//! cgroup and must be gone once its `Child` is dropped.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use palisade::cgroup::{Bytes, CpuSet, Error as CgroupError};
+use palisade::{Error, Sandbox, Stdio};
+
+fn sh(script: &str) -> palisade::SandboxBuilder {
+    let mut b = Sandbox::builder("sh");
+    b.args(["-c", script]);
+    b
+}
+
+/// Every directory of the sandbox's group, found by name under the cgroup mounts.
+fn group_dirs(name: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::from("/sys/fs/cgroup")];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                if p.file_name().is_some_and(|n| n == name) {
+                    out.push(p);
+                } else if p.components().count() < 12 {
+                    stack.push(p);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn oom_kill_is_reported_and_the_caller_survives() {
+    require_root!();
+    // The caller holds more memory than the sandbox may use: were the OOM killer to pick a
+    // process sharing the caller's memory, it would kill the caller too.
+    let ballast = vec![1u8; 96 << 20];
+    let mut child = sh("exec tail /dev/zero")
+        .memory_max(Bytes::mib(32))
+        .spawn()
+        .unwrap();
+    let name = child.cgroup_name().unwrap().to_owned();
+    assert!(!group_dirs(&name).is_empty());
+    let status = child.wait().unwrap();
+    assert!(status.oom_killed(), "{status}");
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert!(status.to_string().ends_with("OOM-killed"));
+    assert!(child.memory_events().unwrap().unwrap().oom_kill >= 1);
+    drop(child);
+    assert!(group_dirs(&name).is_empty(), "group {name} left behind");
+    assert_eq!(ballast.iter().map(|&b| b as usize).sum::<usize>(), 96 << 20);
+}
+
+#[test]
+fn a_command_within_its_limit_is_not_oom_killed() {
+    require_root!();
+    let status = sh("head -c 1000000 /dev/zero | wc -c >/dev/null")
+        .memory_max(Bytes::mib(64))
+        .status()
+        .unwrap();
+    assert!(status.success() && !status.oom_killed(), "{status}");
+}
+
+#[test]
+fn pids_limit_refuses_forks() {
+    require_root!();
+    let mut child = sh("for i in 1 2 3 4 5 6 7 8; do sleep 30 & done; wait")
+        .pids_max(6)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let mut text = String::new();
+    let mut buf = [0u8; 512];
+    while !text.to_lowercase().contains("fork") {
+        let n = err.read(&mut buf).unwrap();
+        assert!(n > 0, "the shell ended without a refused fork: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let pids = child.stats().unwrap().pids.unwrap();
+    assert_eq!(pids.limit, Some(6));
+    // The init, the shell and four `sleep`s.
+    assert!(pids.current <= 6, "{pids:?}");
+}
+
+#[test]
+fn stats_freeze_thaw_and_cgroup_namespace() {
+    require_root!();
+    let mut child = sh("cat /proc/self/cgroup; exec sleep 30")
+        .cgroup(true)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut line = [0u8; 256];
+    let n = out.read(&mut line).unwrap();
+    let text = String::from_utf8_lossy(&line[..n]);
+    // The cgroup namespace is rooted at the sandbox's own group, in every hierarchy.
+    for l in text.lines() {
+        assert!(l.ends_with(":/"), "not rooted at its group: {text}");
+    }
+    let stats = child.stats().unwrap();
+    assert_eq!(stats.pids.unwrap().current, 2, "init and sleep");
+    assert!(stats.memory.unwrap().current.0 > 0);
+    child.freeze().unwrap();
+    child.thaw().unwrap();
+    child.kill(palisade::Signal::SIGKILL).unwrap();
+    assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+}
+
+#[test]
+fn cpu_and_cpuset_limits() {
+    require_root!();
+    let out = sh("grep Cpus_allowed_list /proc/self/status")
+        .cpus(0.5)
+        .cpuset(CpuSet::from_ids([0]).unwrap())
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", out.status);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .last(),
+        Some("0")
+    );
+    // A busy sandbox under a 0.5 CPU quota: near the quota, with a wide margin.
+    let child = sh("while :; do :; done").cpus(0.5).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let a = child.stats().unwrap().cpu.unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let b = child.stats().unwrap().cpu.unwrap();
+    let used = (b.usage - a.usage).as_secs_f64() / 1.5;
+    assert!(
+        used > 0.1 && used < 0.8,
+        "used {used:.2} CPUs under a 0.5 quota"
+    );
+}
+
+#[test]
+fn invalid_limits_are_refused_at_build() {
+    let err = Sandbox::builder("true").cpus(-1.0).build().unwrap_err();
+    assert!(
+        matches!(err, Error::Cgroup(CgroupError::InvalidValue { .. })),
+        "{err}"
+    );
+    let err = Sandbox::builder("true")
+        .pids_max(1 << 40)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Cgroup(CgroupError::InvalidValue { .. })),
+        "{err}"
+    );
+    let child = Sandbox::builder("true").spawn();
+    if let Ok(child) = child {
+        assert!(matches!(child.stats(), Err(Error::NoCgroup)));
+    }
+}
+
+#[test]
+fn clone_into_cgroup_and_cgroup_procs_give_the_same_result() {
+    require_root!();
+    for clone_into in [true, false] {
+        let out = sh("cat /proc/self/cgroup")
+            .pids_max(16)
+            .clone_into_cgroup(clone_into)
+            .stdout(Stdio::piped())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.lines().all(|l| l.ends_with(":/")),
+            "{clone_into}: {text}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_parent_fails_the_spawn_and_leaves_nothing() {
+    require_root!();
+    let err = Sandbox::builder("true")
+        .pids_max(4)
+        .cgroup_parent("/palisade-no-such-parent")
+        .spawn()
+        .unwrap_err();
+    assert_eq!(err.errno(), Some(libc::ENOENT), "{err}");
+    assert!(matches!(err, Error::Cgroup(_)), "{err}");
+}
