@@ -1,6 +1,8 @@
 //! Startup latency: spawn → `/bin/true` exited, for a plain fork+exec baseline, each namespace
 //! kind alone, and all of them together; then, from a parent with 256 MiB resident, the baseline
-//! and Palisade without namespaces. Compare each figure with the baseline of the same run.
+//! and Palisade without namespaces; then with a cgroup per spawn (`CLONE_INTO_CGROUP` against
+//! writing `cgroup.procs`, and a memory limit). Compare each figure with the baseline of the same
+//! run.
 //!
 //! ```text
 //! cargo bench --bench spawn
@@ -84,6 +86,10 @@ fn bench(c: &mut Criterion) {
     }
     group.finish();
 
+    if is_root() {
+        cgroups(c);
+    }
+
     // The same spawns from a parent with 256 MiB resident. A fork-like clone would copy its page
     // tables on every spawn; the sandbox child shares the parent's memory (CLONE_VM), as std's
     // vfork does, so both should cost what they cost above.
@@ -98,6 +104,49 @@ fn bench(c: &mut Criterion) {
     );
     group.finish();
     std::hint::black_box(&ballast);
+}
+
+/// A cgroup per spawn: created, the child born into it (`CLONE_INTO_CGROUP`) or moved into it
+/// through `cgroup.procs`, then removed after the wait. On a hybrid host both variants also
+/// write the v1 controllers' `cgroup.procs`; `CLONE_INTO_CGROUP` covers the unified hierarchy.
+fn cgroups(c: &mut Criterion) {
+    let mut group = c.benchmark_group("spawn_true_with_cgroup");
+    group.sample_size(30);
+    baseline(&mut group);
+    let run = |name: &str, sandbox: Sandbox, group: &mut BenchmarkGroup<'_, WallTime>| {
+        group.bench_function(name, |b| {
+            b.iter(|| assert!(sandbox.spawn().unwrap().wait().unwrap().success()))
+        });
+    };
+    run(
+        "palisade_no_namespaces_no_cgroup",
+        with_namespaces(Namespace::empty()),
+        &mut group,
+    );
+    for (name, clone_into) in [("clone_into_cgroup", true), ("write_cgroup_procs", false)] {
+        let sandbox = Sandbox::builder("/bin/true")
+            .namespaces(Namespace::empty())
+            .pids_max(64)
+            .clone_into_cgroup(clone_into)
+            .build()
+            .unwrap();
+        run(&format!("palisade_pids_max_{name}"), sandbox, &mut group);
+    }
+    run(
+        "palisade_default",
+        Sandbox::builder("/bin/true").build().unwrap(),
+        &mut group,
+    );
+    // A memory limit makes the init a fork-like copy (see `SandboxBuilder::memory_max`).
+    run(
+        "palisade_default_memory_max",
+        Sandbox::builder("/bin/true")
+            .memory_max(palisade::cgroup::Bytes::mib(256))
+            .build()
+            .unwrap(),
+        &mut group,
+    );
+    group.finish();
 }
 
 criterion_group! {

@@ -3,7 +3,11 @@
 //! ```text
 //! cargo run --release --example run -- [OPTIONS] -- CMD [ARGS...]
 //! cargo run --release --example run -- --hostname box -- sh -c 'hostname; echo $$'
+//! cargo run --release --example run -- --memory 64M --cpus 1.5 --pids-limit 64 -- sh -c 'tail /dev/zero'
 //! ```
+//!
+//! With a limit, the sandbox gets a cgroup of its own; `OOM-killed` is printed on stderr when the
+//! kernel's OOM killer killed the command for going over `--memory`.
 //!
 //! Options keep `docker run`'s names. Exit status: the command's, 128 + signal when it was killed,
 //! 125 when the sandbox could not be set up, 126 when the command could not be executed, 127 when
@@ -12,6 +16,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use palisade::cgroup::{Bytes, CpuSet};
 use palisade::{ChildStep, Error, Namespace, Sandbox, Signal};
 
 /// Run a command in a Palisade sandbox.
@@ -39,6 +44,18 @@ struct Options {
     /// `none`: an isolated network namespace (loopback only); `host`: the host's network stack.
     #[arg(long, value_name = "MODE", value_parser = ["none", "host"], default_value = "none")]
     network: String,
+    /// Memory limit, e.g. `64M`, `1.5g`, `512k` (binary units, as docker).
+    #[arg(long, short = 'm', value_name = "BYTES")]
+    memory: Option<Bytes>,
+    /// CPU limit in CPUs, e.g. `1.5`.
+    #[arg(long, value_name = "CPUS")]
+    cpus: Option<f64>,
+    /// Maximum number of processes and threads in the sandbox, its init included.
+    #[arg(long, value_name = "N")]
+    pids_limit: Option<u64>,
+    /// CPUs the sandbox may run on, e.g. `0-2,4`.
+    #[arg(long, value_name = "LIST")]
+    cpuset_cpus: Option<CpuSet>,
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -87,6 +104,18 @@ fn run(opts: &Options) -> Result<u8, Error> {
     }
     if let Some(dir) = &opts.workdir {
         builder.current_dir(dir);
+    }
+    if let Some(bytes) = opts.memory {
+        builder.memory_max(bytes);
+    }
+    if let Some(cpus) = opts.cpus {
+        builder.cpus(cpus);
+    }
+    if let Some(n) = opts.pids_limit {
+        builder.pids_max(n);
+    }
+    if let Some(set) = &opts.cpuset_cpus {
+        builder.cpuset(set.clone());
     }
     for var in &opts.env {
         match var.split_once('=') {
@@ -137,5 +166,8 @@ fn run(opts: &Options) -> Result<u8, Error> {
         }
     });
     let status = child.wait()?;
+    if status.oom_killed() {
+        eprintln!("OOM-killed");
+    }
     Ok(status.shell_code().clamp(0, 255) as u8)
 }
