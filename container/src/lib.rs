@@ -27,8 +27,12 @@
 //! 2. [`Sandbox::spawn`] creates the pipes and a stack, and clones the child into its namespaces
 //!    with `clone3(2)` (`CLONE_PIDFD`, `CLONE_CLEAR_SIGHAND`, and `CLONE_VM` so that no page
 //!    tables are copied: the cost does not grow with the caller's resident memory).
+//!    With limits ([`SandboxBuilder::memory_max`], [`cpus`](SandboxBuilder::cpus), …) a cgroup
+//!    is created first and the child is born in it (`CLONE_INTO_CGROUP`).
 //! 3. With a user namespace, the parent writes `uid_map`, `setgroups` and `gid_map` while the child
-//!    waits on a pipe, then releases it (`user_namespaces(7)`).
+//!    waits on a pipe, then releases it (`user_namespaces(7)`). On hybrid and v1 hosts the parent
+//!    also writes the child's pid into the v1 controllers' `cgroup.procs` meanwhile; the child
+//!    then creates its cgroup namespace, rooted at its group (`cgroup_namespaces(7)`).
 //! 4. The child, making raw system calls only (no allocation, no `errno`), sets its death signal,
 //!    becomes root of its user namespace, creates its time namespace, sets the hostname, makes its
 //!    mounts `rslave` and mounts a fresh `/proc`, installs stdio, changes directory, and executes
