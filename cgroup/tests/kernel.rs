@@ -541,3 +541,106 @@ fn children(g: &Cgroup) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// The unprivileged user the delegation test hands a subtree to.
+const DELEGATEE: u32 = 65534;
+
+/// Delegation as `cgroups(7)` and the cgroup-v2 documentation describe it: root creates a group,
+/// enables controllers for its children, places a process of the delegatee in a leaf of it and
+/// gives the delegatee the group's directory and its `cgroup.procs`, `cgroup.threads` and
+/// `cgroup.subtree_control` (v1: `tasks`). The delegatee, without privilege, then creates
+/// limited groups inside and moves its processes there — this test binary, run again as that
+/// user ([`delegated_helper`]).
+#[test]
+fn a_delegated_subtree_works_for_its_unprivileged_owner() {
+    require_root!();
+    let hier = Hierarchy::detect().unwrap();
+    let name = format!("palisade-test-deleg-{}", std::process::id());
+    // At the top of every hierarchy, so that one path names the parent everywhere.
+    let mut b = Cgroup::builder()
+        .name(&name)
+        .parent_path("/")
+        .hierarchy(&hier);
+    for c in Controller::ALL {
+        if hier.served(c).is_some() {
+            b = b.controller(c);
+        }
+    }
+    let parent = b.create().unwrap();
+    let leaf = Cgroup::builder()
+        .inside(&parent)
+        .name("pal-leaf")
+        .create()
+        .unwrap();
+    for dir in parent.dirs() {
+        for f in [
+            "",
+            "cgroup.procs",
+            "cgroup.threads",
+            "cgroup.subtree_control",
+            "tasks",
+        ] {
+            let p = dir.join(f);
+            if p.exists() {
+                std::os::unix::fs::chown(&p, Some(DELEGATEE), Some(DELEGATEE)).unwrap();
+            }
+        }
+    }
+    // The test binary, where the delegatee can run it.
+    let tmp = support::TempDir::new("deleg");
+    let exe = tmp.path().join("palisade-kernel-test");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    use std::os::unix::process::CommandExt;
+    let mut helper = Command::new(&exe)
+        .args([
+            "--exact",
+            "delegated_helper",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("PALISADE_DELEGATED_PARENT", format!("/{name}"))
+        .uid(DELEGATEE)
+        .gid(DELEGATEE)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    leaf.add_process(helper.id() as i32).unwrap();
+    helper.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let out = helper.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the delegatee failed:\n{text}");
+    assert!(text.contains("1 passed"), "the helper did not run:\n{text}");
+    drop(leaf);
+    parent.delete().unwrap();
+}
+
+/// The delegatee's side of [`a_delegated_subtree_works_for_its_unprivileged_owner`]; does
+/// nothing in a normal run.
+#[test]
+fn delegated_helper() {
+    let Ok(parent) = std::env::var("PALISADE_DELEGATED_PARENT") else {
+        return;
+    };
+    let mut go = String::new();
+    std::io::stdin().read_line(&mut go).unwrap();
+    assert!(!support::is_root());
+    let group = Cgroup::builder()
+        .parent_path(&parent)
+        .resource(Resource::pids_max(16))
+        .create()
+        .unwrap();
+    let mut sleep = Command::new("sleep").arg("30").spawn().unwrap();
+    group.add_process(sleep.id() as i32).unwrap();
+    assert_eq!(group.procs().unwrap(), [sleep.id() as i32]);
+    assert_eq!(group.stats().unwrap().pids.unwrap().limit, Some(16));
+    group.delete().unwrap();
+    assert_eq!(sleep.wait().unwrap().signal(), Some(libc::SIGKILL));
+}
