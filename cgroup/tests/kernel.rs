@@ -286,15 +286,18 @@ fn kill_reaches_every_member_and_descendant_groups() {
     require_root!();
     let parent = test_parent("kill");
     let group = Cgroup::builder().inside(&parent).create().unwrap();
-    let inner = Cgroup::builder().inside(&group).create().unwrap();
-    let mut a = Proc::start_in(&group, "exec sleep 60");
-    let mut b = Proc::start_in(&inner, "exec sleep 60");
-    assert!(eventually(5, || group.procs().unwrap().len() == 1));
+    // On cgroup v2 a group that hands controllers down holds no processes itself ("no internal
+    // processes"), so the members live in two child groups.
+    let left = Cgroup::builder().inside(&group).create().unwrap();
+    let right = Cgroup::builder().inside(&group).create().unwrap();
+    let mut a = Proc::start_in(&left, "exec sleep 60");
+    let mut b = Proc::start_in(&right, "exec sleep 60");
+    assert!(eventually(5, || group.events().unwrap().populated));
     group.kill().unwrap();
     assert_eq!(a.wait().signal(), Some(libc::SIGKILL));
     assert_eq!(b.wait().signal(), Some(libc::SIGKILL));
     assert!(eventually(5, || !group.events().unwrap().populated));
-    drop(inner);
+    drop((left, right));
 }
 
 #[test]

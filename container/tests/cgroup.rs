@@ -110,7 +110,15 @@ fn stats_freeze_thaw_and_cgroup_namespace() {
     for l in text.lines() {
         assert!(l.ends_with(":/"), "not rooted at its group: {text}");
     }
-    let stats = child.stats().unwrap();
+    // The init and `sleep`, once the shell has reaped `cat` and become `sleep`.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let stats = loop {
+        let stats = child.stats().unwrap();
+        if stats.pids.unwrap().current == 2 || std::time::Instant::now() > deadline {
+            break stats;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(stats.pids.unwrap().current, 2, "init and sleep");
     assert!(stats.memory.unwrap().current.0 > 0);
     child.freeze().unwrap();
