@@ -290,8 +290,9 @@ impl SandboxBuilder {
     }
 
     /// Whether dropping the [`Child`] handle of a still-running sandbox kills and reaps it
-    /// (default: yes). With a PID namespace this kills every process in the sandbox; without
-    /// one, only the process spawned.
+    /// (default: yes). With a PID namespace or a cgroup (`cgroup.kill`) this kills every process
+    /// in the sandbox; without either, only the process spawned. A sandbox left running keeps
+    /// its cgroup, which is then the caller's to remove.
     pub fn kill_on_drop(&mut self, kill: bool) -> &mut Self {
         self.lifecycle.kill_on_drop = kill;
         self
