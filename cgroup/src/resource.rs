@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::error::{Error, Result};
-use crate::units::{Bytes, CpuMax, CpuSet, IoMax, Max, Weight};
+use crate::units::{Bytes, CpuMax, CpuSet, Device, IoMax, Max, Weight};
 
 /// A resource controller (`cgroups(7)`). Each maps to a cgroup v2 controller and, on v1 and
 /// hybrid hosts, to a v1 hierarchy.
@@ -86,6 +86,8 @@ pub enum Resource {
     IoMax(IoMax),
     /// `io.weight` (the default weight for all devices). v1: `blkio.weight`.
     IoWeight(Weight),
+    /// `io.weight` for one device, overriding the default. v1: `blkio.weight_device`.
+    IoDeviceWeight(Device, Weight),
     /// `pids.max`: how many processes and threads the group may hold.
     PidsMax(Max<u64>),
 }
@@ -116,7 +118,9 @@ impl Resource {
             | Resource::MemorySwapMax(_) => Controller::Memory,
             Resource::CpuMax(_) | Resource::CpuWeight(_) => Controller::Cpu,
             Resource::CpusetCpus(_) | Resource::CpusetMems(_) => Controller::Cpuset,
-            Resource::IoMax(_) | Resource::IoWeight(_) => Controller::Io,
+            Resource::IoMax(_) | Resource::IoWeight(_) | Resource::IoDeviceWeight(..) => {
+                Controller::Io
+            }
             Resource::PidsMax(_) => Controller::Pids,
         }
     }
@@ -133,7 +137,7 @@ impl Resource {
             Resource::CpusetCpus(_) => "cpuset.cpus",
             Resource::CpusetMems(_) => "cpuset.mems",
             Resource::IoMax(_) => "io.max",
-            Resource::IoWeight(_) => "io.weight",
+            Resource::IoWeight(_) | Resource::IoDeviceWeight(..) => "io.weight",
             Resource::PidsMax(_) => "pids.max",
         }
     }
@@ -181,6 +185,7 @@ impl Resource {
             Resource::CpusetCpus(s) | Resource::CpusetMems(s) => s.to_string(),
             Resource::IoMax(io) => io.to_string(),
             Resource::IoWeight(w) => format!("default {}", w.get()),
+            Resource::IoDeviceWeight(d, w) => format!("{d} {}", w.get()),
             Resource::PidsMax(m) => max(*m),
         }
     }
@@ -239,6 +244,10 @@ impl Resource {
                     .collect()
             }
             Resource::IoWeight(w) => vec![("blkio.weight", w.to_blkio_weight().to_string())],
+            Resource::IoDeviceWeight(d, w) => vec![(
+                "blkio.weight_device",
+                format!("{d} {}", w.to_blkio_weight()),
+            )],
             Resource::PidsMax(m) => vec![(
                 "pids.max",
                 m.limit()
@@ -268,7 +277,6 @@ impl<T> Max<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::units::Device;
 
     #[test]
     fn v2_spellings() {

@@ -394,6 +394,20 @@ fn io_max_per_device() {
         .controller(Controller::Io)
         .create()
         .unwrap();
+    // Proportional weights need a weight-aware I/O policy (blk-iocost or BFQ); where none is
+    // built in, the file is missing and the error says so.
+    match group.apply(&[Resource::IoWeight(
+        palisade_cgroup::Weight::new(200).unwrap(),
+    )]) {
+        Ok(()) => {
+            if let Some(dir) = group.unified_dir().filter(|d| d.join("io.weight").exists()) {
+                let text = std::fs::read_to_string(dir.join("io.weight")).unwrap();
+                assert!(text.contains("default 200"), "{text}");
+            }
+        }
+        Err(Error::Unsupported { setting, .. }) => assert_eq!(setting, "io.weight"),
+        Err(e) => panic!("{e}"),
+    }
     let device = std::fs::read_dir("/sys/block")
         .unwrap()
         .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("dev")).ok())
