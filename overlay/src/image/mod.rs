@@ -1,0 +1,1 @@
+//! OCI image layouts and the layer store (being written).

@@ -1,0 +1,1 @@
+//! Mounting: overlayfs and the new mount API (being written).
