@@ -88,6 +88,7 @@ fn bench(c: &mut Criterion) {
 
     if is_root() {
         cgroups(c);
+        rootfs(c);
     }
 
     // The same spawns from a parent with 256 MiB resident. A fork-like clone would copy its page
@@ -147,6 +148,68 @@ fn cgroups(c: &mut Criterion) {
         &mut group,
     );
     group.finish();
+}
+
+/// A root file system per spawn: the host's mount table (no root of its own), the host's `/`
+/// under a throwaway layer, a bound directory, and overlays of 1, 10 and 50 layers.
+fn rootfs(c: &mut Criterion) {
+    use palisade::overlay::rootfs::{Access, Rootfs};
+    let mut group = c.benchmark_group("spawn_true_with_rootfs");
+    group.sample_size(20);
+    baseline(&mut group);
+    let run = |name: &str, sandbox: Sandbox, group: &mut BenchmarkGroup<'_, WallTime>| {
+        group.bench_function(name, |b| {
+            b.iter(|| assert!(sandbox.spawn().unwrap().wait().unwrap().success()))
+        });
+    };
+    let sandbox = |rootfs: Option<Rootfs>| {
+        let mut b = Sandbox::builder("/bin/true");
+        if let Some(r) = rootfs {
+            b.rootfs(r);
+        }
+        b.build().unwrap()
+    };
+    run("palisade_default_host_mounts", sandbox(None), &mut group);
+    run(
+        "palisade_host_overlay_root",
+        sandbox(Some(Rootfs::host())),
+        &mut group,
+    );
+    // A directory root holding only the merged-/usr links, with the host's /usr bound in.
+    let dir = std::env::temp_dir().join(format!("palisade-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for link in ["bin", "lib", "lib64", "sbin"] {
+        let _ = std::os::unix::fs::symlink(format!("usr/{link}"), dir.join(link));
+    }
+    run(
+        "palisade_bind_root",
+        sandbox(Some(Rootfs::dir(&dir).volume(
+            "/usr",
+            "/usr",
+            Access::ReadOnly,
+        ))),
+        &mut group,
+    );
+    for n in [1usize, 10, 50] {
+        let layers: Vec<_> = (0..n)
+            .map(|i| {
+                let l = dir.join(format!("layer-{i}"));
+                std::fs::create_dir_all(&l).unwrap();
+                std::fs::write(l.join(format!("file-{i}")), b"x").unwrap();
+                l
+            })
+            .collect();
+        // The layers on top of the host's root, so that /bin/true is found.
+        let mut lower = layers;
+        lower.push("/".into());
+        run(
+            &format!("palisade_overlay_{n}_layers"),
+            sandbox(Some(Rootfs::layers(lower))),
+            &mut group,
+        );
+    }
+    group.finish();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 criterion_group! {

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use palisade::cgroup::{Bytes, CpuSet};
+use palisade::overlay::rootfs::{Access, Rootfs};
 use palisade::{ChildStep, Error, Namespace, Sandbox, Signal};
 
 /// Run a command in a Palisade sandbox.
@@ -56,6 +57,23 @@ struct Options {
     /// CPUs the sandbox may run on, e.g. `0-2,4`.
     #[arg(long, value_name = "LIST")]
     cpuset_cpus: Option<CpuSet>,
+    /// Use this directory as the root file system (default: the host's `/` under a throwaway
+    /// writable layer).
+    #[arg(long, value_name = "DIR")]
+    rootfs: Option<std::path::PathBuf>,
+    /// Bind a host path into the sandbox: HOST:GUEST or HOST:GUEST:ro.
+    #[arg(long = "volume", short = 'v', value_name = "HOST:GUEST[:ro]")]
+    volumes: Vec<String>,
+    /// Make the root file system read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// Mount an empty tmpfs at this path.
+    #[arg(long, value_name = "PATH")]
+    tmpfs: Vec<std::path::PathBuf>,
+    /// Share the host's mount table (seen through a private copy) instead of a root file system
+    /// of the sandbox's own (the default with --rootless).
+    #[arg(long)]
+    host_mounts: bool,
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -104,6 +122,36 @@ fn run(opts: &Options) -> Result<u8, Error> {
     }
     if let Some(dir) = &opts.workdir {
         builder.current_dir(dir);
+    }
+    // A root of the sandbox's own is prepared by the parent, which needs privilege; rootless, the
+    // sandbox keeps the host's mount table (through a private copy) unless a root is asked for.
+    let own_root = opts.rootfs.is_some()
+        || !opts.volumes.is_empty()
+        || !opts.tmpfs.is_empty()
+        || opts.read_only
+        || !opts.rootless;
+    if own_root && !opts.host_mounts {
+        let mut rootfs = match &opts.rootfs {
+            Some(dir) => Rootfs::dir(dir),
+            None => Rootfs::host(),
+        };
+        for v in &opts.volumes {
+            let (host, rest) = v.split_once(':').ok_or_else(|| Error::InvalidArgument {
+                what: "volume",
+                value: v.clone(),
+                reason: "expected HOST:GUEST or HOST:GUEST:ro",
+            })?;
+            let (guest, access) = match rest.rsplit_once(':') {
+                Some((guest, "ro")) => (guest, Access::ReadOnly),
+                Some((guest, "rw")) => (guest, Access::ReadWrite),
+                _ => (rest, Access::ReadWrite),
+            };
+            rootfs = rootfs.volume(host, guest, access);
+        }
+        for t in &opts.tmpfs {
+            rootfs = rootfs.tmpfs(t);
+        }
+        builder.rootfs(rootfs.read_only(opts.read_only));
     }
     if let Some(bytes) = opts.memory {
         builder.memory_max(bytes);

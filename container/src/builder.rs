@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use palisade_cgroup::{Bytes, CpuMax, CpuSet, Hierarchy, IoMax, Max, Resource};
 use palisade_ns::{IdMap, Namespace, SetGroups, TimeOffsets};
+use palisade_overlay::rootfs::{Access, Rootfs};
 
 use crate::error::{Error, Result};
 use crate::spawn::plan::{
@@ -106,6 +107,7 @@ struct IsolationSpec {
     uid_map: Option<IdMap>,
     gid_map: Option<IdMap>,
     time_offsets: Option<TimeOffsets>,
+    rootfs: Option<Rootfs>,
 }
 
 /// How the sandbox's processes live and die.
@@ -133,6 +135,7 @@ impl SandboxBuilder {
                 uid_map: None,
                 gid_map: None,
                 time_offsets: None,
+                rootfs: None,
             },
             stdio: [Stdio::inherit(), Stdio::inherit(), Stdio::inherit()],
             lifecycle: Lifecycle {
@@ -307,6 +310,49 @@ impl SandboxBuilder {
         self
     }
 
+    /// The sandbox's root file system (needs [`Namespace::MOUNT`], on by default):
+    /// [`Rootfs::host`] (the host's `/` under a throwaway writable layer), [`Rootfs::dir`] or
+    /// [`Rootfs::layers`]. The sandbox then gets its own `/proc`, a minimal `/dev`, `/sys`
+    /// read-only and a tmpfs `/tmp`, with the paths runc masks hidden. Without one, the sandbox
+    /// sees the host's file systems through a private mount table with its own `/proc`.
+    pub fn rootfs(&mut self, rootfs: Rootfs) -> &mut Self {
+        self.isolation.rootfs = Some(rootfs);
+        self
+    }
+
+    fn rootfs_mut(&mut self) -> &mut Rootfs {
+        self.isolation.rootfs.get_or_insert_with(Rootfs::host)
+    }
+
+    /// Binds the host's `host` at `guest` in the sandbox (implies [`Rootfs::host`] if no root
+    /// file system was set).
+    pub fn volume(
+        &mut self,
+        host: impl Into<PathBuf>,
+        guest: impl Into<PathBuf>,
+        access: Access,
+    ) -> &mut Self {
+        let r = std::mem::take(self.rootfs_mut());
+        *self.rootfs_mut() = r.volume(host, guest, access);
+        self
+    }
+
+    /// Mounts an empty tmpfs at `guest` in the sandbox (implies [`Rootfs::host`] if no root file
+    /// system was set).
+    pub fn tmpfs(&mut self, guest: impl Into<PathBuf>) -> &mut Self {
+        let r = std::mem::take(self.rootfs_mut());
+        *self.rootfs_mut() = r.tmpfs(guest);
+        self
+    }
+
+    /// Makes the sandbox's root read-only (implies [`Rootfs::host`] if no root file system was
+    /// set).
+    pub fn read_only_root(&mut self) -> &mut Self {
+        let r = std::mem::take(self.rootfs_mut());
+        *self.rootfs_mut() = r.read_only(true);
+        self
+    }
+
     /// Limits the sandbox's memory (`memory.max`; v1 `memory.limit_in_bytes`). Past it the
     /// kernel reclaims, then OOM-kills a process of the sandbox, which
     /// [`ExitStatus::oom_killed`] reports. Like every limit, it gives each spawned sandbox a
@@ -423,6 +469,18 @@ impl SandboxBuilder {
             namespaces.remove(Namespace::CGROUP);
         }
         let init = pid_ns && self.lifecycle.init;
+        let rootfs = match &iso.rootfs {
+            Some(r) if !mount_ns => {
+                return Err(Error::InvalidArgument {
+                    what: "root file system",
+                    value: format!("{:?}", r.source()),
+                    reason: "needs a mount namespace",
+                })
+            }
+            Some(r) => Some(r.plan()?),
+            None => None,
+        };
+        let own_root = rootfs.is_some();
         // The init runs in the caller's memory (`CLONE_VM`). Should the kernel's OOM killer pick
         // it when the sandbox hits its memory limit, it would also kill every process sharing
         // that memory — the caller (`oom_kill_process` in mm/oom_kill.c). With a memory limit
@@ -449,8 +507,9 @@ impl SandboxBuilder {
             user,
             time_offsets,
             unshare_cgroup_ns,
-            private_mounts: mount_ns,
-            mount_proc: mount_ns && pid_ns,
+            private_mounts: mount_ns && !own_root,
+            mount_proc: mount_ns && pid_ns && !own_root,
+            rootfs,
             init,
             die_with_parent: self.lifecycle.die_with_parent,
             share_memory: self.lifecycle.share_memory && !(init && memory_limited),

@@ -41,6 +41,10 @@ pub enum Error {
         /// The OS error the step got.
         source: io::Error,
     },
+    /// Preparing the sandbox's root file system failed (a missing layer or volume, an overlay the
+    /// kernel refused, …), or its description was invalid.
+    #[error(transparent)]
+    Rootfs(#[from] palisade_overlay::Error),
     /// Creating, filling or reading the sandbox's cgroup failed, or a limit was invalid. The inner
     /// error names the cgroup file and the errno, or the refused value.
     #[error(transparent)]
@@ -67,6 +71,7 @@ impl Error {
         match self {
             Error::Namespace(e) => e.errno(),
             Error::Cgroup(e) => e.errno(),
+            Error::Rootfs(e) => e.errno(),
             Error::Setup { source, .. }
             | Error::Child { source, .. }
             | Error::Process { source, .. } => source.raw_os_error(),
@@ -123,6 +128,9 @@ pub enum ChildStep {
     /// `unshare(CLONE_NEWCGROUP)` once the child is in its cgroup, so that the namespace is
     /// rooted there (`cgroup_namespaces(7)`).
     CgroupNamespace,
+    /// Setting up the root file system and mount table; the error's context names the mount
+    /// step.
+    Rootfs,
 }
 
 impl ChildStep {
@@ -143,6 +151,7 @@ impl ChildStep {
             InitFork,
             Exec,
             CgroupNamespace,
+            Rootfs,
         ]
         .into_iter()
         .find(|s| *s as u32 == raw)
@@ -166,6 +175,7 @@ impl fmt::Display for ChildStep {
             ChildStep::InitFork => "fork the command from its init",
             ChildStep::Exec => "execute",
             ChildStep::CgroupNamespace => "create its cgroup namespace",
+            ChildStep::Rootfs => "set up its root file system:",
         })
     }
 }
@@ -176,12 +186,12 @@ mod tests {
 
     #[test]
     fn steps_round_trip_through_their_wire_number() {
-        for raw in 1..=14 {
+        for raw in 1..=15 {
             let step = ChildStep::from_raw(raw).unwrap();
             assert_eq!(step as u32, raw);
         }
         assert_eq!(ChildStep::from_raw(0), None);
-        assert_eq!(ChildStep::from_raw(15), None);
+        assert_eq!(ChildStep::from_raw(16), None);
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub(crate) struct ChildFds {
     pub parent_pidfd: RawFd,
     /// The parent's pid, in the parent's PID namespace.
     pub parent_pid: libc::pid_t,
+    /// The prepared mount trees of the root file system (see [`super::mounts`]).
+    pub trees: *const RawFd,
+    /// How many.
+    pub trees_len: usize,
 }
 
 /// What the child entry points receive: the plan and descriptors, which live in the parent's
@@ -53,8 +57,13 @@ pub(super) fn exit(code: i32) -> ! {
 
 /// Reports `step` with `errno` to the parent and exits.
 pub(super) fn fail(fds: &ChildFds, step: ChildStep, errno: isize) -> ! {
+    fail_at(fds, step, 0, errno)
+}
+
+/// Reports `step`, the index of the item it was working on (a mount op), and `errno`, then exits.
+pub(super) fn fail_at(fds: &ChildFds, step: ChildStep, index: u32, errno: isize) -> ! {
     let mut msg = [0u8; 8];
-    msg[..4].copy_from_slice(&(step as u32).to_ne_bytes());
+    msg[..4].copy_from_slice(&(step as u32 | index << 8).to_ne_bytes());
     msg[4..].copy_from_slice(&(errno as i32).to_ne_bytes());
     // SAFETY: 8 bytes from a live buffer; atomic on a pipe (below PIPE_BUF).
     unsafe { raw!(libc::SYS_write, fds.err_w, msg.as_ptr(), msg.len()) };
@@ -162,6 +171,14 @@ pub(crate) unsafe fn run(plan: &Plan, fds: &ChildFds) -> ! {
             check(fds, ChildStep::Hostname, ret);
         }
 
+        if let Some(rootfs) = &plan.rootfs {
+            let trees = if fds.trees.is_null() {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(fds.trees, fds.trees_len)
+            };
+            super::mounts::run(rootfs, trees, fds);
+        }
         if plan.private_mounts {
             // Mounts made in the sandbox never propagate back to the host; host mounts still
             // propagate in (mount_namespaces(7)).

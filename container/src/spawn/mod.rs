@@ -14,6 +14,7 @@
 
 pub(crate) mod child;
 mod init;
+mod mounts;
 pub(crate) mod plan;
 pub(crate) mod sys;
 
@@ -62,6 +63,12 @@ impl Sandbox {
             .then(|| pipe("create the sync pipe"))
             .transpose()?;
         let (err_r, err_w) = pipe("create the error pipe")?;
+        // The root file system's detached trees, attached by the child.
+        let prepared = plan.rootfs.as_ref().map(|r| r.prepare()).transpose()?;
+        let trees: Vec<libc::c_int> = prepared
+            .iter()
+            .flat_map(|p| p.fds.iter().map(|fd| fd.as_raw_fd()))
+            .collect();
         let report = if plan.init {
             let (r, w) = pipe("create the init status pipe")?;
             set_nonblocking(&r)?;
@@ -91,6 +98,12 @@ impl Sandbox {
             ],
             parent_pidfd: raw(parent_pidfd.as_ref()),
             parent_pid: std::process::id() as libc::pid_t,
+            trees: if trees.is_empty() {
+                std::ptr::null()
+            } else {
+                trees.as_ptr()
+            },
+            trees_len: trees.len(),
         };
 
         // Declared before the handle, so that on an early return the child is killed and reaped
@@ -139,11 +152,13 @@ impl Sandbox {
                 })?;
         }
 
-        if let Some((step, errno)) = read_child_report(File::from(err_r))? {
+        let report = read_child_report(File::from(err_r))?;
+        drop(prepared);
+        if let Some((step, index, errno)) = report {
             handle.wait()?;
             return Err(Error::Child {
                 step,
-                context: self.context(step),
+                context: self.context(step, index),
                 source: io::Error::from_raw_os_error(errno),
             });
         }
@@ -156,8 +171,12 @@ impl Sandbox {
     }
 
     /// What `step` acted on, read back from the plan.
-    fn context(&self, step: ChildStep) -> Context {
+    fn context(&self, step: ChildStep, index: u32) -> Context {
         let plan = &self.plan;
+        if step == ChildStep::Rootfs {
+            let op = plan.rootfs.as_ref().and_then(|r| r.ops.get(index as usize));
+            return Context(op.map(|op| op.describe()));
+        }
         let subject = match step {
             ChildStep::Exec => plan.exec.argv.strings().first(),
             ChildStep::Chdir => plan.cwd.as_ref(),
@@ -233,8 +252,9 @@ fn write_id_maps(pid: libc::pid_t, user: &UserPlan) -> Result<()> {
     Ok(())
 }
 
-/// Reads the child's `(step, errno)` report; `None` when the pipe closed on a successful exec.
-fn read_child_report(mut pipe: File) -> Result<Option<(ChildStep, i32)>> {
+/// Reads the child's `(step, index, errno)` report; `None` when the pipe closed on a successful
+/// exec.
+fn read_child_report(mut pipe: File) -> Result<Option<(ChildStep, u32, i32)>> {
     let mut buf = [0u8; 8];
     let mut len = 0;
     while len < buf.len() {
@@ -255,11 +275,12 @@ fn read_child_report(mut pipe: File) -> Result<Option<(ChildStep, i32)>> {
         8 => {
             let step = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
             let errno = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
-            let step = ChildStep::from_raw(step).ok_or_else(|| Error::Setup {
+            let index = step >> 8;
+            let step = ChildStep::from_raw(step & 0xff).ok_or_else(|| Error::Setup {
                 what: "decode the child's error report",
                 source: io::Error::new(io::ErrorKind::InvalidData, "unknown step"),
             })?;
-            Ok(Some((step, errno)))
+            Ok(Some((step, index, errno)))
         }
         _ => Err(Error::Setup {
             what: "read the child's error pipe",

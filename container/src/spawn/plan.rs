@@ -6,6 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use palisade_cgroup::{Cgroup, Hierarchy, Resource};
 use palisade_ns::{IdMap, Namespace, SetGroups};
+use palisade_overlay::rootfs::RootfsPlan;
 
 use crate::error::{Error, Result};
 
@@ -89,6 +90,8 @@ pub(crate) struct Plan {
     /// Create the cgroup namespace after the clone, once the child is in its cgroup in every
     /// hierarchy, rather than in the clone (where it would be rooted at the caller's cgroup).
     pub unshare_cgroup_ns: bool,
+    /// The root file system and mount table, carried out by the child in its mount namespace.
+    pub rootfs: Option<RootfsPlan>,
     /// Make `/` rslave in the new mount namespace.
     pub private_mounts: bool,
     /// Mount a fresh `/proc` (new PID and mount namespaces).
