@@ -107,7 +107,17 @@ struct IsolationSpec {
     uid_map: Option<IdMap>,
     gid_map: Option<IdMap>,
     time_offsets: Option<TimeOffsets>,
-    rootfs: Option<Rootfs>,
+    rootfs: RootChoice,
+}
+
+/// Which root file system the sandbox gets.
+#[derive(Debug)]
+enum RootChoice {
+    /// [`Rootfs::host`] where the parent can prepare it (a mount namespace, no user namespace),
+    /// else the host's mounts.
+    Default,
+    Own(Rootfs),
+    HostMounts,
 }
 
 /// How the sandbox's processes live and die.
@@ -135,7 +145,7 @@ impl SandboxBuilder {
                 uid_map: None,
                 gid_map: None,
                 time_offsets: None,
-                rootfs: None,
+                rootfs: RootChoice::Default,
             },
             stdio: [Stdio::inherit(), Stdio::inherit(), Stdio::inherit()],
             lifecycle: Lifecycle {
@@ -312,16 +322,34 @@ impl SandboxBuilder {
 
     /// The sandbox's root file system (needs [`Namespace::MOUNT`], on by default):
     /// [`Rootfs::host`] (the host's `/` under a throwaway writable layer), [`Rootfs::dir`] or
-    /// [`Rootfs::layers`]. The sandbox then gets its own `/proc`, a minimal `/dev`, `/sys`
-    /// read-only and a tmpfs `/tmp`, with the paths runc masks hidden. Without one, the sandbox
-    /// sees the host's file systems through a private mount table with its own `/proc`.
+    /// [`Rootfs::layers`]. The sandbox gets its own `/proc`, a minimal `/dev`, `/sys` read-only
+    /// and a tmpfs `/tmp`, with the paths runc masks hidden.
+    ///
+    /// Without a call, a sandbox with a mount namespace and no user namespace gets
+    /// [`Rootfs::host`]; one with a user namespace (rootless) sees the host's mounts through a
+    /// private copy, as [`host_mounts`](Self::host_mounts) asks, because preparing a root takes
+    /// privilege in the caller's mount namespace.
     pub fn rootfs(&mut self, rootfs: Rootfs) -> &mut Self {
-        self.isolation.rootfs = Some(rootfs);
+        self.isolation.rootfs = RootChoice::Own(rootfs);
         self
     }
 
-    fn rootfs_mut(&mut self) -> &mut Rootfs {
-        self.isolation.rootfs.get_or_insert_with(Rootfs::host)
+    /// No root file system of the sandbox's own: it sees the host's mounts through a private
+    /// copy of the mount table (slave propagation, so host mounts still propagate in), with its
+    /// own `/proc` in a new PID namespace.
+    pub fn host_mounts(&mut self) -> &mut Self {
+        self.isolation.rootfs = RootChoice::HostMounts;
+        self
+    }
+
+    /// Changes the root file system set so far ([`Rootfs::host`] if none was).
+    fn edit_rootfs(&mut self, edit: impl FnOnce(Rootfs) -> Rootfs) -> &mut Self {
+        let current = match std::mem::replace(&mut self.isolation.rootfs, RootChoice::Default) {
+            RootChoice::Own(r) => r,
+            RootChoice::Default | RootChoice::HostMounts => Rootfs::host(),
+        };
+        self.isolation.rootfs = RootChoice::Own(edit(current));
+        self
     }
 
     /// Binds the host's `host` at `guest` in the sandbox (implies [`Rootfs::host`] if no root
@@ -332,25 +360,19 @@ impl SandboxBuilder {
         guest: impl Into<PathBuf>,
         access: Access,
     ) -> &mut Self {
-        let r = std::mem::take(self.rootfs_mut());
-        *self.rootfs_mut() = r.volume(host, guest, access);
-        self
+        self.edit_rootfs(|r| r.volume(host, guest, access))
     }
 
     /// Mounts an empty tmpfs at `guest` in the sandbox (implies [`Rootfs::host`] if no root file
     /// system was set).
     pub fn tmpfs(&mut self, guest: impl Into<PathBuf>) -> &mut Self {
-        let r = std::mem::take(self.rootfs_mut());
-        *self.rootfs_mut() = r.tmpfs(guest);
-        self
+        self.edit_rootfs(|r| r.tmpfs(guest))
     }
 
     /// Makes the sandbox's root read-only (implies [`Rootfs::host`] if no root file system was
     /// set).
     pub fn read_only_root(&mut self) -> &mut Self {
-        let r = std::mem::take(self.rootfs_mut());
-        *self.rootfs_mut() = r.read_only(true);
-        self
+        self.edit_rootfs(|r| r.read_only(true))
     }
 
     /// Limits the sandbox's memory (`memory.max`; v1 `memory.limit_in_bytes`). Past it the
@@ -470,15 +492,18 @@ impl SandboxBuilder {
         }
         let init = pid_ns && self.lifecycle.init;
         let rootfs = match &iso.rootfs {
-            Some(r) if !mount_ns => {
+            RootChoice::Own(r) if !mount_ns => {
                 return Err(Error::InvalidArgument {
                     what: "root file system",
                     value: format!("{:?}", r.source()),
                     reason: "needs a mount namespace",
                 })
             }
-            Some(r) => Some(r.plan()?),
-            None => None,
+            RootChoice::Own(r) => Some(r.plan()?),
+            RootChoice::Default if mount_ns && !namespaces.contains(Namespace::USER) => {
+                Some(Rootfs::host().plan()?)
+            }
+            RootChoice::Default | RootChoice::HostMounts => None,
         };
         let own_root = rootfs.is_some();
         // The init runs in the caller's memory (`CLONE_VM`). Should the kernel's OOM killer pick

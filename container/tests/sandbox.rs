@@ -105,9 +105,13 @@ fn mounts_stay_inside_the_sandbox() {
     require_root!();
     let dir = TempDir::new("mnt");
     let target = dir.path().display().to_string();
-    let out = stdout_of(&mut sh(&format!(
-        "mount -t tmpfs palisade-test {target} && echo hi > {target}/f && cat {target}/f && grep -c palisade-test /proc/self/mountinfo"
-    )));
+    // With the host's mounts (a private copy), the host's directory is the mount point.
+    let out = stdout_of(
+        sh(&format!(
+            "mount -t tmpfs palisade-test {target} && echo hi > {target}/f && cat {target}/f && grep -c palisade-test /proc/self/mountinfo"
+        ))
+        .host_mounts(),
+    );
     assert_eq!(out, "hi\n1\n");
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
@@ -280,7 +284,14 @@ fn missing_program_is_a_typed_error() {
     let dir = TempDir::new("noexec");
     let file = dir.path().join("not-executable");
     std::fs::write(&file, "data").unwrap();
-    let err = Sandbox::builder(&file).spawn().unwrap_err();
+    let err = Sandbox::builder(&file)
+        .volume(
+            dir.path(),
+            dir.path(),
+            palisade::overlay::rootfs::Access::ReadOnly,
+        )
+        .spawn()
+        .unwrap_err();
     assert_step(&err, ChildStep::Exec);
     assert_eq!(err.errno(), Some(libc::EACCES));
 }

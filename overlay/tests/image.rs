@@ -1,0 +1,1274 @@
+//! OCI image layouts imported into the layer store, on the real file system: layouts are built
+//! here (tar layers written with the `tar` crate, gzip, plain and zstd), imported, and the
+//! unpacked trees checked — overlayfs whiteouts, opaque xattrs, links, sharing, digests, and
+//! malicious archives.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::ffi::CString;
+use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use palisade_overlay::image::{DevicePolicy, Digest, LayerStore, OpaqueXattr, StoreOptions};
+use palisade_overlay::Error;
+use serde_json::{json, Value};
+use sha2::Digest as _;
+
+// ---------------------------------------------------------------------------------------------
+// Building layouts
+
+/// One tar entry.
+enum E<'a> {
+    Dir(&'a str, u32),
+    File(&'a str, &'a [u8], u32),
+    /// A file with an owner.
+    Owned(&'a str, &'a [u8], u32, u64, u64),
+    Symlink(&'a str, &'a str),
+    Hardlink(&'a str, &'a str),
+    Fifo(&'a str),
+    CharDev(&'a str, u32, u32),
+    /// A file whose long path goes through a GNU long-name entry.
+    LongFile(&'a str, &'a [u8]),
+    /// A file described by a PAX extended header: these `key=value` records, then a header
+    /// whose own name is a placeholder.
+    Pax(&'a [(&'a str, &'a str)], &'a [u8]),
+}
+
+const MTIME: u64 = 1_600_000_000;
+
+/// A header whose name and link name are written raw: the `tar` crate refuses `..` and absolute
+/// paths, which these tests need.
+fn header(
+    kind: tar::EntryType,
+    path: &str,
+    link: Option<&str>,
+    size: u64,
+    mode: u32,
+) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_size(size);
+    h.set_mode(mode);
+    h.set_mtime(MTIME);
+    h.set_uid(0);
+    h.set_gid(0);
+    let old = h.as_old_mut();
+    assert!(path.len() < 100);
+    old.name = [0; 100];
+    old.name[..path.len()].copy_from_slice(path.as_bytes());
+    if let Some(link) = link {
+        old.linkname = [0; 100];
+        old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+    }
+    h.set_cksum();
+    h
+}
+
+fn tar_of(entries: &[E<'_>]) -> Vec<u8> {
+    use tar::EntryType as T;
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        match *e {
+            E::Dir(p, mode) => b
+                .append(&header(T::Directory, p, None, 0, mode), &[][..])
+                .unwrap(),
+            E::File(p, data, mode) => b
+                .append(&header(T::Regular, p, None, data.len() as u64, mode), data)
+                .unwrap(),
+            E::Owned(p, data, mode, uid, gid) => {
+                let mut h = header(T::Regular, p, None, data.len() as u64, mode);
+                h.set_uid(uid);
+                h.set_gid(gid);
+                h.set_cksum();
+                b.append(&h, data).unwrap()
+            }
+            E::Symlink(p, t) => b
+                .append(&header(T::Symlink, p, Some(t), 0, 0o777), &[][..])
+                .unwrap(),
+            E::Hardlink(p, t) => b
+                .append(&header(T::Link, p, Some(t), 0, 0o644), &[][..])
+                .unwrap(),
+            E::Fifo(p) => b
+                .append(&header(T::Fifo, p, None, 0, 0o640), &[][..])
+                .unwrap(),
+            E::CharDev(p, major, minor) => {
+                let mut h = header(T::Char, p, None, 0, 0o666);
+                h.set_device_major(major).unwrap();
+                h.set_device_minor(minor).unwrap();
+                h.set_cksum();
+                b.append(&h, &[][..]).unwrap()
+            }
+            E::LongFile(p, data) => {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(T::Regular);
+                h.set_size(data.len() as u64);
+                h.set_mode(0o644);
+                h.set_mtime(MTIME);
+                b.append_data(&mut h, p, data).unwrap()
+            }
+            E::Pax(records, data) => {
+                let mut pax = Vec::new();
+                for (key, value) in records {
+                    // "<length> <key>=<value>\n", the length counting itself.
+                    let rest = format!(" {key}={value}\n");
+                    let mut len = rest.len() + 1;
+                    while format!("{len}").len() + rest.len() != len {
+                        len += 1;
+                    }
+                    pax.extend_from_slice(format!("{len}{rest}").as_bytes());
+                }
+                let h = header(
+                    T::XHeader,
+                    "PaxHeaders/placeholder",
+                    None,
+                    pax.len() as u64,
+                    0o644,
+                );
+                b.append(&h, &pax[..]).unwrap();
+                let h = header(T::Regular, "placeholder", None, data.len() as u64, 0o644);
+                b.append(&h, data).unwrap()
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Comp {
+    Plain,
+    Gzip,
+    /// Docker's gzip media type.
+    DockerGzip,
+    Zstd,
+}
+
+fn sha(bytes: &[u8]) -> String {
+    let sum = sha2::Sha256::digest(bytes);
+    format!(
+        "sha256:{}",
+        sum.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+/// An OCI image layout being written.
+struct Layout {
+    dir: PathBuf,
+    index: Vec<Value>,
+}
+
+impl Layout {
+    fn new(dir: PathBuf) -> Layout {
+        fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        Layout {
+            dir,
+            index: Vec::new(),
+        }
+    }
+
+    /// Writes a blob and returns its descriptor.
+    fn blob(&self, media_type: &str, bytes: &[u8]) -> Value {
+        let digest = sha(bytes);
+        fs::write(self.blob_path(&digest), bytes).unwrap();
+        json!({"mediaType": media_type, "digest": digest, "size": bytes.len()})
+    }
+
+    fn blob_path(&self, digest: &str) -> PathBuf {
+        self.dir
+            .join("blobs/sha256")
+            .join(digest.strip_prefix("sha256:").unwrap())
+    }
+
+    /// Writes a layer; returns its descriptor and diff_id.
+    fn layer(&self, tar: &[u8], comp: Comp) -> (Value, String) {
+        let (media_type, blob) = match comp {
+            Comp::Plain => ("application/vnd.oci.image.layer.v1.tar", tar.to_vec()),
+            Comp::Gzip | Comp::DockerGzip => {
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                enc.write_all(tar).unwrap();
+                let media_type = if comp == Comp::Gzip {
+                    "application/vnd.oci.image.layer.v1.tar+gzip"
+                } else {
+                    "application/vnd.docker.image.rootfs.diff.tar.gzip"
+                };
+                (media_type, enc.finish().unwrap())
+            }
+            Comp::Zstd => (
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+                ruzstd::encoding::compress_to_vec(tar, ruzstd::encoding::CompressionLevel::Fastest),
+            ),
+        };
+        (self.blob(media_type, &blob), sha(tar))
+    }
+
+    /// Writes a config and a manifest for `layers`; returns the manifest's descriptor.
+    fn manifest(&self, layers: &[(Value, String)], arch: &str, run: Value) -> Value {
+        let config = json!({
+            "architecture": arch,
+            "os": "linux",
+            "config": run,
+            "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.1.clone()).collect::<Vec<_>>()},
+        });
+        let config = self.blob(
+            "application/vnd.oci.image.config.v1+json",
+            config.to_string().as_bytes(),
+        );
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": config,
+            "layers": layers.iter().map(|l| l.0.clone()).collect::<Vec<_>>(),
+        });
+        self.blob(
+            "application/vnd.oci.image.manifest.v1+json",
+            manifest.to_string().as_bytes(),
+        )
+    }
+
+    /// Adds a manifest (or index) descriptor to `index.json`, tagged if `tag` is given.
+    fn tag(&mut self, mut descriptor: Value, tag: Option<&str>) {
+        if let Some(tag) = tag {
+            descriptor["annotations"] = json!({"org.opencontainers.image.ref.name": tag});
+        }
+        self.index.push(descriptor);
+        let index = json!({"schemaVersion": 2, "manifests": self.index});
+        fs::write(self.dir.join("index.json"), index.to_string()).unwrap();
+    }
+
+    /// A one-image layout of these layers.
+    fn image(dir: PathBuf, layers: &[(&[E<'_>], Comp)], tag: Option<&str>) -> Layout {
+        let mut layout = Layout::new(dir);
+        let layers: Vec<_> = layers
+            .iter()
+            .map(|(e, c)| layout.layer(&tar_of(e), *c))
+            .collect();
+        let manifest = layout.manifest(&layers, host_arch(), json!({}));
+        layout.tag(manifest, tag);
+        layout
+    }
+}
+
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    let mut buf = [0u8; 64];
+    // SAFETY: valid C strings and a writable buffer of the size passed.
+    let len =
+        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (len >= 0).then(|| buf[..len as usize].to_vec())
+}
+
+fn is_whiteout(path: &Path) -> bool {
+    let meta = fs::symlink_metadata(path).unwrap();
+    meta.file_type().is_char_device() && meta.rdev() == 0
+}
+
+/// Everything under the store's `tmp/`.
+fn tmp_entries(store: &LayerStore) -> Vec<PathBuf> {
+    fs::read_dir(store.root().join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The layer tree
+
+fn base_layer() -> Vec<E<'static>> {
+    vec![
+        E::Dir("./", 0o755),
+        E::Dir("etc/", 0o755),
+        E::File("etc/hosts", b"127.0.0.1 localhost\n", 0o644),
+        E::File("etc/gone", b"lower only\n", 0o644),
+        E::Hardlink("etc/hosts.link", "etc/hosts"),
+        // A link to itself (some archivers write these) must not lose the file.
+        E::Hardlink("etc/hosts", "./etc/hosts"),
+        E::Symlink("hosts", "etc/hosts"),
+        E::Symlink("abs", "/etc/passwd"),
+        E::Dir("var/", 0o755),
+        E::Dir("var/cache/", 0o755),
+        E::File("var/cache/old", b"old\n", 0o644),
+        // Implied parents a/ a/b/.
+        E::File("a/b/c/deep", b"deep\n", 0o600),
+        E::Dir("ro/", 0o555),
+        E::File(
+            "ro/inside",
+            b"written before the dir turned read-only\n",
+            0o444,
+        ),
+        E::Owned("suid", b"#!/bin/sh\n", 0o4755, 1234, 5678),
+        E::Fifo("pipe"),
+    ]
+}
+
+fn top_layer() -> Vec<E<'static>> {
+    vec![
+        E::File("etc/.wh.gone", b"", 0o644),
+        E::File("var/cache/.wh..wh..opq", b"", 0o644),
+        E::File("var/cache/new", b"new\n", 0o644),
+        // Hides something only the lower layer might have: kept as a whiteout.
+        E::File(".wh.ghost", b"", 0o644),
+        // A whiteout and the same name in this layer: the file wins.
+        E::File(".wh.both", b"", 0o644),
+        E::File("both", b"kept\n", 0o644),
+    ]
+}
+
+#[test]
+fn imports_layers_with_whiteouts_opaque_dirs_and_links() {
+    require_root!();
+    let tmp = support::TempDir::new("image-tree");
+    let run = json!({
+        "Env": ["PATH=/usr/bin:/bin", "LANG=C"],
+        "Entrypoint": ["/bin/sh", "-c"],
+        "Cmd": ["echo hi"],
+        "WorkingDir": "/work",
+        "User": "1000:1000",
+    });
+    let mut layout = Layout::new(tmp.path().join("layout"));
+    let base = layout.layer(&tar_of(&base_layer()), Comp::Gzip);
+    let top = layout.layer(&tar_of(&top_layer()), Comp::Plain);
+    let manifest = layout.manifest(&[base, top], host_arch(), run);
+    let manifest_digest = manifest["digest"].as_str().unwrap().to_owned();
+    layout.tag(manifest, Some("latest"));
+
+    let store = LayerStore::open(tmp.path().join("store")).unwrap();
+    let image = store.import(&layout.dir, Some("latest")).unwrap();
+    assert_eq!(image.manifest_digest.as_str(), manifest_digest);
+    assert_eq!(image.layers.len(), 2);
+    let (lower, upper) = (&image.layers[0].path, &image.layers[1].path);
+    assert_eq!(
+        image.lower_dirs(),
+        vec![upper.as_path(), lower.as_path()],
+        "top layer first"
+    );
+
+    // Config.
+    assert_eq!(image.config.env, ["PATH=/usr/bin:/bin", "LANG=C"]);
+    assert_eq!(image.config.process_args(), ["/bin/sh", "-c", "echo hi"]);
+    assert_eq!(image.config.working_dir.as_deref(), Some("/work"));
+    assert_eq!(image.config.user.as_deref(), Some("1000:1000"));
+
+    // Base layer.
+    assert_eq!(
+        fs::read(lower.join("etc/hosts")).unwrap(),
+        b"127.0.0.1 localhost\n"
+    );
+    let hosts = fs::metadata(lower.join("etc/hosts")).unwrap();
+    assert_eq!(
+        hosts.ino(),
+        fs::metadata(lower.join("etc/hosts.link")).unwrap().ino(),
+        "hard link"
+    );
+    assert_eq!(hosts.mtime(), MTIME as i64);
+    assert_eq!(
+        fs::read_link(lower.join("hosts")).unwrap(),
+        Path::new("etc/hosts")
+    );
+    assert_eq!(
+        fs::read_link(lower.join("abs")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+    assert_eq!(fs::read(lower.join("a/b/c/deep")).unwrap(), b"deep\n");
+    assert_eq!(
+        fs::metadata(lower.join("a/b"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o755
+    );
+    let ro = fs::metadata(lower.join("ro")).unwrap();
+    assert_eq!(ro.permissions().mode() & 0o7777, 0o555);
+    assert_eq!(
+        ro.mtime(),
+        MTIME as i64,
+        "directory times are set after their contents"
+    );
+    assert_eq!(
+        fs::read(lower.join("ro/inside")).unwrap(),
+        b"written before the dir turned read-only\n"
+    );
+    let suid = fs::metadata(lower.join("suid")).unwrap();
+    assert_eq!((suid.uid(), suid.gid()), (1234, 5678));
+    assert_eq!(
+        suid.permissions().mode() & 0o7777,
+        0o4755,
+        "chown did not clear set-user-ID"
+    );
+    assert!(fs::metadata(lower.join("pipe"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert_eq!(
+        fs::metadata(lower).unwrap().permissions().mode() & 0o7777,
+        0o755
+    );
+
+    // Top layer: overlayfs whiteouts and opaque dir.
+    assert!(is_whiteout(&upper.join("etc/gone")));
+    assert!(!upper.join("etc/.wh.gone").exists());
+    assert!(is_whiteout(&upper.join("ghost")));
+    assert_eq!(fs::read(upper.join("both")).unwrap(), b"kept\n");
+    assert_eq!(
+        xattr(&upper.join("var/cache"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+    assert_eq!(xattr(&upper.join("var"), "trusted.overlay.opaque"), None);
+    assert!(!upper.join("var/cache/.wh..wh..opq").exists());
+    assert_eq!(fs::read(upper.join("var/cache/new")).unwrap(), b"new\n");
+
+    // The store lists both layers.
+    let stored: Vec<Digest> = store
+        .layers()
+        .unwrap()
+        .into_iter()
+        .map(|l| l.digest)
+        .collect();
+    let mut expected: Vec<Digest> = image.layers.iter().map(|l| l.digest.clone()).collect();
+    expected.sort();
+    assert_eq!(stored, expected);
+    assert!(tmp_entries(&store).is_empty());
+    assert_eq!(
+        image.layers[1].digest, image.layers[1].diff_id,
+        "an uncompressed blob is its diff"
+    );
+
+    // What overlayfs makes of it: the whiteout hides the lower file, the opaque directory
+    // hides the lower directory's contents.
+    let merged = tmp.path().join("merged");
+    fs::create_dir(&merged).unwrap();
+    let lowerdir: Vec<_> = image
+        .lower_dirs()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let _mount = ReadOnlyOverlay::mount(&lowerdir.join(":"), &merged);
+    assert_eq!(
+        fs::read(merged.join("etc/hosts")).unwrap(),
+        b"127.0.0.1 localhost\n"
+    );
+    assert!(!merged.join("etc/gone").exists());
+    assert!(!merged.join("var/cache/old").exists());
+    assert_eq!(fs::read(merged.join("var/cache/new")).unwrap(), b"new\n");
+    assert_eq!(fs::read(merged.join("both")).unwrap(), b"kept\n");
+    assert!(fs::symlink_metadata(merged.join("ghost")).is_err());
+}
+
+/// A read-only overlay of lower layers only, unmounted on drop.
+struct ReadOnlyOverlay(CString);
+
+impl ReadOnlyOverlay {
+    fn mount(lowerdir: &str, target: &Path) -> ReadOnlyOverlay {
+        let target = CString::new(target.as_os_str().as_bytes()).unwrap();
+        let data = CString::new(format!("lowerdir={lowerdir}")).unwrap();
+        // SAFETY: valid C strings for the duration of the call.
+        let ret = unsafe {
+            libc::mount(
+                c"overlay".as_ptr(),
+                target.as_ptr(),
+                c"overlay".as_ptr(),
+                libc::MS_RDONLY,
+                data.as_ptr().cast(),
+            )
+        };
+        assert_eq!(ret, 0, "mount overlay: {}", std::io::Error::last_os_error());
+        ReadOnlyOverlay(target)
+    }
+}
+
+impl Drop for ReadOnlyOverlay {
+    fn drop(&mut self) {
+        // SAFETY: a valid C string for the duration of the call.
+        unsafe { libc::umount2(self.0.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[test]
+fn user_xattr_namespace_for_rootless_overlays() {
+    let tmp = support::TempDir::new("image-userxattr");
+    let layout = Layout::image(
+        tmp.path().join("layout"),
+        &[(
+            &[
+                E::Dir("d/", 0o755),
+                E::File("d/.wh..wh..opq", b"", 0o644),
+                E::File("d/f", b"f", 0o644),
+                E::File("d/.wh.gone", b"", 0o644),
+                E::Dir("ro/", 0o500),
+                E::File("ro/f", b"f", 0o400),
+            ],
+            Comp::Gzip,
+        )],
+        None,
+    );
+    let root = tmp.path().join("store");
+    let store =
+        LayerStore::open_with(&root, StoreOptions::new().opaque_xattr(OpaqueXattr::User)).unwrap();
+    let image = store.import(&layout.dir, None).unwrap();
+    let dir = image.layers[0].path.join("d");
+    // Whiteouts need no privilege (a character device 0:0 is exempt from CAP_MKNOD).
+    assert!(is_whiteout(&dir.join("gone")));
+    assert_eq!(
+        xattr(&dir, "user.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+    assert_eq!(xattr(&dir, "trusted.overlay.opaque"), None);
+
+    // The namespace is fixed when the store is created.
+    match LayerStore::open(&root) {
+        Err(Error::InvalidValue {
+            what: "opaque xattr namespace",
+            ..
+        }) => {}
+        other => panic!("expected a namespace mismatch, got {other:?}"),
+    }
+    let store =
+        LayerStore::open_with(&root, StoreOptions::new().opaque_xattr(OpaqueXattr::User)).unwrap();
+    // Removal copes with read-only directories, also without privilege.
+    assert_eq!(store.gc(&[]).unwrap().len(), 1);
+    assert!(!image.layers[0].path.exists());
+}
+
+#[test]
+fn importing_twice_and_shared_base_layers_reuse_directories() {
+    let tmp = support::TempDir::new("image-share");
+    let base: &[E<'_>] = &[E::File("base", b"shared base\n", 0o644)];
+    let one = Layout::image(
+        tmp.path().join("one"),
+        &[
+            (base, Comp::Gzip),
+            (&[E::File("one", b"1", 0o644)], Comp::Plain),
+        ],
+        None,
+    );
+    let two = Layout::image(
+        tmp.path().join("two"),
+        &[
+            (base, Comp::Gzip),
+            (&[E::File("two", b"2", 0o644)], Comp::Gzip),
+        ],
+        Some("v2"),
+    );
+
+    let store = LayerStore::open(tmp.path().join("store")).unwrap();
+    let first = store.import(&one.dir, None).unwrap();
+    let marker = first.layers[0].path.join("base");
+    let inode = fs::metadata(&marker).unwrap().ino();
+
+    let again = store.import(&one.dir, None).unwrap();
+    assert_eq!(
+        again, first,
+        "importing twice gives the same image and directories"
+    );
+    assert_eq!(
+        fs::metadata(&marker).unwrap().ino(),
+        inode,
+        "the layer was not unpacked again"
+    );
+
+    let other = store.import(&two.dir, Some("v2")).unwrap();
+    assert_eq!(
+        other.layers[0].path, first.layers[0].path,
+        "the base layer is shared"
+    );
+    assert_ne!(other.layers[1].path, first.layers[1].path);
+    assert_eq!(store.layers().unwrap().len(), 3);
+
+    // A second handle on the same store sees the same layers.
+    let reopened = LayerStore::open(tmp.path().join("store")).unwrap();
+    assert_eq!(reopened.import(&two.dir, None).unwrap(), other);
+    assert_eq!(
+        reopened.layer(&other.layers[1].digest).unwrap().unwrap(),
+        other.layers[1]
+    );
+}
+
+#[test]
+fn concurrent_imports_of_the_same_layers_unpack_them_once() {
+    let tmp = support::TempDir::new("image-concurrent");
+    let files: Vec<String> = (0..200).map(|i| format!("dir{}/file{i}", i % 10)).collect();
+    let entries: Vec<E<'_>> = files
+        .iter()
+        .map(|f| E::File(f, b"some content\n", 0o644))
+        .collect();
+    let layout = Layout::image(
+        tmp.path().join("layout"),
+        &[
+            (&entries, Comp::Gzip),
+            (&[E::File("x", b"x", 0o644)], Comp::Plain),
+        ],
+        None,
+    );
+    let root = tmp.path().join("store");
+    let images: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    LayerStore::open(&root)
+                        .unwrap()
+                        .import(&layout.dir, None)
+                        .unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(images.windows(2).all(|w| w[0] == w[1]));
+    let store = LayerStore::open(&root).unwrap();
+    assert_eq!(store.layers().unwrap().len(), 2);
+    assert!(
+        tmp_entries(&store).is_empty(),
+        "no temporary directory left: {:?}",
+        tmp_entries(&store)
+    );
+    let count = fs::read_dir(images[0].layers[0].path.join("dir3"))
+        .unwrap()
+        .count();
+    assert_eq!(count, 20);
+}
+
+#[test]
+fn digest_and_size_mismatches_are_refused_and_leave_nothing() {
+    let tmp = support::TempDir::new("image-digest");
+    let store = LayerStore::open(tmp.path().join("store")).unwrap();
+    let entries: &[E<'_>] = &[E::File("f", b"content of f\n", 0o644)];
+
+    // A layer blob corrupted in place (same size).
+    let layout = Layout::image(tmp.path().join("layer"), &[(entries, Comp::Plain)], None);
+    let manifest: Value =
+        serde_json::from_slice(&fs::read(layout.dir.join("index.json")).unwrap()).unwrap();
+    let manifest_blob = layout.blob_path(manifest["manifests"][0]["digest"].as_str().unwrap());
+    let manifest: Value = serde_json::from_slice(&fs::read(&manifest_blob).unwrap()).unwrap();
+    let layer_digest = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let layer_blob = layout.blob_path(&layer_digest);
+    let mut bytes = fs::read(&layer_blob).unwrap();
+    let at = bytes.windows(7).position(|w| w == b"content").unwrap();
+    bytes[at] = b'C';
+    fs::write(&layer_blob, &bytes).unwrap();
+    match store.import(&layout.dir, None) {
+        Err(Error::DigestMismatch {
+            what: "layer",
+            expected,
+            ..
+        }) => assert_eq!(expected.as_str(), layer_digest),
+        other => panic!("expected a layer digest mismatch, got {other:?}"),
+    }
+    assert!(store.layers().unwrap().is_empty());
+    assert!(tmp_entries(&store).is_empty());
+
+    // The same, gzip-compressed: the corrupt stream may fail to decompress, but the digest is
+    // what is reported.
+    let layout = Layout::image(tmp.path().join("gz"), &[(entries, Comp::Gzip)], None);
+    let manifest: Value =
+        serde_json::from_slice(&fs::read(layout.dir.join("index.json")).unwrap()).unwrap();
+    let manifest: Value = serde_json::from_slice(
+        &fs::read(layout.blob_path(manifest["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    let layer_blob = layout.blob_path(manifest["layers"][0]["digest"].as_str().unwrap());
+    let mut bytes = fs::read(&layer_blob).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(&layer_blob, &bytes).unwrap();
+    assert!(matches!(
+        store.import(&layout.dir, None),
+        Err(Error::DigestMismatch { what: "layer", .. })
+    ));
+    assert!(store.layers().unwrap().is_empty());
+    assert!(tmp_entries(&store).is_empty());
+
+    // A layer blob of another size.
+    fs::write(&layer_blob, b"short").unwrap();
+    assert!(matches!(
+        store.import(&layout.dir, None),
+        Err(Error::SizeMismatch { what: "layer", .. })
+    ));
+
+    // A corrupt manifest.
+    let layout = Layout::image(tmp.path().join("manifest"), &[(entries, Comp::Plain)], None);
+    let index: Value =
+        serde_json::from_slice(&fs::read(layout.dir.join("index.json")).unwrap()).unwrap();
+    let manifest_blob = layout.blob_path(index["manifests"][0]["digest"].as_str().unwrap());
+    let mut bytes = fs::read(&manifest_blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] = b' ';
+    fs::write(&manifest_blob, &bytes).unwrap();
+    assert!(matches!(
+        store.import(&layout.dir, None),
+        Err(Error::DigestMismatch {
+            what: "manifest",
+            ..
+        })
+    ));
+
+    // A config whose diff_id does not match the layer.
+    let mut layout = Layout::new(tmp.path().join("diffid"));
+    let (descriptor, _) = layout.layer(&tar_of(entries), Comp::Gzip);
+    let manifest = layout.manifest(
+        &[(descriptor, sha(b"something else"))],
+        host_arch(),
+        json!({}),
+    );
+    layout.tag(manifest, None);
+    assert!(matches!(
+        store.import(&layout.dir, None),
+        Err(Error::DigestMismatch {
+            what: "layer diff_id",
+            ..
+        })
+    ));
+    assert!(store.layers().unwrap().is_empty());
+    assert!(tmp_entries(&store).is_empty());
+}
+
+/// Imports a one-layer image of `entries` and expects an [`Error::UnsafeEntry`] for `path`.
+fn expect_refused(tag: &str, entries: &[E<'_>], path: &str) {
+    let tmp = support::TempDir::new(tag);
+    let layout = Layout::image(tmp.path().join("layout"), &[(entries, Comp::Plain)], None);
+    let store = LayerStore::open(tmp.path().join("store")).unwrap();
+    match store.import(&layout.dir, None) {
+        Err(Error::UnsafeEntry { path: p, .. }) => assert_eq!(p, path),
+        other => panic!("{tag}: expected entry {path:?} to be refused, got {other:?}"),
+    }
+    assert!(
+        store.layers().unwrap().is_empty(),
+        "{tag}: a layer was stored"
+    );
+    assert!(
+        tmp_entries(&store).is_empty(),
+        "{tag}: left {:?}",
+        tmp_entries(&store)
+    );
+    let mut names: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["layout", "store"],
+        "{tag}: something was written beside the store"
+    );
+}
+
+#[test]
+fn path_traversal_is_refused() {
+    expect_refused(
+        "image-dotdot",
+        &[E::File("../escape", b"x", 0o644)],
+        "../escape",
+    );
+    expect_refused(
+        "image-dotdot-deep",
+        &[E::Dir("a/", 0o755), E::File("a/../../escape", b"x", 0o644)],
+        "a/../../escape",
+    );
+    expect_refused(
+        "image-abs",
+        &[E::File("/abs/path", b"x", 0o644)],
+        "/abs/path",
+    );
+    expect_refused(
+        "image-hardlink-out",
+        &[E::Hardlink("passwd", "../../etc/passwd")],
+        "passwd",
+    );
+    expect_refused(
+        "image-hardlink-abs",
+        &[E::Hardlink("passwd", "/etc/passwd")],
+        "passwd",
+    );
+    expect_refused(
+        "image-hardlink-missing",
+        &[E::Hardlink("later", "not/yet")],
+        "later",
+    );
+}
+
+#[test]
+fn symlinks_are_never_followed_while_extracting() {
+    let passwd = fs::read("/etc/passwd").unwrap();
+    let passwd_mtime = fs::metadata("/etc/passwd").unwrap().mtime();
+    expect_refused(
+        "image-symlink-etc",
+        &[
+            E::Symlink("evil", "/etc"),
+            E::File("evil/passwd", b"pwned\n", 0o644),
+        ],
+        "evil/passwd",
+    );
+    assert_eq!(
+        fs::read("/etc/passwd").unwrap(),
+        passwd,
+        "/etc/passwd was written"
+    );
+    assert_eq!(fs::metadata("/etc/passwd").unwrap().mtime(), passwd_mtime);
+    assert!(!Path::new("/etc/.wh.x").exists());
+
+    // Through a symlink to a directory of the layer itself.
+    expect_refused(
+        "image-symlink-dir",
+        &[
+            E::Dir("d/", 0o755),
+            E::Symlink("link", "d"),
+            E::File("link/file", b"x", 0o644),
+        ],
+        "link/file",
+    );
+    // A relative symlink escaping the layer, then a directory and a whiteout through it.
+    expect_refused(
+        "image-symlink-up",
+        &[E::Symlink("up", "../.."), E::Dir("up/dir/", 0o755)],
+        "up/dir/",
+    );
+    expect_refused(
+        "image-symlink-wh",
+        &[
+            E::Symlink("etc", "/etc"),
+            E::File("etc/.wh.passwd", b"", 0o644),
+        ],
+        "etc/.wh.passwd",
+    );
+    expect_refused(
+        "image-symlink-opq",
+        &[
+            E::Symlink("etc", "/etc"),
+            E::File("etc/.wh..wh..opq", b"", 0o644),
+        ],
+        "etc/.wh..wh..opq",
+    );
+    // A hard link whose target goes through a symlink.
+    expect_refused(
+        "image-hardlink-symlink",
+        &[
+            E::Symlink("etc", "/etc"),
+            E::Hardlink("passwd", "etc/passwd"),
+        ],
+        "passwd",
+    );
+
+    // A file entry that replaces a symlink replaces the link, not its target.
+    let tmp = support::TempDir::new("image-replace-symlink");
+    let victim = tmp.path().join("victim");
+    fs::write(&victim, b"untouched").unwrap();
+    let target = victim.to_str().unwrap().to_owned();
+    let layout = Layout::image(
+        tmp.path().join("layout"),
+        &[(
+            &[E::Symlink("f", &target), E::File("f", b"replaced", 0o644)],
+            Comp::Plain,
+        )],
+        None,
+    );
+    let store = LayerStore::open(tmp.path().join("store")).unwrap();
+    let image = store.import(&layout.dir, None).unwrap();
+    assert_eq!(fs::read(&victim).unwrap(), b"untouched");
+    assert_eq!(
+        fs::read(image.layers[0].path.join("f")).unwrap(),
+        b"replaced"
+    );
+}
+
+#[test]
+fn long_names_devices_and_device_policy() {
+    let tmp = support::TempDir::new("image-long");
+    let long = format!("{}/{}", "d".repeat(120), "f".repeat(150));
+    let pax_path = format!("p/{}", "x".repeat(200));
+    let pax = [
+        ("path", pax_path.as_str()),
+        ("mtime", "1234567890.25"),
+        ("SCHILY.xattr.user.palisade", "yes"),
+        ("SCHILY.xattr.user.overlay.opaque", "y"),
+        ("SCHILY.xattr.trusted.overlay.redirect", "/etc"),
+    ];
+    let entries = [
+        E::LongFile(&long, b"long\n"),
+        E::Pax(&pax, b"pax\n"),
+        E::CharDev("null", 1, 3),
+        E::Fifo("fifo"),
+    ];
+    let layout = Layout::image(tmp.path().join("layout"), &[(&entries, Comp::Gzip)], None);
+
+    let store = LayerStore::open(tmp.path().join("store")).unwrap();
+    let image = store.import(&layout.dir, None).unwrap();
+    let dir = &image.layers[0].path;
+    assert_eq!(fs::read(dir.join(&long)).unwrap(), b"long\n");
+    let pax_file = dir.join(&pax_path);
+    assert_eq!(fs::read(&pax_file).unwrap(), b"pax\n");
+    assert!(!dir.join("placeholder").exists());
+    assert_eq!(fs::metadata(&pax_file).unwrap().mtime(), 1_234_567_890);
+    // User xattrs are kept; overlayfs's own and trusted ones from an image are not.
+    assert_eq!(
+        xattr(&pax_file, "user.palisade").as_deref(),
+        Some(&b"yes"[..])
+    );
+    assert_eq!(xattr(&pax_file, "user.overlay.opaque"), None);
+    assert_eq!(xattr(&pax_file, "trusted.overlay.redirect"), None);
+    assert!(fs::metadata(dir.join("fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    let null = dir.join("null");
+    if support::is_root() {
+        let meta = fs::symlink_metadata(&null).unwrap();
+        assert!(meta.file_type().is_char_device());
+        assert_eq!(meta.rdev(), libc::makedev(1, 3));
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o666);
+    } else {
+        assert!(!null.exists(), "devices are left out without CAP_MKNOD");
+    }
+
+    let skipping = LayerStore::open_with(
+        tmp.path().join("skip"),
+        StoreOptions::new().devices(DevicePolicy::Skip),
+    )
+    .unwrap();
+    let image = skipping.import(&layout.dir, None).unwrap();
+    assert!(fs::symlink_metadata(image.layers[0].path.join("null")).is_err());
+    assert!(fs::metadata(image.layers[0].path.join("fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+}
+
+#[test]
+fn zstd_layers() {
+    let tmp = support::TempDir::new("image-zstd");
+    let entries = [
+        E::Dir("z/", 0o755),
+        E::File("z/file", b"zstd content\n", 0o644),
+    ];
+    let layout = Layout::image(tmp.path().join("layout"), &[(&entries, Comp::Zstd)], None);
+    let store = LayerStore::open(tmp.path().join("store")).unwrap();
+    let image = store.import(&layout.dir, None).unwrap();
+    assert_eq!(
+        fs::read(image.layers[0].path.join("z/file")).unwrap(),
+        b"zstd content\n"
+    );
+
+    // Written by the reference implementation, in two frames with a skippable frame between
+    // them, when the `zstd` tool is there.
+    let Ok(status) = std::process::Command::new("zstd").arg("--version").output() else {
+        eprintln!("zstd tool not found: the multi-frame case is left out");
+        return;
+    };
+    assert!(status.status.success());
+    let tar = tar_of(&[
+        E::File("one", b"first frame\n", 0o644),
+        E::File("two", &[7u8; 100_000], 0o644),
+    ]);
+    let (first, second) = tar.split_at(tar.len() / 3);
+    let compress = |data: &[u8], name: &str| {
+        let path = tmp.path().join(name);
+        fs::write(&path, data).unwrap();
+        let ok = std::process::Command::new("zstd")
+            .args(["-q", "-f", "-19"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        fs::read(tmp.path().join(format!("{name}.zst"))).unwrap()
+    };
+    let mut blob = compress(first, "part1");
+    blob.extend_from_slice(&0x184D2A50u32.to_le_bytes());
+    blob.extend_from_slice(&4u32.to_le_bytes());
+    blob.extend_from_slice(b"skip");
+    blob.extend(compress(second, "part2"));
+    let mut layout = Layout::new(tmp.path().join("cli"));
+    let layer = (
+        layout.blob("application/vnd.oci.image.layer.v1.tar+zstd", &blob),
+        sha(&tar),
+    );
+    let manifest = layout.manifest(&[layer], host_arch(), json!({}));
+    layout.tag(manifest, None);
+    let image = store.import(&layout.dir, None).unwrap();
+    assert_eq!(
+        fs::read(image.layers[0].path.join("one")).unwrap(),
+        b"first frame\n"
+    );
+    assert_eq!(
+        fs::read(image.layers[0].path.join("two")).unwrap(),
+        vec![7u8; 100_000]
+    );
+}
+
+#[test]
+fn docker_media_types_and_unsupported_ones() {
+    let tmp = support::TempDir::new("image-media");
+    let entries = [E::File("docker", b"gzip\n", 0o644)];
+    let layout = Layout::image(
+        tmp.path().join("docker"),
+        &[(&entries, Comp::DockerGzip)],
+        None,
+    );
+    let store = LayerStore::open(tmp.path().join("store")).unwrap();
+    let image = store.import(&layout.dir, None).unwrap();
+    assert_eq!(
+        fs::read(image.layers[0].path.join("docker")).unwrap(),
+        b"gzip\n"
+    );
+
+    let mut layout = Layout::new(tmp.path().join("bzip"));
+    let layer = (
+        layout.blob("application/x-bzip2-layer", b"BZh9"),
+        sha(b"whatever"),
+    );
+    let manifest = layout.manifest(&[layer], host_arch(), json!({}));
+    layout.tag(manifest, None);
+    match store.import(&layout.dir, None) {
+        Err(Error::UnsupportedMediaType {
+            what: "layer",
+            media_type,
+        }) => assert_eq!(media_type, "application/x-bzip2-layer"),
+        other => panic!("expected an unsupported media type, got {other:?}"),
+    }
+
+    // Not a layout at all.
+    let empty = tmp.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    assert!(matches!(
+        store.import(&empty, None),
+        Err(Error::InvalidImage { .. })
+    ));
+    // A descriptor with a digest that would be a path.
+    let mut layout = Layout::new(tmp.path().join("evil-digest"));
+    layout.tag(json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:../../../etc/passwd", "size": 3}), None);
+    assert!(matches!(
+        store.import(&layout.dir, None),
+        Err(Error::InvalidDigest { .. })
+    ));
+}
+
+#[test]
+fn tags_and_nested_indexes_choose_the_manifest() {
+    let tmp = support::TempDir::new("image-index");
+    let mut layout = Layout::new(tmp.path().join("layout"));
+    let layer = layout.layer(&tar_of(&[E::File("f", b"f", 0o644)]), Comp::Gzip);
+    let a = layout.manifest(
+        std::slice::from_ref(&layer),
+        host_arch(),
+        json!({"Cmd": ["a"]}),
+    );
+    let b = layout.manifest(
+        std::slice::from_ref(&layer),
+        host_arch(),
+        json!({"Cmd": ["b"]}),
+    );
+    layout.tag(a, Some("a"));
+    layout.tag(b, Some("b"));
+    let store = LayerStore::open(tmp.path().join("store")).unwrap();
+    assert_eq!(
+        store.import(&layout.dir, Some("a")).unwrap().config.cmd,
+        ["a"]
+    );
+    assert_eq!(
+        store.import(&layout.dir, Some("b")).unwrap().config.cmd,
+        ["b"]
+    );
+    match store.import(&layout.dir, None) {
+        Err(Error::AmbiguousImage { count: 2, .. }) => {}
+        other => panic!("expected an ambiguous image, got {other:?}"),
+    }
+    match store.import(&layout.dir, Some("c")) {
+        Err(Error::TagNotFound { tag, available, .. }) => {
+            assert_eq!(tag, "c");
+            assert_eq!(available, ["a", "b"]);
+        }
+        other => panic!("expected a missing tag, got {other:?}"),
+    }
+
+    // A manifest list: the manifest for this machine is chosen.
+    let mut layout = Layout::new(tmp.path().join("multi"));
+    let layer = layout.layer(&tar_of(&[E::File("f", b"f", 0o644)]), Comp::Gzip);
+    let other_arch = if host_arch() == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let mut foreign = layout.manifest(
+        std::slice::from_ref(&layer),
+        other_arch,
+        json!({"Cmd": ["foreign"]}),
+    );
+    foreign["platform"] = json!({"os": "linux", "architecture": other_arch});
+    let mut attestation = layout.manifest(std::slice::from_ref(&layer), "unknown", json!({}));
+    attestation["platform"] = json!({"os": "unknown", "architecture": "unknown"});
+    let mut native = layout.manifest(
+        std::slice::from_ref(&layer),
+        host_arch(),
+        json!({"Cmd": ["native"]}),
+    );
+    native["platform"] = json!({"os": "linux", "architecture": host_arch()});
+    let list = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [foreign.clone(), attestation, native],
+    });
+    let list = layout.blob(
+        "application/vnd.oci.image.index.v1+json",
+        list.to_string().as_bytes(),
+    );
+    layout.tag(list, Some("multi"));
+    let image = store.import(&layout.dir, None).unwrap();
+    assert_eq!(image.config.cmd, ["native"]);
+    assert_eq!(image.config.architecture.as_deref(), Some(host_arch()));
+
+    // A list without this machine's platform.
+    let mut layout = Layout::new(tmp.path().join("foreign"));
+    let layer = layout.layer(&tar_of(&[E::File("f", b"f", 0o644)]), Comp::Gzip);
+    let mut foreign = layout.manifest(&[layer], other_arch, json!({}));
+    foreign["platform"] = json!({"os": "linux", "architecture": other_arch});
+    let list = json!({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json", "manifests": [foreign]});
+    let list = layout.blob(
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        list.to_string().as_bytes(),
+    );
+    layout.tag(list, None);
+    match store.import(&layout.dir, None) {
+        Err(Error::NoMatchingPlatform {
+            os: "linux",
+            architecture,
+            ..
+        }) => assert_eq!(architecture, host_arch()),
+        other => panic!("expected no matching platform, got {other:?}"),
+    }
+}
+
+#[test]
+fn remove_layer_and_gc() {
+    let tmp = support::TempDir::new("image-gc");
+    let base: &[E<'_>] = &[E::Dir("ro/", 0o500), E::File("ro/base", b"base", 0o400)];
+    let one = Layout::image(
+        tmp.path().join("one"),
+        &[
+            (base, Comp::Gzip),
+            (&[E::File("one", b"1", 0o644)], Comp::Plain),
+        ],
+        None,
+    );
+    let two = Layout::image(
+        tmp.path().join("two"),
+        &[
+            (base, Comp::Gzip),
+            (&[E::File("two", b"2", 0o644)], Comp::Plain),
+        ],
+        None,
+    );
+    let store = LayerStore::open(tmp.path().join("store")).unwrap();
+    let first = store.import(&one.dir, None).unwrap();
+    let second = store.import(&two.dir, None).unwrap();
+    assert_eq!(store.layers().unwrap().len(), 3);
+
+    // A leftover of a crashed import.
+    let stale = store
+        .root()
+        .join("tmp")
+        .join(format!("palisade-{}-1-0", first.layers[1].digest.hex()));
+    fs::create_dir_all(stale.join("diff/x")).unwrap();
+
+    let removed = store.gc(&[&first]).unwrap();
+    assert_eq!(removed, [second.layers[1].digest.clone()]);
+    assert!(!second.layers[1].path.exists());
+    assert!(first.layers.iter().all(|l| l.path.exists()));
+    assert!(
+        tmp_entries(&store).is_empty(),
+        "stale temporary directories are removed"
+    );
+
+    assert!(store.remove_layer(&first.layers[0].digest).unwrap());
+    assert!(!store.remove_layer(&first.layers[0].digest).unwrap());
+    assert!(!first.layers[0].path.exists());
+    assert_eq!(store.gc(&[]).unwrap(), [first.layers[1].digest.clone()]);
+    assert!(store.layers().unwrap().is_empty());
+
+    // Importing again brings the layers back.
+    let again = store.import(&one.dir, None).unwrap();
+    assert_eq!(again, first);
+    assert_eq!(
+        fs::read(again.layers[0].path.join("ro/base")).unwrap(),
+        b"base"
+    );
+    // Read-only directories do not stop removal, with or without privilege.
+    assert_eq!(store.gc(&[]).unwrap().len(), 2);
+    assert!(store.layers().unwrap().is_empty());
+}
+
+mod digest {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parse_accepts_only_canonical_sha256() {
+        let hex = "a".repeat(64);
+        let d = Digest::parse(&format!("sha256:{hex}")).unwrap();
+        assert_eq!(d.hex(), hex);
+        assert_eq!(d.algorithm(), "sha256");
+        assert_eq!(d.to_string(), format!("sha256:{hex}"));
+        assert_eq!(format!("sha256:{hex}").parse::<Digest>().unwrap(), d);
+        for bad in [
+            "",
+            "sha256:",
+            "sha256",
+            &format!("sha512:{hex}"),
+            &format!("SHA256:{hex}"),
+            &format!("sha256:{}", "A".repeat(64)),
+            &format!("sha256:{}", "a".repeat(63)),
+            &format!("sha256:{}", "a".repeat(65)),
+            &format!("sha256:{}/..", "a".repeat(61)),
+            "sha256:../../../../../../../../../../../../../../../../../etc/passwd",
+            &format!(" sha256:{hex}"),
+            &format!("sha256:{hex}\n"),
+        ] {
+            assert!(
+                matches!(Digest::parse(bad), Err(Error::InvalidDigest { .. })),
+                "{bad:?} accepted"
+            );
+        }
+        assert_eq!(
+            Digest::of(b"").as_str(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(s in "\\PC*") {
+            let _ = Digest::parse(&s);
+        }
+
+        #[test]
+        fn parse_never_panics_near_valid(s in "(sha256|sha512|SHA256)?:?[0-9a-fA-F./]{0,70}") {
+            if let Ok(d) = Digest::parse(&s) {
+                prop_assert_eq!(d.as_str(), s.as_str());
+                prop_assert_eq!(d.hex().len(), 64);
+                prop_assert!(d.hex().bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            }
+        }
+
+        #[test]
+        fn valid_digests_round_trip(bytes in proptest::collection::vec(any::<u8>(), 32)) {
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let text = format!("sha256:{hex}");
+            let d = Digest::parse(&text).unwrap();
+            prop_assert_eq!(d.to_string(), text.clone());
+            prop_assert_eq!(d.hex(), hex.as_str());
+            prop_assert_eq!(Digest::parse(d.as_str()).unwrap(), d.clone());
+            let sum: [u8; 32] = bytes.clone().try_into().unwrap();
+            prop_assert_eq!(Digest::from_sha256(sum), d);
+        }
+    }
+}
