@@ -151,9 +151,11 @@ fn cgroups(c: &mut Criterion) {
 }
 
 /// A root file system per spawn: the host's mount table (no root of its own), the host's `/`
-/// under a throwaway layer, a bound directory, and overlays of 1, 10 and 50 layers.
+/// under a throwaway layer (the default), a bound directory, and overlays of 1, 10 and 50
+/// layers.
 fn rootfs(c: &mut Criterion) {
     use palisade::overlay::rootfs::{Access, Rootfs};
+    use std::path::Path;
     let mut group = c.benchmark_group("spawn_true_with_rootfs");
     group.sample_size(20);
     baseline(&mut group);
@@ -164,9 +166,10 @@ fn rootfs(c: &mut Criterion) {
     };
     let sandbox = |rootfs: Option<Rootfs>| {
         let mut b = Sandbox::builder("/bin/true");
-        if let Some(r) = rootfs {
-            b.rootfs(r);
-        }
+        match rootfs {
+            Some(r) => b.rootfs(r),
+            None => b.host_mounts(),
+        };
         b.build().unwrap()
     };
     run("palisade_default_host_mounts", sandbox(None), &mut group);
@@ -190,10 +193,13 @@ fn rootfs(c: &mut Criterion) {
         ))),
         &mut group,
     );
+    // The layers live on /dev/shm (a tmpfs): overlayfs refuses layers nested in another layer,
+    // and the host's `/` is the bottom one.
+    let shm = Path::new("/dev/shm").join(format!("palisade-bench-{}", std::process::id()));
     for n in [1usize, 10, 50] {
         let layers: Vec<_> = (0..n)
             .map(|i| {
-                let l = dir.join(format!("layer-{i}"));
+                let l = shm.join(format!("{n}-layer-{i}"));
                 std::fs::create_dir_all(&l).unwrap();
                 std::fs::write(l.join(format!("file-{i}")), b"x").unwrap();
                 l
@@ -210,6 +216,7 @@ fn rootfs(c: &mut Criterion) {
     }
     group.finish();
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&shm);
 }
 
 criterion_group! {

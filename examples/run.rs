@@ -17,6 +17,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use palisade::cgroup::{Bytes, CpuSet};
+use palisade::overlay::image::LayerStore;
 use palisade::overlay::rootfs::{Access, Rootfs};
 use palisade::{ChildStep, Error, Namespace, Sandbox, Signal};
 
@@ -61,6 +62,14 @@ struct Options {
     /// writable layer).
     #[arg(long, value_name = "DIR")]
     rootfs: Option<std::path::PathBuf>,
+    /// Use an OCI image layout directory as the root file system, imported into the layer store
+    /// first (TAG: the `org.opencontainers.image.ref.name` annotation; optional if the layout
+    /// holds one image).
+    #[arg(long, value_name = "OCI_LAYOUT_DIR[:TAG]", conflicts_with = "rootfs")]
+    image: Option<String>,
+    /// The layer store for --image.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/palisade/layers")]
+    store: std::path::PathBuf,
     /// Bind a host path into the sandbox: HOST:GUEST or HOST:GUEST:ro.
     #[arg(long = "volume", short = 'v', value_name = "HOST:GUEST[:ro]")]
     volumes: Vec<String>,
@@ -126,14 +135,23 @@ fn run(opts: &Options) -> Result<u8, Error> {
     // A root of the sandbox's own is prepared by the parent, which needs privilege; rootless, the
     // sandbox keeps the host's mount table (through a private copy) unless a root is asked for.
     let own_root = opts.rootfs.is_some()
+        || opts.image.is_some()
         || !opts.volumes.is_empty()
         || !opts.tmpfs.is_empty()
         || opts.read_only
         || !opts.rootless;
     if own_root && !opts.host_mounts {
-        let mut rootfs = match &opts.rootfs {
-            Some(dir) => Rootfs::dir(dir),
-            None => Rootfs::host(),
+        let mut rootfs = match (&opts.rootfs, &opts.image) {
+            (Some(dir), _) => Rootfs::dir(dir),
+            (None, Some(image)) => {
+                let (dir, tag) = match image.rsplit_once(':') {
+                    Some((dir, tag)) if !tag.contains('/') => (dir, Some(tag)),
+                    _ => (image.as_str(), None),
+                };
+                let store = LayerStore::open(&opts.store)?;
+                Rootfs::image(&store.import(dir, tag)?)
+            }
+            (None, None) => Rootfs::host(),
         };
         for v in &opts.volumes {
             let (host, rest) = v.split_once(':').ok_or_else(|| Error::InvalidArgument {

@@ -147,6 +147,13 @@ impl Rootfs {
         })
     }
 
+    /// An imported OCI image's layers (see [`LayerStore::import`](crate::image::LayerStore::import))
+    /// under a throwaway writable layer: two sandboxes from one image share its layers, each
+    /// with its own writes.
+    pub fn image(image: &crate::image::Image) -> Rootfs {
+        Rootfs::layers(image.lower_dirs())
+    }
+
     /// Keeps the sandbox's writes in `upper` (with `work`, an empty directory on the same file
     /// system) instead of a throwaway layer. Only for [`layers`](Self::layers).
     pub fn upper(mut self, upper: impl Into<PathBuf>, work: impl Into<PathBuf>) -> Rootfs {

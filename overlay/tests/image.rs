@@ -1,5 +1,6 @@
 //! OCI image layouts imported into the layer store, on the real file system: layouts are built
-//! here (tar layers written with the `tar` crate, gzip, plain and zstd), imported, and the
+//! with the public [`LayoutWriter`] (from [`LayerBuilder`]s, or from raw tar streams written here
+//! with the `tar` crate for malicious archives) or by hand for malformed ones, imported, and the
 //! unpacked trees checked — overlayfs whiteouts, opaque xattrs, links, sharing, digests, and
 //! malicious archives.
 
@@ -13,7 +14,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use palisade_overlay::image::{DevicePolicy, Digest, LayerStore, OpaqueXattr, StoreOptions};
+use palisade_overlay::image::{
+    Compression, DevicePolicy, Digest, ImageConfig, LayerBuilder, LayerStore, LayoutWriter,
+    OpaqueXattr, StoreOptions, WrittenLayer,
+};
 use palisade_overlay::Error;
 use serde_json::{json, Value};
 use sha2::Digest as _;
@@ -154,7 +158,20 @@ fn sha(bytes: &[u8]) -> String {
     )
 }
 
-/// An OCI image layout being written.
+impl Comp {
+    /// The writer's compression, for the OCI media types.
+    fn writer(self) -> Option<Compression> {
+        match self {
+            Comp::Plain => Some(Compression::None),
+            Comp::Gzip => Some(Compression::Gzip),
+            Comp::Zstd => Some(Compression::Zstd),
+            Comp::DockerGzip => None,
+        }
+    }
+}
+
+/// An OCI image layout written by hand, for what [`LayoutWriter`] would not write: foreign
+/// platforms, nested indexes, Docker media types, broken descriptors.
 struct Layout {
     dir: PathBuf,
     index: Vec<Value>,
@@ -240,16 +257,32 @@ impl Layout {
         fs::write(self.dir.join("index.json"), index.to_string()).unwrap();
     }
 
-    /// A one-image layout of these layers.
+    /// A one-image layout of these layers, written by [`LayoutWriter`] from raw tar streams
+    /// (by hand when a layer has Docker's media type).
     fn image(dir: PathBuf, layers: &[(&[E<'_>], Comp)], tag: Option<&str>) -> Layout {
-        let mut layout = Layout::new(dir);
-        let layers: Vec<_> = layers
-            .iter()
-            .map(|(e, c)| layout.layer(&tar_of(e), *c))
-            .collect();
-        let manifest = layout.manifest(&layers, host_arch(), json!({}));
-        layout.tag(manifest, tag);
-        layout
+        if layers.iter().any(|(_, c)| c.writer().is_none()) {
+            let mut layout = Layout::new(dir);
+            let layers: Vec<_> = layers
+                .iter()
+                .map(|(e, c)| layout.layer(&tar_of(e), *c))
+                .collect();
+            let manifest = layout.manifest(&layers, host_arch(), json!({}));
+            layout.tag(manifest, tag);
+            return layout;
+        }
+        let mut writer = LayoutWriter::create(&dir).unwrap();
+        for (entries, comp) in layers {
+            let tar = tar_of(entries);
+            let layer = writer
+                .add_tar_layer(&tar[..], comp.writer().unwrap())
+                .unwrap();
+            assert_eq!(layer.diff_id.as_str(), sha(&tar));
+        }
+        writer.finish(tag, &ImageConfig::default()).unwrap();
+        Layout {
+            dir,
+            index: Vec::new(),
+        }
     }
 }
 
@@ -1205,6 +1238,430 @@ fn remove_layer_and_gc() {
     // Read-only directories do not stop removal, with or without privilege.
     assert_eq!(store.gc(&[]).unwrap().len(), 2);
     assert!(store.layers().unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// LayoutWriter
+
+/// A base layer of every kind of entry the writer makes, with a file copied from `host`.
+fn writer_base(host: &Path) -> LayerBuilder {
+    let long_dir = format!("/{}", "l".repeat(120));
+    let long_target = format!("/{}", "t".repeat(150));
+    let mut base = LayerBuilder::new();
+    base.dir("/", 0o755)
+        .dir("/bin", 0o755)
+        .file_from("/bin/tool", host, 0o4755)
+        .symlink("/bin/sh", "tool")
+        .hardlink("/bin/tool2", "/bin/tool")
+        .dir("/etc", 0o755)
+        .file("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644)
+        .file("etc/gone", "lower only\n", 0o600)
+        .dir("/tmp", 0o1777)
+        .dir("/data", 0o755)
+        .file("/data/a", "a\n", 0o644)
+        .file("/data/b", "b\n", 0o644)
+        .dir(&long_dir, 0o700)
+        .file(format!("{long_dir}/{}", "f".repeat(150)), "long\n", 0o644)
+        .symlink("/long-link", &long_target);
+    base
+}
+
+fn writer_top() -> LayerBuilder {
+    let mut top = LayerBuilder::new();
+    top.dir("/etc", 0o755)
+        .whiteout("/etc/gone")
+        .file("/etc/top", "top\n", 0o644)
+        .dir("/data", 0o755)
+        .opaque("/data")
+        .file("/data/c", "c\n", 0o644);
+    top
+}
+
+fn writer_config() -> ImageConfig {
+    let mut config = ImageConfig::default();
+    config.env = vec!["PATH=/bin".into()];
+    config.entrypoint = vec!["/bin/sh".into(), "-c".into()];
+    config.cmd = vec!["echo hi".into()];
+    config.working_dir = Some("/data".into());
+    config.user = Some("0:0".into());
+    config.labels.insert("org.example".into(), "yes".into());
+    config.stop_signal = Some("SIGTERM".into());
+    config
+}
+
+/// The names in a layout's `blobs/sha256/`, sorted.
+fn blob_names(layout: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(layout.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn layout_writer_builds_images_the_store_imports() {
+    let tmp = support::TempDir::new("image-writer");
+    let host = tmp.path().join("host-tool");
+    fs::write(&host, b"#!/bin/sh\necho tool\n").unwrap();
+    let dir = tmp.path().join("layout");
+
+    let mut writer = LayoutWriter::create(&dir).unwrap();
+    let base = writer.add_layer(&writer_base(&host)).unwrap();
+    let mut top = writer_top();
+    top.compression(Compression::None).mtime(MTIME);
+    let top = writer.add_layer(&top).unwrap();
+    assert_eq!(writer.pending_layers(), [base.clone(), top.clone()]);
+    assert_eq!(
+        base.media_type(),
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    assert_eq!(top.media_type(), "application/vnd.oci.image.layer.v1.tar");
+    assert_eq!(top.digest, top.diff_id, "an uncompressed blob is its diff");
+    let manifest = writer.finish(Some("v1.0"), &writer_config()).unwrap();
+
+    // The layout: oci-layout, index.json with the tag, every blob named by its digest.
+    let oci_layout: Value =
+        serde_json::from_slice(&fs::read(dir.join("oci-layout")).unwrap()).unwrap();
+    assert_eq!(oci_layout, json!({"imageLayoutVersion": "1.0.0"}));
+    let index: Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["schemaVersion"], 2);
+    assert_eq!(index["manifests"][0]["digest"], manifest.as_str());
+    assert_eq!(
+        index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+        "v1.0"
+    );
+    let names = blob_names(&dir);
+    assert_eq!(
+        names.len(),
+        4,
+        "two layers, a config, a manifest: {names:?}"
+    );
+    for name in &names {
+        let bytes = fs::read(dir.join("blobs/sha256").join(name)).unwrap();
+        assert_eq!(sha(&bytes), format!("sha256:{name}"));
+    }
+    let blob = fs::read(dir.join("blobs/sha256").join(base.digest.hex())).unwrap();
+    assert_eq!(blob.len() as u64, base.size);
+
+    let store = LayerStore::open_with(
+        tmp.path().join("store"),
+        StoreOptions::new().opaque_xattr(OpaqueXattr::User),
+    )
+    .unwrap();
+    let image = store.import(&dir, Some("v1.0")).unwrap();
+    assert_eq!(image.manifest_digest, manifest);
+    let digests: Vec<_> = image
+        .layers
+        .iter()
+        .map(|l| (&l.digest, &l.diff_id))
+        .collect();
+    assert_eq!(
+        digests,
+        [(&base.digest, &base.diff_id), (&top.digest, &top.diff_id)]
+    );
+    assert_eq!(image.config, {
+        let mut expected = writer_config();
+        expected.os = Some("linux".into());
+        expected.architecture = Some(host_arch().into());
+        expected
+    });
+
+    // The base layer.
+    let lower = &image.layers[0].path;
+    let tool = fs::metadata(lower.join("bin/tool")).unwrap();
+    assert_eq!(
+        fs::read(lower.join("bin/tool")).unwrap(),
+        b"#!/bin/sh\necho tool\n"
+    );
+    assert_eq!(tool.permissions().mode() & 0o7777, 0o4755);
+    assert_eq!(tool.mtime(), 0);
+    if support::is_root() {
+        assert_eq!((tool.uid(), tool.gid()), (0, 0));
+    }
+    assert_eq!(
+        fs::metadata(lower.join("bin/tool2")).unwrap().ino(),
+        tool.ino(),
+        "hard link"
+    );
+    assert_eq!(
+        fs::read_link(lower.join("bin/sh")).unwrap(),
+        Path::new("tool")
+    );
+    assert_eq!(
+        fs::read_link(lower.join("long-link")).unwrap(),
+        PathBuf::from(format!("/{}", "t".repeat(150)))
+    );
+    let long = lower.join("l".repeat(120));
+    assert_eq!(
+        fs::metadata(&long).unwrap().permissions().mode() & 0o7777,
+        0o700
+    );
+    assert_eq!(fs::read(long.join("f".repeat(150))).unwrap(), b"long\n");
+    assert_eq!(
+        fs::metadata(lower.join("tmp"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o1777
+    );
+    assert_eq!(
+        fs::metadata(lower.join("etc/gone"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o600
+    );
+    assert!(lower.join("data/a").exists() && lower.join("data/b").exists());
+
+    // The top layer: a whiteout, an opaque directory, and the builder's mtime.
+    let upper = &image.layers[1].path;
+    assert!(is_whiteout(&upper.join("etc/gone")));
+    assert!(!upper.join("etc/.wh.gone").exists());
+    assert_eq!(
+        xattr(&upper.join("data"), "user.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+    assert!(!upper.join("data/.wh..wh..opq").exists());
+    assert_eq!(fs::read(upper.join("data/c")).unwrap(), b"c\n");
+    assert_eq!(
+        fs::metadata(upper.join("etc/top")).unwrap().mtime(),
+        MTIME as i64
+    );
+}
+
+#[test]
+fn layout_writer_is_deterministic_and_layers_are_shared() {
+    let tmp = support::TempDir::new("image-writer-share");
+    let host = tmp.path().join("host-tool");
+    fs::write(&host, vec![42u8; 100_000]).unwrap();
+
+    // One layout of two images (tags) over the same base, another of one image.
+    let one = tmp.path().join("one");
+    let mut writer = LayoutWriter::create(&one).unwrap();
+    let base = writer.add_layer(&writer_base(&host)).unwrap();
+    let top = writer.add_layer(&writer_top()).unwrap();
+    let mut config = ImageConfig::default();
+    config.cmd = vec!["a".into()];
+    let a = writer.finish_manifest(Some("a"), &config).unwrap();
+    assert!(writer.pending_layers().is_empty());
+    assert_eq!(writer.add_layer(&writer_base(&host)).unwrap(), base);
+    let mut zstd = writer_top();
+    zstd.compression(Compression::Zstd);
+    let top_zstd = writer.add_layer(&zstd).unwrap();
+    config.cmd = vec!["b".into()];
+    let b = writer.finish_manifest(Some("b"), &config).unwrap();
+    writer.close().unwrap();
+    assert_ne!(a, b);
+    assert_eq!(
+        top_zstd.diff_id, top.diff_id,
+        "the diff does not depend on compression"
+    );
+    assert_ne!(top_zstd.digest, top.digest);
+    assert_eq!(
+        top_zstd.media_type(),
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+
+    let two = tmp.path().join("two");
+    let mut writer = LayoutWriter::create(&two).unwrap();
+    assert_eq!(writer.add_layer(&writer_base(&host)).unwrap(), base);
+    assert_eq!(writer.add_layer(&writer_top()).unwrap(), top);
+    let mut config = ImageConfig::default();
+    config.cmd = vec!["a".into()];
+    assert_eq!(
+        writer.finish(None, &config).unwrap(),
+        a,
+        "the same layers and config give the same manifest"
+    );
+    assert_eq!(
+        fs::read(one.join("blobs/sha256").join(base.digest.hex())).unwrap(),
+        fs::read(two.join("blobs/sha256").join(base.digest.hex())).unwrap()
+    );
+
+    // The user xattr namespace, to run unprivileged too.
+    let store = LayerStore::open_with(
+        tmp.path().join("store"),
+        StoreOptions::new().opaque_xattr(OpaqueXattr::User),
+    )
+    .unwrap();
+    match store.import(&one, None) {
+        Err(Error::AmbiguousImage { count: 2, .. }) => {}
+        other => panic!("expected an ambiguous image, got {other:?}"),
+    }
+    let image_a = store.import(&one, Some("a")).unwrap();
+    let image_b = store.import(&one, Some("b")).unwrap();
+    let image_two = store.import(&two, None).unwrap();
+    assert_eq!(image_a.config.cmd, ["a"]);
+    assert_eq!(image_b.config.cmd, ["b"]);
+    assert_eq!(
+        image_a.layers[0].path, image_b.layers[0].path,
+        "shared base"
+    );
+    assert_eq!(image_two, image_a, "the same image from another layout");
+    assert_eq!(
+        fs::read(image_b.layers[1].path.join("data/c")).unwrap(),
+        b"c\n"
+    );
+    assert_eq!(
+        fs::read(image_a.layers[0].path.join("bin/tool")).unwrap(),
+        vec![42u8; 100_000]
+    );
+    assert_eq!(store.layers().unwrap().len(), 3, "base, gzip top, zstd top");
+}
+
+#[test]
+fn layout_writer_refuses_bad_input_and_leaves_no_temporary_blob() {
+    let tmp = support::TempDir::new("image-writer-bad");
+    let dir = tmp.path().join("layout");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("stray"), b"x").unwrap();
+    assert!(matches!(
+        LayoutWriter::create(&dir),
+        Err(Error::InvalidValue {
+            what: "image layout directory",
+            ..
+        })
+    ));
+    fs::remove_file(dir.join("stray")).unwrap();
+    let mut writer = LayoutWriter::create(&dir).unwrap();
+
+    let refused = |writer: &mut LayoutWriter, layer: &LayerBuilder| -> Error {
+        let err = writer.add_layer(layer).unwrap_err();
+        assert!(blob_names(&dir).is_empty(), "left {:?}", blob_names(&dir));
+        err
+    };
+    for (path, what) in [
+        ("a/../b", "layer file"),
+        ("/etc/.wh.passwd", "layer file"),
+        ("/", "layer file"),
+        ("", "layer file"),
+    ] {
+        let mut layer = LayerBuilder::new();
+        layer.dir("/etc", 0o755).file(path, "x", 0o644);
+        match refused(&mut writer, &layer) {
+            Error::InvalidValue { what: w, value, .. } => {
+                assert_eq!((w, value.as_str()), (what, path))
+            }
+            other => panic!("{path:?}: expected an invalid value, got {other:?}"),
+        }
+    }
+    let mut layer = LayerBuilder::new();
+    layer.whiteout("/");
+    assert!(matches!(
+        refused(&mut writer, &layer),
+        Error::InvalidValue {
+            what: "whiteout",
+            ..
+        }
+    ));
+    let mut layer = LayerBuilder::new();
+    layer.hardlink("x", "../outside");
+    assert!(matches!(
+        refused(&mut writer, &layer),
+        Error::InvalidValue {
+            what: "hard link target",
+            ..
+        }
+    ));
+    let mut layer = LayerBuilder::new();
+    layer.file_from("/bin/x", tmp.path().join("missing"), 0o755);
+    match refused(&mut writer, &layer) {
+        Error::Io {
+            op: "open", path, ..
+        } => assert_eq!(path, tmp.path().join("missing")),
+        other => panic!("expected an open error, got {other:?}"),
+    }
+    let mut layer = LayerBuilder::new();
+    layer.file_from("/bin/x", tmp.path(), 0o755);
+    assert!(matches!(
+        refused(&mut writer, &layer),
+        Error::InvalidValue {
+            what: "layer file source",
+            ..
+        }
+    ));
+
+    // Tags follow the annotation's grammar and are unique; a layout needs a manifest, and no
+    // layer may be left out of every manifest.
+    let mut layer = LayerBuilder::new();
+    layer.file("f", "f", 0o644);
+    let written: WrittenLayer = writer.add_layer(&layer).unwrap();
+    assert_eq!(blob_names(&dir), [written.digest.hex()]);
+    for bad in ["", "bad tag", "-x", "a//b", "a..b"] {
+        assert!(
+            matches!(
+                writer.finish_manifest(Some(bad), &ImageConfig::default()),
+                Err(Error::InvalidValue {
+                    what: "image tag",
+                    ..
+                })
+            ),
+            "{bad:?} accepted"
+        );
+    }
+    writer
+        .finish_manifest(Some("ok"), &ImageConfig::default())
+        .unwrap();
+    writer.add_layer(&layer).unwrap();
+    assert!(matches!(
+        writer.finish_manifest(Some("ok"), &ImageConfig::default()),
+        Err(Error::InvalidValue {
+            what: "image tag",
+            ..
+        })
+    ));
+    assert!(matches!(
+        writer.close(),
+        Err(Error::InvalidValue {
+            what: "image layout",
+            ..
+        })
+    ));
+    assert!(!dir.join("index.json").exists());
+    let empty = LayoutWriter::create(tmp.path().join("empty")).unwrap();
+    assert!(matches!(
+        empty.close(),
+        Err(Error::InvalidValue {
+            what: "image layout",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn layout_writer_image_mounts_as_an_overlay() {
+    require_root!();
+    let tmp = support::TempDir::new("image-writer-mount");
+    let host = tmp.path().join("host-tool");
+    fs::write(&host, b"tool").unwrap();
+    let dir = tmp.path().join("layout");
+    let mut writer = LayoutWriter::create(&dir).unwrap();
+    writer.add_layer(&writer_base(&host)).unwrap();
+    writer.add_layer(&writer_top()).unwrap();
+    writer.finish(None, &ImageConfig::default()).unwrap();
+    let store = LayerStore::open(tmp.path().join("store")).unwrap();
+    let image = store.import(&dir, None).unwrap();
+
+    let merged = tmp.path().join("merged");
+    fs::create_dir(&merged).unwrap();
+    let lowerdir: Vec<_> = image
+        .lower_dirs()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let _mount = ReadOnlyOverlay::mount(&lowerdir.join(":"), &merged);
+    let mut data: Vec<_> = fs::read_dir(merged.join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    data.sort();
+    assert_eq!(data, ["c"], "the opaque directory hides the base's files");
+    assert!(fs::symlink_metadata(merged.join("etc/gone")).is_err());
+    assert_eq!(fs::read(merged.join("etc/top")).unwrap(), b"top\n");
+    assert_eq!(fs::read(merged.join("bin/sh")).unwrap(), b"tool");
 }
 
 mod digest {

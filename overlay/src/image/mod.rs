@@ -40,10 +40,12 @@ mod extract;
 mod layout;
 mod store;
 mod sys;
+mod writer;
 mod zstd;
 
 pub use digest::Digest;
 pub use store::LayerStore;
+pub use writer::{Compression, LayerBuilder, LayoutWriter, WrittenLayer};
 
 /// The xattr that marks a directory opaque in an unpacked layer (kernel documentation
 /// `filesystems/overlayfs.rst`, "whiteouts and opaque directories" and "User xattr").
