@@ -226,14 +226,20 @@ impl Rootfs {
             }
         }
         p.push(Op::MakePrivate);
-        let root = p.tree(Tree::Root);
-        p.push(Op::Attach {
-            tree: root,
-            target: c("/tmp")?,
-        });
-        p.push(Op::PivotRoot {
-            new_root: c("/tmp")?,
-        });
+        match &self.source {
+            RootSource::HostOverlay => p.throwaway_overlay(&[PathBuf::from("/")])?,
+            RootSource::Layers { lower, upper: None } => p.throwaway_overlay(lower)?,
+            RootSource::Dir(_) | RootSource::Layers { .. } => {
+                let root = p.tree(Tree::Root);
+                p.push(Op::Attach {
+                    tree: root,
+                    target: c(STAGING)?,
+                });
+                p.push(Op::PivotRoot {
+                    new_root: c(STAGING)?,
+                });
+            }
+        }
 
         p.mkdir("/proc")?;
         p.mount(
@@ -380,6 +386,11 @@ impl Rootfs {
     }
 }
 
+/// Where the child stages its root before `pivot_root(2)`, covering the host's `/proc` in its
+/// own mount namespace only: no layer, volume or root directory can live on procfs, so covering
+/// it hides nothing the staging needs (a tmpfs over `/tmp` would hide layers kept there).
+const STAGING: &str = "/proc";
+
 const NOSUID: libc::c_ulong = libc::MS_NOSUID;
 const NODEV: libc::c_ulong = libc::MS_NODEV;
 const NOEXEC: libc::c_ulong = libc::MS_NOEXEC;
@@ -461,6 +472,56 @@ impl Planner {
         self.trees.len() - 1
     }
 
+    /// The root as an overlay of `lower` under a writable layer on a tmpfs, all made by the
+    /// child in its own mount namespace: a tmpfs over the staging directory holds the upper and
+    /// work directories and the overlay's mount point, into which the child pivots. The tmpfs
+    /// lives as long as the overlay, and only the sandbox ever sees it. (A tmpfs made in the
+    /// parent as a detached mount cannot be an upper layer before Linux 6.15 or so: overlayfs
+    /// refuses to clone a path outside the caller's mount namespace.)
+    fn throwaway_overlay(&mut self, lower: &[PathBuf]) -> Result<()> {
+        self.mount(
+            "tmpfs",
+            STAGING,
+            "tmpfs",
+            NOSUID | NODEV,
+            Some("mode=0755"),
+            false,
+        )?;
+        for dir in ["upper", "work", "root"] {
+            self.mkdir(&format!("{STAGING}/{dir}"))?;
+        }
+        let upper = format!("{STAGING}/upper");
+        let work = format!("{STAGING}/work");
+        let target = format!("{STAGING}/root");
+        // For kernels without `lowerdir+` (before 6.8): one option string, if it fits a page.
+        let legacy = mount::Overlay::new()
+            .lowers(lower.iter().cloned())
+            .upper(&upper, &work)
+            .legacy_options()
+            .ok();
+        let lowers = lower
+            .iter()
+            .map(|l| {
+                CString::new(l.as_os_str().as_encoded_bytes()).map_err(|_| Error::InvalidValue {
+                    what: "lower layer",
+                    value: l.display().to_string(),
+                    reason: "contains a NUL byte",
+                })
+            })
+            .collect::<Result<_>>()?;
+        self.push(Op::Overlay {
+            lowers,
+            upper: c(&upper)?,
+            work: c(&work)?,
+            target: c(&target)?,
+            legacy,
+        });
+        self.push(Op::PivotRoot {
+            new_root: c(&target)?,
+        });
+        Ok(())
+    }
+
     fn mkdir(&mut self, path: &str) -> Result<()> {
         self.push(Op::Mkdir { path: c(path)? });
         Ok(())
@@ -530,6 +591,22 @@ pub enum Op {
         /// Where.
         target: CString,
     },
+    /// An overlay mounted by the child: `fsopen(2)` of `overlay`, one `fsconfig(2)`
+    /// `lowerdir+` per layer (Linux 6.8), `upperdir`, `workdir`, create, `fsmount(2)` and
+    /// `move_mount(2)` onto `target`; where `lowerdir+` is refused, `mount(2)` with `legacy`,
+    /// the same as one option string (absent when it would not fit a page).
+    Overlay {
+        /// The read-only layers, top-most first.
+        lowers: Vec<CString>,
+        /// The writable layer.
+        upper: CString,
+        /// Its work directory.
+        work: CString,
+        /// The mount point.
+        target: CString,
+        /// The `mount(2)` data for kernels without `lowerdir+`.
+        legacy: Option<CString>,
+    },
     /// `chdir(new_root)`, `pivot_root(".", ".")`, `umount2(".", MNT_DETACH)`, `chdir("/")`: the
     /// old root is stacked under the new one and detached (`pivot_root(2)`).
     PivotRoot {
@@ -593,6 +670,13 @@ impl Op {
             Op::MakePrivate => "make mounts private".into(),
             Op::Attach { target, .. } => format!("attach a mount at {}", s(target)),
             Op::PivotRoot { new_root } => format!("pivot_root into {}", s(new_root)),
+            Op::Overlay { target, lowers, .. } => {
+                format!(
+                    "mount an overlay of {} layers on {}",
+                    lowers.len(),
+                    s(target)
+                )
+            }
             Op::Mkdir { path } => format!("create directory {}", s(path)),
             Op::CreateFile { path } => format!("create file {}", s(path)),
             Op::Symlink { link, .. } => format!("create symlink {}", s(link)),
@@ -654,9 +738,6 @@ impl RootfsPlan {
 
     fn root_tree(&self) -> Result<std::os::fd::OwnedFd> {
         match &self.rootfs.source {
-            RootSource::Dir(dir) => mount::bind_tree(dir, true),
-            RootSource::HostOverlay => throwaway_overlay(&[PathBuf::from("/")]),
-            RootSource::Layers { lower, upper: None } => throwaway_overlay(lower),
             RootSource::Layers {
                 lower,
                 upper: Some((upper, work)),
@@ -664,32 +745,17 @@ impl RootfsPlan {
                 .lowers(lower.iter().cloned())
                 .upper(upper, work)
                 .fsmount(),
+            RootSource::Dir(dir) => mount::bind_tree(dir, true),
+            // Made by the child (see `Planner::throwaway_overlay`), never a prepared tree.
+            RootSource::HostOverlay | RootSource::Layers { upper: None, .. } => {
+                Err(Error::InvalidValue {
+                    what: "root",
+                    value: format!("{:?}", self.rootfs.source),
+                    reason: "is made by the sandbox child, not prepared",
+                })
+            }
         }
     }
-}
-
-/// An overlay of `lower` under a writable layer on a fresh, detached tmpfs: the tmpfs is
-/// reachable only through its descriptor (`/proc/self/fd/N`), and disappears with the overlay.
-fn throwaway_overlay(lower: &[PathBuf]) -> Result<std::os::fd::OwnedFd> {
-    use std::os::fd::AsRawFd;
-    let scratch = mount::tmpfs_tree("mode=0755")?;
-    for dir in ["upper", "work"] {
-        let name = c(dir)?;
-        // SAFETY: mkdirat on a descriptor we own, with a NUL-terminated name.
-        let r = unsafe { libc::mkdirat(scratch.as_raw_fd(), name.as_ptr(), 0o755) };
-        if r != 0 {
-            return Err(Error::Io {
-                op: "create",
-                path: PathBuf::from(format!("(throwaway tmpfs)/{dir}")),
-                source: std::io::Error::last_os_error(),
-            });
-        }
-    }
-    let base = PathBuf::from(format!("/proc/self/fd/{}", scratch.as_raw_fd()));
-    mount::Overlay::new()
-        .lowers(lower.iter().cloned())
-        .upper(base.join("upper"), base.join("work"))
-        .fsmount()
 }
 
 /// The detached mount trees of one spawn, in [`RootfsPlan::trees`] order. Dropping it closes
@@ -722,8 +788,11 @@ mod tests {
         assert_eq!(plan.ops[0], Op::MakePrivate);
         assert!(pivot < proc && proc < ro_root);
         assert_eq!(ro_root, plan.ops.len() - 1);
-        assert_eq!(plan.trees[0], Tree::Root);
-        assert_eq!(plan.trees.len(), 1 + DEVICES.len());
+        // The throwaway overlay is the child's work: only the device nodes are trees.
+        assert!(plan.ops.iter().any(|o| matches!(o, Op::Overlay { .. })));
+        assert_eq!(plan.trees.len(), DEVICES.len());
+        let dir = Rootfs::dir(std::env::temp_dir()).plan().unwrap();
+        assert_eq!(dir.trees[0], Tree::Root);
     }
 
     #[test]

@@ -457,7 +457,7 @@ impl Overlay {
 
     /// The `mount(2)` option string: `lowerdir=` (top-most first, `\`, `:` and `,` escaped),
     /// `upperdir=`, `workdir=` (`\` and `,` escaped), then the options.
-    fn legacy_options(&self) -> Result<CString> {
+    pub(crate) fn legacy_options(&self) -> Result<CString> {
         let mut data = b"lowerdir=".to_vec();
         data.extend(joined_lowers(&self.lowers, true));
         if let (Some(upper), Some(work)) = (&self.upper, &self.work) {
