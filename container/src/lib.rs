@@ -34,8 +34,11 @@
 //!    also writes the child's pid into the v1 controllers' `cgroup.procs` meanwhile; the child
 //!    then creates its cgroup namespace, rooted at its group (`cgroup_namespaces(7)`).
 //! 4. The child, making raw system calls only (no allocation, no `errno`), sets its death signal,
-//!    becomes root of its user namespace, creates its time namespace, sets the hostname, makes its
-//!    mounts `rslave` and mounts a fresh `/proc`, installs stdio, changes directory, and executes
+//!    becomes root of its user namespace, creates its time namespace, sets the hostname, sets up
+//!    its root file system ([`SandboxBuilder::rootfs`]: by default the host's `/` under a
+//!    throwaway overlay layer, then `pivot_root(2)`, its own `/proc`, `/dev`, `/sys` and `/tmp`,
+//!    masked kernel paths, volumes) or, with [`SandboxBuilder::host_mounts`], makes its mounts
+//!    `rslave` and mounts a fresh `/proc`; then it installs stdio, changes directory, and executes
 //!    the program, or starts the init, which starts the program.
 //! 5. Any failure in the child is sent back as a step and an errno, and `spawn` returns it as
 //!    [`Error::Child`].
