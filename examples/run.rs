@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use palisade::cgroup::{Bytes, CpuSet};
-use palisade::overlay::image::LayerStore;
+use palisade::overlay::image::{LayerStore, OpaqueXattr, StoreOptions};
 use palisade::overlay::rootfs::{Access, Rootfs};
 use palisade::{ChildStep, Error, Namespace, Sandbox, Signal};
 
@@ -67,7 +67,8 @@ struct Options {
     /// holds one image).
     #[arg(long, value_name = "OCI_LAYOUT_DIR[:TAG]", conflicts_with = "rootfs")]
     image: Option<String>,
-    /// The layer store for --image.
+    /// The layer store for --image (rootless, a store of its own: it marks opaque directories
+    /// with `user.overlay.opaque`).
     #[arg(long, value_name = "DIR", default_value = "/var/lib/palisade/layers")]
     store: std::path::PathBuf,
     /// Bind a host path into the sandbox: HOST:GUEST or HOST:GUEST:ro.
@@ -80,7 +81,7 @@ struct Options {
     #[arg(long, value_name = "PATH")]
     tmpfs: Vec<std::path::PathBuf>,
     /// Share the host's mount table (seen through a private copy) instead of a root file system
-    /// of the sandbox's own (the default with --rootless).
+    /// of the sandbox's own.
     #[arg(long)]
     host_mounts: bool,
     /// The command and its arguments.
@@ -132,15 +133,9 @@ fn run(opts: &Options) -> Result<u8, Error> {
     if let Some(dir) = &opts.workdir {
         builder.current_dir(dir);
     }
-    // A root of the sandbox's own is prepared by the parent, which needs privilege; rootless, the
-    // sandbox keeps the host's mount table (through a private copy) unless a root is asked for.
-    let own_root = opts.rootfs.is_some()
-        || opts.image.is_some()
-        || !opts.volumes.is_empty()
-        || !opts.tmpfs.is_empty()
-        || opts.read_only
-        || !opts.rootless;
-    if own_root && !opts.host_mounts {
+    if opts.host_mounts {
+        builder.host_mounts();
+    } else {
         let mut rootfs = match (&opts.rootfs, &opts.image) {
             (Some(dir), _) => Rootfs::dir(dir),
             (None, Some(image)) => {
@@ -148,7 +143,14 @@ fn run(opts: &Options) -> Result<u8, Error> {
                     Some((dir, tag)) if !tag.contains('/') => (dir, Some(tag)),
                     _ => (image.as_str(), None),
                 };
-                let store = LayerStore::open(&opts.store)?;
+                // Rootless overlays read `user.overlay.*` xattrs (`userxattr`).
+                let xattr = if opts.rootless {
+                    OpaqueXattr::User
+                } else {
+                    OpaqueXattr::Trusted
+                };
+                let options = StoreOptions::new().opaque_xattr(xattr);
+                let store = LayerStore::open_with(&opts.store, options)?;
                 Rootfs::image(&store.import(dir, tag)?)
             }
             (None, None) => Rootfs::host(),

@@ -113,7 +113,7 @@ struct IsolationSpec {
 /// Which root file system the sandbox gets.
 #[derive(Debug)]
 enum RootChoice {
-    /// [`Rootfs::host`] where the parent can prepare it (a mount namespace, no user namespace),
+    /// [`Rootfs::host`] where there is a mount namespace (read-only in a user namespace),
     /// else the host's mounts.
     Default,
     Own(Rootfs),
@@ -325,10 +325,9 @@ impl SandboxBuilder {
     /// [`Rootfs::layers`]. The sandbox gets its own `/proc`, a minimal `/dev`, `/sys` read-only
     /// and a tmpfs `/tmp`, with the paths runc masks hidden.
     ///
-    /// Without a call, a sandbox with a mount namespace and no user namespace gets
-    /// [`Rootfs::host`]; one with a user namespace (rootless) sees the host's mounts through a
-    /// private copy, as [`host_mounts`](Self::host_mounts) asks, because preparing a root takes
-    /// privilege in the caller's mount namespace.
+    /// Without a call, a sandbox with a mount namespace gets [`Rootfs::host`]. The child mounts
+    /// it all in its own mount namespace, so this also works rootless (in a user namespace,
+    /// with overlayfs's `userxattr`; see [`Rootfs::plan_rootless`]).
     pub fn rootfs(&mut self, rootfs: Rootfs) -> &mut Self {
         self.isolation.rootfs = RootChoice::Own(rootfs);
         self
@@ -491,6 +490,7 @@ impl SandboxBuilder {
             namespaces.remove(Namespace::CGROUP);
         }
         let init = pid_ns && self.lifecycle.init;
+        let rootless = namespaces.contains(Namespace::USER);
         let rootfs = match &iso.rootfs {
             RootChoice::Own(r) if !mount_ns => {
                 return Err(Error::InvalidArgument {
@@ -499,10 +499,10 @@ impl SandboxBuilder {
                     reason: "needs a mount namespace",
                 })
             }
+            RootChoice::Own(r) if rootless => Some(r.plan_rootless()?),
             RootChoice::Own(r) => Some(r.plan()?),
-            RootChoice::Default if mount_ns && !namespaces.contains(Namespace::USER) => {
-                Some(Rootfs::host().plan()?)
-            }
+            RootChoice::Default if mount_ns && rootless => Some(Rootfs::host().plan_rootless()?),
+            RootChoice::Default if mount_ns => Some(Rootfs::host().plan()?),
             RootChoice::Default | RootChoice::HostMounts => None,
         };
         let own_root = rootfs.is_some();

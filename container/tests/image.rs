@@ -6,7 +6,9 @@ mod support;
 
 use std::path::Path;
 
-use palisade::overlay::image::{Image, ImageConfig, LayerBuilder, LayerStore, LayoutWriter};
+use palisade::overlay::image::{
+    Image, ImageConfig, LayerBuilder, LayerStore, LayoutWriter, OpaqueXattr, StoreOptions,
+};
 use palisade::overlay::rootfs::Rootfs;
 use palisade::{Sandbox, Stdio};
 use support::TempDir;
@@ -16,6 +18,10 @@ const BUSYBOX: &str = "/bin/busybox";
 /// A two-layer image: a busybox base, and a top layer that deletes a base file (whiteout) and
 /// replaces a directory (opaque).
 fn busybox_image(layout: &Path, store: &Path) -> Image {
+    busybox_image_in(layout, LayerStore::open(store).unwrap())
+}
+
+fn busybox_image_in(layout: &Path, store: LayerStore) -> Image {
     let mut writer = LayoutWriter::create(layout).unwrap();
     let mut base = LayerBuilder::new();
     for dir in ["bin", "etc", "proc", "dev", "sys", "tmp", "data"] {
@@ -39,10 +45,7 @@ fn busybox_image(layout: &Path, store: &Path) -> Image {
     config.cmd = vec!["/bin/sh".into()];
     config.env = vec!["PATH=/bin".into()];
     writer.finish(Some("latest"), &config).unwrap();
-    LayerStore::open(store)
-        .unwrap()
-        .import(layout, Some("latest"))
-        .unwrap()
+    store.import(layout, Some("latest")).unwrap()
 }
 
 fn host_mounts() -> usize {
@@ -136,4 +139,79 @@ fn sandboxes_from_one_image_share_layers_not_writes() {
     for dir in image.lower_dirs() {
         assert!(!dir.join("written").exists());
     }
+}
+
+#[test]
+fn an_image_runs_rootless_for_an_unprivileged_user() {
+    require_root!();
+    // This test binary again, as an unprivileged uid, copied where that user can run it.
+    let dir = TempDir::new("rootless-image");
+    let exe = dir.path().join("tests");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    for p in [dir.path(), &exe] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let out = {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                "rootless_image_inner",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("PALISADE_ROOTLESS_INNER", "1")
+            .current_dir("/")
+            .uid(64_000)
+            .gid(64_000)
+            .output()
+            .unwrap()
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}
+
+/// Runs only as the unprivileged user of `an_image_runs_rootless_for_an_unprivileged_user`: an
+/// overlay root in the sandbox's user namespace, with `userxattr`.
+#[test]
+#[ignore = "run by an_image_runs_rootless_for_an_unprivileged_user"]
+fn rootless_image_inner() {
+    assert!(std::env::var_os("PALISADE_ROOTLESS_INNER").is_some());
+    assert!(!support::is_root());
+    let layout = TempDir::new("oci-rootless");
+    let store = TempDir::new("store-rootless");
+    let options = StoreOptions::new().opaque_xattr(OpaqueXattr::User);
+    let image = busybox_image_in(
+        &layout.path().join("layout"),
+        LayerStore::open_with(store.path(), options).unwrap(),
+    );
+    let out = Sandbox::builder("/bin/sh")
+        .args([
+            "-c",
+            "ls /data; test -e /etc/palisade-base || echo base-hidden; echo w > /w && cat /w",
+        ])
+        .env_clear()
+        .env("PATH", "/bin")
+        .rootless()
+        .rootfs(Rootfs::image(&image))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "c\nbase-hidden\nw\n"
+    );
 }

@@ -3,19 +3,24 @@
 //! A [`Rootfs`] says what the sandbox's `/` is (the host's `/` under a throwaway writable layer,
 //! a directory, or an overlay of layers) and what is mounted in it (volumes, tmpfs). Its
 //! [`plan`](Rootfs::plan) turns that into a list of [`Op`]s with every path already a C string,
-//! which the sandbox child carries out with raw system calls, in order, in its new mount
-//! namespace; [`RootfsPlan::prepare`] makes, in the parent, the detached mount trees the ops
-//! attach (`open_tree(2)`, `fsmount(2)`), so that the child needs no host path after it has
-//! changed root.
+//! which the sandbox child carries out with raw system calls, in order, in its own mount
+//! namespace. The child does all the mounting, so the same plan works for a privileged caller
+//! and, with [`Rootfs::plan_rootless`], inside a user namespace the caller created without
+//! privilege.
 //!
 //! The order follows `mount_namespaces(7)` and `pivot_root(2)`:
 //!
 //! 1. make every mount private, so nothing propagates back to the host;
-//! 2. attach the root tree over a staging directory, `pivot_root` into it and detach the old
-//!    root — from then on every path, symbolic links included, resolves inside the new root;
-//! 3. mount `/proc`, a minimal `/dev` (device nodes bound from the host, `devpts`, `shm`,
-//!    `mqueue`, the `fd` links), `/sys` read-only and a tmpfs `/tmp`;
-//! 4. attach the volumes and mount the extra tmpfs;
+//! 2. mount a tmpfs over a staging directory (one that holds no layer, volume or root directory,
+//!    and is covered only in the sandbox's namespace), and the root on a directory in it: an
+//!    overlay with its writable layer on that tmpfs, or a bind of a directory;
+//! 3. mount `/proc`, a minimal `/dev` (device nodes bound from the host's, which also works in a
+//!    user namespace, `devpts`, `shm`, `mqueue`), `/sys` read-only and a tmpfs `/tmp` in the new
+//!    root, bind the volumes and mount the extra tmpfs — while the host's paths can still be
+//!    reached, and the host's `/proc` is still visible (a user namespace may mount `proc` only
+//!    then, `mount_namespaces(7)`);
+//! 4. `pivot_root` into the new root and detach the old one — from then on every path, symbolic
+//!    links included, resolves inside the new root;
 //! 5. mask the paths runc masks and make the kernel tunables read-only;
 //! 6. make the root read-only, if asked.
 
@@ -201,13 +206,29 @@ impl Rootfs {
         self
     }
 
-    /// Validates the description and computes the ops. Host paths are checked to exist; guest
-    /// paths must be absolute, without `..`.
+    /// Validates the description and computes the ops, for a sandbox without a user namespace.
+    /// Host paths are checked to exist; guest paths must be absolute, without `..`.
     pub fn plan(&self) -> Result<RootfsPlan> {
-        let mut p = Planner::default();
+        self.plan_with(false)
+    }
+
+    /// As [`plan`](Self::plan), for a sandbox in a user namespace of its own (rootless): the
+    /// overlay is mounted with `userxattr`, so image layers must mark opaque directories with
+    /// `user.overlay.opaque` ([`OpaqueXattr::User`](crate::image::OpaqueXattr::User)). The host
+    /// root ([`Rootfs::host`]) is then a read-only bind of `/` rather than an overlay: in a user
+    /// namespace the host's submounts are locked, and overlayfs refuses such a tree as a layer.
+    pub fn plan_rootless(&self) -> Result<RootfsPlan> {
+        self.plan_with(true)
+    }
+
+    fn plan_with(&self, userxattr: bool) -> Result<RootfsPlan> {
+        let mut used: Vec<PathBuf> = Vec::new();
         match &self.source {
             RootSource::HostOverlay => {}
-            RootSource::Dir(dir) => check_dir("root directory", dir)?,
+            RootSource::Dir(dir) => {
+                check_dir("root directory", dir)?;
+                used.push(dir.clone());
+            }
             RootSource::Layers { lower, upper } => {
                 if lower.is_empty() {
                     return Err(Error::InvalidValue {
@@ -218,27 +239,73 @@ impl Rootfs {
                 }
                 for l in lower {
                     check_dir("lower layer", l)?;
+                    used.push(l.clone());
                 }
                 if let Some((u, w)) = upper {
                     check_dir("upper layer", u)?;
                     check_dir("work directory", w)?;
+                    used.extend([u.clone(), w.clone()]);
                 }
             }
         }
+        let mut volumes = Vec::new();
+        for v in &self.volumes {
+            let meta = std::fs::metadata(&v.host).map_err(|source| Error::Io {
+                op: "find volume",
+                path: v.host.clone(),
+                source,
+            })?;
+            used.push(v.host.clone());
+            volumes.push((v, meta.is_dir(), guest_path("volume", &v.guest)?));
+        }
+        let tmpfs = self
+            .tmpfs
+            .iter()
+            .map(|t| guest_path("tmpfs", t))
+            .collect::<Result<Vec<_>>>()?;
+        let staging = staging_dir(&used)?;
+        let root = format!("{staging}/root");
+        let mut p = Planner {
+            ops: Vec::new(),
+            root: root.clone(),
+        };
+
         p.push(Op::MakePrivate);
+        p.mount_at(
+            "tmpfs",
+            &staging,
+            "tmpfs",
+            NOSUID | NODEV,
+            Some("mode=0755"),
+            false,
+        )?;
+        p.mkdir_at(&root)?;
         match &self.source {
-            RootSource::HostOverlay => p.throwaway_overlay(&[PathBuf::from("/")])?,
-            RootSource::Layers { lower, upper: None } => p.throwaway_overlay(lower)?,
-            RootSource::Dir(_) | RootSource::Layers { .. } => {
-                let root = p.tree(Tree::Root);
-                p.push(Op::Attach {
-                    tree: root,
-                    target: c(STAGING)?,
-                });
-                p.push(Op::PivotRoot {
-                    new_root: c(STAGING)?,
+            // In a user namespace the host's `/` carries locked submounts, which overlayfs
+            // refuses as a layer ("failed to clone lowerpath"): the root is then a read-only
+            // recursive bind of it instead, without a writable layer.
+            RootSource::HostOverlay if userxattr => {
+                p.mount_at("/", &root, "", libc::MS_BIND | libc::MS_REC, None, false)?;
+                p.push(Op::ReadOnly {
+                    path: c(&root)?,
+                    bind: false,
+                    recursive: true,
                 });
             }
+            RootSource::HostOverlay => {
+                p.overlay(&[PathBuf::from("/")], None, &staging, userxattr)?
+            }
+            RootSource::Layers { lower, upper } => {
+                p.overlay(lower, upper.as_ref(), &staging, userxattr)?
+            }
+            RootSource::Dir(dir) => p.mount_at(
+                &dir.to_string_lossy(),
+                &root,
+                "",
+                libc::MS_BIND | libc::MS_REC,
+                None,
+                false,
+            )?,
         }
 
         p.mkdir("/proc")?;
@@ -250,7 +317,6 @@ impl Rootfs {
             None,
             false,
         )?;
-
         p.mkdir("/dev")?;
         p.mount(
             "tmpfs",
@@ -260,14 +326,13 @@ impl Rootfs {
             Some("mode=755,size=65536k"),
             false,
         )?;
-        for (i, name) in DEVICES.iter().enumerate() {
+        for name in DEVICES {
             let path = format!("/dev/{name}");
-            p.push(Op::CreateFile { path: c(&path)? });
-            let tree = p.tree(Tree::Device(i));
-            p.push(Op::Attach {
-                tree,
-                target: c(&path)?,
+            p.push(Op::CreateFile {
+                path: p.inside(&path)?,
             });
+            let host = format!("/dev/{name}");
+            p.mount_from_host(&host, &path, libc::MS_BIND)?;
         }
         p.mkdir("/dev/pts")?;
         p.mount(
@@ -278,7 +343,6 @@ impl Rootfs {
             Some("newinstance,ptmxmode=0666,mode=0620"),
             false,
         )?;
-        p.symlink("pts/ptmx", "/dev/ptmx")?;
         p.mkdir("/dev/shm")?;
         p.mount(
             "shm",
@@ -298,15 +362,6 @@ impl Rootfs {
             None,
             true,
         )?;
-        for (target, link) in [
-            ("/proc/self/fd", "/dev/fd"),
-            ("/proc/self/fd/0", "/dev/stdin"),
-            ("/proc/self/fd/1", "/dev/stdout"),
-            ("/proc/self/fd/2", "/dev/stderr"),
-        ] {
-            p.symlink(target, link)?;
-        }
-
         p.mkdir("/sys")?;
         // sysfs needs a network namespace the sandbox owns; without one /sys stays empty.
         p.mount(
@@ -327,33 +382,35 @@ impl Rootfs {
             false,
         )?;
 
-        for (i, v) in self.volumes.iter().enumerate() {
-            let meta = std::fs::metadata(&v.host).map_err(|source| Error::Io {
-                op: "find volume",
-                path: v.host.clone(),
-                source,
-            })?;
-            let guest = guest_path("volume", &v.guest)?;
-            if meta.is_dir() {
-                p.mkdir_all(&guest)?;
+        for (v, is_dir, guest) in &volumes {
+            if *is_dir {
+                p.mkdir_all(guest)?;
             } else {
-                if let Some(parent) = Path::new(&guest).parent() {
+                if let Some(parent) = Path::new(guest).parent() {
                     p.mkdir_all(&parent.to_string_lossy())?;
                 }
-                p.push(Op::CreateFile { path: c(&guest)? });
+                p.push(Op::CreateFile {
+                    path: p.inside(guest)?,
+                });
             }
-            let tree = p.tree(Tree::Volume(i));
-            p.push(Op::Attach {
-                tree,
-                target: c(&guest)?,
-            });
+            p.mount_from_host(
+                &v.host.to_string_lossy(),
+                guest,
+                libc::MS_BIND | libc::MS_REC,
+            )?;
+            if v.read_only {
+                p.push(Op::ReadOnly {
+                    path: p.inside(guest)?,
+                    bind: false,
+                    recursive: true,
+                });
+            }
         }
-        for t in &self.tmpfs {
-            let guest = guest_path("tmpfs", t)?;
-            p.mkdir_all(&guest)?;
+        for guest in &tmpfs {
+            p.mkdir_all(guest)?;
             p.mount(
                 "tmpfs",
-                &guest,
+                guest,
                 "tmpfs",
                 NOSUID | NODEV,
                 Some("mode=1777"),
@@ -361,6 +418,21 @@ impl Rootfs {
             )?;
         }
 
+        p.push(Op::PivotRoot {
+            new_root: c(&root)?,
+        });
+        for (target, link) in [
+            ("pts/ptmx", "/dev/ptmx"),
+            ("/proc/self/fd", "/dev/fd"),
+            ("/proc/self/fd/0", "/dev/stdin"),
+            ("/proc/self/fd/1", "/dev/stdout"),
+            ("/proc/self/fd/2", "/dev/stderr"),
+        ] {
+            p.push(Op::Symlink {
+                target: c(target)?,
+                link: c(link)?,
+            });
+        }
         if self.mask {
             for path in MASKED_PATHS {
                 p.push(Op::Mask { path: c(path)? });
@@ -369,6 +441,7 @@ impl Rootfs {
                 p.push(Op::ReadOnly {
                     path: c(path)?,
                     bind: true,
+                    recursive: true,
                 });
             }
         }
@@ -376,20 +449,36 @@ impl Rootfs {
             p.push(Op::ReadOnly {
                 path: c("/")?,
                 bind: false,
+                recursive: false,
             });
         }
         Ok(RootfsPlan {
             rootfs: self.clone(),
             ops: p.ops,
-            trees: p.trees,
         })
     }
 }
 
-/// Where the child stages its root before `pivot_root(2)`, covering the host's `/proc` in its
-/// own mount namespace only: no layer, volume or root directory can live on procfs, so covering
-/// it hides nothing the staging needs (a tmpfs over `/tmp` would hide layers kept there).
-const STAGING: &str = "/proc";
+/// Candidate staging directories, covered with a tmpfs in the sandbox's mount namespace only.
+const STAGING: &[&str] = &[
+    "/mnt", "/media", "/srv", "/opt", "/run", "/tmp", "/var", "/home",
+];
+
+/// The first existing candidate that holds none of `used` (a layer, root or volume the child
+/// must still reach after covering it).
+fn staging_dir(used: &[PathBuf]) -> Result<String> {
+    STAGING
+        .iter()
+        .find(|cand| Path::new(cand).is_dir() && !used.iter().any(|u| u.starts_with(cand)))
+        .map(|s| (*s).to_owned())
+        .ok_or(Error::InvalidValue {
+            what: "root file system",
+            value: String::new(),
+            reason:
+                "no directory to stage the root in: /mnt, /media, /srv, /opt, /run, /tmp, /var \
+                     and /home are all missing or hold a layer, root or volume",
+        })
+}
 
 const NOSUID: libc::c_ulong = libc::MS_NOSUID;
 const NODEV: libc::c_ulong = libc::MS_NODEV;
@@ -456,10 +545,10 @@ fn guest_path(what: &'static str, p: &Path) -> Result<String> {
     Ok(out)
 }
 
-#[derive(Default)]
 struct Planner {
     ops: Vec<Op>,
-    trees: Vec<Tree>,
+    /// Where the new root is mounted until the pivot: guest paths are made under it.
+    root: String,
 }
 
 impl Planner {
@@ -467,69 +556,25 @@ impl Planner {
         self.ops.push(op);
     }
 
-    fn tree(&mut self, t: Tree) -> usize {
-        self.trees.push(t);
-        self.trees.len() - 1
+    /// A guest path as seen before the pivot.
+    fn inside(&self, guest: &str) -> Result<CString> {
+        c(&format!("{}{guest}", self.root))
     }
 
-    /// The root as an overlay of `lower` under a writable layer on a tmpfs, all made by the
-    /// child in its own mount namespace: a tmpfs over the staging directory holds the upper and
-    /// work directories and the overlay's mount point, into which the child pivots. The tmpfs
-    /// lives as long as the overlay, and only the sandbox ever sees it. (A tmpfs made in the
-    /// parent as a detached mount cannot be an upper layer before Linux 6.15 or so: overlayfs
-    /// refuses to clone a path outside the caller's mount namespace.)
-    fn throwaway_overlay(&mut self, lower: &[PathBuf]) -> Result<()> {
-        self.mount(
-            "tmpfs",
-            STAGING,
-            "tmpfs",
-            NOSUID | NODEV,
-            Some("mode=0755"),
-            false,
-        )?;
-        for dir in ["upper", "work", "root"] {
-            self.mkdir(&format!("{STAGING}/{dir}"))?;
-        }
-        let upper = format!("{STAGING}/upper");
-        let work = format!("{STAGING}/work");
-        let target = format!("{STAGING}/root");
-        // For kernels without `lowerdir+` (before 6.8): one option string, if it fits a page.
-        let legacy = mount::Overlay::new()
-            .lowers(lower.iter().cloned())
-            .upper(&upper, &work)
-            .legacy_options()
-            .ok();
-        let lowers = lower
-            .iter()
-            .map(|l| {
-                CString::new(l.as_os_str().as_encoded_bytes()).map_err(|_| Error::InvalidValue {
-                    what: "lower layer",
-                    value: l.display().to_string(),
-                    reason: "contains a NUL byte",
-                })
-            })
-            .collect::<Result<_>>()?;
-        self.push(Op::Overlay {
-            lowers,
-            upper: c(&upper)?,
-            work: c(&work)?,
-            target: c(&target)?,
-            legacy,
-        });
-        self.push(Op::PivotRoot {
-            new_root: c(&target)?,
-        });
-        Ok(())
-    }
-
-    fn mkdir(&mut self, path: &str) -> Result<()> {
+    fn mkdir_at(&mut self, path: &str) -> Result<()> {
         self.push(Op::Mkdir { path: c(path)? });
         Ok(())
     }
 
-    fn mkdir_all(&mut self, path: &str) -> Result<()> {
+    fn mkdir(&mut self, guest: &str) -> Result<()> {
+        let path = self.inside(guest)?;
+        self.push(Op::Mkdir { path });
+        Ok(())
+    }
+
+    fn mkdir_all(&mut self, guest: &str) -> Result<()> {
         let mut prefix = String::new();
-        for part in path.split('/').filter(|s| !s.is_empty()) {
+        for part in guest.split('/').filter(|s| !s.is_empty()) {
             prefix.push('/');
             prefix.push_str(part);
             self.mkdir(&prefix)?;
@@ -537,15 +582,28 @@ impl Planner {
         Ok(())
     }
 
-    fn symlink(&mut self, target: &str, link: &str) -> Result<()> {
-        self.push(Op::Symlink {
-            target: c(target)?,
-            link: c(link)?,
-        });
-        Ok(())
+    /// A mount on a guest path.
+    fn mount(
+        &mut self,
+        source: &str,
+        guest: &str,
+        fstype: &str,
+        flags: libc::c_ulong,
+        data: Option<&str>,
+        optional: bool,
+    ) -> Result<()> {
+        let target = format!("{}{guest}", self.root);
+        self.mount_at(source, &target, fstype, flags, data, optional)
     }
 
-    fn mount(
+    /// A bind of a host path onto a guest path.
+    fn mount_from_host(&mut self, host: &str, guest: &str, flags: libc::c_ulong) -> Result<()> {
+        let target = format!("{}{guest}", self.root);
+        self.mount_at(host, &target, "", flags, None, false)
+    }
+
+    /// A mount on a path as seen before the pivot.
+    fn mount_at(
         &mut self,
         source: &str,
         target: &str,
@@ -564,17 +622,56 @@ impl Planner {
         });
         Ok(())
     }
-}
 
-/// A mount tree [`RootfsPlan::prepare`] makes in the parent, detached, for an [`Op::Attach`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tree {
-    /// The root.
-    Root,
-    /// [`DEVICES`]`[i]`, bound from the host's `/dev`.
-    Device(usize),
-    /// The `i`-th volume.
-    Volume(usize),
+    /// The root overlay on `{staging}/root`: `lower` under `upper`, or under a writable layer
+    /// on the staging tmpfs.
+    fn overlay(
+        &mut self,
+        lower: &[PathBuf],
+        upper: Option<&(PathBuf, PathBuf)>,
+        staging: &str,
+        userxattr: bool,
+    ) -> Result<()> {
+        let (upper, work) = match upper {
+            Some((u, w)) => (
+                u.to_string_lossy().into_owned(),
+                w.to_string_lossy().into_owned(),
+            ),
+            None => {
+                let (u, w) = (format!("{staging}/upper"), format!("{staging}/work"));
+                self.mkdir_at(&u)?;
+                self.mkdir_at(&w)?;
+                (u, w)
+            }
+        };
+        // For kernels without `lowerdir+` (before 6.8): one option string, if it fits a page.
+        let legacy = mount::Overlay::new()
+            .lowers(lower.iter().cloned())
+            .upper(&upper, &work)
+            .userxattr(userxattr)
+            .legacy_options()
+            .ok();
+        let lowers = lower
+            .iter()
+            .map(|l| {
+                CString::new(l.as_os_str().as_encoded_bytes()).map_err(|_| Error::InvalidValue {
+                    what: "lower layer",
+                    value: l.display().to_string(),
+                    reason: "contains a NUL byte",
+                })
+            })
+            .collect::<Result<_>>()?;
+        let target = c(&self.root)?;
+        self.push(Op::Overlay {
+            lowers,
+            upper: c(&upper)?,
+            work: c(&work)?,
+            target,
+            userxattr,
+            legacy,
+        });
+        Ok(())
+    }
 }
 
 /// One step of the child's mount work. Paths after [`Op::PivotRoot`] are inside the new root.
@@ -583,14 +680,6 @@ pub enum Tree {
 pub enum Op {
     /// `mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)`.
     MakePrivate,
-    /// `move_mount(2)` of the prepared tree number `tree` (an index into
-    /// [`RootfsPlan::trees`] and [`Prepared::fds`]) onto `target`.
-    Attach {
-        /// The tree.
-        tree: usize,
-        /// Where.
-        target: CString,
-    },
     /// An overlay mounted by the child: `fsopen(2)` of `overlay`, one `fsconfig(2)`
     /// `lowerdir+` per layer (Linux 6.8), `upperdir`, `workdir`, create, `fsmount(2)` and
     /// `move_mount(2)` onto `target`; where `lowerdir+` is refused, `mount(2)` with `legacy`,
@@ -604,6 +693,8 @@ pub enum Op {
         work: CString,
         /// The mount point.
         target: CString,
+        /// Whether to mount with `userxattr` (in a user namespace).
+        userxattr: bool,
         /// The `mount(2)` data for kernels without `lowerdir+`.
         legacy: Option<CString>,
     },
@@ -659,6 +750,8 @@ pub enum Op {
         path: CString,
         /// Whether to bind it onto itself first.
         bind: bool,
+        /// Whether the mounts below it become read-only too (`AT_RECURSIVE`).
+        recursive: bool,
     },
 }
 
@@ -668,7 +761,6 @@ impl Op {
         let s = |c: &CString| c.to_string_lossy().into_owned();
         match self {
             Op::MakePrivate => "make mounts private".into(),
-            Op::Attach { target, .. } => format!("attach a mount at {}", s(target)),
             Op::PivotRoot { new_root } => format!("pivot_root into {}", s(new_root)),
             Op::Overlay { target, lowers, .. } => {
                 format!(
@@ -687,14 +779,12 @@ impl Op {
     }
 }
 
-/// A [`Rootfs`] turned into ops, ready to be [prepared](Self::prepare) for each spawn.
+/// A [`Rootfs`] turned into ops, for the sandbox child to carry out.
 #[derive(Debug, Clone)]
 pub struct RootfsPlan {
     rootfs: Rootfs,
     /// The ops, in order.
     pub ops: Vec<Op>,
-    /// The trees [`Op::Attach`] refers to, by index.
-    pub trees: Vec<Tree>,
 }
 
 impl RootfsPlan {
@@ -702,68 +792,6 @@ impl RootfsPlan {
     pub fn rootfs(&self) -> &Rootfs {
         &self.rootfs
     }
-
-    /// Makes this spawn's detached mount trees, in [`trees`](Self::trees) order: the root (an
-    /// overlay from `fsmount(2)`, or a recursive `open_tree(2)` clone of a directory), the
-    /// device nodes, and the volumes (read-only ones with `mount_setattr(2)`). Needs
-    /// `CAP_SYS_ADMIN` in the caller's mount namespace. Nothing is attached anywhere yet: if the
-    /// spawn fails, dropping the result unmounts everything.
-    pub fn prepare(&self) -> Result<Prepared> {
-        let mut fds = Vec::with_capacity(self.trees.len());
-        for tree in &self.trees {
-            fds.push(match *tree {
-                Tree::Root => self.root_tree()?,
-                Tree::Device(i) => {
-                    let name = DEVICES.get(i).copied().unwrap_or("null");
-                    mount::bind_tree(Path::new("/dev").join(name), false)?
-                }
-                Tree::Volume(i) => {
-                    let Some(v) = self.rootfs.volumes.get(i) else {
-                        return Err(Error::InvalidValue {
-                            what: "volume",
-                            value: i.to_string(),
-                            reason: "is not in the plan",
-                        });
-                    };
-                    let fd = mount::bind_tree(&v.host, true)?;
-                    if v.read_only {
-                        mount::set_read_only(&fd, true)?;
-                    }
-                    fd
-                }
-            });
-        }
-        Ok(Prepared { fds })
-    }
-
-    fn root_tree(&self) -> Result<std::os::fd::OwnedFd> {
-        match &self.rootfs.source {
-            RootSource::Layers {
-                lower,
-                upper: Some((upper, work)),
-            } => mount::Overlay::new()
-                .lowers(lower.iter().cloned())
-                .upper(upper, work)
-                .fsmount(),
-            RootSource::Dir(dir) => mount::bind_tree(dir, true),
-            // Made by the child (see `Planner::throwaway_overlay`), never a prepared tree.
-            RootSource::HostOverlay | RootSource::Layers { upper: None, .. } => {
-                Err(Error::InvalidValue {
-                    what: "root",
-                    value: format!("{:?}", self.rootfs.source),
-                    reason: "is made by the sandbox child, not prepared",
-                })
-            }
-        }
-    }
-}
-
-/// The detached mount trees of one spawn, in [`RootfsPlan::trees`] order. Dropping it closes
-/// them; a tree not attached by then is unmounted by the kernel.
-#[derive(Debug)]
-pub struct Prepared {
-    /// One descriptor per tree.
-    pub fds: Vec<std::os::fd::OwnedFd>,
 }
 
 #[cfg(test)]
@@ -779,20 +807,61 @@ mod tests {
     }
 
     #[test]
-    fn host_plan_pivots_before_mounting_inside() {
+    fn host_plan_mounts_inside_then_pivots_then_masks() {
         let plan = Rootfs::host().read_only(true).plan().unwrap();
         let pos = |f: &dyn Fn(&Op) -> bool| plan.ops.iter().position(f).unwrap();
-        let pivot = pos(&|o| matches!(o, Op::PivotRoot { .. }));
+        let overlay = pos(&|o| {
+            matches!(
+                o,
+                Op::Overlay {
+                    userxattr: false,
+                    ..
+                }
+            )
+        });
         let proc = pos(&|o| matches!(o, Op::Mount { fstype, .. } if fstype.as_bytes() == b"proc"));
-        let ro_root = pos(&|o| matches!(o, Op::ReadOnly { bind: false, .. }));
+        let pivot = pos(&|o| matches!(o, Op::PivotRoot { .. }));
+        let mask = pos(&|o| matches!(o, Op::Mask { .. }));
+        let ro_root = pos(&|o| {
+            matches!(
+                o,
+                Op::ReadOnly {
+                    bind: false,
+                    recursive: false,
+                    ..
+                }
+            )
+        });
         assert_eq!(plan.ops[0], Op::MakePrivate);
-        assert!(pivot < proc && proc < ro_root);
+        assert!(overlay < proc && proc < pivot && pivot < mask && mask < ro_root);
         assert_eq!(ro_root, plan.ops.len() - 1);
-        // The throwaway overlay is the child's work: only the device nodes are trees.
-        assert!(plan.ops.iter().any(|o| matches!(o, Op::Overlay { .. })));
-        assert_eq!(plan.trees.len(), DEVICES.len());
-        let dir = Rootfs::dir(std::env::temp_dir()).plan().unwrap();
-        assert_eq!(dir.trees[0], Tree::Root);
+        // Before the pivot, guest paths are under the staging root.
+        let Op::Mount { target, .. } = &plan.ops[proc] else {
+            unreachable!()
+        };
+        assert_eq!(target.to_str().unwrap(), "/mnt/root/proc");
+        let rootless = Rootfs::layers([std::env::temp_dir()])
+            .plan_rootless()
+            .unwrap();
+        assert!(rootless.ops.iter().any(
+            |o| matches!(o, Op::Overlay { userxattr: true, legacy: Some(l), .. }
+                if l.to_str().unwrap().contains("userxattr"))
+        ));
+        let host = Rootfs::host().plan_rootless().unwrap();
+        assert!(!host.ops.iter().any(|o| matches!(o, Op::Overlay { .. })));
+    }
+
+    #[test]
+    fn staging_avoids_used_paths() {
+        assert_eq!(staging_dir(&[]).unwrap(), "/mnt");
+        assert_eq!(
+            staging_dir(&[PathBuf::from("/mnt/layers/x")]).unwrap(),
+            "/media"
+        );
+        assert_eq!(
+            staging_dir(&[PathBuf::from("/mnt/a"), PathBuf::from("/media/b")]).unwrap(),
+            "/srv"
+        );
     }
 
     #[test]
@@ -811,9 +880,14 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert!(mkdirs.contains(&"/data".to_owned()) && mkdirs.contains(&"/data/in".to_owned()));
-        assert!(mkdirs.contains(&"/scratch".to_owned()));
-        assert_eq!(*plan.trees.last().unwrap(), Tree::Volume(0));
+        assert!(mkdirs.contains(&"/mnt/root/data".to_owned()));
+        assert!(mkdirs.contains(&"/mnt/root/data/in".to_owned()));
+        assert!(mkdirs.contains(&"/mnt/root/scratch".to_owned()));
+        assert!(plan
+            .ops
+            .iter()
+            .any(|o| matches!(o, Op::ReadOnly { path, recursive: true, .. }
+            if path.to_str().unwrap() == "/mnt/root/data/in")));
         let err = Rootfs::host()
             .volume("/no/such/palisade", "/x", Access::ReadWrite)
             .plan();

@@ -34,10 +34,6 @@ pub(crate) struct ChildFds {
     pub parent_pidfd: RawFd,
     /// The parent's pid, in the parent's PID namespace.
     pub parent_pid: libc::pid_t,
-    /// The prepared mount trees of the root file system (see [`super::mounts`]).
-    pub trees: *const RawFd,
-    /// How many.
-    pub trees_len: usize,
 }
 
 /// What the child entry points receive: the plan and descriptors, which live in the parent's
@@ -172,12 +168,7 @@ pub(crate) unsafe fn run(plan: &Plan, fds: &ChildFds) -> ! {
         }
 
         if let Some(rootfs) = &plan.rootfs {
-            let trees = if fds.trees.is_null() {
-                &[][..]
-            } else {
-                std::slice::from_raw_parts(fds.trees, fds.trees_len)
-            };
-            super::mounts::run(rootfs, trees, fds);
+            super::mounts::run(rootfs, fds);
         }
         if plan.private_mounts {
             // Mounts made in the sandbox never propagate back to the host; host mounts still

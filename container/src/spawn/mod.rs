@@ -63,12 +63,6 @@ impl Sandbox {
             .then(|| pipe("create the sync pipe"))
             .transpose()?;
         let (err_r, err_w) = pipe("create the error pipe")?;
-        // The root file system's detached trees, attached by the child.
-        let prepared = plan.rootfs.as_ref().map(|r| r.prepare()).transpose()?;
-        let trees: Vec<libc::c_int> = prepared
-            .iter()
-            .flat_map(|p| p.fds.iter().map(|fd| fd.as_raw_fd()))
-            .collect();
         let report = if plan.init {
             let (r, w) = pipe("create the init status pipe")?;
             set_nonblocking(&r)?;
@@ -98,12 +92,6 @@ impl Sandbox {
             ],
             parent_pidfd: raw(parent_pidfd.as_ref()),
             parent_pid: std::process::id() as libc::pid_t,
-            trees: if trees.is_empty() {
-                std::ptr::null()
-            } else {
-                trees.as_ptr()
-            },
-            trees_len: trees.len(),
         };
 
         // Declared before the handle, so that on an early return the child is killed and reaped
@@ -153,7 +141,6 @@ impl Sandbox {
         }
 
         let report = read_child_report(File::from(err_r))?;
-        drop(prepared);
         if let Some((step, index, errno)) = report {
             handle.wait()?;
             return Err(Error::Child {

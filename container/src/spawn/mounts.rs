@@ -1,7 +1,5 @@
 //! The child side of the root file system: carries out a [`RootfsPlan`]'s ops with raw system
-//! calls on prepared C strings, attaching the trees the parent made (`move_mount(2)`).
-
-use std::os::fd::RawFd;
+//! calls on prepared C strings.
 
 use palisade_overlay::rootfs::{Op, RootfsPlan};
 
@@ -15,6 +13,7 @@ const SYS_FSCONFIG: libc::c_long = 431;
 const SYS_FSMOUNT: libc::c_long = 432;
 const FSOPEN_CLOEXEC: usize = 0x1;
 const FSMOUNT_CLOEXEC: usize = 0x1;
+const FSCONFIG_SET_FLAG: usize = 0;
 const FSCONFIG_SET_STRING: usize = 1;
 const FSCONFIG_CMD_CREATE: usize = 6;
 const SYS_MOUNT_SETATTR: libc::c_long = 442;
@@ -31,18 +30,18 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-/// Runs every op of `plan`; `trees` are the prepared trees' descriptors. On a failure, reports
-/// the op's index with [`ChildStep::Rootfs`] and exits.
+/// Runs every op of `plan`. On a failure, reports the op's index with [`ChildStep::Rootfs`] and
+/// exits.
 ///
 /// # Safety
 ///
-/// Only in the sandbox child, in its own mount namespace, with `plan` and `trees` prepared by the
-/// parent and alive until the program is executed.
-pub(super) unsafe fn run(plan: &RootfsPlan, trees: &[RawFd], fds: &ChildFds) {
+/// Only in the sandbox child, in its own mount namespace, with `plan` prepared by the parent and
+/// alive until the program is executed.
+pub(super) unsafe fn run(plan: &RootfsPlan, fds: &ChildFds) {
     for (i, op) in plan.ops.iter().enumerate() {
         // SAFETY: forwarded from the caller; every pointer is a prepared NUL-terminated string or
         // a live local.
-        let ret = unsafe { step(op, trees) };
+        let ret = unsafe { step(op) };
         if ret < 0 {
             fail_at(fds, ChildStep::Rootfs, i as u32, -ret);
         }
@@ -50,7 +49,7 @@ pub(super) unsafe fn run(plan: &RootfsPlan, trees: &[RawFd], fds: &ChildFds) {
 }
 
 /// One op; returns 0 or `-errno`.
-unsafe fn step(op: &Op, trees: &[RawFd]) -> isize {
+unsafe fn step(op: &Op) -> isize {
     const EEXIST: isize = -(libc::EEXIST as isize);
     const ENOENT: isize = -(libc::ENOENT as isize);
     // SAFETY: raw system calls on prepared strings and locals (see `run`).
@@ -64,26 +63,14 @@ unsafe fn step(op: &Op, trees: &[RawFd]) -> isize {
                 libc::MS_REC | libc::MS_PRIVATE,
                 0
             ),
-            Op::Attach { tree, target } => {
-                let Some(&fd) = trees.get(*tree) else {
-                    return -(libc::EBADF as isize);
-                };
-                raw!(
-                    SYS_MOVE_MOUNT,
-                    fd,
-                    c"".as_ptr(),
-                    libc::AT_FDCWD,
-                    target.as_ptr(),
-                    MOVE_MOUNT_F_EMPTY_PATH
-                )
-            }
             Op::Overlay {
                 lowers,
                 upper,
                 work,
                 target,
+                userxattr,
                 legacy,
-            } => match overlay(lowers, upper, work, target) {
+            } => match overlay(lowers, upper, work, target, *userxattr) {
                 // No `lowerdir+` (before Linux 6.8): the whole list as one mount(2) string.
                 r if r == -(libc::EINVAL as isize) => match legacy {
                     Some(data) => raw!(
@@ -200,7 +187,11 @@ unsafe fn step(op: &Op, trees: &[RawFd]) -> isize {
                     )
                 }
             }
-            Op::ReadOnly { path, bind } => {
+            Op::ReadOnly {
+                path,
+                bind,
+                recursive,
+            } => {
                 if *bind {
                     let r = raw!(
                         libc::SYS_mount,
@@ -227,7 +218,7 @@ unsafe fn step(op: &Op, trees: &[RawFd]) -> isize {
                     SYS_MOUNT_SETATTR,
                     libc::AT_FDCWD,
                     path.as_ptr(),
-                    if *bind { AT_RECURSIVE } else { 0 },
+                    if *recursive { AT_RECURSIVE } else { 0 },
                     &attr as *const MountAttr,
                     std::mem::size_of::<MountAttr>()
                 )
@@ -249,6 +240,7 @@ unsafe fn overlay(
     upper: &std::ffi::CStr,
     work: &std::ffi::CStr,
     target: &std::ffi::CStr,
+    userxattr: bool,
 ) -> isize {
     // SAFETY: raw system calls on prepared NUL-terminated strings; the descriptors are ours and
     // closed on every path.
@@ -279,6 +271,16 @@ unsafe fn overlay(
         }
         if r == 0 {
             r = set(c"workdir", work);
+        }
+        if r == 0 && userxattr {
+            r = raw!(
+                SYS_FSCONFIG,
+                fs,
+                FSCONFIG_SET_FLAG,
+                c"userxattr".as_ptr(),
+                0,
+                0
+            );
         }
         if r == 0 {
             r = raw!(SYS_FSCONFIG, fs, FSCONFIG_CMD_CREATE, 0, 0, 0);
