@@ -1,8 +1,13 @@
 //! Networking for Palisade sandboxes: a sandbox's own network stack (`network_namespaces(7)`).
 //!
-//! **Placeholder.** This crate will drive rtnetlink (`rtnetlink(7)`) synchronously, without an
-//! async runtime and without calling the `ip` binary: links up and down, veth pairs and bridges,
-//! moving links between namespaces, IPv4 and IPv6 addresses and routes; and on top of it the
-//! `docker run --network` modes (none, host, bridge with outbound NAT, joining another sandbox's
-//! network) with published ports through nftables rules in a table of its own or a userspace
-//! forwarder.
+//! - [`link`]: rtnetlink (`rtnetlink(7)`) driven synchronously, without an async runtime and
+//!   without the `ip` binary: links up and down, MTU, veth pairs and bridges, moving links between
+//!   namespaces, IPv4 and IPv6 addresses and routes.
+//! - [`ipam`]: addresses allocated from a subnet without collisions between concurrent sandboxes
+//!   and processes, persisted in a locked file.
+
+mod error;
+pub mod ipam;
+pub mod link;
+
+pub use error::{Error, Result};

@@ -1,0 +1,1 @@
+//! Address allocation from a subnet, persisted across processes (being written).

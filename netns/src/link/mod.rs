@@ -1,0 +1,1 @@
+//! rtnetlink: links, veth pairs, bridges, addresses and routes (being written).
