@@ -255,6 +255,13 @@ impl Rootfs {
                 path: v.host.clone(),
                 source,
             })?;
+            if v.host.to_str().is_none() {
+                return Err(Error::InvalidValue {
+                    what: "volume",
+                    value: v.host.display().to_string(),
+                    reason: "must be valid UTF-8",
+                });
+            }
             used.push(v.host.clone());
             volumes.push((v, meta.is_dir(), guest_path("volume", &v.guest)?));
         }
@@ -493,6 +500,13 @@ fn c(s: &str) -> Result<CString> {
 }
 
 fn check_dir(what: &'static str, dir: &Path) -> Result<()> {
+    if dir.to_str().is_none() {
+        return Err(Error::InvalidValue {
+            what,
+            value: dir.display().to_string(),
+            reason: "must be valid UTF-8",
+        });
+    }
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => Err(Error::Io {
