@@ -29,7 +29,82 @@ pub enum Error {
         source: io::Error,
     },
     // --- netlink errors (link/) ---
+    /// The kernel refused a netlink request (an `NLMSG_ERROR` with a non-zero errno), or the
+    /// netlink socket itself failed.
+    #[error("netlink request {request} failed: {source}")]
+    Netlink {
+        /// The request and its object, e.g. `"RTM_NEWLINK veth pal-a/pal-b"`.
+        request: String,
+        /// The kernel's errno.
+        source: io::Error,
+    },
+    /// A link named in a request does not exist in the socket's network namespace.
+    #[error("netlink request {request}: no link named {name:?}")]
+    NoSuchLink {
+        /// The request that needed the link.
+        request: String,
+        /// The missing link's name.
+        name: String,
+    },
+    /// The kernel's reply could not be understood.
+    #[error("netlink request {request}: malformed reply: {reason}")]
+    Protocol {
+        /// The request whose reply was malformed.
+        request: String,
+        /// What was wrong with it.
+        reason: String,
+    },
     // --- address allocation errors (ipam/) ---
+    /// A network name is already recorded in the state directory with a different subnet.
+    #[error("network {network:?} is recorded in {} with subnet {recorded}, not {requested}", .path.display())]
+    SubnetMismatch {
+        /// The network name.
+        network: String,
+        /// The state file that records it.
+        path: std::path::PathBuf,
+        /// The subnet recorded for the network.
+        recorded: crate::ipam::Subnet,
+        /// The subnet that was asked for.
+        requested: crate::ipam::Subnet,
+    },
+    /// A new network's subnet overlaps the subnet of a network already recorded.
+    #[error("subnet {subnet} overlaps subnet {existing} of network {network:?} (recorded in {})", .path.display())]
+    Overlap {
+        /// The subnet that was asked for.
+        subnet: crate::ipam::Subnet,
+        /// The network it overlaps.
+        network: String,
+        /// That network's subnet.
+        existing: crate::ipam::Subnet,
+        /// The state file that records that network.
+        path: std::path::PathBuf,
+    },
+    /// Every host address of the subnet is leased to a live owner.
+    #[error("no free address left in subnet {subnet} of network {network:?}")]
+    Exhausted {
+        /// The network name.
+        network: String,
+        /// Its subnet.
+        subnet: crate::ipam::Subnet,
+    },
+    /// An allocation state file could not be understood.
+    #[error("corrupt address allocation state {}, line {line}: {reason}", .path.display())]
+    CorruptState {
+        /// The state file.
+        path: std::path::PathBuf,
+        /// The 1-based line number (0 for the file as a whole).
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A network's state cannot be removed while live leases remain.
+    #[error("network {network:?} still has {leases} live lease(s)")]
+    NetworkInUse {
+        /// The network name.
+        network: String,
+        /// How many live leases remain.
+        leases: usize,
+    },
 }
 
 impl Error {
@@ -37,6 +112,8 @@ impl Error {
     pub fn errno(&self) -> Option<i32> {
         match self {
             Error::Io { source, .. } => source.raw_os_error(),
+            Error::Netlink { source, .. } => source.raw_os_error(),
+            Error::NoSuchLink { .. } => Some(libc::ENODEV),
             _ => None,
         }
     }

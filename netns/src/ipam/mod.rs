@@ -1,1 +1,848 @@
-//! Address allocation from a subnet, persisted across processes (being written).
+//! Address allocation (IPAM) for sandboxes on a bridge.
+//!
+//! A network is a name and a [`Subnet`], recorded in a state directory as
+//! `<state_dir>/<network>.ipam`. Every read-modify-write of any state file in a directory holds an
+//! exclusive `flock(2)` on `<state_dir>/palisade-ipam.lock`, so threads and separate processes
+//! using the library never hand out the same address twice, and two networks in the same
+//! directory never get overlapping subnets. State files are replaced atomically: written to a
+//! temporary file `palisade-ipam-*.tmp` in the same directory, synced, then renamed over the old
+//! one.
+//!
+//! Each lease records its [`Owner`]: a process id, that process's start time (field 22 of
+//! `/proc/<pid>/stat`, see `proc_pid_stat(5)`, which defeats pid reuse) and a free-form tag.
+//! Every locked operation drops leases whose owner is gone, so the addresses of a manager that
+//! crashed are reclaimed by the next process that opens the network. Pids are only meaningful
+//! within one pid namespace: every process using a state directory must share the same one (and
+//! the same `/proc`).
+//!
+//! Address layout: the network address (the first) and the last address of the subnet (the
+//! broadcast address for IPv4; reserved for symmetry for IPv6) are never handed out, the first
+//! usable host is the [`gateway`](Subnet::gateway), and leases are taken from the rest, lowest
+//! free first.
+//!
+//! ```no_run
+//! use palisade_netns::ipam::{Allocator, Owner, Subnet};
+//! # fn main() -> palisade_netns::Result<()> {
+//! let subnet: Subnet = "10.88.0.0/16".parse()?;
+//! let alloc = Allocator::open("/run/palisade/ipam", "palisade0", subnet)?;
+//! let lease = alloc.allocate(Owner::current("sandbox-1")?)?;
+//! println!("{}/{} via {}", lease.ip(), lease.prefix(), lease.gateway());
+//! lease.release()?;
+//! # Ok(())
+//! # }
+//! ```
+
+use crate::{Error, Result};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Name of the lock file in a state directory.
+const LOCK_FILE: &str = "palisade-ipam.lock";
+/// Extension of network state files.
+const STATE_EXT: &str = "ipam";
+/// First line of a state file.
+const HEADER: &str = "# palisade-netns ipam state v1";
+/// Longest accepted network name.
+const MAX_NAME: usize = 64;
+/// Longest accepted owner tag, in bytes.
+const MAX_TAG: usize = 256;
+
+// ---------------------------------------------------------------------------------------------
+// Subnet
+// ---------------------------------------------------------------------------------------------
+
+/// An IPv4 or IPv6 subnet: a network address with no host bits set and a prefix length that leaves
+/// room for a network address, a gateway, at least one host and a last (broadcast) address — at
+/// most `/30` for IPv4 and `/126` for IPv6.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Subnet {
+    network: IpAddr,
+    prefix: u8,
+}
+
+fn width(ip: IpAddr) -> u8 {
+    match ip {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+
+fn to_bits(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+fn from_bits(bits: u128, v4: bool) -> IpAddr {
+    if v4 {
+        // Callers only pass values that fit: they stay within an IPv4 subnet.
+        IpAddr::V4(Ipv4Addr::from(bits as u32))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(bits))
+    }
+}
+
+/// The host part mask of a `width`-bit address with a `prefix`-bit network part.
+fn host_mask(width: u8, prefix: u8) -> u128 {
+    let host = u32::from(width.saturating_sub(prefix));
+    if host >= 128 {
+        u128::MAX
+    } else {
+        (1u128 << host) - 1
+    }
+}
+
+fn check_subnet(network: IpAddr, prefix: u8) -> std::result::Result<(), &'static str> {
+    let w = width(network);
+    if prefix > w {
+        return Err("prefix length is longer than the address");
+    }
+    if u16::from(prefix) + 2 > u16::from(w) {
+        return Err(
+            "prefix too long to hold a network address, a gateway, a host and a broadcast address",
+        );
+    }
+    if to_bits(network) & host_mask(w, prefix) != 0 {
+        return Err("host bits are set");
+    }
+    Ok(())
+}
+
+impl Subnet {
+    /// A subnet from its network address and prefix length.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] if host bits are set or the prefix is longer than `/30` (IPv4) or
+    /// `/126` (IPv6).
+    pub fn new(network: IpAddr, prefix: u8) -> Result<Subnet> {
+        check_subnet(network, prefix).map_err(|reason| Error::InvalidValue {
+            what: "subnet",
+            value: format!("{network}/{prefix}"),
+            reason,
+        })?;
+        Ok(Subnet { network, prefix })
+    }
+
+    /// Parses `ADDRESS/PREFIX`, e.g. `"10.88.0.0/16"` or `"fd00:88::/120"`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] naming the text, for bad syntax and for everything
+    /// [`Subnet::new`] refuses.
+    pub fn parse(text: &str) -> Result<Subnet> {
+        let invalid = |reason| Error::InvalidValue {
+            what: "subnet",
+            value: text.to_owned(),
+            reason,
+        };
+        let (addr, prefix) = text
+            .split_once('/')
+            .ok_or_else(|| invalid("expected ADDRESS/PREFIX"))?;
+        let network: IpAddr = addr
+            .parse()
+            .map_err(|_| invalid("not an IPv4 or IPv6 address"))?;
+        if prefix.is_empty() || prefix.len() > 3 || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid("prefix length is not a decimal number"));
+        }
+        let prefix: u8 = prefix
+            .parse()
+            .map_err(|_| invalid("prefix length is out of range"))?;
+        check_subnet(network, prefix).map_err(invalid)?;
+        Ok(Subnet { network, prefix })
+    }
+
+    /// The network address (the first address of the subnet).
+    pub fn network(&self) -> IpAddr {
+        self.network
+    }
+
+    /// The prefix length.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    /// Whether this is an IPv4 subnet.
+    pub fn is_ipv4(&self) -> bool {
+        self.network.is_ipv4()
+    }
+
+    fn mask(&self) -> u128 {
+        host_mask(width(self.network), self.prefix)
+    }
+
+    /// The last address of the subnet (the broadcast address for IPv4).
+    pub fn last(&self) -> IpAddr {
+        from_bits(to_bits(self.network) | self.mask(), self.is_ipv4())
+    }
+
+    /// The gateway: the first usable host address (network address + 1).
+    pub fn gateway(&self) -> IpAddr {
+        from_bits(to_bits(self.network) + 1, self.is_ipv4())
+    }
+
+    /// The range of addresses handed out as leases, as integers: from gateway + 1 to the address
+    /// before the last one.
+    fn host_range(&self) -> (u128, u128) {
+        let net = to_bits(self.network);
+        (net + 2, (net | self.mask()) - 1)
+    }
+
+    /// How many addresses can be leased (everything but the network, gateway and last address).
+    pub fn capacity(&self) -> u128 {
+        let (first, last) = self.host_range();
+        last - first + 1
+    }
+
+    /// Whether `ip` is in this subnet (always false for the other address family).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        ip.is_ipv4() == self.is_ipv4() && to_bits(ip) & !self.mask() == to_bits(self.network)
+    }
+
+    /// Whether the two subnets share any address (always false across address families).
+    pub fn overlaps(&self, other: &Subnet) -> bool {
+        if self.is_ipv4() != other.is_ipv4() {
+            return false;
+        }
+        let wider = if self.prefix <= other.prefix {
+            self
+        } else {
+            other
+        };
+        let net_mask = !wider.mask();
+        to_bits(self.network) & net_mask == to_bits(other.network) & net_mask
+    }
+}
+
+impl fmt::Display for Subnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+impl FromStr for Subnet {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Subnet> {
+        Subnet::parse(s)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Owners and process liveness
+// ---------------------------------------------------------------------------------------------
+
+/// Who holds a lease: a process, identified by pid and start time so that a reused pid is not
+/// mistaken for the original owner, plus a free-form tag (e.g. the sandbox name).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Owner {
+    /// Process id of the owning process.
+    pub pid: u32,
+    /// The process's start time in clock ticks after boot: field 22 (`starttime`) of
+    /// `/proc/<pid>/stat`, see `proc_pid_stat(5)`.
+    pub start_time: u64,
+    /// A label for the lease, e.g. the sandbox's name. At most 256 bytes, no control characters.
+    pub tag: String,
+}
+
+impl Owner {
+    /// The calling process, with the given tag.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if `/proc/self/stat` cannot be read, [`Error::InvalidValue`] for a bad tag.
+    pub fn current(tag: impl Into<String>) -> Result<Owner> {
+        Owner::of_pid(std::process::id(), tag)
+    }
+
+    /// The running process `pid`, with its start time read from `/proc/<pid>/stat`
+    /// (`proc_pid_stat(5)`).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if that file cannot be read or parsed (e.g. no such process),
+    /// [`Error::InvalidValue`] for a bad tag.
+    pub fn of_pid(pid: u32, tag: impl Into<String>) -> Result<Owner> {
+        let tag = tag.into();
+        validate_tag(&tag)?;
+        let (_, start_time) = read_stat(pid).map_err(|source| Error::Io {
+            op: "read",
+            target: format!("/proc/{pid}/stat"),
+            source,
+        })?;
+        Ok(Owner {
+            pid,
+            start_time,
+            tag,
+        })
+    }
+
+    /// Whether the owning process still runs: `/proc/<pid>/stat` exists, the process is not a
+    /// zombie, and its start time is the recorded one. If `/proc` hides the process (mounted with
+    /// `hidepid=`), `kill(pid, 0)` decides and the start time cannot be checked.
+    pub fn is_alive(&self) -> bool {
+        let Ok(pid) = libc::pid_t::try_from(self.pid) else {
+            return false;
+        };
+        if pid <= 0 {
+            return false;
+        }
+        match read_stat(self.pid) {
+            Ok((state, start)) => state != 'Z' && state != 'X' && start == self.start_time,
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) =>
+            {
+                // SAFETY: signal 0 only checks whether the process exists; `pid` is positive, so
+                // this never addresses a process group.
+                let r = unsafe { libc::kill(pid, 0) };
+                r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+            }
+            // Unreadable for another reason: keep the lease rather than risk a collision.
+            Err(_) => true,
+        }
+    }
+}
+
+fn validate_tag(tag: &str) -> Result<()> {
+    let reason = if tag.len() > MAX_TAG {
+        "longer than 256 bytes"
+    } else if tag.chars().any(char::is_control) {
+        "contains control characters"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidValue {
+        what: "lease owner tag",
+        value: tag.to_owned(),
+        reason,
+    })
+}
+
+/// The state (field 3) and start time (field 22) of `/proc/<pid>/stat`.
+fn read_stat(pid: u32) -> io::Result<(char, u64)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_stat(&text).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable stat"))
+}
+
+fn parse_stat(text: &str) -> Option<(char, u64)> {
+    // The command name (field 2) is in parentheses and may itself contain spaces and ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // Fields 4..=21 precede the start time.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+// ---------------------------------------------------------------------------------------------
+// State files
+// ---------------------------------------------------------------------------------------------
+
+/// One recorded lease, as listed by [`Allocator::leases`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LeaseInfo {
+    /// The leased address.
+    pub ip: IpAddr,
+    /// Who holds it.
+    pub owner: Owner,
+}
+
+struct State {
+    subnet: Subnet,
+    leases: Vec<LeaseInfo>,
+}
+
+impl State {
+    fn serialize(&self) -> String {
+        let mut out = format!("{HEADER}\nsubnet {}\n", self.subnet);
+        for l in &self.leases {
+            out.push_str(&format!(
+                "lease {} {} {} {}\n",
+                l.ip, l.owner.pid, l.owner.start_time, l.owner.tag
+            ));
+        }
+        out
+    }
+
+    fn parse(path: &Path, text: &str) -> Result<State> {
+        let corrupt = |line: usize, reason: String| Error::CorruptState {
+            path: path.to_owned(),
+            line,
+            reason,
+        };
+        let mut subnet = None;
+        let mut leases = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (i, line) in text.lines().enumerate() {
+            let n = i + 1;
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some(s) = line.strip_prefix("subnet ") {
+                if subnet.is_some() {
+                    return Err(corrupt(n, "more than one subnet line".into()));
+                }
+                subnet = Some(Subnet::parse(s).map_err(|e| corrupt(n, e.to_string()))?);
+            } else if let Some(rest) = line.strip_prefix("lease ") {
+                let Some(subnet) = subnet else {
+                    return Err(corrupt(n, "lease before the subnet line".into()));
+                };
+                let mut f = rest.splitn(4, ' ');
+                let (Some(ip), Some(pid), Some(start)) = (f.next(), f.next(), f.next()) else {
+                    return Err(corrupt(n, "expected: lease IP PID START_TIME TAG".into()));
+                };
+                let tag = f.next().unwrap_or("").to_owned();
+                let ip: IpAddr = ip
+                    .parse()
+                    .map_err(|_| corrupt(n, format!("bad address {ip:?}")))?;
+                let pid = pid
+                    .parse()
+                    .map_err(|_| corrupt(n, format!("bad pid {pid:?}")))?;
+                let start_time = start
+                    .parse()
+                    .map_err(|_| corrupt(n, format!("bad start time {start:?}")))?;
+                if !subnet.contains(ip) {
+                    return Err(corrupt(n, format!("{ip} is outside {subnet}")));
+                }
+                if !seen.insert(ip) {
+                    return Err(corrupt(n, format!("{ip} is leased twice")));
+                }
+                leases.push(LeaseInfo {
+                    ip,
+                    owner: Owner {
+                        pid,
+                        start_time,
+                        tag,
+                    },
+                });
+            } else {
+                return Err(corrupt(n, format!("unknown line {line:?}")));
+            }
+        }
+        let subnet = subnet.ok_or_else(|| corrupt(0, "no subnet line".into()))?;
+        Ok(State { subnet, leases })
+    }
+
+    /// Drops leases whose owner is gone; returns whether any was dropped.
+    fn prune(&mut self) -> bool {
+        let before = self.leases.len();
+        self.leases.retain(|l| l.owner.is_alive());
+        self.leases.len() != before
+    }
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        op,
+        target: path.display().to_string(),
+        source,
+    }
+}
+
+/// Reads a state file; `None` if it does not exist.
+fn read_state(path: &Path) -> Result<Option<State>> {
+    match fs::read_to_string(path) {
+        Ok(text) => State::parse(path, &text).map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("read state file", path)(e)),
+    }
+}
+
+/// Replaces `path` atomically: temporary file in the same directory, `fsync`, `rename(2)`.
+fn write_state(dir: &Path, path: &Path, state: &State) -> Result<()> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let tmp = dir.join(format!(
+        "palisade-ipam-{}-{}.tmp",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let text = state.serialize();
+    let written = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err("write state file", path)(e));
+    }
+    // Best effort: make the rename durable.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// An exclusive `flock(2)` on the directory's lock file, released when dropped (on close).
+struct DirLock {
+    _file: File,
+}
+
+fn lock_dir(dir: &Path) -> Result<DirLock> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err("open lock file", &path))?;
+    loop {
+        // SAFETY: the descriptor is owned by `file`, which outlives the call.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if r == 0 {
+            return Ok(DirLock { _file: file });
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(io_err("lock", &path)(e));
+        }
+    }
+}
+
+/// Removes temporary files left by a writer that crashed. Only called under the lock, when no
+/// writer can be active.
+fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("palisade-ipam-") && name.ends_with(".tmp") {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        "empty"
+    } else if name.len() > MAX_NAME {
+        "longer than 64 bytes"
+    } else if name.starts_with('.') || name.starts_with('-') {
+        "starts with '.' or '-'"
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        "only ASCII letters, digits, '-', '_' and '.' are allowed"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidValue {
+        what: "network name",
+        value: name.to_owned(),
+        reason,
+    })
+}
+
+/// Fails with [`Error::Overlap`] if a network other than `except` in `dir` overlaps `subnet`.
+/// Called with the lock held.
+fn check_overlap_locked(dir: &Path, except: Option<&str>, subnet: Subnet) -> Result<()> {
+    let entries = fs::read_dir(dir).map_err(io_err("read state directory", dir))?;
+    for entry in entries {
+        let entry = entry.map_err(io_err("read state directory", dir))?;
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some(STATE_EXT) {
+            continue;
+        }
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        if Some(name) == except {
+            continue;
+        }
+        if let Some(state) = read_state(&path)? {
+            if state.subnet.overlaps(&subnet) {
+                return Err(Error::Overlap {
+                    subnet,
+                    network: name.to_owned(),
+                    existing: state.subnet,
+                    path,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Allocator and leases
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    name: String,
+    subnet: Subnet,
+    path: PathBuf,
+}
+
+/// Allocates addresses of one network's subnet, persisted in `<state_dir>/<network>.ipam`.
+/// Cheap to clone; usable from many threads and processes at once.
+#[derive(Clone, Debug)]
+pub struct Allocator {
+    inner: Arc<Inner>,
+}
+
+impl Allocator {
+    /// Opens network `network` in `state_dir` (created if missing), recording `subnet` on first
+    /// use. Leases of dead owners are dropped (cleanup after a crashed manager), as are temporary
+    /// files of an interrupted write.
+    ///
+    /// `network` may contain ASCII letters, digits, `-`, `_` and `.` (not first), at most 64 bytes.
+    ///
+    /// # Errors
+    /// - [`Error::SubnetMismatch`] if the network is recorded with another subnet;
+    /// - [`Error::Overlap`] if it is new and its subnet overlaps another network's in `state_dir`;
+    /// - [`Error::InvalidValue`] for a bad name, [`Error::CorruptState`] for an unreadable state
+    ///   file, [`Error::Io`] for file system failures.
+    pub fn open(state_dir: impl AsRef<Path>, network: &str, subnet: Subnet) -> Result<Allocator> {
+        validate_name(network)?;
+        let dir = state_dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(io_err("create state directory", &dir))?;
+        let path = dir.join(format!("{network}.{STATE_EXT}"));
+        let _lock = lock_dir(&dir)?;
+        remove_stale_temp_files(&dir);
+        match read_state(&path)? {
+            Some(mut state) => {
+                if state.subnet != subnet {
+                    return Err(Error::SubnetMismatch {
+                        network: network.to_owned(),
+                        path,
+                        recorded: state.subnet,
+                        requested: subnet,
+                    });
+                }
+                if state.prune() {
+                    write_state(&dir, &path, &state)?;
+                }
+            }
+            None => {
+                check_overlap_locked(&dir, Some(network), subnet)?;
+                let state = State {
+                    subnet,
+                    leases: Vec::new(),
+                };
+                write_state(&dir, &path, &state)?;
+            }
+        }
+        Ok(Allocator {
+            inner: Arc::new(Inner {
+                dir,
+                name: network.to_owned(),
+                subnet,
+                path,
+            }),
+        })
+    }
+
+    /// Checks, under the lock, that no network recorded in `state_dir` overlaps `subnet`.
+    /// A missing directory holds no networks.
+    ///
+    /// # Errors
+    /// [`Error::Overlap`] naming the first overlapping network; [`Error::CorruptState`] or
+    /// [`Error::Io`] if the directory cannot be read.
+    pub fn check_overlap(state_dir: impl AsRef<Path>, subnet: Subnet) -> Result<()> {
+        let dir = state_dir.as_ref();
+        if !dir.is_dir() {
+            return Ok(());
+        }
+        let _lock = lock_dir(dir)?;
+        check_overlap_locked(dir, None, subnet)
+    }
+
+    /// The network's name.
+    pub fn network(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The network's subnet.
+    pub fn subnet(&self) -> Subnet {
+        self.inner.subnet
+    }
+
+    /// The state file, `<state_dir>/<network>.ipam`.
+    pub fn state_path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs a locked read-modify-write of the state: loads it, drops dead owners' leases, calls
+    /// `f`, and writes the state back if `f` or the cleanup changed it.
+    fn update<T>(&self, f: impl FnOnce(&mut State) -> Result<(T, bool)>) -> Result<T> {
+        let inner = &*self.inner;
+        let _lock = lock_dir(&inner.dir)?;
+        let mut state = read_state(&inner.path)?.ok_or_else(|| Error::Io {
+            op: "read state file",
+            target: inner.path.display().to_string(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        })?;
+        if state.subnet != inner.subnet {
+            return Err(Error::SubnetMismatch {
+                network: inner.name.clone(),
+                path: inner.path.clone(),
+                recorded: state.subnet,
+                requested: inner.subnet,
+            });
+        }
+        let pruned = state.prune();
+        let result = f(&mut state);
+        let changed = matches!(result, Ok((_, true)));
+        if pruned || changed {
+            write_state(&inner.dir, &inner.path, &state)?;
+        }
+        result.map(|(t, _)| t)
+    }
+
+    /// Leases the lowest free host address to `owner`, which must be a running process.
+    /// The lease is released by [`Lease::release`], when the [`Lease`] is dropped, or — if the
+    /// owner dies first — by the next operation on the network.
+    ///
+    /// # Errors
+    /// - [`Error::Exhausted`] if every host address is leased to a live owner;
+    /// - [`Error::InvalidValue`] if the owner is not running (or its start time differs) or its
+    ///   tag is invalid;
+    /// - [`Error::CorruptState`], [`Error::Io`] for state file problems.
+    pub fn allocate(&self, owner: Owner) -> Result<Lease> {
+        validate_tag(&owner.tag)?;
+        if !owner.is_alive() {
+            return Err(Error::InvalidValue {
+                what: "lease owner",
+                value: format!("pid {} start time {}", owner.pid, owner.start_time),
+                reason: "the process is not running, or its start time differs",
+            });
+        }
+        let subnet = self.inner.subnet;
+        let ip = self.update(|state| {
+            let used: BTreeSet<u128> = state.leases.iter().map(|l| to_bits(l.ip)).collect();
+            let (first, last) = subnet.host_range();
+            let mut candidate = first;
+            for &u in used.range(first..=last) {
+                if u != candidate {
+                    break;
+                }
+                candidate += 1;
+            }
+            if candidate > last {
+                return Err(Error::Exhausted {
+                    network: self.inner.name.clone(),
+                    subnet,
+                });
+            }
+            let ip = from_bits(candidate, subnet.is_ipv4());
+            state.leases.push(LeaseInfo {
+                ip,
+                owner: owner.clone(),
+            });
+            Ok((ip, true))
+        })?;
+        Ok(Lease {
+            ip,
+            owner,
+            allocator: self.clone(),
+            released: false,
+        })
+    }
+
+    /// The live leases, lowest address first (dead owners' leases are dropped first).
+    ///
+    /// # Errors
+    /// [`Error::CorruptState`], [`Error::Io`] for state file problems.
+    pub fn leases(&self) -> Result<Vec<LeaseInfo>> {
+        self.update(|state| {
+            let mut leases = state.leases.clone();
+            leases.sort_by_key(|l| to_bits(l.ip));
+            Ok((leases, false))
+        })
+    }
+
+    /// Removes the network's state file, which frees its subnet for other networks.
+    ///
+    /// # Errors
+    /// [`Error::NetworkInUse`] while live leases remain; [`Error::CorruptState`], [`Error::Io`]
+    /// for state file problems.
+    pub fn remove(self) -> Result<()> {
+        let inner = &*self.inner;
+        let _lock = lock_dir(&inner.dir)?;
+        if let Some(mut state) = read_state(&inner.path)? {
+            state.prune();
+            if !state.leases.is_empty() {
+                return Err(Error::NetworkInUse {
+                    network: inner.name.clone(),
+                    leases: state.leases.len(),
+                });
+            }
+            fs::remove_file(&inner.path).map_err(io_err("remove state file", &inner.path))?;
+        }
+        Ok(())
+    }
+
+    fn release_ip(&self, ip: IpAddr, owner: &Owner) -> Result<()> {
+        self.update(|state| {
+            let before = state.leases.len();
+            state.leases.retain(|l| !(l.ip == ip && &l.owner == owner));
+            Ok(((), state.leases.len() != before))
+        })
+    }
+}
+
+/// A leased address. Released by [`Lease::release`] or, best effort, on drop.
+#[derive(Debug)]
+pub struct Lease {
+    ip: IpAddr,
+    owner: Owner,
+    allocator: Allocator,
+    released: bool,
+}
+
+impl Lease {
+    /// The leased address.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    /// The subnet's prefix length, to configure the address with.
+    pub fn prefix(&self) -> u8 {
+        self.allocator.inner.subnet.prefix()
+    }
+
+    /// The subnet's gateway address.
+    pub fn gateway(&self) -> IpAddr {
+        self.allocator.inner.subnet.gateway()
+    }
+
+    /// The subnet the address belongs to.
+    pub fn subnet(&self) -> Subnet {
+        self.allocator.inner.subnet
+    }
+
+    /// Who holds the lease.
+    pub fn owner(&self) -> &Owner {
+        &self.owner
+    }
+
+    /// Releases the lease. Succeeds too if the lease was already gone (e.g. reclaimed because its
+    /// owner died); a lease since given to another owner is left alone.
+    ///
+    /// # Errors
+    /// [`Error::CorruptState`], [`Error::Io`] for state file problems.
+    pub fn release(mut self) -> Result<()> {
+        self.released = true;
+        self.allocator.release_ip(self.ip, &self.owner)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.released {
+            let _ = self.allocator.release_ip(self.ip, &self.owner);
+        }
+    }
+}
