@@ -1,8 +1,8 @@
 //! Startup latency: spawn → `/bin/true` exited, for a plain fork+exec baseline, each namespace
 //! kind alone, and all of them together; then, from a parent with 256 MiB resident, the baseline
 //! and Palisade without namespaces; then with a cgroup per spawn (`CLONE_INTO_CGROUP` against
-//! writing `cgroup.procs`, and a memory limit). Compare each figure with the baseline of the same
-//! run.
+//! writing `cgroup.procs`, and a memory limit), with each kind of root file system, and with each
+//! network mode. Compare each figure with the baseline of the same run.
 //!
 //! ```text
 //! cargo bench --bench spawn
@@ -89,6 +89,7 @@ fn bench(c: &mut Criterion) {
     if is_root() {
         cgroups(c);
         rootfs(c);
+        network(c);
     }
 
     // The same spawns from a parent with 256 MiB resident. A fork-like clone would copy its page
@@ -217,6 +218,35 @@ fn rootfs(c: &mut Criterion) {
     group.finish();
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&shm);
+}
+
+/// The network modes, with the default namespaces otherwise: the host's stack, a namespace of
+/// its own with `lo` up (`none`), and joining another sandbox's namespace.
+fn network(c: &mut Criterion) {
+    use palisade::netns::Network;
+    let mut group = c.benchmark_group("spawn_true_network");
+    group.sample_size(20);
+    baseline(&mut group);
+    let mut target = Sandbox::builder("sleep").arg("600").spawn().unwrap();
+    for (name, network) in [
+        ("palisade_network_host", Network::host()),
+        ("palisade_network_none", Network::none()),
+        (
+            "palisade_network_join",
+            Network::join_pid(target.id() as i32),
+        ),
+    ] {
+        let sandbox = Sandbox::builder("/bin/true")
+            .network(network)
+            .build()
+            .unwrap();
+        group.bench_function(name, |b| {
+            b.iter(|| assert!(sandbox.spawn().unwrap().wait().unwrap().success()))
+        });
+    }
+    group.finish();
+    let _ = target.kill(palisade::Signal::SIGKILL);
+    let _ = target.wait();
 }
 
 criterion_group! {

@@ -17,9 +17,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use palisade::cgroup::{Bytes, CpuSet};
+use palisade::netns::Network;
 use palisade::overlay::image::{LayerStore, OpaqueXattr, StoreOptions};
 use palisade::overlay::rootfs::{Access, Rootfs};
-use palisade::{ChildStep, Error, Namespace, Sandbox, Signal};
+use palisade::{ChildStep, Error, Sandbox, Signal};
 
 /// Run a command in a Palisade sandbox.
 #[derive(Debug, Parser)]
@@ -43,8 +44,9 @@ struct Options {
     /// Working directory inside the sandbox.
     #[arg(long, short = 'w', value_name = "DIR")]
     workdir: Option<String>,
-    /// `none`: an isolated network namespace (loopback only); `host`: the host's network stack.
-    #[arg(long, value_name = "MODE", value_parser = ["none", "host"], default_value = "none")]
+    /// `none`: a network namespace of its own with only `lo` (up); `host`: the host's network
+    /// stack; `container:PID`: the network namespace of process PID (e.g. another sandbox).
+    #[arg(long, value_name = "MODE", default_value = "none")]
     network: String,
     /// Memory limit, e.g. `64M`, `1.5g`, `512k` (binary units, as docker).
     #[arg(long, short = 'm', value_name = "BYTES")]
@@ -119,11 +121,20 @@ fn run(opts: &Options) -> Result<u8, Error> {
     let (program, args) = opts.command.split_first().expect("clap requires a command");
     let mut builder = Sandbox::builder(program);
     builder.args(args).init(!opts.no_init);
-    let mut namespaces = Sandbox::DEFAULT_NAMESPACES;
-    if opts.network == "host" {
-        namespaces.remove(Namespace::NET);
-    }
-    builder.namespaces(namespaces);
+    builder.network(match opts.network.as_str() {
+        "none" => Network::none(),
+        "host" => Network::host(),
+        other => match other.strip_prefix("container:").map(str::parse::<i32>) {
+            Some(Ok(pid)) => Network::join_pid(pid),
+            _ => {
+                return Err(Error::InvalidArgument {
+                    what: "network",
+                    value: other.to_owned(),
+                    reason: "expected none, host or container:PID",
+                })
+            }
+        },
+    });
     if opts.rootless {
         builder.rootless();
     }

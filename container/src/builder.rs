@@ -4,6 +4,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use palisade_cgroup::{Bytes, CpuMax, CpuSet, Hierarchy, IoMax, Max, Resource};
+use palisade_netns::Network;
 use palisade_ns::{IdMap, Namespace, SetGroups, TimeOffsets};
 use palisade_overlay::rootfs::{Access, Rootfs};
 
@@ -108,6 +109,7 @@ struct IsolationSpec {
     gid_map: Option<IdMap>,
     time_offsets: Option<TimeOffsets>,
     rootfs: RootChoice,
+    network: Network,
 }
 
 /// Which root file system the sandbox gets.
@@ -146,6 +148,7 @@ impl SandboxBuilder {
                 gid_map: None,
                 time_offsets: None,
                 rootfs: RootChoice::Default,
+                network: Network::None,
             },
             stdio: [Stdio::inherit(), Stdio::inherit(), Stdio::inherit()],
             lifecycle: Lifecycle {
@@ -320,6 +323,15 @@ impl SandboxBuilder {
         self
     }
 
+    /// The sandbox's network (default [`Network::None`]: a network namespace of its own with
+    /// `lo` up). [`Network::Host`] shares the caller's network stack (no network namespace);
+    /// [`Network::Join`] enters another namespace, e.g. another sandbox's
+    /// (`Network::join_pid(child.id() as i32)`), which must belong to the same user namespace.
+    pub fn network(&mut self, network: Network) -> &mut Self {
+        self.isolation.network = network;
+        self
+    }
+
     /// The sandbox's root file system (needs [`Namespace::MOUNT`], on by default):
     /// [`Rootfs::host`] (the host's `/` under a throwaway writable layer), [`Rootfs::dir`] or
     /// [`Rootfs::layers`]. The sandbox gets its own `/proc`, a minimal `/dev`, `/sys` read-only
@@ -477,6 +489,18 @@ impl SandboxBuilder {
             }
             None => None,
         };
+        let join_net = match &iso.network {
+            Network::Join(target) => {
+                namespaces.remove(Namespace::NET);
+                Some(target.open()?)
+            }
+            Network::Host => {
+                namespaces.remove(Namespace::NET);
+                None
+            }
+            _ => None,
+        };
+        let loopback_up = namespaces.contains(Namespace::NET);
         let user = namespaces
             .contains(Namespace::USER)
             .then(|| self.user_plan());
@@ -532,6 +556,8 @@ impl SandboxBuilder {
             user,
             time_offsets,
             unshare_cgroup_ns,
+            join_net,
+            loopback_up,
             private_mounts: mount_ns && !own_root,
             mount_proc: mount_ns && pid_ns && !own_root,
             rootfs,

@@ -45,6 +45,9 @@ pub enum Error {
     /// kernel refused, …), or its description was invalid.
     #[error(transparent)]
     Rootfs(#[from] palisade_overlay::Error),
+    /// Opening the network namespace to join failed, or it is not one.
+    #[error(transparent)]
+    Network(#[from] palisade_netns::Error),
     /// Creating, filling or reading the sandbox's cgroup failed, or a limit was invalid. The inner
     /// error names the cgroup file and the errno, or the refused value.
     #[error(transparent)]
@@ -72,6 +75,7 @@ impl Error {
             Error::Namespace(e) => e.errno(),
             Error::Cgroup(e) => e.errno(),
             Error::Rootfs(e) => e.errno(),
+            Error::Network(e) => e.errno(),
             Error::Setup { source, .. }
             | Error::Child { source, .. }
             | Error::Process { source, .. } => source.raw_os_error(),
@@ -131,6 +135,8 @@ pub enum ChildStep {
     /// Setting up the root file system and mount table; the error's context names the mount
     /// step.
     Rootfs,
+    /// Joining another network namespace (`setns(2)`), or bringing the loopback interface up.
+    Network,
 }
 
 impl ChildStep {
@@ -152,6 +158,7 @@ impl ChildStep {
             Exec,
             CgroupNamespace,
             Rootfs,
+            Network,
         ]
         .into_iter()
         .find(|s| *s as u32 == raw)
@@ -176,6 +183,7 @@ impl fmt::Display for ChildStep {
             ChildStep::Exec => "execute",
             ChildStep::CgroupNamespace => "create its cgroup namespace",
             ChildStep::Rootfs => "set up its root file system:",
+            ChildStep::Network => "set up its network",
         })
     }
 }
@@ -186,12 +194,12 @@ mod tests {
 
     #[test]
     fn steps_round_trip_through_their_wire_number() {
-        for raw in 1..=15 {
+        for raw in 1..=16 {
             let step = ChildStep::from_raw(raw).unwrap();
             assert_eq!(step as u32, raw);
         }
         assert_eq!(ChildStep::from_raw(0), None);
-        assert_eq!(ChildStep::from_raw(16), None);
+        assert_eq!(ChildStep::from_raw(17), None);
     }
 
     #[test]

@@ -578,3 +578,46 @@ fn the_fork_like_clone_path_works_too() {
     child.kill(Signal::SIGTERM).unwrap();
     assert_eq!(child.wait().unwrap().signal(), Some(15));
 }
+
+#[test]
+fn network_none_host_and_join() {
+    require_root!();
+    use palisade::netns::Network;
+    // none: only the loopback interface, and it is up (IFF_UP is bit 0 of its flags).
+    let out = stdout_of(&mut sh("ls /sys/class/net; cat /sys/class/net/lo/flags"));
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("lo"));
+    let flags = u32::from_str_radix(lines.next().unwrap().trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "lo is down");
+    // host: the host's interfaces.
+    let host: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let out = stdout_of(sh("ls /sys/class/net").network(Network::host()));
+    for name in &host {
+        assert!(out.lines().any(|l| l == name), "{name} missing: {out}");
+    }
+    // join: a second sandbox in the first one's network namespace.
+    let mut first = sh("readlink /proc/self/ns/net; exec sleep 30")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ns = String::new();
+    BufReader::new(first.stdout.take().unwrap())
+        .read_line(&mut ns)
+        .unwrap();
+    let joined =
+        stdout_of(sh("readlink /proc/self/ns/net").network(Network::join_pid(first.id() as i32)));
+    assert_eq!(joined, ns);
+    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_ne!(ns.trim(), own.to_string_lossy());
+    first.kill(Signal::SIGKILL).unwrap();
+    first.wait().unwrap();
+    // Joining something that is not a network namespace is refused before the spawn.
+    let err = sh("true")
+        .network(Network::join_path("/proc/self/ns/uts"))
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::Network(_)), "{err}");
+}

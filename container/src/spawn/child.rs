@@ -143,6 +143,15 @@ pub(crate) unsafe fn run(plan: &Plan, fds: &ChildFds) -> ! {
             check(fds, ChildStep::CgroupNamespace, ret);
         }
 
+        if let Some(fd) = &plan.join_net {
+            use std::os::fd::AsRawFd;
+            let ret = raw!(libc::SYS_setns, fd.as_raw_fd(), libc::CLONE_NEWNET);
+            check(fds, ChildStep::Network, ret);
+        }
+        if plan.loopback_up {
+            check(fds, ChildStep::Network, loopback_up());
+        }
+
         if let Some(offsets) = &plan.time_offsets {
             // The new time namespace is for children and for this process after execve(2);
             // its offsets can be set until then (time_namespaces(7)).
@@ -215,6 +224,34 @@ pub(crate) unsafe fn run(plan: &Plan, fds: &ChildFds) -> ! {
             init::run(plan, fds)
         }
         exec(plan, fds)
+    }
+}
+
+/// Sets `lo` up with the `SIOCGIFFLAGS`/`SIOCSIFFLAGS` ioctls of `netdevice(7)` (a new network
+/// namespace starts with it down); returns 0 or `-errno`.
+fn loopback_up() -> isize {
+    // SAFETY: raw system calls on a socket of our own and an `ifreq` on this stack.
+    unsafe {
+        let sock = raw!(
+            libc::SYS_socket,
+            libc::AF_INET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            0
+        );
+        if sock < 0 {
+            return sock;
+        }
+        let mut ifr: libc::ifreq = std::mem::MaybeUninit::zeroed().assume_init();
+        ifr.ifr_name[0] = b'l' as libc::c_char;
+        ifr.ifr_name[1] = b'o' as libc::c_char;
+        let ptr = &mut ifr as *mut libc::ifreq;
+        let mut ret = raw!(libc::SYS_ioctl, sock, libc::SIOCGIFFLAGS, ptr);
+        if ret == 0 {
+            (*ptr).ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            ret = raw!(libc::SYS_ioctl, sock, libc::SIOCSIFFLAGS, ptr);
+        }
+        raw!(libc::SYS_close, sock);
+        ret
     }
 }
 

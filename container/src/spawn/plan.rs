@@ -90,6 +90,10 @@ pub(crate) struct Plan {
     /// Create the cgroup namespace after the clone, once the child is in its cgroup in every
     /// hierarchy, rather than in the clone (where it would be rooted at the caller's cgroup).
     pub unshare_cgroup_ns: bool,
+    /// A network namespace to join (`setns(2)`) instead of creating one.
+    pub join_net: Option<std::os::fd::OwnedFd>,
+    /// Bring the loopback interface of the new network namespace up.
+    pub loopback_up: bool,
     /// The root file system and mount table, carried out by the child in its mount namespace.
     pub rootfs: Option<RootfsPlan>,
     /// Make `/` rslave in the new mount namespace.
