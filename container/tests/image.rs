@@ -144,37 +144,12 @@ fn sandboxes_from_one_image_share_layers_not_writes() {
 #[test]
 fn an_image_runs_rootless_for_an_unprivileged_user() {
     require_root!();
-    // This test binary again, as an unprivileged uid, copied where that user can run it.
-    let dir = TempDir::new("rootless-image");
-    let exe = dir.path().join("tests");
-    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
-    for p in [dir.path(), &exe] {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    let out = {
-        use std::os::unix::process::CommandExt;
-        std::process::Command::new(&exe)
-            .args([
-                "--exact",
-                "rootless_image_inner",
-                "--ignored",
-                "--nocapture",
-            ])
-            .env("PALISADE_ROOTLESS_INNER", "1")
-            .current_dir("/")
-            .uid(64_000)
-            .gid(64_000)
-            .output()
-            .unwrap()
-    };
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (passed, text) = support::run_ignored_test_as(
+        64_000,
+        "rootless_image_inner",
+        &[("PALISADE_ROOTLESS_INNER", "1")],
     );
-    assert!(out.status.success(), "{text}");
-    assert!(text.contains("1 passed"), "{text}");
+    assert!(passed, "{text}");
 }
 
 /// Runs only as the unprivileged user of `an_image_runs_rootless_for_an_unprivileged_user`: an

@@ -10,7 +10,6 @@ use support::TempDir;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::Command;
 
 use palisade::ns::{pidfd_open, NsFile, NsId};
 use palisade::{
@@ -445,39 +444,12 @@ fn a_prepared_sandbox_spawns_many_times() {
 #[test]
 fn rootless_as_an_unprivileged_user() {
     require_root!();
-    // Run this very test binary as an unprivileged uid (no passwd entry needed), copied where that
-    // user can read it, and let it spawn a rootless sandbox.
-    let dir = TempDir::new("rootless");
-    let exe = dir.path().join("tests");
-    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
-    for p in [dir.path(), &exe] {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    let out = {
-        use std::os::unix::process::CommandExt;
-        Command::new(&exe)
-            .args([
-                "--exact",
-                "rootless_inner",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("PALISADE_ROOTLESS_INNER", "1")
-            .current_dir("/")
-            .uid(64_000)
-            .gid(64_000)
-            .output()
-            .unwrap()
-    };
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (passed, text) = support::run_ignored_test_as(
+        64_000,
+        "rootless_inner",
+        &[("PALISADE_ROOTLESS_INNER", "1")],
     );
-    assert!(out.status.success(), "{text}");
-    assert!(text.contains("1 passed"), "{text}");
+    assert!(passed, "{text}");
 }
 
 /// Runs only as the unprivileged user set up by `rootless_as_an_unprivileged_user`.
