@@ -39,17 +39,18 @@ fn baseline(group: &mut BenchmarkGroup<'_, WallTime>) {
     });
 }
 
+/// Spawn → exited, for one prepared sandbox.
+fn run(name: &str, sandbox: Sandbox, group: &mut BenchmarkGroup<'_, WallTime>) {
+    group.bench_function(name, |b| {
+        b.iter(|| assert!(sandbox.spawn().unwrap().wait().unwrap().success()))
+    });
+}
+
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("spawn_true");
     group.sample_size(30);
 
     baseline(&mut group);
-
-    let run = |name: &str, sandbox: Sandbox, group: &mut BenchmarkGroup<'_, WallTime>| {
-        group.bench_function(name, |b| {
-            b.iter(|| assert!(sandbox.spawn().unwrap().wait().unwrap().success()))
-        });
-    };
 
     run(
         "palisade_no_namespaces",
@@ -115,11 +116,6 @@ fn cgroups(c: &mut Criterion) {
     let mut group = c.benchmark_group("spawn_true_with_cgroup");
     group.sample_size(30);
     baseline(&mut group);
-    let run = |name: &str, sandbox: Sandbox, group: &mut BenchmarkGroup<'_, WallTime>| {
-        group.bench_function(name, |b| {
-            b.iter(|| assert!(sandbox.spawn().unwrap().wait().unwrap().success()))
-        });
-    };
     run(
         "palisade_no_namespaces_no_cgroup",
         with_namespaces(Namespace::empty()),
@@ -160,11 +156,6 @@ fn rootfs(c: &mut Criterion) {
     let mut group = c.benchmark_group("spawn_true_with_rootfs");
     group.sample_size(20);
     baseline(&mut group);
-    let run = |name: &str, sandbox: Sandbox, group: &mut BenchmarkGroup<'_, WallTime>| {
-        group.bench_function(name, |b| {
-            b.iter(|| assert!(sandbox.spawn().unwrap().wait().unwrap().success()))
-        });
-    };
     let sandbox = |rootfs: Option<Rootfs>| {
         let mut b = Sandbox::builder("/bin/true");
         match rootfs {
@@ -240,9 +231,7 @@ fn network(c: &mut Criterion) {
             .network(network)
             .build()
             .unwrap();
-        group.bench_function(name, |b| {
-            b.iter(|| assert!(sandbox.spawn().unwrap().wait().unwrap().success()))
-        });
+        run(name, sandbox, &mut group);
     }
     group.finish();
     let _ = target.kill(palisade::Signal::SIGKILL);
