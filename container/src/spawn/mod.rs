@@ -103,7 +103,8 @@ impl Sandbox {
         };
         // Lives in this frame, which outlasts the child's use of it (until the exec is confirmed).
         let ctx = ChildCtx { plan, fds: &fds };
-        let (cloned, born_inside) = clone_child(&ctx, stack.as_ref(), into)?;
+        let cloned = clone_child(&ctx, stack.as_ref(), into)?;
+        let born_inside = into.is_some();
 
         // The child's ends now belong to the child.
         drop((err_w, parent_pidfd, stdin.child, stdout.child, stderr.child));
@@ -120,12 +121,10 @@ impl Sandbox {
         handle.set_cgroup(group);
 
         if let Some(g) = handle.group() {
-            if born_inside {
-                if g.needs_v1_attach() {
-                    g.attach_v1(pid)?;
-                }
-            } else {
+            if !born_inside {
                 g.add_process(pid)?;
+            } else if g.needs_v1_attach() {
+                g.attach_v1(pid)?;
             }
         }
         if let Some(user) = &plan.user {
@@ -178,38 +177,23 @@ impl Sandbox {
 const CHILD_STACK: usize = 256 * 1024;
 
 /// Clones the sandbox child: on `stack` in shared memory where possible, else fork-like; born
-/// into the cgroup `into` where the kernel allows. Returns whether it was.
+/// into the cgroup `into` (`CLONE_INTO_CGROUP`, Linux 5.7; `clone3(2)`).
 fn clone_child(
     ctx: &ChildCtx<'_>,
     stack: Option<&ChildStack>,
     into: Option<BorrowedFd<'_>>,
-) -> Result<(ClonedChild, bool)> {
+) -> Result<ClonedChild> {
     let mut args = CloneArgs::new(ctx.plan.clone_namespaces).clear_signal_handlers(true);
     if let Some(dir) = into {
         args = args.into_cgroup(dir);
     }
-    match clone_child_with(ctx, stack, &args) {
-        // Without clone3(2) there is no CLONE_INTO_CGROUP: the parent attaches the child.
-        Err(Error::Namespace(palisade_ns::Error::NeedsClone3 { .. })) if into.is_some() => {
-            let args = CloneArgs::new(ctx.plan.clone_namespaces).clear_signal_handlers(true);
-            Ok((clone_child_with(ctx, stack, &args)?, false))
-        }
-        other => Ok((other?, into.is_some())),
-    }
-}
-
-fn clone_child_with(
-    ctx: &ChildCtx<'_>,
-    stack: Option<&ChildStack>,
-    args: &CloneArgs<'_>,
-) -> Result<ClonedChild> {
     if let Some(stack) = stack {
         // SAFETY: the child runs `child::entry` on its own stack, which outlives it (see
         // `spawn`); it only reads `ctx`, the plan and the descriptors, which `spawn` keeps valid
         // and unchanged until it has executed the program, and it makes raw system calls only.
         let cloned = unsafe {
             clone3_with_stack(
-                &(*args).share_memory(true),
+                &args.share_memory(true),
                 stack.base(),
                 stack.len(),
                 child::entry,
@@ -223,7 +207,7 @@ fn clone_child_with(
     }
     // SAFETY: in the child, `child::run` makes only raw system calls on the prepared plan and
     // descriptors, and ends in execve(2) or exit; it never returns.
-    match unsafe { clone3(args) }? {
+    match unsafe { clone3(&args) }? {
         // SAFETY: this is the freshly cloned child, and `plan` and `fds` were prepared for it.
         Forked::Child => unsafe { child::run(ctx.plan, ctx.fds) },
         Forked::Parent(cloned) => Ok(cloned),
