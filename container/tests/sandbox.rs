@@ -546,7 +546,13 @@ fn the_fork_like_clone_path_works_too() {
         .spawn()
         .unwrap_err();
     assert_step(&err, ChildStep::Exec);
-    let mut child = sleeper(Sandbox::builder("cat").share_memory(false));
+    // Not `cat`: `wait` closes its stdin, and it could exit on that before the init has
+    // forwarded the signal.
+    let mut child = Sandbox::builder("sleep")
+        .arg("1000")
+        .share_memory(false)
+        .spawn()
+        .unwrap();
     child.kill(Signal::SIGTERM).unwrap();
     assert_eq!(child.wait().unwrap().signal(), Some(15));
 }
@@ -593,3 +599,4 @@ fn network_none_host_and_join() {
         .unwrap_err();
     assert!(matches!(err, Error::Network(_)), "{err}");
 }
+
