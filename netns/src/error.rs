@@ -97,6 +97,35 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A bridge subnet overlaps a route the host already has (its LAN, a VPN, another bridge).
+    #[error("subnet {subnet} overlaps the host's route to {route} (dev {dev:?})")]
+    RouteOverlap {
+        /// The subnet that was asked for.
+        subnet: crate::ipam::Subnet,
+        /// The route's destination.
+        route: String,
+        /// The route's device.
+        dev: String,
+    },
+    // --- published ports (forward/, nft/) ---
+    /// A host port is already taken, by another sandbox or any other program.
+    #[error("host port {port}/{proto} is already in use: {source}")]
+    PortInUse {
+        /// The protocol.
+        proto: crate::nft::Proto,
+        /// The host port.
+        port: u16,
+        /// The error of `bind(2)` (`EADDRINUSE`).
+        source: io::Error,
+    },
+    /// The same host port is published twice for one sandbox.
+    #[error("host port {port}/{proto} is published twice")]
+    PortConflict {
+        /// The protocol.
+        proto: crate::nft::Proto,
+        /// The host port.
+        port: u16,
+    },
     /// A network's state cannot be removed while live leases remain.
     #[error("network {network:?} still has {leases} live lease(s)")]
     NetworkInUse {
@@ -114,6 +143,7 @@ impl Error {
             Error::Io { source, .. } => source.raw_os_error(),
             Error::Netlink { source, .. } => source.raw_os_error(),
             Error::NoSuchLink { .. } => Some(libc::ENODEV),
+            Error::PortInUse { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }

@@ -8,10 +8,16 @@
 //! - [`ipam`]: addresses allocated from a subnet without collisions between concurrent sandboxes
 //!   and processes, persisted in a locked file.
 
+pub mod bridge;
 mod error;
+pub mod forward;
 pub mod ipam;
 pub mod link;
 mod mode;
+pub mod nft;
 
+pub use bridge::{Attachment, Bridge, PreparedBridge};
 pub use error::{Error, Result};
+pub use forward::{Forwarder, PortMap};
 pub use mode::{NetnsRef, Network};
+pub use nft::Proto;

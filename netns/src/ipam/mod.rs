@@ -132,6 +132,14 @@ impl Subnet {
         Ok(Subnet { network, prefix })
     }
 
+    /// An IPv4 subnet known to be valid (no host bits, prefix at most 30), for constants.
+    pub(crate) const fn v4_const(network: Ipv4Addr, prefix: u8) -> Subnet {
+        Subnet {
+            network: IpAddr::V4(network),
+            prefix,
+        }
+    }
+
     /// Parses `ADDRESS/PREFIX`, e.g. `"10.88.0.0/16"` or `"fd00:88::/120"`.
     ///
     /// # Errors
@@ -204,6 +212,17 @@ impl Subnet {
     /// Whether `ip` is in this subnet (always false for the other address family).
     pub fn contains(&self, ip: IpAddr) -> bool {
         ip.is_ipv4() == self.is_ipv4() && to_bits(ip) & !self.mask() == to_bits(self.network)
+    }
+
+    /// Whether the network `addr/prefix` (a route's destination, of any prefix length) shares
+    /// any address with this subnet.
+    pub fn overlaps_network(&self, addr: IpAddr, prefix: u8) -> bool {
+        if addr.is_ipv4() != self.is_ipv4() {
+            return false;
+        }
+        let common = prefix.min(self.prefix);
+        let mask = !host_mask(width(addr), common);
+        to_bits(addr) & mask == to_bits(self.network) & mask
     }
 
     /// Whether the two subnets share any address (always false across address families).
@@ -480,11 +499,11 @@ fn write_state(dir: &Path, path: &Path, state: &State) -> Result<()> {
 }
 
 /// An exclusive `flock(2)` on the directory's lock file, released when dropped (on close).
-struct DirLock {
+pub(crate) struct DirLock {
     _file: File,
 }
 
-fn lock_dir(dir: &Path) -> Result<DirLock> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<DirLock> {
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
         .read(true)
@@ -674,16 +693,30 @@ impl Allocator {
         &self.inner.path
     }
 
+    /// Takes the state directory's lock, for a sequence of `*_locked` operations that must not
+    /// interleave with other processes (the bridge set-up and teardown).
+    pub(crate) fn lock(&self) -> Result<DirLock> {
+        lock_dir(&self.inner.dir)
+    }
+
     /// Runs a locked read-modify-write of the state: loads it, drops dead owners' leases, calls
     /// `f`, and writes the state back if `f` or the cleanup changed it.
     fn update<T>(&self, f: impl FnOnce(&mut State) -> Result<(T, bool)>) -> Result<T> {
+        let _lock = self.lock()?;
+        self.update_locked(f)
+    }
+
+    /// [`Allocator::update`] for a caller that holds [`Allocator::lock`].
+    fn update_locked<T>(&self, f: impl FnOnce(&mut State) -> Result<(T, bool)>) -> Result<T> {
         let inner = &*self.inner;
-        let _lock = lock_dir(&inner.dir)?;
-        let mut state = read_state(&inner.path)?.ok_or_else(|| Error::Io {
-            op: "read state file",
-            target: inner.path.display().to_string(),
-            source: io::Error::from(io::ErrorKind::NotFound),
-        })?;
+        let mut state = match read_state(&inner.path)? {
+            Some(state) => state,
+            // Removed with the network's last lease by another process since `open`: start over.
+            None => State {
+                subnet: inner.subnet,
+                leases: Vec::new(),
+            },
+        };
         if state.subnet != inner.subnet {
             return Err(Error::SubnetMismatch {
                 network: inner.name.clone(),
@@ -711,6 +744,12 @@ impl Allocator {
     ///   tag is invalid;
     /// - [`Error::CorruptState`], [`Error::Io`] for state file problems.
     pub fn allocate(&self, owner: Owner) -> Result<Lease> {
+        let _lock = self.lock()?;
+        self.allocate_locked(owner)
+    }
+
+    /// [`Allocator::allocate`] for a caller that holds [`Allocator::lock`].
+    pub(crate) fn allocate_locked(&self, owner: Owner) -> Result<Lease> {
         validate_tag(&owner.tag)?;
         if !owner.is_alive() {
             return Err(Error::InvalidValue {
@@ -720,7 +759,7 @@ impl Allocator {
             });
         }
         let subnet = self.inner.subnet;
-        let ip = self.update(|state| {
+        let ip = self.update_locked(|state| {
             let used: BTreeSet<u128> = state.leases.iter().map(|l| to_bits(l.ip)).collect();
             let (first, last) = subnet.host_range();
             let mut candidate = first;
@@ -785,11 +824,40 @@ impl Allocator {
     }
 
     fn release_ip(&self, ip: IpAddr, owner: &Owner) -> Result<()> {
-        self.update(|state| {
+        let _lock = self.lock()?;
+        self.release_locked(ip, owner).map(drop)
+    }
+
+    /// Releases a lease for a caller that holds [`Allocator::lock`]; returns how many live
+    /// leases remain. With none left, the state file is removed (the subnet is free again).
+    pub(crate) fn release_locked(&self, ip: IpAddr, owner: &Owner) -> Result<usize> {
+        let remaining = self.update_locked(|state| {
             let before = state.leases.len();
             state.leases.retain(|l| !(l.ip == ip && &l.owner == owner));
-            Ok(((), state.leases.len() != before))
-        })
+            Ok((state.leases.len(), state.leases.len() != before))
+        })?;
+        Ok(remaining)
+    }
+
+    /// The number of live leases, for a caller that holds [`Allocator::lock`].
+    pub(crate) fn live_leases_locked(&self) -> Result<usize> {
+        self.update_locked(|state| Ok((state.leases.len(), false)))
+    }
+
+    /// Removes the state file for a caller that holds [`Allocator::lock`] and has checked that
+    /// no lease is left.
+    pub(crate) fn remove_locked(&self) -> Result<()> {
+        match fs::remove_file(&self.inner.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(io_err("remove state file", &self.inner.path)(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The state directory.
+    pub(crate) fn state_dir(&self) -> &Path {
+        &self.inner.dir
     }
 }
 
@@ -836,6 +904,12 @@ impl Lease {
     pub fn release(mut self) -> Result<()> {
         self.released = true;
         self.allocator.release_ip(self.ip, &self.owner)
+    }
+
+    /// Marks the lease as released by the caller (through [`Allocator::release_locked`]), so
+    /// that dropping it does nothing.
+    pub(crate) fn disarm(&mut self) {
+        self.released = true;
     }
 }
 

@@ -51,6 +51,8 @@ pub struct LinkInfo {
     pub kind: Option<String>,
     /// The index of the bridge (or bond) this link is attached to.
     pub master: Option<u32>,
+    /// The link's alias (`IFLA_IFALIAS`), a free-form label.
+    pub alias: Option<String>,
 }
 
 /// An address on a link, as reported by `RTM_GETADDR`.
@@ -170,12 +172,14 @@ fn parse_link(msg: &LinkMessage) -> LinkInfo {
         mtu: 0,
         kind: None,
         master: None,
+        alias: None,
     };
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => info.name = n.clone(),
             LinkAttribute::Mtu(m) => info.mtu = *m,
             LinkAttribute::Controller(m) => info.master = Some(*m),
+            LinkAttribute::IfAlias(a) => info.alias = Some(a.clone()),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
                     if let NlLinkInfo::Kind(k) = i {
@@ -317,6 +321,32 @@ impl Netlink {
         })
     }
 
+    /// Sets the alias of `link` (`IFLA_IFALIAS`), at most 255 bytes.
+    pub fn set_alias(&mut self, link: &str, alias: &str) -> Result<()> {
+        if alias.len() > 255 || alias.contains('\0') {
+            return Err(Error::InvalidValue {
+                what: "link alias",
+                value: alias.to_owned(),
+                reason: "longer than 255 bytes or contains NUL",
+            });
+        }
+        self.set_link(link, "alias", |m| {
+            m.attributes.push(LinkAttribute::IfAlias(alias.to_owned()))
+        })
+    }
+
+    /// Attaches `link` to the bridge `bridge` and brings it up, in one request.
+    pub fn set_master_up(&mut self, link: &str, bridge: &str) -> Result<()> {
+        let request = format!("RTM_NEWLINK master {bridge} up {link}");
+        validate_name(link)?;
+        let master = self.resolve(bridge, &request)?;
+        self.set_link(link, &format!("master {bridge} up"), |m| {
+            m.header.flags = LinkFlags::Up;
+            m.header.change_mask = LinkFlags::Up;
+            m.attributes.push(LinkAttribute::Controller(master))
+        })
+    }
+
     /// Detaches `link` from its bridge.
     pub fn set_nomaster(&mut self, link: &str) -> Result<()> {
         self.set_link(link, "nomaster", |m| {
@@ -385,6 +415,29 @@ impl Netlink {
             NlLinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
         ]));
         self.new_link(&format!("RTM_NEWLINK veth {name}/{peer}"), msg)
+    }
+
+    /// Creates the veth pair `name` ↔ `peer` with `peer` created directly in the network
+    /// namespace of process `pid` (`IFLA_NET_NS_PID` in the peer's attributes), so that no
+    /// rename or move is needed after. Both ends start down.
+    pub fn add_veth_peer_in(&mut self, name: &str, peer: &str, pid: u32) -> Result<()> {
+        validate_name(name)?;
+        validate_name(peer)?;
+        let mut peer_msg = LinkMessage::default();
+        peer_msg
+            .attributes
+            .push(LinkAttribute::IfName(peer.to_owned()));
+        peer_msg.attributes.push(LinkAttribute::NetNsPid(pid));
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            NlLinkInfo::Kind(InfoKind::Veth),
+            NlLinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
+        ]));
+        self.new_link(
+            &format!("RTM_NEWLINK veth {name}/{peer} (peer in pid {pid})"),
+            msg,
+        )
     }
 
     /// Creates the bridge `name`, down. An existing name gives `EEXIST`.

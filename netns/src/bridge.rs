@@ -1,0 +1,559 @@
+//! Bridge networking: a sandbox on a Linux bridge, with an address from a subnet, a default
+//! route, outbound NAT and published ports (`docker run --network bridge -p …`).
+//!
+//! # What is made, and when it goes
+//!
+//! For the network (shared by its sandboxes, made by the first one):
+//! - the bridge (default `palisade0`) with the subnet's gateway address, up. A bridge the library
+//!   creates is labelled with an alias and deleted with the network's last sandbox; a bridge that
+//!   already existed (the user's) is reused and never deleted;
+//! - `forwarding` on the bridge (`/proc/sys/net/ipv4/conf/<bridge>/forwarding`), so that the
+//!   sandboxes' traffic is routed out; and, when ports are published, on the interfaces that carry
+//!   the host's default routes and those named with [`Bridge::forward_from`], so that traffic
+//!   from outside is routed in. Each value the library changes is recorded in
+//!   `<state_dir>/<network>.restore` and put back with the network's last sandbox; a value that
+//!   was already 1 is left alone and never restored. The global `ip_forward` is never touched;
+//! - the address allocation state, `<state_dir>/<network>.ipam` (see [`crate::ipam`]).
+//!
+//! For each sandbox ([`PreparedBridge::attach`], while the sandbox's process waits):
+//! - a veth pair, `pal-<pid>` on the host attached to the bridge and `eth0` created directly in
+//!   the sandbox's namespace, with the leased address and a default route via the gateway (the
+//!   kernel removes both ends when the sandbox's namespace goes);
+//! - its nftables table (see [`crate::nft`]): masquerade of its outbound traffic, and a DNAT rule
+//!   per published port for traffic from outside;
+//! - the userspace forwarder of its published ports (see [`crate::forward`]), which also serves
+//!   connections made on the host itself, including to `127.0.0.1`, which DNAT cannot reach.
+//!
+//! [`Attachment::detach`] (or dropping the [`Attachment`]) removes the sandbox's part, and the
+//! network's part with the last sandbox. The set-up and teardown of the network's part hold the
+//! state directory's lock, so concurrent sandboxes in any number of processes never remove a
+//! bridge another is joining. After a crash of the managing process, the next attach on the same
+//! state directory drops the leases of sandboxes that are gone and removes their nftables tables;
+//! [`Bridge::cleanup`] does the same on demand and removes an unused network.
+//!
+//! Bridge mode needs `CAP_NET_ADMIN` in the host's namespace: it is for a root manager. Rootless
+//! sandboxes publish ports with the forwarder alone (see [`crate::forward::Target::Netns`]).
+
+use std::fs;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use crate::forward::{BoundPort, Forwarder, PortMap, Target};
+use crate::ipam::{Allocator, Lease, Owner, Subnet};
+use crate::link::{validate_name, Family, Netlink, Route};
+use crate::nft::{Dnat, Nftables, SandboxNat};
+use crate::{Error, Result};
+
+/// The default bridge name.
+pub const DEFAULT_BRIDGE: &str = "palisade0";
+/// The default subnet.
+pub const DEFAULT_SUBNET: Subnet = Subnet::v4_const(Ipv4Addr::new(10, 213, 0, 0), 16);
+/// The default state directory (on the tmpfs `/run`, so that a reboot starts afresh).
+pub const DEFAULT_STATE_DIR: &str = "/run/palisade/netns";
+/// The alias that marks a bridge the library created.
+const OWNED_ALIAS: &str = "palisade-netns: removed with its last sandbox";
+/// The name of the sandbox's end of the veth pair.
+const SANDBOX_LINK: &str = "eth0";
+
+/// A bridge network: which bridge, which subnet, where its state lives, and what NAT it does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bridge {
+    name: String,
+    subnet: Subnet,
+    state_dir: PathBuf,
+    masquerade: bool,
+    forward_from: Vec<String>,
+}
+
+impl Default for Bridge {
+    fn default() -> Bridge {
+        Bridge {
+            name: DEFAULT_BRIDGE.to_owned(),
+            subnet: DEFAULT_SUBNET,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            masquerade: true,
+            forward_from: Vec::new(),
+        }
+    }
+}
+
+impl Bridge {
+    /// The bridge `name` with the default subnet and state directory.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] for a bad interface name (e.g. longer than 15 bytes).
+    pub fn new(name: &str) -> Result<Bridge> {
+        validate_name(name)?;
+        Ok(Bridge {
+            name: name.to_owned(),
+            ..Bridge::default()
+        })
+    }
+
+    /// Uses `subnet` (IPv4) for the sandboxes' addresses; its first host is the gateway.
+    pub fn subnet(mut self, subnet: Subnet) -> Bridge {
+        self.subnet = subnet;
+        self
+    }
+
+    /// Keeps the allocation state in `dir` instead of [`DEFAULT_STATE_DIR`]. Every process
+    /// using the same bridge must use the same directory.
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Bridge {
+        self.state_dir = dir.into();
+        self
+    }
+
+    /// Whether to masquerade the sandboxes' outbound traffic (on by default).
+    pub fn masquerade(mut self, on: bool) -> Bridge {
+        self.masquerade = on;
+        self
+    }
+
+    /// Also enables forwarding on `iface` when ports are published, for DNAT of traffic arriving
+    /// there (the interfaces of the default routes are always included).
+    pub fn forward_from(mut self, iface: &str) -> Bridge {
+        self.forward_from.push(iface.to_owned());
+        self
+    }
+
+    /// The bridge's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The subnet.
+    pub fn get_subnet(&self) -> Subnet {
+        self.subnet
+    }
+
+    /// The state directory.
+    pub fn get_state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// Checks the configuration and does what must precede the sandbox: opens the allocation
+    /// state (a subnet overlapping another network's is refused), and binds the published ports
+    /// on the host (a port that is taken is refused). Nothing is left behind on error.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] for bad names or an IPv6 subnet, [`Error::Overlap`],
+    /// [`Error::SubnetMismatch`], [`Error::PortConflict`], [`Error::PortInUse`], and netlink or
+    /// file errors.
+    pub fn prepare(&self, ports: &[PortMap]) -> Result<PreparedBridge> {
+        validate_name(&self.name)?;
+        for iface in &self.forward_from {
+            validate_name(iface)?;
+        }
+        if !self.subnet.is_ipv4() {
+            return Err(Error::InvalidValue {
+                what: "bridge subnet",
+                value: self.subnet.to_string(),
+                reason: "bridge networks are IPv4",
+            });
+        }
+        PortMap::validate(ports)?;
+        let alloc = Allocator::open(&self.state_dir, &self.name, self.subnet)?;
+        let mut nl = Netlink::open()?;
+        if nl.link(&self.name)?.is_none() {
+            check_routes(&mut nl, self.subnet)?;
+        }
+        let ports = ports
+            .iter()
+            .map(|p| BoundPort::bind(*p))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(PreparedBridge {
+            bridge: self.clone(),
+            alloc,
+            nl,
+            ports,
+        })
+    }
+
+    /// Removes what crashed managers left: the leases and nftables tables of sandboxes that are
+    /// gone, and the whole network (bridge if the library made it, state, forwarding settings)
+    /// if no sandbox is left on it.
+    pub fn cleanup(&self) -> Result<()> {
+        let alloc = Allocator::open(&self.state_dir, &self.name, self.subnet)?;
+        let _lock = alloc.lock()?;
+        remove_stale_tables()?;
+        if alloc.live_leases_locked()? == 0 {
+            let mut nl = Netlink::open()?;
+            remove_network(&mut nl, self, &alloc)?;
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a subnet that overlaps a route of the host (its LAN, a VPN, another bridge).
+fn check_routes(nl: &mut Netlink, subnet: Subnet) -> Result<()> {
+    for route in nl.routes(Family::V4)? {
+        let Some((dst, prefix)) = route.dst else {
+            continue;
+        };
+        if prefix == 0 {
+            continue;
+        }
+        if subnet.overlaps_network(dst, prefix) {
+            return Err(Error::RouteOverlap {
+                subnet,
+                route: format!("{dst}/{prefix}"),
+                dev: route.dev.unwrap_or_default(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A bridge network checked, with its ports bound, ready to attach a sandbox.
+#[derive(Debug)]
+pub struct PreparedBridge {
+    bridge: Bridge,
+    alloc: Allocator,
+    nl: Netlink,
+    ports: Vec<BoundPort>,
+}
+
+impl PreparedBridge {
+    /// The published ports, with the host ports the kernel chose for 0.
+    pub fn ports(&self) -> Vec<PortMap> {
+        self.ports.iter().map(BoundPort::map).collect()
+    }
+
+    /// Attaches the sandbox whose process is `pid` (which must already have its own network
+    /// namespace): bridge, address, veth, route, NAT rules and forwarder. On error, everything
+    /// done so far is undone.
+    pub fn attach(self, pid: u32) -> Result<Attachment> {
+        let PreparedBridge {
+            bridge,
+            alloc,
+            mut nl,
+            ports,
+        } = self;
+        let owner = Owner::of_pid(pid, format!("sandbox {pid}"))?;
+        let maps: Vec<PortMap> = ports.iter().map(BoundPort::map).collect();
+        let mut att = Attachment {
+            host_veth: format!("pal-{pid}"),
+            bridge,
+            alloc,
+            lease: None,
+            owner,
+            forwarder: None,
+            ports: maps,
+            nat: false,
+            nl: None,
+        };
+        let needs_nat = att.bridge.masquerade || !ports.is_empty();
+        {
+            let _lock = att.alloc.lock()?;
+            if needs_nat {
+                remove_stale_tables()?;
+            }
+            ensure_bridge(&mut nl, &att.bridge, &att.alloc, !ports.is_empty())?;
+            att.lease = Some(att.alloc.allocate_locked(att.owner.clone())?);
+        }
+        att.nl = Some(nl);
+        att.wire(pid)?;
+        if needs_nat {
+            att.nat = true;
+            let nat = SandboxNat {
+                bridge: att.bridge.name.clone(),
+                addr: att.ipv4(),
+                masquerade: att.bridge.masquerade,
+                dnat: att
+                    .ports
+                    .iter()
+                    .map(|p| Dnat {
+                        proto: p.proto,
+                        host_port: p.host_port,
+                        port: p.port,
+                    })
+                    .collect(),
+            };
+            Nftables::open()?.add_sandbox(&att.owner, &nat)?;
+        }
+        if !ports.is_empty() {
+            att.forwarder = Some(Forwarder::start(ports, Target::Addr(att.address()))?);
+        }
+        Ok(att)
+    }
+}
+
+/// Creates the bridge if missing (labelled as the library's), gives it the gateway address,
+/// brings it up, and turns forwarding on where needed. Called under the state lock.
+fn ensure_bridge(nl: &mut Netlink, bridge: &Bridge, alloc: &Allocator, ports: bool) -> Result<()> {
+    let name = &bridge.name;
+    let gateway = bridge.subnet.gateway();
+    let prefix = bridge.subnet.prefix();
+    if nl.link(name)?.is_none() {
+        match nl.add_bridge(name) {
+            Err(e) if e.errno() == Some(libc::EEXIST) => {}
+            other => other?,
+        }
+        nl.set_alias(name, OWNED_ALIAS)?;
+    }
+    if !nl
+        .addresses(name)?
+        .iter()
+        .any(|a| a.addr == gateway && a.prefix == prefix)
+    {
+        match nl.add_address(name, gateway, prefix) {
+            Err(e) if e.errno() == Some(libc::EEXIST) => {}
+            other => other?,
+        }
+    }
+    nl.set_up(name)?;
+    let mut ifaces = vec![name.clone()];
+    if ports {
+        for route in nl.routes(Family::V4)? {
+            if let (None, Some(dev)) = (route.dst, route.dev) {
+                ifaces.push(dev);
+            }
+        }
+        ifaces.extend(bridge.forward_from.iter().cloned());
+    }
+    let restore = restore_path(alloc);
+    for iface in ifaces {
+        enable_forwarding(&restore, &iface)?;
+    }
+    Ok(())
+}
+
+fn restore_path(alloc: &Allocator) -> PathBuf {
+    alloc
+        .state_dir()
+        .join(format!("{}.restore", alloc.network()))
+}
+
+fn forwarding_path(iface: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/sys/net/ipv4/conf/{iface}/forwarding"))
+}
+
+/// Sets `forwarding` of `iface` to 1, recording the old value in `restore` if it was not 1.
+fn enable_forwarding(restore: &Path, iface: &str) -> Result<()> {
+    let path = forwarding_path(iface);
+    let io_err = |op| {
+        let target = path.display().to_string();
+        move |source| Error::Io { op, target, source }
+    };
+    let old = fs::read_to_string(&path).map_err(io_err("read"))?;
+    let old = old.trim();
+    if old == "1" {
+        return Ok(());
+    }
+    let mut recorded = fs::read_to_string(restore).unwrap_or_default();
+    if !recorded
+        .lines()
+        .any(|l| l.split('\t').next() == Some(iface))
+    {
+        recorded.push_str(&format!("{iface}\t{old}\n"));
+        fs::write(restore, recorded).map_err(|source| Error::Io {
+            op: "write",
+            target: restore.display().to_string(),
+            source,
+        })?;
+    }
+    fs::write(&path, "1").map_err(io_err("write"))
+}
+
+/// Puts back the forwarding values recorded in `restore`, and removes the record.
+fn restore_forwarding(restore: &Path) -> Result<()> {
+    let recorded = match fs::read_to_string(restore) {
+        Ok(r) => r,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(Error::Io {
+                op: "read",
+                target: restore.display().to_string(),
+                source,
+            })
+        }
+    };
+    for line in recorded.lines() {
+        let Some((iface, value)) = line.split_once('\t') else {
+            continue;
+        };
+        if validate_name(iface).is_err() || !matches!(value, "0" | "1") {
+            continue;
+        }
+        // An interface that has gone since (the library's own bridge) needs nothing.
+        match fs::write(forwarding_path(iface), value) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(Error::Io {
+                    op: "restore",
+                    target: forwarding_path(iface).display().to_string(),
+                    source: e,
+                })
+            }
+            _ => {}
+        }
+    }
+    let _ = fs::remove_file(restore);
+    Ok(())
+}
+
+/// Removes the network's part: forwarding settings, the bridge if the library made it, and the
+/// allocation state. Called under the state lock, with no lease left.
+fn remove_network(nl: &mut Netlink, bridge: &Bridge, alloc: &Allocator) -> Result<()> {
+    restore_forwarding(&restore_path(alloc))?;
+    let links = nl.links()?;
+    if let Some(link) = links.iter().find(|l| l.name == bridge.name) {
+        // No lease is left, so the sandbox veths still on the bridge belong to namespaces the
+        // kernel has not finished destroying, or were leaked: remove them now.
+        for port in links.iter().filter(|l| {
+            l.master == Some(link.index)
+                && l.kind.as_deref() == Some("veth")
+                && l.name.starts_with("pal-")
+        }) {
+            match nl.delete_link(&port.name) {
+                Err(Error::NoSuchLink { .. }) => {}
+                Err(e) if e.errno() == Some(libc::ENODEV) => {}
+                other => other?,
+            }
+        }
+        if link.alias.as_deref() == Some(OWNED_ALIAS) {
+            match nl.delete_link(&bridge.name) {
+                Err(Error::NoSuchLink { .. }) => {}
+                other => other?,
+            }
+        }
+    }
+    alloc.remove_locked()
+}
+
+fn remove_stale_tables() -> Result<()> {
+    Nftables::open()?.remove_stale().map(drop)
+}
+
+/// A sandbox attached to a bridge. Dropping it detaches the sandbox, ignoring errors; call
+/// [`Attachment::detach`] to see them.
+#[derive(Debug)]
+pub struct Attachment {
+    bridge: Bridge,
+    alloc: Allocator,
+    lease: Option<Lease>,
+    owner: Owner,
+    host_veth: String,
+    forwarder: Option<Forwarder>,
+    ports: Vec<PortMap>,
+    nat: bool,
+    nl: Option<Netlink>,
+}
+
+impl Attachment {
+    /// The sandbox's address.
+    pub fn address(&self) -> IpAddr {
+        self.lease
+            .as_ref()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), Lease::ip)
+    }
+
+    fn ipv4(&self) -> Ipv4Addr {
+        match self.address() {
+            IpAddr::V4(a) => a,
+            IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+        }
+    }
+
+    /// The gateway (the bridge's address).
+    pub fn gateway(&self) -> IpAddr {
+        self.bridge.subnet.gateway()
+    }
+
+    /// The subnet's prefix length.
+    pub fn prefix(&self) -> u8 {
+        self.bridge.subnet.prefix()
+    }
+
+    /// The host's end of the veth pair.
+    pub fn host_veth(&self) -> &str {
+        &self.host_veth
+    }
+
+    /// The bridge.
+    pub fn bridge(&self) -> &Bridge {
+        &self.bridge
+    }
+
+    /// The published ports, with the host ports the kernel chose for 0.
+    pub fn ports(&self) -> &[PortMap] {
+        &self.ports
+    }
+
+    /// The veth pair and the sandbox's side: address, link up, default route.
+    fn wire(&mut self, pid: u32) -> Result<()> {
+        let (ip, prefix, gw) = (self.address(), self.prefix(), self.gateway());
+        let Some(nl) = self.nl.as_mut() else {
+            return Ok(());
+        };
+        nl.add_veth_peer_in(&self.host_veth, SANDBOX_LINK, pid)?;
+        nl.set_master_up(&self.host_veth, &self.bridge.name)?;
+        let ns_path = format!("/proc/{pid}/ns/net");
+        let ns = fs::File::open(&ns_path).map_err(|source| Error::Io {
+            op: "open",
+            target: ns_path,
+            source,
+        })?;
+        let mut inside = Netlink::open_in(std::os::fd::AsFd::as_fd(&ns))?;
+        inside.add_address(SANDBOX_LINK, ip, prefix)?;
+        inside.set_up(SANDBOX_LINK)?;
+        inside.add_route(&Route {
+            dst: None,
+            gateway: Some(gw),
+            dev: Some(SANDBOX_LINK.to_owned()),
+        })
+    }
+
+    /// Removes the sandbox's part (forwarder, NAT table, veth, lease) and, if it was the last
+    /// sandbox on the network, the network's part. Every step is tried; the first error is
+    /// returned.
+    pub fn detach(mut self) -> Result<()> {
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> Result<()> {
+        let mut first: Option<Error> = None;
+        let mut keep = |r: Result<()>| {
+            if let Err(e) = r {
+                first.get_or_insert(e);
+            }
+        };
+        self.forwarder = None;
+        if std::mem::take(&mut self.nat) {
+            keep(Nftables::open().and_then(|mut n| n.remove_sandbox(&self.owner)));
+        }
+        let nl = match self.nl.take() {
+            Some(nl) => Ok(nl),
+            None => Netlink::open(),
+        };
+        match nl {
+            Ok(mut nl) => {
+                // Gone already when the sandbox's namespace went (the kernel removes both ends).
+                match nl.delete_link(&self.host_veth) {
+                    Err(Error::NoSuchLink { .. }) => {}
+                    Err(e) if e.errno() == Some(libc::ENODEV) => {}
+                    other => keep(other),
+                }
+                if let Some(mut lease) = self.lease.take() {
+                    lease.disarm();
+                    let ip = lease.ip();
+                    keep((|| {
+                        let _lock = self.alloc.lock()?;
+                        if self.alloc.release_locked(ip, &self.owner)? == 0 {
+                            remove_network(&mut nl, &self.bridge, &self.alloc)?;
+                        }
+                        Ok(())
+                    })());
+                }
+            }
+            Err(e) => keep(Err(e)),
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        let _ = self.teardown();
+    }
+}

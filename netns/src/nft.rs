@@ -1,0 +1,644 @@
+//! nftables over netlink (`NETLINK_NETFILTER`, the `nf_tables` subsystem), synchronous and
+//! without the `nft` binary: the NAT rules of a sandbox on a bridge.
+//!
+//! Every sandbox gets a table of its own in the `ip` family, named `palisade-<pid>-<start>` after
+//! the sandbox process's pid and start time (see [`Owner`]). The table holds:
+//!
+//! - chain `postrouting` (type nat, hook postrouting, priority srcnat = 100):
+//!   `ip saddr <sandbox> oifname != <bridge> masquerade` — outbound traffic leaves with the
+//!   host's address;
+//! - chain `prerouting` (type nat, hook prerouting, priority dstnat = -100), one rule per
+//!   published port: `iifname != <bridge> fib daddr type local meta l4proto <proto>
+//!   th dport <host port> dnat to <sandbox>:<port>` — traffic from outside addressed to one of
+//!   the host's own addresses reaches the sandbox.
+//!
+//! A table is created with everything in it in one batch (`NFNL_MSG_BATCH_BEGIN` … `END`), which
+//! the kernel applies atomically: either all of it exists or none of it. Removing the table
+//! removes its chains and rules with it, so teardown is one message, and a table whose owner is
+//! gone (the managing process crashed) is found by name and removed by [`remove_stale`].
+//!
+//! The message layout follows `include/uapi/linux/netfilter/nf_tables.h` and
+//! `nfnetlink.h`; numbers below are from those headers.
+
+use std::io;
+use std::net::Ipv4Addr;
+
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
+
+use crate::ipam::Owner;
+use crate::{Error, Result};
+
+/// Prefix of the tables this module creates.
+pub const TABLE_PREFIX: &str = "palisade-";
+
+// nfnetlink.h
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFPROTO_IPV4: u8 = 2;
+// nf_tables.h: message types
+const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_DELTABLE: u16 = 2;
+const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_NEWRULE: u16 = 6;
+// attributes
+const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_CHAIN_HOOK: u16 = 4;
+const NFTA_CHAIN_POLICY: u16 = 5;
+const NFTA_CHAIN_TYPE: u16 = 7;
+const NFTA_HOOK_HOOKNUM: u16 = 1;
+const NFTA_HOOK_PRIORITY: u16 = 2;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+const NFTA_DATA_VALUE: u16 = 1;
+const NLA_F_NESTED: u16 = 1 << 15;
+// netfilter hooks and verdicts
+const NF_INET_PRE_ROUTING: u32 = 0;
+const NF_INET_POST_ROUTING: u32 = 4;
+const NF_ACCEPT: u32 = 1;
+const PRIORITY_DSTNAT: i32 = -100;
+const PRIORITY_SRCNAT: i32 = 100;
+// registers (the 16-byte ones)
+const NFT_REG_1: u32 = 1;
+const NFT_REG_2: u32 = 2;
+// expressions' attributes and values
+const NFT_CMP_EQ: u32 = 0;
+const NFT_CMP_NEQ: u32 = 1;
+const NFT_META_IIFNAME: u32 = 6;
+const NFT_META_OIFNAME: u32 = 7;
+const NFT_META_L4PROTO: u32 = 16;
+const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
+const NFT_NAT_DNAT: u32 = 1;
+const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
+const NFTA_FIB_F_DADDR: u32 = 1 << 1;
+const RTN_LOCAL: u32 = 2;
+const IFNAMSIZ: usize = 16;
+
+/// A transport protocol of a published port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Proto {
+    fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => libc::IPPROTO_TCP as u8,
+            Proto::Udp => libc::IPPROTO_UDP as u8,
+        }
+    }
+}
+
+impl std::fmt::Display for Proto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        })
+    }
+}
+
+/// One destination NAT of a published port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dnat {
+    /// The protocol.
+    pub proto: Proto,
+    /// The port on the host.
+    pub host_port: u16,
+    /// The port in the sandbox.
+    pub port: u16,
+}
+
+/// The NAT rules of one sandbox on a bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxNat {
+    /// The bridge the sandbox is attached to.
+    pub bridge: String,
+    /// The sandbox's address.
+    pub addr: Ipv4Addr,
+    /// Masquerade the sandbox's outbound traffic.
+    pub masquerade: bool,
+    /// The published ports.
+    pub dnat: Vec<Dnat>,
+}
+
+/// The name of the table of the sandbox `owner`.
+pub fn table_name(owner: &Owner) -> String {
+    format!("{TABLE_PREFIX}{}-{}", owner.pid, owner.start_time)
+}
+
+/// The owner a table name encodes, without its tag; `None` for other tables.
+fn table_owner(name: &str) -> Option<Owner> {
+    let rest = name.strip_prefix(TABLE_PREFIX)?;
+    let (pid, start) = rest.split_once('-')?;
+    Some(Owner {
+        pid: pid.parse().ok()?,
+        start_time: start.parse().ok()?,
+        tag: String::new(),
+    })
+}
+
+/// A `NETLINK_NETFILTER` socket, bound to the network namespace it was created in.
+#[derive(Debug)]
+pub struct Nftables {
+    socket: Socket,
+    seq: u32,
+}
+
+impl Nftables {
+    /// Opens a socket in the calling thread's network namespace.
+    pub fn open() -> Result<Nftables> {
+        let what = "socket(NETLINK_NETFILTER)";
+        let err = |source| Error::Netlink {
+            request: what.to_owned(),
+            source,
+        };
+        let mut socket = Socket::new(NETLINK_NETFILTER).map_err(err)?;
+        socket.bind_auto().map_err(err)?;
+        socket.connect(&SocketAddr::new(0, 0)).map_err(err)?;
+        Ok(Nftables { socket, seq: 0 })
+    }
+
+    /// Creates the table of `owner` with the rules `nat`, atomically. An existing table of that
+    /// name gives `EEXIST`.
+    pub fn add_sandbox(&mut self, owner: &Owner, nat: &SandboxNat) -> Result<()> {
+        crate::link::validate_name(&nat.bridge)?;
+        let table = table_name(owner);
+        let request = format!("nftables: create table ip {table}");
+        let mut batch = Batch::new(&mut self.seq);
+        batch.push(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL, |m| {
+            m.str(NFTA_TABLE_NAME, &table);
+        });
+        let chains = [
+            ("prerouting", NF_INET_PRE_ROUTING, PRIORITY_DSTNAT),
+            ("postrouting", NF_INET_POST_ROUTING, PRIORITY_SRCNAT),
+        ];
+        for (name, hook, priority) in chains {
+            batch.push(NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_EXCL, |m| {
+                m.str(NFTA_CHAIN_TABLE, &table);
+                m.str(NFTA_CHAIN_NAME, name);
+                m.nested(NFTA_CHAIN_HOOK, |h| {
+                    h.u32_be(NFTA_HOOK_HOOKNUM, hook);
+                    h.u32_be(NFTA_HOOK_PRIORITY, priority as u32);
+                });
+                m.u32_be(NFTA_CHAIN_POLICY, NF_ACCEPT);
+                m.str(NFTA_CHAIN_TYPE, "nat");
+            });
+        }
+        let ifname = ifname_bytes(&nat.bridge);
+        if nat.masquerade {
+            batch.rule(&table, "postrouting", |e| {
+                e.payload(NFT_PAYLOAD_NETWORK_HEADER, 12, 4);
+                e.cmp(NFT_CMP_EQ, &nat.addr.octets());
+                e.meta(NFT_META_OIFNAME);
+                e.cmp(NFT_CMP_NEQ, &ifname);
+                e.expr("masq", |_| {});
+            });
+        }
+        for d in &nat.dnat {
+            batch.rule(&table, "prerouting", |e| {
+                e.meta(NFT_META_IIFNAME);
+                e.cmp(NFT_CMP_NEQ, &ifname);
+                e.expr("fib", |a| {
+                    a.u32_be(1, NFT_REG_1); // NFTA_FIB_DREG
+                    a.u32_be(2, NFT_FIB_RESULT_ADDRTYPE); // NFTA_FIB_RESULT
+                    a.u32_be(3, NFTA_FIB_F_DADDR); // NFTA_FIB_FLAGS
+                });
+                e.cmp(NFT_CMP_EQ, &RTN_LOCAL.to_ne_bytes());
+                e.meta(NFT_META_L4PROTO);
+                e.cmp(NFT_CMP_EQ, &[d.proto.number()]);
+                e.payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
+                e.cmp(NFT_CMP_EQ, &d.host_port.to_be_bytes());
+                e.immediate(NFT_REG_1, &nat.addr.octets());
+                e.immediate(NFT_REG_2, &d.port.to_be_bytes());
+                e.expr("nat", |a| {
+                    a.u32_be(1, NFT_NAT_DNAT); // NFTA_NAT_TYPE
+                    a.u32_be(2, u32::from(NFPROTO_IPV4)); // NFTA_NAT_FAMILY
+                    a.u32_be(3, NFT_REG_1); // NFTA_NAT_REG_ADDR_MIN
+                    a.u32_be(5, NFT_REG_2); // NFTA_NAT_REG_PROTO_MIN
+                });
+            });
+        }
+        let batch = batch.finish();
+        self.commit(&request, batch)
+    }
+
+    /// Removes the table of `owner`; a table that is already gone is not an error.
+    pub fn remove_sandbox(&mut self, owner: &Owner) -> Result<()> {
+        self.delete_table(&table_name(owner))
+    }
+
+    fn delete_table(&mut self, table: &str) -> Result<()> {
+        let request = format!("nftables: delete table ip {table}");
+        let mut batch = Batch::new(&mut self.seq);
+        batch.push(NFT_MSG_DELTABLE, 0, |m| m.str(NFTA_TABLE_NAME, table));
+        let batch = batch.finish();
+        match self.commit(&request, batch) {
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// The names of the `ip` family tables that this module created (`palisade-*`).
+    pub fn tables(&mut self) -> Result<Vec<String>> {
+        let request = "nftables: list tables (dump)";
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let mut msg = Msg::new(
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+            NFPROTO_IPV4,
+            0,
+        );
+        msg.finish();
+        self.send(request, &msg.buf)?;
+        let mut names = Vec::new();
+        self.receive(request, &[seq], true, |payload| {
+            // nfgenmsg, then attributes.
+            for (kind, value) in attrs(payload.get(4..).unwrap_or(&[])) {
+                if kind == NFTA_TABLE_NAME {
+                    let name = value.split(|&b| b == 0).next().unwrap_or(&[]);
+                    let name = String::from_utf8_lossy(name).into_owned();
+                    if name.starts_with(TABLE_PREFIX) {
+                        names.push(name);
+                    }
+                }
+            }
+        })?;
+        Ok(names)
+    }
+
+    /// Removes the tables of sandboxes whose process is gone (after a crash of the process that
+    /// managed them); returns their names.
+    pub fn remove_stale(&mut self) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for name in self.tables()? {
+            if table_owner(&name).is_some_and(|o| !o.is_alive()) {
+                self.delete_table(&name)?;
+                removed.push(name);
+            }
+        }
+        Ok(removed)
+    }
+
+    fn send(&mut self, request: &str, buf: &[u8]) -> Result<()> {
+        let sent = self.socket.send(buf, 0).map_err(|source| Error::Netlink {
+            request: request.to_owned(),
+            source,
+        })?;
+        if sent != buf.len() {
+            return Err(Error::Protocol {
+                request: request.to_owned(),
+                reason: format!("short send ({sent} of {} bytes)", buf.len()),
+            });
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, request: &str, (buf, acked): (Vec<u8>, Vec<u32>)) -> Result<()> {
+        self.send(request, &buf)?;
+        self.receive(request, &acked, false, |_| {})
+    }
+
+    /// Reads replies until every sequence number in `seqs` is acknowledged (or, for a dump,
+    /// until `NLMSG_DONE`); the first error wins.
+    fn receive(
+        &mut self,
+        request: &str,
+        seqs: &[u32],
+        dump: bool,
+        mut each: impl FnMut(&[u8]),
+    ) -> Result<()> {
+        let mut pending: Vec<u32> = seqs.to_vec();
+        let mut failure = None;
+        while !pending.is_empty() {
+            let (buf, _) = self
+                .socket
+                .recv_from_full()
+                .map_err(|source| Error::Netlink {
+                    request: request.to_owned(),
+                    source,
+                })?;
+            let mut offset = 0;
+            while offset + 16 <= buf.len() {
+                let b = &buf[offset..];
+                let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
+                if len < 16 || len > b.len() {
+                    return Err(Error::Protocol {
+                        request: request.to_owned(),
+                        reason: format!("bad nlmsg_len {len}"),
+                    });
+                }
+                let kind = u16::from_ne_bytes([b[4], b[5]]);
+                let seq = u32::from_ne_bytes([b[8], b[9], b[10], b[11]]);
+                let payload = &b[16..len];
+                offset += (len + 3) & !3;
+                if !pending.contains(&seq) {
+                    continue;
+                }
+                match kind {
+                    NLMSG_ERROR => {
+                        pending.retain(|&s| s != seq);
+                        let code = payload
+                            .get(..4)
+                            .map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+                            .unwrap_or(-libc::EPROTO);
+                        if code != 0 && failure.is_none() {
+                            failure = Some(io::Error::from_raw_os_error(-code));
+                        }
+                        if code != 0 && !dump {
+                            // An aborted batch acknowledges only the failing message.
+                            pending.clear();
+                        }
+                    }
+                    NLMSG_DONE => pending.retain(|&s| s != seq),
+                    _ if dump => each(payload),
+                    _ => {}
+                }
+            }
+        }
+        match failure {
+            Some(source) => Err(Error::Netlink {
+                request: request.to_owned(),
+                source,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_ACK: u16 = 4;
+const NLM_F_DUMP: u16 = 0x300;
+const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_CREATE: u16 = 0x400;
+
+/// The bridge name as `meta iifname`/`oifname` holds it: `IFNAMSIZ` bytes, NUL-padded.
+fn ifname_bytes(name: &str) -> [u8; IFNAMSIZ] {
+    let mut out = [0u8; IFNAMSIZ];
+    let n = name.len().min(IFNAMSIZ - 1);
+    out[..n].copy_from_slice(&name.as_bytes()[..n]);
+    out
+}
+
+/// Iterates the netlink attributes (`struct nlattr`) of `buf`, NLA_F_* flags stripped.
+fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if buf.len() < 4 {
+            return None;
+        }
+        let len = usize::from(u16::from_ne_bytes([buf[0], buf[1]]));
+        let kind = u16::from_ne_bytes([buf[2], buf[3]]) & 0x3fff;
+        if len < 4 || len > buf.len() {
+            return None;
+        }
+        let value = &buf[4..len];
+        buf = &buf[((len + 3) & !3).min(buf.len())..];
+        Some((kind, value))
+    })
+}
+
+/// One netlink message being built: header, `nfgenmsg`, attributes.
+struct Msg {
+    buf: Vec<u8>,
+}
+
+impl Msg {
+    fn new(kind: u16, flags: u16, seq: u32, family: u8, res_id: u16) -> Msg {
+        let mut buf = Vec::with_capacity(256);
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_len, set by finish
+        buf.extend_from_slice(&kind.to_ne_bytes());
+        buf.extend_from_slice(&flags.to_ne_bytes());
+        buf.extend_from_slice(&seq.to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_pid
+        buf.push(family);
+        buf.push(0); // NFNETLINK_V0
+        buf.extend_from_slice(&res_id.to_be_bytes());
+        Msg { buf }
+    }
+
+    fn finish(&mut self) {
+        let len = self.buf.len() as u32;
+        self.buf[..4].copy_from_slice(&len.to_ne_bytes());
+    }
+}
+
+/// Appends attributes to a buffer.
+trait Attrs {
+    fn buf(&mut self) -> &mut Vec<u8>;
+
+    fn raw(&mut self, kind: u16, value: &[u8]) {
+        let buf = self.buf();
+        let len = 4 + value.len();
+        buf.extend_from_slice(&(len as u16).to_ne_bytes());
+        buf.extend_from_slice(&kind.to_ne_bytes());
+        buf.extend_from_slice(value);
+        buf.resize((buf.len() + 3) & !3, 0);
+    }
+
+    fn str(&mut self, kind: u16, value: &str) {
+        let mut v = Vec::with_capacity(value.len() + 1);
+        v.extend_from_slice(value.as_bytes());
+        v.push(0);
+        self.raw(kind, &v);
+    }
+
+    fn u32_be(&mut self, kind: u16, value: u32) {
+        self.raw(kind, &value.to_be_bytes());
+    }
+
+    fn nested(&mut self, kind: u16, fill: impl FnOnce(&mut Nest<'_>)) {
+        let buf = self.buf();
+        let start = buf.len();
+        buf.extend_from_slice(&[0, 0]);
+        buf.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+        let mut nest = Nest { buf };
+        fill(&mut nest);
+        let len = (nest.buf.len() - start) as u16;
+        nest.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+    }
+}
+
+impl Attrs for Msg {
+    fn buf(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+}
+
+struct Nest<'a> {
+    buf: &'a mut Vec<u8>,
+}
+
+impl Attrs for Nest<'_> {
+    fn buf(&mut self) -> &mut Vec<u8> {
+        self.buf
+    }
+}
+
+/// The expressions of one rule, each an `NFTA_LIST_ELEM`.
+struct Exprs<'a, 'b> {
+    list: &'a mut Nest<'b>,
+}
+
+impl Exprs<'_, '_> {
+    fn expr(&mut self, name: &str, data: impl FnOnce(&mut Nest<'_>)) {
+        self.list.nested(NFTA_LIST_ELEM, |e| {
+            e.str(NFTA_EXPR_NAME, name);
+            e.nested(NFTA_EXPR_DATA, data);
+        });
+    }
+
+    /// `payload load <len>b @ <base> + <offset> => reg 1`.
+    fn payload(&mut self, base: u32, offset: u32, len: u32) {
+        self.expr("payload", |a| {
+            a.u32_be(1, NFT_REG_1); // NFTA_PAYLOAD_DREG
+            a.u32_be(2, base); // NFTA_PAYLOAD_BASE
+            a.u32_be(3, offset); // NFTA_PAYLOAD_OFFSET
+            a.u32_be(4, len); // NFTA_PAYLOAD_LEN
+        });
+    }
+
+    /// `meta load <key> => reg 1`.
+    fn meta(&mut self, key: u32) {
+        self.expr("meta", |a| {
+            a.u32_be(2, key); // NFTA_META_KEY
+            a.u32_be(1, NFT_REG_1); // NFTA_META_DREG
+        });
+    }
+
+    /// `cmp <op> reg 1 <data>`.
+    fn cmp(&mut self, op: u32, data: &[u8]) {
+        self.expr("cmp", |a| {
+            a.u32_be(1, NFT_REG_1); // NFTA_CMP_SREG
+            a.u32_be(2, op); // NFTA_CMP_OP
+            a.nested(3, |d| d.raw(NFTA_DATA_VALUE, data)); // NFTA_CMP_DATA
+        });
+    }
+
+    /// `immediate reg <reg> <data>`.
+    fn immediate(&mut self, reg: u32, data: &[u8]) {
+        self.expr("immediate", |a| {
+            a.u32_be(1, reg); // NFTA_IMMEDIATE_DREG
+            a.nested(2, |d| d.raw(NFTA_DATA_VALUE, data)); // NFTA_IMMEDIATE_DATA
+        });
+    }
+}
+
+/// A transaction: `NFNL_MSG_BATCH_BEGIN`, messages, `NFNL_MSG_BATCH_END`.
+struct Batch<'s> {
+    seq: &'s mut u32,
+    buf: Vec<u8>,
+    acked: Vec<u32>,
+}
+
+impl<'s> Batch<'s> {
+    fn new(seq: &'s mut u32) -> Batch<'s> {
+        *seq = seq.wrapping_add(1);
+        let mut begin = Msg::new(
+            NFNL_MSG_BATCH_BEGIN,
+            NLM_F_REQUEST,
+            *seq,
+            0,
+            NFNL_SUBSYS_NFTABLES,
+        );
+        begin.finish();
+        Batch {
+            seq,
+            buf: begin.buf,
+            acked: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, kind: u16, flags: u16, fill: impl FnOnce(&mut Msg)) {
+        *self.seq = self.seq.wrapping_add(1);
+        let mut msg = Msg::new(
+            (NFNL_SUBSYS_NFTABLES << 8) | kind,
+            NLM_F_REQUEST | NLM_F_ACK | flags,
+            *self.seq,
+            NFPROTO_IPV4,
+            0,
+        );
+        fill(&mut msg);
+        msg.finish();
+        self.acked.push(*self.seq);
+        self.buf.extend_from_slice(&msg.buf);
+    }
+
+    fn rule(&mut self, table: &str, chain: &str, exprs: impl FnOnce(&mut Exprs<'_, '_>)) {
+        self.push(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, |m| {
+            m.str(NFTA_RULE_TABLE, table);
+            m.str(NFTA_RULE_CHAIN, chain);
+            m.nested(NFTA_RULE_EXPRESSIONS, |list| exprs(&mut Exprs { list }));
+        });
+    }
+
+    fn finish(self) -> (Vec<u8>, Vec<u32>) {
+        let Batch {
+            seq,
+            mut buf,
+            acked,
+        } = self;
+        *seq = seq.wrapping_add(1);
+        let mut end = Msg::new(
+            NFNL_MSG_BATCH_END,
+            NLM_F_REQUEST,
+            *seq,
+            0,
+            NFNL_SUBSYS_NFTABLES,
+        );
+        end.finish();
+        buf.extend_from_slice(&end.buf);
+        (buf, acked)
+    }
+}
+
+const NLM_F_APPEND: u16 = 0x800;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_encode_their_owner() {
+        let owner = Owner {
+            pid: 42,
+            start_time: 7,
+            tag: "x".into(),
+        };
+        let name = table_name(&owner);
+        assert_eq!(name, "palisade-42-7");
+        let back = table_owner(&name).unwrap();
+        assert_eq!((back.pid, back.start_time), (42, 7));
+        assert!(table_owner("palisade-x-1").is_none());
+        assert!(table_owner("filter").is_none());
+    }
+
+    #[test]
+    fn attributes_are_aligned_and_nested_lengths_cover_their_children() {
+        let mut m = Msg::new(1, 0, 1, NFPROTO_IPV4, 0);
+        m.str(NFTA_TABLE_NAME, "ab");
+        m.nested(NFTA_CHAIN_HOOK, |h| h.u32_be(NFTA_HOOK_HOOKNUM, 4));
+        m.finish();
+        let body = &m.buf[20..];
+        let parsed: Vec<_> = attrs(body).collect();
+        assert_eq!(parsed[0], (NFTA_TABLE_NAME, &b"ab\0"[..]));
+        assert_eq!(parsed[1].0, NFTA_CHAIN_HOOK);
+        let inner: Vec<_> = attrs(parsed[1].1).collect();
+        assert_eq!(inner, vec![(NFTA_HOOK_HOOKNUM, &4u32.to_be_bytes()[..])]);
+        assert_eq!(m.buf.len() % 4, 0);
+    }
+}
