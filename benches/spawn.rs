@@ -212,13 +212,31 @@ fn rootfs(c: &mut Criterion) {
 }
 
 /// The network modes, with the default namespaces otherwise: the host's stack, a namespace of
-/// its own with `lo` up (`none`), and joining another sandbox's namespace.
+/// its own with `lo` up (`none`), joining another sandbox's namespace, and a bridge (veth,
+/// address and route per spawn) that another sandbox keeps up — the steady state of a service;
+/// the first and last sandbox of a bridge also make and remove the bridge. Runs on this thread
+/// after it has unshared a throwaway network namespace, so the bridge never touches the host's
+/// network.
 fn network(c: &mut Criterion) {
-    use palisade::netns::Network;
+    use palisade::netns::{Bridge, Network};
+    use std::os::fd::AsRawFd;
+    let home = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
+    // SAFETY: unshare affects only this thread, which returns to `home` below.
+    assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+    let state = std::env::temp_dir().join(format!("palisade-bench-{}", std::process::id()));
+    let bridge = Bridge::new("pal-bench")
+        .unwrap()
+        .subnet("10.239.0.0/16".parse().unwrap())
+        .state_dir(&state);
     let mut group = c.benchmark_group("spawn_true_network");
     group.sample_size(20);
     baseline(&mut group);
-    let mut target = Sandbox::builder("sleep").arg("600").spawn().unwrap();
+    let target = Sandbox::builder("sleep").arg("600").spawn().unwrap();
+    let keeper = Sandbox::builder("sleep")
+        .arg("600")
+        .network(Network::bridge(bridge.clone()))
+        .spawn()
+        .unwrap();
     for (name, network) in [
         ("palisade_network_host", Network::host()),
         ("palisade_network_none", Network::none()),
@@ -226,6 +244,7 @@ fn network(c: &mut Criterion) {
             "palisade_network_join",
             Network::join_pid(target.id() as i32),
         ),
+        ("palisade_network_bridge", Network::bridge(bridge.clone())),
     ] {
         let sandbox = Sandbox::builder("/bin/true")
             .network(network)
@@ -234,8 +253,14 @@ fn network(c: &mut Criterion) {
         run(name, sandbox, &mut group);
     }
     group.finish();
-    let _ = target.kill(palisade::Signal::SIGKILL);
-    let _ = target.wait();
+    for mut child in [target, keeper] {
+        let _ = child.kill(palisade::Signal::SIGKILL);
+        let _ = child.wait();
+    }
+    let _ = std::fs::remove_dir_all(&state);
+    // SAFETY: returns this thread to the namespace it started in; `home` is open.
+    let rc = unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0);
 }
 
 criterion_group! {

@@ -17,7 +17,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use palisade::cgroup::{Bytes, CpuSet};
-use palisade::netns::Network;
+use palisade::netns::ipam::Subnet;
+use palisade::netns::{Bridge, Network, PortMap};
 use palisade::overlay::image::{LayerStore, OpaqueXattr, StoreOptions};
 use palisade::overlay::rootfs::{Access, Rootfs};
 use palisade::{ChildStep, Error, Sandbox, Signal};
@@ -45,9 +46,14 @@ struct Options {
     #[arg(long, short = 'w', value_name = "DIR")]
     workdir: Option<String>,
     /// `none`: a network namespace of its own with only `lo` (up); `host`: the host's network
-    /// stack; `container:PID`: the network namespace of process PID (e.g. another sandbox).
+    /// stack; `bridge`: the bridge `palisade0` (10.213.0.0/16) with outbound NAT, or
+    /// `bridge:NAME[:SUBNET]` for another; `container:PID`: the network namespace of process PID
+    /// (e.g. another sandbox).
     #[arg(long, value_name = "MODE", default_value = "none")]
     network: String,
+    /// Publish a port: `[HOST_IP:]HOST_PORT:PORT[/tcp|/udp]` (host port 0: any free one).
+    #[arg(long = "publish", short = 'p', value_name = "SPEC")]
+    publish: Vec<PortMap>,
     /// Memory limit, e.g. `64M`, `1.5g`, `512k` (binary units, as docker).
     #[arg(long, short = 'm', value_name = "BYTES")]
     memory: Option<Bytes>,
@@ -117,24 +123,44 @@ fn main() -> ExitCode {
     }
 }
 
+fn network(mode: &str) -> Result<Network, Error> {
+    let bad = || Error::InvalidArgument {
+        what: "network",
+        value: mode.to_owned(),
+        reason: "expected none, host, bridge[:NAME[:SUBNET]] or container:PID",
+    };
+    Ok(match mode {
+        "none" => Network::none(),
+        "host" => Network::host(),
+        "bridge" => Network::bridge(Bridge::default()),
+        other => {
+            if let Some(pid) = other.strip_prefix("container:") {
+                Network::join_pid(pid.parse().map_err(|_| bad())?)
+            } else if let Some(spec) = other.strip_prefix("bridge:") {
+                let (name, subnet) = match spec.split_once(':') {
+                    Some((name, subnet)) => (name, Some(subnet.parse::<Subnet>()?)),
+                    None => (spec, None),
+                };
+                let mut bridge = Bridge::new(name)?;
+                if let Some(subnet) = subnet {
+                    bridge = bridge.subnet(subnet);
+                }
+                Network::bridge(bridge)
+            } else {
+                return Err(bad());
+            }
+        }
+    })
+}
+
 fn run(opts: &Options) -> Result<u8, Error> {
     let (program, args) = opts.command.split_first().expect("clap requires a command");
     let mut builder = Sandbox::builder(program);
     builder.args(args).init(!opts.no_init);
-    builder.network(match opts.network.as_str() {
-        "none" => Network::none(),
-        "host" => Network::host(),
-        other => match other.strip_prefix("container:").map(str::parse::<i32>) {
-            Some(Ok(pid)) => Network::join_pid(pid),
-            _ => {
-                return Err(Error::InvalidArgument {
-                    what: "network",
-                    value: other.to_owned(),
-                    reason: "expected none, host or container:PID",
-                })
-            }
-        },
-    });
+    builder.network(network(&opts.network)?);
+    for port in &opts.publish {
+        builder.publish_port(*port);
+    }
     if opts.rootless {
         builder.rootless();
     }

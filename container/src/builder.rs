@@ -4,7 +4,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use palisade_cgroup::{Bytes, CpuMax, CpuSet, Hierarchy, IoMax, Max, Resource};
-use palisade_netns::Network;
+use palisade_netns::{Bridge, Network, PortMap, Proto};
 use palisade_ns::{IdMap, Namespace, SetGroups, TimeOffsets};
 use palisade_overlay::rootfs::{Access, Rootfs};
 
@@ -24,6 +24,17 @@ pub struct Sandbox {
     pub(crate) cgroup: Option<CgroupPlan>,
     pub(crate) stdio: [Stdio; 3],
     pub(crate) kill_on_drop: bool,
+    /// What the parent does for the sandbox's network around the clone.
+    pub(crate) net: Option<NetPlan>,
+}
+
+/// The parent's part of a sandbox's network.
+#[derive(Debug)]
+pub(crate) enum NetPlan {
+    /// Attach to a bridge while the child waits, then publish the ports.
+    Bridge(Bridge, Vec<PortMap>),
+    /// Forward the ports into the sandbox's own namespace (which has only loopback).
+    Forward(Vec<PortMap>),
 }
 
 impl Sandbox {
@@ -110,6 +121,7 @@ struct IsolationSpec {
     time_offsets: Option<TimeOffsets>,
     rootfs: RootChoice,
     network: Network,
+    ports: Vec<PortMap>,
 }
 
 /// Which root file system the sandbox gets.
@@ -149,6 +161,7 @@ impl SandboxBuilder {
                 time_offsets: None,
                 rootfs: RootChoice::Default,
                 network: Network::None,
+                ports: Vec::new(),
             },
             stdio: [Stdio::inherit(), Stdio::inherit(), Stdio::inherit()],
             lifecycle: Lifecycle {
@@ -327,8 +340,28 @@ impl SandboxBuilder {
     /// `lo` up). [`Network::Host`] shares the caller's network stack (no network namespace);
     /// [`Network::Join`] enters another namespace, e.g. another sandbox's
     /// (`Network::join_pid(child.id() as i32)`), which must belong to the same user namespace.
+    /// [`Network::Bridge`] puts the sandbox on a bridge with an address, a default route and
+    /// outbound NAT ([`palisade_netns::bridge`]); it needs `CAP_NET_ADMIN` on the host.
     pub fn network(&mut self, network: Network) -> &mut Self {
         self.isolation.network = network;
+        self
+    }
+
+    /// Publishes `port` of the sandbox as `host_port` on the host (`docker run -p`); a
+    /// `host_port` of 0 lets the kernel choose ([`Child::ports`] tells which).
+    ///
+    /// On a bridge, traffic from outside is DNATed by nftables rules and connections made on the
+    /// host itself (including to `127.0.0.1`) are relayed by the userspace forwarder. With
+    /// [`Network::None`], the forwarder alone serves the port, connecting to `127.0.0.1:port`
+    /// inside the sandbox. The host port is bound when the sandbox spawns: one that is taken
+    /// fails the spawn with [`palisade_netns::Error::PortInUse`].
+    pub fn publish(&mut self, host_port: u16, port: u16, proto: Proto) -> &mut Self {
+        self.publish_port(PortMap::new(host_port, port, proto))
+    }
+
+    /// Publishes a port as [`PortMap`] describes it (e.g. parsed from `"8080:80/tcp"`).
+    pub fn publish_port(&mut self, map: PortMap) -> &mut Self {
+        self.isolation.ports.push(map);
         self
     }
 
@@ -501,6 +534,7 @@ impl SandboxBuilder {
             _ => None,
         };
         let loopback_up = namespaces.contains(Namespace::NET);
+        let net = self.net_plan(namespaces)?;
         let user = namespaces
             .contains(Namespace::USER)
             .then(|| self.user_plan());
@@ -574,7 +608,37 @@ impl SandboxBuilder {
             cgroup,
             stdio,
             kill_on_drop: self.lifecycle.kill_on_drop,
+            net,
         })
+    }
+
+    fn net_plan(&self, namespaces: Namespace) -> Result<Option<NetPlan>> {
+        let iso = &self.isolation;
+        PortMap::validate(&iso.ports)?;
+        let refuse = |reason| {
+            Err(Error::InvalidArgument {
+                what: "network",
+                value: format!("{:?}", iso.network),
+                reason,
+            })
+        };
+        match &iso.network {
+            Network::Bridge(_) if !namespaces.contains(Namespace::NET) => {
+                refuse("needs a network namespace")
+            }
+            Network::Bridge(b) => Ok(Some(NetPlan::Bridge(b.clone(), iso.ports.clone()))),
+            Network::None if iso.ports.is_empty() => Ok(None),
+            Network::None if !namespaces.contains(Namespace::NET) => {
+                refuse("published ports need a network namespace")
+            }
+            Network::None if namespaces.contains(Namespace::USER) => refuse(
+                "published ports of a rootless sandbox are not supported yet (the forwarder \
+                 joins the sandbox's network namespace, which needs CAP_SYS_ADMIN)",
+            ),
+            Network::None => Ok(Some(NetPlan::Forward(iso.ports.clone()))),
+            _ if !iso.ports.is_empty() => refuse("published ports need the none or bridge network"),
+            _ => Ok(None),
+        }
     }
 
     /// Builds the sandbox and spawns it once; see [`Sandbox::spawn`].

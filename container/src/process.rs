@@ -3,7 +3,9 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use palisade_cgroup::{Cgroup, MemoryEvents, Stats};
+use palisade_netns::{Attachment, Forwarder, PortMap};
 use palisade_ns::ChildStack;
+use std::net::IpAddr;
 
 use crate::error::{Error, Result};
 use crate::{ExitStatus, Signal};
@@ -27,12 +29,23 @@ pub struct Child {
     stack: Option<ChildStack>,
     /// The sandbox's own cgroup, if it has one; removed when the handle is dropped.
     cgroup: Option<Cgroup>,
+    /// Its bridge attachment or port forwarder; removed once the sandbox has been reaped.
+    net: Option<NetHandle>,
     /// The parent's end of the command's stdin, if it was [piped](crate::Stdio::piped).
     pub stdin: Option<File>,
     /// The parent's end of the command's stdout, if it was piped.
     pub stdout: Option<File>,
     /// The parent's end of the command's stderr, if it was piped.
     pub stderr: Option<File>,
+}
+
+/// What a sandbox's network needs from its handle.
+#[derive(Debug)]
+pub(crate) enum NetHandle {
+    /// On a bridge: veth, address, NAT rules, forwarder.
+    Bridge(Box<Attachment>),
+    /// Published ports of a sandbox with only loopback.
+    Forward(Forwarder),
 }
 
 /// The collected result of [`Child::wait_with_output`].
@@ -61,6 +74,7 @@ impl Child {
             kill_on_drop: true,
             stack: None,
             cgroup: None,
+            net: None,
             stdin,
             stdout,
             stderr,
@@ -77,6 +91,27 @@ impl Child {
 
     pub(crate) fn set_cgroup(&mut self, cgroup: Option<Cgroup>) {
         self.cgroup = cgroup;
+    }
+
+    pub(crate) fn set_network(&mut self, net: Option<NetHandle>) {
+        self.net = net;
+    }
+
+    /// The sandbox's address on its bridge ([`Network::Bridge`](palisade_netns::Network)).
+    pub fn address(&self) -> Option<IpAddr> {
+        match &self.net {
+            Some(NetHandle::Bridge(a)) => Some(a.address()),
+            _ => None,
+        }
+    }
+
+    /// The published ports, with the host ports the kernel chose where 0 was asked for.
+    pub fn ports(&self) -> &[PortMap] {
+        match &self.net {
+            Some(NetHandle::Bridge(a)) => a.ports(),
+            Some(NetHandle::Forward(f)) => f.ports(),
+            None => &[],
+        }
     }
 
     pub(crate) fn group(&self) -> Option<&Cgroup> {
@@ -227,6 +262,12 @@ impl Child {
         }
         self.status = Some(status);
         self.stack = None;
+        // The sandbox is gone: its veth, address, NAT rules and forwarder go too.
+        match self.net.take() {
+            Some(NetHandle::Bridge(a)) => a.detach()?,
+            Some(NetHandle::Forward(f)) => drop(f),
+            None => {}
+        }
         Ok(Some(status))
     }
 
@@ -260,8 +301,12 @@ impl Drop for Child {
             let _ = self.reap(0);
         }
         if self.status.is_none() {
-            // Still running, possibly on this stack: leave it mapped, and leave its group.
+            // Still running, possibly on this stack: leave it mapped, and leave its group. Its
+            // network stays too; the next attach to its bridge after it ends removes it.
             std::mem::forget(self.stack.take());
+            if let Some(NetHandle::Bridge(a)) = self.net.take() {
+                std::mem::forget(a);
+            }
             if let Some(g) = self.cgroup.take() {
                 g.keep();
             }

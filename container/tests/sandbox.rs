@@ -599,4 +599,3 @@ fn network_none_host_and_join() {
         .unwrap_err();
     assert!(matches!(err, Error::Network(_)), "{err}");
 }
-

@@ -13,14 +13,16 @@
 //!   from outside is routed in. Each value the library changes is recorded in
 //!   `<state_dir>/<network>.restore` and put back with the network's last sandbox; a value that
 //!   was already 1 is left alone and never restored. The global `ip_forward` is never touched;
-//! - the address allocation state, `<state_dir>/<network>.ipam` (see [`crate::ipam`]).
+//! - the address allocation state, `<state_dir>/<network>.ipam` (see [`crate::ipam`]);
+//! - with masquerading on (the default), the network's nftables table (see [`crate::nft`]):
+//!   outbound traffic of the subnet leaves with the host's address.
 //!
 //! For each sandbox ([`PreparedBridge::attach`], while the sandbox's process waits):
 //! - a veth pair, `pal-<pid>` on the host attached to the bridge and `eth0` created directly in
-//!   the sandbox's namespace, with the leased address and a default route via the gateway (the
-//!   kernel removes both ends when the sandbox's namespace goes);
-//! - its nftables table (see [`crate::nft`]): masquerade of its outbound traffic, and a DNAT rule
-//!   per published port for traffic from outside;
+//!   the sandbox's namespace, with the leased address and a default route via the gateway. The
+//!   kernel removes both ends when the sandbox's namespace goes, in the background; the
+//!   library removes the veth itself only while the sandbox still runs, and with the network;
+//! - if it publishes ports, its nftables table: a DNAT rule per port for traffic from outside;
 //! - the userspace forwarder of its published ports (see [`crate::forward`]), which also serves
 //!   connections made on the host itself, including to `127.0.0.1`, which DNAT cannot reach.
 //!
@@ -31,8 +33,7 @@
 //! state directory drops the leases of sandboxes that are gone and removes their nftables tables;
 //! [`Bridge::cleanup`] does the same on demand and removes an unused network.
 //!
-//! Bridge mode needs `CAP_NET_ADMIN` in the host's namespace: it is for a root manager. Rootless
-//! sandboxes publish ports with the forwarder alone (see [`crate::forward::Target::Netns`]).
+//! Bridge mode needs `CAP_NET_ADMIN` in the host's namespace: it is for a root manager.
 
 use std::fs;
 use std::io;
@@ -243,10 +244,9 @@ impl PreparedBridge {
             nat: false,
             nl: None,
         };
-        let needs_nat = att.bridge.masquerade || !ports.is_empty();
         {
             let _lock = att.alloc.lock()?;
-            if needs_nat {
+            if !ports.is_empty() {
                 remove_stale_tables()?;
             }
             ensure_bridge(&mut nl, &att.bridge, &att.alloc, !ports.is_empty())?;
@@ -254,12 +254,11 @@ impl PreparedBridge {
         }
         att.nl = Some(nl);
         att.wire(pid)?;
-        if needs_nat {
+        if !ports.is_empty() {
             att.nat = true;
             let nat = SandboxNat {
                 bridge: att.bridge.name.clone(),
                 addr: att.ipv4(),
-                masquerade: att.bridge.masquerade,
                 dnat: att
                     .ports
                     .iter()
@@ -303,6 +302,9 @@ fn ensure_bridge(nl: &mut Netlink, bridge: &Bridge, alloc: &Allocator, ports: bo
         }
     }
     nl.set_up(name)?;
+    if let (true, IpAddr::V4(net)) = (bridge.masquerade, bridge.subnet.network()) {
+        Nftables::open()?.add_network(name, net, prefix)?;
+    }
     let mut ifaces = vec![name.clone()];
     if ports {
         for route in nl.routes(Family::V4)? {
@@ -396,6 +398,7 @@ fn restore_forwarding(restore: &Path) -> Result<()> {
 /// allocation state. Called under the state lock, with no lease left.
 fn remove_network(nl: &mut Netlink, bridge: &Bridge, alloc: &Allocator) -> Result<()> {
     restore_forwarding(&restore_path(alloc))?;
+    Nftables::open()?.remove_network(&bridge.name)?;
     let links = nl.links()?;
     if let Some(link) = links.iter().find(|l| l.name == bridge.name) {
         // No lease is left, so the sandbox veths still on the bridge belong to namespaces the
@@ -528,11 +531,15 @@ impl Attachment {
         };
         match nl {
             Ok(mut nl) => {
-                // Gone already when the sandbox's namespace went (the kernel removes both ends).
-                match nl.delete_link(&self.host_veth) {
-                    Err(Error::NoSuchLink { .. }) => {}
-                    Err(e) if e.errno() == Some(libc::ENODEV) => {}
-                    other => keep(other),
+                // Once the sandbox is gone the kernel removes both ends with its namespace, in
+                // the background (deleting a link waits for RCU grace periods, tens of
+                // milliseconds); while it runs, the veth is removed here.
+                if self.owner.is_alive() {
+                    match nl.delete_link(&self.host_veth) {
+                        Err(Error::NoSuchLink { .. }) => {}
+                        Err(e) if e.errno() == Some(libc::ENODEV) => {}
+                        other => keep(other),
+                    }
                 }
                 if let Some(mut lease) = self.lease.take() {
                     lease.disarm();

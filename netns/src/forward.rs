@@ -207,6 +207,17 @@ pub enum Target {
 }
 
 impl Target {
+    /// The network namespace of process `pid` (`/proc/<pid>/ns/net`).
+    pub fn netns_of(pid: u32) -> Result<Target> {
+        let path = format!("/proc/{pid}/ns/net");
+        let file = std::fs::File::open(&path).map_err(|source| Error::Io {
+            op: "open",
+            target: path,
+            source,
+        })?;
+        Ok(Target::Netns(Arc::new(OwnedFd::from(file))))
+    }
+
     fn connect_tcp(&self, port: u16) -> io::Result<TcpStream> {
         match self {
             Target::Addr(ip) => TcpStream::connect((*ip, port)),

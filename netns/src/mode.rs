@@ -19,6 +19,9 @@ pub enum Network {
     Host,
     /// Another sandbox's or process's network namespace (`--network container:X`).
     Join(NetnsRef),
+    /// A namespace of its own on a bridge, with an address, a default route, outbound NAT and
+    /// published ports (`--network bridge`); see [`crate::bridge`].
+    Bridge(crate::Bridge),
 }
 
 impl Network {
@@ -30,6 +33,12 @@ impl Network {
     /// [`Network::Host`].
     pub fn host() -> Network {
         Network::Host
+    }
+
+    /// The bridge `bridge` ([`Bridge::default`](crate::Bridge::default) is `palisade0` on
+    /// `10.213.0.0/16`).
+    pub fn bridge(bridge: crate::Bridge) -> Network {
+        Network::Bridge(bridge)
     }
 
     /// Joins the network namespace of process `pid` (e.g. another sandbox's init).

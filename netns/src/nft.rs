@@ -1,21 +1,23 @@
 //! nftables over netlink (`NETLINK_NETFILTER`, the `nf_tables` subsystem), synchronous and
 //! without the `nft` binary: the NAT rules of a sandbox on a bridge.
 //!
-//! Every sandbox gets a table of its own in the `ip` family, named `palisade-<pid>-<start>` after
-//! the sandbox process's pid and start time (see [`Owner`]). The table holds:
+//! Two kinds of tables, both in the `ip` family:
 //!
-//! - chain `postrouting` (type nat, hook postrouting, priority srcnat = 100):
-//!   `ip saddr <sandbox> oifname != <bridge> masquerade` — outbound traffic leaves with the
-//!   host's address;
-//! - chain `prerouting` (type nat, hook prerouting, priority dstnat = -100), one rule per
-//!   published port: `iifname != <bridge> fib daddr type local meta l4proto <proto>
-//!   th dport <host port> dnat to <sandbox>:<port>` — traffic from outside addressed to one of
-//!   the host's own addresses reaches the sandbox.
+//! - one per bridge network, `palisade-net-<bridge>`, made with the network and removed with it:
+//!   chain `postrouting` (type nat, hook postrouting, priority srcnat = 100) with
+//!   `ip saddr <subnet> oifname != <bridge> masquerade`, so the sandboxes' outbound traffic
+//!   leaves with the host's address. Sandboxes come and go without touching it;
+//! - one per sandbox that publishes ports, `palisade-<pid>-<start>` after the sandbox process's
+//!   pid and start time (see [`Owner`]): chain `prerouting` (type nat, hook prerouting, priority
+//!   dstnat = -100), one rule per port: `iifname != <bridge> fib daddr type local
+//!   meta l4proto <proto> th dport <host port> dnat to <sandbox>:<port>`, so traffic from
+//!   outside addressed to one of the host's own addresses reaches the sandbox.
 //!
 //! A table is created with everything in it in one batch (`NFNL_MSG_BATCH_BEGIN` … `END`), which
 //! the kernel applies atomically: either all of it exists or none of it. Removing the table
-//! removes its chains and rules with it, so teardown is one message, and a table whose owner is
-//! gone (the managing process crashed) is found by name and removed by [`remove_stale`].
+//! removes its chains and rules with it, so teardown is one message, and a sandbox table whose
+//! owner is gone (the managing process crashed) is found by name and removed by
+//! [`Nftables::remove_stale`].
 //!
 //! The message layout follows `include/uapi/linux/netfilter/nf_tables.h` and
 //! `nfnetlink.h`; numbers below are from those headers.
@@ -120,17 +122,20 @@ pub struct Dnat {
     pub port: u16,
 }
 
-/// The NAT rules of one sandbox on a bridge.
+/// The published ports of one sandbox on a bridge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxNat {
     /// The bridge the sandbox is attached to.
     pub bridge: String,
     /// The sandbox's address.
     pub addr: Ipv4Addr,
-    /// Masquerade the sandbox's outbound traffic.
-    pub masquerade: bool,
     /// The published ports.
     pub dnat: Vec<Dnat>,
+}
+
+/// The name of the table of the bridge network `bridge`.
+pub fn network_table_name(bridge: &str) -> String {
+    format!("{TABLE_PREFIX}net-{bridge}")
 }
 
 /// The name of the table of the sandbox `owner`.
@@ -170,42 +175,49 @@ impl Nftables {
         Ok(Nftables { socket, seq: 0 })
     }
 
-    /// Creates the table of `owner` with the rules `nat`, atomically. An existing table of that
-    /// name gives `EEXIST`.
+    /// Creates the table of the bridge network `bridge`: masquerade of the outbound traffic of
+    /// `subnet` (IPv4). An existing table of that name is left as it is.
+    pub fn add_network(&mut self, bridge: &str, subnet: Ipv4Addr, prefix: u8) -> Result<()> {
+        crate::link::validate_name(bridge)?;
+        let table = network_table_name(bridge);
+        let request = format!("nftables: create table ip {table}");
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(prefix.min(32)))
+            .unwrap_or(0);
+        let mut batch = Batch::new(&mut self.seq);
+        batch.table(&table);
+        batch.chain(&table, "postrouting", NF_INET_POST_ROUTING, PRIORITY_SRCNAT);
+        let ifname = ifname_bytes(bridge);
+        batch.rule(&table, "postrouting", |e| {
+            e.payload(NFT_PAYLOAD_NETWORK_HEADER, 12, 4);
+            e.bitwise(&mask.to_be_bytes());
+            e.cmp(NFT_CMP_EQ, &(u32::from(subnet) & mask).to_be_bytes());
+            e.meta(NFT_META_OIFNAME);
+            e.cmp(NFT_CMP_NEQ, &ifname);
+            e.expr("masq", |_| {});
+        });
+        let batch = batch.finish();
+        match self.commit(&request, batch) {
+            Err(e) if e.errno() == Some(libc::EEXIST) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Removes the table of the bridge network `bridge`; one already gone is not an error.
+    pub fn remove_network(&mut self, bridge: &str) -> Result<()> {
+        self.delete_table(&network_table_name(bridge))
+    }
+
+    /// Creates the table of `owner` with the DNAT rules of its published ports, atomically. An
+    /// existing table of that name gives `EEXIST`.
     pub fn add_sandbox(&mut self, owner: &Owner, nat: &SandboxNat) -> Result<()> {
         crate::link::validate_name(&nat.bridge)?;
         let table = table_name(owner);
         let request = format!("nftables: create table ip {table}");
         let mut batch = Batch::new(&mut self.seq);
-        batch.push(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL, |m| {
-            m.str(NFTA_TABLE_NAME, &table);
-        });
-        let chains = [
-            ("prerouting", NF_INET_PRE_ROUTING, PRIORITY_DSTNAT),
-            ("postrouting", NF_INET_POST_ROUTING, PRIORITY_SRCNAT),
-        ];
-        for (name, hook, priority) in chains {
-            batch.push(NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_EXCL, |m| {
-                m.str(NFTA_CHAIN_TABLE, &table);
-                m.str(NFTA_CHAIN_NAME, name);
-                m.nested(NFTA_CHAIN_HOOK, |h| {
-                    h.u32_be(NFTA_HOOK_HOOKNUM, hook);
-                    h.u32_be(NFTA_HOOK_PRIORITY, priority as u32);
-                });
-                m.u32_be(NFTA_CHAIN_POLICY, NF_ACCEPT);
-                m.str(NFTA_CHAIN_TYPE, "nat");
-            });
-        }
+        batch.table(&table);
+        batch.chain(&table, "prerouting", NF_INET_PRE_ROUTING, PRIORITY_DSTNAT);
         let ifname = ifname_bytes(&nat.bridge);
-        if nat.masquerade {
-            batch.rule(&table, "postrouting", |e| {
-                e.payload(NFT_PAYLOAD_NETWORK_HEADER, 12, 4);
-                e.cmp(NFT_CMP_EQ, &nat.addr.octets());
-                e.meta(NFT_META_OIFNAME);
-                e.cmp(NFT_CMP_NEQ, &ifname);
-                e.expr("masq", |_| {});
-            });
-        }
         for d in &nat.dnat {
             batch.rule(&table, "prerouting", |e| {
                 e.meta(NFT_META_IIFNAME);
@@ -529,6 +541,18 @@ impl Exprs<'_, '_> {
         });
     }
 
+    /// `bitwise reg 1 = (reg 1 & mask) ^ 0`.
+    fn bitwise(&mut self, mask: &[u8]) {
+        let zero = vec![0u8; mask.len()];
+        self.expr("bitwise", |a| {
+            a.u32_be(1, NFT_REG_1); // NFTA_BITWISE_SREG
+            a.u32_be(2, NFT_REG_1); // NFTA_BITWISE_DREG
+            a.u32_be(3, mask.len() as u32); // NFTA_BITWISE_LEN
+            a.nested(4, |d| d.raw(NFTA_DATA_VALUE, mask)); // NFTA_BITWISE_MASK
+            a.nested(5, |d| d.raw(NFTA_DATA_VALUE, &zero)); // NFTA_BITWISE_XOR
+        });
+    }
+
     /// `immediate reg <reg> <data>`.
     fn immediate(&mut self, reg: u32, data: &[u8]) {
         self.expr("immediate", |a| {
@@ -576,6 +600,26 @@ impl<'s> Batch<'s> {
         msg.finish();
         self.acked.push(*self.seq);
         self.buf.extend_from_slice(&msg.buf);
+    }
+
+    fn table(&mut self, table: &str) {
+        self.push(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL, |m| {
+            m.str(NFTA_TABLE_NAME, table);
+        });
+    }
+
+    /// A base chain of type nat on `hook`, policy accept.
+    fn chain(&mut self, table: &str, name: &str, hook: u32, priority: i32) {
+        self.push(NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_EXCL, |m| {
+            m.str(NFTA_CHAIN_TABLE, table);
+            m.str(NFTA_CHAIN_NAME, name);
+            m.nested(NFTA_CHAIN_HOOK, |h| {
+                h.u32_be(NFTA_HOOK_HOOKNUM, hook);
+                h.u32_be(NFTA_HOOK_PRIORITY, priority as u32);
+            });
+            m.u32_be(NFTA_CHAIN_POLICY, NF_ACCEPT);
+            m.str(NFTA_CHAIN_TYPE, "nat");
+        });
     }
 
     fn rule(&mut self, table: &str, chain: &str, exprs: impl FnOnce(&mut Exprs<'_, '_>)) {

@@ -280,6 +280,19 @@ fn published_port_reaches_a_server_in_the_sandbox() {
         assert_eq!(peers[0], att.gateway());
         assert_eq!(peers[1], "192.168.77.2".parse::<IpAddr>().unwrap());
 
+        // Outbound from the sandbox: masqueraded, the outside sees the host's address.
+        let outside = in_ns_of(client.pid(), || {
+            TcpListener::bind(("0.0.0.0", 9000)).unwrap()
+        });
+        let echo = echo_server(outside, 1);
+        in_ns_of(sb.pid(), || {
+            exchange(TcpStream::connect(("192.168.77.2", 9000)).unwrap())
+        });
+        assert_eq!(
+            echo.join().unwrap(),
+            vec!["192.168.77.1".parse::<IpAddr>().unwrap()]
+        );
+
         // The same port cannot be published twice.
         let err = bridge
             .prepare(&[PortMap::new(host_port, 80, Proto::Tcp)])

@@ -30,9 +30,19 @@ use palisade_ns::{
 
 use self::child::{ChildCtx, ChildFds};
 use self::plan::UserPlan;
+use crate::builder::NetPlan;
 use crate::error::{ChildStep, Context, Error, Result};
+use crate::process::NetHandle;
 use crate::stdio::pipe;
 use crate::{Child, Sandbox};
+use palisade_netns::forward::{BoundPort, Target};
+use palisade_netns::{Forwarder, PreparedBridge};
+
+/// The network, made ready before the clone.
+enum PreparedNet {
+    Bridge(PreparedBridge),
+    Forward(Vec<BoundPort>),
+}
 
 impl Sandbox {
     /// Starts one sandboxed process from this recipe.
@@ -59,7 +69,21 @@ impl Sandbox {
         let must_attach = group
             .as_ref()
             .is_some_and(|g| into.is_none() || g.needs_v1_attach());
-        let sync = (plan.user.is_some() || must_attach)
+        // Bound before the clone: a taken port fails the spawn before anything exists.
+        let net = match &self.net {
+            Some(NetPlan::Bridge(bridge, ports)) => {
+                Some(PreparedNet::Bridge(bridge.prepare(ports)?))
+            }
+            Some(NetPlan::Forward(ports)) => Some(PreparedNet::Forward(
+                ports
+                    .iter()
+                    .map(|p| BoundPort::bind(*p))
+                    .collect::<palisade_netns::Result<_>>()?,
+            )),
+            None => None,
+        };
+        let bridge = matches!(net, Some(PreparedNet::Bridge(_)));
+        let sync = (plan.user.is_some() || must_attach || bridge)
             .then(|| pipe("create the sync pipe"))
             .transpose()?;
         let (err_r, err_w) = pipe("create the error pipe")?;
@@ -129,6 +153,18 @@ impl Sandbox {
         }
         if let Some(user) = &plan.user {
             write_id_maps(pid, user)?;
+        }
+        match net {
+            // The child waits on the sync pipe, in its new network namespace, while its veth,
+            // address and route are made.
+            Some(PreparedNet::Bridge(prepared)) => handle.set_network(Some(NetHandle::Bridge(
+                Box::new(prepared.attach(pid as u32)?),
+            ))),
+            Some(PreparedNet::Forward(ports)) => {
+                let ns = Target::netns_of(pid as u32)?;
+                handle.set_network(Some(NetHandle::Forward(Forwarder::start(ports, ns)?)))
+            }
+            None => {}
         }
         if let Some(sync_w) = sync_w {
             File::from(sync_w)

@@ -1,0 +1,290 @@
+//! Sandbox networking against the real kernel, never on the host's own network: each test runs
+//! in a thread that has unshared a network namespace of its own (a throwaway "host"), spawns its
+//! sandboxes from there, and checks that the throwaway host holds nothing of Palisade's after.
+//! Allocation state goes to a temporary directory.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use palisade::netns::ipam::Subnet;
+use palisade::netns::link::Netlink;
+use palisade::netns::nft::Nftables;
+use palisade::netns::{Bridge, Network, Proto};
+use palisade::{Error, Sandbox, SandboxBuilder, Stdio};
+use support::TempDir;
+
+/// Runs `f` in a fresh thread with its own network namespace (lo up), which dies with it; then
+/// checks that it held no `pal*` link and no nftables table.
+fn in_host<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: unshare affects only this thread.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
+            Netlink::open().unwrap().set_up("lo").unwrap();
+            let out = f();
+            let links: Vec<String> = Netlink::open()
+                .unwrap()
+                .links()
+                .unwrap()
+                .into_iter()
+                .map(|l| l.name)
+                .filter(|n| n.starts_with("pal"))
+                .collect();
+            assert_eq!(links, Vec::<String>::new(), "links left behind");
+            let tables = Nftables::open().unwrap().tables().unwrap();
+            assert_eq!(tables, Vec::<String>::new(), "nftables tables left behind");
+            out
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+fn bridge(name: &str, subnet: &str, state: &TempDir) -> Network {
+    let subnet: Subnet = subnet.parse().unwrap();
+    Network::bridge(
+        Bridge::new(name)
+            .unwrap()
+            .subnet(subnet)
+            .state_dir(state.path()),
+    )
+}
+
+fn sh(script: &str) -> SandboxBuilder {
+    let mut b = Sandbox::builder("sh");
+    b.args(["-c", script]);
+    b
+}
+
+fn stdout_of(builder: &mut SandboxBuilder) -> String {
+    let out = builder.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Connects to `addr` until a server answers `request` with a non-empty reply (the server in the
+/// sandbox starts listening some time after the spawn).
+fn ask_tcp(ip: IpAddr, port: u16, request: &[u8]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut c) = TcpStream::connect((ip, port)) {
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = c.write_all(request);
+            let _ = c.shutdown(std::net::Shutdown::Write);
+            let mut reply = String::new();
+            if c.read_to_string(&mut reply).is_ok() && !reply.is_empty() {
+                return reply;
+            }
+        }
+        assert!(Instant::now() < deadline, "no answer from {ip}:{port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn none_has_only_loopback_up() {
+    require_root!();
+    let out = stdout_of(&mut sh(
+        "ls /sys/class/net; cat /sys/class/net/lo/operstate",
+    ));
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("lo"));
+    // A loopback device reports "unknown" when up.
+    assert_eq!(lines.next(), Some("unknown"));
+}
+
+#[test]
+fn bridge_gives_eth0_an_address_and_a_default_route() {
+    require_root!();
+    let state = TempDir::new("net");
+    in_host(|| {
+        let mut b = sh("ls /sys/class/net; cat /proc/net/route; cat /sys/class/net/eth0/operstate");
+        b.network(bridge("pal-t0", "10.240.0.0/24", &state));
+        let out = stdout_of(&mut b);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(&lines[..2], ["eth0", "lo"]);
+        // /proc/net/route: the default route via 10.240.0.1 (hex, little-endian) on eth0.
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("eth0\t00000000\t0100F00A")),
+            "{out}"
+        );
+        assert_eq!(lines.last(), Some(&"up"));
+        let child = sleeper(&mut sh("cat"), bridge("pal-t0", "10.240.0.0/24", &state));
+        assert_eq!(
+            child.address(),
+            Some(IpAddr::V4(Ipv4Addr::new(10, 240, 0, 2)))
+        );
+    });
+}
+
+fn sleeper(b: &mut SandboxBuilder, network: Network) -> palisade::Child {
+    b.network(network).stdin(Stdio::piped()).spawn().unwrap()
+}
+
+#[test]
+fn two_sandboxes_on_one_bridge_talk_over_tcp() {
+    require_root!();
+    let state = TempDir::new("net");
+    in_host(|| {
+        let net = || bridge("pal-t1", "10.241.0.0/24", &state);
+        let mut server = Sandbox::builder("busybox");
+        server
+            .args(["nc", "-ll", "-p", "7", "-e", "/bin/cat"])
+            .network(net());
+        let server = server.spawn().unwrap();
+        let ip = server.address().unwrap();
+        let script = format!(
+            "for i in $(seq 100); do r=$(echo hello | busybox nc -w 2 {ip} 7) && [ -n \"$r\" ] \
+             && echo $r && exit 0; sleep 0.05; done; exit 1"
+        );
+        let mut client = sh(&script);
+        client.network(net());
+        assert_eq!(stdout_of(&mut client), "hello\n");
+        drop(server);
+    });
+}
+
+#[test]
+fn concurrent_sandboxes_get_distinct_addresses() {
+    require_root!();
+    let state = TempDir::new("net");
+    in_host(|| {
+        let children: Vec<_> = (0..6)
+            .map(|_| sleeper(&mut sh("cat"), bridge("pal-t2", "10.242.0.0/24", &state)))
+            .collect();
+        let mut addrs: Vec<IpAddr> = children.iter().filter_map(|c| c.address()).collect();
+        addrs.sort();
+        addrs.dedup();
+        assert_eq!(addrs.len(), 6, "{addrs:?}");
+    });
+}
+
+#[test]
+fn published_ports_reach_servers_in_the_sandbox() {
+    require_root!();
+    let state = TempDir::new("net");
+    in_host(|| {
+        // On a bridge: TCP, published on a port the kernel picks.
+        let mut b = Sandbox::builder("busybox");
+        b.args(["nc", "-ll", "-p", "80", "-e", "/bin/echo", "from-bridge"])
+            .network(bridge("pal-t3", "10.243.0.0/24", &state))
+            .publish(0, 80, Proto::Tcp);
+        let child = b.spawn().unwrap();
+        let port = child.ports()[0].host_port;
+        assert_ne!(port, 0);
+        let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        assert_eq!(ask_tcp(localhost, port, b""), "from-bridge\n");
+
+        // The same host port cannot be published by a second sandbox.
+        let mut second = sh("true");
+        second
+            .network(bridge("pal-t3", "10.243.0.0/24", &state))
+            .publish(port, 80, Proto::Tcp);
+        let err = second.spawn().unwrap_err();
+        assert!(
+            matches!(&err, Error::Network(palisade::netns::Error::PortInUse { port: p, .. }) if *p == port),
+            "{err}"
+        );
+        drop(child);
+
+        // With only loopback: the forwarder connects inside the sandbox's namespace.
+        let mut b = Sandbox::builder("busybox");
+        b.args(["nc", "-ll", "-p", "81", "-e", "/bin/echo", "from-loopback"])
+            .publish(0, 81, Proto::Tcp);
+        let child = b.spawn().unwrap();
+        let port = child.ports()[0].host_port;
+        assert_eq!(ask_tcp(localhost, port, b""), "from-loopback\n");
+        drop(child);
+    });
+}
+
+#[test]
+fn published_udp_port_relays_datagrams_both_ways() {
+    require_root!();
+    let state = TempDir::new("net");
+    in_host(|| {
+        // Answers every datagram's sender (this machine's busybox nc has no UDP).
+        let server = "import socket\n\
+                      s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                      s.bind(('0.0.0.0', 53))\n\
+                      while True:\n    d, a = s.recvfrom(64)\n    s.sendto(b'pong ' + d, a)\n";
+        let mut b = Sandbox::builder("python3");
+        b.args(["-c", server])
+            .network(bridge("pal-t4", "10.244.0.0/24", &state))
+            .publish(0, 53, Proto::Udp);
+        let child = b.spawn().unwrap();
+        let port = child.ports()[0].host_port;
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut buf = [0u8; 64];
+        let reply = loop {
+            sock.send_to(b"ping\n", ("127.0.0.1", port)).unwrap();
+            if let Ok(n) = sock.recv(&mut buf) {
+                break String::from_utf8_lossy(&buf[..n]).into_owned();
+            }
+            assert!(Instant::now() < deadline, "no UDP answer");
+        };
+        assert_eq!(reply, "pong ping\n");
+        drop(child);
+    });
+}
+
+#[test]
+fn bad_network_input_gets_typed_errors_and_leaves_nothing() {
+    require_root!();
+    let state = TempDir::new("net");
+    in_host(|| {
+        let err = Bridge::new("pal-much-too-long-name").unwrap_err();
+        assert!(
+            matches!(err, palisade::netns::Error::InvalidValue { .. }),
+            "{err}"
+        );
+
+        let keep = sleeper(&mut sh("cat"), bridge("pal-t5", "10.245.0.0/16", &state));
+        let mut b = sh("true");
+        b.network(bridge("pal-t6", "10.245.3.0/24", &state));
+        let err = b.spawn().unwrap_err();
+        assert!(
+            matches!(&err, Error::Network(palisade::netns::Error::Overlap { .. })),
+            "{err}"
+        );
+        let mut b = sh("true");
+        b.publish(8080, 80, Proto::Tcp)
+            .publish(8080, 81, Proto::Tcp);
+        let err = b.spawn().unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Error::Network(palisade::netns::Error::PortConflict { port: 8080, .. })
+            ),
+            "{err}"
+        );
+        let mut b = sh("true");
+        b.network(Network::host()).publish(8080, 80, Proto::Tcp);
+        let err = b.spawn().unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Error::InvalidArgument {
+                    what: "network",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        drop(keep);
+    });
+}
