@@ -45,6 +45,22 @@ fn in_host<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
+/// Runs `f` in a thread that has joined the network namespace of process `pid`.
+fn in_netns_of<T: Send>(pid: u32, f: impl FnOnce() -> T + Send) -> T {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns reads the fd, which `ns` keeps open; it changes this thread only.
+            let rc =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
 fn bridge(name: &str, subnet: &str, state: &TempDir) -> Network {
     let subnet: Subnet = subnet.parse().unwrap();
     Network::bridge(
@@ -214,16 +230,21 @@ fn published_udp_port_relays_datagrams_both_ways() {
     require_root!();
     let state = TempDir::new("net");
     in_host(|| {
-        // Answers every datagram's sender (this machine's busybox nc has no UDP).
-        let server = "import socket\n\
-                      s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-                      s.bind(('0.0.0.0', 53))\n\
-                      while True:\n    d, a = s.recvfrom(64)\n    s.sendto(b'pong ' + d, a)\n";
-        let mut b = Sandbox::builder("python3");
-        b.args(["-c", server])
+        // The server is a socket of the test's, made by a thread that joined the sandbox's
+        // network namespace (this machine's busybox nc has no UDP).
+        let mut b = Sandbox::builder("cat");
+        b.stdin(Stdio::piped())
             .network(bridge("pal-t4", "10.244.0.0/24", &state))
             .publish(0, 53, Proto::Udp);
         let child = b.spawn().unwrap();
+        let server = in_netns_of(child.id(), || UdpSocket::bind("0.0.0.0:53").unwrap());
+        let answer = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            let (n, from) = server.recv_from(&mut buf).unwrap();
+            let mut reply = b"pong ".to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            server.send_to(&reply, from).unwrap();
+        });
         let port = child.ports()[0].host_port;
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(200)))
@@ -238,6 +259,7 @@ fn published_udp_port_relays_datagrams_both_ways() {
             assert!(Instant::now() < deadline, "no UDP answer");
         };
         assert_eq!(reply, "pong ping\n");
+        answer.join().unwrap();
         drop(child);
     });
 }
