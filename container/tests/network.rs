@@ -15,49 +15,26 @@ use palisade::netns::link::Netlink;
 use palisade::netns::nft::Nftables;
 use palisade::netns::{Bridge, Network, Proto};
 use palisade::{Error, Sandbox, SandboxBuilder, Stdio};
-use support::TempDir;
+use support::{in_netns_of, in_new_netns, TempDir};
 
 /// Runs `f` in a fresh thread with its own network namespace (lo up), which dies with it; then
 /// checks that it held no `pal*` link and no nftables table.
 fn in_host<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: unshare affects only this thread.
-            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
-            Netlink::open().unwrap().set_up("lo").unwrap();
-            let out = f();
-            let links: Vec<String> = Netlink::open()
-                .unwrap()
-                .links()
-                .unwrap()
-                .into_iter()
-                .map(|l| l.name)
-                .filter(|n| n.starts_with("pal"))
-                .collect();
-            assert_eq!(links, Vec::<String>::new(), "links left behind");
-            let tables = Nftables::open().unwrap().tables().unwrap();
-            assert_eq!(tables, Vec::<String>::new(), "nftables tables left behind");
-            out
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    })
-}
-
-/// Runs `f` in a thread that has joined the network namespace of process `pid`.
-fn in_netns_of<T: Send>(pid: u32, f: impl FnOnce() -> T + Send) -> T {
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: setns reads the fd, which `ns` keeps open; it changes this thread only.
-            let rc =
-                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    in_new_netns(|| {
+        Netlink::open().unwrap().set_up("lo").unwrap();
+        let out = f();
+        let links: Vec<String> = Netlink::open()
+            .unwrap()
+            .links()
+            .unwrap()
+            .into_iter()
+            .map(|l| l.name)
+            .filter(|n| n.starts_with("pal"))
+            .collect();
+        assert_eq!(links, Vec::<String>::new(), "links left behind");
+        let tables = Nftables::open().unwrap().tables().unwrap();
+        assert_eq!(tables, Vec::<String>::new(), "nftables tables left behind");
+        out
     })
 }
 
@@ -105,18 +82,6 @@ fn ask_tcp(ip: IpAddr, port: u16, request: &[u8]) -> String {
         assert!(Instant::now() < deadline, "no answer from {ip}:{port}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-#[test]
-fn none_has_only_loopback_up() {
-    require_root!();
-    let out = stdout_of(&mut sh(
-        "ls /sys/class/net; cat /sys/class/net/lo/operstate",
-    ));
-    let mut lines = out.lines();
-    assert_eq!(lines.next(), Some("lo"));
-    // A loopback device reports "unknown" when up.
-    assert_eq!(lines.next(), Some("unknown"));
 }
 
 #[test]

@@ -408,20 +408,23 @@ fn remove_network(nl: &mut Netlink, bridge: &Bridge, alloc: &Allocator) -> Resul
                 && l.kind.as_deref() == Some("veth")
                 && l.name.starts_with("pal-")
         }) {
-            match nl.delete_link(&port.name) {
-                Err(Error::NoSuchLink { .. }) => {}
-                Err(e) if e.errno() == Some(libc::ENODEV) => {}
-                other => other?,
-            }
+            delete_if_present(nl, &port.name)?;
         }
         if link.alias.as_deref() == Some(OWNED_ALIAS) {
-            match nl.delete_link(&bridge.name) {
-                Err(Error::NoSuchLink { .. }) => {}
-                other => other?,
-            }
+            delete_if_present(nl, &bridge.name)?;
         }
     }
     alloc.remove_locked()
+}
+
+/// Deletes the link `name`; one that is gone already (removed by the kernel with its
+/// namespace, or by another process) is not an error.
+fn delete_if_present(nl: &mut Netlink, name: &str) -> Result<()> {
+    match nl.delete_link(name) {
+        Err(Error::NoSuchLink { .. }) => Ok(()),
+        Err(e) if e.errno() == Some(libc::ENODEV) => Ok(()),
+        other => other,
+    }
 }
 
 fn remove_stale_tables() -> Result<()> {
@@ -535,11 +538,7 @@ impl Attachment {
                 // the background (deleting a link waits for RCU grace periods, tens of
                 // milliseconds); while it runs, the veth is removed here.
                 if self.owner.is_alive() {
-                    match nl.delete_link(&self.host_veth) {
-                        Err(Error::NoSuchLink { .. }) => {}
-                        Err(e) if e.errno() == Some(libc::ENODEV) => {}
-                        other => keep(other),
-                    }
+                    keep(delete_if_present(&mut nl, &self.host_veth));
                 }
                 if let Some(mut lease) = self.lease.take() {
                     lease.disarm();

@@ -20,12 +20,13 @@ use std::io::{self, Read, Write};
 use std::net::{
     IpAddr, Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket,
 };
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::mode::in_netns;
 use crate::nft::Proto;
 use crate::{Error, Result};
 
@@ -223,7 +224,7 @@ impl Target {
             Target::Addr(ip) => TcpStream::connect((*ip, port)),
             Target::Netns(fd) => in_netns(fd.as_fd(), || {
                 TcpStream::connect((Ipv4Addr::LOCALHOST, port))
-            }),
+            })?,
         }
     }
 
@@ -235,29 +236,9 @@ impl Target {
         };
         match self {
             Target::Addr(ip) => connect(*ip),
-            Target::Netns(fd) => in_netns(fd.as_fd(), || connect(IpAddr::V4(Ipv4Addr::LOCALHOST))),
+            Target::Netns(fd) => in_netns(fd.as_fd(), || connect(IpAddr::V4(Ipv4Addr::LOCALHOST)))?,
         }
     }
-}
-
-/// Runs `f` in a short-lived thread that has joined the network namespace `fd`.
-fn in_netns<T: Send>(
-    fd: BorrowedFd<'_>,
-    f: impl FnOnce() -> io::Result<T> + Send,
-) -> io::Result<T> {
-    let raw = fd.as_raw_fd();
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            // SAFETY: setns only reads the fd, kept open by the borrow for the whole scope; it
-            // changes the namespace of this short-lived thread only.
-            if unsafe { libc::setns(raw, libc::CLONE_NEWNET) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            f()
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    })
 }
 
 /// The running forwarder of one sandbox's published ports. Dropping it stops every thread and

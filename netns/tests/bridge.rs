@@ -18,20 +18,13 @@ use palisade_netns::ipam::Subnet;
 use palisade_netns::link::{Family, Netlink};
 use palisade_netns::nft::Nftables;
 use palisade_netns::{Error, PortMap, Proto};
-use support::TempDir;
+use support::{in_netns_of, in_new_netns, join_netns, TempDir};
 
 /// Runs `f` in a fresh thread with its own network namespace (lo up), which dies with it.
 fn in_host<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: unshare affects only this thread.
-            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
-            Netlink::open().unwrap().set_up("lo").unwrap();
-            f()
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    in_new_netns(|| {
+        Netlink::open().unwrap().set_up("lo").unwrap();
+        f()
     })
 }
 
@@ -194,26 +187,6 @@ fn concurrent_sandboxes_get_distinct_addresses() {
     });
 }
 
-/// Joins the calling thread (a thread of the test's own) to the network namespace `ns`.
-fn join_netns(ns: &File) {
-    // SAFETY: setns reads the fd, which `ns` keeps open; it changes this thread only.
-    let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(ns), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-}
-
-/// Runs `f` in a thread that has joined the network namespace of `pid`.
-fn in_ns_of<T: Send>(pid: u32, f: impl FnOnce() -> T + Send) -> T {
-    let ns = File::open(format!("/proc/{pid}/ns/net")).unwrap();
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            join_netns(&ns);
-            f()
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    })
-}
-
 /// Serves one TCP echo exchange per accepted connection, `n` times.
 fn echo_server(server: TcpListener, n: usize) -> std::thread::JoinHandle<Vec<IpAddr>> {
     std::thread::spawn(move || {
@@ -265,7 +238,7 @@ fn published_port_reaches_a_server_in_the_sandbox() {
         let host_port = prepared.ports()[0].host_port;
         assert_ne!(host_port, 0);
         let att = prepared.attach(sb.pid()).unwrap();
-        let server = in_ns_of(sb.pid(), || TcpListener::bind(("0.0.0.0", 8080)).unwrap());
+        let server = in_netns_of(sb.pid(), || TcpListener::bind(("0.0.0.0", 8080)).unwrap());
         let echo = echo_server(server, 2);
         // From the throwaway host itself: the forwarder serves local connections, even on
         // loopback, which DNAT cannot reach.
@@ -273,7 +246,7 @@ fn published_port_reaches_a_server_in_the_sandbox() {
         // From outside: DNAT in the kernel; the sandbox sees the client's own address.
         let fwd = || std::fs::read_to_string("/proc/sys/net/ipv4/conf/pal-up/forwarding").unwrap();
         assert_eq!(fwd().trim(), "1");
-        in_ns_of(client.pid(), || {
+        in_netns_of(client.pid(), || {
             exchange(TcpStream::connect(("192.168.77.1", host_port)).unwrap())
         });
         let peers = echo.join().unwrap();
@@ -281,11 +254,11 @@ fn published_port_reaches_a_server_in_the_sandbox() {
         assert_eq!(peers[1], "192.168.77.2".parse::<IpAddr>().unwrap());
 
         // Outbound from the sandbox: masqueraded, the outside sees the host's address.
-        let outside = in_ns_of(client.pid(), || {
+        let outside = in_netns_of(client.pid(), || {
             TcpListener::bind(("0.0.0.0", 9000)).unwrap()
         });
         let echo = echo_server(outside, 1);
-        in_ns_of(sb.pid(), || {
+        in_netns_of(sb.pid(), || {
             exchange(TcpStream::connect(("192.168.77.2", 9000)).unwrap())
         });
         assert_eq!(
@@ -324,11 +297,11 @@ fn two_sandboxes_on_one_bridge_reach_each_other() {
         let (a, b) = (FakeSandbox::start(), FakeSandbox::start());
         let att_a = bridge.prepare(&[]).unwrap().attach(a.pid()).unwrap();
         let att_b = bridge.prepare(&[]).unwrap().attach(b.pid()).unwrap();
-        in_ns_of(a.pid(), || Netlink::open().unwrap().set_up("lo").unwrap());
-        let server = in_ns_of(a.pid(), || TcpListener::bind(("0.0.0.0", 7)).unwrap());
+        in_netns_of(a.pid(), || Netlink::open().unwrap().set_up("lo").unwrap());
+        let server = in_netns_of(a.pid(), || TcpListener::bind(("0.0.0.0", 7)).unwrap());
         let echo = echo_server(server, 1);
         let a_ip = att_a.address();
-        in_ns_of(b.pid(), || exchange(TcpStream::connect((a_ip, 7)).unwrap()));
+        in_netns_of(b.pid(), || exchange(TcpStream::connect((a_ip, 7)).unwrap()));
         assert_eq!(echo.join().unwrap(), vec![att_b.address()]);
         drop((att_a, att_b));
         assert_eq!(leftovers(), (vec![], vec![]));

@@ -24,16 +24,7 @@ fn host_pal_links() -> Vec<String> {
 /// Runs `f` in a fresh thread that has its own new network namespace, which dies with it; then
 /// checks that the host shows no `pal-*` link.
 fn in_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    let out = std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: unshare affects only this thread, which owns no netns-dependent state.
-            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    });
+    let out = support::in_new_netns(f);
     assert_eq!(host_pal_links(), Vec::<String>::new());
     out
 }

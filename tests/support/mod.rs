@@ -63,6 +63,42 @@ impl Drop for TempDir {
     }
 }
 
+/// Joins the calling thread (one of the test's own) to the network namespace `ns`.
+pub fn join_netns(ns: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setns reads the fd, which `ns` keeps open; it changes this thread only.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+/// Runs `f` in a fresh thread that has unshared a network namespace of its own, which dies with
+/// the thread (unless something `f` made keeps it).
+pub fn in_new_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: unshare affects only this thread.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// Runs `f` in a fresh thread that has joined the network namespace of process `pid`.
+pub fn in_netns_of<T: Send>(pid: u32, f: impl FnOnce() -> T + Send) -> T {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            join_netns(&ns);
+            f()
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
 /// Runs the ignored test `name` of this very test binary again as `uid`:`uid` (no passwd entry
 /// needed), from a copy the user can execute, with `env` set and `/` as its directory. Returns
 /// whether it passed, and its output, for the assertion message.

@@ -33,6 +33,7 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
+use crate::mode::{in_netns, setns_error};
 use crate::{Error, Result};
 use socket::RouteSocket;
 
@@ -209,24 +210,7 @@ impl Netlink {
     /// stays bound to the namespace it was created in (`network_namespaces(7)`), and keeps that
     /// namespace alive while it is open.
     pub fn open_in(netns_fd: BorrowedFd<'_>) -> Result<Netlink> {
-        let fd = netns_fd.as_raw_fd();
-        let sock = std::thread::scope(|s| {
-            s.spawn(move || {
-                // SAFETY: setns only reads the fd, which `netns_fd` keeps open for the whole
-                // scope; it changes the namespace of this short-lived thread only.
-                let rc = unsafe { libc::setns(fd, libc::CLONE_NEWNET) };
-                if rc != 0 {
-                    return Err(Error::Io {
-                        op: "setns(CLONE_NEWNET) into",
-                        target: format!("fd {fd}"),
-                        source: std::io::Error::last_os_error(),
-                    });
-                }
-                RouteSocket::open()
-            })
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })?;
+        let sock = in_netns(netns_fd, RouteSocket::open).map_err(setns_error(netns_fd))??;
         Ok(Netlink { sock })
     }
 
@@ -662,29 +646,12 @@ impl Netlink {
 /// A namespace fd for the network namespace of `fd` (a namespace fd or a pidfd), obtained in a
 /// short-lived thread that `setns(2)`es into it and opens `/proc/thread-self/ns/net`.
 fn netns_fd_of(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
-    let raw = fd.as_raw_fd();
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            // SAFETY: setns only reads the fd, kept open by the borrow for the whole scope; it
-            // changes the namespace of this short-lived thread only.
-            if unsafe { libc::setns(raw, libc::CLONE_NEWNET) } != 0 {
-                return Err(Error::Io {
-                    op: "setns(CLONE_NEWNET) into",
-                    target: format!("fd {raw}"),
-                    source: std::io::Error::last_os_error(),
-                });
-            }
-            let path = "/proc/thread-self/ns/net";
-            std::fs::File::open(path)
-                .map(OwnedFd::from)
-                .map_err(|source| Error::Io {
-                    op: "open",
-                    target: path.to_owned(),
-                    source,
-                })
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    let path = "/proc/thread-self/ns/net";
+    let opened = in_netns(fd, || std::fs::File::open(path)).map_err(setns_error(fd))?;
+    opened.map(OwnedFd::from).map_err(|source| Error::Io {
+        op: "open",
+        target: path.to_owned(),
+        source,
     })
 }
 
