@@ -156,9 +156,7 @@ impl Bridge {
         PortMap::validate(ports)?;
         let alloc = Allocator::open(&self.state_dir, &self.name, self.subnet)?;
         let mut nl = Netlink::open()?;
-        if nl.link(&self.name)?.is_none() {
-            check_routes(&mut nl, self.subnet)?;
-        }
+        check_routes(&mut nl, self.subnet, &self.name)?;
         let ports = ports
             .iter()
             .map(|p| BoundPort::bind(*p))
@@ -186,13 +184,15 @@ impl Bridge {
     }
 }
 
-/// Refuses a subnet that overlaps a route of the host (its LAN, a VPN, another bridge).
-fn check_routes(nl: &mut Netlink, subnet: Subnet) -> Result<()> {
+/// Refuses a subnet that overlaps a route of the host (its LAN, a VPN, another bridge). Routes
+/// on the network's own bridge are its own, whether it was up before or another spawn made it
+/// while this one looked.
+fn check_routes(nl: &mut Netlink, subnet: Subnet, bridge: &str) -> Result<()> {
     for route in nl.routes(Family::V4)? {
         let Some((dst, prefix)) = route.dst else {
             continue;
         };
-        if prefix == 0 {
+        if prefix == 0 || route.dev.as_deref() == Some(bridge) {
             continue;
         }
         if subnet.overlaps_network(dst, prefix) {
