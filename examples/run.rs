@@ -6,6 +6,10 @@
 //! cargo run --release --example run -- --memory 64M --cpus 1.5 --pids-limit 64 -- sh -c 'tail /dev/zero'
 //! ```
 //!
+//! The command runs confined as `docker run` confines a container: Docker's default
+//! capabilities, `no_new_privs`, and the default seccomp profile; `--cap-add`, `--cap-drop`,
+//! `--user`, `--security-opt` and `--ulimit` change that.
+//!
 //! With a limit, the sandbox gets a cgroup of its own; `OOM-killed` is printed on stderr when the
 //! kernel's OOM killer killed the command for going over `--memory`.
 //!
@@ -21,7 +25,8 @@ use palisade::netns::ipam::Subnet;
 use palisade::netns::{Bridge, Network, PortMap};
 use palisade::overlay::image::{LayerStore, OpaqueXattr, StoreOptions};
 use palisade::overlay::rootfs::{Access, Rootfs};
-use palisade::{ChildStep, Error, Sandbox, Signal};
+use palisade::seccomp::{JsonOptions, Profile};
+use palisade::{parse_capability, ChildStep, Error, Rlimit, Sandbox, SandboxBuilder, Signal};
 
 /// Run a command in a Palisade sandbox.
 #[derive(Debug, Parser)]
@@ -92,6 +97,25 @@ struct Options {
     /// of the sandbox's own.
     #[arg(long)]
     host_mounts: bool,
+    /// Run the command as this user (and group; default: the same number), e.g. `1000:1000`.
+    #[arg(long, short = 'u', value_name = "UID[:GID]")]
+    user: Option<String>,
+    /// Supplementary groups of the user given with --user.
+    #[arg(long = "group-add", value_name = "GID")]
+    group_add: Vec<u32>,
+    /// Add a capability to Docker's default set (`NET_ADMIN`, `CAP_NET_ADMIN`, or `ALL`).
+    #[arg(long = "cap-add", value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Drop a capability from the set (`NET_RAW`, or `ALL`).
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    cap_drop: Vec<String>,
+    /// `seccomp=unconfined`, `seccomp=PROFILE.json` (a Docker/OCI profile), or
+    /// `no-new-privileges[=true|false]` (on by default).
+    #[arg(long = "security-opt", value_name = "OPT")]
+    security_opt: Vec<String>,
+    /// A resource limit, `NAME=SOFT[:HARD]`, e.g. `nofile=1024:2048` (as docker's --ulimit).
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    ulimit: Vec<Rlimit>,
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -153,6 +177,79 @@ fn network(mode: &str) -> Result<Network, Error> {
     })
 }
 
+/// Applies --user, --group-add, --cap-add, --cap-drop, --security-opt and --ulimit. Drops
+/// are applied before adds, so `--cap-drop ALL --cap-add NET_BIND_SERVICE` keeps one.
+fn security(builder: &mut SandboxBuilder, opts: &Options) -> Result<(), Error> {
+    if let Some(user) = &opts.user {
+        let bad = || Error::InvalidArgument {
+            what: "user",
+            value: user.clone(),
+            reason: "expected UID or UID:GID (numbers)",
+        };
+        let (uid, gid) = match user.split_once(':') {
+            Some((uid, gid)) => (
+                uid.parse().map_err(|_| bad())?,
+                gid.parse().map_err(|_| bad())?,
+            ),
+            None => {
+                let uid = user.parse().map_err(|_| bad())?;
+                (uid, uid)
+            }
+        };
+        builder.user(uid, gid);
+    }
+    if !opts.group_add.is_empty() {
+        builder.groups(opts.group_add.iter().copied());
+    }
+    for cap in &opts.cap_drop {
+        if cap.eq_ignore_ascii_case("ALL") {
+            builder.cap_drop_all();
+        } else {
+            builder.cap_drop(parse_capability(cap)?);
+        }
+    }
+    for cap in &opts.cap_add {
+        if cap.eq_ignore_ascii_case("ALL") {
+            builder.capabilities(palisade::Capabilities::all());
+        } else {
+            builder.cap_add(parse_capability(cap)?);
+        }
+    }
+    for opt in &opts.security_opt {
+        match opt.split_once(['=', ':']) {
+            Some(("seccomp", "unconfined")) => {
+                builder.seccomp(Profile::unconfined());
+            }
+            Some(("seccomp", path)) => {
+                builder.seccomp(Profile::from_json_file(path, &JsonOptions::default())?);
+            }
+            Some(("no-new-privileges", value)) => {
+                let on = value.parse::<bool>().map_err(|_| Error::InvalidArgument {
+                    what: "security option",
+                    value: opt.clone(),
+                    reason: "no-new-privileges takes true or false",
+                })?;
+                builder.no_new_privs(on);
+            }
+            None if opt == "no-new-privileges" => {
+                builder.no_new_privs(true);
+            }
+            _ => {
+                return Err(Error::InvalidArgument {
+                    what: "security option",
+                    value: opt.clone(),
+                    reason: "expected seccomp=unconfined, seccomp=PROFILE.json or \
+                             no-new-privileges[=true|false]",
+                })
+            }
+        }
+    }
+    for limit in &opts.ulimit {
+        builder.rlimit(*limit);
+    }
+    Ok(())
+}
+
 fn run(opts: &Options) -> Result<u8, Error> {
     let (program, args) = opts.command.split_first().expect("clap requires a command");
     let mut builder = Sandbox::builder(program);
@@ -210,6 +307,7 @@ fn run(opts: &Options) -> Result<u8, Error> {
         }
         builder.rootfs(rootfs.read_only(opts.read_only));
     }
+    security(&mut builder, opts)?;
     if let Some(bytes) = opts.memory {
         builder.memory_max(bytes);
     }

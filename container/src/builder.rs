@@ -9,6 +9,7 @@ use palisade_ns::{IdMap, Namespace, SetGroups, TimeOffsets};
 use palisade_overlay::rootfs::{Access, Rootfs};
 
 use crate::error::{Error, Result};
+use crate::security::{SecurityContext, SecuritySpec};
 use crate::spawn::plan::{
     cstring, signal_sets, CStringArray, CgroupPlan, ExecPlan, Plan, UserPlan,
 };
@@ -85,6 +86,8 @@ pub struct SandboxBuilder {
     stdio: [Stdio; 3],
     lifecycle: Lifecycle,
     limits: LimitSpec,
+    /// Capabilities, user, rlimits, no_new_privs and seccomp (see [`crate::security`]).
+    pub(crate) security: SecuritySpec,
 }
 
 /// The sandbox's cgroup: limits, and where the group goes.
@@ -171,6 +174,7 @@ impl SandboxBuilder {
                 share_memory: true,
             },
             limits: LimitSpec::default(),
+            security: SecuritySpec::default(),
         }
     }
 
@@ -353,7 +357,8 @@ impl SandboxBuilder {
     /// On a bridge, traffic from outside is DNATed by nftables rules and connections made on the
     /// host itself (including to `127.0.0.1`) are relayed by the userspace forwarder. With
     /// [`Network::None`], the forwarder alone serves the port, connecting to `127.0.0.1:port`
-    /// inside the sandbox. The host port is bound when the sandbox spawns: one that is taken
+    /// inside the sandbox; in a rootless sandbox (whose network namespace the caller may not
+    /// join) through sockets the sandbox's init makes there. The host port is bound when the sandbox spawns: one that is taken
     /// fails the spawn with [`palisade_netns::Error::PortInUse`].
     pub fn publish(&mut self, host_port: u16, port: u16, proto: Proto) -> &mut Self {
         self.publish_port(PortMap::new(host_port, port, proto))
@@ -534,11 +539,14 @@ impl SandboxBuilder {
             _ => None,
         };
         let loopback_up = namespaces.contains(Namespace::NET);
-        let net = self.net_plan(namespaces)?;
+        let pid_ns = namespaces.contains(Namespace::PID);
+        let init = pid_ns && self.lifecycle.init;
+        let net = self.net_plan(namespaces, init)?;
+        let socket_factory =
+            matches!(net, Some(NetPlan::Forward(_))) && namespaces.contains(Namespace::USER);
         let user = namespaces
             .contains(Namespace::USER)
             .then(|| self.user_plan());
-        let pid_ns = namespaces.contains(Namespace::PID);
         let mount_ns = namespaces.contains(Namespace::MOUNT);
         let (empty_signals, init_signals) = signal_sets();
         let cgroup = self.cgroup_plan()?;
@@ -547,7 +555,6 @@ impl SandboxBuilder {
         if unshare_cgroup_ns {
             namespaces.remove(Namespace::CGROUP);
         }
-        let init = pid_ns && self.lifecycle.init;
         let rootless = namespaces.contains(Namespace::USER);
         let rootfs = match &iso.rootfs {
             RootChoice::Own(r) if !mount_ns => {
@@ -573,6 +580,12 @@ impl SandboxBuilder {
                 .iter()
                 .any(|r| matches!(r, Resource::MemoryMax(Max::Limit(_))))
         });
+        let security = self
+            .security
+            .prepare(SecurityContext { user_ns: rootless })?;
+        // A command that could trace the init could write into the init's memory, which is the
+        // caller's while the init shares it: such an init is a fork-like copy too.
+        let init_copied = memory_limited || security.may_trace_init();
         let plan = Plan {
             clone_namespaces: namespaces,
             exec: self.exec_plan()?,
@@ -596,10 +609,12 @@ impl SandboxBuilder {
             mount_proc: mount_ns && pid_ns && !own_root,
             rootfs,
             init,
+            socket_factory,
             die_with_parent: self.lifecycle.die_with_parent,
-            share_memory: self.lifecycle.share_memory && !(init && memory_limited),
+            share_memory: self.lifecycle.share_memory && !(init && init_copied),
             init_signals,
             empty_signals,
+            security,
         };
         let [stdin, stdout, stderr] = &self.stdio;
         let stdio = [stdin.try_clone()?, stdout.try_clone()?, stderr.try_clone()?];
@@ -612,7 +627,7 @@ impl SandboxBuilder {
         })
     }
 
-    fn net_plan(&self, namespaces: Namespace) -> Result<Option<NetPlan>> {
+    fn net_plan(&self, namespaces: Namespace, init: bool) -> Result<Option<NetPlan>> {
         let iso = &self.isolation;
         PortMap::validate(&iso.ports)?;
         let refuse = |reason| {
@@ -631,10 +646,11 @@ impl SandboxBuilder {
             Network::None if !namespaces.contains(Namespace::NET) => {
                 refuse("published ports need a network namespace")
             }
-            Network::None if namespaces.contains(Namespace::USER) => refuse(
-                "published ports of a rootless sandbox are not supported yet (the forwarder \
-                 joins the sandbox's network namespace, which needs CAP_SYS_ADMIN)",
-            ),
+            // In a user namespace of its own, the sandbox's network namespace is out of the
+            // caller's reach; the init makes the forwarder's sockets there instead.
+            Network::None if namespaces.contains(Namespace::USER) && !init => {
+                refuse("published ports of a rootless sandbox need the init (a PID namespace)")
+            }
             Network::None => Ok(Some(NetPlan::Forward(iso.ports.clone()))),
             _ if !iso.ports.is_empty() => refuse("published ports need the none or bridge network"),
             _ => Ok(None),

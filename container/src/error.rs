@@ -48,6 +48,10 @@ pub enum Error {
     /// Opening the network namespace to join failed, or it is not one.
     #[error(transparent)]
     Network(#[from] palisade_netns::Error),
+    /// The seccomp profile could not be compiled for this architecture (see
+    /// [`SandboxBuilder::seccomp`](crate::SandboxBuilder::seccomp)).
+    #[error(transparent)]
+    Seccomp(#[from] palisade_seccomp::Error),
     /// Creating, filling or reading the sandbox's cgroup failed, or a limit was invalid. The inner
     /// error names the cgroup file and the errno, or the refused value.
     #[error(transparent)]
@@ -76,6 +80,8 @@ impl Error {
             Error::Cgroup(e) => e.errno(),
             Error::Rootfs(e) => e.errno(),
             Error::Network(e) => e.errno(),
+            Error::Seccomp(palisade_seccomp::Error::Sys { source, .. }) => source.raw_os_error(),
+            Error::Seccomp(_) => None,
             Error::Setup { source, .. }
             | Error::Child { source, .. }
             | Error::Process { source, .. } => source.raw_os_error(),
@@ -137,6 +143,30 @@ pub enum ChildStep {
     Rootfs,
     /// Joining another network namespace (`setns(2)`), or bringing the loopback interface up.
     Network,
+    /// Installing the seccomp filter (`seccomp(2)`), or handing its user-notification listener
+    /// to the parent.
+    Seccomp,
+    /// Setting a resource limit (`prlimit(2)`); see [`SandboxBuilder::rlimit`](crate::SandboxBuilder::rlimit).
+    Rlimit,
+    /// Dropping capabilities from the bounding set (`prctl(2)` `PR_CAPBSET_DROP`).
+    BoundingSet,
+    /// Keeping the permitted capabilities across the switch to a non-root user (`prctl(2)`
+    /// `PR_SET_KEEPCAPS`).
+    KeepCaps,
+    /// `setgroups(2)` to the supplementary groups of
+    /// [`SandboxBuilder::groups`](crate::SandboxBuilder::groups) (or none, on a switch to another
+    /// user).
+    Groups,
+    /// `setresgid(2)` and `setresuid(2)` to the group and user of
+    /// [`SandboxBuilder::user`](crate::SandboxBuilder::user); `EINVAL` in a user namespace means
+    /// the id is not mapped there.
+    SetUser,
+    /// `capset(2)` of the permitted, effective and inheritable capabilities.
+    Capabilities,
+    /// Setting the ambient capabilities (`prctl(2)` `PR_CAP_AMBIENT`).
+    AmbientCapabilities,
+    /// `prctl(2)` `PR_SET_NO_NEW_PRIVS`.
+    NoNewPrivs,
 }
 
 impl ChildStep {
@@ -159,6 +189,15 @@ impl ChildStep {
             CgroupNamespace,
             Rootfs,
             Network,
+            Seccomp,
+            Rlimit,
+            BoundingSet,
+            KeepCaps,
+            Groups,
+            SetUser,
+            Capabilities,
+            AmbientCapabilities,
+            NoNewPrivs,
         ]
         .into_iter()
         .find(|s| *s as u32 == raw)
@@ -184,6 +223,15 @@ impl fmt::Display for ChildStep {
             ChildStep::CgroupNamespace => "create its cgroup namespace",
             ChildStep::Rootfs => "set up its root file system:",
             ChildStep::Network => "set up its network",
+            ChildStep::Seccomp => "install its seccomp filter",
+            ChildStep::Rlimit => "set its resource limits",
+            ChildStep::BoundingSet => "drop capabilities from its bounding set",
+            ChildStep::KeepCaps => "keep its capabilities across the user switch",
+            ChildStep::Groups => "set its supplementary groups",
+            ChildStep::SetUser => "switch to its user",
+            ChildStep::Capabilities => "set its capabilities",
+            ChildStep::AmbientCapabilities => "raise its ambient capabilities",
+            ChildStep::NoNewPrivs => "set no_new_privs",
         })
     }
 }
@@ -194,12 +242,16 @@ mod tests {
 
     #[test]
     fn steps_round_trip_through_their_wire_number() {
-        for raw in 1..=16 {
+        for raw in 1..=25 {
             let step = ChildStep::from_raw(raw).unwrap();
             assert_eq!(step as u32, raw);
         }
         assert_eq!(ChildStep::from_raw(0), None);
-        assert_eq!(ChildStep::from_raw(17), None);
+        assert_eq!(ChildStep::from_raw(26), None);
+        // The numbers are the wire format between child and parent: new steps go at the end.
+        assert_eq!(ChildStep::Network as u32, 16);
+        assert_eq!(ChildStep::Seccomp as u32, 17);
+        assert_eq!(ChildStep::NoNewPrivs as u32, 25);
     }
 
     #[test]

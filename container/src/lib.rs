@@ -40,12 +40,17 @@
 //!    masked kernel paths, volumes) or, with [`SandboxBuilder::host_mounts`], makes its mounts
 //!    `rslave` and mounts a fresh `/proc`; then it installs stdio, changes directory, and executes
 //!    the program, or starts the init, which starts the program.
-//! 5. Any failure in the child is sent back as a step and an errno, and `spawn` returns it as
+//! 5. Last, right before `execve(2)`, the command's privileges are set ([`security`]): resource
+//!    limits, the capability bounding set, user and groups, the remaining capability sets,
+//!    `no_new_privs` and the seccomp filter, in the order the kernel requires. By default that
+//!    is root with Docker's default capabilities, `no_new_privs` and the default seccomp profile.
+//! 6. Any failure in the child is sent back as a step and an errno, and `spawn` returns it as
 //!    [`Error::Child`].
 
 mod builder;
 mod error;
 mod process;
+pub mod security;
 mod spawn;
 mod status;
 mod stdio;
@@ -55,6 +60,7 @@ pub use error::{ChildStep, Context, Error, Result};
 pub use nix::sys::signal::Signal;
 pub use palisade_ns::{IdMap, IdMapping, Namespace, Offset, TimeOffsets};
 pub use process::{Child, Output};
+pub use security::{parse_capability, Capabilities, Capability, Rlimit, RlimitResource};
 pub use status::ExitStatus;
 pub use stdio::Stdio;
 

@@ -5,6 +5,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use palisade_cgroup::{Cgroup, MemoryEvents, Stats};
 use palisade_netns::{Attachment, Forwarder, PortMap};
 use palisade_ns::ChildStack;
+use palisade_seccomp::notify::Listener;
 use std::net::IpAddr;
 
 use crate::error::{Error, Result};
@@ -31,6 +32,8 @@ pub struct Child {
     cgroup: Option<Cgroup>,
     /// Its bridge attachment or port forwarder; removed once the sandbox has been reaped.
     net: Option<NetHandle>,
+    /// The user-notification listener of its seccomp filter, until taken.
+    seccomp_listener: Option<Listener>,
     /// The parent's end of the command's stdin, if it was [piped](crate::Stdio::piped).
     pub stdin: Option<File>,
     /// The parent's end of the command's stdout, if it was piped.
@@ -75,6 +78,7 @@ impl Child {
             stack: None,
             cgroup: None,
             net: None,
+            seccomp_listener: None,
             stdin,
             stdout,
             stderr,
@@ -95,6 +99,18 @@ impl Child {
 
     pub(crate) fn set_network(&mut self, net: Option<NetHandle>) {
         self.net = net;
+    }
+
+    pub(crate) fn set_seccomp_listener(&mut self, listener: Listener) {
+        self.seccomp_listener = Some(listener);
+    }
+
+    /// Takes the listener of the sandbox's seccomp filter, if its profile has rules with
+    /// [`Action::UserNotify`](palisade_seccomp::Action::UserNotify): the command's calls of those system calls
+    /// wait until the listener's owner answers them (`seccomp_unotify(2)`). Returns `None` the
+    /// second time, and for profiles without such rules.
+    pub fn take_seccomp_listener(&mut self) -> Option<Listener> {
+        self.seccomp_listener.take()
     }
 
     /// The sandbox's address on its bridge ([`Network::Bridge`](palisade_netns::Network)).

@@ -8,12 +8,14 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpStream, UdpSocket};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use palisade::netns::ipam::Subnet;
 use palisade::netns::link::Netlink;
 use palisade::netns::nft::Nftables;
 use palisade::netns::{Bridge, Network, Proto};
+use palisade::overlay::rootfs::Access;
 use palisade::{Error, Sandbox, SandboxBuilder, Stdio};
 use support::{in_netns_of, in_new_netns, TempDir};
 
@@ -274,4 +276,86 @@ fn bad_network_input_gets_typed_errors_and_leaves_nothing() {
         );
         drop(keep);
     });
+}
+
+#[test]
+fn rootless_sandboxes_publish_ports() {
+    require_root!();
+    // The unprivileged run inherits this thread's throwaway network namespace, where the
+    // forwarder binds its ports.
+    let (passed, text) = in_host(|| {
+        support::run_ignored_test_as(
+            64_001,
+            "rootless_ports_inner",
+            &[("PALISADE_ROOTLESS_INNER", "1")],
+        )
+    });
+    assert!(passed, "{text}");
+}
+
+/// Runs only as the unprivileged user set up by `rootless_sandboxes_publish_ports`: the
+/// forwarder may not join the sandbox's network namespace, so the sandbox's init makes its
+/// sockets there.
+#[test]
+#[ignore = "run by rootless_sandboxes_publish_ports"]
+fn rootless_ports_inner() {
+    assert!(std::env::var_os("PALISADE_ROOTLESS_INNER").is_some());
+    // SAFETY: a getter with no failure mode.
+    assert_ne!(unsafe { libc::geteuid() }, 0, "must run unprivileged");
+    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    let mut b = Sandbox::builder("busybox");
+    b.args(["nc", "-ll", "-p", "81", "-e", "/bin/echo", "from-rootless"])
+        .rootless()
+        .publish(0, 81, Proto::Tcp);
+    let child = b.spawn().unwrap();
+    let port = child.ports()[0].host_port;
+    for _ in 0..3 {
+        assert_eq!(ask_tcp(localhost, port, b""), "from-rootless\n");
+    }
+    drop(child);
+
+    // The UDP server is this test binary, run in the sandbox as `udp_echo_server`.
+    let exe = std::env::current_exe().unwrap();
+    let mut b = Sandbox::builder(Path::new("/mnt").join(exe.file_name().unwrap()));
+    b.args([
+        "--exact",
+        "udp_echo_server",
+        "--ignored",
+        "--test-threads=1",
+    ])
+    .env("PALISADE_UDP_ECHO", "1")
+    .rootless()
+    .volume(exe.parent().unwrap(), "/mnt", Access::ReadOnly)
+    .stdout(Stdio::null())
+    .publish(0, 5353, Proto::Udp);
+    let mut child = b.spawn().unwrap();
+    let port = child.ports()[0].host_port;
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 64];
+    let reply = loop {
+        sock.send_to(b"ping", ("127.0.0.1", port)).unwrap();
+        if let Ok(n) = sock.recv(&mut buf) {
+            break String::from_utf8_lossy(&buf[..n]).into_owned();
+        }
+        assert!(Instant::now() < deadline, "no UDP answer");
+    };
+    assert_eq!(reply, "pong ping");
+    assert!(child.wait().unwrap().success());
+}
+
+/// Runs only inside the sandbox of `rootless_ports_inner`: answers one datagram on port 5353.
+#[test]
+#[ignore = "run inside a sandbox by rootless_ports_inner"]
+fn udp_echo_server() {
+    assert!(std::env::var_os("PALISADE_UDP_ECHO").is_some());
+    let server = UdpSocket::bind("0.0.0.0:5353").unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = server.recv_from(&mut buf).unwrap();
+    let mut reply = b"pong ".to_vec();
+    reply.extend_from_slice(&buf[..n]);
+    server.send_to(&reply, from).unwrap();
 }

@@ -6,10 +6,11 @@
 //! own, so replies find their way back, and sessions idle for a minute are dropped.
 //!
 //! The sandbox is reached either at its address (bridge mode: the bridge routes to it) or, for a
-//! sandbox that has only loopback, from inside its network namespace: the thread that connects
-//! joins the namespace with `setns(2)` first, then connects to `127.0.0.1:<port>` there. A socket
-//! stays in the namespace it was created in (`network_namespaces(7)`), so the relay itself works
-//! from any thread.
+//! sandbox that has only loopback, at `127.0.0.1:<port>` inside its network namespace: the thread
+//! that connects joins the namespace with `setns(2)` first, or, where the manager may not join it
+//! (rootless), a [`SocketSource`] inside the sandbox makes the socket. A socket stays in the
+//! namespace it was created in (`network_namespaces(7)`), so the relay itself works from any
+//! thread.
 //!
 //! Threads stop when the [`Forwarder`] is dropped: an `eventfd(2)` wakes their `poll(2)`, every
 //! relayed connection is shut down, and the threads are joined.
@@ -198,13 +199,28 @@ impl BoundPort {
     }
 }
 
+/// Makes sockets inside a sandbox's network namespace for a forwarder that may not join it.
+///
+/// Joining a network namespace with `setns(2)` needs `CAP_SYS_ADMIN` in the user namespace that
+/// owns it, which a rootless manager lacks for its sandbox's namespaces. A process inside the
+/// sandbox can create sockets there instead and pass them out (`SCM_RIGHTS`, `unix(7)`): a socket
+/// stays in the namespace it was created in, whoever connects it.
+pub trait SocketSource: Send + Sync + std::fmt::Debug {
+    /// A new, unconnected IPv4 socket for `proto` (stream for TCP, datagram for UDP), created in
+    /// the sandbox's network namespace.
+    fn socket(&self, proto: Proto) -> io::Result<OwnedFd>;
+}
+
 /// Where the forwarder finds the sandbox.
 #[derive(Debug, Clone)]
 pub enum Target {
     /// At an address reachable from the host's namespace (the sandbox's bridge address).
     Addr(IpAddr),
-    /// On loopback inside a network namespace (a `/proc/<pid>/ns/net` fd).
+    /// On loopback inside a network namespace (a `/proc/<pid>/ns/net` fd), which the connecting
+    /// thread joins.
     Netns(Arc<OwnedFd>),
+    /// On loopback inside a network namespace, through sockets made there by a [`SocketSource`].
+    Sockets(Arc<dyn SocketSource>),
 }
 
 impl Target {
@@ -225,6 +241,11 @@ impl Target {
             Target::Netns(fd) => in_netns(fd.as_fd(), || {
                 TcpStream::connect((Ipv4Addr::LOCALHOST, port))
             })?,
+            Target::Sockets(source) => {
+                let sock = source.socket(Proto::Tcp)?;
+                connect_loopback(&sock, port)?;
+                Ok(TcpStream::from(sock))
+            }
         }
     }
 
@@ -237,6 +258,40 @@ impl Target {
         match self {
             Target::Addr(ip) => connect(*ip),
             Target::Netns(fd) => in_netns(fd.as_fd(), || connect(IpAddr::V4(Ipv4Addr::LOCALHOST)))?,
+            Target::Sockets(source) => {
+                let sock = source.socket(Proto::Udp)?;
+                connect_loopback(&sock, port)?;
+                Ok(UdpSocket::from(sock))
+            }
+        }
+    }
+}
+
+/// `connect(2)`s `sock` to `127.0.0.1:port` (in the namespace the socket belongs to).
+fn connect_loopback(sock: &OwnedFd, port: u16) -> io::Result<()> {
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    loop {
+        // SAFETY: connect(2) reads a sockaddr_in that lives for the call, on a descriptor we own.
+        let ret = unsafe {
+            libc::connect(
+                sock.as_raw_fd(),
+                &addr as *const libc::sockaddr_in as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if ret == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
         }
     }
 }

@@ -111,20 +111,32 @@ pub fn run_ignored_test_as(uid: u32, name: &str, env: &[(&str, &str)]) -> (bool,
     for p in [dir.path(), &exe] {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let out = std::process::Command::new(&exe)
-        .args([
-            "--exact",
-            name,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .envs(env.iter().copied())
-        .current_dir("/")
-        .uid(uid)
-        .gid(uid)
-        .output()
-        .unwrap();
+    // A child forked by another test thread while the copy was open for writing holds that
+    // descriptor until its exec, and the kernel refuses to execute a file open for writing
+    // (ETXTBSY): retry until those children have moved on.
+    let mut attempts = 0;
+    let out = loop {
+        let run = std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                name,
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .envs(env.iter().copied())
+            .current_dir("/")
+            .uid(uid)
+            .gid(uid)
+            .output();
+        match run {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 100 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => break other.unwrap(),
+        }
+    };
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

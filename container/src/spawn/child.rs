@@ -13,7 +13,7 @@ use palisade_ns::SetGroups;
 
 use super::init;
 use super::plan::Plan;
-use super::sys::{raw, KernelSigaction, SIGSET_SIZE};
+use super::sys::{raw, send_with_fd, KernelSigaction, SIGSET_SIZE};
 use crate::error::ChildStep;
 
 /// The descriptors the child works with, as raw numbers (`-1`: none).
@@ -27,8 +27,12 @@ pub(crate) struct ChildFds {
     pub status_w: RawFd,
     /// What to install as fds 0, 1, 2 (`-1`: inherit).
     pub stdio: [RawFd; 3],
-    /// The parent's ends of all pipes, closed first thing.
-    pub parent_ends: [RawFd; 6],
+    /// The child's end of the control socket (`SOCK_SEQPACKET`, close-on-exec): the seccomp
+    /// listener goes to the parent through it, and the init makes sockets in the sandbox's
+    /// network namespace on request through it (see [`init`]).
+    pub control: RawFd,
+    /// The parent's ends of all pipes and of the control socket, closed first thing.
+    pub parent_ends: [RawFd; 7],
     /// A pidfd of the parent, to notice that it died before `PR_SET_PDEATHSIG` took effect when
     /// `getppid(2)` cannot tell (in a new PID namespace it returns 0).
     pub parent_pidfd: RawFd,
@@ -328,6 +332,19 @@ pub(super) fn exec(plan: &Plan, fds: &ChildFds) -> ! {
             0,
             SIGSET_SIZE
         );
+        // The last step before the exec: user, capabilities, limits, no_new_privs and the
+        // syscall filter (see `crate::security` for their order).
+        match plan.security.apply() {
+            Ok(listener) if listener >= 0 => {
+                let sent = send_with_fd(fds.control, &0i32.to_ne_bytes(), listener);
+                raw!(libc::SYS_close, listener);
+                if sent < 0 {
+                    fail(fds, ChildStep::Seccomp, -sent);
+                }
+            }
+            Ok(_) => {}
+            Err((step, errno)) => fail(fds, step, errno),
+        }
         for path in exec.candidates.strings() {
             let ret = raw!(
                 libc::SYS_execve,

@@ -6,6 +6,14 @@
 //! exits with the shell form of it (code, or 128 + signal). Its exit kills what is left of the
 //! namespace.
 //!
+//! When the parent asks for it (a rootless sandbox with published ports), the init also makes
+//! sockets in the sandbox's network namespace: a process outside the sandbox's user namespace may
+//! not join that network namespace (`setns(2)` needs `CAP_SYS_ADMIN` over it), but a socket
+//! stays in the namespace it was created in (`network_namespaces(7)`), so the parent's forwarder
+//! connects sockets the init made. Requests arrive on the control socket, which raises SIGIO
+//! (`fcntl(2)`, `F_SETOWN` and `O_ASYNC`); each is one [`SocketRequest`] byte, answered with an
+//! errno (0 on success) and the socket as `SCM_RIGHTS`.
+//!
 //! The init may share the parent's memory (`CLONE_VM`) for its whole life, so once the command
 //! runs it touches nothing but its own stack: the parent's plan may be gone by then. It starts the
 //! command with `CLONE_VM | CLONE_VFORK` on a stack inside its own frame, so that no memory is
@@ -19,7 +27,7 @@ use palisade_ns::{clone3_with_stack, CloneArgs, Namespace, CLONE3_WITH_STACK};
 
 use super::child::{exec, exec_entry, exit, fail, ChildCtx, ChildFds};
 use super::plan::Plan;
-use super::sys::{raw, SIGSET_SIZE};
+use super::sys::{raw, send_with_fd, SIGSET_SIZE};
 use crate::error::ChildStep;
 
 /// Room for the command between its clone and its `execve(2)`.
@@ -35,6 +43,7 @@ pub(super) unsafe fn run(plan: &Plan, fds: &ChildFds) -> ! {
     // What the init needs after the parent has moved on, copied onto its own stack.
     let signals = plan.init_signals;
     let status_w = fds.status_w;
+    let control = fds.control;
 
     // SAFETY: for the whole body, raw system calls on data on this stack or prepared by the
     // parent (only until the command has executed). The forwarded signals are blocked before
@@ -54,7 +63,19 @@ pub(super) unsafe fn run(plan: &Plan, fds: &ChildFds) -> ! {
             libc::PR_SET_NAME,
             c"palisade-init".as_ptr()
         );
-        close_all_but(status_w);
+        close_all_but([status_w, control]);
+        if control >= 0 {
+            let me = raw!(libc::SYS_getpid);
+            raw!(libc::SYS_fcntl, control, libc::F_SETOWN, me);
+            raw!(
+                libc::SYS_fcntl,
+                control,
+                libc::F_SETFL,
+                libc::O_ASYNC | libc::O_NONBLOCK
+            );
+            // Requests sent before O_ASYNC was set raised no signal.
+            serve_sockets(control);
+        }
         loop {
             let sig = raw!(
                 libc::SYS_rt_sigtimedwait,
@@ -63,7 +84,9 @@ pub(super) unsafe fn run(plan: &Plan, fds: &ChildFds) -> ! {
                 0,
                 SIGSET_SIZE
             ) as i32;
-            if sig == libc::SIGCHLD {
+            if sig == libc::SIGIO && control >= 0 {
+                serve_sockets(control);
+            } else if sig == libc::SIGCHLD {
                 loop {
                     let mut status: i32 = 0;
                     let pid = raw!(
@@ -143,22 +166,91 @@ unsafe fn start_command(plan: &Plan, fds: &ChildFds) -> libc::pid_t {
     pid as libc::pid_t
 }
 
-/// Closes every descriptor but `keep`: the init must not hold the command's stdio pipes (the
-/// parent would never see end-of-file) nor descriptors that other threads of the parent were
-/// creating.
-fn close_all_but(keep: i32) {
-    let keep = keep as u32;
+/// What the parent asks the init to make, one byte per request.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SocketRequest {
+    /// An IPv4 TCP socket.
+    Tcp = 1,
+    /// An IPv4 UDP socket.
+    Udp = 2,
+}
+
+/// Answers every pending request on the control socket; returns when none is left or the
+/// parent closed its end.
+fn serve_sockets(control: i32) {
+    loop {
+        let mut request = [0u8; 1];
+        // SAFETY: recvfrom(2) into a one-byte buffer on this stack, without blocking.
+        let n = unsafe {
+            raw!(
+                libc::SYS_recvfrom,
+                control,
+                request.as_mut_ptr(),
+                request.len(),
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                0,
+                0
+            )
+        };
+        if n == -(libc::EINTR as isize) {
+            continue;
+        }
+        if n <= 0 {
+            return;
+        }
+        let kind = match request[0] {
+            r if n == 1 && r == SocketRequest::Tcp as u8 => libc::SOCK_STREAM,
+            r if n == 1 && r == SocketRequest::Udp as u8 => libc::SOCK_DGRAM,
+            _ => -1,
+        };
+        let sock = if kind < 0 {
+            -(libc::EINVAL as isize)
+        } else {
+            // SAFETY: socket(2) creates a descriptor of this process, in its network namespace.
+            unsafe {
+                raw!(
+                    libc::SYS_socket,
+                    libc::AF_INET,
+                    kind | libc::SOCK_CLOEXEC,
+                    0
+                )
+            }
+        };
+        let errno = if sock < 0 { -sock as i32 } else { 0 };
+        send_with_fd(control, &errno.to_ne_bytes(), sock as i32);
+        if sock >= 0 {
+            // SAFETY: the socket is ours and now also the parent's; close our copy.
+            unsafe { raw!(libc::SYS_close, sock) };
+        }
+    }
+}
+
+/// Closes every descriptor but those in `keep` (`-1`: none): the init must not hold the
+/// command's stdio pipes (the parent would never see end-of-file) nor descriptors that other
+/// threads of the parent were creating.
+fn close_all_but(keep: [i32; 2]) {
+    let mut keep = keep.map(|fd| if fd < 0 { u32::MAX } else { fd as u32 });
+    keep.sort_unstable();
+    let mut from = 0u32;
+    let mut ok = true;
     // SAFETY: close_range(2) (Linux 5.9) and close(2) only close descriptors of this process.
     unsafe {
-        let low = if keep > 0 {
-            raw!(libc::SYS_close_range, 0u32, keep - 1, 0u32)
-        } else {
-            0
-        };
-        let high = raw!(libc::SYS_close_range, keep + 1, u32::MAX, 0u32);
-        if low < 0 || high < 0 {
+        for fd in keep {
+            if fd == u32::MAX {
+                break;
+            }
+            if fd > from {
+                ok &= raw!(libc::SYS_close_range, from, fd - 1, 0u32) >= 0;
+            }
+            from = fd.saturating_add(1);
+        }
+        if from < u32::MAX {
+            ok &= raw!(libc::SYS_close_range, from, u32::MAX, 0u32) >= 0;
+        }
+        if !ok {
             for fd in 0..4096u32 {
-                if fd != keep {
+                if !keep.contains(&fd) {
                     raw!(libc::SYS_close, fd);
                 }
             }

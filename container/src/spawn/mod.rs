@@ -13,6 +13,7 @@
 //! is written to be correct either way.
 
 pub(crate) mod child;
+mod control;
 mod init;
 mod mounts;
 pub(crate) mod plan;
@@ -22,6 +23,7 @@ use std::ffi::c_void;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 
 use palisade_ns::{
     clone3, clone3_with_stack, pidfd_open, ChildStack, CloneArgs, ClonedChild, Forked, Namespace,
@@ -37,6 +39,7 @@ use crate::stdio::pipe;
 use crate::{Child, Sandbox};
 use palisade_netns::forward::{BoundPort, Target};
 use palisade_netns::{Forwarder, PreparedBridge};
+use palisade_seccomp::notify::Listener;
 
 /// The network, made ready before the clone.
 enum PreparedNet {
@@ -87,6 +90,15 @@ impl Sandbox {
             .then(|| pipe("create the sync pipe"))
             .transpose()?;
         let (err_r, err_w) = pipe("create the error pipe")?;
+        let wants_listener = plan.security.wants_listener();
+        let control = (plan.socket_factory || wants_listener)
+            .then(|| {
+                control::socketpair().map_err(|source| Error::Setup {
+                    what: "create the control socket",
+                    source,
+                })
+            })
+            .transpose()?;
         let report = if plan.init {
             let (r, w) = pipe("create the init status pipe")?;
             set_nonblocking(&r)?;
@@ -106,7 +118,9 @@ impl Sandbox {
             sync_r: raw(sync.as_ref().map(|(r, _)| r)),
             status_w: raw(report.as_ref().map(|(_, w)| w)),
             stdio: [stdin.child_raw(), stdout.child_raw(), stderr.child_raw()],
+            control: raw(control.as_ref().map(|(_, child)| child)),
             parent_ends: [
+                raw(control.as_ref().map(|(parent, _)| parent)),
                 err_r.as_raw_fd(),
                 raw(sync.as_ref().map(|(_, w)| w)),
                 raw(report.as_ref().map(|(r, _)| r)),
@@ -133,6 +147,7 @@ impl Sandbox {
         // The child's ends now belong to the child.
         drop((err_w, parent_pidfd, stdin.child, stdout.child, stderr.child));
         let sync_w = sync.map(|(_child_end, w)| w);
+        let control = control.map(|(parent, _child_end)| parent);
         let report_r = report.map(|(r, _child_end)| r);
         let (pid, pidfd) = cloned.into_parts();
         // Until the exec is confirmed, dropping the handle kills and reaps the child.
@@ -154,18 +169,21 @@ impl Sandbox {
         if let Some(user) = &plan.user {
             write_id_maps(pid, user)?;
         }
-        match net {
+        let net = match net {
             // The child waits on the sync pipe, in its new network namespace, while its veth,
             // address and route are made.
-            Some(PreparedNet::Bridge(prepared)) => handle.set_network(Some(NetHandle::Bridge(
-                Box::new(prepared.attach(pid as u32)?),
-            ))),
-            Some(PreparedNet::Forward(ports)) => {
-                let ns = Target::netns_of(pid as u32)?;
-                handle.set_network(Some(NetHandle::Forward(Forwarder::start(ports, ns)?)))
+            Some(PreparedNet::Bridge(prepared)) => {
+                let attachment = prepared.attach(pid as u32)?;
+                handle.set_network(Some(NetHandle::Bridge(Box::new(attachment))));
+                None
             }
-            None => {}
-        }
+            Some(PreparedNet::Forward(ports)) if !plan.socket_factory => {
+                let ns = Target::netns_of(pid as u32)?;
+                handle.set_network(Some(NetHandle::Forward(Forwarder::start(ports, ns)?)));
+                None
+            }
+            other => other,
+        };
         if let Some(sync_w) = sync_w {
             File::from(sync_w)
                 .write_all(&[1])
@@ -184,6 +202,22 @@ impl Sandbox {
                 source: io::Error::from_raw_os_error(errno),
             });
         }
+        if let Some(control) = control {
+            if wants_listener {
+                // Sent before the exec, so it is there now.
+                let listener =
+                    control::recv_fd(&control, false).map_err(|source| Error::Setup {
+                        what: "receive the seccomp listener",
+                        source,
+                    })?;
+                handle.set_seccomp_listener(Listener::new(listener));
+            }
+            if let Some(PreparedNet::Forward(ports)) = net {
+                // Rootless: the init makes the forwarder's sockets in the sandbox's namespace.
+                let factory = Target::Sockets(Arc::new(control::SocketFactory::new(control)));
+                handle.set_network(Some(NetHandle::Forward(Forwarder::start(ports, factory)?)));
+            }
+        }
         handle.set_kill_on_drop(self.kill_on_drop);
         if plan.init {
             // The init keeps running on this stack in our memory until it is reaped.
@@ -198,6 +232,9 @@ impl Sandbox {
         if step == ChildStep::Rootfs {
             let op = plan.rootfs.as_ref().and_then(|r| r.ops.get(index as usize));
             return Context(op.map(|op| op.describe()));
+        }
+        if let Some(described) = plan.security.describe(step) {
+            return Context(Some(described));
         }
         let subject = match step {
             ChildStep::Exec => plan.exec.argv.strings().first(),

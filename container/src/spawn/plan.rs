@@ -102,12 +102,18 @@ pub(crate) struct Plan {
     pub mount_proc: bool,
     /// Run the minimal init as PID 1 and the command as its child.
     pub init: bool,
+    /// The init makes sockets in the sandbox's network namespace for the parent's port
+    /// forwarder (a rootless sandbox with published ports).
+    pub socket_factory: bool,
     pub die_with_parent: bool,
     /// Clone with `CLONE_VM` on a stack of the child's own where the platform allows.
     pub share_memory: bool,
-    /// The signals the init waits for: SIGCHLD and those it forwards.
+    /// The signals the init waits for: SIGCHLD, SIGIO (control socket requests) and those it
+    /// forwards.
     pub init_signals: libc::sigset_t,
     pub empty_signals: libc::sigset_t,
+    /// Capabilities, user, rlimits, no_new_privs and seccomp, applied right before the exec.
+    pub security: crate::security::SecurityPlan,
 }
 
 // SAFETY: `sigset_t` is plain data; the remaining fields are Send and Sync on their own.
@@ -135,6 +141,7 @@ pub(crate) fn signal_sets() -> (libc::sigset_t, libc::sigset_t) {
         libc::sigemptyset(empty.as_mut_ptr());
         libc::sigemptyset(init.as_mut_ptr());
         libc::sigaddset(init.as_mut_ptr(), libc::SIGCHLD);
+        libc::sigaddset(init.as_mut_ptr(), libc::SIGIO);
         for sig in FORWARDED_SIGNALS {
             libc::sigaddset(init.as_mut_ptr(), sig);
         }

@@ -71,3 +71,59 @@ pub(crate) struct KernelSigaction {
 
 /// Size of the kernel's signal set, as `rt_sigprocmask(2)` and friends expect it.
 pub(crate) const SIGSET_SIZE: usize = 8;
+
+/// Size of a control message header (`struct cmsghdr`).
+const CMSG_HDR: usize = std::mem::size_of::<libc::cmsghdr>();
+
+/// Room for one `SCM_RIGHTS` control message carrying a single descriptor:
+/// `CMSG_SPACE(sizeof(int))`, the header plus the descriptor padded to the header's alignment.
+pub(crate) const FD_CMSG_SPACE: usize = CMSG_HDR + std::mem::size_of::<usize>();
+
+/// Sends `data` and, when `fd >= 0`, the descriptor `fd` as `SCM_RIGHTS` (`unix(7)`) on the
+/// socket `sock`, without blocking; returns the bytes sent or `-errno`.
+pub(crate) fn send_with_fd(sock: i32, data: &[u8], fd: i32) -> isize {
+    #[repr(C, align(8))]
+    struct Cmsg([u8; FD_CMSG_SPACE]);
+    let mut cmsg = Cmsg([0; FD_CMSG_SPACE]);
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: a zeroed msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if fd >= 0 {
+        let header = libc::cmsghdr {
+            cmsg_len: (CMSG_HDR + std::mem::size_of::<i32>()) as _,
+            cmsg_level: libc::SOL_SOCKET,
+            cmsg_type: libc::SCM_RIGHTS,
+        };
+        // SAFETY: the header and the descriptor fit in the aligned buffer; plain
+        // byte copies, no allocation.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                &header as *const libc::cmsghdr as *const u8,
+                cmsg.0.as_mut_ptr(),
+                CMSG_HDR,
+            );
+            std::ptr::copy_nonoverlapping(
+                &fd as *const i32 as *const u8,
+                cmsg.0.as_mut_ptr().add(CMSG_HDR),
+                std::mem::size_of::<i32>(),
+            );
+        }
+        msg.msg_control = cmsg.0.as_mut_ptr().cast();
+        msg.msg_controllen = FD_CMSG_SPACE as _;
+    }
+    // SAFETY: sendmsg(2) reads the message header, the iovec and the control buffer, all alive
+    // on this stack for the call.
+    unsafe {
+        raw!(
+            libc::SYS_sendmsg,
+            sock,
+            &msg as *const libc::msghdr,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL
+        )
+    }
+}

@@ -1,0 +1,494 @@
+//! Privileges of the sandboxed command: capabilities, user and groups, resource limits,
+//! `no_new_privs` and the seccomp filter.
+//!
+//! By default a sandbox runs its command the way `docker run` runs a container's: as root (of
+//! the sandbox's user namespace, if it has one) holding only Docker's default capabilities
+//! ([`Capabilities::docker_default`]), with `no_new_privs` set and the default seccomp profile
+//! ([`Profile::default_profile`]). The builder changes that:
+//!
+//! ```no_run
+//! use palisade::seccomp::Profile;
+//! use palisade::{Capability, Rlimit, Sandbox};
+//!
+//! let status = Sandbox::builder("ping")
+//!     .args(["-c1", "127.0.0.1"])
+//!     .seccomp(Profile::default_profile())
+//!     .cap_drop_all()
+//!     .cap_add(Capability::CAP_NET_RAW) // kept by the non-root user, through exec
+//!     .user(65534, 65534)
+//!     .groups([65534])
+//!     .rlimit("nofile=1024:2048".parse::<Rlimit>()?)
+//!     .status()?;
+//! assert!(status.success());
+//! # Ok::<(), palisade::Error>(())
+//! ```
+//!
+//! # Capability sets
+//!
+//! A process has five capability sets (`capabilities(7)`). The builder describes one set, the
+//! sandbox's capabilities (Docker's defaults, changed by
+//! [`cap_add`](crate::SandboxBuilder::cap_add) and
+//! [`cap_drop`](crate::SandboxBuilder::cap_drop)), which becomes:
+//!
+//! | the command runs as | bounding | permitted, effective | inheritable, ambient |
+//! |---|---|---|---|
+//! | root (no [`user`](crate::SandboxBuilder::user), or uid 0) | the set | the set | empty |
+//! | another user | the set | the set's capabilities added with `cap_add` | the same |
+//!
+//! Root's inheritable and ambient sets stay empty, as in Docker since CVE-2022-24769: a
+//! capability there would survive into programs executed later without belonging to the
+//! container's intent. A non-root user gets only what was explicitly added, as with podman, and
+//! gets it as ambient capabilities, the only kind a non-root process keeps when it executes a
+//! program without file capabilities (`capabilities(7)`, "Transformation of capabilities during
+//! execve()"). Capabilities the running kernel does not know (above
+//! `/proc/sys/kernel/cap_last_cap`) are left out, and so are, from every set but the bounding
+//! set, those the caller does not hold itself (its permitted and bounding sets): a process
+//! cannot grant what it lacks (`capset(2)`). In a user namespace all of this is relative to that
+//! namespace, where the sandbox starts with every capability (`user_namespaces(7)`).
+//!
+//! # Order
+//!
+//! The child applies the plan as its very last step before `execve(2)`, after the mounts, the
+//! hostname and everything else that needs privilege. Each step below needs a privilege or a
+//! state that a later one removes, which fixes the order:
+//!
+//! 1. **Resource limits**, `prlimit(2)` on itself. Raising a hard limit takes
+//!    `CAP_SYS_RESOURCE` (`setrlimit(2)`), which the capability steps may drop.
+//! 2. **The seccomp filter, when `no_new_privs` is off.** Without `no_new_privs`, `seccomp(2)`
+//!    accepts a filter only from a thread with `CAP_SYS_ADMIN` in its user namespace, which step
+//!    5 takes away. The filter then also judges the calls of steps 3 to 6 (`prctl`, `setgroups`,
+//!    `setresgid`, `setresuid`, `capset`), which the default profile allows; a custom profile
+//!    must allow them too.
+//! 3. **The bounding set**: `prctl(PR_CAPBSET_DROP)` for each capability outside the set. It
+//!    takes `CAP_SETPCAP` (`prctl(2)`), which step 5 may drop. Dropping from the bounding set
+//!    leaves the current sets alone; it caps what any later `execve(2)` can grant.
+//! 4. **User and groups**: `setgroups(2)`, `setresgid(2)`, then `setresuid(2)`. They take
+//!    `CAP_SETGID` and `CAP_SETUID`, which the new sets may lack, and the groups go first
+//!    because changing the user from root to another clears the effective set
+//!    (`capabilities(7)`, "Effect of user ID changes on capabilities"). That change clears the
+//!    permitted set too, unless `prctl(PR_SET_KEEPCAPS)` was set first, which is done when the
+//!    new user keeps capabilities. The raw `setresuid` changes the calling thread only, which
+//!    is the whole process here (the child is single-threaded); `setresuid(2)` explains why
+//!    libc's wrapper signals every thread.
+//! 5. **Permitted, effective and inheritable sets**, `capset(2)`: after the user switch, which
+//!    needed the capabilities this may drop, and which cleared the effective set.
+//! 6. **Ambient set**: cleared, then each capability raised with `prctl(PR_CAP_AMBIENT)`, which
+//!    requires it to be permitted and inheritable already, i.e. after step 5.
+//! 7. **`no_new_privs`**, `prctl(PR_SET_NO_NEW_PRIVS)` (if on): from here `execve(2)` grants no
+//!    set-user-ID, set-group-ID or file capabilities (`prctl(2)`).
+//! 8. **The seccomp filter, when `no_new_privs` is on**: last, now allowed without
+//!    `CAP_SYS_ADMIN` (`seccomp(2)`), so that it judges only what is left: the `execve(2)`, and
+//!    on failure the `write(2)` of the error report and `exit_group(2)` (with a user-notification
+//!    listener, also the `sendmsg(2)` and `close(2)` that hand it to the parent). A custom
+//!    profile need not allow the privileged calls above.
+//!
+//! A profile with [`Action::UserNotify`] rules (or the `NEW_LISTENER` flag) is loaded with
+//! `SECCOMP_FILTER_FLAG_NEW_LISTENER`, and the listener it returns is handed to the parent;
+//! [`Profile::unconfined`] loads no filter at all.
+
+mod apply;
+mod capabilities;
+mod rlimit;
+
+use std::sync::OnceLock;
+
+use palisade_seccomp::{Action, Arch, BpfProgram, LoadFlags, Profile};
+
+pub use capabilities::{parse_capability, Capabilities, Capability};
+pub use rlimit::{Rlimit, RlimitResource};
+
+use crate::error::{ChildStep, Error, Result};
+
+/// The kernel's limit on supplementary groups (`NGROUPS_MAX`, `setgroups(2)`).
+const NGROUPS_MAX: usize = 65536;
+
+/// What the builder collects.
+#[derive(Debug, Clone)]
+pub(crate) struct SecuritySpec {
+    /// The sandbox's capabilities: the bounding set, and root's permitted and effective sets.
+    caps: Capabilities,
+    /// Those of `caps` given explicitly ([`cap_add`](crate::SandboxBuilder::cap_add)), which a
+    /// non-root user keeps.
+    added: Capabilities,
+    /// `(uid, gid)` to switch to.
+    user: Option<(u32, u32)>,
+    /// Supplementary groups to set.
+    groups: Option<Vec<u32>>,
+    /// One per resource, in the order first given.
+    rlimits: Vec<Rlimit>,
+    no_new_privs: bool,
+    seccomp: Profile,
+}
+
+impl Default for SecuritySpec {
+    /// Docker's default capabilities, `no_new_privs`, the default seccomp profile; no user or
+    /// group change, no limits.
+    fn default() -> SecuritySpec {
+        SecuritySpec {
+            caps: Capabilities::docker_default(),
+            added: Capabilities::empty(),
+            user: None,
+            groups: None,
+            rlimits: Vec::new(),
+            no_new_privs: true,
+            seccomp: Profile::default_profile(),
+        }
+    }
+}
+
+/// Facts about the sandbox that the security plan depends on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SecurityContext {
+    /// The sandbox has its own user namespace.
+    pub user_ns: bool,
+}
+
+/// The capability sets to apply, as masks indexed by capability number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CapMasks {
+    pub bounding: u64,
+    pub permitted: u64,
+    pub effective: u64,
+    pub inheritable: u64,
+    pub ambient: u64,
+}
+
+impl CapMasks {
+    /// The sets for the capabilities `set` (of which `added` were given explicitly), for root
+    /// or another user, on a kernel whose highest capability is `last_cap`, in a child that
+    /// starts out holding `held`; see the module documentation.
+    pub(crate) fn compute(
+        set: Capabilities,
+        added: Capabilities,
+        root: bool,
+        last_cap: u32,
+        held: u64,
+    ) -> CapMasks {
+        let set = set.bits() & valid_mask(last_cap);
+        // capset(2) cannot grant what the process does not hold.
+        let grantable = set & held;
+        let kept = if root {
+            grantable
+        } else {
+            grantable & added.bits()
+        };
+        let passed_on = if root { 0 } else { kept };
+        CapMasks {
+            bounding: set,
+            permitted: kept,
+            effective: kept,
+            inheritable: passed_on,
+            ambient: passed_on,
+        }
+    }
+}
+
+/// The capabilities numbered 0 to `last_cap`.
+fn valid_mask(last_cap: u32) -> u64 {
+    u64::MAX >> (63 - last_cap.min(63))
+}
+
+/// Everything the child applies, prepared before the clone: plain data for raw system calls.
+#[derive(Debug)]
+pub(crate) struct SecurityPlan {
+    /// `(RLIMIT_*, limits)` for `prlimit64(2)`.
+    rlimits: Vec<(u32, libc::rlimit64)>,
+    /// Capabilities to drop from the bounding set (all at most the kernel's last).
+    bounding_drop: u64,
+    caps: CapMasks,
+    /// Set `PR_SET_KEEPCAPS` before switching to a non-root user who keeps capabilities.
+    keep_caps: bool,
+    /// Supplementary groups for `setgroups(2)`; `None` leaves them alone.
+    groups: Option<Vec<libc::gid_t>>,
+    user: Option<(libc::uid_t, libc::gid_t)>,
+    no_new_privs: bool,
+    /// The compiled filter for the running architecture; `None` when unconfined.
+    seccomp: Option<BpfProgram>,
+    seccomp_flags: LoadFlags,
+    /// The limits as given, for messages.
+    rlimit_spec: Vec<Rlimit>,
+    /// Whether the command could pass `ptrace(2)`'s access check against the sandbox's init.
+    may_trace_init: bool,
+}
+
+impl SecuritySpec {
+    /// Whether the command runs as root (of its user namespace).
+    fn root(&self) -> bool {
+        self.user.is_none_or(|(uid, _)| uid == 0)
+    }
+
+    /// Validates the settings and turns them into what the child needs (parent side, before
+    /// the clone).
+    pub(crate) fn prepare(&self, ctx: SecurityContext) -> Result<SecurityPlan> {
+        // `-1` means "unchanged" to setresuid(2), setresgid(2) and chown(2).
+        let unchanged = u32::MAX;
+        if let Some((uid, gid)) = self.user {
+            for (what, id) in [("user id", uid), ("group id", gid)] {
+                if id == unchanged {
+                    return Err(Error::InvalidArgument {
+                        what,
+                        value: id.to_string(),
+                        reason: "-1 (4294967295) means \"unchanged\" to setresuid(2), not an id",
+                    });
+                }
+            }
+        }
+        if let Some(groups) = &self.groups {
+            if groups.len() > NGROUPS_MAX {
+                return Err(Error::InvalidArgument {
+                    what: "supplementary groups",
+                    value: format!("{} groups", groups.len()),
+                    reason: "more than the kernel's NGROUPS_MAX (65536)",
+                });
+            }
+            if groups.contains(&unchanged) {
+                return Err(Error::InvalidArgument {
+                    what: "supplementary group",
+                    value: unchanged.to_string(),
+                    reason: "-1 (4294967295) means \"unchanged\" to the kernel, not an id",
+                });
+            }
+        }
+        for limit in &self.rlimits {
+            limit.validate()?;
+        }
+
+        let last = last_cap();
+        let held = if ctx.user_ns {
+            // A new user namespace starts with every capability in it (`user_namespaces(7)`).
+            u64::MAX
+        } else {
+            held_by_caller()
+        };
+        let caps = CapMasks::compute(self.caps, self.added, self.root(), last, held);
+        let groups = match (&self.groups, self.user) {
+            (Some(groups), _) => Some(groups.clone()),
+            // A new user starts without the caller's groups. In a user namespace setgroups(2)
+            // may be denied (`user_namespaces(7)`); there the child has already dropped them
+            // where it could.
+            (None, Some(_)) if !ctx.user_ns => Some(Vec::new()),
+            (None, _) => None,
+        };
+
+        let seccomp = self.seccomp.compile(Arch::native())?;
+        // The child is single-threaded: TSYNC has nothing to synchronise, and it cannot be
+        // combined with NEW_LISTENER on its own.
+        let mut seccomp_flags =
+            self.seccomp.load_flags() - (LoadFlags::TSYNC | LoadFlags::TSYNC_ESRCH);
+        if seccomp.as_ref().is_some_and(notifies) {
+            seccomp_flags |= LoadFlags::NEW_LISTENER;
+        }
+        if seccomp.is_none() {
+            seccomp_flags = LoadFlags::empty();
+        }
+
+        Ok(SecurityPlan {
+            rlimits: self
+                .rlimits
+                .iter()
+                .map(|l| {
+                    let limit = libc::rlimit64 {
+                        rlim_cur: l.soft,
+                        rlim_max: l.hard,
+                    };
+                    (l.resource.as_raw(), limit)
+                })
+                .collect(),
+            bounding_drop: valid_mask(last) & !caps.bounding,
+            keep_caps: !self.root() && caps.permitted != 0,
+            caps,
+            groups,
+            user: self.user,
+            no_new_privs: self.no_new_privs,
+            seccomp,
+            seccomp_flags,
+            rlimit_spec: self.rlimits.clone(),
+            may_trace_init: caps.permitted & Capability::CAP_SYS_PTRACE.bitmask() != 0
+                || held & valid_mask(last) & !caps.permitted == 0,
+        })
+    }
+}
+
+/// Whether a compiled program can return `SECCOMP_RET_USER_NOTIF`, which needs a listener.
+fn notifies(program: &BpfProgram) -> bool {
+    const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    program.instructions().iter().any(|insn| {
+        insn.code == BPF_RET_K && insn.k & libc::SECCOMP_RET_ACTION_FULL == Action::UserNotify.ret()
+    })
+}
+
+/// The capabilities the caller holds and can pass on, which a child outside a new user namespace
+/// starts with: its permitted set within its bounding set (`capabilities(7)`). All of them if
+/// the sets cannot be read (then `capset(2)` in the child reports what is missing).
+fn held_by_caller() -> u64 {
+    let read = |set| caps::read(None, set).map(|held| held.into_iter().collect::<Capabilities>());
+    match (read(caps::CapSet::Permitted), read(caps::CapSet::Bounding)) {
+        (Ok(permitted), Ok(bounding)) => permitted.intersection(bounding).bits(),
+        _ => u64::MAX,
+    }
+}
+
+/// The highest capability number the running kernel knows (`capabilities(7)`): from
+/// `/proc/sys/kernel/cap_last_cap`, or where `/proc` is not mounted by probing the bounding set
+/// with `prctl(PR_CAPBSET_READ)`, which fails with `EINVAL` past the last capability.
+fn last_cap() -> u32 {
+    static LAST: OnceLock<u32> = OnceLock::new();
+    *LAST.get_or_init(|| {
+        let from_proc = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        from_proc.unwrap_or_else(|| {
+            // SAFETY: PR_CAPBSET_READ takes integer arguments and only reads.
+            let known = |n: u32| unsafe { libc::prctl(libc::PR_CAPBSET_READ, n, 0, 0, 0) } >= 0;
+            (1..64).take_while(|&n| known(n)).last().unwrap_or(0)
+        })
+    })
+}
+
+impl SecurityPlan {
+    /// Whether the child will hand back a seccomp user-notification listener.
+    pub(crate) fn wants_listener(&self) -> bool {
+        self.seccomp_flags.contains(LoadFlags::NEW_LISTENER)
+    }
+
+    /// Whether the command may pass the access check of `ptrace(2)` ("Ptrace access mode
+    /// checking") against the sandbox's init, which holds every capability the sandbox started
+    /// with: when it holds `CAP_SYS_PTRACE`, or all of the init's capabilities. Whether the
+    /// filter lets it call `ptrace(2)`, `process_vm_writev(2)` or open `/proc/1/mem` is not
+    /// considered.
+    pub(crate) fn may_trace_init(&self) -> bool {
+        self.may_trace_init
+    }
+
+    /// What a failed security step was acting on, for the error's context (`Sandbox::context`
+    /// in `spawn`).
+    pub(crate) fn describe(&self, step: ChildStep) -> Option<String> {
+        match step {
+            ChildStep::SetUser => self.user.map(|(uid, gid)| format!("uid {uid}, gid {gid}")),
+            ChildStep::Groups => self.groups.as_ref().map(|groups| {
+                let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+                format!("groups {}", list.join(","))
+            }),
+            ChildStep::Rlimit if !self.rlimit_spec.is_empty() => {
+                let list: Vec<String> = self.rlimit_spec.iter().map(Rlimit::to_string).collect();
+                Some(list.join(" "))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Privileges: capabilities, user, groups, resource limits, `no_new_privs` and the syscall
+/// filter. See [`crate::security`] for what each becomes and the order the child applies them.
+impl crate::SandboxBuilder {
+    /// The syscall filter (default: [`Profile::default_profile`], equivalent in effect to
+    /// Docker's default profile). [`Profile::unconfined`] installs none; [`Profile::from_json`]
+    /// reads a Docker/OCI profile. Checked by [`build`](Self::build), which compiles it for the
+    /// running architecture.
+    ///
+    /// The filter is installed right before the command is executed, after the capability and
+    /// user changes when [`no_new_privs`](Self::no_new_privs) is on (the default), before them
+    /// otherwise (then the profile must allow `prctl`, `capset`, `setgroups`, `setresgid` and
+    /// `setresuid`, as the default one does). A profile with
+    /// [`Action::UserNotify`] rules gets a
+    /// user-notification listener, handed to the parent (`seccomp_unotify(2)`).
+    pub fn seccomp(&mut self, profile: Profile) -> &mut Self {
+        self.security.seccomp = profile;
+        self
+    }
+
+    /// Adds a capability to the sandbox's set (which starts as
+    /// [`Capabilities::docker_default`]), like `docker run --cap-add`.
+    ///
+    /// As root (the default, see [`user`](Self::user)) the command holds every capability of the
+    /// set in its bounding, permitted and effective sets. A non-root user holds only the
+    /// capabilities added with this method (or [`capabilities`](Self::capabilities)), in its
+    /// permitted, effective, inheritable and ambient sets, so that they survive the `execve(2)`
+    /// of a program without file capabilities (`capabilities(7)`); the rest of the set only
+    /// bounds what set-user-ID programs and file capabilities can grant. Calls apply in order:
+    /// the last `cap_add` or `cap_drop` of a capability wins.
+    pub fn cap_add(&mut self, cap: Capability) -> &mut Self {
+        self.security.caps.insert(cap);
+        self.security.added.insert(cap);
+        self
+    }
+
+    /// Removes a capability from the sandbox's set, like `docker run --cap-drop`: the command
+    /// cannot hold it, nor gain it by executing a set-user-ID program or one with file
+    /// capabilities (it leaves the bounding set).
+    pub fn cap_drop(&mut self, cap: Capability) -> &mut Self {
+        self.security.caps.remove(cap);
+        self.security.added.remove(cap);
+        self
+    }
+
+    /// Removes every capability (`docker run --cap-drop ALL`); [`cap_add`](Self::cap_add) then
+    /// grants single ones back.
+    pub fn cap_drop_all(&mut self) -> &mut Self {
+        self.security.caps = Capabilities::empty();
+        self.security.added = Capabilities::empty();
+        self
+    }
+
+    /// Sets the sandbox's capabilities to exactly `caps`, as [`cap_drop_all`](Self::cap_drop_all)
+    /// followed by [`cap_add`](Self::cap_add) of each: a non-root user holds them all.
+    pub fn capabilities(&mut self, caps: Capabilities) -> &mut Self {
+        self.security.caps = caps;
+        self.security.added = caps;
+        self
+    }
+
+    /// Runs the command as user `uid` and group `gid` (default: root, of the sandbox's user
+    /// namespace if it has one), with no supplementary groups unless [`groups`](Self::groups)
+    /// sets some.
+    ///
+    /// A non-root user keeps only the capabilities explicitly granted with
+    /// [`cap_add`](Self::cap_add), as ambient capabilities; see there. In a user namespace the
+    /// ids are the namespace's and must be mapped in it (the default map of
+    /// [`rootless`](Self::rootless) maps only root; see [`uid_map`](Self::uid_map)), otherwise the
+    /// spawn fails with [`ChildStep::SetUser`] and `EINVAL`;
+    /// and where `setgroups(2)` is denied in the namespace (an unprivileged caller's), the
+    /// supplementary groups are left as they are.
+    pub fn user(&mut self, uid: u32, gid: u32) -> &mut Self {
+        self.security.user = Some((uid, gid));
+        self
+    }
+
+    /// Sets the command's supplementary groups (`setgroups(2)`). Without this call they are
+    /// emptied when [`user`](Self::user) switches users, and otherwise left as the sandbox's
+    /// root has them. In a user namespace the groups must be mapped, and `setgroups(2)` must be
+    /// allowed there (it is denied when the caller is not root on the host), else the spawn
+    /// fails with [`ChildStep::Groups`].
+    pub fn groups(&mut self, groups: impl IntoIterator<Item = u32>) -> &mut Self {
+        self.security.groups = Some(groups.into_iter().collect());
+        self
+    }
+
+    /// Sets a resource limit (`setrlimit(2)`; `docker run --ulimit`), e.g.
+    /// `"nofile=1024:2048".parse()?`. A later limit on the same resource replaces an earlier one.
+    /// The soft limit must not exceed the hard one ([`build`](Self::build) checks). Raising a
+    /// hard limit above the caller's takes `CAP_SYS_RESOURCE` on the host, so a rootless sandbox
+    /// can only lower limits; otherwise the spawn fails with [`ChildStep::Rlimit`].
+    pub fn rlimit(&mut self, limit: Rlimit) -> &mut Self {
+        let limits = &mut self.security.rlimits;
+        match limits.iter_mut().find(|l| l.resource == limit.resource) {
+            Some(existing) => *existing = limit,
+            None => limits.push(limit),
+        }
+        self
+    }
+
+    /// Whether the command runs with `no_new_privs` (default: yes, as `docker run
+    /// --security-opt no-new-privileges`), under which `execve(2)` no longer grants the
+    /// privileges of set-user-ID and set-group-ID programs or file capabilities (`prctl(2)`,
+    /// `PR_SET_NO_NEW_PRIVS`). Turn it off for programs such as `sudo` or `ping` that rely on
+    /// them; the seccomp filter is then installed before the capabilities are dropped, while
+    /// `CAP_SYS_ADMIN` still allows it (see [`crate::security`]).
+    pub fn no_new_privs(&mut self, on: bool) -> &mut Self {
+        self.security.no_new_privs = on;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests;

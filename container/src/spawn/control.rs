@@ -1,0 +1,137 @@
+//! The parent's end of the control socket (see [`ChildFds::control`](super::child::ChildFds)):
+//! receiving the seccomp listener, and asking the init for sockets in the sandbox's network
+//! namespace.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Mutex;
+
+use palisade_netns::forward::SocketSource;
+use palisade_netns::Proto;
+
+use super::init::SocketRequest;
+use super::sys::FD_CMSG_SPACE;
+
+/// A connected `SOCK_SEQPACKET` pair (`socketpair(2)`), both ends close-on-exec: the parent's
+/// end first.
+pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1; 2];
+    // SAFETY: socketpair(2) writes two descriptors into the array, which we then own.
+    let ret = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Receives one message of the child: an errno (0: success) and, on success, a descriptor.
+/// With `wait` false, fails with `WouldBlock` when no message is pending.
+pub(crate) fn recv_fd(sock: &OwnedFd, wait: bool) -> io::Result<OwnedFd> {
+    #[repr(C, align(8))]
+    struct Cmsg([u8; FD_CMSG_SPACE]);
+    let mut cmsg = Cmsg([0; FD_CMSG_SPACE]);
+    let mut errno = [0u8; 4];
+    let mut iov = libc::iovec {
+        iov_base: errno.as_mut_ptr().cast(),
+        iov_len: errno.len(),
+    };
+    // SAFETY: a zeroed msghdr is a valid empty header; the fields set point into live buffers.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.0.as_mut_ptr().cast();
+    msg.msg_controllen = FD_CMSG_SPACE as _;
+    let flags = libc::MSG_CMSG_CLOEXEC | if wait { 0 } else { libc::MSG_DONTWAIT };
+    let n = loop {
+        // SAFETY: recvmsg(2) writes into the buffers the header points at, all alive here.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags) };
+        if n >= 0 {
+            break n;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    };
+    // SAFETY: CMSG_FIRSTHDR/CMSG_DATA walk the control buffer the kernel filled in; the
+    // descriptor, if any, is a new one of this process that we take ownership of.
+    let fd = unsafe {
+        let header = libc::CMSG_FIRSTHDR(&msg);
+        if header.is_null()
+            || (*header).cmsg_level != libc::SOL_SOCKET
+            || (*header).cmsg_type != libc::SCM_RIGHTS
+        {
+            None
+        } else {
+            let raw = std::ptr::read_unaligned(libc::CMSG_DATA(header) as *const i32);
+            Some(OwnedFd::from_raw_fd(raw))
+        }
+    };
+    if n == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the sandbox's init closed its control socket",
+        ));
+    }
+    match (i32::from_ne_bytes(errno), fd) {
+        (0, Some(fd)) if n == 4 => Ok(fd),
+        (0, _) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "malformed message on the control socket",
+        )),
+        (errno, _) => Err(io::Error::from_raw_os_error(errno)),
+    }
+}
+
+/// Sockets made by the sandbox's init in its network namespace, for the port forwarder of a
+/// rootless sandbox. Requests are answered in order, one at a time.
+#[derive(Debug)]
+pub(crate) struct SocketFactory {
+    sock: Mutex<OwnedFd>,
+}
+
+impl SocketFactory {
+    pub(crate) fn new(sock: OwnedFd) -> Self {
+        SocketFactory {
+            sock: Mutex::new(sock),
+        }
+    }
+}
+
+impl SocketSource for SocketFactory {
+    fn socket(&self, proto: Proto) -> io::Result<OwnedFd> {
+        let request = match proto {
+            Proto::Tcp => SocketRequest::Tcp,
+            Proto::Udp => SocketRequest::Udp,
+        } as u8;
+        // A poisoned lock only means another relay thread panicked; the socket is still sound.
+        let sock = self.sock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            // SAFETY: send(2) of one byte from this stack on a descriptor we own.
+            let ret = unsafe {
+                libc::send(
+                    sock.as_raw_fd(),
+                    (&request as *const u8).cast(),
+                    1,
+                    libc::MSG_NOSIGNAL,
+                )
+            };
+            if ret == 1 {
+                break;
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+        recv_fd(&sock, true)
+    }
+}
