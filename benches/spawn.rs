@@ -1,8 +1,9 @@
 //! Startup latency: spawn → `/bin/true` exited, for a plain fork+exec baseline, each namespace
 //! kind alone, and all of them together; then, from a parent with 256 MiB resident, the baseline
 //! and Palisade without namespaces; then with a cgroup per spawn (`CLONE_INTO_CGROUP` against
-//! writing `cgroup.procs`, and a memory limit), with each kind of root file system, and with each
-//! network mode. Compare each figure with the baseline of the same run.
+//! writing `cgroup.procs`, and a memory limit), with each kind of root file system, with each
+//! network mode, and confined (the default) or not. Compare each figure with the baseline of the
+//! same run.
 //!
 //! ```text
 //! cargo bench --bench spawn
@@ -91,6 +92,7 @@ fn bench(c: &mut Criterion) {
         cgroups(c);
         rootfs(c);
         network(c);
+        security(c);
     }
 
     // The same spawns from a parent with 256 MiB resident. A fork-like clone would copy its page
@@ -261,6 +263,40 @@ fn network(c: &mut Criterion) {
     // SAFETY: returns this thread to the namespace it started in; `home` is open.
     let rc = unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) };
     assert_eq!(rc, 0);
+}
+
+/// What the default confinement (Docker's capabilities, `no_new_privs`, the default seccomp
+/// profile, all prepared before the clone) adds to a spawn, without namespaces and with the
+/// default set: against no filter and every capability the caller holds.
+fn security(c: &mut Criterion) {
+    use palisade::seccomp::Profile;
+    use palisade::Capabilities;
+    let mut group = c.benchmark_group("spawn_true_security");
+    group.sample_size(30);
+    baseline(&mut group);
+    for (name, namespaces) in [
+        ("no_namespaces", Namespace::empty()),
+        ("default_namespaces", Sandbox::DEFAULT_NAMESPACES),
+    ] {
+        let unconfined = Sandbox::builder("/bin/true")
+            .namespaces(namespaces)
+            .seccomp(Profile::unconfined())
+            .no_new_privs(false)
+            .capabilities(Capabilities::all())
+            .build()
+            .unwrap();
+        run(
+            &format!("palisade_{name}_unconfined"),
+            unconfined,
+            &mut group,
+        );
+        let confined = Sandbox::builder("/bin/true")
+            .namespaces(namespaces)
+            .build()
+            .unwrap();
+        run(&format!("palisade_{name}_confined"), confined, &mut group);
+    }
+    group.finish();
 }
 
 criterion_group! {

@@ -382,3 +382,54 @@ fn security_failures_in_the_child_are_typed_errors() {
         other => panic!("unexpected error: {other}"),
     }
 }
+
+/// Changed only by a sandboxed command reaching into this process's memory.
+static CANARY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0x1111);
+
+#[test]
+fn a_command_that_may_trace_the_init_cannot_reach_the_callers_memory() {
+    require_root!();
+    // With CAP_SYS_PTRACE and no filter the command may trace the init. An init sharing the
+    // caller's memory (`CLONE_VM`) would hand it this process; such an init is a copy instead.
+    let addr = &CANARY as *const _ as usize;
+    let mut b = probe("probe_poke_init");
+    b.env("PALISADE_POKE_ADDR", addr.to_string())
+        .seccomp(Profile::unconfined())
+        .cap_add(Capability::CAP_SYS_PTRACE);
+    let out = stdout_of(&mut b);
+    assert!(
+        out.contains("\npoked\n"),
+        "the probe could not trace the init: {out}"
+    );
+    assert_eq!(CANARY.load(std::sync::atomic::Ordering::SeqCst), 0x1111);
+}
+
+/// Runs only inside a sandbox: attaches to the init (PID 1) and writes into it at
+/// `PALISADE_POKE_ADDR`, printing `poked` on success.
+#[test]
+#[ignore = "run inside a sandbox by a_command_that_may_trace_the_init_cannot_reach_the_callers_memory"]
+fn probe_poke_init() {
+    assert!(std::env::var_os("PALISADE_PROBE").is_some());
+    println!();
+    let addr: usize = std::env::var("PALISADE_POKE_ADDR")
+        .unwrap()
+        .parse()
+        .unwrap();
+    // SAFETY: ptrace(2) on another process; nothing in this process's memory is written.
+    unsafe {
+        if libc::ptrace(libc::PTRACE_ATTACH, 1, 0, 0) == -1 {
+            println!("attach {}", std::io::Error::last_os_error());
+            return;
+        }
+        let mut status = 0;
+        libc::waitpid(1, &mut status, libc::__WALL);
+        let poked = libc::ptrace(libc::PTRACE_POKEDATA, 1, addr, 0x2222usize);
+        let err = std::io::Error::last_os_error();
+        libc::ptrace(libc::PTRACE_DETACH, 1, 0, 0);
+        if poked == 0 {
+            println!("poked");
+        } else {
+            println!("poke {err}");
+        }
+    }
+}
