@@ -580,9 +580,12 @@ impl SandboxBuilder {
                 .iter()
                 .any(|r| matches!(r, Resource::MemoryMax(Max::Limit(_))))
         });
-        let security = self
-            .security
-            .prepare(SecurityContext { user_ns: rootless })?;
+        let security = self.security.prepare(SecurityContext {
+            user_ns: rootless,
+            setgroups_denied: user
+                .as_ref()
+                .is_some_and(|u| u.setgroups == SetGroups::Deny),
+        })?;
         // A command that could trace the init could write into the init's memory, which is the
         // caller's while the init shares it: such an init is a fork-like copy too.
         let init_copied = memory_limited || security.may_trace_init();

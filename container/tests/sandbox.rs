@@ -499,6 +499,22 @@ fn rootless_inner() {
         }
         other => panic!("unexpected error: {other}"),
     }
+    // Its user namespace denies setgroups(2), so supplementary groups are refused up front.
+    let err = Sandbox::builder("true")
+        .rootless()
+        .groups([0])
+        .spawn()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidArgument {
+                what: "supplementary groups",
+                ..
+            }
+        ),
+        "{err}"
+    );
     // Without a user namespace an unprivileged user cannot create the others.
     let err = Sandbox::builder("true").spawn().unwrap_err();
     assert_eq!(err.errno(), Some(libc::EPERM), "{err}");

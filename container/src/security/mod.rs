@@ -141,6 +141,9 @@ impl Default for SecuritySpec {
 pub(crate) struct SecurityContext {
     /// The sandbox has its own user namespace.
     pub user_ns: bool,
+    /// Its user namespace denies `setgroups(2)` (`user_namespaces(7)`: an unprivileged writer
+    /// of its `gid_map` must deny it).
+    pub setgroups_denied: bool,
 }
 
 /// The capability sets to apply, as masks indexed by capability number.
@@ -239,6 +242,14 @@ impl SecuritySpec {
                     what: "supplementary groups",
                     value: format!("{} groups", groups.len()),
                     reason: "more than the kernel's NGROUPS_MAX (65536)",
+                });
+            }
+            if ctx.setgroups_denied {
+                return Err(Error::InvalidArgument {
+                    what: "supplementary groups",
+                    value: format!("{groups:?}"),
+                    reason: "the sandbox's user namespace denies setgroups(2), as it must when \
+                             an unprivileged caller maps it",
                 });
             }
             if groups.contains(&unchanged) {

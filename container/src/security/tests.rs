@@ -23,7 +23,10 @@ fn spec_of(edit: impl FnOnce(&mut crate::SandboxBuilder)) -> SecuritySpec {
 
 fn plan_of(edit: impl FnOnce(&mut crate::SandboxBuilder)) -> SecurityPlan {
     spec_of(edit)
-        .prepare(SecurityContext { user_ns: false })
+        .prepare(SecurityContext {
+            user_ns: false,
+            setgroups_denied: false,
+        })
         .unwrap()
 }
 
@@ -43,7 +46,12 @@ fn the_default_is_dockers() {
     assert_eq!(spec.seccomp, Profile::default_profile());
     assert!(spec.user.is_none() && spec.groups.is_none() && spec.rlimits.is_empty());
 
-    let plan = spec.prepare(SecurityContext { user_ns: false }).unwrap();
+    let plan = spec
+        .prepare(SecurityContext {
+            user_ns: false,
+            setgroups_denied: false,
+        })
+        .unwrap();
     assert_eq!(plan.caps.bounding, DOCKER);
     assert_eq!(plan.caps.effective, DOCKER);
     assert_eq!(plan.caps.permitted, DOCKER);
@@ -207,7 +215,10 @@ fn groups_are_only_touched_where_allowed() {
         let mut b = Sandbox::builder("true");
         edit(&mut b);
         b.security
-            .prepare(SecurityContext { user_ns })
+            .prepare(SecurityContext {
+                user_ns,
+                setgroups_denied: false,
+            })
             .unwrap()
             .groups
     };
@@ -224,11 +235,22 @@ fn groups_are_only_touched_where_allowed() {
     assert_eq!(prepare(true, &with_groups), Some(vec![7, 8]));
     assert_eq!(prepare(false, &with_groups), Some(vec![7, 8]));
     assert_eq!(prepare(false, &none), None);
+    // Where setgroups(2) is denied, asking for groups fails before the spawn.
+    let mut b = Sandbox::builder("true");
+    b.user(5, 5).groups([7]);
+    let denied = b.security.prepare(SecurityContext {
+        user_ns: true,
+        setgroups_denied: true,
+    });
+    assert_eq!(invalid_what(denied), "supplementary groups");
 }
 
 #[test]
 fn bad_settings_are_typed_errors() {
-    let ctx = SecurityContext { user_ns: false };
+    let ctx = SecurityContext {
+        user_ns: false,
+        setgroups_denied: false,
+    };
     let prepare = |edit: &dyn Fn(&mut crate::SandboxBuilder)| {
         let mut b = Sandbox::builder("true");
         edit(&mut b);
