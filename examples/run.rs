@@ -26,7 +26,9 @@ use palisade::netns::{Bridge, Network, PortMap};
 use palisade::overlay::image::{LayerStore, OpaqueXattr, StoreOptions};
 use palisade::overlay::rootfs::{Access, Rootfs};
 use palisade::seccomp::{JsonOptions, Profile};
-use palisade::{parse_capability, ChildStep, Error, Rlimit, Sandbox, SandboxBuilder, Signal};
+use palisade::{
+    parse_capability, Capabilities, ChildStep, Error, Rlimit, Sandbox, SandboxBuilder, Signal,
+};
 
 /// Run a command in a Palisade sandbox.
 #[derive(Debug, Parser)]
@@ -201,27 +203,39 @@ fn security(builder: &mut SandboxBuilder, opts: &Options) -> Result<(), Error> {
     if !opts.group_add.is_empty() {
         builder.groups(opts.group_add.iter().copied());
     }
+    // The set, also for the `includes` of a JSON profile.
+    let mut caps = Capabilities::docker_default();
     for cap in &opts.cap_drop {
         if cap.eq_ignore_ascii_case("ALL") {
             builder.cap_drop_all();
+            caps = Capabilities::empty();
         } else {
-            builder.cap_drop(parse_capability(cap)?);
+            let cap = parse_capability(cap)?;
+            builder.cap_drop(cap);
+            caps.remove(cap);
         }
     }
     for cap in &opts.cap_add {
         if cap.eq_ignore_ascii_case("ALL") {
-            builder.capabilities(palisade::Capabilities::all());
+            builder.capabilities(Capabilities::all());
+            caps = Capabilities::all();
         } else {
-            builder.cap_add(parse_capability(cap)?);
+            let cap = parse_capability(cap)?;
+            builder.cap_add(cap);
+            caps.insert(cap);
         }
     }
+    let json = JsonOptions {
+        capabilities: caps.iter().map(|c| c.to_string()).collect(),
+        ..JsonOptions::default()
+    };
     for opt in &opts.security_opt {
         match opt.split_once(['=', ':']) {
             Some(("seccomp", "unconfined")) => {
                 builder.seccomp(Profile::unconfined());
             }
             Some(("seccomp", path)) => {
-                builder.seccomp(Profile::from_json_file(path, &JsonOptions::default())?);
+                builder.seccomp(Profile::from_json_file(path, &json)?);
             }
             Some(("no-new-privileges", value)) => {
                 let on = value.parse::<bool>().map_err(|_| Error::InvalidArgument {

@@ -172,6 +172,23 @@ fn probe_dangerous_syscalls() {
 }
 
 #[test]
+fn an_added_capability_gets_the_syscalls_it_exists_for() {
+    require_root!();
+    let script = "unshare -m true && echo unshared; mount -t tmpfs none /mnt && echo mounted";
+    // Refused by the default profile without CAP_SYS_ADMIN…
+    let out = sh(script).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("unshared") && !stdout.contains("mounted"),
+        "{stdout}"
+    );
+    // …allowed with it, as Docker's profile does.
+    let mut b = sh(script);
+    b.cap_add(Capability::CAP_SYS_ADMIN);
+    assert_eq!(stdout_of(&mut b), "unshared\nmounted\n");
+}
+
+#[test]
 fn capabilities_can_be_dropped_and_added() {
     require_root!();
     let keys = ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"];
@@ -389,12 +406,12 @@ static CANARY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(
 #[test]
 fn a_command_that_may_trace_the_init_cannot_reach_the_callers_memory() {
     require_root!();
-    // With CAP_SYS_PTRACE and no filter the command may trace the init. An init sharing the
-    // caller's memory (`CLONE_VM`) would hand it this process; such an init is a copy instead.
+    // With CAP_SYS_PTRACE (which also lets the default profile allow ptrace(2)) the command may
+    // trace the init. An init sharing the caller's memory (`CLONE_VM`) would hand it this
+    // process; such an init is a copy instead.
     let addr = &CANARY as *const _ as usize;
     let mut b = probe("probe_poke_init");
     b.env("PALISADE_POKE_ADDR", addr.to_string())
-        .seccomp(Profile::unconfined())
         .cap_add(Capability::CAP_SYS_PTRACE);
     let out = stdout_of(&mut b);
     assert!(

@@ -4,7 +4,8 @@
 //! By default a sandbox runs its command the way `docker run` runs a container's: as root (of
 //! the sandbox's user namespace, if it has one) holding only Docker's default capabilities
 //! ([`Capabilities::docker_default`]), with `no_new_privs` set and the default seccomp profile
-//! ([`Profile::default_profile`]). The builder changes that:
+//! ([`Profile::default_profile`]; with capabilities added, the syscalls they exist for are
+//! allowed too: [`Profile::default_with_capabilities`]). The builder changes that:
 //!
 //! ```no_run
 //! use palisade::seccomp::Profile;
@@ -117,7 +118,8 @@ pub(crate) struct SecuritySpec {
     /// One per resource, in the order first given.
     rlimits: Vec<Rlimit>,
     no_new_privs: bool,
-    seccomp: Profile,
+    /// `None`: the default profile, adapted to `caps`.
+    seccomp: Option<Profile>,
 }
 
 impl Default for SecuritySpec {
@@ -131,7 +133,7 @@ impl Default for SecuritySpec {
             groups: None,
             rlimits: Vec::new(),
             no_new_privs: true,
-            seccomp: Profile::default_profile(),
+            seccomp: None,
         }
     }
 }
@@ -281,11 +283,19 @@ impl SecuritySpec {
             (None, _) => None,
         };
 
-        let seccomp = self.seccomp.compile(Arch::native())?;
+        let adapted;
+        let profile = match &self.seccomp {
+            Some(profile) => profile,
+            None => {
+                let names = self.caps.iter().map(|cap| cap.to_string());
+                adapted = Profile::default_with_capabilities(names);
+                &adapted
+            }
+        };
+        let seccomp = profile.compile(Arch::native())?;
         // The child is single-threaded: TSYNC has nothing to synchronise, and it cannot be
         // combined with NEW_LISTENER on its own.
-        let mut seccomp_flags =
-            self.seccomp.load_flags() - (LoadFlags::TSYNC | LoadFlags::TSYNC_ESRCH);
+        let mut seccomp_flags = profile.load_flags() - (LoadFlags::TSYNC | LoadFlags::TSYNC_ESRCH);
         if seccomp.as_ref().is_some_and(notifies) {
             seccomp_flags |= LoadFlags::NEW_LISTENER;
         }
@@ -392,10 +402,13 @@ impl SecurityPlan {
 /// Privileges: capabilities, user, groups, resource limits, `no_new_privs` and the syscall
 /// filter. See [`crate::security`] for what each becomes and the order the child applies them.
 impl crate::SandboxBuilder {
-    /// The syscall filter (default: [`Profile::default_profile`], equivalent in effect to
-    /// Docker's default profile). [`Profile::unconfined`] installs none; [`Profile::from_json`]
-    /// reads a Docker/OCI profile. Checked by [`build`](Self::build), which compiles it for the
-    /// running architecture.
+    /// The syscall filter. The default is [`Profile::default_with_capabilities`] for the
+    /// sandbox's capabilities: equivalent in effect to Docker's default profile, which likewise
+    /// allows what an added capability exists for (`mount` and `unshare` with
+    /// `CAP_SYS_ADMIN`, `ptrace` with `CAP_SYS_PTRACE`, …). [`Profile::unconfined`] installs
+    /// none; [`Profile::from_json`] reads a Docker/OCI profile (give it the capabilities in
+    /// [`JsonOptions`](palisade_seccomp::JsonOptions) for its `includes`). Checked by
+    /// [`build`](Self::build), which compiles it for the running architecture.
     ///
     /// The filter is installed right before the command is executed, after the capability and
     /// user changes when [`no_new_privs`](Self::no_new_privs) is on (the default), before them
@@ -404,7 +417,7 @@ impl crate::SandboxBuilder {
     /// [`Action::UserNotify`] rules gets a
     /// user-notification listener, handed to the parent (`seccomp_unotify(2)`).
     pub fn seccomp(&mut self, profile: Profile) -> &mut Self {
-        self.security.seccomp = profile;
+        self.security.seccomp = Some(profile);
         self
     }
 

@@ -363,9 +363,122 @@ fn low32_eq(arg: u8, value: u64) -> Cond {
     Cond::from_parts(arg, CmpOp::MaskedEq(0xffff_ffff), value)
 }
 
+/// Syscalls the default profile refuses only because a container without the capability could
+/// not use them anyway; a container granted the capability gets them, since refusing what its
+/// capability exists for would make granting it pointless. Each call still checks the
+/// capability itself.
+const BY_CAPABILITY: &[(&str, &[&str])] = &[
+    (
+        "CAP_SYS_ADMIN",
+        &[
+            // Mounts and namespaces (clone's namespace flags and clone3 are below).
+            "mount",
+            "umount2",
+            "pivot_root",
+            "fsopen",
+            "fsconfig",
+            "fsmount",
+            "fspick",
+            "open_tree",
+            "move_mount",
+            "mount_setattr",
+            "unshare",
+            "setns",
+            // Administration that the sandbox's namespaces contain or the capability guards.
+            "sethostname",
+            "setdomainname",
+            "quotactl",
+            "quotactl_fd",
+            "fanotify_init",
+            "lookup_dcookie",
+            "syslog",
+            "bpf",
+            "perf_event_open",
+        ],
+    ),
+    ("CAP_SYS_BOOT", &["reboot"]),
+    (
+        "CAP_SYS_MODULE",
+        &["init_module", "finit_module", "delete_module"],
+    ),
+    ("CAP_SYS_PACCT", &["acct"]),
+    (
+        "CAP_SYS_PTRACE",
+        &[
+            "ptrace",
+            "process_vm_readv",
+            "process_vm_writev",
+            "process_madvise",
+            "kcmp",
+            "pidfd_getfd",
+        ],
+    ),
+    ("CAP_SYS_RAWIO", &["iopl", "ioperm"]),
+    (
+        "CAP_SYS_TIME",
+        &["settimeofday", "clock_settime", "clock_adjtime"],
+    ),
+    ("CAP_SYS_TTY_CONFIG", &["vhangup"]),
+    (
+        "CAP_SYS_NICE",
+        &[
+            "mbind",
+            "set_mempolicy",
+            "set_mempolicy_home_node",
+            "migrate_pages",
+            "move_pages",
+        ],
+    ),
+    ("CAP_SYSLOG", &["syslog"]),
+    ("CAP_BPF", &["bpf"]),
+    ("CAP_PERFMON", &["perf_event_open"]),
+    ("CAP_DAC_READ_SEARCH", &["open_by_handle_at"]),
+];
+
+/// A capability name as `CAP_X`, from `cap_x`, `X` or `CAP_X`.
+fn normalise_capability(name: &str) -> String {
+    let upper = name.trim().to_ascii_uppercase();
+    if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    }
+}
+
+pub(super) fn profile_with_capabilities<I, S>(capabilities: I) -> Profile
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let held: Vec<String> = capabilities
+        .into_iter()
+        .map(|c| normalise_capability(c.as_ref()))
+        .collect();
+    let holds = |cap: &str| held.iter().any(|h| h == cap);
+    let mut p = Profile::new(Action::Errno(libc::EPERM as u16));
+    // Added before the base rules: for one syscall, the first matching rule decides.
+    for (cap, names) in BY_CAPABILITY {
+        if holds(cap) {
+            for name in *names {
+                p.add(Rule::new(*name, Action::Allow));
+            }
+        }
+    }
+    if holds("CAP_SYS_ADMIN") {
+        // Namespace flags to clone(2), and clone3(2), whose flags a filter cannot read.
+        p.add(Rule::new("clone", Action::Allow));
+        p.add(Rule::new("clone3", Action::Allow));
+    }
+    base(p)
+}
+
 pub(super) fn profile() -> Profile {
+    base(Profile::new(Action::Errno(libc::EPERM as u16)))
+}
+
+/// Appends the rules of the default profile for a container without extra capabilities.
+fn base(mut p: Profile) -> Profile {
     let eperm = Action::Errno(libc::EPERM as u16);
-    let mut p = Profile::new(eperm);
     for name in ALLOWED {
         p.add(Rule::new(*name, Action::Allow));
     }
@@ -394,9 +507,48 @@ mod tests {
     use crate::bpf::SeccompData;
 
     #[test]
+    fn capabilities_unlock_what_they_exist_for() {
+        let eperm = Action::Errno(libc::EPERM as u16).ret();
+        let allow = Action::Allow.ret();
+        let arch = Arch::X86_64;
+        let check = |profile: &Profile, name: &str, args: [u64; 6]| {
+            let prog = profile.compile(arch).unwrap().unwrap();
+            let nr = arch.syscall_nr(name).unwrap();
+            prog.interpret(&SeccompData::new(arch, nr, args)).unwrap()
+        };
+        let plain = profile();
+        let admin = profile_with_capabilities(["sys_admin"]);
+        let tracer = profile_with_capabilities(["CAP_SYS_PTRACE", "CAP_NET_ADMIN"]);
+        let new_ns = [libc::CLONE_NEWNS as u64, 0, 0, 0, 0, 0];
+        for name in ["mount", "unshare", "setns", "sethostname", "bpf"] {
+            assert_eq!(check(&plain, name, [0; 6]), eperm, "{name}");
+            assert_eq!(check(&admin, name, [0; 6]), allow, "{name}");
+            assert_eq!(check(&tracer, name, [0; 6]), eperm, "{name}");
+        }
+        assert_eq!(check(&plain, "clone", new_ns), eperm);
+        assert_eq!(check(&admin, "clone", new_ns), allow);
+        assert_eq!(
+            check(&plain, "clone3", [0; 6]),
+            Action::Errno(libc::ENOSYS as u16).ret()
+        );
+        assert_eq!(check(&admin, "clone3", [0; 6]), allow);
+        for name in ["ptrace", "process_vm_writev", "kcmp"] {
+            assert_eq!(check(&plain, name, [0; 6]), eperm, "{name}");
+            assert_eq!(check(&tracer, name, [0; 6]), allow, "{name}");
+        }
+        // The base rules stay: keyctl needs no capability and stays refused.
+        assert_eq!(check(&admin, "keyctl", [0; 6]), eperm);
+        assert_eq!(check(&admin, "read", [0; 6]), allow);
+        // Without any of those capabilities it is the default profile.
+        assert_eq!(profile_with_capabilities(["CAP_CHOWN"]), plain);
+    }
+
+    #[test]
     fn every_name_exists_somewhere() {
+        let gated = BY_CAPABILITY.iter().flat_map(|(_, names)| names.iter());
         let missing: Vec<&str> = ALLOWED
             .iter()
+            .chain(gated)
             .copied()
             .filter(|name| Arch::ALL.iter().all(|a| a.try_syscall_nr(name).is_none()))
             .collect();

@@ -78,6 +78,36 @@ impl Profile {
         default::profile()
     }
 
+    /// The default profile for a container that holds `capabilities` (names such as
+    /// `CAP_SYS_ADMIN`; the prefix and case are optional), as Docker adapts its own: the
+    /// syscalls a capability exists for are allowed when it is held (with `CAP_SYS_ADMIN`:
+    /// mounts, `unshare`, `setns`, namespace flags to `clone`, `clone3`, `sethostname`, `bpf`,
+    /// …; with `CAP_SYS_PTRACE`: `ptrace`, `process_vm_*`, `kcmp`, …; likewise for
+    /// `CAP_SYS_BOOT`, `CAP_SYS_MODULE`, `CAP_SYS_PACCT`, `CAP_SYS_RAWIO`, `CAP_SYS_TIME`,
+    /// `CAP_SYS_TTY_CONFIG`, `CAP_SYS_NICE`, `CAP_SYSLOG`, `CAP_BPF`, `CAP_PERFMON` and
+    /// `CAP_DAC_READ_SEARCH`). With none of those it is [`default_profile`](Self::default_profile).
+    /// The kernel still checks each capability; this only stops the filter from refusing what the
+    /// capability was granted for.
+    ///
+    /// ```
+    /// use palisade_seccomp::{Action, Arch, Profile, SeccompData};
+    ///
+    /// let arch = Arch::X86_64;
+    /// let mount = SeccompData::new(arch, arch.syscall_nr("mount")?, [0; 6]);
+    /// let plain = Profile::default_profile().compile(arch)?.unwrap();
+    /// let admin = Profile::default_with_capabilities(["CAP_SYS_ADMIN"]).compile(arch)?.unwrap();
+    /// assert_eq!(plain.interpret(&mount)?, Action::Errno(libc::EPERM as u16).ret());
+    /// assert_eq!(admin.interpret(&mount)?, Action::Allow.ret());
+    /// # Ok::<(), palisade_seccomp::Error>(())
+    /// ```
+    pub fn default_with_capabilities<I, S>(capabilities: I) -> Profile
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        default::profile_with_capabilities(capabilities)
+    }
+
     /// Whether this is [`Profile::unconfined`].
     pub fn is_unconfined(&self) -> bool {
         self.policy.is_none()
