@@ -450,3 +450,58 @@ fn probe_poke_init() {
         }
     }
 }
+
+/// The `run` example, which `cargo test` builds beside the test binaries.
+fn run_example(args: &[&str]) -> String {
+    let exe = std::env::current_exe().unwrap();
+    let run = exe.parent().unwrap().join("../examples/run");
+    assert!(
+        run.exists(),
+        "{} is missing: `cargo test` builds the examples with the tests",
+        run.display()
+    );
+    let out = std::process::Command::new(&run)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "run {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_run_example_is_confined_by_default_and_takes_dockers_flags() {
+    require_root!();
+    let status = "grep -E '^(Uid|CapEff|NoNewPrivs|Seccomp):' /proc/self/status | tr -s '\\t' ' '; ulimit -n";
+    let default = run_example(&["--", "sh", "-c", status]);
+    let default_nofile = default.lines().last().unwrap().to_owned();
+    assert_eq!(
+        default,
+        format!(
+            "Uid: 0 0 0 0\nCapEff: {DOCKER_CAPS}\nNoNewPrivs: 1\nSeccomp: 2\n{default_nofile}\n"
+        )
+    );
+    let changed = run_example(&[
+        "--user",
+        "1000:1000",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "seccomp=unconfined",
+        "--security-opt",
+        "no-new-privileges=false",
+        "--ulimit",
+        "nofile=64:128",
+        "--",
+        "sh",
+        "-c",
+        status,
+    ]);
+    assert_eq!(
+        changed,
+        "Uid: 1000 1000 1000 1000\nCapEff: 0000000000000000\nNoNewPrivs: 0\nSeccomp: 0\n64\n"
+    );
+}
