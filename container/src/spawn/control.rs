@@ -10,7 +10,7 @@ use palisade_netns::forward::SocketSource;
 use palisade_netns::Proto;
 
 use super::init::SocketRequest;
-use super::sys::FD_CMSG_SPACE;
+use super::sys::FdCmsg;
 
 /// A connected `SOCK_SEQPACKET` pair (`socketpair(2)`), both ends close-on-exec: the parent's
 /// end first.
@@ -35,9 +35,7 @@ pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
 /// Receives one message of the child: an errno (0: success) and, on success, a descriptor.
 /// With `wait` false, fails with `WouldBlock` when no message is pending.
 pub(crate) fn recv_fd(sock: &OwnedFd, wait: bool) -> io::Result<OwnedFd> {
-    #[repr(C, align(8))]
-    struct Cmsg([u8; FD_CMSG_SPACE]);
-    let mut cmsg = Cmsg([0; FD_CMSG_SPACE]);
+    let mut cmsg = FdCmsg::new();
     let mut errno = [0u8; 4];
     let mut iov = libc::iovec {
         iov_base: errno.as_mut_ptr().cast(),
@@ -48,7 +46,7 @@ pub(crate) fn recv_fd(sock: &OwnedFd, wait: bool) -> io::Result<OwnedFd> {
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = cmsg.0.as_mut_ptr().cast();
-    msg.msg_controllen = FD_CMSG_SPACE as _;
+    msg.msg_controllen = cmsg.0.len() as _;
     let flags = libc::MSG_CMSG_CLOEXEC | if wait { 0 } else { libc::MSG_DONTWAIT };
     let n = loop {
         // SAFETY: recvmsg(2) writes into the buffers the header points at, all alive here.

@@ -214,6 +214,8 @@ impl Sandbox {
             }
             if let Some(PreparedNet::Forward(ports)) = net {
                 // Rootless: the init makes the forwarder's sockets in the sandbox's namespace.
+                // Started only now: until the listener above was taken, a reply to a socket
+                // request could have been mistaken for it.
                 let factory = Target::Sockets(Arc::new(control::SocketFactory::new(control)));
                 handle.set_network(Some(NetHandle::Forward(Forwarder::start(ports, factory)?)));
             }

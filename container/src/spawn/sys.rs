@@ -72,19 +72,24 @@ pub(crate) struct KernelSigaction {
 /// Size of the kernel's signal set, as `rt_sigprocmask(2)` and friends expect it.
 pub(crate) const SIGSET_SIZE: usize = 8;
 
-/// Size of a control message header (`struct cmsghdr`).
-const CMSG_HDR: usize = std::mem::size_of::<libc::cmsghdr>();
+/// Room for one `SCM_RIGHTS` control message carrying a single descriptor (`cmsg(3)`), aligned
+/// as `struct cmsghdr` must be.
+#[repr(C, align(8))]
+pub(crate) struct FdCmsg(pub [u8; FdCmsg::SPACE]);
 
-/// Room for one `SCM_RIGHTS` control message carrying a single descriptor:
-/// `CMSG_SPACE(sizeof(int))`, the header plus the descriptor padded to the header's alignment.
-pub(crate) const FD_CMSG_SPACE: usize = CMSG_HDR + std::mem::size_of::<usize>();
+impl FdCmsg {
+    // SAFETY: CMSG_SPACE is arithmetic on its argument.
+    const SPACE: usize = unsafe { libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) } as usize;
+
+    pub(crate) fn new() -> FdCmsg {
+        FdCmsg([0; FdCmsg::SPACE])
+    }
+}
 
 /// Sends `data` and, when `fd >= 0`, the descriptor `fd` as `SCM_RIGHTS` (`unix(7)`) on the
 /// socket `sock`, without blocking; returns the bytes sent or `-errno`.
 pub(crate) fn send_with_fd(sock: i32, data: &[u8], fd: i32) -> isize {
-    #[repr(C, align(8))]
-    struct Cmsg([u8; FD_CMSG_SPACE]);
-    let mut cmsg = Cmsg([0; FD_CMSG_SPACE]);
+    let mut cmsg = FdCmsg::new();
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
@@ -94,27 +99,17 @@ pub(crate) fn send_with_fd(sock: i32, data: &[u8], fd: i32) -> isize {
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     if fd >= 0 {
-        let header = libc::cmsghdr {
-            cmsg_len: (CMSG_HDR + std::mem::size_of::<i32>()) as _,
-            cmsg_level: libc::SOL_SOCKET,
-            cmsg_type: libc::SCM_RIGHTS,
-        };
-        // SAFETY: the header and the descriptor fit in the aligned buffer; plain
-        // byte copies, no allocation.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                &header as *const libc::cmsghdr as *const u8,
-                cmsg.0.as_mut_ptr(),
-                CMSG_HDR,
-            );
-            std::ptr::copy_nonoverlapping(
-                &fd as *const i32 as *const u8,
-                cmsg.0.as_mut_ptr().add(CMSG_HDR),
-                std::mem::size_of::<i32>(),
-            );
-        }
         msg.msg_control = cmsg.0.as_mut_ptr().cast();
-        msg.msg_controllen = FD_CMSG_SPACE as _;
+        msg.msg_controllen = cmsg.0.len() as _;
+        // SAFETY: the CMSG_* macros only compute addresses inside the control buffer, which is
+        // aligned and large enough for one header and one descriptor; no allocation.
+        unsafe {
+            let header = libc::CMSG_FIRSTHDR(&msg);
+            (*header).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as _;
+            (*header).cmsg_level = libc::SOL_SOCKET;
+            (*header).cmsg_type = libc::SCM_RIGHTS;
+            std::ptr::write_unaligned(libc::CMSG_DATA(header) as *mut i32, fd);
+        }
     }
     // SAFETY: sendmsg(2) reads the message header, the iovec and the control buffer, all alive
     // on this stack for the call.
