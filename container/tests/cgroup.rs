@@ -5,18 +5,15 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+mod common;
+
 use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use common::sh;
 use palisade::cgroup::{Bytes, CpuSet, Error as CgroupError};
 use palisade::{Error, Sandbox, Stdio};
-
-fn sh(script: &str) -> palisade::SandboxBuilder {
-    let mut b = Sandbox::builder("sh");
-    b.args(["-c", script]);
-    b
-}
 
 /// Every directory of the sandbox's group, found by name under the cgroup mounts.
 fn group_dirs(name: &str) -> Vec<PathBuf> {

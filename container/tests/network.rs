@@ -6,11 +6,14 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::{sh, stdout_of};
 use palisade::netns::ipam::Subnet;
 use palisade::netns::link::Netlink;
 use palisade::netns::nft::Nftables;
@@ -50,23 +53,6 @@ fn bridge(name: &str, subnet: &str, state: &TempDir) -> Network {
     )
 }
 
-fn sh(script: &str) -> SandboxBuilder {
-    let mut b = Sandbox::builder("sh");
-    b.args(["-c", script]);
-    b
-}
-
-fn stdout_of(builder: &mut SandboxBuilder) -> String {
-    let out = builder.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// Connects to `addr` until a server answers `request` with a non-empty reply (the server in the
 /// sandbox starts listening some time after the spawn).
 fn ask_tcp(ip: IpAddr, port: u16, request: &[u8]) -> String {
@@ -83,6 +69,23 @@ fn ask_tcp(ip: IpAddr, port: u16, request: &[u8]) -> String {
         }
         assert!(Instant::now() < deadline, "no answer from {ip}:{port}");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sends `request` to `127.0.0.1:port` until a datagram answers (the server in the sandbox
+/// starts some time after the spawn), and returns the answer.
+fn ask_udp(port: u16, request: &[u8]) -> String {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 64];
+    loop {
+        sock.send_to(request, ("127.0.0.1", port)).unwrap();
+        if let Ok(n) = sock.recv(&mut buf) {
+            return String::from_utf8_lossy(&buf[..n]).into_owned();
+        }
+        assert!(Instant::now() < deadline, "no UDP answer");
     }
 }
 
@@ -212,19 +215,7 @@ fn published_udp_port_relays_datagrams_both_ways() {
             reply.extend_from_slice(&buf[..n]);
             server.send_to(&reply, from).unwrap();
         });
-        let port = child.ports()[0].host_port;
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut buf = [0u8; 64];
-        let reply = loop {
-            sock.send_to(b"ping\n", ("127.0.0.1", port)).unwrap();
-            if let Ok(n) = sock.recv(&mut buf) {
-                break String::from_utf8_lossy(&buf[..n]).into_owned();
-            }
-            assert!(Instant::now() < deadline, "no UDP answer");
-        };
+        let reply = ask_udp(child.ports()[0].host_port, b"ping\n");
         assert_eq!(reply, "pong ping\n");
         answer.join().unwrap();
         drop(child);
@@ -330,19 +321,7 @@ fn rootless_ports_inner() {
     .stdout(Stdio::null())
     .publish(0, 5353, Proto::Udp);
     let mut child = b.spawn().unwrap();
-    let port = child.ports()[0].host_port;
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut buf = [0u8; 64];
-    let reply = loop {
-        sock.send_to(b"ping", ("127.0.0.1", port)).unwrap();
-        if let Ok(n) = sock.recv(&mut buf) {
-            break String::from_utf8_lossy(&buf[..n]).into_owned();
-        }
-        assert!(Instant::now() < deadline, "no UDP answer");
-    };
+    let reply = ask_udp(child.ports()[0].host_port, b"ping");
     assert_eq!(reply, "pong ping");
     assert!(child.wait().unwrap().success());
 }

@@ -4,17 +4,14 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+mod common;
+
 use std::path::Path;
 
+use common::sh;
 use palisade::overlay::rootfs::{Access, Rootfs};
-use palisade::{ChildStep, Error, Namespace, Sandbox, Stdio};
+use palisade::{ChildStep, Error, Namespace, Stdio};
 use support::TempDir;
-
-fn sh(script: &str) -> palisade::SandboxBuilder {
-    let mut b = Sandbox::builder("sh");
-    b.args(["-c", script]);
-    b
-}
 
 /// The host's mount table, to compare before and after.
 fn host_mounts() -> Vec<String> {

@@ -5,12 +5,15 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+mod common;
+
 use support::TempDir;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
+use common::{sh, stdout_of};
 use palisade::ns::{pidfd_open, NsFile, NsId};
 use palisade::{
     ChildStep, Error, IdMap, IdMapping, Namespace, Offset, Sandbox, Signal, Stdio, TimeOffsets,
@@ -30,23 +33,6 @@ fn assert_invalid(err: &Error, what: &str) {
         matches!(err, Error::InvalidArgument { what: w, .. } if *w == what),
         "expected an invalid {what}, got: {err}"
     );
-}
-
-fn sh(script: &str) -> palisade::SandboxBuilder {
-    let mut b = Sandbox::builder("sh");
-    b.args(["-c", script]);
-    b
-}
-
-fn stdout_of(builder: &mut palisade::SandboxBuilder) -> String {
-    let out = builder.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]

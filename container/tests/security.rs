@@ -8,31 +8,17 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use common::{sh, stdout_of};
 use palisade::overlay::rootfs::Access;
 use palisade::seccomp::notify::Response;
 use palisade::seccomp::{Action, JsonOptions, Profile, Rule};
 use palisade::{Capability, ChildStep, Error, Sandbox, SandboxBuilder, Stdio};
 use support::TempDir;
-
-fn sh(script: &str) -> SandboxBuilder {
-    let mut b = Sandbox::builder("sh");
-    b.args(["-c", script]);
-    b
-}
-
-fn stdout_of(builder: &mut SandboxBuilder) -> String {
-    let out = builder.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// A sandbox that runs the ignored test `name` of this binary, mounted at `/mnt`.
 fn probe(name: &str) -> SandboxBuilder {
