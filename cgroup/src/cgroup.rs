@@ -3,9 +3,12 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::bpf;
 use crate::error::{Error, Result};
+use crate::gc::Owner;
 use crate::hierarchy::{Hierarchy, Mount, Served};
 use crate::resource::{Controller, Resource};
 use crate::stats::{self, Events, MemoryEvents, Stats};
@@ -60,9 +63,10 @@ pub struct CgroupBuilder<'a> {
 }
 
 impl<'a> CgroupBuilder<'a> {
-    /// The group's directory name. By default `palisade-<pid>-<n>`, with `n` chosen so that
-    /// the name is new. A name that exists already is an error: this library never takes
-    /// over a group it did not create.
+    /// The group's directory name. By default `palisade-<pid>-<starttime>-<n>` (the creating
+    /// process and its start time, see [`gc`](crate::gc)), with `n` chosen so that the name is
+    /// new. A group named here is never collected by [`gc`](crate::gc). A name that exists
+    /// already is an error: this library never takes over a group it did not create.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
@@ -148,6 +152,7 @@ impl<'a> CgroupBuilder<'a> {
             dirs: Vec::new(),
             v2_controllers: plan.v2_controllers.clone(),
             dir_fd: None,
+            device_program: Mutex::new(None),
             timeout: self.timeout,
             owned: true,
         };
@@ -215,6 +220,20 @@ impl<'a> CgroupBuilder<'a> {
                 }
             }
         }
+        if let Parent::Group(g) = self.parent {
+            // A group inside another stays within every v1 hierarchy the outer one joined: a
+            // member left in its old group of, say, the v1 devices hierarchy would escape the
+            // outer group's limits there. (cgroup v2 has one tree, where this cannot happen.)
+            for d in g.dirs.iter().filter(|d| !d.is_unified()) {
+                if let Some(m) = hier
+                    .v1_mounts()
+                    .iter()
+                    .find(|m| m.mount_point == d.mount_point)
+                {
+                    add(&mut mounts, m);
+                }
+            }
+        }
         if hier.unified().is_none() {
             // Without cgroup2, freezing needs the v1 freezer.
             if let Some(m) = hier.v1_mount("freezer") {
@@ -264,12 +283,19 @@ impl<'a> CgroupBuilder<'a> {
     /// Creates the group's directory in every hierarchy of `plan`, pushing each into `dirs` as
     /// soon as it exists. Returns the name used.
     fn make_dirs(&self, plan: &Plan, dirs: &mut Vec<Dir>) -> Result<String> {
-        let pid = std::process::id();
+        enum Naming<'n> {
+            Given(&'n str),
+            Owned(Owner),
+        }
+        let naming = match &self.name {
+            Some(n) => Naming::Given(n),
+            None => Naming::Owned(Owner::current()?),
+        };
         let mut seq = 0u32;
         'names: loop {
-            let name = match &self.name {
-                Some(n) => n.clone(),
-                None => format!("palisade-{pid}-{seq}"),
+            let name = match &naming {
+                Naming::Given(n) => (*n).to_owned(),
+                Naming::Owned(o) => o.group_name(seq),
             };
             for t in &plan.targets {
                 let path = t.parent_dir.join(&name);
@@ -339,6 +365,11 @@ fn delegate(
         if hier.served(c) != Some(Served::V2) {
             continue;
         }
+        if !c.in_subtree_control() {
+            // Served by an eBPF program on the group itself: nothing to hand down.
+            out.push(c);
+            continue;
+        }
         let name = c.v2_name().to_owned();
         if enabled.contains(&name) {
             out.push(c);
@@ -398,6 +429,9 @@ pub struct Cgroup {
     dirs: Vec<Dir>,
     v2_controllers: Vec<Controller>,
     dir_fd: Option<OwnedFd>,
+    /// The device program attached to the unified directory by [`apply`](Cgroup::apply), kept
+    /// so that a later policy can replace it.
+    device_program: Mutex<Option<OwnedFd>>,
     timeout: Duration,
     owned: bool,
 }
@@ -459,7 +493,13 @@ impl Cgroup {
                 let text = read_file(&u.path.join("cgroup.controllers"))?;
                 let cs = Controller::ALL
                     .into_iter()
-                    .filter(|c| text.split_whitespace().any(|w| w == c.v2_name()))
+                    .filter(|c| {
+                        if c.in_subtree_control() {
+                            text.split_whitespace().any(|w| w == c.v2_name())
+                        } else {
+                            hier.served(*c) == Some(Served::V2)
+                        }
+                    })
                     .collect();
                 (cs, Some(sys::open_dir(&u.path)?))
             }
@@ -471,6 +511,7 @@ impl Cgroup {
             dirs,
             v2_controllers,
             dir_fd,
+            device_program: Mutex::new(None),
             timeout: DEFAULT_TIMEOUT,
             owned: false,
         })
@@ -547,9 +588,13 @@ impl Cgroup {
     }
 
     /// Sets limits. All are validated and translated for the backend before the first is
-    /// written; a limit for a controller the group did not join is refused.
+    /// written; a limit for a controller the group did not join is refused. A device policy
+    /// replaces the one set before: on cgroup v2 its eBPF program is loaded before anything is
+    /// written and attached last, and the previous program is detached after the new one is
+    /// attached, so the group is never without one.
     pub fn apply(&self, resources: &[Resource]) -> Result<()> {
         let mut writes: Vec<(PathBuf, String, &'static str)> = Vec::new();
+        let mut programs: Vec<OwnedFd> = Vec::new();
         let memory_max = resources.iter().rev().find_map(|r| match r {
             Resource::MemoryMax(m) => Some(*m),
             _ => None,
@@ -561,7 +606,9 @@ impl Cgroup {
                 controller: c,
                 backend: self.backend,
             })?;
-            if dir.is_unified() {
+            if let (true, Resource::Devices(policy)) = (dir.is_unified(), r) {
+                programs.push(bpf::load(policy)?);
+            } else if dir.is_unified() {
                 writes.push((dir.path.join(r.v2_file()), r.v2_value(), r.v2_file()));
             } else {
                 for (file, value) in r.v1_writes(memory_max)? {
@@ -575,6 +622,28 @@ impl Cgroup {
                 return Err(Error::Unsupported { setting, path });
             }
             write_file(&path, &value)?;
+        }
+        for program in programs {
+            self.set_device_program(program)?;
+        }
+        Ok(())
+    }
+
+    /// Attaches `program` to the unified directory, then detaches the one attached before.
+    fn set_device_program(&self, program: OwnedFd) -> Result<()> {
+        let (Some(dir), Some(fd)) = (self.unified(), &self.dir_fd) else {
+            return Err(Error::ControllerUnavailable {
+                controller: Controller::Devices,
+                backend: self.backend,
+            });
+        };
+        bpf::attach(fd.as_fd(), &dir.path, program.as_fd())?;
+        let mut slot = self
+            .device_program
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(old) = slot.replace(program) {
+            bpf::detach(fd.as_fd(), &dir.path, old.as_fd())?;
         }
         Ok(())
     }
@@ -749,6 +818,12 @@ impl Cgroup {
         Ok(())
     }
 
+    /// [`gc`](crate::gc) inside this group: removes the `palisade-<pid>-<starttime>-<n>` child
+    /// groups whose owner is gone, in each of the group's hierarchies.
+    pub fn gc(&self) -> Result<crate::GcReport> {
+        crate::gc::collect(self.dirs.iter().map(|d| d.path.clone()))
+    }
+
     /// Lets the group outlive this handle: it is not deleted on drop.
     pub fn keep(mut self) {
         self.owned = false;
@@ -776,6 +851,11 @@ impl Cgroup {
         }
         let deadline = Instant::now() + self.timeout;
         self.dir_fd = None;
+        // The kernel detaches a removed group's programs; only our descriptor is left to close.
+        *self
+            .device_program
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner) = None;
         let mut first_err = None;
         for d in self.dirs.iter().rev() {
             let removed = tree(&d.path).and_then(|dirs| {
@@ -861,7 +941,7 @@ impl Drop for Cgroup {
 }
 
 /// `dir` and every group below it, parents before children.
-fn tree(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn tree(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = vec![dir.to_owned()];
     let mut i = 0;
     while i < out.len() {

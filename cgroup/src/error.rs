@@ -108,6 +108,35 @@ pub enum Error {
         /// The parent group's name.
         parent: String,
     },
+    /// A `bpf(2)` call for the cgroup v2 device program failed.
+    #[error(
+        "cannot {op}{}: {source}{}",
+        path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default(),
+        if log.is_empty() { String::new() } else { format!("; verifier log:\n{log}") }
+    )]
+    Bpf {
+        /// What was attempted.
+        op: &'static str,
+        /// The group directory, for attaching and detaching.
+        path: Option<PathBuf>,
+        /// The OS error.
+        source: io::Error,
+        /// The verifier's log, when it refused the program.
+        log: String,
+    },
+    /// A device rule's text could not be parsed.
+    #[error(transparent)]
+    DeviceRule(#[from] crate::devices::DeviceRuleError),
+    /// A memory limit below what a group needs to start a process at all.
+    #[error("{setting} of {value} bytes is below the minimum of {min} bytes (Docker's 6 MiB)")]
+    MemoryTooSmall {
+        /// The setting, `memory.max`.
+        setting: &'static str,
+        /// The limit as given, in bytes.
+        value: u64,
+        /// The minimum, in bytes.
+        min: u64,
+    },
     /// A group name that is empty, absolute, or contains `..` or a NUL byte.
     #[error("invalid cgroup name {0:?}: must be one path component, not `.`, `..` or `cgroup.*`")]
     InvalidName(String),
@@ -117,7 +146,9 @@ impl Error {
     /// The OS error number behind this error, if there is one.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            Error::Io { source, .. } | Error::Write { source, .. } => source.raw_os_error(),
+            Error::Io { source, .. } | Error::Write { source, .. } | Error::Bpf { source, .. } => {
+                source.raw_os_error()
+            }
             _ => None,
         }
     }

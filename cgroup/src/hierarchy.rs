@@ -146,7 +146,17 @@ impl Hierarchy {
 
     /// Where `controller` is served, if anywhere. A controller bound to a v1 hierarchy does not
     /// appear in the unified root's `cgroup.controllers`, so the two never overlap.
+    ///
+    /// [`Controller::Devices`] is served by the v1 `devices` hierarchy where one is mounted, and
+    /// otherwise by the unified hierarchy, where any group can have a device program.
     pub fn served(&self, controller: Controller) -> Option<Served> {
+        if !controller.in_subtree_control() {
+            return if self.v1_mount(controller.v1_name()).is_some() {
+                Some(Served::V1)
+            } else {
+                self.unified.as_ref().map(|_| Served::V2)
+            };
+        }
         if self.v2_controllers.contains(&controller) {
             Some(Served::V2)
         } else if self.v1_mount(controller.v1_name()).is_some() {

@@ -57,12 +57,25 @@
 //! change. This is what makes the crate work under delegation (a non-root user owning a
 //! subtree, e.g. a systemd unit with `Delegate=yes`): it stays inside what it was given.
 //!
-//! Groups are named `palisade-<pid>-<n>` unless named otherwise; the library never adopts an
-//! existing directory. A group is deleted on drop — processes killed, child groups removed
-//! depth-first — so nothing is left behind after an error or a panic that unwinds.
+//! Groups are named `palisade-<pid>-<starttime>-<n>` unless named otherwise; the library never
+//! adopts an existing directory. A group is deleted on drop — processes killed, child groups
+//! removed depth-first — so nothing is left behind after an error or a panic that unwinds. An
+//! owner killed by `SIGKILL` drops nothing: [`gc`] then finds its groups by the owner's pid and
+//! start time in their names, and removes them.
+//!
+//! # Devices
+//!
+//! [`Resource::Devices`] limits which device nodes a group may open and create, with a
+//! [`DevicePolicy`] such as Docker's default ([`DevicePolicy::docker_default`]). cgroup v1
+//! enforces it with the `devices` controller, cgroup v2 with an eBPF program
+//! (`BPF_PROG_TYPE_CGROUP_DEVICE`) that this crate generates from the policy and attaches to the
+//! group.
 
+mod bpf;
 mod cgroup;
+mod devices;
 mod error;
+mod gc;
 mod hierarchy;
 pub mod parse;
 mod resource;
@@ -71,9 +84,13 @@ mod sys;
 pub mod units;
 
 pub use cgroup::{Cgroup, CgroupBuilder};
+pub use devices::{
+    DeviceAccess, DeviceKind, DevicePolicy, DeviceRule, DeviceRuleError, MAX_MAJOR, MAX_MINOR,
+};
 pub use error::{Error, Result};
+pub use gc::{gc, GcReport, Owner};
 pub use hierarchy::{Backend, Hierarchy, Mount, Served};
-pub use resource::{Controller, Resource};
+pub use resource::{Controller, Resource, MIN_MEMORY_MAX};
 pub use stats::{
     CpuStats, Events, IoDeviceStats, IoStats, MemoryEvents, MemoryStats, PidsStats, Stats,
 };

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::devices::DevicePolicy;
 use crate::error::{Error, Result};
 use crate::units::{Bytes, CpuMax, CpuSet, Device, IoMax, Max, Weight};
 
@@ -19,16 +20,20 @@ pub enum Controller {
     Io,
     /// Process count limit (`pids`).
     Pids,
+    /// Device access (v1 `devices`). cgroup v2 has no such controller: a group's device policy
+    /// is an eBPF program attached to its directory, which needs nothing from the parent.
+    Devices,
 }
 
 impl Controller {
     /// All controllers this crate manages.
-    pub const ALL: [Controller; 5] = [
+    pub const ALL: [Controller; 6] = [
         Controller::Cpu,
         Controller::Cpuset,
         Controller::Memory,
         Controller::Io,
         Controller::Pids,
+        Controller::Devices,
     ];
 
     /// The controller's name in cgroup v2 (`cgroup.controllers`).
@@ -39,7 +44,14 @@ impl Controller {
             Controller::Memory => "memory",
             Controller::Io => "io",
             Controller::Pids => "pids",
+            Controller::Devices => "devices",
         }
+    }
+
+    /// Whether cgroup v2 enables it through `cgroup.subtree_control` (every controller but
+    /// [`Devices`](Self::Devices), which is an eBPF program there).
+    pub fn in_subtree_control(self) -> bool {
+        self != Controller::Devices
     }
 
     /// The name of the cgroup v1 hierarchy that carries it.
@@ -90,7 +102,14 @@ pub enum Resource {
     IoDeviceWeight(Device, Weight),
     /// `pids.max`: how many processes and threads the group may hold.
     PidsMax(Max<u64>),
+    /// Which devices the group's processes may open and create. v2: a
+    /// `BPF_PROG_TYPE_CGROUP_DEVICE` program attached to the group (replacing one set earlier);
+    /// v1: `devices.deny` and `devices.allow`, which need a group without child groups.
+    Devices(DevicePolicy),
 }
+
+/// Docker's smallest memory limit: below it a container cannot even start its first process.
+pub const MIN_MEMORY_MAX: Bytes = Bytes(6 << 20);
 
 /// The kernel's `PID_MAX_LIMIT` on 64-bit: no group can hold more tasks.
 const PID_MAX_LIMIT: u64 = 4 * 1024 * 1024;
@@ -122,10 +141,12 @@ impl Resource {
                 Controller::Io
             }
             Resource::PidsMax(_) => Controller::Pids,
+            Resource::Devices(_) => Controller::Devices,
         }
     }
 
-    /// The cgroup v2 file that holds it.
+    /// The cgroup v2 file that holds it; `devices` for [`Devices`](Self::Devices), which has
+    /// no file (it is an eBPF program).
     pub fn v2_file(&self) -> &'static str {
         match self {
             Resource::MemoryMax(_) => "memory.max",
@@ -139,12 +160,22 @@ impl Resource {
             Resource::IoMax(_) => "io.max",
             Resource::IoWeight(_) | Resource::IoDeviceWeight(..) => "io.weight",
             Resource::PidsMax(_) => "pids.max",
+            Resource::Devices(_) => "devices",
         }
     }
 
-    /// Checks what the value types cannot: ranges that depend on the setting.
+    /// Checks what the value types cannot: ranges that depend on the setting. A `memory.max`
+    /// below [`MIN_MEMORY_MAX`] is refused ([`Error::MemoryTooSmall`]).
     pub fn validate(&self) -> Result<()> {
         match self {
+            Resource::MemoryMax(Max::Limit(b)) if *b < MIN_MEMORY_MAX => {
+                Err(Error::MemoryTooSmall {
+                    setting: "memory.max",
+                    value: b.0,
+                    min: MIN_MEMORY_MAX.0,
+                })
+            }
+            Resource::Devices(policy) => policy.validate(),
             Resource::PidsMax(Max::Limit(n)) if *n > PID_MAX_LIMIT => Err(Error::invalid(
                 "pids.max",
                 n,
@@ -169,7 +200,8 @@ impl Resource {
         }
     }
 
-    /// The value written to [`v2_file`](Self::v2_file).
+    /// The value written to [`v2_file`](Self::v2_file); for [`Devices`](Self::Devices), the
+    /// policy's rules, one a line.
     pub fn v2_value(&self) -> String {
         fn max<T: ToString + Copy>(m: Max<T>) -> String {
             m.limit()
@@ -187,6 +219,7 @@ impl Resource {
             Resource::IoWeight(w) => format!("default {}", w.get()),
             Resource::IoDeviceWeight(d, w) => format!("{d} {}", w.get()),
             Resource::PidsMax(m) => max(*m),
+            Resource::Devices(p) => p.to_string(),
         }
     }
 
@@ -253,6 +286,13 @@ impl Resource {
                 m.limit()
                     .map_or_else(|| "max".to_owned(), |v| v.to_string()),
             )],
+            Resource::Devices(p) => std::iter::once(("devices.deny", "a".to_owned()))
+                .chain(
+                    p.v1_exceptions()?
+                        .iter()
+                        .map(|r| ("devices.allow", r.v1_text())),
+                )
+                .collect(),
         })
     }
 
@@ -322,5 +362,31 @@ mod tests {
         assert!(Resource::CpusetCpus(CpuSet::default()).validate().is_err());
         assert!(Resource::memory_max(Bytes(u64::MAX)).validate().is_err());
         assert!(Resource::pids_max(10).validate().is_ok());
+    }
+
+    #[test]
+    fn memory_max_has_dockers_minimum() {
+        for tiny in [0, 1, 4096, (6 << 20) - 1] {
+            match Resource::memory_max(Bytes(tiny)).validate() {
+                Err(Error::MemoryTooSmall { value, min, .. }) => {
+                    assert_eq!((value, min), (tiny, 6 << 20));
+                }
+                other => panic!("{tiny}: {other:?}"),
+            }
+        }
+        let err = Resource::memory_max(Bytes(1)).validate().unwrap_err();
+        assert!(err.to_string().contains("memory.max of 1 bytes"), "{err}");
+        assert!(Resource::memory_max(Bytes::mib(6)).validate().is_ok());
+        assert!(Resource::MemoryMax(Max::Unlimited).validate().is_ok());
+    }
+
+    #[test]
+    fn devices_on_v1() {
+        let w = Resource::Devices(DevicePolicy::docker_default())
+            .v1_writes(None)
+            .unwrap();
+        assert_eq!(w[0], ("devices.deny", "a".into()));
+        assert_eq!(w[1], ("devices.allow", "c *:* m".into()));
+        assert_eq!(w.len(), 11);
     }
 }

@@ -15,7 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use palisade_cgroup::{
-    Backend, Bytes, Cgroup, Controller, CpuSet, Device, Error, Hierarchy, IoMax, Resource, Served,
+    Backend, Bytes, Cgroup, Controller, CpuSet, Device, DeviceAccess, DevicePolicy, DeviceRule,
+    Error, Hierarchy, IoMax, Owner, Resource, Served,
 };
 
 /// A test's own parent group, joined to every controller the host serves, so that groups
@@ -298,7 +299,7 @@ fn delete_kills_members_and_removes_children_depth_first() {
     // Child groups made behind the library's back, as a workload with its own cgroup
     // namespace would.
     for d in &dirs {
-        std::fs::create_dir_all(d.join("pal-sub/pal-subsub")).unwrap();
+        mkdir_behind(d, "pal-sub/pal-subsub");
     }
     let nested = Cgroup::open(&group_path(&dirs[0], "pal-sub/pal-subsub")).unwrap();
     let mut p = Proc::start_in(&nested, "exec sleep 60");
@@ -307,6 +308,22 @@ fn delete_kills_members_and_removes_children_depth_first() {
     group.delete().unwrap();
     assert_eq!(p.wait().signal(), Some(libc::SIGKILL));
     assert_gone(&dirs);
+}
+
+/// Creates the groups along `rel` beneath `dir` as a workload would, without the library. A v1
+/// cpuset group starts with no CPUs and memory nodes, so each gets its parent's.
+fn mkdir_behind(dir: &Path, rel: &str) {
+    let mut d = dir.to_owned();
+    for part in rel.split('/') {
+        let parent = d.clone();
+        d.push(part);
+        std::fs::create_dir(&d).unwrap();
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            if let Ok(v) = std::fs::read_to_string(parent.join(file)) {
+                std::fs::write(d.join(file), v.trim()).unwrap();
+            }
+        }
+    }
 }
 
 /// The path of `dir/rel` as `/proc/<pid>/cgroup` writes it, for `Cgroup::open`.
@@ -649,4 +666,304 @@ fn delegated_helper() {
     assert_eq!(group.stats().unwrap().pids.unwrap().limit, Some(16));
     group.delete().unwrap();
     assert_eq!(sleep.wait().unwrap().signal(), Some(libc::SIGKILL));
+}
+
+/// A directory for device nodes, removed on drop. It lives in cargo's target tmp directory
+/// rather than `/tmp`, which the v2 guest mounts `nodev` (where no node could be opened at all,
+/// whatever the policy).
+struct NodeDir(PathBuf);
+
+impl NodeDir {
+    fn new(tag: &str) -> NodeDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("palisade-test-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = cstr(&dir);
+        // SAFETY: statvfs writes into the zeroed struct it is given; `c` is NUL-terminated.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+        assert_eq!(
+            st.f_flag & libc::ST_NODEV,
+            0,
+            "{} is on a nodev mount",
+            dir.display()
+        );
+        NodeDir(dir)
+    }
+
+    /// Makes a character device node `name` for `major:minor`, outside any group.
+    fn node(&self, name: &str, major: u32, minor: u32) -> std::ffi::CString {
+        let path = cstr(&self.0.join(name));
+        // SAFETY: `path` is NUL-terminated.
+        let rc = unsafe {
+            libc::mknod(
+                path.as_ptr(),
+                libc::S_IFCHR | 0o600,
+                libc::makedev(major, minor),
+            )
+        };
+        assert_eq!(rc, 0, "mknod: {}", std::io::Error::last_os_error());
+        path
+    }
+
+    fn path(&self, name: &str) -> std::ffi::CString {
+        cstr(&self.0.join(name))
+    }
+}
+
+impl Drop for NodeDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn cstr(p: &Path) -> std::ffi::CString {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+/// What a forked child does once it is in its group.
+#[derive(Clone, Copy)]
+enum Probe<'a> {
+    /// `open(2)` with these flags.
+    Open(&'a std::ffi::CStr, libc::c_int),
+    /// `mknod(2)` of a node of this type (`S_IFCHR`, `S_IFBLK`) and number.
+    Mknod(&'a std::ffi::CStr, libc::mode_t, u32, u32),
+}
+
+/// Forks a child, moves it into `group` (if any) while it waits on a pipe, lets it run `probe`,
+/// and returns its outcome: 0, or the errno.
+fn probe_in(group: Option<&Cgroup>, probe: Probe<'_>) -> i32 {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two-element array.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    let [rd, wr] = fds;
+    // SAFETY: the child calls only async-signal-safe functions (read, open, close, mknod,
+    // _exit) on memory prepared before the fork.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        // SAFETY: see above; every pointer was valid before the fork and still is in the copy.
+        unsafe {
+            let mut b = 0u8;
+            if libc::read(rd, (&mut b as *mut u8).cast(), 1) != 1 {
+                libc::_exit(250);
+            }
+            let ok = match probe {
+                Probe::Open(path, flags) => {
+                    let fd = libc::open(path.as_ptr(), flags | libc::O_NONBLOCK | libc::O_NOCTTY);
+                    fd >= 0 && libc::close(fd) == 0
+                }
+                Probe::Mknod(path, kind, major, minor) => {
+                    libc::mknod(path.as_ptr(), kind | 0o600, libc::makedev(major, minor)) == 0
+                }
+            };
+            libc::_exit(if ok { 0 } else { *libc::__errno_location() });
+        }
+    }
+    // SAFETY: the read end is ours to close in the parent.
+    unsafe { libc::close(rd) };
+    let placed = group.map_or(Ok(()), |g| g.add_process(pid));
+    if placed.is_ok() {
+        // SAFETY: one byte from a live buffer to our write end.
+        unsafe { libc::write(wr, b"x".as_ptr().cast(), 1) };
+    }
+    // SAFETY: closing our write end; an unplaced child then reads EOF and exits.
+    unsafe { libc::close(wr) };
+    let mut status = 0;
+    // SAFETY: waits for the child this function forked.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    placed.unwrap();
+    assert!(libc::WIFEXITED(status), "probe child: status {status:#x}");
+    libc::WEXITSTATUS(status)
+}
+
+#[test]
+fn devices_docker_default_is_enforced_by_the_kernel() {
+    require_root!();
+    let parent = test_parent("devices");
+    let confined = Cgroup::builder()
+        .inside(&parent)
+        .resource(Resource::Devices(DevicePolicy::docker_default()))
+        .create()
+        .unwrap();
+    assert!(confined.served(Controller::Devices).is_some());
+    let plain = Cgroup::builder().inside(&parent).create().unwrap();
+    let nodes = NodeDir::new("devices");
+    // A node for /dev/kmsg (1:11): outside the policy, and harmless to open read-only.
+    let kmsg = nodes.node("kmsg", 1, 11);
+    let null = c"/dev/null";
+
+    assert_eq!(
+        probe_in(Some(&confined), Probe::Open(null, libc::O_RDWR)),
+        0
+    );
+    assert_eq!(
+        probe_in(
+            Some(&confined),
+            Probe::Open(c"/dev/urandom", libc::O_RDONLY)
+        ),
+        0
+    );
+    assert_eq!(
+        probe_in(Some(&confined), Probe::Open(&kmsg, libc::O_RDONLY)),
+        libc::EPERM,
+        "a node outside the policy was opened"
+    );
+    // Positive control: the same open works without the policy.
+    assert_eq!(
+        probe_in(Some(&plain), Probe::Open(&kmsg, libc::O_RDONLY)),
+        0
+    );
+
+    // `c *:* m` and `b *:* m`: nodes can be made, but not opened.
+    let made = nodes.path("made");
+    assert_eq!(
+        probe_in(Some(&confined), Probe::Mknod(&made, libc::S_IFCHR, 1, 11)),
+        0
+    );
+    assert_eq!(
+        probe_in(Some(&confined), Probe::Open(&made, libc::O_RDONLY)),
+        libc::EPERM
+    );
+    let blk = nodes.path("blk");
+    assert_eq!(
+        probe_in(Some(&confined), Probe::Mknod(&blk, libc::S_IFBLK, 7, 0)),
+        0
+    );
+
+    // A group inside cannot widen it: v1 copies the parent's list, v2 runs the parent's program.
+    let nested = Cgroup::builder()
+        .inside(&confined)
+        .stats(false)
+        .create()
+        .unwrap();
+    assert_eq!(
+        probe_in(Some(&nested), Probe::Open(&kmsg, libc::O_RDONLY)),
+        libc::EPERM
+    );
+    assert_eq!(probe_in(Some(&nested), Probe::Open(null, libc::O_RDWR)), 0);
+}
+
+#[test]
+fn devices_without_an_m_rule_forbid_mknod_and_a_new_policy_replaces_the_old() {
+    require_root!();
+    let parent = test_parent("devices-m");
+    let null_only = DevicePolicy::deny_all().allow(DeviceRule::allow_char(
+        Some(1),
+        Some(3),
+        DeviceAccess::READ | DeviceAccess::WRITE,
+    ));
+    let group = Cgroup::builder()
+        .inside(&parent)
+        .resource(Resource::Devices(null_only))
+        .create()
+        .unwrap();
+    let plain = Cgroup::builder().inside(&parent).create().unwrap();
+    let nodes = NodeDir::new("devices-m");
+    let made = nodes.path("made");
+    let null = c"/dev/null";
+    let zero = c"/dev/zero";
+
+    assert_eq!(
+        probe_in(Some(&group), Probe::Mknod(&made, libc::S_IFCHR, 1, 3)),
+        libc::EPERM,
+        "mknod without an m rule"
+    );
+    assert_eq!(
+        probe_in(Some(&plain), Probe::Mknod(&made, libc::S_IFCHR, 1, 3)),
+        0
+    );
+    assert_eq!(probe_in(Some(&group), Probe::Open(null, libc::O_RDWR)), 0);
+    assert_eq!(
+        probe_in(Some(&group), Probe::Open(zero, libc::O_RDONLY)),
+        libc::EPERM
+    );
+
+    // Replacing the policy: zero instead of null, and read-only.
+    let zero_ro: DevicePolicy = "c 1:5 r".parse().unwrap();
+    group.apply(&[Resource::Devices(zero_ro)]).unwrap();
+    assert_eq!(probe_in(Some(&group), Probe::Open(zero, libc::O_RDONLY)), 0);
+    assert_eq!(
+        probe_in(Some(&group), Probe::Open(zero, libc::O_RDWR)),
+        libc::EPERM
+    );
+    assert_eq!(
+        probe_in(Some(&group), Probe::Open(null, libc::O_RDWR)),
+        libc::EPERM
+    );
+}
+
+#[test]
+fn gc_removes_the_groups_of_dead_owners_only() {
+    require_root!();
+    let parent = test_parent("gc");
+    // An owner that is gone: a child, seen alive, then reaped.
+    let mut child = Command::new("sleep").arg("60").spawn().unwrap();
+    let dead = Owner::of_pid(child.id()).unwrap();
+    assert!(dead.is_alive());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!dead.is_alive());
+    let me = Owner::current().unwrap();
+    // This process's pid with another start time: a previous process that had the same pid.
+    let reused = Owner {
+        start_time: me.start_time + 1,
+        ..me
+    };
+
+    let stale = |owner: Owner| {
+        let g = Cgroup::builder()
+            .inside(&parent)
+            .name(owner.group_name(7))
+            .create()
+            .unwrap();
+        let dirs = dirs_of(&g);
+        (g, dirs)
+    };
+    let (dead_group, dead_dirs) = stale(dead);
+    // A child group made behind the library's back, with a member that outlived its owner.
+    for d in &dead_dirs {
+        mkdir_behind(d, "pal-inner");
+    }
+    let inner = Cgroup::open(&group_path(&dead_dirs[0], "pal-inner")).unwrap();
+    let mut orphan = Proc::start_in(&inner, "exec sleep 60");
+    drop(inner);
+    dead_group.keep();
+    let (reused_group, reused_dirs) = stale(reused);
+    reused_group.keep();
+
+    let live = Cgroup::builder().inside(&parent).create().unwrap();
+    assert_eq!(live.name(), me.group_name(0));
+    let user = Cgroup::builder()
+        .inside(&parent)
+        .name("palisade-user-named")
+        .create()
+        .unwrap();
+
+    let report = parent.gc().unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let mut want = vec![dead.group_name(7), reused.group_name(7)];
+    want.sort();
+    assert_eq!(report.removed, want);
+    assert_eq!(report.killed, 1);
+    assert_eq!(orphan.wait().signal(), Some(libc::SIGKILL));
+    assert_gone(&dead_dirs);
+    assert_gone(&reused_dirs);
+    for d in live.dirs().chain(user.dirs()) {
+        assert!(d.exists(), "{} was collected", d.display());
+    }
+    // Nothing left: the next run finds nothing.
+    assert!(parent.gc().unwrap().is_empty());
+
+    // The free function, beneath this process's own group: our groups there are all alive.
+    let hier = Hierarchy::detect().unwrap();
+    let own = Cgroup::builder().hierarchy(&hier).create().unwrap();
+    let report = palisade_cgroup::gc(&hier, None).unwrap();
+    assert!(!report.removed.iter().any(|n| n == own.name()));
+    assert!(own.dirs().all(Path::exists));
 }

@@ -189,6 +189,24 @@ pub enum Error {
         /// The error from the decompressor or the tar reader.
         source: io::Error,
     },
+    /// Unpacking an image would make its layers larger than the bound of the
+    /// [`LayerStore`](crate::image::LayerStore)
+    /// ([`StoreOptions::max_expanded_size`](crate::image::StoreOptions::max_expanded_size)): a
+    /// small compressed layer may describe far more data (long runs of zeros, a sparse file with
+    /// a huge logical size) and fill the disk. Nothing of the layer is left in the store.
+    #[error(
+        "layer {layer}: the image expands to at least {size} bytes, more than the store's \
+         bound of {limit} bytes"
+    )]
+    ExpandedSizeExceeded {
+        /// The layer (its compressed blob digest) whose unpacking crossed the bound.
+        layer: crate::image::Digest,
+        /// The expanded size of the image's layers up to and including the entry that crossed
+        /// the bound (a lower bound of the whole).
+        size: u64,
+        /// The bound, in bytes.
+        limit: u64,
+    },
     /// Creating an entry of a layer in the store failed.
     #[error("layer {layer}: cannot {op} {path:?}: {source}")]
     Extract {

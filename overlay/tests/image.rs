@@ -15,8 +15,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use palisade_overlay::image::{
-    Compression, DevicePolicy, Digest, ImageConfig, LayerBuilder, LayerStore, LayoutWriter,
-    OpaqueXattr, StoreOptions, WrittenLayer,
+    Compression, Digest, ImageConfig, LayerBuilder, LayerStore, LayoutWriter, OpaqueXattr,
+    StoreOptions, WrittenLayer, DEFAULT_MAX_EXPANDED_SIZE,
 };
 use palisade_overlay::Error;
 use serde_json::{json, Value};
@@ -35,6 +35,11 @@ enum E<'a> {
     Hardlink(&'a str, &'a str),
     Fifo(&'a str),
     CharDev(&'a str, u32, u32),
+    BlockDev(&'a str, u32, u32),
+    /// A GNU sparse file (type `S`) of this logical size, holding these data segments (offset,
+    /// bytes; every segment but the last a multiple of 512 bytes long) and holes elsewhere. The
+    /// first four segments go in the header, the others in extension headers.
+    Sparse(&'a str, u64, &'a [(u64, &'a [u8])]),
     /// A file whose long path goes through a GNU long-name entry.
     LongFile(&'a str, &'a [u8]),
     /// A file described by a PAX extended header: these `key=value` records, then a header
@@ -99,12 +104,45 @@ fn tar_of(entries: &[E<'_>]) -> Vec<u8> {
             E::Fifo(p) => b
                 .append(&header(T::Fifo, p, None, 0, 0o640), &[][..])
                 .unwrap(),
-            E::CharDev(p, major, minor) => {
-                let mut h = header(T::Char, p, None, 0, 0o666);
+            E::CharDev(p, major, minor) | E::BlockDev(p, major, minor) => {
+                let kind = if matches!(e, E::CharDev(..)) {
+                    T::Char
+                } else {
+                    T::Block
+                };
+                let mut h = header(kind, p, None, 0, 0o666);
                 h.set_device_major(major).unwrap();
                 h.set_device_minor(minor).unwrap();
                 h.set_cksum();
                 b.append(&h, &[][..]).unwrap()
+            }
+            E::Sparse(p, real_size, segments) => {
+                let data: Vec<u8> = segments.iter().flat_map(|s| s.1.iter().copied()).collect();
+                let mut h = header(T::GNUSparse, p, None, data.len() as u64, 0o644);
+                let gnu = h.as_gnu_mut().unwrap();
+                gnu.set_real_size(real_size);
+                let (first, rest) = segments.split_at(segments.len().min(4));
+                for (slot, (offset, bytes)) in gnu.sparse.iter_mut().zip(first) {
+                    slot.set_offset(*offset);
+                    slot.set_length(bytes.len() as u64);
+                }
+                gnu.set_is_extended(!rest.is_empty());
+                h.set_cksum();
+                // Extension headers come right after the header, before the data, and are not
+                // counted in its size.
+                let mut body = Vec::new();
+                let chunks: Vec<_> = rest.chunks(21).collect();
+                for (i, chunk) in chunks.iter().enumerate() {
+                    let mut ext = tar::GnuExtSparseHeader::new();
+                    for (slot, (offset, bytes)) in ext.sparse.iter_mut().zip(chunk.iter()) {
+                        slot.set_offset(*offset);
+                        slot.set_length(bytes.len() as u64);
+                    }
+                    ext.set_is_extended(i + 1 < chunks.len());
+                    body.extend_from_slice(ext.as_bytes());
+                }
+                body.extend_from_slice(&data);
+                b.append(&h, &body[..]).unwrap()
             }
             E::LongFile(p, data) => {
                 let mut h = tar::Header::new_gnu();
@@ -917,7 +955,7 @@ fn symlinks_are_never_followed_while_extracting() {
 }
 
 #[test]
-fn long_names_devices_and_device_policy() {
+fn long_names_fifos_and_no_devices() {
     let tmp = support::TempDir::new("image-long");
     let long = format!("{}/{}", "d".repeat(120), "f".repeat(150));
     let pax_path = format!("p/{}", "x".repeat(200));
@@ -955,27 +993,9 @@ fn long_names_devices_and_device_policy() {
         .unwrap()
         .file_type()
         .is_fifo());
-    let null = dir.join("null");
-    if support::is_root() {
-        let meta = fs::symlink_metadata(&null).unwrap();
-        assert!(meta.file_type().is_char_device());
-        assert_eq!(meta.rdev(), libc::makedev(1, 3));
-        assert_eq!(meta.permissions().mode() & 0o7777, 0o666);
-    } else {
-        assert!(!null.exists(), "devices are left out without CAP_MKNOD");
-    }
-
-    let skipping = LayerStore::open_with(
-        tmp.path().join("skip"),
-        StoreOptions::new().devices(DevicePolicy::Skip),
-    )
-    .unwrap();
-    let image = skipping.import(&layout.dir, None).unwrap();
-    assert!(fs::symlink_metadata(image.layers[0].path.join("null")).is_err());
-    assert!(fs::metadata(image.layers[0].path.join("fifo"))
-        .unwrap()
-        .file_type()
-        .is_fifo());
+    // Devices are never created, even as root: see `device_entries_are_never_created`.
+    assert!(fs::symlink_metadata(dir.join("null")).is_err());
+    assert_eq!(image.layers[0].skipped_devices, 1);
 }
 
 #[test]
@@ -1727,5 +1747,396 @@ mod digest {
             let sum: [u8; 32] = bytes.clone().try_into().unwrap();
             prop_assert_eq!(Digest::from_sha256(sum), d);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The store as a boundary: private directories, sparse files and the expansion bound, devices
+
+fn mode_of(path: &Path) -> u32 {
+    fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// Every directory of the store's own: the root, `layers/`, `layers/sha256/`, each layer's
+/// directory, `locks/`, `tmp/` and what is in it.
+fn store_dirs(store: &LayerStore) -> Vec<PathBuf> {
+    let root = store.root();
+    let mut dirs = vec![
+        root.to_path_buf(),
+        root.join("layers"),
+        root.join("layers/sha256"),
+        root.join("locks"),
+        root.join("tmp"),
+    ];
+    for parent in [root.join("layers/sha256"), root.join("tmp")] {
+        for entry in fs::read_dir(parent).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                dirs.push(entry.path());
+            }
+        }
+    }
+    dirs
+}
+
+fn assert_private(store: &LayerStore) {
+    for dir in store_dirs(store) {
+        assert_eq!(mode_of(&dir), 0o700, "{} is not private", dir.display());
+    }
+}
+
+/// A layer whose root the image gives mode 0750, with a set-user-ID file.
+fn private_test_image(dir: PathBuf) -> Layout {
+    let entries = [
+        E::Dir("./", 0o750),
+        E::Dir("bin/", 0o755),
+        E::File("bin/suid", b"#!/bin/sh\n", 0o4755),
+    ];
+    let second = [E::File("two", b"2\n", 0o644)];
+    Layout::image(dir, &[(&entries, Comp::Gzip), (&second, Comp::Plain)], None)
+}
+
+fn check_private_store(store: &LayerStore, image: &palisade_overlay::image::Image) {
+    assert_private(store);
+    assert_eq!(store_dirs(store).len(), 7, "{:?}", store_dirs(store));
+    // The layers' own trees keep the image's modes: the root of the first is 0750, that of
+    // the second (no entry for it) 0755.
+    assert_eq!(mode_of(&image.layers[0].path), 0o750);
+    assert_eq!(mode_of(&image.layers[1].path), 0o755);
+    assert_eq!(mode_of(&image.layers[0].path.join("bin")), 0o755);
+    if support::is_root() {
+        assert_eq!(mode_of(&image.layers[0].path.join("bin/suid")), 0o4755);
+    }
+}
+
+#[test]
+fn store_directories_are_private() {
+    let tmp = support::TempDir::new("image-private");
+    let layout = private_test_image(tmp.path().join("layout"));
+    let store = LayerStore::open(tmp.path().join("a/b/store")).unwrap();
+    assert_private(&store);
+    let image = store.import(&layout.dir, None).unwrap();
+    check_private_store(&store, &image);
+    // The root's parents are not the store's: they get the usual modes.
+    assert_ne!(mode_of(&tmp.path().join("a/b")), 0o700);
+    // A failed import leaves no temporary directory behind, and a later one is private too.
+    let other = private_test_image(tmp.path().join("layout2"));
+    let image = store.import(&other.dir, None).unwrap();
+    check_private_store(&store, &image);
+}
+
+#[test]
+fn a_loose_store_is_tightened_when_opened() {
+    let tmp = support::TempDir::new("image-tighten");
+    let layout = private_test_image(tmp.path().join("layout"));
+    let root = tmp.path().join("store");
+    // A root made beforehand, world-writable, as an administrator might.
+    fs::create_dir(&root).unwrap();
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o777)).unwrap();
+    let image = {
+        let store = LayerStore::open(&root).unwrap();
+        assert_eq!(mode_of(&root), 0o700);
+        store.import(&layout.dir, None).unwrap()
+    };
+    // What an older version of the store left: everything world-readable and traversable,
+    // and a leftover temporary directory.
+    fs::create_dir(root.join("tmp/palisade-leftover")).unwrap();
+    let store = LayerStore::open(&root).unwrap();
+    let dirs = store_dirs(&store);
+    assert_eq!(dirs.len(), 8, "{dirs:?}");
+    for dir in &dirs {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o2777)).unwrap();
+    drop(store);
+    let store = LayerStore::open(&root).unwrap();
+    assert_private(&store);
+    // The layers' trees are untouched.
+    assert_eq!(mode_of(&image.layers[0].path), 0o750);
+    assert_eq!(mode_of(&image.layers[1].path), 0o755);
+    assert_eq!(store.import(&layout.dir, None).unwrap(), image);
+}
+
+#[test]
+fn a_rootless_store_is_private_to_its_owner() {
+    require_root!();
+    let (passed, text) = support::run_ignored_test_as(
+        64_001,
+        "rootless_store_inner",
+        &[("PALISADE_ROOTLESS_STORE", "1")],
+    );
+    assert!(passed, "{text}");
+}
+
+/// Runs only as the unprivileged user of `a_rootless_store_is_private_to_its_owner`.
+#[test]
+#[ignore = "run by a_rootless_store_is_private_to_its_owner"]
+fn rootless_store_inner() {
+    assert!(std::env::var_os("PALISADE_ROOTLESS_STORE").is_some());
+    assert!(!support::is_root());
+    let tmp = support::TempDir::new("image-rootless-private");
+    let layout = private_test_image(tmp.path().join("layout"));
+    let root = tmp.path().join("store");
+    fs::create_dir(&root).unwrap();
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+    let store =
+        LayerStore::open_with(&root, StoreOptions::new().opaque_xattr(OpaqueXattr::User)).unwrap();
+    let image = store.import(&layout.dir, None).unwrap();
+    check_private_store(&store, &image);
+    assert_eq!(
+        fs::metadata(&root).unwrap().uid(),
+        // SAFETY: getuid cannot fail.
+        unsafe { libc::getuid() }
+    );
+}
+
+/// Reads `len` bytes of `path` at `offset`.
+fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len];
+    fs::File::open(path)
+        .unwrap()
+        .read_exact_at(&mut buf, offset)
+        .unwrap();
+    buf
+}
+
+const GIB: u64 = 1 << 30;
+
+#[test]
+fn sparse_files_are_unpacked_with_holes() {
+    let tmp = support::TempDir::new("image-sparse");
+    let head = [b'h'; 512];
+    let middle = [b'm'; 1024];
+    let many: Vec<(u64, Vec<u8>)> = (0..30u64)
+        .map(|i| (i << 20, vec![b'a' + (i % 26) as u8; 512]))
+        .collect();
+    let mut many_refs: Vec<(u64, &[u8])> = many.iter().map(|(o, d)| (*o, &d[..])).collect();
+    many_refs.push((31 << 20, b""));
+    let entries = [
+        // 1 GiB with data at the start, in the middle and at the very end.
+        E::Sparse(
+            "big",
+            GIB,
+            &[(0, &head), (GIB / 2, &middle), (GIB - 5, b"tail\n")],
+        ),
+        // A trailing hole (a last segment of no data at the logical size).
+        E::Sparse("trailing", 8 << 20, &[(4096, &head), (8 << 20, b"")]),
+        // More segments than the header holds: extension headers.
+        E::Sparse("many", 31 << 20, &many_refs),
+        E::File("plain", b"plain\n", 0o644),
+    ];
+    let layout = Layout::image(tmp.path().join("layout"), &[(&entries, Comp::Gzip)], None);
+    let store = LayerStore::open(tmp.path().join("store")).unwrap();
+    let image = store.import(&layout.dir, None).unwrap();
+    let dir = &image.layers[0].path;
+
+    let big = dir.join("big");
+    let meta = fs::metadata(&big).unwrap();
+    assert_eq!(meta.len(), GIB);
+    assert!(
+        meta.blocks() * 512 < 1 << 20,
+        "a 1 GiB sparse file takes {} bytes on disk",
+        meta.blocks() * 512
+    );
+    assert_eq!(read_at(&big, 0, 512), head);
+    assert_eq!(read_at(&big, 512, 4096), vec![0u8; 4096]);
+    assert_eq!(read_at(&big, GIB / 2 - 1, 1026)[1..1025], middle);
+    assert_eq!(read_at(&big, GIB / 2 + 1024, 8), vec![0u8; 8]);
+    assert_eq!(read_at(&big, GIB - 5, 5), b"tail\n");
+    assert_eq!(mode_of(&big), 0o644);
+
+    let trailing = dir.join("trailing");
+    let meta = fs::metadata(&trailing).unwrap();
+    assert_eq!(meta.len(), 8 << 20);
+    assert!(meta.blocks() * 512 < 1 << 20);
+    assert_eq!(read_at(&trailing, 4096, 512), head);
+    assert_eq!(read_at(&trailing, (8 << 20) - 16, 16), vec![0u8; 16]);
+
+    let many_file = dir.join("many");
+    let content = fs::read(&many_file).unwrap();
+    assert_eq!(content.len() as u64, 31 << 20);
+    let mut expected = vec![0u8; 31 << 20];
+    for (offset, data) in &many {
+        expected[*offset as usize..*offset as usize + data.len()].copy_from_slice(data);
+    }
+    assert!(content == expected, "extended sparse map unpacked wrongly");
+    assert!(fs::metadata(&many_file).unwrap().blocks() * 512 < 4 << 20);
+
+    assert_eq!(fs::read(dir.join("plain")).unwrap(), b"plain\n");
+    // Sparse files count with their logical size.
+    let expected = GIB + (8 << 20) + (31 << 20) + 6;
+    assert_eq!(image.layers[0].expanded_size, expected);
+    assert_eq!(image.expanded_size(), expected);
+    // Recorded with the layer.
+    assert_eq!(
+        store.layer(&image.layers[0].digest).unwrap().unwrap(),
+        image.layers[0]
+    );
+}
+
+/// The store holds nothing but its (empty) skeleton.
+fn assert_store_empty(store: &LayerStore) {
+    assert!(store.layers().unwrap().is_empty());
+    assert!(tmp_entries(store).is_empty(), "{:?}", tmp_entries(store));
+    assert_eq!(
+        fs::read_dir(store.root().join("layers/sha256"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn the_expanded_size_bound_is_enforced_and_leaves_nothing() {
+    assert_eq!(DEFAULT_MAX_EXPANDED_SIZE, 16 << 30);
+    assert_eq!(
+        StoreOptions::new().max_expanded_size_setting(),
+        DEFAULT_MAX_EXPANDED_SIZE
+    );
+    let tmp = support::TempDir::new("image-bound");
+    const LIMIT: u64 = 64 << 20;
+
+    // A sparse 1 GiB file in a layer of a few KiB.
+    let entries = [
+        E::Dir("d/", 0o755),
+        E::File("d/before", b"written before the bomb\n", 0o644),
+        E::Sparse("d/bomb", GIB, &[(GIB - 5, b"tail\n")]),
+    ];
+    let layout = Layout::image(tmp.path().join("sparse"), &[(&entries, Comp::Gzip)], None);
+    let bounded = StoreOptions::new().max_expanded_size(LIMIT);
+    assert_eq!(bounded.max_expanded_size_setting(), LIMIT);
+    let store = LayerStore::open_with(tmp.path().join("store"), bounded).unwrap();
+    let digest = {
+        let index: Value =
+            serde_json::from_slice(&fs::read(layout.dir.join("index.json")).unwrap()).unwrap();
+        let manifest: Value = serde_json::from_slice(
+            &fs::read(layout.blob_path(index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
+        )
+        .unwrap();
+        manifest["layers"][0]["digest"].as_str().unwrap().to_owned()
+    };
+    match store.import(&layout.dir, None) {
+        Err(e @ Error::ExpandedSizeExceeded { .. }) => {
+            let Error::ExpandedSizeExceeded { layer, size, limit } = &e else {
+                unreachable!()
+            };
+            assert_eq!(layer.as_str(), digest);
+            assert_eq!(*limit, LIMIT);
+            assert!(*size > LIMIT);
+            let text = e.to_string();
+            assert!(
+                text.contains(&digest) && text.contains(&LIMIT.to_string()),
+                "{text}"
+            );
+        }
+        other => panic!("expected the bound to refuse the layer, got {other:?}"),
+    }
+    assert_store_empty(&store);
+
+    // The same store opened with a larger bound takes it.
+    let roomy = LayerStore::open_with(
+        tmp.path().join("store"),
+        StoreOptions::new().max_expanded_size(2 * GIB),
+    )
+    .unwrap();
+    let image = roomy.import(&layout.dir, None).unwrap();
+    assert_eq!(image.expanded_size(), GIB + 24);
+    // Once stored, the layer still counts against a smaller bound: the bound is on the image.
+    assert!(matches!(
+        store.import(&layout.dir, None),
+        Err(Error::ExpandedSizeExceeded { limit: LIMIT, .. })
+    ));
+    assert!(roomy.remove_layer(&image.layers[0].digest).unwrap());
+
+    // Plain files across layers: the second layer crosses the bound; the first, whole, stays.
+    let small = StoreOptions::new().max_expanded_size(100_000);
+    let store = LayerStore::open_with(tmp.path().join("store2"), small).unwrap();
+    let zeros = vec![0u8; 60_000];
+    let first = [E::File("one", &zeros, 0o644)];
+    let second = [E::File("two", &zeros, 0o644)];
+    let layout = Layout::image(
+        tmp.path().join("two"),
+        &[(&first, Comp::Gzip), (&second, Comp::Zstd)],
+        None,
+    );
+    match store.import(&layout.dir, None) {
+        Err(Error::ExpandedSizeExceeded { size, limit, .. }) => {
+            assert_eq!(size, 120_000);
+            assert_eq!(limit, 100_000);
+        }
+        other => panic!("expected the bound to refuse the second layer, got {other:?}"),
+    }
+    assert_eq!(store.layers().unwrap().len(), 1);
+    assert!(tmp_entries(&store).is_empty());
+}
+
+/// Every character or block device under `dir`.
+fn devices_under(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = fs::symlink_metadata(entry.path()).unwrap();
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            found.extend(devices_under(&entry.path()));
+        } else if kind.is_char_device() || kind.is_block_device() {
+            found.push((entry.path(), meta.rdev()));
+        }
+    }
+    found
+}
+
+#[test]
+fn device_entries_are_never_created() {
+    let tmp = support::TempDir::new("image-devices");
+    let entries = [
+        E::Dir("dev/", 0o755),
+        E::CharDev("dev/null", 1, 3),
+        E::CharDev("dev/mem", 1, 1),
+        E::BlockDev("dev/disk", 8, 0),
+        E::BlockDev("dev/zero-block", 0, 0),
+        // An overlayfs whiteout as an upper directory holds it: taken as a whiteout.
+        E::CharDev("gone", 0, 0),
+        E::File("kept", b"kept\n", 0o644),
+        // A device where this layer already has a file leaves the file.
+        E::CharDev("kept", 1, 3),
+        E::Fifo("fifo"),
+    ];
+    let top = [E::File(".wh.kept", b"", 0o644)];
+    let layout = Layout::image(
+        tmp.path().join("layout"),
+        &[(&entries, Comp::Gzip), (&top, Comp::Plain)],
+        None,
+    );
+    let store = LayerStore::open(tmp.path().join("store")).unwrap();
+    let image = store.import(&layout.dir, None).unwrap();
+    let dir = &image.layers[0].path;
+    for name in ["dev/null", "dev/mem", "dev/disk", "dev/zero-block"] {
+        assert!(
+            fs::symlink_metadata(dir.join(name)).is_err(),
+            "{name} was created"
+        );
+    }
+    assert!(is_whiteout(&dir.join("gone")));
+    assert_eq!(fs::read(dir.join("kept")).unwrap(), b"kept\n");
+    assert!(fs::metadata(dir.join("fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert!(is_whiteout(&image.layers[1].path.join("kept")));
+    assert_eq!(image.layers[0].skipped_devices, 5);
+    assert_eq!(image.layers[1].skipped_devices, 0);
+    assert_eq!(image.skipped_devices(), 5);
+    assert_eq!(
+        store.layer(&image.layers[0].digest).unwrap().unwrap(),
+        image.layers[0]
+    );
+    // The only device nodes in the whole store are whiteouts.
+    let devices = devices_under(store.root());
+    assert_eq!(devices.len(), 2, "{devices:?}");
+    for (path, rdev) in devices {
+        assert_eq!(rdev, 0, "{} is a device", path.display());
+        assert!(is_whiteout(&path));
     }
 }

@@ -8,16 +8,20 @@
 //! parent that is a symbolic link (say `evil -> /etc` then `evil/passwd`) is refused with
 //! [`Error::UnsafeEntry`], as are `..` components, absolute paths and hard links to anything
 //! not already extracted into the layer.
+//!
+//! No device node is ever created (a character device 0:0, an overlayfs whiteout, is taken as
+//! one); a GNU sparse file is written with holes; and the sum of the regular files' sizes is
+//! checked against the import's bound before each file is written.
 
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::digest::{Digest, HashingReader};
 use super::sys;
-use super::DevicePolicy;
 use crate::{Error, Result};
 
 /// The OCI whiteout prefix.
@@ -32,8 +36,13 @@ pub(crate) struct ExtractOptions {
     /// The xattr that marks a directory opaque (`trusted.overlay.opaque` or
     /// `user.overlay.opaque`).
     pub(crate) opaque_xattr: &'static CStr,
-    /// What to do with character and block devices.
-    pub(crate) devices: DevicePolicy,
+    /// How many bytes of regular files this layer may still unpack to (see
+    /// `StoreOptions::max_expanded_size`).
+    pub(crate) budget: u64,
+    /// The bound on the whole image, for the error.
+    pub(crate) limit: u64,
+    /// What the image's layers before this one expanded to.
+    pub(crate) before: u64,
     /// Whether to give entries the owner in the archive (only root can).
     pub(crate) chown: bool,
 }
@@ -101,14 +110,27 @@ struct Meta {
     xattrs: Vec<(CString, Vec<u8>)>,
 }
 
+/// What extracting a layer gave.
+pub(crate) struct Extracted {
+    /// The digest of the whole uncompressed stream (the layer's `diff_id`).
+    pub(crate) diff_id: Digest,
+    /// The sum of the sizes of the regular files (sparse ones with their logical size).
+    pub(crate) expanded_size: u64,
+    /// How many character and block device entries were left out.
+    pub(crate) skipped_devices: u64,
+}
+
+/// The read buffer of a file's content. Large, so that a sparse file's holes, which the tar
+/// reader hands out as zeros, are skipped in few steps.
+const BUFFER: usize = 256 * 1024;
+
 /// Extracts the (decompressed) tar stream `stream` of `layer` into the empty directory `dest`.
-/// Returns the digest of the whole uncompressed stream (the layer's `diff_id`).
 pub(crate) fn extract_layer<R: Read>(
     layer: &Digest,
     stream: R,
     dest: &Path,
     options: &ExtractOptions,
-) -> Result<Digest> {
+) -> Result<Extracted> {
     let root = sys::open_dir_path(dest).map_err(|source| Error::Io {
         op: "open",
         path: dest.to_path_buf(),
@@ -119,6 +141,8 @@ pub(crate) fn extract_layer<R: Read>(
         root,
         options,
         dirs: BTreeMap::new(),
+        expanded_size: 0,
+        skipped_devices: 0,
     };
     extractor.dirs.insert(
         Vec::new(),
@@ -139,7 +163,11 @@ pub(crate) fn extract_layer<R: Read>(
     let mut rest = archive.into_inner();
     rest.drain().map_err(|e| extractor.archive_error(e))?;
     let (diff_id, _, _) = rest.finish();
-    Ok(diff_id)
+    Ok(Extracted {
+        diff_id,
+        expanded_size: extractor.expanded_size,
+        skipped_devices: extractor.skipped_devices,
+    })
 }
 
 struct Extractor<'a> {
@@ -148,6 +176,19 @@ struct Extractor<'a> {
     options: &'a ExtractOptions,
     /// Every directory made, by its components, with the mode and time to give it at the end.
     dirs: BTreeMap<Vec<Vec<u8>>, DirMeta>,
+    /// The sum of the sizes of the regular files so far.
+    expanded_size: u64,
+    /// How many device entries were left out so far.
+    skipped_devices: u64,
+}
+
+/// Whether `data` is all zero bytes. Compares the slice with itself shifted by one byte, which
+/// is a `memcmp` and so fast even without optimizations.
+fn all_zero(data: &[u8]) -> bool {
+    match data.split_first() {
+        None => true,
+        Some((&first, rest)) => first == 0 && rest == &data[..rest.len()],
+    }
 }
 
 /// Whether an error from `openat` means the component is a symlink or not a directory.
@@ -350,6 +391,10 @@ impl Extractor<'_> {
             return self.whiteout(name, parents, &shown);
         }
 
+        if kind.is_character_special() || kind.is_block_special() {
+            return self.device(entry, parents, name, &shown);
+        }
+
         let parent = self.walk(parents, true, &shown)?;
         let c_name =
             sys::cstring(name).map_err(|_| self.unsafe_entry(&shown, "path has a NUL byte"))?;
@@ -393,38 +438,9 @@ impl Extractor<'_> {
             self.node_metadata(parent, &c_name, &meta, false, &shown)
         } else if kind.is_hard_link() {
             self.hard_link(entry, &components, parent, &c_name, &shown)
-        } else if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
-            let file_type = if kind.is_character_special() {
-                libc::S_IFCHR
-            } else if kind.is_block_special() {
-                libc::S_IFBLK
-            } else {
-                libc::S_IFIFO
-            };
-            let dev = if file_type == libc::S_IFIFO {
-                0
-            } else {
-                if self.options.devices == DevicePolicy::Skip {
-                    return Ok(());
-                }
-                let header = entry.header();
-                let (major, minor) = match (header.device_major(), header.device_minor()) {
-                    (Ok(major), Ok(minor)) => (major.unwrap_or(0), minor.unwrap_or(0)),
-                    (Err(e), _) | (_, Err(e)) => return Err(self.archive_error(e)),
-                };
-                libc::makedev(major, minor)
-            };
-            match sys::mknodat(parent, &c_name, file_type | 0o600, dev) {
-                Ok(()) => {}
-                Err(e)
-                    if e.raw_os_error() == Some(libc::EPERM)
-                        && file_type != libc::S_IFIFO
-                        && self.options.devices == DevicePolicy::CreateIfPermitted =>
-                {
-                    return Ok(());
-                }
-                Err(e) => return Err(self.extract_error(&shown, "mknod", e)),
-            }
+        } else if kind.is_fifo() {
+            sys::mknodat(parent, &c_name, libc::S_IFIFO | 0o600, 0)
+                .map_err(|e| self.extract_error(&shown, "mknod", e))?;
             self.node_metadata(parent, &c_name, &meta, true, &shown)
         } else {
             Err(self.archive_error(io::Error::new(
@@ -434,7 +450,32 @@ impl Extractor<'_> {
         }
     }
 
-    /// Owner, mode (unless a symlink) and time of a node that is not opened (symlinks, devices,
+    /// A character or block device entry. None is created: a device node in the store would be
+    /// reachable from any sandbox whose image has it (a disk, `/dev/mem`, …), whatever the
+    /// sandbox's own `/dev` says. The one exception is a character device 0:0, which is what an
+    /// overlayfs whiteout is (kernel documentation `filesystems/overlayfs.rst`, "whiteouts and
+    /// opaque directories") and grants access to nothing: it is taken as the whiteout of its
+    /// name, like `.wh.NAME`.
+    fn device<R: Read>(
+        &mut self,
+        entry: &tar::Entry<'_, R>,
+        parents: &[&[u8]],
+        name: &[u8],
+        path: &str,
+    ) -> Result<()> {
+        let header = entry.header();
+        let (major, minor) = match (header.device_major(), header.device_minor()) {
+            (Ok(major), Ok(minor)) => (major.unwrap_or(0), minor.unwrap_or(0)),
+            (Err(e), _) | (_, Err(e)) => return Err(self.archive_error(e)),
+        };
+        if header.entry_type().is_character_special() && major == 0 && minor == 0 {
+            return self.overlay_whiteout(parents, name, path);
+        }
+        self.skipped_devices = self.skipped_devices.saturating_add(1);
+        Ok(())
+    }
+
+    /// Owner, mode (unless a symlink) and time of a node that is not opened (symlinks,
     /// FIFOs).
     fn node_metadata(
         &self,
@@ -457,18 +498,31 @@ impl Extractor<'_> {
     }
 
     fn regular<R: Read>(
-        &self,
+        &mut self,
         entry: &mut tar::Entry<'_, R>,
         parent: BorrowedFd<'_>,
         name: &CStr,
         meta: &Meta,
         path: &str,
     ) -> Result<()> {
+        // The tar reader gives a GNU sparse file's logical size, holes included.
+        let size = entry.size();
+        let expanded = self.expanded_size.saturating_add(size);
+        if expanded > self.options.budget {
+            return Err(Error::ExpandedSizeExceeded {
+                layer: self.layer.clone(),
+                size: self.options.before.saturating_add(expanded),
+                limit: self.options.limit,
+            });
+        }
+        self.expanded_size = expanded;
+        let sparse = entry.header().entry_type().is_gnu_sparse();
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
         let fd = sys::openat(parent, name, flags, 0o600)
             .map_err(|e| self.extract_error(path, "create", e))?;
-        let mut file = std::fs::File::from(fd);
-        let mut buf = vec![0u8; 64 * 1024];
+        let file = std::fs::File::from(fd);
+        let mut buf = vec![0u8; BUFFER];
+        let mut offset = 0u64;
         loop {
             let n = match entry.read(&mut buf) {
                 Ok(0) => break,
@@ -477,8 +531,18 @@ impl Extractor<'_> {
                 Err(e) => return Err(self.archive_error(e)),
             };
             let data = buf.get(..n).unwrap_or(&[]);
-            file.write_all(data)
-                .map_err(|e| self.extract_error(path, "write", e))?;
+            // The tar reader fills a sparse file's holes with zeros: a block of zeros is left
+            // as a hole (the data of the file, written at its offset with pwrite(2), and its
+            // length, set with ftruncate(2) below, make the same content).
+            if !(sparse && all_zero(data)) {
+                file.write_all_at(data, offset)
+                    .map_err(|e| self.extract_error(path, "write", e))?;
+            }
+            offset = offset.saturating_add(n as u64);
+        }
+        if sparse {
+            file.set_len(offset)
+                .map_err(|e| self.extract_error(path, "set the length of", e))?;
         }
         // chown before chmod: chown clears the set-user-ID and set-group-ID bits.
         if self.options.chown {
@@ -564,6 +628,13 @@ impl Extractor<'_> {
         if hidden.is_empty() || hidden == b"." || hidden == b".." {
             return Err(self.unsafe_entry(path, "whiteout of an invalid name"));
         }
+        self.overlay_whiteout(parents, hidden, path)
+    }
+
+    /// Makes the overlayfs whiteout `hidden` (a character device 0:0, which `mknod(2)` allows
+    /// without `CAP_MKNOD`) in the directory `parents`, unless this layer already has
+    /// something of that name.
+    fn overlay_whiteout(&mut self, parents: &[&[u8]], hidden: &[u8], path: &str) -> Result<()> {
         let parent = self.walk(parents, true, path)?;
         let hidden =
             sys::cstring(hidden).map_err(|_| self.unsafe_entry(path, "path has a NUL byte"))?;

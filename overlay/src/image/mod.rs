@@ -22,6 +22,25 @@
 //! Symbolic links themselves may point anywhere: their targets are only resolved at run time,
 //! inside the sandbox's root.
 //!
+//! The store is a boundary of its own, not only of the sandboxes that use it:
+//!
+//! - Its directories (the root, `layers/`, every layer's directory, `locks/`, `tmp/`, …) are
+//!   mode `0700`, so no other host user can reach the unpacked files, such as an image's
+//!   set-user-ID-root programs, through the store's paths; a store found with looser modes is
+//!   tightened when it is opened. Only the layers' own trees (the `diff/` directories used as
+//!   overlayfs lower layers) keep the modes the image gives them. Overlayfs reaches its lower
+//!   layers with the credentials of whoever mounted it (kernel documentation
+//!   `filesystems/overlayfs.rst`, "Permission model"), the store's owner, so sandboxes are not
+//!   affected.
+//! - Character and block devices of a layer are never created (they are counted in
+//!   [`Layer::skipped_devices`]): the only device nodes in the store are overlayfs whiteouts,
+//!   character devices 0:0, made from OCI whiteouts or from a layer's own character device
+//!   0:0 entries (an overlayfs whiteout as found in an upper directory). FIFOs are created.
+//! - GNU sparse files are unpacked with holes (their data is written at its offsets with
+//!   `pwrite(2)` and their length set with `ftruncate(2)`), and an import is bounded in what it
+//!   expands to ([`StoreOptions::max_expanded_size`]), so that a small layer cannot fill the
+//!   disk.
+//!
 //! ```no_run
 //! use palisade_overlay::image::LayerStore;
 //!
@@ -73,34 +92,31 @@ impl OpaqueXattr {
     }
 }
 
-/// What to do with the character and block devices of a layer (`mknod(2)` of a device needs
-/// `CAP_MKNOD`). FIFOs are always created; whiteouts are not devices in this sense (overlayfs
-/// whiteouts, character devices 0:0, may be made without privilege).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum DevicePolicy {
-    /// Create them; fail with [`Error::Extract`](crate::Error::Extract) (`EPERM`) when not
-    /// permitted.
-    Create,
-    /// Create them when permitted and leave them out otherwise (the default).
-    #[default]
-    CreateIfPermitted,
-    /// Never create them.
-    Skip,
-}
+/// The default of [`StoreOptions::max_expanded_size`]: 16 GiB.
+pub const DEFAULT_MAX_EXPANDED_SIZE: u64 = 16 << 30;
 
 /// Settings of a [`LayerStore`].
 ///
 /// The opaque-xattr namespace is recorded in the store when it is created and checked whenever
-/// it is opened. The device policy is that of the handle that unpacks a layer: a layer unpacked
-/// once is not unpacked again under another policy.
-#[derive(Clone, Copy, Debug, Default)]
+/// it is opened. The bound on the expanded size is that of the handle that imports an image.
+#[derive(Clone, Copy, Debug)]
 pub struct StoreOptions {
     opaque_xattr: OpaqueXattr,
-    devices: DevicePolicy,
+    max_expanded_size: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions {
+            opaque_xattr: OpaqueXattr::default(),
+            max_expanded_size: DEFAULT_MAX_EXPANDED_SIZE,
+        }
+    }
 }
 
 impl StoreOptions {
-    /// The defaults: [`OpaqueXattr::Trusted`], [`DevicePolicy::CreateIfPermitted`].
+    /// The defaults: [`OpaqueXattr::Trusted`], and imports bounded to
+    /// [`DEFAULT_MAX_EXPANDED_SIZE`] bytes.
     pub fn new() -> StoreOptions {
         StoreOptions::default()
     }
@@ -111,9 +127,18 @@ impl StoreOptions {
         self
     }
 
-    /// Sets what to do with device nodes.
-    pub fn devices(mut self, policy: DevicePolicy) -> StoreOptions {
-        self.devices = policy;
+    /// Sets the bound on what an import may expand to, in bytes: the sum, over every layer of
+    /// the image (those already in the store included, so the answer does not depend on what
+    /// the store holds), of the sizes of the regular files the layer unpacks to. A sparse file
+    /// counts with its logical size (its length, holes included), although it is unpacked with
+    /// holes; directories, links and other nodes count nothing. A file that an entry later in
+    /// the archive replaces still counts. An import that would cross the bound fails with
+    /// [`Error::ExpandedSizeExceeded`](crate::Error::ExpandedSizeExceeded), before the entry
+    /// that crosses it is written, and leaves nothing of that layer in the store (layers of the
+    /// image unpacked before it stay: they are whole). The default is
+    /// [`DEFAULT_MAX_EXPANDED_SIZE`]; `u64::MAX` means no bound.
+    pub fn max_expanded_size(mut self, bytes: u64) -> StoreOptions {
+        self.max_expanded_size = bytes;
         self
     }
 
@@ -122,9 +147,10 @@ impl StoreOptions {
         self.opaque_xattr
     }
 
-    /// What is done with device nodes.
-    pub fn device_policy(&self) -> DevicePolicy {
-        self.devices
+    /// The bound on what an import may expand to, in bytes (see
+    /// [`max_expanded_size`](Self::max_expanded_size)).
+    pub fn max_expanded_size_setting(&self) -> u64 {
+        self.max_expanded_size
     }
 }
 
@@ -143,6 +169,13 @@ pub struct Layer {
     pub path: PathBuf,
     /// The size in bytes of the layer's blob.
     pub size: u64,
+    /// What the layer unpacked to, in bytes: the sum of the sizes of its regular files, sparse
+    /// files counted with their logical size (see [`StoreOptions::max_expanded_size`]). 0 for a
+    /// layer unpacked by a version of this crate that did not record it.
+    pub expanded_size: u64,
+    /// How many character and block devices of the layer's archive were left out: the store
+    /// never creates device nodes (see [`LayerStore`]).
+    pub skipped_devices: u64,
 }
 
 /// What an image config (OCI image-spec, "Image Configuration" § `config`) says about running
@@ -199,5 +232,20 @@ impl Image {
     /// (kernel documentation `filesystems/overlayfs.rst`, "Multiple lower layers").
     pub fn lower_dirs(&self) -> Vec<&Path> {
         self.layers.iter().rev().map(|l| l.path.as_path()).collect()
+    }
+
+    /// What the image's layers unpacked to, in bytes (the sum of [`Layer::expanded_size`]).
+    pub fn expanded_size(&self) -> u64 {
+        self.layers
+            .iter()
+            .fold(0u64, |sum, l| sum.saturating_add(l.expanded_size))
+    }
+
+    /// How many device entries of the image's layers were left out (the sum of
+    /// [`Layer::skipped_devices`]).
+    pub fn skipped_devices(&self) -> u64 {
+        self.layers
+            .iter()
+            .fold(0u64, |sum, l| sum.saturating_add(l.skipped_devices))
     }
 }

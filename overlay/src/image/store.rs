@@ -4,14 +4,14 @@ use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
 use super::digest::{Digest, HashingReader};
-use super::extract::{extract_layer, ExtractOptions};
+use super::extract::{extract_layer, ExtractOptions, Extracted};
 use super::layout::{Compression, LayerRef, Layout};
 use super::{sys, Image, Layer, OpaqueXattr, StoreOptions};
 use crate::{Error, Result};
@@ -26,6 +26,8 @@ const DIFF: &str = "diff";
 const TMP_PREFIX: &str = "palisade-";
 /// The prefix of a layer being removed, in `tmp/`.
 const RM_PREFIX: &str = "palisade-rm-";
+/// The mode of every directory of the store's own (all but the layers' trees): owner only.
+const PRIVATE: u32 = 0o700;
 
 #[derive(Serialize, Deserialize)]
 struct Settings {
@@ -38,6 +40,11 @@ struct LayerMeta {
     diff_id: String,
     size: u64,
     media_type: String,
+    /// Absent in layers recorded before it was.
+    #[serde(default)]
+    expanded_size: u64,
+    #[serde(default)]
+    skipped_devices: u64,
 }
 
 /// A store of unpacked image layers on disk, each layer unpacked once and shared by every image
@@ -49,7 +56,8 @@ struct LayerMeta {
 /// ways is thus stored twice; for uncompressed layers the key equals the `diff_id`. The
 /// `diff_id` is checked too (against the config's `rootfs.diff_ids`) and kept with the layer.
 ///
-/// On disk, under the root:
+/// On disk, under the root (every directory but the layers' `diff/` trees mode `0700`, see the
+/// [module documentation](super)):
 ///
 /// ```text
 /// store.json                     settings fixed at creation (the opaque xattr name)
@@ -79,8 +87,56 @@ fn io_error<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> E
     }
 }
 
-fn create_dir(path: &Path) -> Result<()> {
-    fs::create_dir_all(path).map_err(io_error("create", path))
+/// Makes the store's own directory `path` (its parent must exist) mode `0700`, or, if it is
+/// there, tightens it to `0700`: an existing store of looser modes lets other users reach the
+/// layers' files (such as set-user-ID programs) through it. A symbolic link is refused, but for
+/// the root (`follow`), which may be one.
+fn private_dir(path: &Path, follow: bool) -> Result<()> {
+    match fs::DirBuilder::new().mode(PRIVATE).create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_error("create", path)(e)),
+    }
+    tighten(path, follow)
+}
+
+/// Gives the existing directory `path` mode `0700` if it has another.
+fn tighten(path: &Path, follow: bool) -> Result<()> {
+    let meta = if follow {
+        fs::metadata(path)
+    } else {
+        fs::symlink_metadata(path)
+    }
+    .map_err(io_error("stat", path))?;
+    if !meta.is_dir() {
+        return Err(io_error("use as a store directory", path)(
+            io::Error::from_raw_os_error(libc::ENOTDIR),
+        ));
+    }
+    if meta.permissions().mode() & 0o7777 != PRIVATE {
+        fs::set_permissions(path, fs::Permissions::from_mode(PRIVATE))
+            .map_err(io_error("chmod", path))?;
+    }
+    Ok(())
+}
+
+/// Tightens every directory directly in `dir` (layers' directories, temporary ones).
+fn tighten_children(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(io_error("read", dir))? {
+        let entry = entry.map_err(io_error("read", dir))?;
+        let is_dir = entry
+            .file_type()
+            .map_err(io_error("stat", &entry.path()))?
+            .is_dir();
+        if is_dir {
+            match tighten(&entry.path(), false) {
+                // Removed meanwhile by a concurrent gc or removal.
+                Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+                other => other?,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Removes a directory tree, first giving the owner access to every directory in it (a layer
@@ -150,18 +206,29 @@ impl LayerStore {
     /// namespace is recorded when the store is created: layers already unpacked carry it, so
     /// opening the store with another one is refused.
     ///
+    /// The root and every directory of the store's own are made (or, in a store that has other
+    /// modes, changed to) mode `0700`, owner only, whether the store is root's or an
+    /// unprivileged user's: see the [module documentation](super). The root's parents, made
+    /// when missing, get the usual modes.
+    ///
     /// # Errors
     ///
-    /// As [`LayerStore::open`].
+    /// As [`LayerStore::open`]; [`Error::Io`] too when a directory of the store cannot be
+    /// given mode `0700` (it belongs to another user, say).
     pub fn open_with(root: impl AsRef<Path>, options: StoreOptions) -> Result<LayerStore> {
         let root = root.as_ref().to_path_buf();
-        for dir in [
-            root.join("layers").join("sha256"),
-            root.join("locks"),
-            root.join("tmp"),
-        ] {
-            create_dir(&dir)?;
+        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(io_error("create", parent))?;
         }
+        private_dir(&root, true)?;
+        let layers = root.join("layers");
+        let sha256 = layers.join("sha256");
+        let tmp = root.join("tmp");
+        for dir in [&layers, &sha256, &root.join("locks"), &tmp] {
+            private_dir(dir, false)?;
+        }
+        tighten_children(&sha256)?;
+        tighten_children(&tmp)?;
         let store = LayerStore { root, options };
         store.check_settings()?;
         Ok(store)
@@ -288,6 +355,8 @@ impl LayerStore {
             diff_id: Digest::parse(&meta.diff_id)?,
             path: dir.join(DIFF),
             size: meta.size,
+            expanded_size: meta.expanded_size,
+            skipped_devices: meta.skipped_devices,
         }))
     }
 
@@ -328,14 +397,28 @@ impl LayerStore {
     /// [`Error::NoMatchingPlatform`], [`Error::UnsupportedMediaType`] and
     /// [`Error::InvalidDigest`] for what the layout holds; [`Error::DigestMismatch`] and
     /// [`Error::SizeMismatch`] for content that does not match; [`Error::UnsafeEntry`],
-    /// [`Error::LayerArchive`] and [`Error::Extract`] for layers that cannot be unpacked (nothing
-    /// of such a layer is left in the store); [`Error::Io`] otherwise.
+    /// [`Error::LayerArchive`] and [`Error::Extract`] for layers that cannot be unpacked, and
+    /// [`Error::ExpandedSizeExceeded`] for an image that would unpack to more than
+    /// [`StoreOptions::max_expanded_size`] (nothing of such a layer is left in the store);
+    /// [`Error::Io`] otherwise.
     pub fn import(&self, layout_dir: impl AsRef<Path>, tag: Option<&str>) -> Result<Image> {
         let layout = Layout::open(layout_dir.as_ref())?;
         let resolved = layout.resolve(tag)?;
         let mut layers = Vec::with_capacity(resolved.layers.len());
+        let mut expanded = 0u64;
         for layer in &resolved.layers {
-            layers.push(self.ensure_layer(&layout, layer)?);
+            let stored = self.ensure_layer(&layout, layer, expanded)?;
+            expanded = expanded.saturating_add(stored.expanded_size);
+            // A layer already in the store (unpacked for another image, or under a larger
+            // bound) counts too: the bound is on the image, whatever the store holds.
+            if expanded > self.options.max_expanded_size {
+                return Err(Error::ExpandedSizeExceeded {
+                    layer: stored.digest,
+                    size: expanded,
+                    limit: self.options.max_expanded_size,
+                });
+            }
+            layers.push(stored);
         }
         Ok(Image {
             layers,
@@ -345,8 +428,9 @@ impl LayerStore {
         })
     }
 
-    /// Returns the stored layer, unpacking it first if it is not there.
-    fn ensure_layer(&self, layout: &Layout, layer: &LayerRef) -> Result<Layer> {
+    /// Returns the stored layer, unpacking it first if it is not there; the image's layers
+    /// before it expanded to `before` bytes.
+    fn ensure_layer(&self, layout: &Layout, layer: &LayerRef, before: u64) -> Result<Layer> {
         let digest = &layer.descriptor.digest;
         let check = |stored: Layer| match &layer.diff_id {
             Some(expected) if *expected != stored.diff_id => Err(Error::DigestMismatch {
@@ -369,15 +453,24 @@ impl LayerStore {
             keep: false,
         };
         let diff = tmp.path.join(DIFF);
-        fs::create_dir(&tmp.path).map_err(io_error("create", &tmp.path))?;
-        fs::create_dir(&diff).map_err(io_error("create", &diff))?;
+        fs::DirBuilder::new()
+            .mode(PRIVATE)
+            .create(&tmp.path)
+            .map_err(io_error("create", &tmp.path))?;
+        // Its final mode is the image's (the layer's root entry, or 0755), set once unpacked.
+        fs::DirBuilder::new()
+            .mode(PRIVATE)
+            .create(&diff)
+            .map_err(io_error("create", &diff))?;
 
-        let diff_id = self.unpack(layer, file, &diff)?;
+        let extracted = self.unpack(layer, file, &diff, before)?;
         let meta = LayerMeta {
             digest: digest.to_string(),
-            diff_id: diff_id.to_string(),
+            diff_id: extracted.diff_id.to_string(),
             size: layer.descriptor.size,
             media_type: layer.descriptor.media_type.clone(),
+            expanded_size: extracted.expanded_size,
+            skipped_devices: extracted.skipped_devices,
         };
         let meta_path = tmp.path.join(LAYER_META);
         let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Io {
@@ -411,12 +504,15 @@ impl LayerStore {
     }
 
     /// Decompresses and unpacks `file` into `diff`, checking the blob's digest and size and the
-    /// `diff_id`. Returns the `diff_id`.
-    fn unpack(&self, layer: &LayerRef, file: File, diff: &Path) -> Result<Digest> {
+    /// `diff_id`; the image's layers before it expanded to `before` bytes.
+    fn unpack(&self, layer: &LayerRef, file: File, diff: &Path, before: u64) -> Result<Extracted> {
         let digest = &layer.descriptor.digest;
+        let limit = self.options.max_expanded_size;
         let options = ExtractOptions {
             opaque_xattr: self.options.opaque_xattr.c_name(),
-            devices: self.options.devices,
+            budget: limit.saturating_sub(before),
+            limit,
+            before,
             chown: sys::is_root(),
         };
         let mut blob = HashingReader::new(file);
@@ -453,21 +549,21 @@ impl LayerStore {
                 });
             }
         }
-        let diff_id = extracted?;
+        let extracted = extracted?;
         drained.map_err(|e| Error::LayerArchive {
             layer: digest.clone(),
             source: e,
         })?;
         if let Some(expected) = &layer.diff_id {
-            if *expected != diff_id {
+            if *expected != extracted.diff_id {
                 return Err(Error::DigestMismatch {
                     what: "layer diff_id",
                     expected: expected.clone(),
-                    actual: diff_id,
+                    actual: extracted.diff_id,
                 });
             }
         }
-        Ok(diff_id)
+        Ok(extracted)
     }
 
     /// Removes a layer from the store. Returns whether it was there. Any image still using it
