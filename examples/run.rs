@@ -17,10 +17,11 @@
 //! 125 when the sandbox could not be set up, 126 when the command could not be executed, 127 when
 //! it was not found — as `docker run` reports them.
 
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
 
 use clap::Parser;
-use palisade::cgroup::{Bytes, CpuSet};
+use palisade::cgroup::{Bytes, CpuSet, DeviceRule};
 use palisade::netns::ipam::Subnet;
 use palisade::netns::{Bridge, Network, PortMap};
 use palisade::overlay::image::{LayerStore, OpaqueXattr, StoreOptions};
@@ -46,9 +47,29 @@ struct Options {
     /// Run the command as PID 1 instead of under the minimal init.
     #[arg(long)]
     no_init: bool,
-    /// Set an environment variable (KEY=VALUE, or KEY to pass the caller's value).
+    /// Set an environment variable (KEY=VALUE, or KEY to pass the caller's value). Nothing else
+    /// of the caller's environment is passed: the sandbox gets PATH, HOSTNAME and HOME (and
+    /// TERM on a terminal), as with docker run.
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
     env: Vec<String>,
+    /// Pass the caller's whole environment (every token and secret in it).
+    #[arg(long)]
+    inherit_env: bool,
+    /// Pass the caller's descriptors 3 to 3+N-1 to the command, as `runc --preserve-fds` does.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    preserve_fds: i32,
+    /// Bound the sandbox's writes to its throwaway root layer and /tmp together, e.g. `256M`
+    /// (default 1G).
+    #[arg(long, value_name = "BYTES")]
+    scratch_size: Option<Bytes>,
+    /// With the default root, show the host's data and secrets too (/root, /home, /var, …,
+    /// /etc/shadow): the whole host view, read-only under the throwaway layer.
+    #[arg(long)]
+    host_data: bool,
+    /// Add a rule to the device policy, e.g. `c 10:200 rwm` (as docker's
+    /// --device-cgroup-rule); the sandbox gets a cgroup that enforces it.
+    #[arg(long = "device-cgroup-rule", value_name = "RULE")]
+    device_rules: Vec<DeviceRule>,
     /// Working directory inside the sandbox.
     #[arg(long, short = 'w', value_name = "DIR")]
     workdir: Option<String>,
@@ -86,8 +107,8 @@ struct Options {
     /// with `user.overlay.opaque`).
     #[arg(long, value_name = "DIR", default_value = "/var/lib/palisade/layers")]
     store: std::path::PathBuf,
-    /// Bind a host path into the sandbox: HOST:GUEST or HOST:GUEST:ro.
-    #[arg(long = "volume", short = 'v', value_name = "HOST:GUEST[:ro]")]
+    /// Bind a host path into the sandbox: HOST:GUEST, HOST:GUEST:ro or HOST:GUEST:rw.
+    #[arg(long = "volume", short = 'v', value_name = "HOST:GUEST[:ro|rw]")]
     volumes: Vec<String>,
     /// Make the root file system read-only.
     #[arg(long)]
@@ -121,6 +142,34 @@ struct Options {
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
+}
+
+/// `HOST:GUEST[:MODE]`, MODE a comma-separated list of `ro` and `rw`; anything else is refused
+/// rather than taken as part of the path.
+fn parse_volume(spec: &str) -> Result<(&str, &str, Access), Error> {
+    let bad = |reason| Error::InvalidArgument {
+        what: "volume",
+        value: spec.to_owned(),
+        reason,
+    };
+    let mut parts = spec.splitn(3, ':');
+    let (Some(host), Some(guest)) = (parts.next(), parts.next()) else {
+        return Err(bad("expected HOST:GUEST[:ro|rw]"));
+    };
+    if host.is_empty() || guest.is_empty() {
+        return Err(bad("expected HOST:GUEST[:ro|rw]"));
+    }
+    let mut access = Access::ReadWrite;
+    if let Some(modes) = parts.next() {
+        for mode in modes.split(',') {
+            access = match mode {
+                "ro" => Access::ReadOnly,
+                "rw" => Access::ReadWrite,
+                _ => return Err(bad("unknown mode: the modes are ro and rw")),
+            };
+        }
+    }
+    Ok((host, guest, access))
 }
 
 fn main() -> ExitCode {
@@ -301,19 +350,10 @@ fn run(opts: &Options) -> Result<u8, Error> {
                 let store = LayerStore::open_with(&opts.store, options)?;
                 Rootfs::image(&store.import(dir, tag)?)
             }
-            (None, None) => Rootfs::host(),
+            (None, None) => Rootfs::host().show_host_data(opts.host_data),
         };
         for v in &opts.volumes {
-            let (host, rest) = v.split_once(':').ok_or_else(|| Error::InvalidArgument {
-                what: "volume",
-                value: v.clone(),
-                reason: "expected HOST:GUEST or HOST:GUEST:ro",
-            })?;
-            let (guest, access) = match rest.rsplit_once(':') {
-                Some((guest, "ro")) => (guest, Access::ReadOnly),
-                Some((guest, "rw")) => (guest, Access::ReadWrite),
-                _ => (rest, Access::ReadWrite),
-            };
+            let (host, guest, access) = parse_volume(v)?;
             rootfs = rootfs.volume(host, guest, access);
         }
         for t in &opts.tmpfs {
@@ -334,14 +374,32 @@ fn run(opts: &Options) -> Result<u8, Error> {
     if let Some(set) = &opts.cpuset_cpus {
         builder.cpuset(set.clone());
     }
+    if opts.inherit_env {
+        builder.env_inherit_all();
+    }
     for var in &opts.env {
         match var.split_once('=') {
             Some((k, v)) => builder.env(k, v),
-            None => match std::env::var_os(var) {
-                Some(v) => builder.env(var, v),
-                None => builder.env_remove(var),
-            },
+            None => builder.env_inherit(var),
         };
+    }
+    for fd in 3..3 + opts.preserve_fds.max(0) {
+        // SAFETY: duplicates a descriptor the caller handed us; the copy is owned below.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+        if dup < 0 {
+            return Err(Error::Setup {
+                what: "duplicate a preserved descriptor",
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        builder.inherit_fd(fd, unsafe { OwnedFd::from_raw_fd(dup) });
+    }
+    if let Some(bytes) = opts.scratch_size {
+        builder.scratch_size(bytes);
+    }
+    for rule in &opts.device_rules {
+        builder.device(*rule);
     }
 
     // Forward the signals a terminal or supervisor sends us to the sandbox, as `docker run`

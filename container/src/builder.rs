@@ -1,17 +1,22 @@
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use palisade_cgroup::{Bytes, CpuMax, CpuSet, Hierarchy, IoMax, Max, Resource};
+use palisade_cgroup::{
+    Bytes, CpuMax, CpuSet, DevicePolicy, DeviceRule, Hierarchy, IoMax, Max, Resource,
+};
 use palisade_netns::{Bridge, Network, PortMap, Proto};
 use palisade_ns::{IdMap, Namespace, SetGroups, TimeOffsets};
 use palisade_overlay::rootfs::{Access, Rootfs};
 
 use crate::error::{Error, Result};
-use crate::security::{SecurityContext, SecuritySpec};
+use crate::security::{Capability, SecurityContext, SecuritySpec};
+use crate::spawn::init_image;
 use crate::spawn::plan::{
-    cstring, signal_sets, CStringArray, CgroupPlan, ExecPlan, Plan, UserPlan,
+    cstring, death_pipe, dup_above, signal_sets, CStringArray, CgroupPlan, ExecPlan, Plan, UserPlan,
 };
 use crate::{Child, ExitStatus, Output, Stdio};
 
@@ -101,17 +106,78 @@ struct LimitSpec {
     parent: Option<String>,
     /// `None`: use `CLONE_INTO_CGROUP` (the default).
     clone_into: Option<bool>,
+    /// `None`: Docker's default device policy.
+    devices: Option<DevicePolicy>,
 }
+
+/// Where a sandbox's environment starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EnvBase {
+    /// Docker's: `PATH`, `HOSTNAME`, `HOME`, and `TERM` with a terminal.
+    Minimal,
+    /// Nothing.
+    Empty,
+    /// The caller's whole environment.
+    Caller,
+}
+
+/// The `PATH` a sandbox gets unless told otherwise: Docker's.
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// What to run: program, arguments, environment, directory.
 #[derive(Debug)]
 struct ProcessSpec {
     program: OsString,
     args: Vec<OsString>,
-    env_clear: bool,
+    /// Where the environment starts from, before `env`'s edits.
+    env_base: EnvBase,
     /// `None` removes an inherited variable.
     env: BTreeMap<OsString, Option<OsString>>,
     cwd: Option<PathBuf>,
+    /// Descriptors the caller passes, by the number they get in the command.
+    fds: BTreeMap<RawFd, Arc<OwnedFd>>,
+}
+
+/// The passed descriptors, ready for the child.
+struct FdsPlan {
+    passed: Vec<(OwnedFd, RawFd)>,
+    floor: RawFd,
+}
+
+/// The highest number a passed descriptor may get: far above what programs use, far below the
+/// kernel's `nr_open` ceiling.
+const MAX_PASSED_FD: RawFd = 1 << 16;
+
+impl ProcessSpec {
+    /// Duplicates each passed descriptor above every target number, so that the child can
+    /// place them in any order.
+    fn fds_plan(&self) -> Result<FdsPlan> {
+        if let Some(&bad) = self
+            .fds
+            .keys()
+            .find(|&&n| !(3..=MAX_PASSED_FD).contains(&n))
+        {
+            return Err(Error::InvalidArgument {
+                what: "passed descriptor number",
+                value: bad.to_string(),
+                reason: "must be from 3 to 65536 (0 to 2 are set with stdin, stdout and stderr)",
+            });
+        }
+        let floor = self.fds.keys().next_back().map_or(3, |top| top + 1);
+        let passed = self
+            .fds
+            .iter()
+            .map(|(&target, fd)| {
+                let dup = dup_above(fd.as_raw_fd(), floor).map_err(|source| Error::Setup {
+                    what: "duplicate a passed descriptor",
+                    source,
+                })?;
+                Ok((dup, target))
+            })
+            .collect::<Result<_>>()?;
+        Ok(FdsPlan { passed, floor })
+    }
 }
 
 /// Which namespaces, and how they are configured.
@@ -125,6 +191,8 @@ struct IsolationSpec {
     rootfs: RootChoice,
     network: Network,
     ports: Vec<PortMap>,
+    /// The scratch bound, applied to whichever root the sandbox gets.
+    scratch: Option<u64>,
 }
 
 /// Which root file system the sandbox gets.
@@ -152,9 +220,10 @@ impl SandboxBuilder {
             process: ProcessSpec {
                 program: program.to_owned(),
                 args: Vec::new(),
-                env_clear: false,
+                env_base: EnvBase::Minimal,
                 env: BTreeMap::new(),
                 cwd: None,
+                fds: BTreeMap::new(),
             },
             isolation: IsolationSpec {
                 namespaces: Sandbox::DEFAULT_NAMESPACES,
@@ -165,6 +234,7 @@ impl SandboxBuilder {
                 rootfs: RootChoice::Default,
                 network: Network::None,
                 ports: Vec::new(),
+                scratch: None,
             },
             stdio: [Stdio::inherit(), Stdio::inherit(), Stdio::inherit()],
             lifecycle: Lifecycle {
@@ -196,8 +266,15 @@ impl SandboxBuilder {
         self
     }
 
-    /// Sets an environment variable (the rest of the caller's environment is inherited unless
-    /// [`env_clear`](Self::env_clear) is called).
+    /// Sets an environment variable.
+    ///
+    /// Nothing of the caller's environment crosses unless named: a sandbox starts from Docker's
+    /// environment, `PATH` (Docker's default), `HOSTNAME` (the sandbox's), `HOME` (`/root` for
+    /// root, `/` for another [`user`](Self::user)) and, when the command's stdin or stdout is
+    /// the caller's terminal, the caller's `TERM`; then come these edits.
+    /// [`env_inherit`](Self::env_inherit) passes one of the caller's variables,
+    /// [`env_inherit_all`](Self::env_inherit_all) all of them, and
+    /// [`env_clear`](Self::env_clear) starts from nothing.
     pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
         self.process
             .env
@@ -218,15 +295,31 @@ impl SandboxBuilder {
         self
     }
 
+    /// Passes the caller's variable `key`, if it has one, as `docker run -e KEY` does.
+    pub fn env_inherit(&mut self, key: impl AsRef<OsStr>) -> &mut Self {
+        let key = key.as_ref();
+        let value = std::env::var_os(key);
+        self.process.env.insert(key.to_owned(), value);
+        self
+    }
+
+    /// Starts from the caller's whole environment instead of Docker's minimal one: an explicit
+    /// opt-in, since it hands the sandbox every token and secret the caller holds in it.
+    pub fn env_inherit_all(&mut self) -> &mut Self {
+        self.process.env_base = EnvBase::Caller;
+        self.process.env.clear();
+        self
+    }
+
     /// Removes an environment variable.
     pub fn env_remove(&mut self, key: impl AsRef<OsStr>) -> &mut Self {
         self.process.env.insert(key.as_ref().to_owned(), None);
         self
     }
 
-    /// Starts from an empty environment instead of the caller's.
+    /// Starts from an empty environment (not even `PATH`).
     pub fn env_clear(&mut self) -> &mut Self {
-        self.process.env_clear = true;
+        self.process.env_base = EnvBase::Empty;
         self.process.env.clear();
         self
     }
@@ -234,6 +327,19 @@ impl SandboxBuilder {
     /// The working directory of the command, resolved inside the sandbox.
     pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self {
         self.process.cwd = Some(dir.as_ref().to_owned());
+        self
+    }
+
+    /// Passes the caller's descriptor `fd` into the sandbox as number `child_fd` (3 or above),
+    /// like runc's `--preserve-fds` or systemd's socket activation (`LISTEN_FDS`). Nothing else
+    /// of the caller's crosses: every other descriptor, close-on-exec or not, is closed in the
+    /// sandbox child before it looks up any path, and only 0 to 2 (see
+    /// [`stdin`](Self::stdin)) and the descriptors passed here reach the command. The init
+    /// holds none of them. Passing a second descriptor as the same number replaces the first.
+    ///
+    /// A number below 3 or above 65536 is refused by [`build`](Self::build).
+    pub fn inherit_fd(&mut self, child_fd: RawFd, fd: impl Into<OwnedFd>) -> &mut Self {
+        self.process.fds.insert(child_fd, Arc::new(fd.into()));
         self
     }
 
@@ -315,8 +421,19 @@ impl SandboxBuilder {
         self
     }
 
-    /// Whether the sandbox is killed (SIGKILL) when the thread that spawned it exits (default:
-    /// yes; `PR_SET_PDEATHSIG`, `prctl(2)`; note that this follows the spawning *thread*).
+    /// Whether the sandbox is killed (SIGKILL) when the caller process dies, however it dies
+    /// (default: yes).
+    ///
+    /// The init watches the read end of a pipe whose write end only the caller process holds
+    /// (`pipe(7)`: end-of-file once every writer is gone), so the sandbox follows the *process*,
+    /// whichever of its threads spawned it: a sandbox spawned from a thread pool outlives the
+    /// thread. A child that the caller forks without executing holds the write end too, until
+    /// it exits.
+    ///
+    /// Without an init (no PID namespace, or [`init(false)`](Self::init)) there is no process
+    /// of the sandbox's own to watch, and `PR_SET_PDEATHSIG` is used instead (`prctl(2)`),
+    /// which follows the spawning *thread*: spawn such sandboxes from a thread that lives as
+    /// long as they should.
     pub fn die_with_parent(&mut self, die: bool) -> &mut Self {
         self.lifecycle.die_with_parent = die;
         self
@@ -456,6 +573,43 @@ impl SandboxBuilder {
         self.resource(Resource::IoMax(limit))
     }
 
+    /// Allows a device (or denies it) in the sandbox's device policy, which starts from
+    /// Docker's ([`DevicePolicy::docker_default`]: `null`, `zero`, `full`, `random`,
+    /// `urandom`, `tty`, `ptmx` and the pseudo-terminals, and `mknod` of any node, but not
+    /// its use). Rules apply in order, the last matching one deciding.
+    ///
+    /// Two kernel mechanisms enforce the policy. Every mount of the sandbox is `nodev`
+    /// (`mount(2)`) except the device nodes bound into its `/dev`, so no other node can be
+    /// opened, whatever the image ships or the command makes with `mknod(2)`; and the
+    /// sandbox's cgroup, when it has one, carries the policy itself (the v1 `devices`
+    /// controller, or a `BPF_PROG_TYPE_CGROUP_DEVICE` program on cgroup v2), which also holds
+    /// for file systems the command mounts. Giving a policy here, or `CAP_SYS_ADMIN` outside a
+    /// user namespace, gives the sandbox a cgroup for it.
+    ///
+    /// Allowing a device does not create its node: bind it in with a
+    /// [`volume`](Self::volume).
+    pub fn device(&mut self, rule: DeviceRule) -> &mut Self {
+        self.limits
+            .devices
+            .get_or_insert_with(DevicePolicy::docker_default)
+            .push(rule);
+        self
+    }
+
+    /// Replaces the whole device policy (see [`device`](Self::device)).
+    pub fn devices(&mut self, policy: DevicePolicy) -> &mut Self {
+        self.limits.devices = Some(policy);
+        self
+    }
+
+    /// Bounds what the sandbox may write to its throwaway root layer and `/tmp`, together
+    /// (default 1 GiB; see [`Rootfs::scratch_size`]). The space is a tmpfs, charged to the
+    /// sandbox's memory cgroup when it has one.
+    pub fn scratch_size(&mut self, bytes: Bytes) -> &mut Self {
+        self.isolation.scratch = Some(bytes.0);
+        self
+    }
+
     /// Sets any cgroup limit; see [`Resource`].
     pub fn resource(&mut self, resource: Resource) -> &mut Self {
         self.limits.resources.push(resource);
@@ -509,6 +663,9 @@ impl SandboxBuilder {
                 reason: "setting the hostname needs a UTS namespace",
             });
         }
+        if let Some(name) = &iso.hostname {
+            check_hostname(name)?;
+        }
         // The child creates a time namespace itself when it must set offsets first.
         let time_offsets = match iso.time_offsets {
             Some(offsets) if !offsets.is_zero() => {
@@ -549,14 +706,14 @@ impl SandboxBuilder {
             .then(|| self.user_plan());
         let mount_ns = namespaces.contains(Namespace::MOUNT);
         let (empty_signals, init_signals) = signal_sets();
-        let cgroup = self.cgroup_plan()?;
+        let cgroup = self.cgroup_plan(namespaces.contains(Namespace::USER))?;
         // In a group of its own, the cgroup namespace is created once the child is inside.
         let unshare_cgroup_ns = cgroup.is_some() && namespaces.contains(Namespace::CGROUP);
         if unshare_cgroup_ns {
             namespaces.remove(Namespace::CGROUP);
         }
         let rootless = namespaces.contains(Namespace::USER);
-        let rootfs = match &iso.rootfs {
+        let chosen = match &iso.rootfs {
             RootChoice::Own(r) if !mount_ns => {
                 return Err(Error::InvalidArgument {
                     what: "root file system",
@@ -564,31 +721,32 @@ impl SandboxBuilder {
                     reason: "needs a mount namespace",
                 })
             }
-            RootChoice::Own(r) if rootless => Some(r.plan_rootless()?),
-            RootChoice::Own(r) => Some(r.plan()?),
-            RootChoice::Default if mount_ns && rootless => Some(Rootfs::host().plan_rootless()?),
-            RootChoice::Default if mount_ns => Some(Rootfs::host().plan()?),
+            RootChoice::Own(r) => Some(r.clone()),
+            RootChoice::Default if mount_ns => Some(Rootfs::host()),
             RootChoice::Default | RootChoice::HostMounts => None,
         };
+        let rootfs = chosen
+            .map(|r| {
+                let r = match iso.scratch {
+                    Some(bytes) => r.scratch_size(bytes),
+                    None => r,
+                };
+                if rootless {
+                    r.plan_rootless()
+                } else {
+                    r.plan()
+                }
+            })
+            .transpose()?;
         let own_root = rootfs.is_some();
-        // The init runs in the caller's memory (`CLONE_VM`). Should the kernel's OOM killer pick
-        // it when the sandbox hits its memory limit, it would also kill every process sharing
-        // that memory — the caller (`oom_kill_process` in mm/oom_kill.c). With a memory limit
-        // the init is therefore a fork-like copy, which only the sandbox shares.
-        let memory_limited = cgroup.as_ref().is_some_and(|c| {
-            c.resources
-                .iter()
-                .any(|r| matches!(r, Resource::MemoryMax(Max::Limit(_))))
-        });
         let security = self.security.prepare(SecurityContext {
             user_ns: rootless,
             setgroups_denied: user
                 .as_ref()
                 .is_some_and(|u| u.setgroups == SetGroups::Deny),
         })?;
-        // A command that could trace the init could write into the init's memory, which is the
-        // caller's while the init shares it: such an init is a fork-like copy too.
-        let init_copied = memory_limited || security.may_trace_init();
+        let fds = self.process.fds_plan()?;
+        let die = self.lifecycle.die_with_parent;
         let plan = Plan {
             clone_namespaces: namespaces,
             exec: self.exec_plan()?,
@@ -613,8 +771,28 @@ impl SandboxBuilder {
             rootfs,
             init,
             socket_factory,
-            die_with_parent: self.lifecycle.die_with_parent,
-            share_memory: self.lifecycle.share_memory && !(init && init_copied),
+            death_signal: die && !init,
+            death_pipe: (die && init)
+                .then(|| death_pipe(fds.floor))
+                .transpose()
+                .map_err(|source| Error::Setup {
+                    what: "create the death pipe",
+                    source,
+                })?,
+            init_image: init
+                .then(|| {
+                    init_image::sealed_memfd().and_then(|fd| dup_above(fd.as_raw_fd(), fds.floor))
+                })
+                .transpose()
+                .map_err(|source| Error::Setup {
+                    what: "load the init program into a memfd",
+                    source,
+                })?,
+            passed_fds: fds.passed,
+            fd_floor: fds.floor,
+            // The child shares our memory only until it executes the init (or the command):
+            // nothing of the sandbox's own runs before that (see `spawn::init`).
+            share_memory: self.lifecycle.share_memory,
             init_signals,
             empty_signals,
             security,
@@ -684,15 +862,30 @@ impl SandboxBuilder {
     }
 
     /// Validates the limits and detects the cgroup hierarchies, if the sandbox gets a group.
-    fn cgroup_plan(&self) -> Result<Option<CgroupPlan>> {
+    ///
+    /// Every group carries the device policy ([`device`](Self::device)). A command that could
+    /// mount a file system without `nodev` (one holding `CAP_SYS_ADMIN` outside a user namespace
+    /// of its own) gets a group for the policy even without limits.
+    fn cgroup_plan(&self, user_ns: bool) -> Result<Option<CgroupPlan>> {
         let l = &self.limits;
         let mut resources = l.resources.clone();
         if let Some(cpus) = l.cpus {
             resources.push(Resource::CpuMax(CpuMax::cpus(cpus)?));
         }
-        if resources.is_empty() && !l.wanted && l.parent.is_none() {
+        let may_mount = self.security.grants(Capability::CAP_SYS_ADMIN) && !user_ns;
+        if resources.is_empty()
+            && !l.wanted
+            && l.parent.is_none()
+            && l.devices.is_none()
+            && !may_mount
+        {
             return Ok(None);
         }
+        let devices = l
+            .devices
+            .clone()
+            .unwrap_or_else(DevicePolicy::docker_default);
+        resources.push(Resource::Devices(devices));
         for r in &resources {
             r.validate()?;
         }
@@ -788,10 +981,10 @@ impl SandboxBuilder {
 
     fn environment(&self) -> BTreeMap<OsString, OsString> {
         let p = &self.process;
-        let mut env: BTreeMap<OsString, OsString> = if p.env_clear {
-            BTreeMap::new()
-        } else {
-            std::env::vars_os().collect()
+        let mut env: BTreeMap<OsString, OsString> = match p.env_base {
+            EnvBase::Empty => BTreeMap::new(),
+            EnvBase::Caller => std::env::vars_os().collect(),
+            EnvBase::Minimal => self.minimal_environment(),
         };
         for (k, v) in &p.env {
             match v {
@@ -801,6 +994,65 @@ impl SandboxBuilder {
         }
         env
     }
+
+    /// Docker's environment for a container: `PATH`, `HOSTNAME`, `HOME`, and `TERM` when the
+    /// command talks to the caller's terminal.
+    fn minimal_environment(&self) -> BTreeMap<OsString, OsString> {
+        let mut env = BTreeMap::new();
+        env.insert("PATH".into(), DEFAULT_PATH.into());
+        let hostname = match &self.isolation.hostname {
+            Some(h) => Some(h.clone()),
+            None => host_name(),
+        };
+        if let Some(h) = hostname {
+            env.insert("HOSTNAME".into(), h);
+        }
+        let root = self.security.user_id().is_none_or(|uid| uid == 0);
+        env.insert("HOME".into(), if root { "/root" } else { "/" }.into());
+        let terminal = [(0, &self.stdio[0]), (1, &self.stdio[1])]
+            .into_iter()
+            // SAFETY: isatty only inspects the descriptor.
+            .any(|(fd, s)| s.is_inherit() && unsafe { libc::isatty(fd) } == 1);
+        if let (true, Some(term)) = (terminal, std::env::var_os("TERM")) {
+            env.insert("TERM".into(), term);
+        }
+        env
+    }
+}
+
+/// This machine's hostname (`uname(2)`), which a new UTS namespace starts with.
+fn host_name() -> Option<OsString> {
+    let mut uts = std::mem::MaybeUninit::<libc::utsname>::uninit();
+    // SAFETY: uname fills the struct it is given.
+    if unsafe { libc::uname(uts.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: initialised by the successful call; nodename is NUL-terminated.
+    let name = unsafe { std::ffi::CStr::from_ptr(uts.assume_init_ref().nodename.as_ptr()) };
+    Some(OsStr::from_bytes(name.to_bytes()).to_owned())
+}
+
+/// Checks a hostname the way `hostname(7)` describes valid ones (RFC 1123): dot-separated
+/// labels of letters, digits and hyphens, none starting or ending with a hyphen, each at most
+/// 63 bytes, 64 in all (`HOST_NAME_MAX`, `sethostname(2)`).
+fn check_hostname(name: &OsStr) -> Result<()> {
+    let bytes = name.as_bytes();
+    let label_ok = |l: &[u8]| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.first() != Some(&b'-')
+            && l.last() != Some(&b'-')
+            && l.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+    };
+    if bytes.is_empty() || bytes.len() > 64 || !bytes.split(|b| *b == b'.').all(label_ok) {
+        return Err(Error::InvalidArgument {
+            what: "hostname",
+            value: name.to_string_lossy().into_owned(),
+            reason: "must be 1 to 64 bytes of dot-separated labels of letters, digits and \
+                     hyphens, no label starting or ending with a hyphen (hostname(7))",
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -816,15 +1068,32 @@ mod tests {
     }
 
     #[test]
-    fn environment_is_inherited_then_edited() {
+    fn environment_is_dockers_minimal_one_then_edited() {
         let mut b = Sandbox::builder("true");
-        b.env("PALISADE_A", "1").env_remove("HOME");
+        b.hostname("box").env("PALISADE_A", "1");
         let env = b.environment();
-        assert_eq!(env.get(OsStr::new("PALISADE_A")).unwrap(), "1");
-        assert!(!env.contains_key(OsStr::new("HOME")));
+        let keys: Vec<_> = env.keys().map(|k| k.to_str().unwrap()).collect();
+        // TERM only when the command talks to a terminal, which the test harness is not.
+        let keys: Vec<_> = keys.into_iter().filter(|k| *k != "TERM").collect();
+        assert_eq!(keys, ["HOME", "HOSTNAME", "PALISADE_A", "PATH"]);
+        assert_eq!(env[OsStr::new("HOSTNAME")], "box");
+        assert_eq!(env[OsStr::new("HOME")], "/root");
+        assert_eq!(env[OsStr::new("PATH")], DEFAULT_PATH);
+        b.user(1000, 1000);
+        assert_eq!(b.environment()[OsStr::new("HOME")], "/");
+
+        // One variable, or all of them, only when asked for.
+        let mut b = Sandbox::builder("true");
+        b.env_inherit("CARGO_PKG_NAME")
+            .env_inherit("PALISADE_SURELY_UNSET");
+        let env = b.environment();
+        assert_eq!(env[OsStr::new("CARGO_PKG_NAME")], "palisade");
+        assert!(!env.contains_key(OsStr::new("PALISADE_SURELY_UNSET")));
+        let mut b = Sandbox::builder("true");
+        b.env_inherit_all().env_remove("HOME");
         assert_eq!(
-            env.len(),
-            std::env::vars_os().filter(|(k, _)| k != "HOME").count() + 1
+            b.environment().len(),
+            std::env::vars_os().filter(|(k, _)| k != "HOME").count()
         );
 
         let mut b = Sandbox::builder("true");
@@ -836,6 +1105,39 @@ mod tests {
         assert_eq!(strings(&plan.envp), ["PATH=/a::/b", "Y=2"]);
         assert_eq!(strings(&plan.candidates), ["/a/true", "./true", "/b/true"]);
         assert_eq!(strings(&plan.argv), ["true"]);
+    }
+
+    #[test]
+    fn hostnames_are_checked() {
+        for good in ["box", "a-b.c9", "x", &"a".repeat(63)] {
+            assert!(check_hostname(OsStr::new(good)).is_ok(), "{good}");
+        }
+        for bad in ["", "bad/name", "a b", "-a", "a-", "a..b", &"a".repeat(65)] {
+            assert!(check_hostname(OsStr::new(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn passed_descriptors_must_be_numbered_from_3() {
+        for bad in [0, 2, -1, 70000] {
+            let err = Sandbox::builder("true")
+                .inherit_fd(bad, std::fs::File::open("/dev/null").unwrap())
+                .build()
+                .unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument { .. }), "{bad}: {err}");
+        }
+        let sandbox = Sandbox::builder("true")
+            .inherit_fd(9, std::fs::File::open("/dev/null").unwrap())
+            .inherit_fd(4, std::fs::File::open("/dev/null").unwrap())
+            .build()
+            .unwrap();
+        // Every source sits above every target.
+        assert_eq!(sandbox.plan.fd_floor, 10);
+        assert!(sandbox
+            .plan
+            .passed_fds
+            .iter()
+            .all(|(fd, _)| fd.as_raw_fd() >= 10));
     }
 
     #[test]

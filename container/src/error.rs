@@ -167,6 +167,12 @@ pub enum ChildStep {
     AmbientCapabilities,
     /// `prctl(2)` `PR_SET_NO_NEW_PRIVS`.
     NoNewPrivs,
+    /// `dup3(2)` of a descriptor passed with
+    /// [`SandboxBuilder::inherit_fd`](crate::SandboxBuilder::inherit_fd) to its number.
+    PassFds,
+    /// `execveat(2)` of the init program (or getting ready for it: dropping the init's
+    /// privileges to the command's).
+    InitExec,
 }
 
 impl ChildStep {
@@ -198,6 +204,8 @@ impl ChildStep {
             Capabilities,
             AmbientCapabilities,
             NoNewPrivs,
+            PassFds,
+            InitExec,
         ]
         .into_iter()
         .find(|s| *s as u32 == raw)
@@ -232,6 +240,8 @@ impl fmt::Display for ChildStep {
             ChildStep::Capabilities => "set its capabilities",
             ChildStep::AmbientCapabilities => "raise its ambient capabilities",
             ChildStep::NoNewPrivs => "set no_new_privs",
+            ChildStep::PassFds => "pass a descriptor to its number",
+            ChildStep::InitExec => "execute the init",
         })
     }
 }
@@ -247,7 +257,7 @@ mod tests {
             assert_eq!(step as u32, raw);
         }
         assert_eq!(ChildStep::from_raw(0), None);
-        assert_eq!(ChildStep::from_raw(26), None);
+        assert_eq!(ChildStep::from_raw(28), None);
         // The numbers are the wire format between child and parent: new steps go at the end.
         assert_eq!(ChildStep::Network as u32, 16);
         assert_eq!(ChildStep::Seccomp as u32, 17);

@@ -49,6 +49,7 @@
 
 mod builder;
 mod error;
+mod gc;
 mod process;
 pub mod security;
 mod spawn;
@@ -57,6 +58,7 @@ mod stdio;
 
 pub use builder::{Sandbox, SandboxBuilder};
 pub use error::{ChildStep, Context, Error, Result};
+pub use gc::{gc, GcReport};
 pub use nix::sys::signal::Signal;
 pub use palisade_ns::{IdMap, IdMapping, Namespace, Offset, TimeOffsets};
 pub use process::{Child, Output};

@@ -4,7 +4,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use palisade_cgroup::{Cgroup, MemoryEvents, Stats};
 use palisade_netns::{Attachment, Forwarder, PortMap};
-use palisade_ns::ChildStack;
 use palisade_seccomp::notify::Listener;
 use std::net::IpAddr;
 
@@ -25,9 +24,6 @@ pub struct Child {
     init_report: Option<File>,
     status: Option<ExitStatus>,
     kill_on_drop: bool,
-    /// The stack the init runs on, in our memory; unmapped once the init is reaped (and leaked
-    /// if the handle is dropped unreaped, since the init may still use it).
-    stack: Option<ChildStack>,
     /// The sandbox's own cgroup, if it has one; removed when the handle is dropped.
     cgroup: Option<Cgroup>,
     /// Its bridge attachment or port forwarder; removed once the sandbox has been reaped.
@@ -75,7 +71,6 @@ impl Child {
             init_report,
             status: None,
             kill_on_drop: true,
-            stack: None,
             cgroup: None,
             net: None,
             seccomp_listener: None,
@@ -83,10 +78,6 @@ impl Child {
             stdout,
             stderr,
         }
-    }
-
-    pub(crate) fn keep_stack(&mut self, stack: Option<ChildStack>) {
-        self.stack = stack;
     }
 
     pub(crate) fn set_kill_on_drop(&mut self, kill: bool) {
@@ -277,7 +268,6 @@ impl Child {
             status = status.with_oom_kills(events.oom_kill);
         }
         self.status = Some(status);
-        self.stack = None;
         // The sandbox is gone: its veth, address, NAT rules and forwarder go too.
         match self.net.take() {
             Some(NetHandle::Bridge(a)) => a.detach()?,
@@ -317,9 +307,8 @@ impl Drop for Child {
             let _ = self.reap(0);
         }
         if self.status.is_none() {
-            // Still running, possibly on this stack: leave it mapped, and leave its group. Its
-            // network stays too; the next attach to its bridge after it ends removes it.
-            std::mem::forget(self.stack.take());
+            // Still running: leave its group. Its network stays too; the next attach to its
+            // bridge after it ends removes it.
             if let Some(NetHandle::Bridge(a)) = self.net.take() {
                 std::mem::forget(a);
             }

@@ -78,10 +78,6 @@ impl Resolved {
     pub fn child_raw(&self) -> RawFd {
         self.child.as_ref().map_or(-1, |fd| fd.as_raw_fd())
     }
-
-    pub fn parent_raw(&self) -> RawFd {
-        self.parent.as_ref().map_or(-1, |f| f.as_raw_fd())
-    }
 }
 
 /// Creates a pipe with both ends close-on-exec: `(read, write)`.

@@ -25,6 +25,7 @@
 //! 6. make the root read-only, if asked.
 
 use std::ffi::CString;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -109,7 +110,34 @@ pub struct Rootfs {
     tmpfs: Vec<PathBuf>,
     read_only: bool,
     mask: bool,
+    /// Show the host's data and secrets ([`HOST_DATA_DIRS`], [`HOST_SECRETS`]) in a
+    /// [`RootSource::HostOverlay`] root.
+    host_data: bool,
+    /// Bytes the sandbox may write to its throwaway layer and `/tmp`, together.
+    scratch: u64,
 }
+
+/// The default bound on a sandbox's scratch space (its throwaway writable layer and `/tmp`):
+/// 1 GiB. Without one, each tmpfs may take half of the host's memory (`tmpfs(5)`).
+pub const DEFAULT_SCRATCH_SIZE: u64 = 1 << 30;
+
+/// The host's directories that a [`Rootfs::host`] root shows empty: where the host keeps its
+/// users' and services' data rather than its system.
+pub const HOST_DATA_DIRS: &[&str] = &[
+    "/root", "/home", "/var", "/srv", "/mnt", "/media", "/run", "/boot", "/tmp",
+];
+
+/// The host's secrets that a [`Rootfs::host`] root leaves out, besides the SSH host private
+/// keys (`/etc/ssh/ssh_host_*_key`). Directories among them show empty.
+pub const HOST_SECRETS: &[&str] = &[
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/etc/ssl/private",
+];
 
 impl Default for Rootfs {
     /// [`Rootfs::host`].
@@ -126,11 +154,18 @@ impl Rootfs {
             tmpfs: Vec::new(),
             read_only: false,
             mask: true,
+            host_data: false,
+            scratch: DEFAULT_SCRATCH_SIZE,
         }
     }
 
-    /// The host's `/` as a read-only layer under a throwaway writable one
+    /// The host's system as a read-only layer under a throwaway writable one
     /// ([`RootSource::HostOverlay`]): works on any machine, with no image.
+    ///
+    /// Only the system: the directories in [`HOST_DATA_DIRS`] (`/root`, `/home`, `/var`, …)
+    /// show empty, and the secrets in [`HOST_SECRETS`] and the SSH host private keys are left
+    /// out, so that untrusted code sees `/usr`, `/bin`, `/lib*`, `/etc` and `/opt` but not the
+    /// host's data. [`show_host_data`](Self::show_host_data) shows everything instead.
     pub fn host() -> Rootfs {
         Rootfs::with(RootSource::HostOverlay)
     }
@@ -200,6 +235,24 @@ impl Rootfs {
         self
     }
 
+    /// Whether a [`Rootfs::host`] root shows the host's data and secrets too (default: no; see
+    /// [`HOST_DATA_DIRS`] and [`HOST_SECRETS`]): the whole host view, read-only under the
+    /// throwaway layer, as an explicit choice.
+    pub fn show_host_data(mut self, show: bool) -> Rootfs {
+        self.host_data = show;
+        self
+    }
+
+    /// Bounds what the sandbox may write to its throwaway layer and `/tmp`, together (default
+    /// [`DEFAULT_SCRATCH_SIZE`]): both live on one tmpfs of this size, whose pages are charged
+    /// to the memory cgroup of the process that writes them (`tmpfs(5)`), so a sandbox with a
+    /// memory limit pays for its scratch space within it. Past the bound, writes fail with
+    /// `ENOSPC`.
+    pub fn scratch_size(mut self, bytes: u64) -> Rootfs {
+        self.scratch = bytes;
+        self
+    }
+
     /// Whether to mask [`MASKED_PATHS`] and make [`READ_ONLY_PATHS`] read-only (default: yes).
     pub fn mask_kernel_paths(mut self, mask: bool) -> Rootfs {
         self.mask = mask;
@@ -248,6 +301,13 @@ impl Rootfs {
                 }
             }
         }
+        if self.scratch < MIN_SCRATCH_SIZE {
+            return Err(Error::InvalidValue {
+                what: "scratch size",
+                value: self.scratch.to_string(),
+                reason: "must be at least 1 MiB",
+            });
+        }
         let mut volumes = Vec::new();
         for v in &self.volumes {
             let meta = std::fs::metadata(&v.host).map_err(|source| Error::Io {
@@ -272,122 +332,151 @@ impl Rootfs {
             .collect::<Result<Vec<_>>>()?;
         let staging = staging_dir(&used)?;
         let root = format!("{staging}/root");
-        let mut p = Planner {
-            ops: Vec::new(),
-            root: root.clone(),
-        };
+        let mut p = Planner { ops: Vec::new() };
 
         p.push(Op::MakePrivate);
-        p.mount_at(
+        // The scratch space: the throwaway layer and /tmp share this one bounded tmpfs.
+        let scratch = format!("mode=0755,size={}", self.scratch);
+        p.mount(
             "tmpfs",
-            &staging,
+            At::Host(c(&staging)?),
             "tmpfs",
             NOSUID | NODEV,
-            Some("mode=0755"),
+            Some(&scratch),
             false,
         )?;
-        p.mkdir_at(&root)?;
+        p.mkdir_at(&root, 0o755)?;
+        p.mkdir_at(&format!("{staging}/tmp"), 0o1777)?;
+        let hide = matches!(self.source, RootSource::HostOverlay) && !self.host_data;
         match &self.source {
             // In a user namespace the host's `/` carries locked submounts, which overlayfs
             // refuses as a layer ("failed to clone lowerpath"): the root is then a read-only
             // recursive bind of it instead, without a writable layer.
             RootSource::HostOverlay if userxattr => {
-                p.mount_at("/", &root, "", libc::MS_BIND | libc::MS_REC, None, false)?;
-                p.push(Op::ReadOnly {
-                    path: c(&root)?,
-                    bind: false,
-                    recursive: true,
-                });
+                p.mount("/", At::Host(c(&root)?), "", BIND | REC, None, false)?;
+                p.push(Op::OpenRoot { path: c(&root)? });
+                p.set_attr(
+                    At::Root(c(".")?),
+                    libc::MOUNT_ATTR_RDONLY | NODEV_ATTR,
+                    true,
+                );
             }
             RootSource::HostOverlay => {
-                p.overlay(&[PathBuf::from("/")], None, &staging, userxattr)?
+                let upper = format!("{staging}/upper");
+                p.mkdir_at(&upper, 0o755)?;
+                if hide {
+                    p.hide_in_upper(&upper)?;
+                }
+                p.overlay(&[PathBuf::from("/")], None, &staging, userxattr)?;
+                p.push(Op::OpenRoot { path: c(&root)? });
             }
             RootSource::Layers { lower, upper } => {
-                p.overlay(lower, upper.as_ref(), &staging, userxattr)?
+                if upper.is_none() {
+                    p.mkdir_at(&format!("{staging}/upper"), 0o755)?;
+                }
+                p.overlay(lower, upper.as_ref(), &staging, userxattr)?;
+                p.push(Op::OpenRoot { path: c(&root)? });
             }
-            RootSource::Dir(dir) => p.mount_at(
-                &dir.to_string_lossy(),
-                &root,
-                "",
-                libc::MS_BIND | libc::MS_REC,
-                None,
-                false,
-            )?,
+            RootSource::Dir(dir) => {
+                p.mount(
+                    &dir.to_string_lossy(),
+                    At::Host(c(&root)?),
+                    "",
+                    BIND | REC,
+                    None,
+                    false,
+                )?;
+                p.push(Op::OpenRoot { path: c(&root)? });
+                p.set_attr(At::Root(c(".")?), NODEV_ATTR, true);
+            }
         }
 
-        p.mkdir("/proc")?;
+        // From here on, every target is resolved inside the new root (`At::Root`). The kernel's
+        // file systems go on their own directories only: an image whose /proc, /sys or /dev is
+        // a symbolic link (which could point anywhere, the host included) is refused.
+        p.mkdir("proc")?;
         p.mount(
             "proc",
-            "/proc",
+            p.strict("proc")?,
             "proc",
             NOSUID | NODEV | NOEXEC,
             None,
             false,
         )?;
-        p.mkdir("/dev")?;
+        p.mkdir("dev")?;
+        // nodev: only the device nodes bound below can be opened.
         p.mount(
             "tmpfs",
-            "/dev",
+            p.strict("dev")?,
             "tmpfs",
-            NOSUID | libc::MS_STRICTATIME,
+            NOSUID | NODEV | libc::MS_STRICTATIME,
             Some("mode=755,size=65536k"),
             false,
         )?;
         for name in DEVICES {
-            let path = format!("/dev/{name}");
+            let path = format!("dev/{name}");
             p.push(Op::CreateFile {
-                path: p.inside(&path)?,
+                at: p.strict(&path)?,
             });
-            let host = format!("/dev/{name}");
-            p.mount_from_host(&host, &path, libc::MS_BIND)?;
+            p.mount(
+                &format!("/dev/{name}"),
+                p.strict(&path)?,
+                "",
+                BIND,
+                None,
+                false,
+            )?;
         }
-        p.mkdir("/dev/pts")?;
+        p.mkdir("dev/pts")?;
         p.mount(
             "devpts",
-            "/dev/pts",
+            p.strict("dev/pts")?,
             "devpts",
             NOSUID | NOEXEC,
             Some("newinstance,ptmxmode=0666,mode=0620"),
             false,
         )?;
-        p.mkdir("/dev/shm")?;
+        p.mkdir("dev/shm")?;
         p.mount(
             "shm",
-            "/dev/shm",
+            p.strict("dev/shm")?,
             "tmpfs",
             NOSUID | NODEV | NOEXEC,
             Some("mode=1777,size=65536k"),
             false,
         )?;
-        p.mkdir("/dev/mqueue")?;
+        p.mkdir("dev/mqueue")?;
         // Needs an IPC namespace of the sandbox's own; without one it is left out.
         p.mount(
             "mqueue",
-            "/dev/mqueue",
+            p.strict("dev/mqueue")?,
             "mqueue",
             NOSUID | NODEV | NOEXEC,
             None,
             true,
         )?;
-        p.mkdir("/sys")?;
+        p.mkdir("sys")?;
         // sysfs needs a network namespace the sandbox owns; without one /sys stays empty.
         p.mount(
             "sysfs",
-            "/sys",
+            p.strict("sys")?,
             "sysfs",
             libc::MS_RDONLY | NOSUID | NODEV | NOEXEC,
             None,
             true,
         )?;
-        p.mkdir("/tmp")?;
+        p.mkdir("tmp")?;
         p.mount(
-            "tmpfs",
-            "/tmp",
-            "tmpfs",
-            NOSUID | NODEV,
-            Some("mode=1777"),
+            &format!("{staging}/tmp"),
+            At::Root(c("tmp")?),
+            "",
+            BIND,
+            None,
             false,
         )?;
+        if hide && userxattr {
+            p.hide_with_mounts(&staging)?;
+        }
 
         for (v, is_dir, guest) in &volumes {
             if *is_dir {
@@ -396,28 +485,28 @@ impl Rootfs {
                 if let Some(parent) = Path::new(guest).parent() {
                     p.mkdir_all(&parent.to_string_lossy())?;
                 }
-                p.push(Op::CreateFile {
-                    path: p.inside(guest)?,
-                });
+                p.push(Op::CreateFile { at: p.at(guest)? });
             }
-            p.mount_from_host(
+            p.mount(
                 &v.host.to_string_lossy(),
-                guest,
-                libc::MS_BIND | libc::MS_REC,
+                p.at(guest)?,
+                "",
+                BIND | REC,
+                None,
+                false,
             )?;
-            if v.read_only {
-                p.push(Op::ReadOnly {
-                    path: p.inside(guest)?,
-                    bind: false,
-                    recursive: true,
-                });
-            }
+            let ro = if v.read_only {
+                libc::MOUNT_ATTR_RDONLY
+            } else {
+                0
+            };
+            p.set_attr(p.at(guest)?, ro | NODEV_ATTR, true);
         }
         for guest in &tmpfs {
             p.mkdir_all(guest)?;
             p.mount(
                 "tmpfs",
-                guest,
+                p.at(guest)?,
                 "tmpfs",
                 NOSUID | NODEV,
                 Some("mode=1777"),
@@ -442,22 +531,23 @@ impl Rootfs {
         }
         if self.mask {
             for path in MASKED_PATHS {
-                p.push(Op::Mask { path: c(path)? });
+                p.push(Op::Mask {
+                    at: p.strict(path)?,
+                    on: KernelFs::of(path),
+                });
             }
             for path in READ_ONLY_PATHS {
-                p.push(Op::ReadOnly {
-                    path: c(path)?,
+                p.push(Op::SetAttr {
+                    at: p.strict(path)?,
+                    on: KernelFs::of(path),
                     bind: true,
                     recursive: true,
+                    attr: libc::MOUNT_ATTR_RDONLY,
                 });
             }
         }
         if self.read_only {
-            p.push(Op::ReadOnly {
-                path: c("/")?,
-                bind: false,
-                recursive: false,
-            });
+            p.set_attr(At::Root(c(".")?), libc::MOUNT_ATTR_RDONLY, false);
         }
         Ok(RootfsPlan {
             rootfs: self.clone(),
@@ -465,6 +555,13 @@ impl Rootfs {
         })
     }
 }
+
+/// The smallest scratch space accepted.
+const MIN_SCRATCH_SIZE: u64 = 1 << 20;
+
+const BIND: libc::c_ulong = libc::MS_BIND;
+const REC: libc::c_ulong = libc::MS_REC;
+const NODEV_ATTR: u64 = libc::MOUNT_ATTR_NODEV;
 
 /// Candidate staging directories, covered with a tmpfs in the sandbox's mount namespace only.
 const STAGING: &[&str] = &[
@@ -561,8 +658,6 @@ fn guest_path(what: &'static str, p: &Path) -> Result<String> {
 
 struct Planner {
     ops: Vec<Op>,
-    /// Where the new root is mounted until the pivot: guest paths are made under it.
-    root: String,
 }
 
 impl Planner {
@@ -570,19 +665,35 @@ impl Planner {
         self.ops.push(op);
     }
 
-    /// A guest path as seen before the pivot.
-    fn inside(&self, guest: &str) -> Result<CString> {
-        c(&format!("{}{guest}", self.root))
+    /// A guest path (`/a/b` or `a/b`) as [`At::Root`].
+    fn at(&self, guest: &str) -> Result<At> {
+        Ok(At::Root(c(guest.trim_start_matches('/'))?))
     }
 
-    fn mkdir_at(&mut self, path: &str) -> Result<()> {
-        self.push(Op::Mkdir { path: c(path)? });
+    /// A guest path (`/a/b` or `a/b`) as [`At::RootStrict`].
+    fn strict(&self, guest: &str) -> Result<At> {
+        Ok(At::RootStrict(c(guest.trim_start_matches('/'))?))
+    }
+
+    /// A directory on the host side, made by the plan itself (the staging area).
+    fn mkdir_at(&mut self, path: &str, mode: u32) -> Result<()> {
+        let (parent, name) = split(path);
+        self.push(Op::Mkdir {
+            parent: At::Host(c(if parent.is_empty() { "/" } else { parent })?),
+            name: c(name)?,
+            mode,
+        });
         Ok(())
     }
 
+    /// A directory in the new root, its parent resolved inside the root.
     fn mkdir(&mut self, guest: &str) -> Result<()> {
-        let path = self.inside(guest)?;
-        self.push(Op::Mkdir { path });
+        let (parent, name) = split(guest.trim_start_matches('/'));
+        self.push(Op::Mkdir {
+            parent: At::Root(c(if parent.is_empty() { "." } else { parent })?),
+            name: c(name)?,
+            mode: 0o755,
+        });
         Ok(())
     }
 
@@ -596,31 +707,10 @@ impl Planner {
         Ok(())
     }
 
-    /// A mount on a guest path.
     fn mount(
         &mut self,
         source: &str,
-        guest: &str,
-        fstype: &str,
-        flags: libc::c_ulong,
-        data: Option<&str>,
-        optional: bool,
-    ) -> Result<()> {
-        let target = format!("{}{guest}", self.root);
-        self.mount_at(source, &target, fstype, flags, data, optional)
-    }
-
-    /// A bind of a host path onto a guest path.
-    fn mount_from_host(&mut self, host: &str, guest: &str, flags: libc::c_ulong) -> Result<()> {
-        let target = format!("{}{guest}", self.root);
-        self.mount_at(host, &target, "", flags, None, false)
-    }
-
-    /// A mount on a path as seen before the pivot.
-    fn mount_at(
-        &mut self,
-        source: &str,
-        target: &str,
+        target: At,
         fstype: &str,
         flags: libc::c_ulong,
         data: Option<&str>,
@@ -628,7 +718,7 @@ impl Planner {
     ) -> Result<()> {
         self.push(Op::Mount {
             source: c(source)?,
-            target: c(target)?,
+            target,
             fstype: c(fstype)?,
             flags,
             data: data.map(c).transpose()?,
@@ -637,8 +727,76 @@ impl Planner {
         Ok(())
     }
 
-    /// The root overlay on `{staging}/root`: `lower` under `upper`, or under a writable layer
-    /// on the staging tmpfs.
+    /// Sets mount attributes on an existing mount in the new root.
+    fn set_attr(&mut self, at: At, attr: u64, recursive: bool) {
+        self.push(Op::SetAttr {
+            at,
+            on: KernelFs::Any,
+            bind: false,
+            recursive,
+            attr,
+        });
+    }
+
+    /// Leaves the host's data and secrets out of a host overlay, in its throwaway upper layer
+    /// (`upper`, not yet mounted): each data directory becomes an empty opaque directory, each
+    /// secret a whiteout (overlayfs's "whiteouts and opaque directories"). Costs a few system
+    /// calls on a tmpfs, no mount. Parents made on the way get the host's modes, since an
+    /// upper directory's attributes are what the merged directory shows.
+    fn hide_in_upper(&mut self, upper: &str) -> Result<()> {
+        for host in hidden_host_paths() {
+            let Ok(meta) = std::fs::symlink_metadata(&host) else {
+                continue;
+            };
+            let rel = host.trim_start_matches('/');
+            let mut prefix = String::new();
+            let parts: Vec<&str> = rel.split('/').collect();
+            for part in &parts[..parts.len() - 1] {
+                prefix.push('/');
+                prefix.push_str(part);
+                let mode = std::fs::metadata(&prefix).map_or(0o755, |m| m.mode() & 0o7777);
+                self.mkdir_at(&format!("{upper}{prefix}"), mode)?;
+            }
+            let path = c(&format!("{upper}/{rel}"))?;
+            if meta.is_dir() {
+                self.push(Op::Opaque {
+                    path,
+                    mode: meta.mode() & 0o7777,
+                });
+            } else {
+                self.push(Op::Whiteout { path });
+            }
+        }
+        Ok(())
+    }
+
+    /// The same for a root that is a bind of the host's `/` (rootless): an empty directory of
+    /// the scratch space bound over each data directory and secret directory, `/dev/null`
+    /// over each secret file.
+    fn hide_with_mounts(&mut self, staging: &str) -> Result<()> {
+        let empty = format!("{staging}/empty");
+        self.mkdir_at(&empty, 0o755)?;
+        for host in hidden_host_paths() {
+            // /tmp has its own mount already.
+            let Ok(meta) = std::fs::symlink_metadata(&host) else {
+                continue;
+            };
+            if host == "/tmp" || meta.file_type().is_symlink() {
+                continue;
+            }
+            let source = if meta.is_dir() {
+                empty.as_str()
+            } else {
+                "/dev/null"
+            };
+            let at = At::Root(c(host.trim_start_matches('/'))?);
+            self.mount(source, at, "", BIND, None, false)?;
+        }
+        Ok(())
+    }
+
+    /// The root overlay on `{staging}/root`: `lower` under `upper`, or under the writable layer
+    /// `{staging}/upper` on the scratch tmpfs.
     fn overlay(
         &mut self,
         lower: &[PathBuf],
@@ -652,10 +810,9 @@ impl Planner {
                 w.to_string_lossy().into_owned(),
             ),
             None => {
-                let (u, w) = (format!("{staging}/upper"), format!("{staging}/work"));
-                self.mkdir_at(&u)?;
-                self.mkdir_at(&w)?;
-                (u, w)
+                let work = format!("{staging}/work");
+                self.mkdir_at(&work, 0o755)?;
+                (format!("{staging}/upper"), work)
             }
         };
         // For kernels without `lowerdir+` (before 6.8): one option string, if it fits a page.
@@ -675,12 +832,11 @@ impl Planner {
                 })
             })
             .collect::<Result<_>>()?;
-        let target = c(&self.root)?;
         self.push(Op::Overlay {
             lowers,
             upper: c(&upper)?,
             work: c(&work)?,
-            target,
+            target: c(&format!("{staging}/root"))?,
             userxattr,
             legacy,
         });
@@ -688,16 +844,114 @@ impl Planner {
     }
 }
 
-/// One step of the child's mount work. Paths after [`Op::PivotRoot`] are inside the new root.
+/// `a/b/c` → (`a/b`, `c`); `c` → (``, `c`); `/c` → (``, `c`).
+fn split(path: &str) -> (&str, &str) {
+    match path.rsplit_once('/') {
+        Some((parent, name)) => (parent, name),
+        None => ("", path),
+    }
+}
+
+/// [`HOST_DATA_DIRS`], [`HOST_SECRETS`] and the SSH host private keys present on this host.
+fn hidden_host_paths() -> Vec<String> {
+    let mut paths: Vec<String> = HOST_DATA_DIRS
+        .iter()
+        .chain(HOST_SECRETS)
+        .map(|s| (*s).to_owned())
+        .collect();
+    if let Ok(dir) = std::fs::read_dir("/etc/ssh") {
+        let mut keys: Vec<String> = dir
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with("ssh_host_") && n.ends_with("_key"))
+            .map(|n| format!("/etc/ssh/{n}"))
+            .collect();
+        keys.sort();
+        paths.extend(keys);
+    }
+    paths
+}
+
+/// Where an op's path is looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum At {
+    /// An absolute path as the child sees it before the pivot: only the plan's own staging
+    /// area and the host paths the caller named.
+    Host(CString),
+    /// A path inside the new root, relative to it (`.` for the root itself), resolved from the
+    /// root with `openat2(2)`'s `RESOLVE_IN_ROOT`: symbolic links are followed, but as if the
+    /// root were `/`, so never out of it; magic links (`/proc/self/fd/N`) are refused.
+    Root(CString),
+    /// As [`At::Root`], but no symbolic link may appear anywhere in it
+    /// (`RESOLVE_NO_SYMLINKS`): for the kernel's file systems and their masks, where an image's
+    /// link must fail the spawn rather than redirect the mount.
+    RootStrict(CString),
+}
+
+impl At {
+    fn describe(&self) -> String {
+        match self {
+            At::Host(p) => p.to_string_lossy().into_owned(),
+            At::Root(p) => format!("/{} (in the root)", p.to_string_lossy()),
+            At::RootStrict(p) => format!(
+                "/{} (in the root; it must not be or pass through a symbolic link)",
+                p.to_string_lossy()
+            ),
+        }
+    }
+}
+
+/// The kernel file system a mask or read-only step expects its target on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KernelFs {
+    /// No expectation.
+    Any,
+    /// procfs (`PROC_SUPER_MAGIC`, `statfs(2)`).
+    Proc,
+    /// sysfs (`SYSFS_MAGIC`).
+    Sys,
+}
+
+impl KernelFs {
+    fn of(path: &str) -> KernelFs {
+        if path.starts_with("/proc/") {
+            KernelFs::Proc
+        } else if path.starts_with("/sys/") {
+            KernelFs::Sys
+        } else {
+            KernelFs::Any
+        }
+    }
+
+    /// The `f_type` of `statfs(2)` the target must have, if any.
+    pub fn magic(self) -> Option<libc::c_long> {
+        match self {
+            KernelFs::Any => None,
+            KernelFs::Proc => Some(libc::PROC_SUPER_MAGIC),
+            KernelFs::Sys => Some(libc::SYSFS_MAGIC),
+        }
+    }
+}
+
+/// One step of the child's mount work, in a private mount namespace.
+///
+/// Until [`Op::OpenRoot`] only the plan's own staging area is touched ([`At::Host`]); from
+/// there on every path in the sandbox is resolved inside its root ([`At::Root`],
+/// [`At::RootStrict`]), before and after the pivot alike, and mounts go onto the resolved
+/// descriptor (`/proc/self/fd/N`), so no symbolic link of the image or of the host can send a
+/// mount, a directory or a file outside the root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Op {
     /// `mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)`.
     MakePrivate,
     /// An overlay mounted by the child: `fsopen(2)` of `overlay`, one `fsconfig(2)`
-    /// `lowerdir+` per layer (Linux 6.8), `upperdir`, `workdir`, create, `fsmount(2)` and
-    /// `move_mount(2)` onto `target`; where `lowerdir+` is refused, `mount(2)` with `legacy`,
-    /// the same as one option string (absent when it would not fit a page).
+    /// `lowerdir+` per layer (Linux 6.8), `upperdir`, `workdir`, create, `fsmount(2)` with
+    /// `MOUNT_ATTR_NODEV` and `move_mount(2)` onto `target`; where `lowerdir+` is refused,
+    /// `mount(2)` with `legacy`, the same as one option string (absent when it would not fit a
+    /// page).
     Overlay {
         /// The read-only layers, top-most first.
         lowers: Vec<CString>,
@@ -705,12 +959,17 @@ pub enum Op {
         upper: CString,
         /// Its work directory.
         work: CString,
-        /// The mount point.
+        /// The mount point (in the staging area).
         target: CString,
         /// Whether to mount with `userxattr` (in a user namespace).
         userxattr: bool,
         /// The `mount(2)` data for kernels without `lowerdir+`.
         legacy: Option<CString>,
+    },
+    /// Opens the new root (`O_PATH`), from which [`At::Root`] paths are resolved.
+    OpenRoot {
+        /// The new root's mount point.
+        path: CString,
     },
     /// `chdir(new_root)`, `pivot_root(".", ".")`, `umount2(".", MNT_DETACH)`, `chdir("/")`: the
     /// old root is stacked under the new one and detached (`pivot_root(2)`).
@@ -718,29 +977,48 @@ pub enum Op {
         /// The new root's mount point.
         new_root: CString,
     },
-    /// `mkdir(path, 0755)`; an existing directory is fine.
+    /// `mkdirat(2)` of `name` in the directory `parent`, with exactly `mode`; an existing entry
+    /// is fine (a later step on it decides whether it will do).
     Mkdir {
-        /// The directory.
-        path: CString,
+        /// The directory to create it in.
+        parent: At,
+        /// The new directory's name.
+        name: CString,
+        /// Its mode.
+        mode: u32,
     },
     /// Creates an empty file to bind a file over; an existing one is fine.
     CreateFile {
         /// The file.
-        path: CString,
+        at: At,
     },
-    /// `symlink(target, link)`; an existing link is fine.
+    /// `symlink(target, link)` after the pivot; an existing link is fine.
     Symlink {
         /// What the link points to.
         target: CString,
         /// The link.
         link: CString,
     },
-    /// `mount(source, target, fstype, flags, data)`.
+    /// An overlayfs whiteout (a character device 0:0) in a writable layer, hiding what the
+    /// lower layers have there.
+    Whiteout {
+        /// The path in the writable layer.
+        path: CString,
+    },
+    /// An empty opaque directory (`trusted.overlay.opaque` = `y`) in a writable layer, hiding
+    /// what the lower layers hold in it.
+    Opaque {
+        /// The path in the writable layer.
+        path: CString,
+        /// Its mode.
+        mode: u32,
+    },
+    /// `mount(source, target, fstype, flags, data)`, onto the resolved target.
     Mount {
-        /// The source (a device or a name).
+        /// The source (a device, a name, or a host path for a bind).
         source: CString,
         /// The mount point.
-        target: CString,
+        target: At,
         /// The file-system type.
         fstype: CString,
         /// `MS_*` flags.
@@ -751,21 +1029,29 @@ pub enum Op {
         /// instead of failing the spawn.
         optional: bool,
     },
-    /// Hides `path`: a file is covered with `/dev/null`, a directory with an empty read-only
-    /// tmpfs; a missing path is skipped.
+    /// Hides a path on a kernel file system: a file is covered with `/dev/null`, a directory
+    /// with an empty read-only tmpfs. A missing path is skipped; one that is a symbolic link or
+    /// on another file system than `on` fails the spawn.
     Mask {
         /// The path.
-        path: CString,
+        at: At,
+        /// The file system it must be on.
+        on: KernelFs,
     },
-    /// Makes `path` read-only with `mount_setattr(2)` (`MOUNT_ATTR_RDONLY`), after binding it
-    /// onto itself if `bind` (so that it becomes a mount of its own); a missing path is skipped.
-    ReadOnly {
+    /// Sets `MOUNT_ATTR_*` flags (`mount_setattr(2)`) on the mount at `at`, after binding it
+    /// onto itself if `bind` (so that it becomes a mount of its own). With `bind`, a missing
+    /// path is skipped; one on another file system than `on` fails the spawn.
+    SetAttr {
         /// The path.
-        path: CString,
+        at: At,
+        /// The file system it must be on.
+        on: KernelFs,
         /// Whether to bind it onto itself first.
         bind: bool,
-        /// Whether the mounts below it become read-only too (`AT_RECURSIVE`).
+        /// Whether the mounts below it get the flags too (`AT_RECURSIVE`).
         recursive: bool,
+        /// The `MOUNT_ATTR_*` flags to set.
+        attr: u64,
     },
 }
 
@@ -776,6 +1062,7 @@ impl Op {
         match self {
             Op::MakePrivate => "make mounts private".into(),
             Op::PivotRoot { new_root } => format!("pivot_root into {}", s(new_root)),
+            Op::OpenRoot { path } => format!("open the new root {}", s(path)),
             Op::Overlay { target, lowers, .. } => {
                 format!(
                     "mount an overlay of {} layers on {}",
@@ -783,13 +1070,46 @@ impl Op {
                     s(target)
                 )
             }
-            Op::Mkdir { path } => format!("create directory {}", s(path)),
-            Op::CreateFile { path } => format!("create file {}", s(path)),
+            Op::Mkdir { parent, name, .. } => {
+                let joined = |p: &CString| match p.to_bytes() {
+                    b"." | b"/" => format!("/{}", s(name)),
+                    _ => format!("/{}/{}", s(p).trim_start_matches('/'), s(name)),
+                };
+                match parent {
+                    At::Host(p) => format!("create directory {}", joined(p)),
+                    At::Root(p) | At::RootStrict(p) => {
+                        format!("create directory {} (in the root)", joined(p))
+                    }
+                }
+            }
+            Op::CreateFile { at } => format!("create file {}", at.describe()),
             Op::Symlink { link, .. } => format!("create symlink {}", s(link)),
-            Op::Mount { fstype, target, .. } => format!("mount {} on {}", s(fstype), s(target)),
-            Op::Mask { path } => format!("mask {}", s(path)),
-            Op::ReadOnly { path, .. } => format!("make {} read-only", s(path)),
+            Op::Whiteout { path } => format!("hide {}", s(path)),
+            Op::Opaque { path, .. } => format!("hide the contents of {}", s(path)),
+            Op::Mount { fstype, target, .. } if fstype.is_empty() => {
+                format!("bind onto {}", target.describe())
+            }
+            Op::Mount { fstype, target, .. } => {
+                format!("mount {} on {}", s(fstype), target.describe())
+            }
+            Op::Mask { at, on } => format!("mask {}{}", at.describe(), on_fs(*on)),
+            Op::SetAttr { at, on, attr, .. } => {
+                let what = if attr & libc::MOUNT_ATTR_RDONLY != 0 {
+                    "make read-only"
+                } else {
+                    "set mount flags on"
+                };
+                format!("{what} {}{}", at.describe(), on_fs(*on))
+            }
         }
+    }
+}
+
+fn on_fs(on: KernelFs) -> &'static str {
+    match on {
+        KernelFs::Any => "",
+        KernelFs::Proc => ", which must be on procfs",
+        KernelFs::Sys => ", which must be on sysfs",
     }
 }
 
@@ -820,6 +1140,14 @@ mod tests {
         }
     }
 
+    fn root(p: &str) -> At {
+        At::Root(c(p).unwrap())
+    }
+
+    fn strict(p: &str) -> At {
+        At::RootStrict(c(p).unwrap())
+    }
+
     #[test]
     fn host_plan_mounts_inside_then_pivots_then_masks() {
         let plan = Rootfs::host().read_only(true).plan().unwrap();
@@ -833,13 +1161,14 @@ mod tests {
                 }
             )
         });
+        let open_root = pos(&|o| matches!(o, Op::OpenRoot { .. }));
         let proc = pos(&|o| matches!(o, Op::Mount { fstype, .. } if fstype.as_bytes() == b"proc"));
         let pivot = pos(&|o| matches!(o, Op::PivotRoot { .. }));
         let mask = pos(&|o| matches!(o, Op::Mask { .. }));
         let ro_root = pos(&|o| {
             matches!(
                 o,
-                Op::ReadOnly {
+                Op::SetAttr {
                     bind: false,
                     recursive: false,
                     ..
@@ -847,13 +1176,18 @@ mod tests {
             )
         });
         assert_eq!(plan.ops[0], Op::MakePrivate);
-        assert!(overlay < proc && proc < pivot && pivot < mask && mask < ro_root);
+        assert!(overlay < open_root && open_root < proc && proc < pivot);
+        assert!(pivot < mask && mask < ro_root);
         assert_eq!(ro_root, plan.ops.len() - 1);
-        // Before the pivot, guest paths are under the staging root.
+        // The kernel's file systems go on paths resolved in the root, through no link.
         let Op::Mount { target, .. } = &plan.ops[proc] else {
             unreachable!()
         };
-        assert_eq!(target.to_str().unwrap(), "/mnt/root/proc");
+        assert_eq!(*target, strict("proc"));
+        let Op::Mask { at, on } = &plan.ops[mask] else {
+            unreachable!()
+        };
+        assert_eq!((at, *on), (&strict("proc/acpi"), KernelFs::Proc));
         let rootless = Rootfs::layers([std::env::temp_dir()])
             .plan_rootless()
             .unwrap();
@@ -863,6 +1197,68 @@ mod tests {
         ));
         let host = Rootfs::host().plan_rootless().unwrap();
         assert!(!host.ops.iter().any(|o| matches!(o, Op::Overlay { .. })));
+    }
+
+    #[test]
+    fn the_host_root_leaves_out_the_hosts_data_unless_asked() {
+        let hidden = |plan: &RootfsPlan| {
+            plan.ops
+                .iter()
+                .filter_map(|o| match o {
+                    Op::Whiteout { path } | Op::Opaque { path, .. } => {
+                        Some(path.to_str().unwrap().to_owned())
+                    }
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let plan = Rootfs::host().plan().unwrap();
+        let hidden_paths = hidden(&plan);
+        assert!(hidden_paths.contains(&"/mnt/upper/root".to_owned()));
+        assert!(hidden_paths.contains(&"/mnt/upper/etc/shadow".to_owned()));
+        // Before the overlay is mounted over them.
+        let overlay = plan
+            .ops
+            .iter()
+            .position(|o| matches!(o, Op::Overlay { .. }))
+            .unwrap();
+        let last_hide = plan
+            .ops
+            .iter()
+            .rposition(|o| matches!(o, Op::Whiteout { .. } | Op::Opaque { .. }))
+            .unwrap();
+        assert!(last_hide < overlay);
+        assert!(hidden(&Rootfs::host().show_host_data(true).plan().unwrap()).is_empty());
+        // Rootless: binds over the same paths instead.
+        let rootless = Rootfs::host().plan_rootless().unwrap();
+        assert!(rootless
+            .ops
+            .iter()
+            .any(|o| matches!(o, Op::Mount { target, source, .. }
+                if *target == root("root") && source.to_bytes().ends_with(b"/empty"))));
+    }
+
+    #[test]
+    fn scratch_space_is_one_bounded_tmpfs() {
+        let plan = Rootfs::host().scratch_size(64 << 20).plan().unwrap();
+        let Op::Mount { data, .. } = &plan.ops[1] else {
+            panic!("{:?}", plan.ops[1])
+        };
+        assert!(data
+            .as_ref()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .contains(&format!("size={}", 64u64 << 20)));
+        assert!(plan
+            .ops
+            .iter()
+            .any(|o| matches!(o, Op::Mount { source, target, .. }
+                if source.to_bytes() == b"/mnt/tmp" && *target == root("tmp"))));
+        assert!(matches!(
+            Rootfs::host().scratch_size(1).plan(),
+            Err(Error::InvalidValue { .. })
+        ));
     }
 
     #[test]
@@ -879,7 +1275,7 @@ mod tests {
     }
 
     #[test]
-    fn volumes_get_their_mount_points() {
+    fn volumes_get_their_mount_points_inside_the_root() {
         let dir = std::env::temp_dir();
         let plan = Rootfs::host()
             .volume(&dir, "/data/in", Access::ReadOnly)
@@ -890,18 +1286,18 @@ mod tests {
             .ops
             .iter()
             .filter_map(|o| match o {
-                Op::Mkdir { path } => Some(path.to_str().unwrap().to_owned()),
+                Op::Mkdir { parent, name, .. } => Some((parent.clone(), name.to_owned())),
                 _ => None,
             })
             .collect();
-        assert!(mkdirs.contains(&"/mnt/root/data".to_owned()));
-        assert!(mkdirs.contains(&"/mnt/root/data/in".to_owned()));
-        assert!(mkdirs.contains(&"/mnt/root/scratch".to_owned()));
-        assert!(plan
-            .ops
-            .iter()
-            .any(|o| matches!(o, Op::ReadOnly { path, recursive: true, .. }
-            if path.to_str().unwrap() == "/mnt/root/data/in")));
+        assert!(mkdirs.contains(&(root("."), c("data").unwrap())));
+        assert!(mkdirs.contains(&(root("data"), c("in").unwrap())));
+        assert!(mkdirs.contains(&(root("."), c("scratch").unwrap())));
+        assert!(plan.ops.iter().any(
+            |o| matches!(o, Op::SetAttr { at, recursive: true, attr, .. }
+            if *at == root("data/in")
+                && *attr == libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NODEV)
+        ));
         let err = Rootfs::host()
             .volume("/no/such/palisade", "/x", Access::ReadWrite)
             .plan();

@@ -50,6 +50,10 @@ impl SecurityPlan {
     /// filter asked for one (close-on-exec, `seccomp(2)`), else -1; or the step that failed and
     /// its errno (after which the caller reports and exits).
     ///
+    /// With `filter` false (the init, which installs its own, stricter filter after its exec),
+    /// everything but the seccomp filter is applied, and `no_new_privs` is set whatever the
+    /// plan says.
+    ///
     /// Makes raw system calls only, on data prepared by [`prepare`](super::SecuritySpec::prepare):
     /// no allocation, no locks, no `errno`, no panics, so it is safe in a child that shares the
     /// parent's memory (`CLONE_VM`) or was forked from a multi-threaded process.
@@ -58,9 +62,9 @@ impl SecurityPlan {
     ///
     /// Only in the sandbox child, single-threaded, between the clone and the exec: it changes
     /// the credentials, limits and filters of the calling thread irreversibly.
-    pub(crate) unsafe fn apply(&self) -> Result<RawFd, (ChildStep, isize)> {
+    pub(crate) unsafe fn apply(&self, filter: bool) -> Result<RawFd, (ChildStep, isize)> {
         let mut listener: RawFd = -1;
-        let result = self.apply_steps(&mut listener);
+        let result = self.apply_steps(filter, &mut listener);
         if result.is_err() && listener >= 0 {
             // SAFETY: the listener was created by this function and is not used afterwards.
             unsafe { raw!(libc::SYS_close, listener) };
@@ -68,7 +72,7 @@ impl SecurityPlan {
         result.map(|()| listener)
     }
 
-    fn apply_steps(&self, listener: &mut RawFd) -> Result<(), (ChildStep, isize)> {
+    fn apply_steps(&self, filter: bool, listener: &mut RawFd) -> Result<(), (ChildStep, isize)> {
         // 1. Resource limits, while CAP_SYS_RESOURCE allows raising a hard limit.
         for (resource, limit) in &self.rlimits {
             let limit = limit as *const libc::rlimit64;
@@ -79,7 +83,7 @@ impl SecurityPlan {
         }
 
         // 2. Without no_new_privs, the filter goes in while CAP_SYS_ADMIN is still held.
-        if !self.no_new_privs {
+        if !self.no_new_privs && filter {
             *listener = self.load_seccomp()?;
         }
 
@@ -159,10 +163,12 @@ impl SecurityPlan {
         }
 
         // 7. and 8. no_new_privs, then the filter, last.
-        if self.no_new_privs {
+        if self.no_new_privs || !filter {
             // SAFETY: prctl(2) with integer arguments only.
             let ret = unsafe { raw!(libc::SYS_prctl, libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
             check(ChildStep::NoNewPrivs, ret)?;
+        }
+        if self.no_new_privs && filter {
             *listener = self.load_seccomp()?;
         }
         Ok(())

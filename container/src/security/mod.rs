@@ -93,7 +93,7 @@ mod rlimit;
 
 use std::sync::OnceLock;
 
-use palisade_seccomp::{Action, Arch, BpfProgram, LoadFlags, Profile};
+use palisade_seccomp::{Action, Arch, BpfProgram, LoadFlags, Profile, SeccompData};
 
 pub use capabilities::{parse_capability, Capabilities, Capability};
 pub use rlimit::{Rlimit, RlimitResource};
@@ -212,11 +212,19 @@ pub(crate) struct SecurityPlan {
     seccomp_flags: LoadFlags,
     /// The limits as given, for messages.
     rlimit_spec: Vec<Rlimit>,
-    /// Whether the command could pass `ptrace(2)`'s access check against the sandbox's init.
-    may_trace_init: bool,
 }
 
 impl SecuritySpec {
+    /// Whether the command's capability set holds `cap`.
+    pub(crate) fn grants(&self, cap: Capability) -> bool {
+        self.caps.contains(cap)
+    }
+
+    /// The uid the command switches to, if any.
+    pub(crate) fn user_id(&self) -> Option<u32> {
+        self.user.map(|(uid, _)| uid)
+    }
+
     /// Whether the command runs as root (of its user namespace).
     fn root(&self) -> bool {
         self.user.is_none_or(|(uid, _)| uid == 0)
@@ -299,6 +307,9 @@ impl SecuritySpec {
         if seccomp.as_ref().is_some_and(notifies) {
             seccomp_flags |= LoadFlags::NEW_LISTENER;
         }
+        if let Some(program) = &seccomp {
+            check_can_finish(program, seccomp_flags.contains(LoadFlags::NEW_LISTENER))?;
+        }
         if seccomp.is_none() {
             seccomp_flags = LoadFlags::empty();
         }
@@ -324,10 +335,71 @@ impl SecuritySpec {
             seccomp,
             seccomp_flags,
             rlimit_spec: self.rlimits.clone(),
-            may_trace_init: caps.permitted & Capability::CAP_SYS_PTRACE.bitmask() != 0
-                || held & valid_mask(last) & !caps.permitted == 0,
         })
     }
+}
+
+/// Refuses a filter under which the child could not finish its last steps: it runs them after
+/// the filter is in, so a profile that makes `exit_group(2)` fail would leave the child spinning
+/// forever, and one that sends `execve(2)` or the error report to a user-notification listener
+/// would wait for an answer that cannot come before the spawn returns (the listener is handed
+/// over with the exec). The calls are judged with the filter's own program, by the reference
+/// interpreter, as the kernel would (`seccomp(2)`).
+fn check_can_finish(program: &BpfProgram, listener: bool) -> Result<()> {
+    let arch = Arch::native();
+    let action = |nr: libc::c_long| {
+        let data = SeccompData::new(arch, nr as u32, [0; 6]);
+        program
+            .interpret(&data)
+            .map(|ret| ret & libc::SECCOMP_RET_ACTION_FULL)
+    };
+    let ends = |ret: u32| {
+        matches!(
+            ret,
+            libc::SECCOMP_RET_ALLOW
+                | libc::SECCOMP_RET_LOG
+                | libc::SECCOMP_RET_KILL_PROCESS
+                | libc::SECCOMP_RET_KILL_THREAD
+                | libc::SECCOMP_RET_TRAP
+        )
+    };
+    let refuse = |call: &str, reason: &'static str| {
+        Err(Error::InvalidArgument {
+            what: "seccomp profile",
+            value: call.to_owned(),
+            reason,
+        })
+    };
+    for (nr, name) in [
+        (libc::SYS_exit_group, "exit_group"),
+        (libc::SYS_exit, "exit"),
+    ] {
+        if !ends(action(nr)?) {
+            return refuse(
+                name,
+                "must end the process (allow, log, kill or trap): the sandbox child calls it \
+                 after the filter is installed, and could never exit",
+            );
+        }
+    }
+    let mut reported = vec![
+        (libc::SYS_execve, "execve"),
+        (libc::SYS_execveat, "execveat"),
+        (libc::SYS_write, "write"),
+    ];
+    if listener {
+        reported.extend([(libc::SYS_sendmsg, "sendmsg"), (libc::SYS_close, "close")]);
+    }
+    for (nr, name) in reported {
+        if action(nr)? == libc::SECCOMP_RET_USER_NOTIF {
+            return refuse(
+                name,
+                "must not notify a listener: the sandbox child makes this call after the \
+                 filter is installed, before the listener reaches anyone who could answer",
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Whether a compiled program can return `SECCOMP_RET_USER_NOTIF`, which needs a listener.
@@ -370,15 +442,6 @@ impl SecurityPlan {
     /// Whether the child will hand back a seccomp user-notification listener.
     pub(crate) fn wants_listener(&self) -> bool {
         self.seccomp_flags.contains(LoadFlags::NEW_LISTENER)
-    }
-
-    /// Whether the command may pass the access check of `ptrace(2)` ("Ptrace access mode
-    /// checking") against the sandbox's init, which holds every capability the sandbox started
-    /// with: when it holds `CAP_SYS_PTRACE`, or all of the init's capabilities. Whether the
-    /// filter lets it call `ptrace(2)`, `process_vm_writev(2)` or open `/proc/1/mem` is not
-    /// considered.
-    pub(crate) fn may_trace_init(&self) -> bool {
-        self.may_trace_init
     }
 
     /// What a failed security step was acting on, for the error's context (`Sandbox::context`

@@ -517,7 +517,7 @@ fn applied(plan: &SecurityPlan, before: impl FnOnce()) -> BTreeMap<String, Strin
     let (status, out) = forked(|out| {
         before();
         // SAFETY: a forked, single-threaded child that executes right after.
-        match unsafe { plan.apply() } {
+        match unsafe { plan.apply(true) } {
             Ok(_) => shell.exec(out),
             Err(failure) => {
                 put_failure(out, failure);
@@ -637,7 +637,7 @@ fn a_notifying_profile_returns_its_listener() {
     });
     let (status, out) = forked(|out| {
         // SAFETY: a forked, single-threaded child.
-        let fd = match unsafe { plan.apply() } {
+        let fd = match unsafe { plan.apply(true) } {
             Ok(fd) => fd,
             Err(failure) => {
                 put_failure(out, failure);
@@ -710,11 +710,11 @@ fn a_failed_step_is_reported_with_its_errno() {
     let (status, out) = forked(|out| {
         // SAFETY: a forked, single-threaded child that executes right after.
         unsafe {
-            if let Err(failure) = first.apply() {
+            if let Err(failure) = first.apply(true) {
                 put_failure(out, failure);
                 return 125;
             }
-            match second.apply() {
+            match second.apply(true) {
                 Ok(_) => put(out, b"second plan applied\n"),
                 Err(failure) => put_failure(out, failure),
             }

@@ -7,18 +7,18 @@
 //! A failing step writes `(step, errno)` to the close-on-exec error pipe and exits with status 127.
 
 use std::ffi::c_void;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use palisade_ns::SetGroups;
 
 use super::init;
 use super::plan::Plan;
-use super::sys::{raw, send_with_fd, KernelSigaction, SIGSET_SIZE};
+use super::sys::{close_all_but, raw, send_with_fd, KernelSigaction, SIGSET_SIZE};
 use crate::error::ChildStep;
 
 /// The descriptors the child works with, as raw numbers (`-1`: none).
 #[derive(Debug)]
-pub(crate) struct ChildFds {
+pub(crate) struct ChildFds<'a> {
     /// Write end of the error pipe.
     pub err_w: RawFd,
     /// Read end of the pipe on which the parent says the id maps are written.
@@ -31,8 +31,12 @@ pub(crate) struct ChildFds {
     /// listener goes to the parent through it, and the init makes sockets in the sandbox's
     /// network namespace on request through it (see [`init`]).
     pub control: RawFd,
-    /// The parent's ends of all pipes and of the control socket, closed first thing.
-    pub parent_ends: [RawFd; 7],
+    /// The init's own open file description of the caller's death pipe (`-1`: none): `F_SETOWN`
+    /// belongs to the description, so each init needs its own to be told.
+    pub death: RawFd,
+    /// Every descriptor the child may keep, ascending: 0 to 2, the above, and the plan's own.
+    /// Everything else the caller had open, close-on-exec or not, is closed first thing.
+    pub keep: &'a [RawFd],
     /// A pidfd of the parent, to notice that it died before `PR_SET_PDEATHSIG` took effect when
     /// `getppid(2)` cannot tell (in a new PID namespace it returns 0).
     pub parent_pidfd: RawFd,
@@ -44,7 +48,7 @@ pub(crate) struct ChildFds {
 /// `spawn` frame and `Sandbox` until the program has been executed.
 pub(crate) struct ChildCtx<'a> {
     pub plan: &'a Plan,
-    pub fds: &'a ChildFds,
+    pub fds: &'a ChildFds<'a>,
 }
 
 /// Exits the child; never returns.
@@ -98,13 +102,13 @@ pub(crate) unsafe fn run(plan: &Plan, fds: &ChildFds) -> ! {
     // SAFETY: for the whole body, every call is a raw system call on prepared, NUL-terminated
     // data that outlives the child's use of it.
     unsafe {
-        for fd in fds.parent_ends {
-            if fd >= 0 {
-                raw!(libc::SYS_close, fd);
-            }
-        }
+        // Nothing of the caller's crosses unless named: its descriptors (close-on-exec or not,
+        // and those other threads were opening during the clone) go before any path is looked
+        // up, so none of them can serve as a way back to the host (`/proc/self/fd/N`, `openat`
+        // of `..` from a directory descriptor).
+        close_all_but(fds.keep);
 
-        if plan.die_with_parent {
+        if plan.death_signal {
             let ret = raw!(libc::SYS_prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             check(fds, ChildStep::DeathSignal, ret);
             if parent_died(fds) {
@@ -148,7 +152,6 @@ pub(crate) unsafe fn run(plan: &Plan, fds: &ChildFds) -> ! {
         }
 
         if let Some(fd) = &plan.join_net {
-            use std::os::fd::AsRawFd;
             let ret = raw!(libc::SYS_setns, fd.as_raw_fd(), libc::CLONE_NEWNET);
             check(fds, ChildStep::Network, ret);
         }
@@ -219,13 +222,21 @@ pub(crate) unsafe fn run(plan: &Plan, fds: &ChildFds) -> ! {
             };
             check(fds, ChildStep::Stdio, ret);
         }
+        // Every source sits above every target (the parent saw to it), so no placement
+        // overwrites a descriptor still to be placed.
+        for (i, (source, target)) in plan.passed_fds.iter().enumerate() {
+            let ret = raw!(libc::SYS_dup3, source.as_raw_fd(), *target, 0);
+            if ret < 0 {
+                fail_at(fds, ChildStep::PassFds, i as u32, -ret);
+            }
+        }
 
         if let Some(dir) = &plan.cwd {
             check(fds, ChildStep::Chdir, raw!(libc::SYS_chdir, dir.as_ptr()));
         }
 
         if plan.init {
-            init::run(plan, fds)
+            init::start(plan, fds)
         }
         exec(plan, fds)
     }
@@ -290,17 +301,6 @@ fn parent_died(fds: &ChildFds) -> bool {
     }
 }
 
-/// Entry point of the command started by the init with `clone3_with_stack`.
-///
-/// # Safety
-///
-/// As for [`entry`].
-pub(super) unsafe extern "C" fn exec_entry(arg: *mut c_void) -> ! {
-    // SAFETY: guaranteed by the caller.
-    let ctx = unsafe { &*(arg as *const ChildCtx<'_>) };
-    exec(ctx.plan, ctx.fds)
-}
-
 /// Restores the signal state a fresh program expects and executes the program, trying each
 /// `PATH` candidate as `execvp(3)` does.
 pub(super) fn exec(plan: &Plan, fds: &ChildFds) -> ! {
@@ -334,7 +334,7 @@ pub(super) fn exec(plan: &Plan, fds: &ChildFds) -> ! {
         );
         // The last step before the exec: user, capabilities, limits, no_new_privs and the
         // syscall filter (see `crate::security` for their order).
-        match plan.security.apply() {
+        match plan.security.apply(true) {
             Ok(listener) if listener >= 0 => {
                 let sent = send_with_fd(fds.control, &0i32.to_ne_bytes(), listener);
                 raw!(libc::SYS_close, listener);

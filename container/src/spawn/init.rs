@@ -1,33 +1,43 @@
-//! The sandbox's minimal init, PID 1 of its PID namespace (`pid_namespaces(7)`).
+//! Starting the sandbox's init, PID 1 of its PID namespace (`pid_namespaces(7)`).
 //!
-//! It starts the command, then waits for signals with `rt_sigtimedwait(2)`: SIGCHLD reaps every
-//! child that exited (orphans included), the forwarded signals go to the command, and when the
-//! command has exited the init reports the command's raw wait status to the parent over a pipe and
-//! exits with the shell form of it (code, or 128 + signal). Its exit kills what is left of the
-//! namespace.
+//! The sandbox child, once it has set the sandbox up, becomes the init. It still runs in the
+//! caller's memory (`CLONE_VM`) with the caller's privileges at that point, and the init lives as
+//! long as the sandbox, so it must not stay that way: a command able to trace PID 1 (with
+//! `CAP_SYS_PTRACE`) would otherwise reach the caller's memory, and `/proc/1/cmdline` would show
+//! the caller's arguments. So [`start`]:
 //!
-//! When the parent asks for it (a rootless sandbox with published ports), the init also makes
-//! sockets in the sandbox's network namespace: a process outside the sandbox's user namespace may
-//! not join that network namespace (`setns(2)` needs `CAP_SYS_ADMIN` over it), but a socket
-//! stays in the namespace it was created in (`network_namespaces(7)`), so the parent's forwarder
-//! connects sockets the init made. Requests arrive on the control socket, which raises SIGIO
-//! (`fcntl(2)`, `F_SETOWN` and `O_ASYNC`); each is one [`SocketRequest`] byte, answered with an
-//! errno (0 on success) and the socket as `SCM_RIGHTS`.
+//! 1. blocks the signals the init waits for, so that none sent from now on is lost;
+//! 2. clones the command, which waits on a gate pipe before doing anything of its own;
+//! 3. drops to the command's credentials, capabilities and limits, with `no_new_privs`
+//!    ([`SecurityPlan::apply`](crate::security::SecurityPlan::apply) without the filter);
+//! 4. executes the init program from a sealed memfd (`execveat(2)`, [`init_image`]): from then
+//!    on PID 1 has an address space of its own, holds nothing of the caller's, and installs its
+//!    own seccomp filter, an allow-list of the dozen calls it makes;
+//! 5. once the init program has made itself undumpable and installed its filter, it closes every
+//!    descriptor it was not named, the gate's write end among them, and only then does the
+//!    command apply its own confinement and execute the program.
 //!
-//! The init may share the parent's memory (`CLONE_VM`) for its whole life, so once the command
-//! runs it touches nothing but its own stack: the parent's plan may be gone by then. It starts the
-//! command with `CLONE_VM | CLONE_VFORK` on a stack inside its own frame, so that no memory is
-//! copied; it is suspended until the command has called `execve(2)`.
+//! So by the time the command runs anything of its own, nothing in the sandbox shares the
+//! caller's memory, and no process in it holds more privilege than the command. If a step of
+//! 3 or 4 fails, the command is killed before the gate could open.
+//!
+//! The init program reaps orphans, forwards signals, reports the command's wait status to the
+//! parent over a pipe and exits with the shell form of it; it makes sockets in the sandbox's
+//! network namespace for a rootless sandbox's published ports (the [`SocketRequest`] protocol on
+//! the control socket); and it kills the sandbox when the caller process dies (end-of-file on
+//! the death pipe, whose write end only the caller holds).
+//!
+//! [`init_image`]: super::init_image
 
 use std::ffi::c_void;
 use std::mem::MaybeUninit;
-use std::os::fd::IntoRawFd;
+use std::os::fd::{AsRawFd, IntoRawFd};
 
 use palisade_ns::{clone3_with_stack, CloneArgs, Namespace, CLONE3_WITH_STACK};
 
-use super::child::{exec, exec_entry, exit, fail, ChildCtx, ChildFds};
+use super::child::{exec, exit, fail, ChildCtx, ChildFds};
 use super::plan::Plan;
-use super::sys::{raw, send_with_fd, SIGSET_SIZE};
+use super::sys::{close_all_but, decimal, raw, SIGSET_SIZE};
 use crate::error::ChildStep;
 
 /// Room for the command between its clone and its `execve(2)`.
@@ -36,112 +46,138 @@ const COMMAND_STACK: usize = 32 * 1024;
 #[repr(C, align(16))]
 struct CommandStack([MaybeUninit<u8>; COMMAND_STACK]);
 
+/// What the command needs between its clone and its exec: the child's context and the gate.
+struct CommandCtx<'a> {
+    child: ChildCtx<'a>,
+    gate: [i32; 2],
+}
+
+/// Becomes the init: starts the command, drops privileges and executes the init program.
+///
 /// # Safety
 ///
 /// As for [`super::child::run`], whose last step this is.
-pub(super) unsafe fn run(plan: &Plan, fds: &ChildFds) -> ! {
-    // What the init needs after the parent has moved on, copied onto its own stack.
-    let signals = plan.init_signals;
-    let status_w = fds.status_w;
-    let control = fds.control;
-
-    // SAFETY: for the whole body, raw system calls on data on this stack or prepared by the
-    // parent (only until the command has executed). The forwarded signals are blocked before
-    // the command starts, so none is lost before the first wait; blocked signals are queued even
-    // for a namespace's init, which otherwise drops signals it has no handler for.
+pub(super) unsafe fn start(plan: &Plan, fds: &ChildFds) -> ! {
+    // The command runs on this array while this function goes on, so it must never return.
+    let mut stack = CommandStack([MaybeUninit::uninit(); COMMAND_STACK]);
+    let mut gate = [-1i32; 2];
+    // SAFETY: raw system calls on data on this stack or prepared by the parent. Blocked signals
+    // are queued even for a namespace's init, which otherwise drops signals it has no handler
+    // for, and pending signals survive execve(2).
     unsafe {
         raw!(
             libc::SYS_rt_sigprocmask,
             libc::SIG_SETMASK,
-            &signals as *const libc::sigset_t,
+            &plan.init_signals as *const libc::sigset_t,
             0,
             SIGSET_SIZE
         );
-        let command = start_command(plan, fds);
-        raw!(
-            libc::SYS_prctl,
-            libc::PR_SET_NAME,
-            c"palisade-init".as_ptr()
-        );
-        close_all_but([status_w, control]);
-        if control >= 0 {
-            let me = raw!(libc::SYS_getpid);
-            raw!(libc::SYS_fcntl, control, libc::F_SETOWN, me);
-            raw!(
-                libc::SYS_fcntl,
-                control,
-                libc::F_SETFL,
-                libc::O_ASYNC | libc::O_NONBLOCK
-            );
-            // Requests sent before O_ASYNC was set raised no signal.
-            serve_sockets(control);
+        let ret = raw!(libc::SYS_pipe2, gate.as_mut_ptr(), libc::O_CLOEXEC);
+        if ret < 0 {
+            fail(fds, ChildStep::InitFork, -ret);
         }
-        loop {
-            let sig = raw!(
-                libc::SYS_rt_sigtimedwait,
-                &signals as *const libc::sigset_t,
-                0,
-                0,
-                SIGSET_SIZE
-            ) as i32;
-            if sig == libc::SIGIO && control >= 0 {
-                serve_sockets(control);
-            } else if sig == libc::SIGCHLD {
-                loop {
-                    let mut status: i32 = 0;
-                    let pid = raw!(
-                        libc::SYS_wait4,
-                        -1,
-                        &mut status as *mut i32,
-                        libc::WNOHANG,
-                        0
-                    );
-                    if pid <= 0 {
-                        break;
-                    }
-                    if pid == command as isize {
-                        let bytes = status.to_ne_bytes();
-                        raw!(libc::SYS_write, status_w, bytes.as_ptr(), bytes.len());
-                        exit(if libc::WIFEXITED(status) {
-                            libc::WEXITSTATUS(status)
-                        } else {
-                            128 + libc::WTERMSIG(status)
-                        });
-                    }
-                }
-            } else if sig > 0 {
-                raw!(libc::SYS_kill, command, sig);
+    }
+    // Read by the command until it executes: like `stack`, it must live in this frame.
+    let ctx = CommandCtx {
+        child: ChildCtx { plan, fds },
+        gate,
+    };
+    // SAFETY: `ctx` and `stack` outlive the command's use of them (see above).
+    let command = unsafe { start_command(&ctx, &mut stack) };
+    // Whatever fails from here, the command dies before the gate opens (`fail_killing`).
+
+    // SAFETY: the command holds its own copy of the gate's read end.
+    unsafe { raw!(libc::SYS_close, gate[0]) };
+    // SAFETY: in the child, single-threaded, right before its exec.
+    if let Err((step, errno)) = unsafe { plan.security.apply(false) } {
+        fail_killing(fds, command, step, errno);
+    }
+
+    let Some(image) = &plan.init_image else {
+        fail_killing(fds, command, ChildStep::InitExec, libc::ENOEXEC as isize);
+    };
+    let mut bufs = [[0u8; 24]; 4];
+    let [pid_buf, status_buf, control_buf, death_buf] = &mut bufs;
+    let death = fds.death;
+    let argv = [
+        c"palisade-init".as_ptr(),
+        decimal(command.into(), pid_buf).as_ptr(),
+        decimal(fds.status_w.into(), status_buf).as_ptr(),
+        decimal(fds.control.into(), control_buf).as_ptr(),
+        decimal(death.into(), death_buf).as_ptr(),
+        std::ptr::null(),
+    ];
+    let envp = [std::ptr::null::<libc::c_char>()];
+    // The init keeps the status pipe, the control socket and the death pipe; the image and the
+    // error pipe go with the exec. The gate goes only when the init closes every descriptor
+    // it was not named, after it has made itself undumpable and installed its filter: until
+    // then the command waits, so it never finds an init it could take over.
+    let mut keep = [
+        fds.status_w,
+        fds.control,
+        death,
+        image.as_raw_fd(),
+        fds.err_w,
+        gate[1],
+    ];
+    keep.sort_unstable();
+    close_all_but(&keep);
+    for fd in [fds.status_w, fds.control, death, gate[1]] {
+        if fd >= 0 {
+            // SAFETY: clears close-on-exec on a descriptor of this process.
+            let ret = unsafe { raw!(libc::SYS_fcntl, fd, libc::F_SETFD, 0) };
+            if ret < 0 {
+                fail_killing(fds, command, ChildStep::InitExec, -ret);
             }
         }
     }
+    // SAFETY: execveat(2) of the sealed image with NULL-terminated argv and envp arrays on this
+    // stack; it returns only on failure.
+    let ret = unsafe {
+        raw!(
+            libc::SYS_execveat,
+            image.as_raw_fd(),
+            c"".as_ptr(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH
+        )
+    };
+    fail_killing(fds, command, ChildStep::InitExec, -ret)
 }
 
-/// Starts the command and returns its pid once it has executed (or failed and reported).
+/// Kills the command, then reports `step` and exits: a pending SIGKILL lets the command run no
+/// further instruction, so it never passes the gate that this exit opens.
+fn fail_killing(fds: &ChildFds, command: libc::pid_t, step: ChildStep, errno: isize) -> ! {
+    // SAFETY: kill(2) of our own child.
+    unsafe { raw!(libc::SYS_kill, command, libc::SIGKILL) };
+    fail(fds, step, errno)
+}
+
+/// Clones the command, which waits for the gate, and returns its pid.
 ///
 /// # Safety
 ///
-/// Only in the init, with `plan` and `fds` still valid.
-unsafe fn start_command(plan: &Plan, fds: &ChildFds) -> libc::pid_t {
+/// Only in the init-to-be, with `ctx` and `stack` alive until the command has executed (both
+/// live in [`start`]'s frame, which never returns).
+unsafe fn start_command(ctx: &CommandCtx<'_>, stack: &mut CommandStack) -> libc::pid_t {
+    let fds = ctx.child.fds;
     if CLONE3_WITH_STACK {
-        let mut stack = CommandStack([MaybeUninit::uninit(); COMMAND_STACK]);
-        let ctx = ChildCtx { plan, fds };
-        let args = CloneArgs::new(Namespace::empty())
-            .share_memory(true)
-            .vfork(true);
-        // SAFETY: the command runs on `stack`, in this frame, while the init is suspended
-        // (CLONE_VFORK) until it executes or exits; `ctx` lives in this frame as well.
+        let args = CloneArgs::new(Namespace::empty()).share_memory(true);
+        // SAFETY: the command runs on `stack` with `ctx`, both in `start`'s frame, which
+        // outlives it (see above); it makes raw system calls only.
         let cloned = unsafe {
             clone3_with_stack(
                 &args,
                 stack.0.as_mut_ptr().cast(),
                 COMMAND_STACK,
-                exec_entry,
-                &ctx as *const ChildCtx<'_> as *mut c_void,
+                command_entry,
+                ctx as *const CommandCtx<'_> as *mut c_void,
             )
         };
         match cloned {
             Ok(child) => {
-                // The pidfd is closed with everything else by `close_all_but`.
+                // The pidfd is not needed: closed with everything else before the exec.
                 let (pid, pidfd) = child.into_parts();
                 let _ = pidfd.into_raw_fd();
                 return pid;
@@ -154,16 +190,52 @@ unsafe fn start_command(plan: &Plan, fds: &ChildFds) -> libc::pid_t {
             Err(_) => {}
         }
     }
-    // Fork semantics: this init is itself a private copy of the parent here.
-    // SAFETY: a plain fork of this single-threaded process; the child only executes.
+    // Fork semantics: a private copy of this process.
+    // SAFETY: a plain fork of this single-threaded process; the copy only waits and executes.
     let pid = unsafe { raw!(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) };
     if pid < 0 {
         fail(fds, ChildStep::InitFork, -pid);
     }
     if pid == 0 {
-        exec(plan, fds);
+        command(ctx);
     }
     pid as libc::pid_t
+}
+
+/// Entry point of the command cloned with `clone3_with_stack`.
+///
+/// # Safety
+///
+/// `arg` points to the [`CommandCtx`] in [`start`]'s frame.
+unsafe extern "C" fn command_entry(arg: *mut c_void) -> ! {
+    // SAFETY: guaranteed by the caller.
+    let ctx = unsafe { &*(arg as *const CommandCtx<'_>) };
+    command(ctx)
+}
+
+/// The command: waits until the init has executed (end-of-file on the gate), then executes the
+/// program. If the init-to-be failed instead, it was killed before the gate closed.
+fn command(ctx: &CommandCtx<'_>) -> ! {
+    let [gate_r, gate_w] = ctx.gate;
+    // SAFETY: close(2) and read(2) on descriptors of this process and a byte on this stack.
+    unsafe {
+        // Our copy of the write end would keep the gate shut forever.
+        raw!(libc::SYS_close, gate_w);
+        let mut byte = 0u8;
+        loop {
+            let n = raw!(libc::SYS_read, gate_r, &mut byte as *mut u8, 1);
+            if n == -(libc::EINTR as isize) {
+                continue;
+            }
+            if n != 0 {
+                // Nobody writes to the gate: anything but end-of-file is a broken sandbox.
+                exit(127);
+            }
+            break;
+        }
+        raw!(libc::SYS_close, gate_r);
+    }
+    exec(ctx.child.plan, ctx.child.fds)
 }
 
 /// What the parent asks the init to make, one byte per request.
@@ -174,86 +246,4 @@ pub(crate) enum SocketRequest {
     Tcp = 1,
     /// An IPv4 UDP socket.
     Udp = 2,
-}
-
-/// Answers every pending request on the control socket; returns when none is left or the
-/// parent closed its end.
-fn serve_sockets(control: i32) {
-    loop {
-        let mut request = [0u8; 1];
-        // SAFETY: recvfrom(2) into a one-byte buffer on this stack, without blocking.
-        let n = unsafe {
-            raw!(
-                libc::SYS_recvfrom,
-                control,
-                request.as_mut_ptr(),
-                request.len(),
-                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-                0,
-                0
-            )
-        };
-        if n == -(libc::EINTR as isize) {
-            continue;
-        }
-        if n <= 0 {
-            return;
-        }
-        let kind = match request[0] {
-            r if n == 1 && r == SocketRequest::Tcp as u8 => libc::SOCK_STREAM,
-            r if n == 1 && r == SocketRequest::Udp as u8 => libc::SOCK_DGRAM,
-            _ => -1,
-        };
-        let sock = if kind < 0 {
-            -(libc::EINVAL as isize)
-        } else {
-            // SAFETY: socket(2) creates a descriptor of this process, in its network namespace.
-            unsafe {
-                raw!(
-                    libc::SYS_socket,
-                    libc::AF_INET,
-                    kind | libc::SOCK_CLOEXEC,
-                    0
-                )
-            }
-        };
-        let errno = if sock < 0 { -sock as i32 } else { 0 };
-        send_with_fd(control, &errno.to_ne_bytes(), sock as i32);
-        if sock >= 0 {
-            // SAFETY: the socket is ours and now also the parent's; close our copy.
-            unsafe { raw!(libc::SYS_close, sock) };
-        }
-    }
-}
-
-/// Closes every descriptor but those in `keep` (`-1`: none): the init must not hold the
-/// command's stdio pipes (the parent would never see end-of-file) nor descriptors that other
-/// threads of the parent were creating.
-fn close_all_but(keep: [i32; 2]) {
-    let mut keep = keep.map(|fd| if fd < 0 { u32::MAX } else { fd as u32 });
-    keep.sort_unstable();
-    let mut from = 0u32;
-    let mut ok = true;
-    // SAFETY: close_range(2) (Linux 5.9) and close(2) only close descriptors of this process.
-    unsafe {
-        for fd in keep {
-            if fd == u32::MAX {
-                break;
-            }
-            if fd > from {
-                ok &= raw!(libc::SYS_close_range, from, fd - 1, 0u32) >= 0;
-            }
-            from = fd.saturating_add(1);
-        }
-        if from < u32::MAX {
-            ok &= raw!(libc::SYS_close_range, from, u32::MAX, 0u32) >= 0;
-        }
-        if !ok {
-            for fd in 0..4096u32 {
-                if !keep.contains(&fd) {
-                    raw!(libc::SYS_close, fd);
-                }
-            }
-        }
-    }
 }

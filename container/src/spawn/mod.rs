@@ -15,6 +15,7 @@
 pub(crate) mod child;
 mod control;
 mod init;
+pub(crate) mod init_image;
 mod mounts;
 pub(crate) mod plan;
 pub(crate) mod sys;
@@ -22,7 +23,7 @@ pub(crate) mod sys;
 use std::ffi::c_void;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use palisade_ns::{
@@ -54,11 +55,23 @@ impl Sandbox {
     /// naming the step that failed in the child (missing program, bad working directory, …).
     pub fn spawn(&self) -> Result<Child> {
         let plan = &self.plan;
-        let [stdin, stdout, stderr] = [
+        let floor = plan.fd_floor;
+        let [mut stdin, mut stdout, mut stderr] = [
             self.stdio[0].resolve(true)?,
             self.stdio[1].resolve(false)?,
             self.stdio[2].resolve(false)?,
         ];
+        // A stdio source among the numbers the child places descriptors on moves above them.
+        for (target, s) in [&mut stdin, &mut stdout, &mut stderr]
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(fd) = s.child.take() {
+                let raw = fd.as_raw_fd();
+                let placed = raw == target as i32 || raw >= floor;
+                s.child = Some(if placed { fd } else { lift(fd, floor)? });
+            }
+        }
         // Created first, so that any later failure removes it again (on drop).
         let group = self.cgroup.as_ref().map(|c| c.create()).transpose()?;
         let into = self
@@ -87,50 +100,69 @@ impl Sandbox {
         };
         let bridge = matches!(net, Some(PreparedNet::Bridge(_)));
         let sync = (plan.user.is_some() || must_attach || bridge)
-            .then(|| pipe("create the sync pipe"))
+            .then(|| pipe_above("create the sync pipe", floor))
             .transpose()?;
-        let (err_r, err_w) = pipe("create the error pipe")?;
+        let (err_r, err_w) = pipe_above("create the error pipe", floor)?;
         let wants_listener = plan.security.wants_listener();
         let control = (plan.socket_factory || wants_listener)
             .then(|| {
-                control::socketpair().map_err(|source| Error::Setup {
+                let (parent, child) = control::socketpair().map_err(|source| Error::Setup {
                     what: "create the control socket",
                     source,
-                })
+                })?;
+                Ok::<_, Error>((parent, lift(child, floor)?))
             })
             .transpose()?;
         let report = if plan.init {
-            let (r, w) = pipe("create the init status pipe")?;
+            let (r, w) = pipe_above("create the init status pipe", floor)?;
             set_nonblocking(&r)?;
             Some((r, w))
         } else {
             None
         };
-        let parent_pidfd = if plan.die_with_parent && plan.clone_namespaces.contains(Namespace::PID)
-        {
-            Some(pidfd_open(std::process::id() as libc::pid_t)?)
+        let parent_pidfd = if plan.death_signal && plan.clone_namespaces.contains(Namespace::PID) {
+            Some(lift(pidfd_open(std::process::id() as libc::pid_t)?, floor)?)
         } else {
             None
         };
+        // The init's own description of the death pipe: the signal it asks for on it
+        // (`F_SETOWN`) is a property of the description, which each init needs for itself.
+        let death = plan
+            .death_pipe
+            .as_ref()
+            .map(|fd| {
+                plan::reopen(fd)
+                    .map_err(|source| Error::Setup {
+                        what: "open the death pipe for the init",
+                        source,
+                    })
+                    .and_then(|fd| lift(fd, floor))
+            })
+            .transpose()?;
         let raw = |fd: Option<&OwnedFd>| fd.map_or(-1, |fd| fd.as_raw_fd());
-        let fds = ChildFds {
+        let mut fds = ChildFds {
             err_w: err_w.as_raw_fd(),
             sync_r: raw(sync.as_ref().map(|(r, _)| r)),
             status_w: raw(report.as_ref().map(|(_, w)| w)),
             stdio: [stdin.child_raw(), stdout.child_raw(), stderr.child_raw()],
             control: raw(control.as_ref().map(|(_, child)| child)),
-            parent_ends: [
-                raw(control.as_ref().map(|(parent, _)| parent)),
-                err_r.as_raw_fd(),
-                raw(sync.as_ref().map(|(_, w)| w)),
-                raw(report.as_ref().map(|(r, _)| r)),
-                stdin.parent_raw(),
-                stdout.parent_raw(),
-                stderr.parent_raw(),
-            ],
+            death: raw(death.as_ref()),
+            keep: &[],
             parent_pidfd: raw(parent_pidfd.as_ref()),
             parent_pid: std::process::id() as libc::pid_t,
         };
+        // Everything else in the child's copy of our descriptor table is closed first thing.
+        let mut keep: Vec<RawFd> = [0, 1, 2, fds.err_w, fds.sync_r, fds.status_w, fds.control]
+            .into_iter()
+            .chain([fds.death])
+            .chain(fds.stdio)
+            .chain([fds.parent_pidfd])
+            .chain(plan.own_fds())
+            .filter(|fd| *fd >= 0)
+            .collect();
+        keep.sort_unstable();
+        keep.dedup();
+        fds.keep = &keep;
 
         // Declared before the handle, so that on an early return the child is killed and reaped
         // before its stack is unmapped.
@@ -145,7 +177,8 @@ impl Sandbox {
         let born_inside = into.is_some();
 
         // The child's ends now belong to the child.
-        drop((err_w, parent_pidfd, stdin.child, stdout.child, stderr.child));
+        drop((err_w, parent_pidfd, death, stdin.child));
+        drop((stdout.child, stderr.child));
         let sync_w = sync.map(|(_child_end, w)| w);
         let control = control.map(|(parent, _child_end)| parent);
         let report_r = report.map(|(r, _child_end)| r);
@@ -221,10 +254,9 @@ impl Sandbox {
             }
         }
         handle.set_kill_on_drop(self.kill_on_drop);
-        if plan.init {
-            // The init keeps running on this stack in our memory until it is reaped.
-            handle.keep_stack(stack);
-        }
+        // Both the init and the command have executed: nothing runs on the stack any more, and
+        // nothing in the sandbox shares our memory.
+        drop(stack);
         Ok(handle)
     }
 
@@ -333,6 +365,23 @@ fn read_child_report(mut pipe: File) -> Result<Option<(ChildStep, u32, i32)>> {
             source: io::Error::new(io::ErrorKind::UnexpectedEof, "truncated report"),
         }),
     }
+}
+
+/// `fd` moved to `floor` or above (see [`Plan::fd_floor`](plan::Plan)).
+fn lift(fd: OwnedFd, floor: RawFd) -> Result<OwnedFd> {
+    if fd.as_raw_fd() >= floor {
+        return Ok(fd);
+    }
+    plan::dup_above(fd.as_raw_fd(), floor).map_err(|source| Error::Setup {
+        what: "move a descriptor above the passed ones",
+        source,
+    })
+}
+
+/// A close-on-exec pipe with both ends at `floor` or above.
+fn pipe_above(what: &'static str, floor: RawFd) -> Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = pipe(what)?;
+    Ok((lift(r, floor)?, lift(w, floor)?))
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> Result<()> {

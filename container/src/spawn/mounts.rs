@@ -1,10 +1,16 @@
 //! The child side of the root file system: carries out a [`RootfsPlan`]'s ops with raw system
 //! calls on prepared C strings.
+//!
+//! Paths in the sandbox are never resolved against the host: each is opened from the new root
+//! with `openat2(2)` and `RESOLVE_IN_ROOT` (and `RESOLVE_NO_SYMLINKS` where the plan says so),
+//! and the mount goes onto the descriptor, through its `/proc/self/fd/N` magic link, which
+//! names exactly the object opened (`proc(5)`). Directories and files are created with
+//! `mkdirat(2)` in a parent opened the same way.
 
-use palisade_overlay::rootfs::{Op, RootfsPlan};
+use palisade_overlay::rootfs::{At, KernelFs, Op, RootfsPlan};
 
 use super::child::{fail_at, ChildFds};
-use super::sys::raw;
+use super::sys::{decimal, raw};
 use crate::error::ChildStep;
 
 const SYS_MOVE_MOUNT: libc::c_long = 429;
@@ -17,9 +23,16 @@ const FSCONFIG_SET_FLAG: usize = 0;
 const FSCONFIG_SET_STRING: usize = 1;
 const FSCONFIG_CMD_CREATE: usize = 6;
 const SYS_MOUNT_SETATTR: libc::c_long = 442;
+const SYS_OPEN_TREE: libc::c_long = 428;
+const SYS_OPENAT2: libc::c_long = 437;
 const MOVE_MOUNT_F_EMPTY_PATH: usize = 0x4;
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOVE_MOUNT_T_EMPTY_PATH: usize = 0x40;
+const OPEN_TREE_CLONE: usize = 0x1;
+const MOUNT_ATTR_NODEV: usize = 0x4;
 const AT_RECURSIVE: usize = 0x8000;
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+const RESOLVE_IN_ROOT: u64 = 0x10;
 
 /// `struct mount_attr` of `mount_setattr(2)`.
 #[repr(C)]
@@ -30,6 +43,14 @@ struct MountAttr {
     userns_fd: u64,
 }
 
+/// `struct open_how` of `openat2(2)`.
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
 /// Runs every op of `plan`. On a failure, reports the op's index with [`ChildStep::Rootfs`] and
 /// exits.
 ///
@@ -38,21 +59,114 @@ struct MountAttr {
 /// Only in the sandbox child, in its own mount namespace, with `plan` prepared by the parent and
 /// alive until the program is executed.
 pub(super) unsafe fn run(plan: &RootfsPlan, fds: &ChildFds) {
+    // Modes are the plan's exactly (a sticky /tmp, a 0700 /root), whatever the caller's umask.
+    // SAFETY: umask(2) cannot fail.
+    let umask = unsafe { raw!(libc::SYS_umask, 0) };
+    let mut root = -1;
     for (i, op) in plan.ops.iter().enumerate() {
         // SAFETY: forwarded from the caller; every pointer is a prepared NUL-terminated string or
         // a live local.
-        let ret = unsafe { step(op) };
+        let ret = unsafe { step(op, &mut root) };
         if ret < 0 {
             fail_at(fds, ChildStep::Rootfs, i as u32, -ret);
         }
     }
+    // SAFETY: close(2) of our own descriptor, umask(2) back to the caller's.
+    unsafe {
+        if root >= 0 {
+            raw!(libc::SYS_close, root);
+        }
+        raw!(libc::SYS_umask, umask);
+    }
+}
+
+/// A descriptor of this process, closed when dropped.
+struct Fd(isize);
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        // SAFETY: closes a descriptor this module opened.
+        unsafe { raw!(libc::SYS_close, self.0) };
+    }
+}
+
+/// Opens `at` (`O_PATH`, close-on-exec, plus `flags`); returns the descriptor or `-errno`.
+fn open(at: &At, root: i32, flags: i32, mode: u32) -> isize {
+    let (dirfd, path, resolve) = match at {
+        At::Host(p) => (libc::AT_FDCWD, p, 0),
+        At::Root(p) => (root, p, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS),
+        At::RootStrict(p) => (
+            root,
+            p,
+            RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS,
+        ),
+        _ => return -(libc::ENOSYS as isize),
+    };
+    if dirfd != libc::AT_FDCWD && root < 0 {
+        return -(libc::EBADF as isize);
+    }
+    let strict = matches!(at, At::RootStrict(_));
+    let how = OpenHow {
+        flags: (libc::O_CLOEXEC | flags | if strict { libc::O_NOFOLLOW } else { 0 }) as u64,
+        mode: mode as u64,
+        resolve,
+    };
+    // SAFETY: openat2(2) reads the path and the open_how on this stack.
+    unsafe {
+        raw!(
+            SYS_OPENAT2,
+            dirfd,
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>()
+        )
+    }
+}
+
+/// Opens `at` as an `O_PATH` descriptor.
+fn open_path(at: &At, root: i32) -> Result<Fd, isize> {
+    match open(at, root, libc::O_PATH, 0) {
+        fd if fd >= 0 => Ok(Fd(fd)),
+        e => Err(e),
+    }
+}
+
+/// `/proc/self/fd/N` for a descriptor, NUL-terminated, in `buf`.
+fn fd_path(fd: &Fd, buf: &mut [u8; 40]) -> *const libc::c_char {
+    const PREFIX: &[u8] = b"/proc/self/fd/";
+    let mut digits = [0u8; 24];
+    let n = decimal(fd.0 as i64, &mut digits).to_bytes_with_nul();
+    buf[..PREFIX.len()].copy_from_slice(PREFIX);
+    buf[PREFIX.len()..PREFIX.len() + n.len()].copy_from_slice(n);
+    buf.as_ptr().cast()
+}
+
+/// Whether the file system of `fd` is `on` (`fstatfs(2)`): `0`, or `-EXDEV` when it is not.
+fn check_fs(fd: &Fd, on: KernelFs) -> isize {
+    let Some(magic) = on.magic() else {
+        return 0;
+    };
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: fstatfs(2) fills a statfs on this stack.
+    let r = unsafe { raw!(libc::SYS_fstatfs, fd.0, st.as_mut_ptr()) };
+    if r < 0 {
+        return r;
+    }
+    // SAFETY: initialised by the successful call above.
+    let f_type = unsafe { st.assume_init_ref().f_type };
+    if f_type == magic {
+        0
+    } else {
+        -(libc::EXDEV as isize)
+    }
 }
 
 /// One op; returns 0 or `-errno`.
-unsafe fn step(op: &Op) -> isize {
+unsafe fn step(op: &Op, root: &mut i32) -> isize {
     const EEXIST: isize = -(libc::EEXIST as isize);
     const ENOENT: isize = -(libc::ENOENT as isize);
-    // SAFETY: raw system calls on prepared strings and locals (see `run`).
+    // SAFETY: raw system calls on prepared strings, locals and descriptors of this module (see
+    // `run`).
     unsafe {
         match op {
             Op::MakePrivate => raw!(
@@ -78,13 +192,27 @@ unsafe fn step(op: &Op) -> isize {
                         c"overlay".as_ptr(),
                         target.as_ptr(),
                         c"overlay".as_ptr(),
-                        0,
+                        libc::MS_NODEV,
                         data.as_ptr()
                     ),
                     None => r,
                 },
                 r => r,
             },
+            Op::OpenRoot { path } => {
+                let fd = raw!(
+                    libc::SYS_openat,
+                    libc::AT_FDCWD,
+                    path.as_ptr(),
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC
+                );
+                if fd >= 0 {
+                    *root = fd as i32;
+                    0
+                } else {
+                    fd
+                }
+            }
             Op::PivotRoot { new_root } => {
                 let dot = c".".as_ptr();
                 let mut r = raw!(libc::SYS_chdir, new_root.as_ptr());
@@ -99,20 +227,20 @@ unsafe fn step(op: &Op) -> isize {
                 }
                 r
             }
-            Op::Mkdir { path } => match raw!(libc::SYS_mkdir, path.as_ptr(), 0o755) {
-                EEXIST => 0,
-                r => r,
-            },
-            Op::CreateFile { path } => {
-                let fd = raw!(
-                    libc::SYS_openat,
-                    libc::AT_FDCWD,
-                    path.as_ptr(),
-                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-                    0o644
-                );
+            Op::Mkdir { parent, name, mode } => {
+                let dir = match open(parent, *root, libc::O_PATH | libc::O_DIRECTORY, 0) {
+                    fd if fd >= 0 => Fd(fd),
+                    e => return e,
+                };
+                match raw!(libc::SYS_mkdirat, dir.0, name.as_ptr(), *mode) {
+                    EEXIST => 0,
+                    r => r,
+                }
+            }
+            Op::CreateFile { at } => {
+                let fd = open(at, *root, libc::O_CREAT | libc::O_WRONLY, 0o644);
                 if fd >= 0 {
-                    raw!(libc::SYS_close, fd);
+                    drop(Fd(fd));
                     0
                 } else {
                     fd
@@ -127,6 +255,31 @@ unsafe fn step(op: &Op) -> isize {
                 EEXIST => 0,
                 r => r,
             },
+            Op::Whiteout { path } => match raw!(
+                libc::SYS_mknodat,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                libc::S_IFCHR,
+                0
+            ) {
+                EEXIST => 0,
+                r => r,
+            },
+            Op::Opaque { path, mode } => {
+                let r = raw!(libc::SYS_mkdirat, libc::AT_FDCWD, path.as_ptr(), *mode);
+                if r < 0 && r != EEXIST {
+                    return r;
+                }
+                let value = b"y";
+                raw!(
+                    libc::SYS_lsetxattr,
+                    path.as_ptr(),
+                    c"trusted.overlay.opaque".as_ptr(),
+                    value.as_ptr(),
+                    value.len(),
+                    0
+                )
+            }
             Op::Mount {
                 source,
                 target,
@@ -135,12 +288,22 @@ unsafe fn step(op: &Op) -> isize {
                 data,
                 optional,
             } => {
+                let target = match open_path(target, *root) {
+                    Ok(fd) => fd,
+                    Err(e) => return e,
+                };
+                let mut buf = [0u8; 40];
                 let data = data.as_ref().map_or(std::ptr::null(), |d| d.as_ptr());
+                let fstype = if fstype.is_empty() {
+                    std::ptr::null()
+                } else {
+                    fstype.as_ptr()
+                };
                 let r = raw!(
                     libc::SYS_mount,
                     source.as_ptr(),
-                    target.as_ptr(),
-                    fstype.as_ptr(),
+                    fd_path(&target, &mut buf),
+                    fstype,
                     *flags,
                     data
                 );
@@ -151,27 +314,34 @@ unsafe fn step(op: &Op) -> isize {
                     r
                 }
             }
-            Op::Mask { path } => {
+            Op::Mask { at, on } => {
+                let target = match open_path(at, *root) {
+                    Ok(fd) => fd,
+                    Err(ENOENT) => return 0,
+                    Err(e) => return e,
+                };
+                let r = check_fs(&target, *on);
+                if r < 0 {
+                    return r;
+                }
                 let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
                 let r = raw!(
                     libc::SYS_newfstatat,
-                    libc::AT_FDCWD,
-                    path.as_ptr(),
+                    target.0,
+                    c"".as_ptr(),
                     st.as_mut_ptr(),
-                    libc::AT_SYMLINK_NOFOLLOW
+                    libc::AT_EMPTY_PATH
                 );
-                if r == ENOENT {
-                    return 0;
-                }
                 if r < 0 {
                     return r;
                 }
                 let mode = st.assume_init_ref().st_mode;
+                let mut buf = [0u8; 40];
                 if mode & libc::S_IFMT == libc::S_IFDIR {
                     raw!(
                         libc::SYS_mount,
                         c"tmpfs".as_ptr(),
-                        path.as_ptr(),
+                        fd_path(&target, &mut buf),
                         c"tmpfs".as_ptr(),
                         libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                         c"size=0".as_ptr()
@@ -180,47 +350,76 @@ unsafe fn step(op: &Op) -> isize {
                     raw!(
                         libc::SYS_mount,
                         c"/dev/null".as_ptr(),
-                        path.as_ptr(),
+                        fd_path(&target, &mut buf),
                         0,
                         libc::MS_BIND,
                         0
                     )
                 }
             }
-            Op::ReadOnly {
-                path,
+            Op::SetAttr {
+                at,
+                on,
                 bind,
                 recursive,
+                attr,
             } => {
-                if *bind {
-                    let r = raw!(
-                        libc::SYS_mount,
-                        path.as_ptr(),
-                        path.as_ptr(),
-                        0,
-                        libc::MS_BIND | libc::MS_REC,
-                        0
-                    );
-                    if r == ENOENT {
-                        return 0;
-                    }
-                    if r < 0 {
-                        return r;
-                    }
+                let target = match open_path(at, *root) {
+                    Ok(fd) => fd,
+                    Err(ENOENT) if *bind => return 0,
+                    Err(e) => return e,
+                };
+                let r = check_fs(&target, *on);
+                if r < 0 {
+                    return r;
                 }
-                let attr = MountAttr {
-                    attr_set: MOUNT_ATTR_RDONLY,
+                let attrs = MountAttr {
+                    attr_set: *attr,
                     attr_clr: 0,
                     propagation: 0,
                     userns_fd: 0,
                 };
-                raw!(
+                let flags =
+                    libc::AT_EMPTY_PATH as usize | if *recursive { AT_RECURSIVE } else { 0 };
+                if !*bind {
+                    return raw!(
+                        SYS_MOUNT_SETATTR,
+                        target.0,
+                        c"".as_ptr(),
+                        flags,
+                        &attrs as *const MountAttr,
+                        std::mem::size_of::<MountAttr>()
+                    );
+                }
+                // A copy of the tree, its flags set before it is attached: never writable.
+                let tree = raw!(
+                    SYS_OPEN_TREE,
+                    target.0,
+                    c"".as_ptr(),
+                    OPEN_TREE_CLONE | libc::O_CLOEXEC as usize | flags
+                );
+                if tree < 0 {
+                    return tree;
+                }
+                let tree = Fd(tree);
+                let r = raw!(
                     SYS_MOUNT_SETATTR,
-                    libc::AT_FDCWD,
-                    path.as_ptr(),
-                    if *recursive { AT_RECURSIVE } else { 0 },
-                    &attr as *const MountAttr,
+                    tree.0,
+                    c"".as_ptr(),
+                    flags,
+                    &attrs as *const MountAttr,
                     std::mem::size_of::<MountAttr>()
+                );
+                if r < 0 {
+                    return r;
+                }
+                raw!(
+                    SYS_MOVE_MOUNT,
+                    tree.0,
+                    c"".as_ptr(),
+                    target.0,
+                    c"".as_ptr(),
+                    MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH
                 )
             }
             // An op this child does not know: refuse rather than skip it.
@@ -289,7 +488,8 @@ unsafe fn overlay(
             raw!(libc::SYS_close, fs);
             return r;
         }
-        let mnt = raw!(SYS_FSMOUNT, fs, FSMOUNT_CLOEXEC, 0);
+        // nodev: a device node in an image, or made in the writable layer, cannot be opened.
+        let mnt = raw!(SYS_FSMOUNT, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV);
         raw!(libc::SYS_close, fs);
         if mnt < 0 {
             return mnt;

@@ -2,7 +2,10 @@
 //! signal sets and flags. The child only reads it.
 
 use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::OnceLock;
 
 use palisade_cgroup::{Cgroup, Hierarchy, Resource};
 use palisade_ns::{IdMap, Namespace, SetGroups};
@@ -105,7 +108,19 @@ pub(crate) struct Plan {
     /// The init makes sockets in the sandbox's network namespace for the parent's port
     /// forwarder (a rootless sandbox with published ports).
     pub socket_factory: bool,
-    pub die_with_parent: bool,
+    /// `PR_SET_PDEATHSIG` (a sandbox without init, which follows the spawning thread).
+    pub death_signal: bool,
+    /// The read end of the caller's death pipe (see [`death_pipe`]), which each spawn opens
+    /// anew for its init to watch: the init kills the sandbox when the caller process is gone.
+    pub death_pipe: Option<OwnedFd>,
+    /// The init program, a sealed memfd ([`init_image`](super::init_image)).
+    pub init_image: Option<OwnedFd>,
+    /// Descriptors the caller named, each dup'd above every target, and the number it gets in
+    /// the command.
+    pub passed_fds: Vec<(OwnedFd, RawFd)>,
+    /// One above the highest target of `passed_fds` (at least 3): every descriptor the child
+    /// still needs sits at or above it, so placing the passed ones overwrites none of them.
+    pub fd_floor: RawFd,
     /// Clone with `CLONE_VM` on a stack of the child's own where the platform allows.
     pub share_memory: bool,
     /// The signals the init waits for: SIGCHLD, SIGIO (control socket requests) and those it
@@ -165,6 +180,10 @@ pub(crate) struct CgroupPlan {
 
 impl CgroupPlan {
     pub fn create(&self) -> Result<Cgroup> {
+        // The groups a killed caller left beside ours go first: one directory read per
+        // hierarchy when there are none. A failure here must not fail the spawn; the next one,
+        // or `palisade::gc`, tries again.
+        let _ = palisade_cgroup::gc(&self.hierarchy, self.parent.as_deref());
         let mut b = Cgroup::builder()
             .hierarchy(&self.hierarchy)
             .resources(self.resources.iter().cloned());
@@ -172,5 +191,68 @@ impl CgroupPlan {
             b = b.parent_path(parent);
         }
         Ok(b.create()?)
+    }
+}
+
+impl Plan {
+    /// The plan's own descriptors, which the child keeps until its exec.
+    pub fn own_fds(&self) -> impl Iterator<Item = RawFd> + '_ {
+        self.join_net
+            .iter()
+            .chain(&self.init_image)
+            .chain(self.passed_fds.iter().map(|(fd, _)| fd))
+            .map(|fd| fd.as_raw_fd())
+    }
+}
+
+/// A new open file description of the pipe (or file) `fd` refers to, close-on-exec: opened
+/// through its `/proc/self/fd` link (`proc(5)`), which for a pipe gives another description of
+/// the same pipe rather than a duplicate of the descriptor.
+pub(crate) fn reopen(fd: &OwnedFd) -> io::Result<OwnedFd> {
+    let path = std::ffi::CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: open(2) of a NUL-terminated path; the descriptor is owned below.
+    let new = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// A close-on-exec duplicate of `fd` numbered `floor` or above (`fcntl(2)`, `F_DUPFD_CLOEXEC`).
+pub(crate) fn dup_above(fd: RawFd, floor: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC creates a new descriptor, which we own from here.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, floor) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// The process's death pipe: nobody ever writes to it, and its write end exists only in this
+/// process (close-on-exec), so the read end reports end-of-file exactly when this process is
+/// gone (`pipe(7)`). Every sandbox's init watches a read end: that is how a sandbox follows the
+/// life of the caller *process*, whichever of its threads spawned it. (`PR_SET_PDEATHSIG`
+/// follows the spawning thread, and a pidfd of the caller inside the sandbox would be a handle
+/// on the caller for whoever takes over the init.)
+///
+/// Process-wide by nature: it stands for the process. A child the caller forks without
+/// executing keeps it open until it exits too.
+pub(crate) fn death_pipe(floor: RawFd) -> io::Result<OwnedFd> {
+    static PIPE: OnceLock<io::Result<(OwnedFd, OwnedFd)>> = OnceLock::new();
+    let pipe = PIPE.get_or_init(|| {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two descriptors, which we own from here.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fresh descriptors owned by nobody else.
+        Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    });
+    match pipe {
+        Ok((read, _write)) => dup_above(read.as_raw_fd(), floor),
+        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
     }
 }

@@ -122,3 +122,96 @@ pub(crate) fn send_with_fd(sock: i32, data: &[u8], fd: i32) -> isize {
         )
     }
 }
+
+/// Closes every descriptor of this process but those in `keep`, which must be ascending (`-1`
+/// entries are ignored). Uses `close_range(2)` (Linux 5.9) on the gaps, and where the kernel
+/// lacks it closes one by one up to the `RLIMIT_NOFILE` soft limit.
+pub(crate) fn close_all_but(keep: &[i32]) {
+    let mut from = 0u32;
+    let mut ok = true;
+    // SAFETY: close_range(2) and close(2) only close descriptors of this process.
+    unsafe {
+        for &fd in keep {
+            if fd < 0 {
+                continue;
+            }
+            let fd = fd as u32;
+            if fd > from {
+                ok &= raw!(libc::SYS_close_range, from, fd - 1, 0u32) >= 0;
+            }
+            from = from.max(fd.saturating_add(1));
+        }
+        ok &= raw!(libc::SYS_close_range, from, u32::MAX, 0u32) >= 0;
+    }
+    if ok {
+        return;
+    }
+    let mut limit = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit64(2) on this process writes one rlimit64 into a live local.
+    let ret = unsafe {
+        raw!(
+            libc::SYS_prlimit64,
+            0,
+            libc::RLIMIT_NOFILE,
+            0,
+            &mut limit as *mut libc::rlimit64
+        )
+    };
+    let max = if ret == 0 {
+        limit.rlim_cur.min(1 << 20) as i32
+    } else {
+        1 << 16
+    };
+    for fd in 0..max {
+        if !keep.contains(&fd) {
+            // SAFETY: as above.
+            unsafe { raw!(libc::SYS_close, fd) };
+        }
+    }
+}
+
+/// Writes `n` in decimal, NUL-terminated, into `buf`; returns the digits (with the NUL) as a C
+/// string. Allocation-free, for the child's argv.
+pub(crate) fn decimal(n: i64, buf: &mut [u8; 24]) -> &std::ffi::CStr {
+    let mut digits = [0u8; 20];
+    let mut len = 0;
+    let mut v = n.unsigned_abs();
+    loop {
+        digits[len] = b'0' + (v % 10) as u8;
+        len += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let mut at = 0;
+    if n < 0 {
+        buf[0] = b'-';
+        at = 1;
+    }
+    for i in 0..len {
+        buf[at + i] = digits[len - 1 - i];
+    }
+    buf[at + len] = 0;
+    // The bytes up to and including the NUL just written contain no other NUL.
+    match std::ffi::CStr::from_bytes_with_nul(&buf[..=at + len]) {
+        Ok(s) => s,
+        Err(_) => c"",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decimal;
+
+    #[test]
+    fn decimals_are_written_without_allocating() {
+        let mut buf = [0u8; 24];
+        for n in [0i64, 7, -1, 42, 2147483647, -2147483648, i64::MIN, i64::MAX] {
+            assert_eq!(decimal(n, &mut buf).to_str().unwrap(), n.to_string());
+        }
+    }
+}

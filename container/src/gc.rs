@@ -1,0 +1,38 @@
+//! Collecting what sandboxes of a dead caller left behind.
+//!
+//! Most of what a sandbox owns dies with it by the kernel's own rules: its namespaces with
+//! their last process, its processes with the init (which follows the caller process, see
+//! [`SandboxBuilder::die_with_parent`](crate::SandboxBuilder::die_with_parent)), its
+//! published-port rules with the netlink socket that made them. Directories in the cgroup file
+//! system and the bridge network's address leases are not tied to anyone: a caller killed with
+//! SIGKILL leaves them behind. Their names record the owner, by pid and start time (`proc(5)`,
+//! field 22 of `/proc/<pid>/stat`), so that anyone can tell a dead owner's from a live one's:
+//! every spawn with a cgroup collects the dead owners' groups beside its own, every bridge
+//! spawn the dead owners' leases and tables, and [`gc`] collects everything on request.
+
+use crate::Result;
+
+/// What [`gc`] removed.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct GcReport {
+    /// The cgroups of dead owners, beneath this process's own group in each hierarchy.
+    pub cgroups: palisade_cgroup::GcReport,
+}
+
+impl GcReport {
+    /// Whether nothing was left to collect.
+    pub fn is_empty(&self) -> bool {
+        self.cgroups.is_empty()
+    }
+}
+
+/// Removes what sandboxes of dead callers left behind beneath this process's own cgroup (see
+/// the [module](self) docs); the groups of live callers, and groups named by their user, are
+/// never touched.
+pub fn gc() -> Result<GcReport> {
+    let hierarchy = palisade_cgroup::Hierarchy::detect()?;
+    Ok(GcReport {
+        cgroups: palisade_cgroup::gc(&hierarchy, None)?,
+    })
+}

@@ -1,0 +1,50 @@
+//! The sandbox's threat model, as attacks against the real kernel.
+//!
+//! Each module is one class of escape that an attacker's audit found (issue 11). Every test does
+//! the attack for real, as root, and asserts that it fails; where it makes sense a positive
+//! control turns the protection off on purpose and shows that the same probe then succeeds, so
+//! the assertion cannot pass by accident.
+//!
+//! | module | the attack |
+//! |---|---|
+//! | `store` | a host user runs an image's setuid-root file straight from the layer store; a small layer expands to fill the disk; a layer ships device nodes |
+//! | `fds` | a directory the caller holds open without `O_CLOEXEC` becomes the working directory, or is climbed with `/proc/self/fd/N/..` or `openat(N, "..")` |
+//! | `init` | a command with `CAP_SYS_PTRACE` reads the caller's secrets in PID 1's memory; PID 1 shows the caller's argv and environment, holds more capabilities than the command, lacks `no_new_privs` and a filter |
+//! | `mounts` | an image's `/proc`, `/sys` or `/dev` is a link out of its root; a volume or tmpfs target passes through a link (the image's, or the host's `/var/run`) |
+//! | `devices` | the command `mknod`s a host block device and reads it; an image ships device nodes that open for an unprivileged user |
+//! | `seccomp` | a profile refuses every call, or suspends `execve` with nobody listening: the spawn hangs |
+//! | `lifetime` | the sandbox dies with the thread that spawned it; outlives its caller's SIGKILL |
+//! | `defaults` | the caller's environment and the host's secrets and home directories reach a default sandbox |
+//! | `input` | hostnames that are none, a memory limit too small to start |
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+mod common;
+
+#[path = "escapes/store.rs"]
+mod store;
+
+#[path = "escapes/fds.rs"]
+mod fds;
+
+#[path = "escapes/init.rs"]
+mod init;
+
+#[path = "escapes/mounts.rs"]
+mod mounts;
+
+#[path = "escapes/devices.rs"]
+mod devices;
+
+#[path = "escapes/seccomp.rs"]
+mod seccomp;
+
+#[path = "escapes/lifetime.rs"]
+mod lifetime;
+
+#[path = "escapes/defaults.rs"]
+mod defaults;
+
+#[path = "escapes/input.rs"]
+mod input;
