@@ -107,6 +107,13 @@ fn bench(c: &mut Criterion) {
         with_namespaces(Namespace::empty()),
         &mut group,
     );
+    if is_root() {
+        run(
+            "palisade_default_with_init",
+            Sandbox::builder("/bin/true").build().unwrap(),
+            &mut group,
+        );
+    }
     group.finish();
     std::hint::black_box(&ballast);
 }

@@ -7,9 +7,14 @@
 //!
 //! # Contract
 //!
-//! - argv: `palisade-init <command-pid> <status-fd> <control-fd|-1> <death-fd|-1>`, all
-//!   decimal; the command pid is positive, the status fd non-negative. envp is empty and unused.
-//!   Bad argv: exit 125 before touching anything.
+//! - argv: `palisade-init <command-pid> <status-fd> <control-fd|-1> <death-fd|-1> <gate-fd|-1>`,
+//!   all decimal; the command pid is positive, the status fd non-negative. envp is empty and
+//!   unused. Bad argv: exit 125 before touching anything.
+//! - The gate descriptor, if given, is closed as soon as the init is not dumpable, before its
+//!   filter goes in: the sandbox passes it when its command cannot trace a non-dumpable process
+//!   (it has no `CAP_SYS_PTRACE`, `ptrace(2)`), so the command need not wait for the filter.
+//!   Otherwise the gate is simply not named, and closes with every other such descriptor once
+//!   the init is confined.
 //! - The command is a child of this process, started with exit signal SIGCHLD. On entry the
 //!   signal mask already blocks SIGCHLD, SIGIO and the forwarded signals (SIGTERM, SIGINT, SIGHUP,
 //!   SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH); the init sets that mask again (plus SIGPIPE) before
@@ -97,8 +102,14 @@ unsafe extern "C" fn start(sp: *const usize) -> ! {
     let args = unsafe {
         let argc = *sp;
         let argv = sp.add(1) as *const *const u8;
-        if argc == 5 {
-            parse_args([*argv.add(1), *argv.add(2), *argv.add(3), *argv.add(4)])
+        if argc == 6 {
+            parse_args([
+                *argv.add(1),
+                *argv.add(2),
+                *argv.add(3),
+                *argv.add(4),
+                *argv.add(5),
+            ])
         } else {
             None
         }
@@ -117,23 +128,30 @@ struct Args {
     control: i32,
     /// `-1`: no death descriptor.
     death: i32,
+    /// `-1`: no gate to open early.
+    gate: i32,
 }
 
 /// # Safety
 ///
 /// Each pointer is a NUL-terminated string.
-unsafe fn parse_args(argv: [*const u8; 4]) -> Option<Args> {
+unsafe fn parse_args(argv: [*const u8; 5]) -> Option<Args> {
     // SAFETY: as the caller promises.
-    let [command, status, control, death] = unsafe { argv.map(|arg| parse_int(arg)) };
+    let [command, status, control, death, gate] = unsafe { argv.map(|arg| parse_int(arg)) };
     let args = Args {
         command: command?,
         status: status?,
         control: control?,
         death: death?,
+        gate: gate?,
     };
     let fd_or_none = |fd: i32| fd >= -1;
-    (args.command > 0 && args.status >= 0 && fd_or_none(args.control) && fd_or_none(args.death))
-        .then_some(args)
+    (args.command > 0
+        && args.status >= 0
+        && fd_or_none(args.control)
+        && fd_or_none(args.death)
+        && fd_or_none(args.gate))
+    .then_some(args)
 }
 
 /// Parses a decimal `i32` with an optional leading `-`; nothing else is accepted.
@@ -194,7 +212,16 @@ fn run(args: Args) -> ! {
     sigprocmask(BLOCKED);
     sigchld_default();
     set_name(b"palisade-init\0");
-    if prctl(PR_SET_DUMPABLE, 0) < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1) < 0 || install_filter() < 0 {
+    if prctl(PR_SET_DUMPABLE, 0) < 0 {
+        kill(args.command, SIGKILL);
+        exit(125);
+    }
+    if args.gate >= 0 {
+        // Not dumpable, to a command without CAP_SYS_PTRACE this process is out of reach: the
+        // command may go on while the filter is compiled.
+        close(args.gate);
+    }
+    if prctl(PR_SET_NO_NEW_PRIVS, 1) < 0 || install_filter() < 0 {
         kill(args.command, SIGKILL);
         exit(125);
     }

@@ -33,13 +33,17 @@
 //!    waits on a pipe, then releases it (`user_namespaces(7)`). On hybrid and v1 hosts the parent
 //!    also writes the child's pid into the v1 controllers' `cgroup.procs` meanwhile; the child
 //!    then creates its cgroup namespace, rooted at its group (`cgroup_namespaces(7)`).
-//! 4. The child, making raw system calls only (no allocation, no `errno`), sets its death signal,
-//!    becomes root of its user namespace, creates its time namespace, sets the hostname, sets up
-//!    its root file system ([`SandboxBuilder::rootfs`]: by default the host's `/` under a
-//!    throwaway overlay layer, then `pivot_root(2)`, its own `/proc`, `/dev`, `/sys` and `/tmp`,
-//!    masked kernel paths, volumes) or, with [`SandboxBuilder::host_mounts`], makes its mounts
-//!    `rslave` and mounts a fresh `/proc`; then it installs stdio, changes directory, and executes
-//!    the program, or starts the init, which starts the program.
+//! 4. The child, making raw system calls only (no allocation, no `errno`), first closes every
+//!    descriptor of the caller's but those it was named, then becomes root of its user
+//!    namespace, creates its time namespace, sets the hostname, sets up its root file system
+//!    ([`SandboxBuilder::rootfs`]: by default the host's system under a throwaway overlay layer,
+//!    then `pivot_root(2)`, its own `/proc`, `/dev`, `/sys` and `/tmp`, masked kernel paths,
+//!    volumes; every path resolved inside the new root) or, with
+//!    [`SandboxBuilder::host_mounts`], makes its mounts `rslave` and mounts a fresh `/proc`; then
+//!    it installs stdio and the passed descriptors, changes directory, and executes the program,
+//!    or becomes the init: it starts the command, drops to the command's privileges and executes
+//!    the init program from a sealed memfd, after which the command goes on (see
+//!    `spawn::init`). Once `spawn` returns nothing in the sandbox shares the caller's memory.
 //! 5. Last, right before `execve(2)`, the command's privileges are set ([`security`]): resource
 //!    limits, the capability bounding set, user and groups, the remaining capability sets,
 //!    `no_new_privs` and the seccomp filter, in the order the kernel requires. By default that

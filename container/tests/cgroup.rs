@@ -206,3 +206,26 @@ fn a_bad_parent_fails_the_spawn_and_leaves_nothing() {
     assert_eq!(err.errno(), Some(libc::ENOENT), "{err}");
     assert!(matches!(err, Error::Cgroup(_)), "{err}");
 }
+
+/// The device policy rides on the sandbox's group: the v1 `devices` controller here, a
+/// `BPF_PROG_TYPE_CGROUP_DEVICE` program in the v2 guest. A command that may mount makes a
+/// file system without `nodev` and a node on it (the kernel log, char 1:11, only opened): the
+/// group refuses it, unless the policy allows it. The attack in full is in
+/// tests/escapes/devices.rs.
+#[test]
+fn the_device_policy_holds_on_file_systems_the_command_mounts() {
+    require_root!();
+    let script = "mkdir -p /m && mount -t tmpfs none /m && mknod /m/kmsg c 1 11 && \
+                  if (: < /m/kmsg) 2>/dev/null; then echo opened; else echo refused; fi";
+    let run = |allow: bool| {
+        let mut b = sh(script);
+        b.cap_add(palisade::Capability::CAP_SYS_ADMIN)
+            .cap_add(palisade::Capability::CAP_SYSLOG);
+        if allow {
+            b.device("c 1:11 r".parse().unwrap());
+        }
+        common::stdout_of(&mut b)
+    };
+    assert_eq!(run(false), "refused\n");
+    assert_eq!(run(true), "opened\n");
+}

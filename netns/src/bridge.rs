@@ -22,26 +22,34 @@
 //!   the sandbox's namespace, with the leased address and a default route via the gateway. The
 //!   kernel removes both ends when the sandbox's namespace goes, in the background; the
 //!   library removes the veth itself only while the sandbox still runs, and with the network;
-//! - if it publishes ports, its nftables table: a DNAT rule per port for traffic from outside;
+//! - if it publishes ports, its nftables table: a DNAT rule per port for traffic from outside.
+//!   The table belongs to a netlink socket that the [`Attachment`] keeps open (see
+//!   [`crate::nft`]), so the kernel removes it when the managing process dies, even by SIGKILL:
+//!   the rules can never outlive their manager and redirect the port to a later sandbox that
+//!   gets the same address;
 //! - the userspace forwarder of its published ports (see [`crate::forward`]), which also serves
 //!   connections made on the host itself, including to `127.0.0.1`, which DNAT cannot reach.
 //!
 //! [`Attachment::detach`] (or dropping the [`Attachment`]) removes the sandbox's part, and the
 //! network's part with the last sandbox. The set-up and teardown of the network's part hold the
 //! state directory's lock, so concurrent sandboxes in any number of processes never remove a
-//! bridge another is joining. After a crash of the managing process, the next attach on the same
-//! state directory drops the leases of sandboxes that are gone and removes their nftables tables;
-//! [`Bridge::cleanup`] does the same on demand and removes an unused network.
+//! bridge another is joining. After a crash of the managing process, the kernel has removed its
+//! sandboxes' tables already, and every later attach on the same state directory (with or without
+//! published ports) drops the leases of sandboxes that are gone and removes the tables that older
+//! versions made without an owning socket; [`Bridge::cleanup`] does the same on demand and
+//! removes an unused network, and [`gc`] / [`gc_dir`] do it for every network of a state
+//! directory and report what they removed.
 //!
 //! Bridge mode needs `CAP_NET_ADMIN` in the host's namespace: it is for a root manager.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use crate::forward::{BoundPort, Forwarder, PortMap, Target};
-use crate::ipam::{Allocator, Lease, Owner, Subnet};
+use crate::ipam::{self, Allocator, Lease, Owner, StaleLease, Subnet};
 use crate::link::{validate_name, Family, Netlink, Route};
 use crate::nft::{Dnat, Nftables, SandboxNat};
 use crate::{Error, Result};
@@ -131,6 +139,15 @@ impl Bridge {
     /// The state directory.
     pub fn get_state_dir(&self) -> &Path {
         &self.state_dir
+    }
+
+    /// [`gc_dir`] for this bridge's state directory: what dead sandboxes left on every network
+    /// recorded there.
+    ///
+    /// # Errors
+    /// As [`gc_dir`].
+    pub fn gc(&self) -> Result<GcReport> {
+        gc_dir(&self.state_dir)
     }
 
     /// Checks the configuration and does what must precede the sandbox: opens the allocation
@@ -241,21 +258,20 @@ impl PreparedBridge {
             owner,
             forwarder: None,
             ports: maps,
-            nat: false,
+            nft: None,
             nl: None,
         };
         {
             let _lock = att.alloc.lock()?;
-            if !ports.is_empty() {
-                remove_stale_tables()?;
-            }
+            // Whether or not this sandbox publishes ports: the tables of dead sandboxes must go
+            // before their addresses are handed out again.
+            let reserved = collect_tables(&att.bridge.name)?;
             ensure_bridge(&mut nl, &att.bridge, &att.alloc, !ports.is_empty())?;
-            att.lease = Some(att.alloc.allocate_locked(att.owner.clone())?);
+            att.lease = Some(att.alloc.allocate_locked(att.owner.clone(), &reserved)?);
         }
         att.nl = Some(nl);
         att.wire(pid)?;
         if !ports.is_empty() {
-            att.nat = true;
             let nat = SandboxNat {
                 bridge: att.bridge.name.clone(),
                 addr: att.ipv4(),
@@ -269,7 +285,11 @@ impl PreparedBridge {
                     })
                     .collect(),
             };
-            Nftables::open()?.add_sandbox(&att.owner, &nat)?;
+            // The table belongs to this socket: it is kept open in the attachment, and the kernel
+            // removes the table when it is closed, whichever way this process ends.
+            let mut nft = Nftables::open()?;
+            nft.add_sandbox(&att.owner, &nat)?;
+            att.nft = Some(nft);
         }
         if !ports.is_empty() {
             att.forwarder = Some(Forwarder::start(ports, Target::Addr(att.address()))?);
@@ -431,6 +451,102 @@ fn remove_stale_tables() -> Result<()> {
     Nftables::open()?.remove_stale().map(drop)
 }
 
+/// Removes the stale tables that no socket owns, and returns the sandbox addresses on `bridge`
+/// that the remaining sandbox tables still send traffic to. Such a table may outlive its
+/// sandbox's lease: its sandbox died, but the manager whose socket owns it has not detached
+/// yet. Its address must not go to another sandbox meanwhile, or the dead one's published ports
+/// would lead there.
+fn collect_tables(bridge: &str) -> Result<BTreeSet<IpAddr>> {
+    let mut nft = Nftables::open()?;
+    nft.remove_stale()?;
+    Ok(nft
+        .table_list()?
+        .into_iter()
+        .filter_map(|t| t.dnat_to)
+        .filter(|(b, _)| b == bridge)
+        .map(|(_, addr)| IpAddr::V4(addr))
+        .collect())
+}
+
+/// What [`gc`] and [`gc_dir`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// The nftables tables removed: sandbox tables without an owning socket whose sandbox is
+    /// gone (tables with an owning socket go with it, without help).
+    pub tables: Vec<String>,
+    /// The leases dropped because their owner is gone.
+    pub leases: Vec<StaleLease>,
+    /// The networks removed because no live lease was left on them: forwarding settings put
+    /// back, their nftables table and the bridge (if the library made it) deleted, the state
+    /// file removed.
+    pub networks: Vec<String>,
+}
+
+impl GcReport {
+    /// Whether nothing was removed.
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty() && self.leases.is_empty() && self.networks.is_empty()
+    }
+}
+
+/// [`gc_dir`] for the default state directory, [`DEFAULT_STATE_DIR`].
+///
+/// # Errors
+/// As [`gc_dir`].
+pub fn gc() -> Result<GcReport> {
+    gc_dir(DEFAULT_STATE_DIR)
+}
+
+/// Removes what sandboxes whose managing process died left behind, in the calling thread's
+/// network namespace and the state directory `state_dir`, and reports it: the stale sandbox
+/// tables without an owning socket ([`Nftables::remove_stale`]), the leases of owners that are
+/// gone, and every network of the directory without a live lease (as [`Bridge::cleanup`]).
+/// Live sandboxes and their networks are left alone. A missing directory holds no networks.
+///
+/// This holds the directory's lock, so it never removes a network another process is joining.
+///
+/// # Errors
+/// Netlink errors ([`Error::Netlink`]), and [`Error::CorruptState`] or [`Error::Io`] for the state
+/// files; what was removed before the error stays removed.
+pub fn gc_dir(state_dir: impl AsRef<Path>) -> Result<GcReport> {
+    let dir = state_dir.as_ref();
+    let mut report = GcReport::default();
+    if !dir.is_dir() {
+        report.tables = Nftables::open()?.remove_stale()?;
+        return Ok(report);
+    }
+    let _lock = ipam::lock_dir(dir)?;
+    report.tables = Nftables::open()?.remove_stale()?;
+    let mut nl = None;
+    for pruned in ipam::prune_dir_locked(dir)? {
+        let network = pruned.network;
+        report
+            .leases
+            .extend(pruned.dropped.into_iter().map(|lease| StaleLease {
+                network: network.clone(),
+                lease,
+            }));
+        // A state file whose name is not an interface name was not made by a bridge.
+        if pruned.live > 0 || !pruned.subnet.is_ipv4() || validate_name(&network).is_err() {
+            continue;
+        }
+        let bridge = Bridge {
+            name: network.clone(),
+            subnet: pruned.subnet,
+            state_dir: dir.to_path_buf(),
+            ..Bridge::default()
+        };
+        let alloc = Allocator::existing_locked(dir, &network, pruned.subnet);
+        let nl = match &mut nl {
+            Some(nl) => nl,
+            None => nl.insert(Netlink::open()?),
+        };
+        remove_network(nl, &bridge, &alloc)?;
+        report.networks.push(network);
+    }
+    Ok(report)
+}
+
 /// A sandbox attached to a bridge. Dropping it detaches the sandbox, ignoring errors; call
 /// [`Attachment::detach`] to see them.
 #[derive(Debug)]
@@ -442,7 +558,8 @@ pub struct Attachment {
     host_veth: String,
     forwarder: Option<Forwarder>,
     ports: Vec<PortMap>,
-    nat: bool,
+    /// The socket that owns the sandbox's nftables table, if it publishes ports.
+    nft: Option<Nftables>,
     nl: Option<Netlink>,
 }
 
@@ -525,8 +642,10 @@ impl Attachment {
             }
         };
         self.forwarder = None;
-        if std::mem::take(&mut self.nat) {
-            keep(Nftables::open().and_then(|mut n| n.remove_sandbox(&self.owner)));
+        if let Some(mut nft) = self.nft.take() {
+            // Only the owning socket may delete the table; closing it (dropping `nft`) would
+            // remove it too, but this way a failure is seen.
+            keep(nft.remove_sandbox(&self.owner));
         }
         let nl = match self.nl.take() {
             Some(nl) => Ok(nl),

@@ -7,6 +7,9 @@
 //!   up), `host`, and joining another namespace.
 //! - [`ipam`]: addresses allocated from a subnet without collisions between concurrent sandboxes
 //!   and processes, persisted in a locked file.
+//! - [`bridge`]: sandboxes on a bridge with outbound NAT and published ports; [`gc`] removes
+//!   what sandboxes whose manager died left behind (the kernel already removed their DNAT rules,
+//!   which belong to the manager's netlink socket, see [`nft`]).
 
 pub mod bridge;
 mod error;
@@ -16,7 +19,7 @@ pub mod link;
 mod mode;
 pub mod nft;
 
-pub use bridge::{Attachment, Bridge, PreparedBridge};
+pub use bridge::{gc, gc_dir, Attachment, Bridge, GcReport, PreparedBridge};
 pub use error::{Error, Result};
 pub use forward::{Forwarder, PortMap};
 pub use mode::{NetnsRef, Network};

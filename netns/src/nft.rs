@@ -15,9 +15,22 @@
 //!
 //! A table is created with everything in it in one batch (`NFNL_MSG_BATCH_BEGIN` … `END`), which
 //! the kernel applies atomically: either all of it exists or none of it. Removing the table
-//! removes its chains and rules with it, so teardown is one message, and a sandbox table whose
-//! owner is gone (the managing process crashed) is found by name and removed by
-//! [`Nftables::remove_stale`].
+//! removes its chains and rules with it, so teardown is one message.
+//!
+//! # Lifetime of a sandbox's table
+//!
+//! A sandbox's table is created with the owner flag (`NFT_TABLE_F_OWNER`, Linux 5.12): it then
+//! belongs to the netlink socket that created it, the [`Nftables`] value of
+//! [`Nftables::add_sandbox`]. Only that socket may change or delete it, and the kernel deletes it
+//! when that socket is closed, which happens when the managing process exits for any reason,
+//! SIGKILL included. So the DNAT rules of a sandbox whose manager died can never redirect a
+//! published port to the next sandbox that is given the same address. The socket is
+//! close-on-exec, so a program the manager executes does not keep the table alive.
+//!
+//! Tables without the flag (the network tables, and sandbox tables made by older versions) stay
+//! until removed: [`Nftables::remove_stale`] removes the sandbox tables among them whose sandbox
+//! process is gone. Owned tables of other sockets cannot be deleted from here (`EPERM`) and need
+//! not be: they go with their socket.
 //!
 //! The message layout follows `include/uapi/linux/netfilter/nf_tables.h` and
 //! `nfnetlink.h`; numbers below are from those headers.
@@ -46,6 +59,13 @@ const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_NEWRULE: u16 = 6;
 // attributes
 const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_TABLE_FLAGS: u16 = 2;
+const NFTA_TABLE_USERDATA: u16 = 6;
+const NFTA_TABLE_OWNER: u16 = 7;
+/// Start of the user data of a sandbox table: bridge and address follow, space-separated.
+const USERDATA_TAG: &str = "palisade-netns dnat";
+/// `NFT_TABLE_F_OWNER`: the table belongs to the netlink socket that created it.
+const NFT_TABLE_F_OWNER: u32 = 1 << 1;
 const NFTA_CHAIN_TABLE: u16 = 1;
 const NFTA_CHAIN_NAME: u16 = 3;
 const NFTA_CHAIN_HOOK: u16 = 4;
@@ -154,7 +174,37 @@ fn table_owner(name: &str) -> Option<Owner> {
     })
 }
 
-/// A `NETLINK_NETFILTER` socket, bound to the network namespace it was created in.
+/// One `palisade-*` table of the `ip` family, as [`Nftables::table_list`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableInfo {
+    /// The table's name.
+    pub name: String,
+    /// The table's flags (`NFTA_TABLE_FLAGS`, e.g. `NFT_TABLE_F_OWNER` = 2).
+    pub flags: u32,
+    /// The netlink port id of the socket that owns the table, for a table made with the owner
+    /// flag; the kernel deletes such a table when that socket is closed.
+    pub owner_port: Option<u32>,
+    /// For a sandbox's table: the bridge and the sandbox address its rules send traffic to, as
+    /// recorded in the table's user data (`NFTA_TABLE_USERDATA`) when it was made.
+    pub dnat_to: Option<(String, Ipv4Addr)>,
+}
+
+impl TableInfo {
+    /// Whether the table belongs to a netlink socket (and goes when that socket is closed).
+    pub fn is_socket_owned(&self) -> bool {
+        self.flags & NFT_TABLE_F_OWNER != 0
+    }
+
+    /// The sandbox the table was made for, if it is a sandbox's table (`palisade-<pid>-<start>`);
+    /// the returned [`Owner`] has an empty tag.
+    pub fn sandbox(&self) -> Option<Owner> {
+        table_owner(&self.name)
+    }
+}
+
+/// A `NETLINK_NETFILTER` socket, bound to the network namespace it was created in, and
+/// close-on-exec. The sandbox tables it creates ([`Nftables::add_sandbox`]) belong to it: keep it
+/// open for as long as they must exist.
 #[derive(Debug)]
 pub struct Nftables {
     socket: Socket,
@@ -208,14 +258,33 @@ impl Nftables {
         self.delete_table(&network_table_name(bridge))
     }
 
-    /// Creates the table of `owner` with the DNAT rules of its published ports, atomically. An
-    /// existing table of that name gives `EEXIST`.
+    /// Creates the table of `owner` with the DNAT rules of its published ports, atomically, owned
+    /// by this socket (`NFT_TABLE_F_OWNER`): only this socket can change or remove it, and the
+    /// kernel removes it when this socket is closed, i.e. when this value is dropped or the
+    /// process dies. An existing table of that name gives `EEXIST`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] for a bad bridge name; [`Error::Netlink`] with the kernel's errno
+    /// (`EEXIST`, `EOPNOTSUPP` on kernels before 5.12, which lack the owner flag).
     pub fn add_sandbox(&mut self, owner: &Owner, nat: &SandboxNat) -> Result<()> {
+        self.sandbox_table(owner, nat, NFT_TABLE_F_OWNER)
+    }
+
+    /// [`Nftables::add_sandbox`] without the owner flag, as versions before it made sandbox
+    /// tables: the table outlives this socket and must be removed explicitly (or by
+    /// [`Nftables::remove_stale`] once the sandbox is gone). For tests of that clean-up only.
+    #[doc(hidden)]
+    pub fn add_sandbox_unowned(&mut self, owner: &Owner, nat: &SandboxNat) -> Result<()> {
+        self.sandbox_table(owner, nat, 0)
+    }
+
+    fn sandbox_table(&mut self, owner: &Owner, nat: &SandboxNat, flags: u32) -> Result<()> {
         crate::link::validate_name(&nat.bridge)?;
         let table = table_name(owner);
         let request = format!("nftables: create table ip {table}");
         let mut batch = Batch::new(&mut self.seq);
-        batch.table(&table);
+        let userdata = format!("{USERDATA_TAG} {} {}", nat.bridge, nat.addr);
+        batch.table_with_flags(&table, flags, userdata.as_bytes());
         batch.chain(&table, "prerouting", NF_INET_PRE_ROUTING, PRIORITY_DSTNAT);
         let ifname = ifname_bytes(&nat.bridge);
         for d in &nat.dnat {
@@ -246,7 +315,9 @@ impl Nftables {
         self.commit(&request, batch)
     }
 
-    /// Removes the table of `owner`; a table that is already gone is not an error.
+    /// Removes the table of `owner`; a table that is already gone is not an error. A table made
+    /// with the owner flag can only be removed through the socket that made it (another gives
+    /// `EPERM`).
     pub fn remove_sandbox(&mut self, owner: &Owner) -> Result<()> {
         self.delete_table(&table_name(owner))
     }
@@ -264,6 +335,12 @@ impl Nftables {
 
     /// The names of the `ip` family tables that this module created (`palisade-*`).
     pub fn tables(&mut self) -> Result<Vec<String>> {
+        Ok(self.table_list()?.into_iter().map(|t| t.name).collect())
+    }
+
+    /// The `ip` family tables that this module created (`palisade-*`), with their flags and
+    /// owning socket.
+    pub fn table_list(&mut self) -> Result<Vec<TableInfo>> {
         let request = "nftables: list tables (dump)";
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
@@ -276,30 +353,47 @@ impl Nftables {
         );
         msg.finish();
         self.send(request, &msg.buf)?;
-        let mut names = Vec::new();
+        let mut tables = Vec::new();
         self.receive(request, &[seq], true, |payload| {
+            let mut info = TableInfo {
+                name: String::new(),
+                flags: 0,
+                owner_port: None,
+                dnat_to: None,
+            };
             // nfgenmsg, then attributes.
             for (kind, value) in attrs(payload.get(4..).unwrap_or(&[])) {
-                if kind == NFTA_TABLE_NAME {
-                    let name = value.split(|&b| b == 0).next().unwrap_or(&[]);
-                    let name = String::from_utf8_lossy(name).into_owned();
-                    if name.starts_with(TABLE_PREFIX) {
-                        names.push(name);
+                match kind {
+                    NFTA_TABLE_NAME => {
+                        let name = value.split(|&b| b == 0).next().unwrap_or(&[]);
+                        info.name = String::from_utf8_lossy(name).into_owned();
                     }
+                    NFTA_TABLE_FLAGS => info.flags = be_u32(value).unwrap_or(0),
+                    NFTA_TABLE_OWNER => info.owner_port = be_u32(value),
+                    NFTA_TABLE_USERDATA => info.dnat_to = parse_userdata(value),
+                    _ => {}
                 }
             }
+            if info.name.starts_with(TABLE_PREFIX) {
+                tables.push(info);
+            }
         })?;
-        Ok(names)
+        Ok(tables)
     }
 
-    /// Removes the tables of sandboxes whose process is gone (after a crash of the process that
-    /// managed them); returns their names.
+    /// Removes the tables of sandboxes whose process is gone and that no socket owns (made
+    /// without the owner flag, by versions before it); returns their names. Tables with the owner
+    /// flag are left to the kernel, which removes them with their socket; a sandbox table whose
+    /// managing process died is therefore never seen here.
     pub fn remove_stale(&mut self) -> Result<Vec<String>> {
         let mut removed = Vec::new();
-        for name in self.tables()? {
-            if table_owner(&name).is_some_and(|o| !o.is_alive()) {
-                self.delete_table(&name)?;
-                removed.push(name);
+        for table in self.table_list()? {
+            if table.is_socket_owned() {
+                continue;
+            }
+            if table.sandbox().is_some_and(|o| !o.is_alive()) {
+                self.delete_table(&table.name)?;
+                removed.push(table.name);
             }
         }
         Ok(removed)
@@ -398,6 +492,20 @@ const NLM_F_ACK: u16 = 4;
 const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
+
+/// The bridge and address of a sandbox table's user data.
+fn parse_userdata(value: &[u8]) -> Option<(String, Ipv4Addr)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let rest = text.strip_prefix(USERDATA_TAG)?.strip_prefix(' ')?;
+    let (bridge, addr) = rest.split_once(' ')?;
+    Some((bridge.to_owned(), addr.parse().ok()?))
+}
+
+/// A big-endian `u32` attribute value.
+fn be_u32(value: &[u8]) -> Option<u32> {
+    let b: [u8; 4] = value.get(..4)?.try_into().ok()?;
+    Some(u32::from_be_bytes(b))
+}
 
 /// The bridge name as `meta iifname`/`oifname` holds it: `IFNAMSIZ` bytes, NUL-padded.
 fn ifname_bytes(name: &str) -> [u8; IFNAMSIZ] {
@@ -603,8 +711,18 @@ impl<'s> Batch<'s> {
     }
 
     fn table(&mut self, table: &str) {
+        self.table_with_flags(table, 0, &[]);
+    }
+
+    fn table_with_flags(&mut self, table: &str, flags: u32, userdata: &[u8]) {
         self.push(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL, |m| {
             m.str(NFTA_TABLE_NAME, table);
+            if flags != 0 {
+                m.u32_be(NFTA_TABLE_FLAGS, flags);
+            }
+            if !userdata.is_empty() {
+                m.raw(NFTA_TABLE_USERDATA, userdata);
+            }
         });
     }
 
@@ -669,6 +787,27 @@ mod tests {
         assert_eq!((back.pid, back.start_time), (42, 7));
         assert!(table_owner("palisade-x-1").is_none());
         assert!(table_owner("filter").is_none());
+    }
+
+    #[test]
+    fn userdata_names_the_bridge_and_the_address() {
+        assert_eq!(
+            parse_userdata(b"palisade-netns dnat pal-br0 10.0.0.2"),
+            Some(("pal-br0".to_owned(), Ipv4Addr::new(10, 0, 0, 2)))
+        );
+        assert_eq!(parse_userdata(b"palisade-netns dnat pal-br0"), None);
+        assert_eq!(parse_userdata(b"a comment"), None);
+    }
+
+    #[test]
+    fn the_socket_is_close_on_exec() {
+        use std::os::fd::AsRawFd;
+        let Ok(nft) = Nftables::open() else {
+            return;
+        };
+        // SAFETY: F_GETFD only reads the descriptor's flags; the socket outlives the call.
+        let flags = unsafe { libc::fcntl(nft.socket.as_raw_fd(), libc::F_GETFD) };
+        assert!(flags >= 0 && flags & libc::FD_CLOEXEC != 0, "{flags}");
     }
 
     #[test]

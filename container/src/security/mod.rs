@@ -212,6 +212,8 @@ pub(crate) struct SecurityPlan {
     seccomp_flags: LoadFlags,
     /// The limits as given, for messages.
     rlimit_spec: Vec<Rlimit>,
+    /// Whether the filter (if any) lets `read(2)` through.
+    read_allowed: bool,
 }
 
 impl SecuritySpec {
@@ -314,6 +316,9 @@ impl SecuritySpec {
             seccomp_flags = LoadFlags::empty();
         }
 
+        let read_allowed = seccomp
+            .as_ref()
+            .is_none_or(|p| action(p, libc::SYS_read).is_ok_and(allowed));
         Ok(SecurityPlan {
             rlimits: self
                 .rlimits
@@ -335,6 +340,7 @@ impl SecuritySpec {
             seccomp,
             seccomp_flags,
             rlimit_spec: self.rlimits.clone(),
+            read_allowed,
         })
     }
 }
@@ -346,22 +352,15 @@ impl SecuritySpec {
 /// over with the exec). The calls are judged with the filter's own program, by the reference
 /// interpreter, as the kernel would (`seccomp(2)`).
 fn check_can_finish(program: &BpfProgram, listener: bool) -> Result<()> {
-    let arch = Arch::native();
-    let action = |nr: libc::c_long| {
-        let data = SeccompData::new(arch, nr as u32, [0; 6]);
-        program
-            .interpret(&data)
-            .map(|ret| ret & libc::SECCOMP_RET_ACTION_FULL)
-    };
+    let action = |nr| action(program, nr);
     let ends = |ret: u32| {
-        matches!(
-            ret,
-            libc::SECCOMP_RET_ALLOW
-                | libc::SECCOMP_RET_LOG
-                | libc::SECCOMP_RET_KILL_PROCESS
-                | libc::SECCOMP_RET_KILL_THREAD
-                | libc::SECCOMP_RET_TRAP
-        )
+        allowed(ret)
+            || matches!(
+                ret,
+                libc::SECCOMP_RET_KILL_PROCESS
+                    | libc::SECCOMP_RET_KILL_THREAD
+                    | libc::SECCOMP_RET_TRAP
+            )
     };
     let refuse = |call: &str, reason: &'static str| {
         Err(Error::InvalidArgument {
@@ -402,6 +401,20 @@ fn check_can_finish(program: &BpfProgram, listener: bool) -> Result<()> {
     Ok(())
 }
 
+/// What `program` answers the system call `nr` (with all-zero arguments), by the reference
+/// interpreter: the `SECCOMP_RET_*` action.
+fn action(program: &BpfProgram, nr: libc::c_long) -> palisade_seccomp::Result<u32> {
+    let data = SeccompData::new(Arch::native(), nr as u32, [0; 6]);
+    program
+        .interpret(&data)
+        .map(|ret| ret & libc::SECCOMP_RET_ACTION_FULL)
+}
+
+/// Whether an action lets the call through.
+fn allowed(action: u32) -> bool {
+    matches!(action, libc::SECCOMP_RET_ALLOW | libc::SECCOMP_RET_LOG)
+}
+
 /// Whether a compiled program can return `SECCOMP_RET_USER_NOTIF`, which needs a listener.
 fn notifies(program: &BpfProgram) -> bool {
     const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
@@ -439,6 +452,18 @@ fn last_cap() -> u32 {
 }
 
 impl SecurityPlan {
+    /// Whether the command could ever hold `CAP_SYS_PTRACE` (its bounding set has it), which
+    /// lets it trace a process that is not dumpable (`ptrace(2)`).
+    pub(crate) fn may_trace(&self) -> bool {
+        self.caps.bounding & Capability::CAP_SYS_PTRACE.bitmask() != 0
+    }
+
+    /// Whether the command may still wait on the init's gate with `read(2)` once its filter is
+    /// in (see `spawn::init`); with no filter, trivially.
+    pub(crate) fn filter_allows_read(&self) -> bool {
+        self.read_allowed
+    }
+
     /// Whether the child will hand back a seccomp user-notification listener.
     pub(crate) fn wants_listener(&self) -> bool {
         self.seccomp_flags.contains(LoadFlags::NEW_LISTENER)

@@ -238,7 +238,7 @@ pub(crate) unsafe fn run(plan: &Plan, fds: &ChildFds) -> ! {
         if plan.init {
             init::start(plan, fds)
         }
-        exec(plan, fds)
+        exec(plan, fds, None)
     }
 }
 
@@ -303,7 +303,11 @@ fn parent_died(fds: &ChildFds) -> bool {
 
 /// Restores the signal state a fresh program expects and executes the program, trying each
 /// `PATH` candidate as `execvp(3)` does.
-pub(super) fn exec(plan: &Plan, fds: &ChildFds) -> ! {
+///
+/// A command started by the init passes its `gate`: it executes nothing of its own before
+/// end-of-file there (see [`init`]). It confines itself first when its filter lets it wait on the
+/// gate afterwards (`read(2)` allowed), so that loading the filter overlaps the init's exec.
+pub(super) fn exec(plan: &Plan, fds: &ChildFds, gate: Option<i32>) -> ! {
     let exec = &plan.exec;
     let mut reported = libc::ENOENT as isize;
     let default_action = KernelSigaction {
@@ -332,6 +336,10 @@ pub(super) fn exec(plan: &Plan, fds: &ChildFds) -> ! {
             0,
             SIGSET_SIZE
         );
+        let confine_first = plan.security.filter_allows_read();
+        if let (Some(gate), false) = (gate, confine_first) {
+            wait_for_gate(gate);
+        }
         // The last step before the exec: user, capabilities, limits, no_new_privs and the
         // syscall filter (see `crate::security` for their order).
         match plan.security.apply(true) {
@@ -344,6 +352,9 @@ pub(super) fn exec(plan: &Plan, fds: &ChildFds) -> ! {
             }
             Ok(_) => {}
             Err((step, errno)) => fail(fds, step, errno),
+        }
+        if let (Some(gate), true) = (gate, confine_first) {
+            wait_for_gate(gate);
         }
         for path in exec.candidates.strings() {
             let ret = raw!(
@@ -363,4 +374,19 @@ pub(super) fn exec(plan: &Plan, fds: &ChildFds) -> ! {
         }
     }
     fail(fds, ChildStep::Exec, reported)
+}
+
+/// Waits for end-of-file on the gate: nobody writes to it, so anything else means a broken
+/// sandbox, and the command leaves without executing anything.
+fn wait_for_gate(gate: i32) {
+    let mut byte = 0u8;
+    loop {
+        // SAFETY: read(2) of one byte into this stack.
+        let n = unsafe { raw!(libc::SYS_read, gate, &mut byte as *mut u8, 1) };
+        match n {
+            0 => return,
+            n if n == -(libc::EINTR as isize) => {}
+            _ => exit(127),
+        }
+    }
 }

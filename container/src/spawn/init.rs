@@ -15,7 +15,10 @@
 //!    own seccomp filter, an allow-list of the dozen calls it makes;
 //! 5. once the init program has made itself undumpable and installed its filter, it closes every
 //!    descriptor it was not named, the gate's write end among them, and only then does the
-//!    command apply its own confinement and execute the program.
+//!    command execute the program. (A command that cannot hold `CAP_SYS_PTRACE` cannot trace a
+//!    process that is not dumpable, `ptrace(2)`: for it the init closes the gate right after
+//!    making itself undumpable, before its filter is compiled.) It confines itself meanwhile (its own filter included, when
+//!    that filter lets it wait on the gate afterwards), so that the two execs overlap.
 //!
 //! So by the time the command runs anything of its own, nothing in the sandbox shares the
 //! caller's memory, and no process in it holds more privilege than the command. If a step of
@@ -35,7 +38,7 @@ use std::os::fd::{AsRawFd, IntoRawFd};
 
 use palisade_ns::{clone3_with_stack, CloneArgs, Namespace, CLONE3_WITH_STACK};
 
-use super::child::{exec, exit, fail, ChildCtx, ChildFds};
+use super::child::{exec, fail, ChildCtx, ChildFds};
 use super::plan::Plan;
 use super::sys::{close_all_but, decimal, raw, SIGSET_SIZE};
 use crate::error::ChildStep;
@@ -96,8 +99,15 @@ pub(super) unsafe fn start(plan: &Plan, fds: &ChildFds) -> ! {
     let Some(image) = &plan.init_image else {
         fail_killing(fds, command, ChildStep::InitExec, libc::ENOEXEC as isize);
     };
-    let mut bufs = [[0u8; 24]; 4];
-    let [pid_buf, status_buf, control_buf, death_buf] = &mut bufs;
+    // A command that cannot trace a non-dumpable process may go on as soon as the init is not
+    // dumpable; one that can waits until the init's filter is in too.
+    let early_gate = if plan.security.may_trace() {
+        -1
+    } else {
+        gate[1]
+    };
+    let mut bufs = [[0u8; 24]; 5];
+    let [pid_buf, status_buf, control_buf, death_buf, gate_buf] = &mut bufs;
     let death = fds.death;
     let argv = [
         c"palisade-init".as_ptr(),
@@ -105,6 +115,7 @@ pub(super) unsafe fn start(plan: &Plan, fds: &ChildFds) -> ! {
         decimal(fds.status_w.into(), status_buf).as_ptr(),
         decimal(fds.control.into(), control_buf).as_ptr(),
         decimal(death.into(), death_buf).as_ptr(),
+        decimal(early_gate.into(), gate_buf).as_ptr(),
         std::ptr::null(),
     ];
     let envp = [std::ptr::null::<libc::c_char>()];
@@ -213,29 +224,13 @@ unsafe extern "C" fn command_entry(arg: *mut c_void) -> ! {
     command(ctx)
 }
 
-/// The command: waits until the init has executed (end-of-file on the gate), then executes the
-/// program. If the init-to-be failed instead, it was killed before the gate closed.
+/// The command: executes the program once the init is confined (end-of-file on the gate). If
+/// the init-to-be failed instead, it was killed before the gate closed.
 fn command(ctx: &CommandCtx<'_>) -> ! {
     let [gate_r, gate_w] = ctx.gate;
-    // SAFETY: close(2) and read(2) on descriptors of this process and a byte on this stack.
-    unsafe {
-        // Our copy of the write end would keep the gate shut forever.
-        raw!(libc::SYS_close, gate_w);
-        let mut byte = 0u8;
-        loop {
-            let n = raw!(libc::SYS_read, gate_r, &mut byte as *mut u8, 1);
-            if n == -(libc::EINTR as isize) {
-                continue;
-            }
-            if n != 0 {
-                // Nobody writes to the gate: anything but end-of-file is a broken sandbox.
-                exit(127);
-            }
-            break;
-        }
-        raw!(libc::SYS_close, gate_r);
-    }
-    exec(ctx.child.plan, ctx.child.fds)
+    // SAFETY: close(2) of our copy of the write end, which would keep the gate shut forever.
+    unsafe { raw!(libc::SYS_close, gate_w) };
+    exec(ctx.child.plan, ctx.child.fds, Some(gate_r))
 }
 
 /// What the parent asks the init to make, one byte per request.

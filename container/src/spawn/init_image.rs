@@ -111,6 +111,8 @@ mod tests {
         control: RawFd,
         /// The read end of the death pipe, or -1.
         death: RawFd,
+        /// A descriptor to close once the init is not dumpable, or -1.
+        gate: RawFd,
     }
 
     /// Executes the init image in `memfd` ([`sealed_memfd`]) with `args` and an empty environment,
@@ -119,13 +121,21 @@ mod tests {
     ///
     /// Async-signal-safe: no allocation, raw system calls on this stack only.
     fn exec_init(memfd: RawFd, args: &InitArgs) -> isize {
-        let numbers = [args.command, args.status, args.control, args.death].map(Decimal::new);
-        let argv: [*const c_char; 6] = [
+        let numbers = [
+            args.command,
+            args.status,
+            args.control,
+            args.death,
+            args.gate,
+        ]
+        .map(Decimal::new);
+        let argv: [*const c_char; 7] = [
             c"palisade-init".as_ptr(),
             numbers[0].as_ptr(),
             numbers[1].as_ptr(),
             numbers[2].as_ptr(),
             numbers[3].as_ptr(),
+            numbers[4].as_ptr(),
             std::ptr::null(),
         ];
         let envp: [*const c_char; 1] = [std::ptr::null()];
@@ -374,6 +384,7 @@ mod tests {
                             status: status.as_raw_fd(),
                             control,
                             death,
+                            gate: -1,
                         };
                         exec_init(image.as_raw_fd(), &args);
                         libc::_exit(122)
@@ -559,18 +570,21 @@ mod tests {
                 status: 1,
                 control: -1,
                 death: -1,
+                gate: -1,
             },
             InitArgs {
                 command: 5,
                 status: -1,
                 control: -1,
                 death: -1,
+                gate: -1,
             },
             InitArgs {
                 command: 5,
                 status: 1,
                 control: -2,
                 death: -1,
+                gate: -1,
             },
         ] {
             // SAFETY: the child only executes (async-signal-safe) or exits.

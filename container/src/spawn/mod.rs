@@ -3,12 +3,13 @@
 //! The parent creates the pipes and a stack for the child, clones the child into its namespaces
 //! (`clone3(2)` with `CLONE_VM`, `CLONE_PIDFD` and `CLONE_CLEAR_SIGHAND`), writes the user
 //! namespace id maps while the child waits, releases it, and then blocks on a close-on-exec error
-//! pipe: end-of-file means the `execve(2)` succeeded, eight bytes are a `(step, errno)` report from
-//! the child.
+//! pipe: end-of-file means the `execve(2)`s succeeded (the command's and, with an init, the init
+//! program's), eight bytes are a `(step, errno)` report from the child.
 //!
 //! With `CLONE_VM` the child runs in the parent's memory on its own stack, so the clone copies no
 //! page tables and costs the same from a small program as from one with gigabytes resident (the
-//! reason `posix_spawn(3)` uses `vfork`). Where that path is not available (architectures other
+//! reason `posix_spawn(3)` uses `vfork`). It does so only until it executes: nothing of the
+//! sandbox's own runs before that, and the init is a program of its own ([`init`]). Where that path is not available (architectures other
 //! than x86-64, kernels without `clone3(2)`) the child is a fork-like copy instead; the child side
 //! is written to be correct either way.
 

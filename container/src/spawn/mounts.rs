@@ -3,14 +3,15 @@
 //!
 //! Paths in the sandbox are never resolved against the host: each is opened from the new root
 //! with `openat2(2)` and `RESOLVE_IN_ROOT` (and `RESOLVE_NO_SYMLINKS` where the plan says so),
-//! and the mount goes onto the descriptor, through its `/proc/self/fd/N` magic link, which
-//! names exactly the object opened (`proc(5)`). Directories and files are created with
-//! `mkdirat(2)` in a parent opened the same way.
+//! and the mount goes onto exactly the object opened: a bind is cloned with `open_tree(2)` and
+//! attached to the descriptor with `move_mount(2)`, a new file system is mounted on `.` after
+//! `fchdir(2)` to it. Directories and files are created with `mkdirat(2)` in a parent opened
+//! the same way.
 
 use palisade_overlay::rootfs::{At, KernelFs, Op, RootfsPlan};
 
 use super::child::{fail_at, ChildFds};
-use super::sys::{decimal, raw};
+use super::sys::raw;
 use crate::error::ChildStep;
 
 const SYS_MOVE_MOUNT: libc::c_long = 429;
@@ -71,10 +72,15 @@ pub(super) unsafe fn run(plan: &RootfsPlan, fds: &ChildFds) {
             fail_at(fds, ChildStep::Rootfs, i as u32, -ret);
         }
     }
-    // SAFETY: close(2) of our own descriptor, umask(2) back to the caller's.
+    // SAFETY: fchdir(2) and close(2) of our own descriptor, umask(2) back to the caller's.
     unsafe {
         if root >= 0 {
+            // Mounts went onto `.`: back to the root (`/` since the pivot).
+            let r = raw!(libc::SYS_fchdir, root);
             raw!(libc::SYS_close, root);
+            if r < 0 {
+                fail_at(fds, ChildStep::Rootfs, plan.ops.len() as u32, -r);
+            }
         }
         raw!(libc::SYS_umask, umask);
     }
@@ -131,14 +137,54 @@ fn open_path(at: &At, root: i32) -> Result<Fd, isize> {
     }
 }
 
-/// `/proc/self/fd/N` for a descriptor, NUL-terminated, in `buf`.
-fn fd_path(fd: &Fd, buf: &mut [u8; 40]) -> *const libc::c_char {
-    const PREFIX: &[u8] = b"/proc/self/fd/";
-    let mut digits = [0u8; 24];
-    let n = decimal(fd.0 as i64, &mut digits).to_bytes_with_nul();
-    buf[..PREFIX.len()].copy_from_slice(PREFIX);
-    buf[PREFIX.len()..PREFIX.len() + n.len()].copy_from_slice(n);
-    buf.as_ptr().cast()
+/// Mounts a new file system of `fstype` on the directory `target` (`mount(2)` on `.` after
+/// `fchdir(2)` to it); returns 0 or `-errno`.
+fn mount_on(
+    target: &Fd,
+    source: &std::ffi::CStr,
+    fstype: &std::ffi::CStr,
+    flags: libc::c_ulong,
+    data: *const libc::c_char,
+) -> isize {
+    // SAFETY: fchdir(2) to our descriptor and mount(2) with prepared strings.
+    unsafe {
+        let r = raw!(libc::SYS_fchdir, target.0);
+        if r < 0 {
+            return r;
+        }
+        raw!(
+            libc::SYS_mount,
+            source.as_ptr(),
+            c".".as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data
+        )
+    }
+}
+
+/// Binds `source` (a path as the child sees it) onto `target`: `open_tree(2)` clones it (with
+/// everything below it if `recursive`), `move_mount(2)` attaches the clone; 0 or `-errno`.
+fn bind_onto(target: &Fd, source: &std::ffi::CStr, recursive: bool) -> isize {
+    let flags =
+        OPEN_TREE_CLONE | libc::O_CLOEXEC as usize | if recursive { AT_RECURSIVE } else { 0 };
+    // SAFETY: open_tree(2) of a prepared path; the tree's descriptor is ours.
+    let tree = unsafe { raw!(SYS_OPEN_TREE, libc::AT_FDCWD, source.as_ptr(), flags) };
+    if tree < 0 {
+        return tree;
+    }
+    let tree = Fd(tree);
+    // SAFETY: move_mount(2) between two descriptors of ours.
+    unsafe {
+        raw!(
+            SYS_MOVE_MOUNT,
+            tree.0,
+            c"".as_ptr(),
+            target.0,
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH
+        )
+    }
 }
 
 /// Whether the file system of `fd` is `on` (`fstatfs(2)`): `0`, or `-EXDEV` when it is not.
@@ -292,21 +338,12 @@ unsafe fn step(op: &Op, root: &mut i32) -> isize {
                     Ok(fd) => fd,
                     Err(e) => return e,
                 };
-                let mut buf = [0u8; 40];
-                let data = data.as_ref().map_or(std::ptr::null(), |d| d.as_ptr());
-                let fstype = if fstype.is_empty() {
-                    std::ptr::null()
+                let r = if fstype.is_empty() && flags & libc::MS_BIND != 0 {
+                    bind_onto(&target, source, flags & libc::MS_REC != 0)
                 } else {
-                    fstype.as_ptr()
+                    let data = data.as_ref().map_or(std::ptr::null(), |d| d.as_ptr());
+                    mount_on(&target, source, fstype, *flags, data)
                 };
-                let r = raw!(
-                    libc::SYS_mount,
-                    source.as_ptr(),
-                    fd_path(&target, &mut buf),
-                    fstype,
-                    *flags,
-                    data
-                );
                 let refused = r == -(libc::EPERM as isize) || r == -(libc::EACCES as isize);
                 if *optional && refused {
                     0
@@ -336,25 +373,16 @@ unsafe fn step(op: &Op, root: &mut i32) -> isize {
                     return r;
                 }
                 let mode = st.assume_init_ref().st_mode;
-                let mut buf = [0u8; 40];
                 if mode & libc::S_IFMT == libc::S_IFDIR {
-                    raw!(
-                        libc::SYS_mount,
-                        c"tmpfs".as_ptr(),
-                        fd_path(&target, &mut buf),
-                        c"tmpfs".as_ptr(),
+                    mount_on(
+                        &target,
+                        c"tmpfs",
+                        c"tmpfs",
                         libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                        c"size=0".as_ptr()
+                        c"size=0".as_ptr(),
                     )
                 } else {
-                    raw!(
-                        libc::SYS_mount,
-                        c"/dev/null".as_ptr(),
-                        fd_path(&target, &mut buf),
-                        0,
-                        libc::MS_BIND,
-                        0
-                    )
+                    bind_onto(&target, c"/dev/null", false)
                 }
             }
             Op::SetAttr {

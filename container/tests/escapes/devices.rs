@@ -151,3 +151,25 @@ fn device_nodes_an_image_ships_do_not_open() {
         "a device node shipped in the image opened"
     );
 }
+
+/// A command given `CAP_SYS_ADMIN` can mount a file system of its own without `nodev` (the
+/// default profile then allows `mount(2)`), so `nodev` alone no longer keeps a node it makes
+/// from opening: the sandbox's cgroup carries the device policy, enforced by the kernel for
+/// every file system. Here the node is the kernel log (char 1:11), only opened for reading.
+#[test]
+fn a_command_that_can_mount_still_cannot_open_devices_outside_the_policy() {
+    require_root!();
+    let script = "mkdir -p /m && mount -t tmpfs none /m && mknod /m/kmsg c 1 11 && \
+                  if (: < /m/kmsg) 2>/dev/null; then echo opened; else echo refused; fi";
+    // CAP_SYSLOG: reading the log may need it (`dmesg_restrict`, `proc_sys_kernel(5)`).
+    let mut b = sh(script);
+    b.cap_add(palisade::Capability::CAP_SYS_ADMIN)
+        .cap_add(palisade::Capability::CAP_SYSLOG);
+    assert_eq!(stdout_of(&mut b), "refused\n");
+    // Control: the same with the device allowed in the policy opens it.
+    let mut b = sh(script);
+    b.cap_add(palisade::Capability::CAP_SYS_ADMIN)
+        .cap_add(palisade::Capability::CAP_SYSLOG)
+        .device("c 1:11 r".parse().unwrap());
+    assert_eq!(stdout_of(&mut b), "opened\n");
+}

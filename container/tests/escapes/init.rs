@@ -161,3 +161,19 @@ fn the_init_has_no_new_privileges_and_a_syscall_filter() {
     ));
     assert_eq!(out, "NoNewPrivs: 1\nSeccomp: 2\n");
 }
+
+/// Without `CAP_SYS_PTRACE` the command cannot look into PID 1 at all: the init is not dumpable
+/// (`PR_SET_DUMPABLE`), so even its `/proc/1/environ` and `/proc/1/mem` are refused to a process
+/// of the same user (`proc(5)`, "ptrace access mode"). This holds from before the command runs
+/// anything of its own.
+#[test]
+fn the_command_cannot_look_into_the_init() {
+    require_root!();
+    let script = "for f in /proc/1/environ /proc/1/mem /proc/self/environ; do \
+                  if head -c 1 $f >/dev/null 2>&1; then echo $f readable; else echo $f refused; fi; \
+                  done";
+    assert_eq!(
+        crate::common::stdout_of(&mut crate::common::sh(script)),
+        "/proc/1/environ refused\n/proc/1/mem refused\n/proc/self/environ readable\n"
+    );
+}

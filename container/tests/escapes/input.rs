@@ -55,3 +55,45 @@ fn a_memory_limit_too_small_to_start_is_a_typed_error() {
         "{result:?}"
     );
 }
+
+/// The `run` example, which `cargo test` builds beside the test binaries: its exit code and
+/// stderr.
+fn run_example(args: &[&str]) -> (i32, String) {
+    let exe = std::env::current_exe().unwrap();
+    let run = exe.parent().unwrap().join("../examples/run");
+    assert!(run.exists(), "{} is missing", run.display());
+    let out = std::process::Command::new(&run)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_volume_mode_that_is_no_mode_is_refused() {
+    require_root!();
+    let dir = crate::support::TempDir::new("volume-mode");
+    let host = dir.path().to_str().unwrap();
+    // Once taken as part of the path: a read-write volume at `/b:RO`.
+    for spec in [format!("{host}:/b:RO"), format!("{host}:/b:ro,xyz")] {
+        let (code, stderr) = run_example(&["-v", &spec, "--", "true"]);
+        assert_eq!(code, 125, "{spec}: {stderr}");
+        assert!(stderr.contains("unknown mode"), "{spec}: {stderr}");
+    }
+    // Control: the modes there are work.
+    for spec in [
+        format!("{host}:/b:ro"),
+        format!("{host}:/b:rw"),
+        format!("{host}:/b"),
+    ] {
+        let (code, stderr) = run_example(&["-v", &spec, "--", "test", "-d", "/b"]);
+        assert_eq!(code, 0, "{spec}: {stderr}");
+    }
+    let (code, stderr) = run_example(&["-h", "bad/name", "--", "true"]);
+    assert_eq!(code, 125, "{stderr}");
+    let (code, stderr) = run_example(&["--memory", "1", "--", "true"]);
+    assert_eq!(code, 125, "{stderr}");
+}

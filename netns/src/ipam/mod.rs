@@ -562,6 +562,89 @@ fn validate_name(name: &str) -> Result<()> {
     })
 }
 
+/// A lease dropped because its owner is gone, as [`remove_stale_leases`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StaleLease {
+    /// The network it was in.
+    pub network: String,
+    /// The lease.
+    pub lease: LeaseInfo,
+}
+
+/// One network's state after [`prune_dir_locked`].
+pub(crate) struct PrunedNetwork {
+    pub(crate) network: String,
+    pub(crate) subnet: Subnet,
+    pub(crate) dropped: Vec<LeaseInfo>,
+    pub(crate) live: usize,
+}
+
+/// Drops the leases of owners that are gone in every network recorded in `state_dir`, under the
+/// directory's lock, and returns them. A missing directory holds nothing (and is not created).
+///
+/// Every locked operation on a network does this for that network already; this reclaims the
+/// addresses of all networks at once, e.g. after a crash of every manager.
+///
+/// # Errors
+/// [`Error::CorruptState`] or [`Error::Io`] if a state file cannot be read or written.
+pub fn remove_stale_leases(state_dir: impl AsRef<Path>) -> Result<Vec<StaleLease>> {
+    let dir = state_dir.as_ref();
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let _lock = lock_dir(dir)?;
+    Ok(prune_dir_locked(dir)?
+        .into_iter()
+        .flat_map(|p| {
+            let network = p.network;
+            p.dropped.into_iter().map(move |lease| StaleLease {
+                network: network.clone(),
+                lease,
+            })
+        })
+        .collect())
+}
+
+/// [`remove_stale_leases`] for a caller that holds the lock of `dir`, with every network's
+/// subnet and number of live leases.
+pub(crate) fn prune_dir_locked(dir: &Path) -> Result<Vec<PrunedNetwork>> {
+    remove_stale_temp_files(dir);
+    let mut out = Vec::new();
+    let entries = fs::read_dir(dir).map_err(io_err("read state directory", dir))?;
+    for entry in entries {
+        let entry = entry.map_err(io_err("read state directory", dir))?;
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some(STATE_EXT) {
+            continue;
+        }
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        if validate_name(name).is_err() {
+            continue;
+        }
+        let Some(mut state) = read_state(&path)? else {
+            continue;
+        };
+        let before = state.leases.clone();
+        if state.prune() {
+            write_state(dir, &path, &state)?;
+        }
+        let dropped = before
+            .into_iter()
+            .filter(|l| !state.leases.contains(l))
+            .collect();
+        out.push(PrunedNetwork {
+            network: name.to_owned(),
+            subnet: state.subnet,
+            dropped,
+            live: state.leases.len(),
+        });
+    }
+    out.sort_by(|a, b| a.network.cmp(&b.network));
+    Ok(out)
+}
+
 /// Fails with [`Error::Overlap`] if a network other than `except` in `dir` overlaps `subnet`.
 /// Called with the lock held.
 fn check_overlap_locked(dir: &Path, except: Option<&str>, subnet: Subnet) -> Result<()> {
@@ -663,6 +746,19 @@ impl Allocator {
         })
     }
 
+    /// The allocator of a network recorded in `dir`, for a caller that holds the lock of `dir`
+    /// (which [`Allocator::open`] would take again).
+    pub(crate) fn existing_locked(dir: &Path, network: &str, subnet: Subnet) -> Allocator {
+        Allocator {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                name: network.to_owned(),
+                subnet,
+                path: dir.join(format!("{network}.{STATE_EXT}")),
+            }),
+        }
+    }
+
     /// Checks, under the lock, that no network recorded in `state_dir` overlaps `subnet`.
     /// A missing directory holds no networks.
     ///
@@ -745,11 +841,16 @@ impl Allocator {
     /// - [`Error::CorruptState`], [`Error::Io`] for state file problems.
     pub fn allocate(&self, owner: Owner) -> Result<Lease> {
         let _lock = self.lock()?;
-        self.allocate_locked(owner)
+        self.allocate_locked(owner, &BTreeSet::new())
     }
 
-    /// [`Allocator::allocate`] for a caller that holds [`Allocator::lock`].
-    pub(crate) fn allocate_locked(&self, owner: Owner) -> Result<Lease> {
+    /// [`Allocator::allocate`] for a caller that holds [`Allocator::lock`], never handing out
+    /// an address of `reserved` (one that something outside the state file still points at).
+    pub(crate) fn allocate_locked(
+        &self,
+        owner: Owner,
+        reserved: &BTreeSet<IpAddr>,
+    ) -> Result<Lease> {
         validate_tag(&owner.tag)?;
         if !owner.is_alive() {
             return Err(Error::InvalidValue {
@@ -760,7 +861,14 @@ impl Allocator {
         }
         let subnet = self.inner.subnet;
         let ip = self.update_locked(|state| {
-            let used: BTreeSet<u128> = state.leases.iter().map(|l| to_bits(l.ip)).collect();
+            let used: BTreeSet<u128> = state
+                .leases
+                .iter()
+                .map(|l| l.ip)
+                .chain(reserved.iter().copied())
+                .filter(|ip| subnet.contains(*ip))
+                .map(to_bits)
+                .collect();
             let (first, last) = subnet.host_range();
             let mut candidate = first;
             for &u in used.range(first..=last) {
