@@ -13,7 +13,8 @@
 //! | `mounts` | an image's `/proc`, `/sys` or `/dev` is a link out of its root; a volume or tmpfs target passes through a link (the image's, or the host's `/var/run`) |
 //! | `devices` | the command `mknod`s a host block device and reads it; an image ships device nodes that open for an unprivileged user; a command that may mount makes a file system without `nodev` for its nodes |
 //! | `seccomp` | a profile refuses every call, or suspends `execve` with nobody listening: the spawn hangs |
-//! | `lifetime` | the sandbox dies with the thread that spawned it; outlives its caller's SIGKILL |
+//! | `lifetime` | the sandbox dies with the thread that spawned it; outlives its caller's SIGKILL; leaves its cgroups behind |
+//! | `network` | a killed caller's published-port rules stay, and send its port's traffic to the next sandbox given its address |
 //! | `defaults` | the caller's environment and the host's secrets and home directories reach a default sandbox |
 //! | `input` | hostnames that are none, a memory limit too small to start, a volume mode that is none |
 //! | `exhaustion` | a sandbox writes until the host's memory is gone, through its throwaway layer or `/tmp` |
@@ -52,3 +53,6 @@ mod input;
 
 #[path = "escapes/exhaustion.rs"]
 mod exhaustion;
+
+#[path = "escapes/network.rs"]
+mod network;
