@@ -9,9 +9,9 @@
 //! With `CLONE_VM` the child runs in the parent's memory on its own stack, so the clone copies no
 //! page tables and costs the same from a small program as from one with gigabytes resident (the
 //! reason `posix_spawn(3)` uses `vfork`). It does so only until it executes: nothing of the
-//! sandbox's own runs before that, and the init is a program of its own ([`init`]). Where that path is not available (architectures other
-//! than x86-64, kernels without `clone3(2)`) the child is a fork-like copy instead; the child side
-//! is written to be correct either way.
+//! sandbox's own runs before that, and the init is a program of its own ([`init`]). Where that
+//! path is not available (architectures other than x86-64, kernels without `clone3(2)`) the child
+//! is a fork-like copy instead; the child side is written to be correct either way.
 
 pub(crate) mod child;
 mod control;
@@ -267,6 +267,10 @@ impl Sandbox {
         if step == ChildStep::Rootfs {
             let op = plan.rootfs.as_ref().and_then(|r| r.ops.get(index as usize));
             return Context(op.map(|op| op.describe()));
+        }
+        if step == ChildStep::PassFds {
+            let target = plan.passed_fds.get(index as usize).map(|(_, t)| *t);
+            return Context(target.map(|t| format!("descriptor {t}")));
         }
         if let Some(described) = plan.security.describe(step) {
             return Context(Some(described));
