@@ -418,6 +418,13 @@ fn run(opts: &Options) -> Result<u8, Error> {
     })?;
 
     let mut child = builder.spawn()?;
+    // With `-p 0:PORT` the kernel chose the host port: say which, as `docker port` would.
+    for p in child.ports() {
+        eprintln!(
+            "published {}:{} -> {}/{}",
+            p.host_ip, p.host_port, p.port, p.proto
+        );
+    }
     let pidfd = child
         .pidfd()
         .try_clone_to_owned()

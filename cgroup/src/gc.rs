@@ -198,6 +198,15 @@ pub(crate) fn collect(parents: impl IntoIterator<Item = PathBuf>) -> Result<GcRe
 /// Kills whatever is left in a stale group's directories, waits until they are empty, and
 /// removes them depth-first. Returns how many processes were found in them.
 fn remove_stale(dirs: &[PathBuf], timeout: Duration) -> Result<usize> {
+    // Counted first: `cgroup.kill` below may empty the groups before the loop looks.
+    let mut seen = HashSet::new();
+    for d in dirs {
+        for dir in tree(d)? {
+            if let Ok(pids) = read_parsed(&dir.join("cgroup.procs"), parse::pids) {
+                seen.extend(pids);
+            }
+        }
+    }
     for d in dirs {
         // Tolerate a missing file: a v1 hierarchy has no cgroup.kill, and a kernel before 5.14
         // none at all; a v1 freezer holds killed processes until thawed.
@@ -212,7 +221,6 @@ fn remove_stale(dirs: &[PathBuf], timeout: Duration) -> Result<usize> {
         }
     }
     // Without cgroup.kill a member may fork while the list is read: kill until none is left.
-    let mut seen = HashSet::new();
     let empty = sys::wait_until(timeout, || {
         let mut any = false;
         for d in dirs {

@@ -16,7 +16,8 @@ use crate::error::{Error, Result};
 use crate::security::{Capability, SecurityContext, SecuritySpec};
 use crate::spawn::init_image;
 use crate::spawn::plan::{
-    cstring, death_pipe, dup_above, signal_sets, CStringArray, CgroupPlan, ExecPlan, Plan, UserPlan,
+    cstring, death_pipe, dup_above, ping_group_range, signal_sets, CStringArray, CgroupPlan,
+    ExecPlan, Plan, UserPlan,
 };
 use crate::{Child, ExitStatus, Output, Stdio};
 
@@ -704,6 +705,7 @@ impl SandboxBuilder {
         let user = namespaces
             .contains(Namespace::USER)
             .then(|| self.user_plan());
+        let ping_group_range = loopback_up.then(|| ping_group_range(user.as_ref()));
         let mount_ns = namespaces.contains(Namespace::MOUNT);
         let (empty_signals, init_signals) = signal_sets();
         let cgroup = self.cgroup_plan(namespaces.contains(Namespace::USER))?;
@@ -766,6 +768,7 @@ impl SandboxBuilder {
             unshare_cgroup_ns,
             join_net,
             loopback_up,
+            ping_group_range,
             private_mounts: mount_ns && !own_root,
             mount_proc: mount_ns && pid_ns && !own_root,
             rootfs,

@@ -173,6 +173,9 @@ pub enum ChildStep {
     /// `execveat(2)` of the init program (or getting ready for it: dropping the init's
     /// privileges to the command's).
     InitExec,
+    /// Writing `/proc/sys/net/ipv4/ping_group_range` in the sandbox's new network namespace, so
+    /// that `ping` works through ICMP datagram sockets without `CAP_NET_RAW` (`icmp(7)`).
+    PingGroupRange,
 }
 
 impl ChildStep {
@@ -206,6 +209,7 @@ impl ChildStep {
             NoNewPrivs,
             PassFds,
             InitExec,
+            PingGroupRange,
         ]
         .into_iter()
         .find(|s| *s as u32 == raw)
@@ -242,6 +246,7 @@ impl fmt::Display for ChildStep {
             ChildStep::NoNewPrivs => "set no_new_privs",
             ChildStep::PassFds => "pass a descriptor to its number",
             ChildStep::InitExec => "execute the init",
+            ChildStep::PingGroupRange => "let its groups open ICMP datagram sockets",
         })
     }
 }
@@ -257,11 +262,12 @@ mod tests {
             assert_eq!(step as u32, raw);
         }
         assert_eq!(ChildStep::from_raw(0), None);
-        assert_eq!(ChildStep::from_raw(28), None);
+        assert_eq!(ChildStep::from_raw(29), None);
         // The numbers are the wire format between child and parent: new steps go at the end.
         assert_eq!(ChildStep::Network as u32, 16);
         assert_eq!(ChildStep::Seccomp as u32, 17);
         assert_eq!(ChildStep::NoNewPrivs as u32, 25);
+        assert_eq!(ChildStep::PingGroupRange as u32, 28);
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct Child {
     cgroup: Option<Cgroup>,
     /// Its bridge attachment or port forwarder; removed once the sandbox has been reaped.
     net: Option<NetHandle>,
+    /// Why the removal of its network after the reaping failed, if it did.
+    cleanup_error: Option<Error>,
     /// The user-notification listener of its seccomp filter, until taken.
     seccomp_listener: Option<Listener>,
     /// The parent's end of the command's stdin, if it was [piped](crate::Stdio::piped).
@@ -73,6 +75,7 @@ impl Child {
             kill_on_drop: true,
             cgroup: None,
             net: None,
+            cleanup_error: None,
             seccomp_listener: None,
             stdin,
             stdout,
@@ -119,6 +122,16 @@ impl Child {
             Some(NetHandle::Forward(f)) => f.ports(),
             None => &[],
         }
+    }
+
+    /// Why removing the sandbox's network after it exited failed, if it did: e.g. a corrupt
+    /// bridge state file ([`palisade_netns::Error::CorruptState`]) or a state lock held too long
+    /// ([`palisade_netns::Error::LockTimeout`]). Such a failure never replaces the command's
+    /// status: [`Child::wait`] and [`Child::try_wait`] still return the status, and this reports
+    /// the failure separately. The teardown removes what it can regardless; what is left
+    /// behind is what [`gc`](crate::gc) removes. `None` until the sandbox has been reaped.
+    pub fn cleanup_error(&self) -> Option<&Error> {
+        self.cleanup_error.as_ref()
     }
 
     pub(crate) fn group(&self) -> Option<&Cgroup> {
@@ -268,9 +281,14 @@ impl Child {
             status = status.with_oom_kills(events.oom_kill);
         }
         self.status = Some(status);
-        // The sandbox is gone: its veth, address, NAT rules and forwarder go too.
+        // The sandbox is gone: its veth, address, NAT rules and forwarder go too. A failure
+        // there is the caller's to see, but never in place of the command's status.
         match self.net.take() {
-            Some(NetHandle::Bridge(a)) => a.detach()?,
+            Some(NetHandle::Bridge(a)) => {
+                if let Err(e) = a.detach() {
+                    self.cleanup_error = Some(e.into());
+                }
+            }
             Some(NetHandle::Forward(f)) => drop(f),
             None => {}
         }

@@ -15,6 +15,9 @@
 //! | `seccomp` | a profile refuses every call, or suspends `execve` with nobody listening: the spawn hangs |
 //! | `lifetime` | the sandbox dies with the thread that spawned it; outlives its caller's SIGKILL; leaves its cgroups behind |
 //! | `network` | a killed caller's published-port rules stay, and send its port's traffic to the next sandbox given its address |
+//! | `net_forwarder` | a flood of connections to a published port takes every descriptor of the caller |
+//! | `net_l2` | a sandbox forges frames (gratuitous ARP, forged MACs) with a packet socket; IPv6 router advertisements reach the host's bridge and the other sandboxes |
+//! | `net_state` | an emptied or corrupt bridge state file hands a running sandbox's address to the next, whose end takes the first's `eth0`; a corrupt state at teardown turns the exit status into an error |
 //! | `defaults` | the caller's environment and the host's secrets and home directories reach a default sandbox |
 //! | `input` | hostnames that are none, a memory limit too small to start, a volume mode that is none |
 //! | `exhaustion` | a sandbox writes until the host's memory is gone, through its throwaway layer or `/tmp` |
@@ -56,3 +59,12 @@ mod exhaustion;
 
 #[path = "escapes/network.rs"]
 mod network;
+
+#[path = "escapes/net_state.rs"]
+mod net_state;
+
+#[path = "escapes/net_l2.rs"]
+mod net_l2;
+
+#[path = "escapes/net_forwarder.rs"]
+mod net_forwarder;

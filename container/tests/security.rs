@@ -11,30 +11,14 @@ mod support;
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use common::{sh, stdout_of};
+use common::{probe, sh, stdout_of};
 use palisade::overlay::rootfs::Access;
 use palisade::seccomp::notify::Response;
 use palisade::seccomp::{Action, JsonOptions, Profile, Rule};
 use palisade::{Capability, ChildStep, Error, Sandbox, SandboxBuilder, Stdio};
 use support::TempDir;
-
-/// A sandbox that runs the ignored test `name` of this binary, mounted at `/mnt`.
-fn probe(name: &str) -> SandboxBuilder {
-    let exe = std::env::current_exe().unwrap();
-    let mut b = Sandbox::builder(Path::new("/mnt").join(exe.file_name().unwrap()));
-    b.args([
-        "--exact",
-        name,
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env("PALISADE_PROBE", "1")
-    .volume(exe.parent().unwrap(), "/mnt", Access::ReadOnly);
-    b
-}
 
 /// The `key: value` lines of `/proc/self/status` named in `keys`, as the sandbox's shell sees
 /// them.
@@ -55,8 +39,9 @@ fn field<'a>(fields: &'a [(String, String)], key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {key} in {fields:?}"))
 }
 
-/// Docker's default capability set as `/proc/<pid>/status` prints it.
-const DOCKER_CAPS: &str = "00000000a80425fb";
+/// The default capability set (Docker's without `CAP_NET_RAW`, as podman's) as
+/// `/proc/<pid>/status` prints it.
+const DOCKER_CAPS: &str = "00000000a80405fb";
 
 #[test]
 fn default_sandbox_is_confined_and_ordinary_programs_run() {
@@ -186,15 +171,141 @@ fn capabilities_can_be_dropped_and_added() {
     }
 
     let mut b = sh("cat /proc/self/status");
-    b.cap_drop(Capability::CAP_NET_RAW)
+    b.cap_drop(Capability::CAP_KILL)
         .cap_add(Capability::CAP_NET_ADMIN);
     let fields = status_fields(&mut b, &keys);
     let eff = u64::from_str_radix(field(&fields, "CapEff"), 16).unwrap();
     let docker = u64::from_str_radix(DOCKER_CAPS, 16).unwrap();
-    let expected =
-        (docker & !Capability::CAP_NET_RAW.bitmask()) | Capability::CAP_NET_ADMIN.bitmask();
+    let expected = (docker & !Capability::CAP_KILL.bitmask()) | Capability::CAP_NET_ADMIN.bitmask();
     assert_eq!(eff, expected, "{eff:x}");
     assert_eq!(field(&fields, "CapBnd"), field(&fields, "CapEff"));
+}
+
+#[test]
+fn ping_works_without_net_raw_through_ping_group_range() {
+    require_root!();
+    let host_range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap();
+    let lines = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter(|l| l.starts_with("probe "))
+            .map(str::to_owned)
+            .collect()
+    };
+
+    // The default sandbox (its own network namespace, no NET_RAW): no raw socket, but an ICMP
+    // echo through a datagram socket, as `ping` does (`icmp(7)`).
+    let out = stdout_of(&mut probe("probe_icmp_echo"));
+    let eperm = libc::EPERM;
+    assert_eq!(
+        lines(&out),
+        [
+            format!("probe CapEff {DOCKER_CAPS}"),
+            "probe range 0 2147483647".to_owned(),
+            format!("probe raw -1 {eperm}"),
+            "probe echo reply".to_owned(),
+        ],
+        "{out}"
+    );
+
+    // In a user namespace the range is the mapped extent: ids outside it would be refused.
+    let map = palisade::IdMap::new([palisade::IdMapping::new(0, 100_000, 65_536)]).unwrap();
+    let mut b = probe("probe_icmp_echo");
+    b.uid_map(map.clone()).gid_map(map);
+    let out = stdout_of(&mut b);
+    let got = lines(&out);
+    assert!(got.contains(&"probe range 0 65535".to_owned()), "{out}");
+    assert_eq!(got.last().unwrap(), "probe echo reply", "{out}");
+
+    // The control: in the host's namespace, whose range (here) lets no group open ICMP datagram
+    // sockets, the same probe cannot ping.
+    if host_range.split_whitespace().collect::<Vec<_>>() == ["1", "0"] {
+        let mut b = probe("probe_icmp_echo");
+        b.network(palisade::netns::Network::host());
+        let out = stdout_of(&mut b);
+        let got = lines(&out);
+        assert!(got.last().unwrap().starts_with("probe echo -1"), "{out}");
+    }
+
+    // The sysctl is the sandbox namespace's: the host's is untouched.
+    let after = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap();
+    assert_eq!(after, host_range);
+}
+
+/// Runs only inside a sandbox: prints `probe CapEff HEX`, `probe range LOW HIGH`, the result of
+/// opening a raw ICMP socket (`probe raw RET ERRNO`), and `probe echo reply` once an ICMP echo
+/// to 127.0.0.1 through a datagram socket is answered (or `probe echo -1 ERRNO`).
+#[test]
+#[ignore = "run inside a sandbox by ping_works_without_net_raw_through_ping_group_range"]
+fn probe_icmp_echo() {
+    assert!(std::env::var_os("PALISADE_PROBE").is_some());
+    println!();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let caps = status.lines().find(|l| l.starts_with("CapEff:")).unwrap();
+    println!("probe CapEff {}", caps.split_whitespace().nth(1).unwrap());
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap();
+    println!(
+        "probe range {}",
+        range.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
+    let errno = || std::io::Error::last_os_error().raw_os_error().unwrap();
+    // SAFETY: socket(2) with plain values; the descriptor is closed at once.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
+    if raw >= 0 {
+        println!("probe raw {raw} 0");
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(raw) };
+    } else {
+        println!("probe raw -1 {}", errno());
+    }
+    // SAFETY: socket(2) with plain values.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP) };
+    if fd < 0 {
+        println!("probe echo -1 {}", errno());
+        return;
+    }
+    // An echo request: type 8, code 0; the kernel fills in the identifier and the checksum.
+    let request = [8u8, 0, 0, 0, 0, 0, 0, 1, b'p', b'a', b'l'];
+    let dst = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let timeout = libc::timeval {
+        tv_sec: 5,
+        tv_usec: 0,
+    };
+    let mut reply = [0u8; 64];
+    // SAFETY: the buffers and the address live on this stack for the calls.
+    let got = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&timeout as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
+        let sent = libc::sendto(
+            fd,
+            request.as_ptr().cast(),
+            request.len(),
+            0,
+            (&dst as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        if sent < 0 {
+            sent
+        } else {
+            libc::recv(fd, reply.as_mut_ptr().cast(), reply.len(), 0)
+        }
+    };
+    if got > 0 && reply[0] == 0 {
+        println!("probe echo reply");
+    } else {
+        println!("probe echo {got} {}", errno());
+    }
 }
 
 #[test]

@@ -6,7 +6,10 @@
 //! For the network (shared by its sandboxes, made by the first one):
 //! - the bridge (default `palisade0`) with the subnet's gateway address, up. A bridge the library
 //!   creates is labelled with an alias and deleted with the network's last sandbox; a bridge that
-//!   already existed (the user's) is reused and never deleted;
+//!   already existed (the user's) is reused and never deleted. The library's bridge has IPv6
+//!   turned off before it goes up ([`crate::link::disable_ipv6`]): no address, not
+//!   even link-local, and no router advertisement from a sandbox taken; a user's bridge keeps
+//!   the user's IPv6 settings;
 //! - `forwarding` on the bridge (`/proc/sys/net/ipv4/conf/<bridge>/forwarding`), so that the
 //!   sandboxes' traffic is routed out; and, when ports are published, on the interfaces that carry
 //!   the host's default routes and those named with [`Bridge::forward_from`], so that traffic
@@ -19,7 +22,8 @@
 //!
 //! For each sandbox ([`PreparedBridge::attach`], while the sandbox's process waits):
 //! - a veth pair, `pal-<pid>` on the host attached to the bridge and `eth0` created directly in
-//!   the sandbox's namespace, with the leased address and a default route via the gateway. The
+//!   the sandbox's namespace, with the leased address and a default route via the gateway. Both
+//!   ends have IPv6 turned off before they go up. The
 //!   kernel removes both ends when the sandbox's namespace goes, in the background; the
 //!   library removes the veth itself only while the sandbox still runs, and with the network;
 //! - if it publishes ports, its nftables table: a DNAT rule per port for traffic from outside.
@@ -40,18 +44,36 @@
 //! removes an unused network, and [`gc`] / [`gc_dir`] do it for every network of a state
 //! directory and report what they removed.
 //!
+//! # Which addresses are in use
+//!
+//! The allocation state file is the record, but not the only one: each sandbox's host-side veth
+//! carries its lease in its alias (`IFLA_IFALIAS`: `palisade-netns lease <address> <pid>
+//! <start time>`). The veth lives in the host's namespace, where a sandbox cannot change it, and
+//! exists exactly as long as the sandbox's namespace (the kernel removes both ends with it). So
+//! before every allocation and release, under the lock, the leases that the bridge's veths show
+//! for live owners are merged into the state; an emptied, deleted or corrupt state file is
+//! rebuilt from them. A damaged state file therefore never hands out an address in use, and the
+//! network's teardown never removes a live sandbox's veth or its bridge. The teardown of a
+//! sandbox whose state file was corrupt still completes, and then reports the
+//! [`Error::CorruptState`] it recovered from.
+//!
+//! The state directory is private (`0700`, files `0600`), and waits for its lock are bounded
+//! ([`Bridge::lock_timeout`], [`Error::LockTimeout`]); see [`crate::ipam`].
+//!
 //! Bridge mode needs `CAP_NET_ADMIN` in the host's namespace: it is for a root manager.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::forward::{BoundPort, Forwarder, PortMap, Target};
-use crate::ipam::{self, Allocator, Lease, Owner, StaleLease, Subnet};
-use crate::link::{validate_name, Family, Netlink, Route};
-use crate::nft::{Dnat, Nftables, SandboxNat};
+use crate::ipam::{self, Allocator, Lease, LeaseInfo, Owner, StaleLease, Subnet};
+use crate::link::{disable_ipv6, disable_ipv6_in, validate_name, Family, Netlink, Route};
+use crate::nft::{NetworkRules, Nftables, Published};
 use crate::{Error, Result};
 
 /// The default bridge name.
@@ -64,6 +86,8 @@ pub const DEFAULT_STATE_DIR: &str = "/run/palisade/netns";
 const OWNED_ALIAS: &str = "palisade-netns: removed with its last sandbox";
 /// The name of the sandbox's end of the veth pair.
 const SANDBOX_LINK: &str = "eth0";
+/// The start of the alias of a sandbox's host-side veth, which records its lease.
+const LEASE_ALIAS: &str = "palisade-netns lease ";
 
 /// A bridge network: which bridge, which subnet, where its state lives, and what NAT it does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +97,8 @@ pub struct Bridge {
     state_dir: PathBuf,
     masquerade: bool,
     forward_from: Vec<String>,
+    isolate: bool,
+    lock_timeout: Duration,
 }
 
 impl Default for Bridge {
@@ -83,6 +109,8 @@ impl Default for Bridge {
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             masquerade: true,
             forward_from: Vec::new(),
+            isolate: false,
+            lock_timeout: ipam::DEFAULT_LOCK_TIMEOUT,
         }
     }
 }
@@ -111,6 +139,18 @@ impl Bridge {
     pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Bridge {
         self.state_dir = dir.into();
         self
+    }
+
+    /// Waits at most `timeout` for the state directory's lock in set-up and teardown, then fails
+    /// with [`Error::LockTimeout`] ([`ipam::DEFAULT_LOCK_TIMEOUT`] by default).
+    pub fn lock_timeout(mut self, timeout: Duration) -> Bridge {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// How long set-up and teardown wait for the state directory's lock.
+    pub fn get_lock_timeout(&self) -> Duration {
+        self.lock_timeout
     }
 
     /// Whether to masquerade the sandboxes' outbound traffic (on by default).
@@ -155,9 +195,10 @@ impl Bridge {
     /// on the host (a port that is taken is refused). Nothing is left behind on error.
     ///
     /// # Errors
-    /// [`Error::InvalidValue`] for bad names or an IPv6 subnet, [`Error::Overlap`],
-    /// [`Error::SubnetMismatch`], [`Error::PortConflict`], [`Error::PortInUse`], and netlink or
-    /// file errors.
+    /// [`Error::InvalidValue`] for bad names or an IPv6 subnet, [`Error::ReservedSubnet`],
+    /// [`Error::NotABridge`] if the name is taken by a link of another kind (e.g. `lo`),
+    /// [`Error::Overlap`], [`Error::SubnetMismatch`], [`Error::PortConflict`],
+    /// [`Error::PortInUse`], [`Error::LockTimeout`], and netlink or file errors.
     pub fn prepare(&self, ports: &[PortMap]) -> Result<PreparedBridge> {
         validate_name(&self.name)?;
         for iface in &self.forward_from {
@@ -170,14 +211,35 @@ impl Bridge {
                 reason: "bridge networks are IPv4",
             });
         }
+        self.subnet.check_usable()?;
         PortMap::validate(ports)?;
-        let alloc = Allocator::open(&self.state_dir, &self.name, self.subnet)?;
         let mut nl = Netlink::open()?;
-        check_routes(&mut nl, self.subnet, &self.name)?;
-        let ports = ports
-            .iter()
-            .map(|p| BoundPort::bind(*p))
-            .collect::<Result<Vec<_>>>()?;
+        check_is_bridge(&mut nl, &self.name)?;
+        // A corrupt state file is rebuilt from the bridge's veths under the lock in `attach`.
+        let (alloc, created) = Allocator::open_inner(
+            &self.state_dir,
+            &self.name,
+            self.subnet,
+            self.lock_timeout,
+            true,
+        )?;
+        let checked = check_routes(&mut nl, self.subnet, &self.name).and_then(|()| {
+            ports
+                .iter()
+                .map(|p| BoundPort::bind(*p))
+                .collect::<Result<Vec<_>>>()
+        });
+        let ports = match checked {
+            Ok(ports) => ports,
+            Err(e) => {
+                // The network was recorded for this call only: forget it again, or its name
+                // would stay tied to this subnet. `remove` keeps it if a lease appeared since.
+                if created {
+                    let _ = alloc.remove();
+                }
+                return Err(e);
+            }
+        };
         Ok(PreparedBridge {
             bridge: self.clone(),
             alloc,
@@ -189,16 +251,75 @@ impl Bridge {
     /// Removes what crashed managers left: the leases and nftables tables of sandboxes that are
     /// gone, and the whole network (bridge if the library made it, state, forwarding settings)
     /// if no sandbox is left on it.
+    ///
+    /// # Errors
+    /// As [`Bridge::prepare`]'s state and netlink errors; a corrupt state file is rebuilt from
+    /// the bridge's veths first (see the [module documentation](self)).
     pub fn cleanup(&self) -> Result<()> {
-        let alloc = Allocator::open(&self.state_dir, &self.name, self.subnet)?;
+        let (alloc, _) = Allocator::open_inner(
+            &self.state_dir,
+            &self.name,
+            self.subnet,
+            self.lock_timeout,
+            true,
+        )?;
         let _lock = alloc.lock()?;
         remove_stale_tables()?;
+        let mut nl = Netlink::open()?;
+        alloc.reconcile_locked(&live_leases(&mut nl, &self.name)?)?;
         if alloc.live_leases_locked()? == 0 {
-            let mut nl = Netlink::open()?;
             remove_network(&mut nl, self, &alloc)?;
         }
         Ok(())
     }
+}
+
+/// Refuses to use an existing link that is not a bridge (giving `lo` the gateway address).
+fn check_is_bridge(nl: &mut Netlink, name: &str) -> Result<()> {
+    match nl.link(name)? {
+        Some(link) if link.kind.as_deref() != Some("bridge") => Err(Error::NotABridge {
+            name: name.to_owned(),
+            kind: link.kind,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The alias that records a lease on the sandbox's host-side veth.
+fn lease_alias(ip: IpAddr, owner: &Owner) -> String {
+    format!("{LEASE_ALIAS}{ip} {} {}", owner.pid, owner.start_time)
+}
+
+/// The leases that the veths on `bridge` record in their aliases (see [`lease_alias`]), for
+/// live and dead owners alike. A missing bridge has none.
+fn live_leases(nl: &mut Netlink, bridge: &str) -> Result<Vec<LeaseInfo>> {
+    let links = nl.links()?;
+    let Some(br) = links.iter().find(|l| l.name == bridge) else {
+        return Ok(Vec::new());
+    };
+    Ok(links
+        .iter()
+        .filter(|l| l.master == Some(br.index) && l.kind.as_deref() == Some("veth"))
+        .filter_map(|l| parse_lease_alias(l.alias.as_deref()?))
+        .collect())
+}
+
+fn parse_lease_alias(alias: &str) -> Option<LeaseInfo> {
+    let mut fields = alias.strip_prefix(LEASE_ALIAS)?.split(' ');
+    let ip = fields.next()?.parse().ok()?;
+    let pid: u32 = fields.next()?.parse().ok()?;
+    let start_time = fields.next()?.parse().ok()?;
+    if fields.next().is_some() {
+        return None;
+    }
+    Some(LeaseInfo {
+        ip,
+        owner: Owner {
+            pid,
+            start_time,
+            tag: format!("sandbox {pid}"),
+        },
+    })
 }
 
 /// Refuses a subnet that overlaps a route of the host (its LAN, a VPN, another bridge). Routes
@@ -265,32 +386,23 @@ impl PreparedBridge {
             let _lock = att.alloc.lock()?;
             // Whether or not this sandbox publishes ports: the tables of dead sandboxes must go
             // before their addresses are handed out again.
-            let reserved = collect_tables(&att.bridge.name)?;
-            ensure_bridge(&mut nl, &att.bridge, &att.alloc, !ports.is_empty())?;
+            let mut reserved = collect_tables(&att.bridge.name)?;
+            // The veths are the record a damaged state file cannot lose: merge them in (the
+            // corruption itself is repaired, so it does not fail the spawn), and never hand out
+            // an address a live sandbox's veth claims. A dead owner's veth is on its way out
+            // with its namespace (gone at the owner's exit, before it is even a zombie).
+            let live = live_leases(&mut nl, &att.bridge.name)?;
+            att.alloc.reconcile_locked(&live)?;
+            reserved.extend(live.iter().filter(|l| l.owner.is_alive()).map(|l| l.ip));
+            ensure_bridge(&mut nl, &att.bridge, &att.alloc)?;
             att.lease = Some(att.alloc.allocate_locked(att.owner.clone(), &reserved)?);
+            if !ports.is_empty() {
+                // Checked and made under the lock, so two sandboxes never both pass the check.
+                att.nft = Some(publish(&att)?);
+            }
         }
         att.nl = Some(nl);
         att.wire(pid)?;
-        if !ports.is_empty() {
-            let nat = SandboxNat {
-                bridge: att.bridge.name.clone(),
-                addr: att.ipv4(),
-                dnat: att
-                    .ports
-                    .iter()
-                    .map(|p| Dnat {
-                        proto: p.proto,
-                        host_port: p.host_port,
-                        port: p.port,
-                    })
-                    .collect(),
-            };
-            // The table belongs to this socket: it is kept open in the attachment, and the kernel
-            // removes the table when it is closed, whichever way this process ends.
-            let mut nft = Nftables::open()?;
-            nft.add_sandbox(&att.owner, &nat)?;
-            att.nft = Some(nft);
-        }
         if !ports.is_empty() {
             att.forwarder = Some(Forwarder::start(ports, Target::Addr(att.address()))?);
         }
@@ -298,18 +410,64 @@ impl PreparedBridge {
     }
 }
 
+/// Refuses ports that overlap another live sandbox's (as the `published` sets of their tables
+/// record them, see [`Nftables::published`]), then makes the sandbox's table. The table belongs
+/// to the returned socket: it is kept open in the attachment, and the kernel removes the table
+/// when it is closed, whichever way this process ends. Called under the state lock.
+fn publish(att: &Attachment) -> Result<Nftables> {
+    let ports: Vec<Published> = att
+        .ports
+        .iter()
+        .map(|p| Published {
+            proto: p.proto,
+            host_ip: p.host_ip,
+            host_port: p.host_port,
+            port: p.port,
+        })
+        .collect();
+    let mut nft = Nftables::open()?;
+    for (table, other) in nft.published()? {
+        if let Some(p) = ports.iter().find(|p| p.overlaps(&other)) {
+            return Err(Error::PublishConflict {
+                proto: p.proto,
+                host_ip: p.host_ip,
+                port: p.host_port,
+                other_ip: other.host_ip,
+                table,
+            });
+        }
+    }
+    nft.add_sandbox_published(&att.owner, &att.bridge.name, att.ipv4(), &ports)?;
+    Ok(nft)
+}
+
 /// Creates the bridge if missing (labelled as the library's), gives it the gateway address,
-/// brings it up, and turns forwarding on where needed. Called under the state lock.
-fn ensure_bridge(nl: &mut Netlink, bridge: &Bridge, alloc: &Allocator, ports: bool) -> Result<()> {
+/// brings it up, makes the network's nftables tables (masquerade, forward filter, isolation),
+/// and turns forwarding on for the bridge and the uplinks: the replies to the sandboxes'
+/// outbound traffic, and traffic to published ports, arrive on an uplink and are forwarded only
+/// if that interface forwards. The forward filter keeps that from opening the sandboxes'
+/// unpublished ports. Called under the state lock.
+fn ensure_bridge(nl: &mut Netlink, bridge: &Bridge, alloc: &Allocator) -> Result<()> {
     let name = &bridge.name;
     let gateway = bridge.subnet.gateway();
     let prefix = bridge.subnet.prefix();
-    if nl.link(name)?.is_none() {
-        match nl.add_bridge(name) {
-            Err(e) if e.errno() == Some(libc::EEXIST) => {}
-            other => other?,
+    check_is_bridge(nl, name)?;
+    let owned = match nl.link(name)? {
+        Some(link) => link.alias.as_deref() == Some(OWNED_ALIAS),
+        None => {
+            match nl.add_bridge(name) {
+                Err(e) if e.errno() == Some(libc::EEXIST) => {}
+                other => other?,
+            }
+            nl.set_alias(name, OWNED_ALIAS)?;
+            true
         }
-        nl.set_alias(name, OWNED_ALIAS)?;
+    };
+    // The library's bridge carries no IPv6 (see `crate::link`): set before it first goes up,
+    // and again on each attach, which also strips a bridge made by an older version. A bridge
+    // the user made keeps the user's settings.
+    if owned {
+        disable_ipv6(name)?;
     }
     if !nl
         .addresses(name)?
@@ -322,18 +480,20 @@ fn ensure_bridge(nl: &mut Netlink, bridge: &Bridge, alloc: &Allocator, ports: bo
         }
     }
     nl.set_up(name)?;
-    if let (true, IpAddr::V4(net)) = (bridge.masquerade, bridge.subnet.network()) {
-        Nftables::open()?.add_network(name, net, prefix)?;
+    if let IpAddr::V4(net) = bridge.subnet.network() {
+        let rules = NetworkRules {
+            masquerade: bridge.masquerade,
+            isolate: bridge.isolate,
+        };
+        Nftables::open()?.add_network_with(name, net, prefix, rules)?;
     }
     let mut ifaces = vec![name.clone()];
-    if ports {
-        for route in nl.routes(Family::V4)? {
-            if let (None, Some(dev)) = (route.dst, route.dev) {
-                ifaces.push(dev);
-            }
+    for route in nl.routes(Family::V4)? {
+        if let (None, Some(dev)) = (route.dst, route.dev) {
+            ifaces.push(dev);
         }
-        ifaces.extend(bridge.forward_from.iter().cloned());
     }
+    ifaces.extend(bridge.forward_from.iter().cloned());
     let restore = restore_path(alloc);
     for iface in ifaces {
         enable_forwarding(&restore, &iface)?;
@@ -369,7 +529,15 @@ fn enable_forwarding(restore: &Path, iface: &str) -> Result<()> {
         .any(|l| l.split('\t').next() == Some(iface))
     {
         recorded.push_str(&format!("{iface}\t{old}\n"));
-        fs::write(restore, recorded).map_err(|source| Error::Io {
+        // Private like every file of the state directory (`crate::ipam`).
+        let written = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(restore)
+            .and_then(|mut f| io::Write::write_all(&mut f, recorded.as_bytes()));
+        written.map_err(|source| Error::Io {
             op: "write",
             target: restore.display().to_string(),
             source,
@@ -415,8 +583,15 @@ fn restore_forwarding(restore: &Path) -> Result<()> {
 }
 
 /// Removes the network's part: forwarding settings, the bridge if the library made it, and the
-/// allocation state. Called under the state lock, with no lease left.
-fn remove_network(nl: &mut Netlink, bridge: &Bridge, alloc: &Allocator) -> Result<()> {
+/// allocation state. Called under the state lock, with no lease left. Returns `false`, removing
+/// nothing, if a veth on the bridge still records a lease of a live sandbox (the state lost it).
+fn remove_network(nl: &mut Netlink, bridge: &Bridge, alloc: &Allocator) -> Result<bool> {
+    if live_leases(nl, &bridge.name)?
+        .iter()
+        .any(|l| l.owner.is_alive())
+    {
+        return Ok(false);
+    }
     restore_forwarding(&restore_path(alloc))?;
     Nftables::open()?.remove_network(&bridge.name)?;
     let links = nl.links()?;
@@ -434,7 +609,8 @@ fn remove_network(nl: &mut Netlink, bridge: &Bridge, alloc: &Allocator) -> Resul
             delete_if_present(nl, &bridge.name)?;
         }
     }
-    alloc.remove_locked()
+    alloc.remove_locked()?;
+    Ok(true)
 }
 
 /// Deletes the link `name`; one that is gone already (removed by the kernel with its
@@ -541,8 +717,9 @@ pub fn gc_dir(state_dir: impl AsRef<Path>) -> Result<GcReport> {
             Some(nl) => nl,
             None => nl.insert(Netlink::open()?),
         };
-        remove_network(nl, &bridge, &alloc)?;
-        report.networks.push(network);
+        if remove_network(nl, &bridge, &alloc)? {
+            report.networks.push(network);
+        }
     }
     Ok(report)
 }
@@ -610,6 +787,11 @@ impl Attachment {
             return Ok(());
         };
         nl.add_veth_peer_in(&self.host_veth, SANDBOX_LINK, pid)?;
+        // Recorded before the veth joins the bridge, so that every port of the bridge names
+        // its lease (see the module documentation).
+        nl.set_alias(&self.host_veth, &lease_alias(ip, &self.owner))?;
+        // Both ends without IPv6 before they go up: no address, no router advertisement taken.
+        disable_ipv6(&self.host_veth)?;
         nl.set_master_up(&self.host_veth, &self.bridge.name)?;
         let ns_path = format!("/proc/{pid}/ns/net");
         let ns = fs::File::open(&ns_path).map_err(|source| Error::Io {
@@ -618,6 +800,7 @@ impl Attachment {
             source,
         })?;
         let mut inside = Netlink::open_in(std::os::fd::AsFd::as_fd(&ns))?;
+        disable_ipv6_in(std::os::fd::AsFd::as_fd(&ns), SANDBOX_LINK)?;
         inside.add_address(SANDBOX_LINK, ip, prefix)?;
         inside.set_up(SANDBOX_LINK)?;
         inside.add_route(&Route {
@@ -662,13 +845,23 @@ impl Attachment {
                 if let Some(mut lease) = self.lease.take() {
                     lease.disarm();
                     let ip = lease.ip();
+                    let mut recovered = None;
                     keep((|| {
                         let _lock = self.alloc.lock()?;
+                        // A corrupt state is rebuilt from the veths, so that the teardown still
+                        // removes what is this sandbox's and never what is a live one's; the
+                        // corruption is reported once that is done.
+                        recovered = self
+                            .alloc
+                            .reconcile_locked(&live_leases(&mut nl, &self.bridge.name)?)?;
                         if self.alloc.release_locked(ip, &self.owner)? == 0 {
                             remove_network(&mut nl, &self.bridge, &self.alloc)?;
                         }
                         Ok(())
                     })());
+                    if let Some(e) = recovered {
+                        keep(Err(e));
+                    }
                 }
             }
             Err(e) => keep(Err(e)),

@@ -126,6 +126,56 @@ pub enum Error {
         /// The host port.
         port: u16,
     },
+    /// The state directory's lock was held by someone else for longer than the lock timeout.
+    /// Another process holds an exclusive `flock(2)` on the lock file (a manager in the middle
+    /// of a set-up, or a stuck or hostile holder).
+    #[error("timed out after {waited:?} waiting for the lock {}", .path.display())]
+    LockTimeout {
+        /// The lock file.
+        path: std::path::PathBuf,
+        /// How long the wait lasted.
+        waited: std::time::Duration,
+    },
+    /// A subnet that cannot hold sandboxes: loopback, link-local, multicast, "this network" or
+    /// reserved addresses.
+    #[error("subnet {subnet} is reserved: {reason}")]
+    ReservedSubnet {
+        /// The subnet that was asked for.
+        subnet: crate::ipam::Subnet,
+        /// The reserved range it overlaps.
+        reason: &'static str,
+    },
+    /// The state directory cannot be trusted: not a directory, or owned by another user.
+    #[error("state directory {} is unsafe: {reason}", .path.display())]
+    InsecureStateDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The bridge's name belongs to an existing link that is not a bridge (e.g. `lo`).
+    #[error("link {name:?} exists and is not a bridge (kind {kind:?})")]
+    NotABridge {
+        /// The link's name.
+        name: String,
+        /// Its kind, absent for physical and loopback devices.
+        kind: Option<String>,
+    },
+    /// A published port overlaps one that another live sandbox publishes: the same protocol
+    /// and host port, on the same host address or with either on every address.
+    #[error("host port {host_ip}:{port}/{proto} overlaps {other_ip}:{port}/{proto}, published by the sandbox of nftables table {table}")]
+    PublishConflict {
+        /// The protocol.
+        proto: crate::nft::Proto,
+        /// The host address asked for (`0.0.0.0`: every address).
+        host_ip: std::net::Ipv4Addr,
+        /// The host port.
+        port: u16,
+        /// The host address the other sandbox publishes the port on.
+        other_ip: std::net::Ipv4Addr,
+        /// The other sandbox's table (`palisade-<pid>-<start>`).
+        table: String,
+    },
     /// A network's state cannot be removed while live leases remain.
     #[error("network {network:?} still has {leases} live lease(s)")]
     NetworkInUse {

@@ -1,42 +1,37 @@
-//! The userspace port forwarder: published ports served by threads of the managing process.
+//! The userspace port forwarder: published ports served by an event loop of the managing
+//! process, where kernel DNAT cannot serve them (rootless sandboxes, and connections made on the
+//! host itself to a bridge sandbox's loopback-published port).
 //!
 //! A published port is bound on the host before the sandbox starts (so a port that is taken fails
 //! the spawn with [`Error::PortInUse`] and nothing is made). Each TCP connection accepted on it is
-//! relayed to the sandbox over a fresh connection; each UDP client gets a session socket of its
-//! own, so replies find their way back, and sessions idle for a minute are dropped.
+//! relayed to the sandbox over a fresh connection, both ways, half-closing each way as it ends
+//! (`shutdown(2)`); each UDP client (per client address and local address it sent to) gets a
+//! session socket of its own, so replies find their way back, and each reply leaves from the
+//! local address the client sent to (`IP_PKTINFO`, `ip(7)`). Sessions are bounded and expire:
+//! see [`ForwarderLimits`].
 //!
 //! The sandbox is reached either at its address (bridge mode: the bridge routes to it) or, for a
-//! sandbox that has only loopback, at `127.0.0.1:<port>` inside its network namespace: the thread
-//! that connects joins the namespace with `setns(2)` first, or, where the manager may not join it
+//! sandbox that has only loopback, at `127.0.0.1:<port>` inside its network namespace: the
+//! forwarder's thread joins the namespace with `setns(2)`, or, where the manager may not join it
 //! (rootless), a [`SocketSource`] inside the sandbox makes the socket. A socket stays in the
-//! namespace it was created in (`network_namespaces(7)`), so the relay itself works from any
-//! thread.
+//! namespace it was created in (`network_namespaces(7)`), so listeners bound on the host keep
+//! serving the host from that thread.
 //!
-//! Threads stop when the [`Forwarder`] is dropped: an `eventfd(2)` wakes their `poll(2)`, every
-//! relayed connection is shut down, and the threads are joined.
+//! One thread per [`Forwarder`] runs an `epoll(7)` loop over non-blocking sockets. Dropping the
+//! forwarder wakes it through an `eventfd(2)`, and the thread is joined, closing every socket.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
-use std::io::{self, Read, Write};
-use std::net::{
-    IpAddr, Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket,
-};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+mod relay;
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::mode::in_netns;
 use crate::nft::Proto;
 use crate::{Error, Result};
-
-/// The relayed TCP connections (client and upstream side) by relay id, and whether the forwarder
-/// is stopping (then no new relay may register).
-type Conns = Mutex<(bool, HashMap<u64, [TcpStream; 2]>)>;
-
-/// How long a UDP session may stay idle before its socket is closed.
-const UDP_IDLE: Duration = Duration::from_secs(60);
 
 /// A port published from the host to a sandbox, as `docker run -p` takes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -234,276 +229,265 @@ impl Target {
         })?;
         Ok(Target::Netns(Arc::new(OwnedFd::from(file))))
     }
+}
 
-    fn connect_tcp(&self, port: u16) -> io::Result<TcpStream> {
+impl Socket {
+    fn raw_fd(&self) -> RawFd {
         match self {
-            Target::Addr(ip) => TcpStream::connect((*ip, port)),
-            Target::Netns(fd) => in_netns(fd.as_fd(), || {
-                TcpStream::connect((Ipv4Addr::LOCALHOST, port))
-            })?,
-            Target::Sockets(source) => {
-                let sock = source.socket(Proto::Tcp)?;
-                connect_loopback(&sock, port)?;
-                Ok(TcpStream::from(sock))
-            }
-        }
-    }
-
-    fn connect_udp(&self, port: u16) -> io::Result<UdpSocket> {
-        let connect = |ip: IpAddr| {
-            let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
-            s.connect((ip, port))?;
-            Ok(s)
-        };
-        match self {
-            Target::Addr(ip) => connect(*ip),
-            Target::Netns(fd) => in_netns(fd.as_fd(), || connect(IpAddr::V4(Ipv4Addr::LOCALHOST)))?,
-            Target::Sockets(source) => {
-                let sock = source.socket(Proto::Udp)?;
-                connect_loopback(&sock, port)?;
-                Ok(UdpSocket::from(sock))
-            }
+            Socket::Tcp(l) => l.as_raw_fd(),
+            Socket::Udp(u) => u.as_raw_fd(),
         }
     }
 }
 
-/// `connect(2)`s `sock` to `127.0.0.1:port` (in the namespace the socket belongs to).
-fn connect_loopback(sock: &OwnedFd, port: u16) -> io::Result<()> {
+/// `connect(2)`s `sock` to `addr` (in the namespace the socket belongs to). On a non-blocking
+/// socket a connection under way (`EINPROGRESS`) counts as success: its outcome is read later
+/// with `SO_ERROR`.
+fn connect_to(sock: &OwnedFd, addr: SocketAddrV4) -> io::Result<()> {
     let addr = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
+        sin_port: addr.port().to_be(),
         sin_addr: libc::in_addr {
-            s_addr: u32::from(Ipv4Addr::LOCALHOST).to_be(),
+            s_addr: u32::from(*addr.ip()).to_be(),
         },
         sin_zero: [0; 8],
     };
-    loop {
-        // SAFETY: connect(2) reads a sockaddr_in that lives for the call, on a descriptor we own.
-        let ret = unsafe {
-            libc::connect(
-                sock.as_raw_fd(),
-                &addr as *const libc::sockaddr_in as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        };
-        if ret == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+    // SAFETY: connect(2) reads a sockaddr_in that lives for the call, on a descriptor we own.
+    let ret = unsafe {
+        libc::connect(
+            sock.as_raw_fd(),
+            &addr as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if ret == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        // EINTR: the connection goes on asynchronously, as for EINPROGRESS (`connect(2)`).
+        Some(libc::EINPROGRESS | libc::EINTR) => Ok(()),
+        _ => Err(err),
+    }
+}
+
+/// The bounds of one [`Forwarder`]: how many sessions it keeps and for how long.
+///
+/// A sandbox, or anyone who can reach a published port, decides how many connections and UDP
+/// clients come; these bounds keep that from using up the caller's descriptors or memory.
+/// Besides them, the relays of all the forwarders of a process together hold at most half of its
+/// soft `RLIMIT_NOFILE` (`getrlimit(2)`), read each time a session opens: two descriptors per TCP
+/// connection, one per UDP session.
+///
+/// - Over [`max_tcp_connections`](Self::max_tcp_connections) (or the descriptor budget), a new
+///   TCP connection is accepted and closed at once: the client sees it end without data.
+/// - Over [`max_udp_sessions`](Self::max_udp_sessions), datagrams of new UDP clients are dropped;
+///   known clients are still served.
+///
+/// When `accept(2)` fails for lack of resources (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`, or any
+/// other unexpected error), the listener is left out of the event loop for a pause that starts
+/// at 10 ms and doubles on each consecutive failure up to 1 s; meanwhile new connections wait in
+/// the listen backlog (`listen(2)`). A successful accept resets the pause. The loop therefore
+/// never spins on an error it cannot clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ForwarderLimits {
+    /// Concurrent TCP connections relayed (default 1024).
+    pub max_tcp_connections: usize,
+    /// Concurrent UDP sessions, one per client address and local address it sent to (default
+    /// 1024).
+    pub max_udp_sessions: usize,
+    /// A UDP session with no datagram either way for this long is closed (default 60 s).
+    pub udp_idle_timeout: Duration,
+    /// A TCP connection with no byte relayed either way for this long is closed (default: never).
+    pub tcp_idle_timeout: Option<Duration>,
+    /// A connection to the sandbox not established within this time is given up, and the
+    /// client's connection closed (default 30 s).
+    pub tcp_connect_timeout: Duration,
+}
+
+impl Default for ForwarderLimits {
+    fn default() -> ForwarderLimits {
+        ForwarderLimits {
+            max_tcp_connections: 1024,
+            max_udp_sessions: 1024,
+            udp_idle_timeout: Duration::from_secs(60),
+            tcp_idle_timeout: None,
+            tcp_connect_timeout: Duration::from_secs(30),
         }
     }
 }
 
-/// The running forwarder of one sandbox's published ports. Dropping it stops every thread and
-/// closes every relayed connection.
+impl ForwarderLimits {
+    /// Sets [`max_tcp_connections`](Self::max_tcp_connections).
+    pub fn max_tcp_connections(mut self, n: usize) -> ForwarderLimits {
+        self.max_tcp_connections = n;
+        self
+    }
+
+    /// Sets [`max_udp_sessions`](Self::max_udp_sessions).
+    pub fn max_udp_sessions(mut self, n: usize) -> ForwarderLimits {
+        self.max_udp_sessions = n;
+        self
+    }
+
+    /// Sets [`udp_idle_timeout`](Self::udp_idle_timeout).
+    pub fn udp_idle_timeout(mut self, t: Duration) -> ForwarderLimits {
+        self.udp_idle_timeout = t;
+        self
+    }
+
+    /// Sets [`tcp_idle_timeout`](Self::tcp_idle_timeout).
+    pub fn tcp_idle_timeout(mut self, t: Option<Duration>) -> ForwarderLimits {
+        self.tcp_idle_timeout = t;
+        self
+    }
+
+    /// Sets [`tcp_connect_timeout`](Self::tcp_connect_timeout).
+    pub fn tcp_connect_timeout(mut self, t: Duration) -> ForwarderLimits {
+        self.tcp_connect_timeout = t;
+        self
+    }
+}
+
+/// How many sessions a [`Forwarder`] holds at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionCounts {
+    /// Relayed TCP connections (including those still connecting to the sandbox).
+    pub tcp: usize,
+    /// Open UDP sessions.
+    pub udp: usize,
+}
+
+/// The running forwarder of one sandbox's published ports: one thread running an `epoll(7)`
+/// loop over every published port and every relayed session. Dropping it stops the loop and
+/// closes every socket.
 #[derive(Debug)]
 pub struct Forwarder {
-    stop: Arc<OwnedFd>,
-    threads: Vec<JoinHandle<()>>,
-    conns: Arc<Conns>,
+    stop: OwnedFd,
+    thread: Option<JoinHandle<()>>,
+    counts: Arc<relay::Counts>,
     ports: Vec<PortMap>,
+    limits: ForwarderLimits,
 }
 
 impl Forwarder {
-    /// Starts serving `ports` towards `target`.
+    /// Starts serving `ports` towards `target`, with the default [`ForwarderLimits`].
+    ///
+    /// # Errors
+    /// As [`Forwarder::start_with_limits`].
     pub fn start(ports: Vec<BoundPort>, target: Target) -> Result<Forwarder> {
+        Forwarder::start_with_limits(ports, target, ForwarderLimits::default())
+    }
+
+    /// Starts serving `ports` towards `target` within `limits`.
+    ///
+    /// For [`Target::Netns`] the loop's thread joins the namespace (`setns(2)`) before it
+    /// serves, so that the sockets it makes towards the sandbox are made there; the listeners
+    /// and accepted connections stay in the namespace they were made in.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the eventfd, the epoll instance or the thread cannot be made, a listener
+    /// cannot be set up, or the namespace of [`Target::Netns`] cannot be joined. Nothing is left
+    /// running then.
+    pub fn start_with_limits(
+        ports: Vec<BoundPort>,
+        target: Target,
+        limits: ForwarderLimits,
+    ) -> Result<Forwarder> {
+        let io_err = |op: &'static str, target: &str| {
+            let target = target.to_owned();
+            move |source| Error::Io { op, target, source }
+        };
         // SAFETY: eventfd(2) with valid flags; the result is checked before use.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if fd < 0 {
-            return Err(Error::Io {
-                op: "create",
-                target: "the forwarder's eventfd".into(),
-                source: io::Error::last_os_error(),
-            });
+            return Err(io_err("create", "the forwarder's eventfd")(
+                io::Error::last_os_error(),
+            ));
         }
         // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-        let stop = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
-        let mut fwd = Forwarder {
-            stop,
-            threads: Vec::new(),
-            conns: Arc::default(),
-            ports: ports.iter().map(BoundPort::map).collect(),
+        let stop = unsafe { OwnedFd::from_raw_fd(fd) };
+        let maps: Vec<PortMap> = ports.iter().map(BoundPort::map).collect();
+        let counts = Arc::new(relay::Counts::default());
+        let sockets = ports.into_iter().map(|b| (b.socket, b.map.port)).collect();
+        let event_loop = relay::new_loop(
+            stop.as_raw_fd(),
+            sockets,
+            target.clone(),
+            limits,
+            counts.clone(),
+        )
+        .map_err(io_err("set up", "the forwarder's event loop"))?;
+        let netns = match &target {
+            Target::Netns(fd) => Some(fd.clone()),
+            _ => None,
         };
-        for bound in ports {
-            let (stop, target, conns) = (fwd.stop.clone(), target.clone(), fwd.conns.clone());
-            let port = bound.map.port;
-            let spawned = std::thread::Builder::new()
-                .name(format!("pal-fwd-{}", bound.map.host_port))
-                .spawn(move || match bound.socket {
-                    Socket::Tcp(l) => serve_tcp(l, port, target, stop, conns),
-                    Socket::Udp(u) => serve_udp(u, port, target, stop),
-                })
-                .map_err(|source| Error::Io {
-                    op: "start forwarder thread for",
-                    target: "published port".into(),
-                    source,
-                })?;
-            fwd.threads.push(spawned);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("pal-fwd".into())
+            .spawn(move || {
+                if let Some(ns) = netns {
+                    // SAFETY: setns(2) reads the fd, kept open by the Arc; it moves this thread
+                    // only, which serves nothing else.
+                    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                        let _ = ready_tx.send(Err(io::Error::last_os_error()));
+                        return;
+                    }
+                }
+                let _ = ready_tx.send(Ok(()));
+                event_loop.run();
+            })
+            .map_err(io_err("start the forwarder thread for", "published ports"))?;
+        let started = ready_rx
+            .recv()
+            .unwrap_or_else(|_| Err(io::Error::from_raw_os_error(libc::ESRCH)));
+        if let Err(source) = started {
+            let _ = thread.join();
+            return Err(Error::Io {
+                op: "setns(CLONE_NEWNET) into",
+                target: "the sandbox's network namespace for the forwarder".into(),
+                source,
+            });
         }
-        Ok(fwd)
+        Ok(Forwarder {
+            stop,
+            thread: Some(thread),
+            counts,
+            ports: maps,
+            limits,
+        })
     }
 
     /// The ports being forwarded.
     pub fn ports(&self) -> &[PortMap] {
         &self.ports
     }
+
+    /// The limits it runs with.
+    pub fn limits(&self) -> ForwarderLimits {
+        self.limits
+    }
+
+    /// How many sessions it holds now.
+    pub fn sessions(&self) -> SessionCounts {
+        SessionCounts {
+            tcp: self.counts.tcp.load(Ordering::Relaxed),
+            udp: self.counts.udp.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl Drop for Forwarder {
+    /// Wakes the loop through its eventfd and joins its thread, which drops every socket. The
+    /// loop handles each readiness report without blocking, so the join waits at most for the
+    /// batch under way (a [`SocketSource`] asked for a socket is the only call that may wait).
     fn drop(&mut self) {
         let one = 1u64.to_ne_bytes();
         // SAFETY: an 8-byte write to our eventfd.
         unsafe { libc::write(self.stop.as_raw_fd(), one.as_ptr().cast(), one.len()) };
-        if let Ok(mut conns) = self.conns.lock() {
-            conns.0 = true;
-            for c in conns.1.values().flatten() {
-                let _ = c.shutdown(Shutdown::Both);
-            }
-        }
-        for t in self.threads.drain(..) {
+        if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-    }
-}
-
-/// Waits until one of `fds` is readable (or has hung up); returns the readiness of each, or
-/// `None` when `stop` fired.
-fn wait(stop: RawFd, fds: &[RawFd], timeout_ms: i32) -> Option<Vec<bool>> {
-    let mut polls: Vec<libc::pollfd> = std::iter::once(stop)
-        .chain(fds.iter().copied())
-        .map(|fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    loop {
-        // SAFETY: `polls` is a valid array of pollfd for its length.
-        let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, timeout_ms) };
-        if n >= 0 {
-            break;
-        }
-        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return None;
-        }
-    }
-    if polls[0].revents != 0 {
-        return None;
-    }
-    Some(polls[1..].iter().map(|p| p.revents != 0).collect())
-}
-
-fn serve_tcp(
-    listener: TcpListener,
-    port: u16,
-    target: Target,
-    stop: Arc<OwnedFd>,
-    conns: Arc<Conns>,
-) {
-    let _ = listener.set_nonblocking(true);
-    let mut relays: Vec<JoinHandle<()>> = Vec::new();
-    while wait(stop.as_raw_fd(), &[listener.as_raw_fd()], -1).is_some() {
-        let Ok((client, _)) = listener.accept() else {
-            continue;
-        };
-        let _ = client.set_nonblocking(false);
-        let (target, conns) = (target.clone(), conns.clone());
-        let relay = std::thread::Builder::new()
-            .name("pal-fwd-conn".into())
-            .spawn(move || {
-                let Ok(upstream) = target.connect_tcp(port) else {
-                    return; // dropping `client` resets the connection
-                };
-                relay_tcp(client, upstream, &conns);
-            });
-        if let Ok(r) = relay {
-            relays.push(r);
-        }
-        relays.retain(|r| !r.is_finished());
-    }
-    for r in relays {
-        let _ = r.join();
-    }
-}
-
-/// Copies both ways until both directions have ended, half-closing as each ends. The pair is
-/// registered in `conns` meanwhile, so that stopping the forwarder can shut it down.
-fn relay_tcp(client: TcpStream, upstream: TcpStream, conns: &Conns) {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let id = NEXT.fetch_add(1, Ordering::Relaxed);
-    let (Ok(client2), Ok(upstream2)) = (client.try_clone(), upstream.try_clone()) else {
-        return;
-    };
-    match (conns.lock(), client.try_clone(), upstream.try_clone()) {
-        (Ok(mut c), Ok(a), Ok(b)) if !c.0 => {
-            c.1.insert(id, [a, b]);
-        }
-        _ => return,
-    }
-    let back = std::thread::spawn(move || pipe(upstream2, client2));
-    pipe(client, upstream);
-    let _ = back.join();
-    if let Ok(mut c) = conns.lock() {
-        c.1.remove(&id);
-    }
-}
-
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    let _ = to.shutdown(Shutdown::Write);
-}
-
-fn serve_udp(socket: UdpSocket, port: u16, target: Target, stop: Arc<OwnedFd>) {
-    let _ = socket.set_nonblocking(true);
-    let mut sessions: HashMap<SocketAddr, (UdpSocket, Instant)> = HashMap::new();
-    let mut buf = vec![0u8; 65536];
-    loop {
-        let peers: Vec<SocketAddr> = sessions.keys().copied().collect();
-        let fds: Vec<RawFd> = std::iter::once(socket.as_raw_fd())
-            .chain(peers.iter().map(|p| sessions[p].0.as_raw_fd()))
-            .collect();
-        let Some(ready) = wait(stop.as_raw_fd(), &fds, 1000) else {
-            return;
-        };
-        if ready[0] {
-            while let Ok((n, client)) = socket.recv_from(&mut buf) {
-                let up = match sessions.entry(client) {
-                    Entry::Occupied(e) => e.into_mut(),
-                    Entry::Vacant(e) => {
-                        let Ok(up) = target.connect_udp(port) else {
-                            continue;
-                        };
-                        let _ = up.set_nonblocking(true);
-                        e.insert((up, Instant::now()))
-                    }
-                };
-                up.1 = Instant::now();
-                let _ = up.0.send(&buf[..n]);
-            }
-        }
-        for (i, peer) in peers.iter().enumerate() {
-            if !ready[i + 1] {
-                continue;
-            }
-            if let Some((up, seen)) = sessions.get_mut(peer) {
-                while let Ok(n) = up.recv(&mut buf) {
-                    *seen = Instant::now();
-                    let _ = socket.send_to(&buf[..n], peer);
-                }
-            }
-        }
-        sessions.retain(|_, (_, seen)| seen.elapsed() < UDP_IDLE);
     }
 }

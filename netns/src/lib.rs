@@ -21,6 +21,6 @@ pub mod nft;
 
 pub use bridge::{gc, gc_dir, Attachment, Bridge, GcReport, PreparedBridge};
 pub use error::{Error, Result};
-pub use forward::{Forwarder, PortMap};
+pub use forward::{Forwarder, ForwarderLimits, PortMap};
 pub use mode::{NetnsRef, Network};
 pub use nft::Proto;

@@ -57,6 +57,34 @@ const NFT_MSG_GETTABLE: u16 = 1;
 const NFT_MSG_DELTABLE: u16 = 2;
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_NEWSET: u16 = 9;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_GETSETELEM: u16 = 13;
+const NFPROTO_BRIDGE: u8 = 7;
+// sets (nf_tables.h: enum nft_set_attributes, nft_set_elem_list_attributes, ...)
+const NFTA_SET_TABLE: u16 = 1;
+const NFTA_SET_NAME: u16 = 2;
+const NFTA_SET_FLAGS: u16 = 3;
+const NFTA_SET_KEY_TYPE: u16 = 4;
+const NFTA_SET_KEY_LEN: u16 = 5;
+const NFTA_SET_DATA_TYPE: u16 = 6;
+const NFTA_SET_DATA_LEN: u16 = 7;
+const NFTA_SET_ID: u16 = 10;
+const NFT_SET_MAP: u32 = 0x8;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_DATA: u16 = 2;
+/// The element count of one `NFT_MSG_NEWSETELEM` message: a few kilobytes each, so that no
+/// single message nears the socket's buffer sizes however many ports a sandbox publishes.
+const ELEMS_PER_MSG: usize = 128;
+// The type numbers `nft` shows the keys with (its datatypes: ipv4_addr 7, inet_proto 12,
+// inet_service 13; a concatenation shifts each by 6 bits). The kernel stores them only.
+const TYPE_INET_SERVICE: u32 = 13;
+const TYPE_PROTO_SERVICE: u32 = (12 << 6) | 13;
+const TYPE_ADDR_PROTO_SERVICE: u32 = (((7 << 6) | 12) << 6) | 13;
 // attributes
 const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_TABLE_FLAGS: u16 = 2;
@@ -80,22 +108,36 @@ const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
 const NLA_F_NESTED: u16 = 1 << 15;
 // netfilter hooks and verdicts
 const NF_INET_PRE_ROUTING: u32 = 0;
+const NF_INET_FORWARD: u32 = 2;
 const NF_INET_POST_ROUTING: u32 = 4;
+const NF_DROP: u32 = 0;
 const NF_ACCEPT: u32 = 1;
+const PRIORITY_FILTER: i32 = 0;
 const PRIORITY_DSTNAT: i32 = -100;
 const PRIORITY_SRCNAT: i32 = 100;
 // registers (the 16-byte ones)
 const NFT_REG_1: u32 = 1;
 const NFT_REG_2: u32 = 2;
+const NFT_REG_VERDICT: u32 = 0;
+/// The first 4-byte register (`NFT_REG32_00`): concatenated keys fill consecutive ones.
+const NFT_REG32_00: u32 = 8;
 // expressions' attributes and values
 const NFT_CMP_EQ: u32 = 0;
 const NFT_CMP_NEQ: u32 = 1;
 const NFT_META_IIFNAME: u32 = 6;
 const NFT_META_OIFNAME: u32 = 7;
 const NFT_META_L4PROTO: u32 = 16;
+const NFT_CT_STATE: u32 = 0;
+const NFT_CT_STATUS: u32 = 2;
+/// `NF_CT_STATE_BIT(IP_CT_ESTABLISHED) | NF_CT_STATE_BIT(IP_CT_RELATED)`.
+const CT_STATE_ESTABLISHED_RELATED: u32 = (1 << 1) | (1 << 2);
+/// `IPS_DST_NAT` (`nf_conntrack_common.h`): the connection was destination-NATed.
+const IPS_DST_NAT: u32 = 1 << 5;
 const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
 const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
 const NFT_NAT_DNAT: u32 = 1;
@@ -151,6 +193,76 @@ pub struct SandboxNat {
     pub addr: Ipv4Addr,
     /// The published ports.
     pub dnat: Vec<Dnat>,
+}
+
+/// One published port with the host address it is published on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Published {
+    /// The protocol.
+    pub proto: Proto,
+    /// The host address; `0.0.0.0` is every local address.
+    pub host_ip: Ipv4Addr,
+    /// The port on the host.
+    pub host_port: u16,
+    /// The port in the sandbox.
+    pub port: u16,
+}
+
+impl From<Dnat> for Published {
+    fn from(d: Dnat) -> Published {
+        Published {
+            proto: d.proto,
+            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_port: d.host_port,
+            port: d.port,
+        }
+    }
+}
+
+impl Published {
+    /// Whether `self` and `other` claim the same traffic: the same protocol and host port, on
+    /// the same address or with either on every address.
+    pub fn overlaps(&self, other: &Published) -> bool {
+        self.proto == other.proto
+            && self.host_port == other.host_port
+            && (self.host_ip == other.host_ip
+                || self.host_ip.is_unspecified()
+                || other.host_ip.is_unspecified())
+    }
+
+    /// The key of the `published` set: address, protocol, port, each in a 4-byte register.
+    fn key(&self) -> [u8; 12] {
+        let mut k = [0u8; 12];
+        k[..4].copy_from_slice(&self.host_ip.octets());
+        k[4] = self.proto.number();
+        k[8..10].copy_from_slice(&self.host_port.to_be_bytes());
+        k
+    }
+
+    fn from_key(k: &[u8]) -> Option<Published> {
+        let k: &[u8; 12] = k.get(..12)?.try_into().ok()?;
+        let proto = match i32::from(k[4]) {
+            libc::IPPROTO_TCP => Proto::Tcp,
+            libc::IPPROTO_UDP => Proto::Udp,
+            _ => return None,
+        };
+        Some(Published {
+            proto,
+            host_ip: Ipv4Addr::new(k[0], k[1], k[2], k[3]),
+            host_port: u16::from_be_bytes([k[8], k[9]]),
+            port: 0,
+        })
+    }
+}
+
+/// What a network's table holds besides masquerading (see [`Nftables::add_network_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetworkRules {
+    /// Masquerade the subnet's outbound traffic.
+    pub masquerade: bool,
+    /// Drop what a sandbox routes through the host back to its own bridge. Frames the bridge
+    /// switches between two of its sandboxes are not covered yet.
+    pub isolate: bool,
 }
 
 /// The name of the table of the bridge network `bridge`.
@@ -226,48 +338,156 @@ impl Nftables {
     }
 
     /// Creates the table of the bridge network `bridge`: masquerade of the outbound traffic of
-    /// `subnet` (IPv4). An existing table of that name is left as it is.
+    /// `subnet` (IPv4) and the forward filter; as [`Nftables::add_network_with`] with
+    /// masquerading on and the sandboxes not isolated.
     pub fn add_network(&mut self, bridge: &str, subnet: Ipv4Addr, prefix: u8) -> Result<()> {
+        let rules = NetworkRules {
+            masquerade: true,
+            isolate: false,
+        };
+        self.add_network_with(bridge, subnet, prefix, rules)
+    }
+
+    /// Creates, or replaces atomically, the tables of the bridge network `bridge`:
+    ///
+    /// - `ip palisade-net-<bridge>`: chain `postrouting` (nat) masquerading what `subnet` sends
+    ///   out of other interfaces, if `rules.masquerade`; chain `forward` (filter, hook forward,
+    ///   priority 0) for what is routed to the bridge: established and related traffic and
+    ///   destination-NATed flows (the published ports) pass, so does, unless `rules.isolate`,
+    ///   traffic routed from the bridge back to it; everything else routed to the bridge is
+    ///   dropped. What the bridge's sandboxes send elsewhere is not this chain's concern, but
+    ///   another network's chain drops it when it goes to that network's bridge: networks are
+    ///   isolated from each other, and a LAN peer that routes the subnet through the host
+    ///   reaches no port that is not published.
+    /// - `bridge palisade-net-<bridge>`: removed if present (a later version's layer-2
+    ///   isolation); `rules.isolate` covers only traffic routed through the host for now, not
+    ///   frames the bridge switches between two sandboxes.
+    ///
+    /// Replacing (rather than keeping an existing table) brings a network made by an older
+    /// version up to date; the kernel applies the batch at once, so no packet sees a gap.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] for a bad bridge name; [`Error::Netlink`] with the kernel's errno.
+    pub fn add_network_with(
+        &mut self,
+        bridge: &str,
+        subnet: Ipv4Addr,
+        prefix: u8,
+        rules: NetworkRules,
+    ) -> Result<()> {
         crate::link::validate_name(bridge)?;
         let table = network_table_name(bridge);
         let request = format!("nftables: create table ip {table}");
         let mask = u32::MAX
             .checked_shl(32 - u32::from(prefix.min(32)))
             .unwrap_or(0);
-        let mut batch = Batch::new(&mut self.seq);
-        batch.table(&table);
-        batch.chain(&table, "postrouting", NF_INET_POST_ROUTING, PRIORITY_SRCNAT);
         let ifname = ifname_bytes(bridge);
-        batch.rule(&table, "postrouting", |e| {
-            e.payload(NFT_PAYLOAD_NETWORK_HEADER, 12, 4);
-            e.bitwise(&mask.to_be_bytes());
-            e.cmp(NFT_CMP_EQ, &(u32::from(subnet) & mask).to_be_bytes());
+        let mut batch = Batch::new(&mut self.seq);
+        // Create-if-missing then delete: the delete never fails, and what follows starts afresh.
+        batch.push_in(NFPROTO_IPV4, NFT_MSG_NEWTABLE, NLM_F_CREATE, |m| {
+            m.str(NFTA_TABLE_NAME, &table)
+        });
+        batch.push(NFT_MSG_DELTABLE, 0, |m| m.str(NFTA_TABLE_NAME, &table));
+        batch.table(&table);
+        if rules.masquerade {
+            batch.chain(&table, "postrouting", NF_INET_POST_ROUTING, PRIORITY_SRCNAT);
+            batch.rule(&table, "postrouting", |e| {
+                e.payload(NFT_PAYLOAD_NETWORK_HEADER, 12, 4);
+                e.bitwise(&mask.to_be_bytes());
+                e.cmp(NFT_CMP_EQ, &(u32::from(subnet) & mask).to_be_bytes());
+                e.meta(NFT_META_OIFNAME);
+                e.cmp(NFT_CMP_NEQ, &ifname);
+                e.expr("masq", |_| {});
+            });
+        }
+        batch.filter_chain(NFPROTO_IPV4, &table, "forward", NF_INET_FORWARD);
+        batch.rule(&table, "forward", |e| {
             e.meta(NFT_META_OIFNAME);
             e.cmp(NFT_CMP_NEQ, &ifname);
-            e.expr("masq", |_| {});
+            e.verdict(NF_ACCEPT);
+        });
+        batch.rule(&table, "forward", |e| {
+            e.ct(NFT_CT_STATE);
+            e.bitwise(&CT_STATE_ESTABLISHED_RELATED.to_ne_bytes());
+            e.cmp(NFT_CMP_NEQ, &0u32.to_ne_bytes());
+            e.verdict(NF_ACCEPT);
+        });
+        batch.rule(&table, "forward", |e| {
+            e.ct(NFT_CT_STATUS);
+            e.bitwise(&IPS_DST_NAT.to_ne_bytes());
+            e.cmp(NFT_CMP_NEQ, &0u32.to_ne_bytes());
+            e.verdict(NF_ACCEPT);
+        });
+        if !rules.isolate {
+            batch.rule(&table, "forward", |e| {
+                e.meta(NFT_META_IIFNAME);
+                e.cmp(NFT_CMP_EQ, &ifname);
+                e.verdict(NF_ACCEPT);
+            });
+        }
+        batch.rule(&table, "forward", |e| e.verdict(NF_DROP));
+        batch.push_in(NFPROTO_BRIDGE, NFT_MSG_NEWTABLE, NLM_F_CREATE, |m| {
+            m.str(NFTA_TABLE_NAME, &table)
+        });
+        batch.push_in(NFPROTO_BRIDGE, NFT_MSG_DELTABLE, 0, |m| {
+            m.str(NFTA_TABLE_NAME, &table)
         });
         let batch = batch.finish();
-        match self.commit(&request, batch) {
-            Err(e) if e.errno() == Some(libc::EEXIST) => Ok(()),
-            other => other,
-        }
+        self.commit(&request, batch)
     }
 
-    /// Removes the table of the bridge network `bridge`; one already gone is not an error.
+    /// Removes the tables of the bridge network `bridge`; tables already gone are not an error.
     pub fn remove_network(&mut self, bridge: &str) -> Result<()> {
-        self.delete_table(&network_table_name(bridge))
+        let table = network_table_name(bridge);
+        self.delete_table(&table)?;
+        self.delete_table_in(NFPROTO_BRIDGE, &table)
     }
 
     /// Creates the table of `owner` with the DNAT rules of its published ports, atomically, owned
     /// by this socket (`NFT_TABLE_F_OWNER`): only this socket can change or remove it, and the
     /// kernel removes it when this socket is closed, i.e. when this value is dropped or the
-    /// process dies. An existing table of that name gives `EEXIST`.
+    /// process dies. An existing table of that name gives `EEXIST`. The ports are published on
+    /// every host address; see [`Nftables::add_sandbox_published`].
     ///
     /// # Errors
     /// [`Error::InvalidValue`] for a bad bridge name; [`Error::Netlink`] with the kernel's errno
     /// (`EEXIST`, `EOPNOTSUPP` on kernels before 5.12, which lack the owner flag).
     pub fn add_sandbox(&mut self, owner: &Owner, nat: &SandboxNat) -> Result<()> {
-        self.sandbox_table(owner, nat, NFT_TABLE_F_OWNER)
+        let ports: Vec<Published> = nat.dnat.iter().map(|d| Published::from(*d)).collect();
+        self.sandbox_table(owner, &nat.bridge, nat.addr, &ports, NFT_TABLE_F_OWNER)
+    }
+
+    /// [`Nftables::add_sandbox`] with each port's host address. The table holds:
+    ///
+    /// - set `published` of every port (address, protocol, host port), which
+    ///   [`Nftables::published`] reads to refuse overlapping publishes of other sandboxes;
+    /// - map `addr_ports` (address . protocol . host port to sandbox port) of the ports on one
+    ///   address, looked up with `ip daddr`, so a port published on `192.0.2.1` answers there
+    ///   only;
+    /// - map `any_ports` (protocol . host port to sandbox port) of the ports on every address,
+    ///   for destinations that are local (`fib daddr type local`) and not in `127.0.0.0/8`;
+    /// - chain `prerouting` (nat, dstnat) with one rule per map: traffic from outside the bridge
+    ///   is sent to `addr`.
+    ///
+    /// Ports on a loopback address get no DNAT at all: they are served on the host only (by the
+    /// forwarder, which listens there). The kernel drops packets to `127.0.0.0/8` that arrive on
+    /// another interface (unless `route_localnet`, which this crate never sets), but only at
+    /// routing, after prerouting; a prerouting DNAT of such a destination would bypass that, which
+    /// is why `any_ports` excludes it.
+    ///
+    /// One rule per map, whatever the number of ports, and the elements go in messages of a
+    /// bounded size: a thousand ports are one small batch.
+    ///
+    /// # Errors
+    /// As [`Nftables::add_sandbox`].
+    pub fn add_sandbox_published(
+        &mut self,
+        owner: &Owner,
+        bridge: &str,
+        addr: Ipv4Addr,
+        ports: &[Published],
+    ) -> Result<()> {
+        self.sandbox_table(owner, bridge, addr, ports, NFT_TABLE_F_OWNER)
     }
 
     /// [`Nftables::add_sandbox`] without the owner flag, as versions before it made sandbox
@@ -275,44 +495,141 @@ impl Nftables {
     /// [`Nftables::remove_stale`] once the sandbox is gone). For tests of that clean-up only.
     #[doc(hidden)]
     pub fn add_sandbox_unowned(&mut self, owner: &Owner, nat: &SandboxNat) -> Result<()> {
-        self.sandbox_table(owner, nat, 0)
+        let ports: Vec<Published> = nat.dnat.iter().map(|d| Published::from(*d)).collect();
+        self.sandbox_table(owner, &nat.bridge, nat.addr, &ports, 0)
     }
 
-    fn sandbox_table(&mut self, owner: &Owner, nat: &SandboxNat, flags: u32) -> Result<()> {
-        crate::link::validate_name(&nat.bridge)?;
+    fn sandbox_table(
+        &mut self,
+        owner: &Owner,
+        bridge: &str,
+        addr: Ipv4Addr,
+        ports: &[Published],
+        flags: u32,
+    ) -> Result<()> {
+        crate::link::validate_name(bridge)?;
         let table = table_name(owner);
         let request = format!("nftables: create table ip {table}");
         let mut batch = Batch::new(&mut self.seq);
-        let userdata = format!("{USERDATA_TAG} {} {}", nat.bridge, nat.addr);
+        let userdata = format!("{USERDATA_TAG} {bridge} {addr}");
         batch.table_with_flags(&table, flags, userdata.as_bytes());
+        let published: Vec<(Vec<u8>, Vec<u8>)> = ports
+            .iter()
+            .map(|p| (p.key().to_vec(), Vec::new()))
+            .collect();
+        batch.set(&table, "published", 1, 12, TYPE_ADDR_PROTO_SERVICE, None);
+        batch.elements(&table, "published", 1, &published);
+        let addr_ports: Vec<(Vec<u8>, Vec<u8>)> = ports
+            .iter()
+            .filter(|p| !p.host_ip.is_unspecified() && !p.host_ip.is_loopback())
+            .map(|p| (p.key().to_vec(), p.port.to_be_bytes().to_vec()))
+            .collect();
+        let any_ports: Vec<(Vec<u8>, Vec<u8>)> = ports
+            .iter()
+            .filter(|p| p.host_ip.is_unspecified())
+            .map(|p| (p.key()[4..].to_vec(), p.port.to_be_bytes().to_vec()))
+            .collect();
+        let data = Some((TYPE_INET_SERVICE, 2));
+        batch.set(&table, "addr_ports", 2, 12, TYPE_ADDR_PROTO_SERVICE, data);
+        batch.elements(&table, "addr_ports", 2, &addr_ports);
+        batch.set(&table, "any_ports", 3, 8, TYPE_PROTO_SERVICE, data);
+        batch.elements(&table, "any_ports", 3, &any_ports);
         batch.chain(&table, "prerouting", NF_INET_PRE_ROUTING, PRIORITY_DSTNAT);
-        let ifname = ifname_bytes(&nat.bridge);
-        for d in &nat.dnat {
+        let ifname = ifname_bytes(bridge);
+        let dnat = |e: &mut Exprs<'_, '_>| {
+            e.immediate(NFT_REG_1, &addr.octets());
+            e.expr("nat", |a| {
+                a.u32_be(1, NFT_NAT_DNAT); // NFTA_NAT_TYPE
+                a.u32_be(2, u32::from(NFPROTO_IPV4)); // NFTA_NAT_FAMILY
+                a.u32_be(3, NFT_REG_1); // NFTA_NAT_REG_ADDR_MIN
+                a.u32_be(5, NFT_REG_2); // NFTA_NAT_REG_PROTO_MIN
+            });
+        };
+        if !addr_ports.is_empty() {
             batch.rule(&table, "prerouting", |e| {
                 e.meta(NFT_META_IIFNAME);
                 e.cmp(NFT_CMP_NEQ, &ifname);
+                e.payload_to(NFT_REG32_00, NFT_PAYLOAD_NETWORK_HEADER, 16, 4);
+                e.meta_to(NFT_REG32_00 + 1, NFT_META_L4PROTO);
+                e.payload_to(NFT_REG32_00 + 2, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
+                e.lookup("addr_ports", 2, NFT_REG32_00, NFT_REG_2);
+                dnat(e);
+            });
+        }
+        if !any_ports.is_empty() {
+            batch.rule(&table, "prerouting", |e| {
+                e.meta(NFT_META_IIFNAME);
+                e.cmp(NFT_CMP_NEQ, &ifname);
+                e.payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4);
+                e.bitwise(&[255, 0, 0, 0]);
+                e.cmp(NFT_CMP_NEQ, &[127, 0, 0, 0]);
                 e.expr("fib", |a| {
                     a.u32_be(1, NFT_REG_1); // NFTA_FIB_DREG
                     a.u32_be(2, NFT_FIB_RESULT_ADDRTYPE); // NFTA_FIB_RESULT
                     a.u32_be(3, NFTA_FIB_F_DADDR); // NFTA_FIB_FLAGS
                 });
                 e.cmp(NFT_CMP_EQ, &RTN_LOCAL.to_ne_bytes());
-                e.meta(NFT_META_L4PROTO);
-                e.cmp(NFT_CMP_EQ, &[d.proto.number()]);
-                e.payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
-                e.cmp(NFT_CMP_EQ, &d.host_port.to_be_bytes());
-                e.immediate(NFT_REG_1, &nat.addr.octets());
-                e.immediate(NFT_REG_2, &d.port.to_be_bytes());
-                e.expr("nat", |a| {
-                    a.u32_be(1, NFT_NAT_DNAT); // NFTA_NAT_TYPE
-                    a.u32_be(2, u32::from(NFPROTO_IPV4)); // NFTA_NAT_FAMILY
-                    a.u32_be(3, NFT_REG_1); // NFTA_NAT_REG_ADDR_MIN
-                    a.u32_be(5, NFT_REG_2); // NFTA_NAT_REG_PROTO_MIN
-                });
+                e.meta_to(NFT_REG32_00, NFT_META_L4PROTO);
+                e.payload_to(NFT_REG32_00 + 1, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
+                e.lookup("any_ports", 3, NFT_REG32_00, NFT_REG_2);
+                dnat(e);
             });
         }
         let batch = batch.finish();
         self.commit(&request, batch)
+    }
+
+    /// The ports published by the live sandboxes' tables in this namespace (the `published` set
+    /// of each `palisade-<pid>-<start>` table), with the name of the table; the sandbox ports
+    /// are not recorded there and read 0. A table whose sandbox is gone is skipped, and so is a
+    /// table of an older version, which has no such set.
+    pub fn published(&mut self) -> Result<Vec<(String, Published)>> {
+        let mut out = Vec::new();
+        for table in self.table_list()? {
+            if !table.sandbox().is_some_and(|o| o.is_alive()) {
+                continue;
+            }
+            let request = format!("nftables: list set ip {} published", table.name);
+            self.seq = self.seq.wrapping_add(1);
+            let seq = self.seq;
+            let mut msg = Msg::new(
+                (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
+                NLM_F_REQUEST | NLM_F_DUMP,
+                seq,
+                NFPROTO_IPV4,
+                0,
+            );
+            msg.str(NFTA_SET_ELEM_LIST_TABLE, &table.name);
+            msg.str(NFTA_SET_ELEM_LIST_SET, "published");
+            msg.finish();
+            self.send(&request, &msg.buf)?;
+            let mut found = Vec::new();
+            let listed = self.receive(&request, &[seq], true, |payload| {
+                for (kind, list) in attrs(payload.get(4..).unwrap_or(&[])) {
+                    if kind != NFTA_SET_ELEM_LIST_ELEMENTS {
+                        continue;
+                    }
+                    for (_, elem) in attrs(list) {
+                        for (kind, key) in attrs(elem) {
+                            if kind != NFTA_SET_ELEM_KEY {
+                                continue;
+                            }
+                            if let Some((_, value)) =
+                                attrs(key).find(|(k, _)| *k == NFTA_DATA_VALUE)
+                            {
+                                found.extend(Published::from_key(value));
+                            }
+                        }
+                    }
+                }
+            });
+            match listed {
+                Err(e) if e.errno() == Some(libc::ENOENT) => continue,
+                other => other?,
+            }
+            out.extend(found.into_iter().map(|p| (table.name.clone(), p)));
+        }
+        Ok(out)
     }
 
     /// Removes the table of `owner`; a table that is already gone is not an error. A table made
@@ -323,9 +640,15 @@ impl Nftables {
     }
 
     fn delete_table(&mut self, table: &str) -> Result<()> {
-        let request = format!("nftables: delete table ip {table}");
+        self.delete_table_in(NFPROTO_IPV4, table)
+    }
+
+    fn delete_table_in(&mut self, family: u8, table: &str) -> Result<()> {
+        let request = format!("nftables: delete table {} {table}", family_name(family));
         let mut batch = Batch::new(&mut self.seq);
-        batch.push(NFT_MSG_DELTABLE, 0, |m| m.str(NFTA_TABLE_NAME, table));
+        batch.push_in(family, NFT_MSG_DELTABLE, 0, |m| {
+            m.str(NFTA_TABLE_NAME, table)
+        });
         let batch = batch.finish();
         match self.commit(&request, batch) {
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
@@ -493,6 +816,14 @@ const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 
+/// The family's name as `nft` spells it.
+fn family_name(family: u8) -> &'static str {
+    match family {
+        NFPROTO_BRIDGE => "bridge",
+        _ => "ip",
+    }
+}
+
 /// The bridge and address of a sandbox table's user data.
 fn parse_userdata(value: &[u8]) -> Option<(String, Ipv4Addr)> {
     let text = std::str::from_utf8(value).ok()?;
@@ -624,8 +955,14 @@ impl Exprs<'_, '_> {
 
     /// `payload load <len>b @ <base> + <offset> => reg 1`.
     fn payload(&mut self, base: u32, offset: u32, len: u32) {
+        self.payload_to(NFT_REG_1, base, offset, len);
+    }
+
+    /// `payload load <len>b @ <base> + <offset> => reg <dreg>`; a length that is not a multiple
+    /// of 4 has the rest of its last 4-byte register zeroed by the kernel.
+    fn payload_to(&mut self, dreg: u32, base: u32, offset: u32, len: u32) {
         self.expr("payload", |a| {
-            a.u32_be(1, NFT_REG_1); // NFTA_PAYLOAD_DREG
+            a.u32_be(1, dreg); // NFTA_PAYLOAD_DREG
             a.u32_be(2, base); // NFTA_PAYLOAD_BASE
             a.u32_be(3, offset); // NFTA_PAYLOAD_OFFSET
             a.u32_be(4, len); // NFTA_PAYLOAD_LEN
@@ -634,9 +971,43 @@ impl Exprs<'_, '_> {
 
     /// `meta load <key> => reg 1`.
     fn meta(&mut self, key: u32) {
+        self.meta_to(NFT_REG_1, key);
+    }
+
+    /// `meta load <key> => reg <dreg>`.
+    fn meta_to(&mut self, dreg: u32, key: u32) {
         self.expr("meta", |a| {
             a.u32_be(2, key); // NFTA_META_KEY
-            a.u32_be(1, NFT_REG_1); // NFTA_META_DREG
+            a.u32_be(1, dreg); // NFTA_META_DREG
+        });
+    }
+
+    /// `ct load <key> => reg 1`.
+    fn ct(&mut self, key: u32) {
+        self.expr("ct", |a| {
+            a.u32_be(2, key); // NFTA_CT_KEY
+            a.u32_be(1, NFT_REG_1); // NFTA_CT_DREG
+        });
+    }
+
+    /// `lookup reg <sreg> set <set> => reg <dreg>`: the rule stops here when the key is not in
+    /// the map.
+    fn lookup(&mut self, set: &str, set_id: u32, sreg: u32, dreg: u32) {
+        self.expr("lookup", |a| {
+            a.str(1, set); // NFTA_LOOKUP_SET
+            a.u32_be(2, sreg); // NFTA_LOOKUP_SREG
+            a.u32_be(3, dreg); // NFTA_LOOKUP_DREG
+            a.u32_be(4, set_id); // NFTA_LOOKUP_SET_ID
+        });
+    }
+
+    /// `immediate reg verdict <verdict>`: accept or drop.
+    fn verdict(&mut self, verdict: u32) {
+        self.expr("immediate", |a| {
+            a.u32_be(1, NFT_REG_VERDICT); // NFTA_IMMEDIATE_DREG
+            a.nested(2, |d| {
+                d.nested(NFTA_DATA_VERDICT, |v| v.u32_be(NFTA_VERDICT_CODE, verdict))
+            });
         });
     }
 
@@ -696,12 +1067,16 @@ impl<'s> Batch<'s> {
     }
 
     fn push(&mut self, kind: u16, flags: u16, fill: impl FnOnce(&mut Msg)) {
+        self.push_in(NFPROTO_IPV4, kind, flags, fill);
+    }
+
+    fn push_in(&mut self, family: u8, kind: u16, flags: u16, fill: impl FnOnce(&mut Msg)) {
         *self.seq = self.seq.wrapping_add(1);
         let mut msg = Msg::new(
             (NFNL_SUBSYS_NFTABLES << 8) | kind,
             NLM_F_REQUEST | NLM_F_ACK | flags,
             *self.seq,
-            NFPROTO_IPV4,
+            family,
             0,
         );
         fill(&mut msg);
@@ -728,7 +1103,71 @@ impl<'s> Batch<'s> {
 
     /// A base chain of type nat on `hook`, policy accept.
     fn chain(&mut self, table: &str, name: &str, hook: u32, priority: i32) {
-        self.push(NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_EXCL, |m| {
+        self.base_chain(NFPROTO_IPV4, table, name, hook, priority, "nat");
+    }
+
+    /// A base chain of type filter on `hook` of `family`, priority filter (0), policy accept.
+    fn filter_chain(&mut self, family: u8, table: &str, name: &str, hook: u32) {
+        self.base_chain(family, table, name, hook, PRIORITY_FILTER, "filter");
+    }
+
+    /// A set (`data` = None) or a map to values of `data` = (type, length), in the `ip` family,
+    /// referred to by `id` within the batch.
+    fn set(
+        &mut self,
+        table: &str,
+        name: &str,
+        id: u32,
+        key_len: u32,
+        key_type: u32,
+        data: Option<(u32, u32)>,
+    ) {
+        self.push(NFT_MSG_NEWSET, NLM_F_CREATE | NLM_F_EXCL, |m| {
+            m.str(NFTA_SET_TABLE, table);
+            m.str(NFTA_SET_NAME, name);
+            m.u32_be(NFTA_SET_FLAGS, if data.is_some() { NFT_SET_MAP } else { 0 });
+            m.u32_be(NFTA_SET_KEY_TYPE, key_type);
+            m.u32_be(NFTA_SET_KEY_LEN, key_len);
+            if let Some((data_type, data_len)) = data {
+                m.u32_be(NFTA_SET_DATA_TYPE, data_type);
+                m.u32_be(NFTA_SET_DATA_LEN, data_len);
+            }
+            m.u32_be(NFTA_SET_ID, id);
+        });
+    }
+
+    /// The elements (key, data; data empty in a set) of the set `name`, in messages of at most
+    /// [`ELEMS_PER_MSG`] elements.
+    fn elements(&mut self, table: &str, name: &str, id: u32, elems: &[(Vec<u8>, Vec<u8>)]) {
+        for chunk in elems.chunks(ELEMS_PER_MSG) {
+            self.push(NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL, |m| {
+                m.str(NFTA_SET_ELEM_LIST_TABLE, table);
+                m.str(NFTA_SET_ELEM_LIST_SET, name);
+                m.u32_be(NFTA_SET_ELEM_LIST_SET_ID, id);
+                m.nested(NFTA_SET_ELEM_LIST_ELEMENTS, |list| {
+                    for (key, data) in chunk {
+                        list.nested(NFTA_LIST_ELEM, |e| {
+                            e.nested(NFTA_SET_ELEM_KEY, |k| k.raw(NFTA_DATA_VALUE, key));
+                            if !data.is_empty() {
+                                e.nested(NFTA_SET_ELEM_DATA, |d| d.raw(NFTA_DATA_VALUE, data));
+                            }
+                        });
+                    }
+                });
+            });
+        }
+    }
+
+    fn base_chain(
+        &mut self,
+        family: u8,
+        table: &str,
+        name: &str,
+        hook: u32,
+        priority: i32,
+        kind: &str,
+    ) {
+        self.push_in(family, NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_EXCL, |m| {
             m.str(NFTA_CHAIN_TABLE, table);
             m.str(NFTA_CHAIN_NAME, name);
             m.nested(NFTA_CHAIN_HOOK, |h| {
@@ -736,12 +1175,22 @@ impl<'s> Batch<'s> {
                 h.u32_be(NFTA_HOOK_PRIORITY, priority as u32);
             });
             m.u32_be(NFTA_CHAIN_POLICY, NF_ACCEPT);
-            m.str(NFTA_CHAIN_TYPE, "nat");
+            m.str(NFTA_CHAIN_TYPE, kind);
         });
     }
 
     fn rule(&mut self, table: &str, chain: &str, exprs: impl FnOnce(&mut Exprs<'_, '_>)) {
-        self.push(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, |m| {
+        self.rule_in(NFPROTO_IPV4, table, chain, exprs);
+    }
+
+    fn rule_in(
+        &mut self,
+        family: u8,
+        table: &str,
+        chain: &str,
+        exprs: impl FnOnce(&mut Exprs<'_, '_>),
+    ) {
+        self.push_in(family, NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, |m| {
             m.str(NFTA_RULE_TABLE, table);
             m.str(NFTA_RULE_CHAIN, chain);
             m.nested(NFTA_RULE_EXPRESSIONS, |list| exprs(&mut Exprs { list }));

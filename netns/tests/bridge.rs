@@ -394,3 +394,260 @@ fn stale_state_of_a_dead_sandbox_is_cleaned() {
         assert_eq!(leftovers(), (vec![], vec![]));
     });
 }
+
+// --- State files (issue 12, item 5) ----------------------------------------------------------
+
+fn state_file(state: &TempDir, network: &str) -> std::path::PathBuf {
+    state.path().join(format!("{network}.ipam"))
+}
+
+/// The IPv4 addresses of the sandbox's `eth0`, or none if it has no `eth0`.
+fn eth0_addresses(sb: &FakeSandbox) -> Vec<IpAddr> {
+    let mut nl = sb.netlink();
+    if nl.link("eth0").unwrap().is_none() {
+        return Vec::new();
+    }
+    nl.addresses("eth0")
+        .unwrap()
+        .into_iter()
+        .map(|a| a.addr)
+        .filter(IpAddr::is_ipv4)
+        .collect()
+}
+
+/// Sandbox A attached; its state file replaced by `damage`; sandbox B attaches and must get
+/// another address; B's teardown must leave A its veth, `eth0` and address.
+fn damaged_state_never_hands_out_a_used_address(name: &str, net: &str, damage: &[u8]) {
+    let state = TempDir::new("bridge-damage");
+    in_host(|| {
+        let bridge = Bridge::new(name)
+            .unwrap()
+            .subnet(subnet(net))
+            .state_dir(state.path());
+        let a = FakeSandbox::start();
+        let att_a = bridge.prepare(&[]).unwrap().attach(a.pid()).unwrap();
+        std::fs::write(state_file(&state, name), damage).unwrap();
+        let b = FakeSandbox::start();
+        let att_b = bridge.prepare(&[]).unwrap().attach(b.pid()).unwrap();
+        assert_ne!(att_a.address(), att_b.address());
+        // The state was rebuilt from the veths: it records both leases again.
+        let text = std::fs::read_to_string(state_file(&state, name)).unwrap();
+        assert!(text.contains(&att_a.address().to_string()), "{text}");
+        let a_veth = att_a.host_veth().to_owned();
+        // B ends first: its teardown must not take A's veth, nor the bridge.
+        drop(b);
+        att_b.detach().unwrap();
+        let mut nl = Netlink::open().unwrap();
+        assert!(nl.link(&a_veth).unwrap().is_some(), "A's veth was removed");
+        assert!(nl.link(name).unwrap().is_some(), "A's bridge was removed");
+        assert_eq!(eth0_addresses(&a), vec![att_a.address()]);
+        att_a.detach().unwrap();
+        drop(a);
+        assert_eq!(leftovers(), (vec![], vec![]));
+    });
+}
+
+#[test]
+fn an_emptied_state_file_never_hands_out_an_address_in_use() {
+    require_root!();
+    damaged_state_never_hands_out_a_used_address("pal-st0", "10.200.0.0/24", b"");
+}
+
+#[test]
+fn a_garbage_state_file_never_hands_out_an_address_in_use() {
+    require_root!();
+    damaged_state_never_hands_out_a_used_address(
+        "pal-st1",
+        "10.200.1.0/24",
+        b"\x00\xffgarbage\nlease 1.2.3.4 x y\nsubnet nonsense\n",
+    );
+}
+
+#[test]
+fn a_deleted_state_file_never_hands_out_an_address_in_use() {
+    require_root!();
+    let state = TempDir::new("bridge-deleted");
+    in_host(|| {
+        let bridge = Bridge::new("pal-st2")
+            .unwrap()
+            .subnet(subnet("10.200.2.0/24"))
+            .state_dir(state.path());
+        let a = FakeSandbox::start();
+        let att_a = bridge.prepare(&[]).unwrap().attach(a.pid()).unwrap();
+        std::fs::remove_file(state_file(&state, "pal-st2")).unwrap();
+        let b = FakeSandbox::start();
+        let att_b = bridge.prepare(&[]).unwrap().attach(b.pid()).unwrap();
+        assert_ne!(att_a.address(), att_b.address());
+        att_b.detach().unwrap();
+        assert_eq!(eth0_addresses(&a), vec![att_a.address()]);
+        att_a.detach().unwrap();
+        assert_eq!(leftovers(), (vec![], vec![]));
+    });
+}
+
+#[test]
+fn teardown_with_a_corrupt_state_removes_what_it_can_and_reports_it() {
+    require_root!();
+    let state = TempDir::new("bridge-corrupt-teardown");
+    in_host(|| {
+        let bridge = Bridge::new("pal-st3")
+            .unwrap()
+            .subnet(subnet("10.200.3.0/24"))
+            .state_dir(state.path());
+        let a = FakeSandbox::start();
+        let att = bridge.prepare(&[]).unwrap().attach(a.pid()).unwrap();
+        std::fs::write(state_file(&state, "pal-st3"), b"garbage\n").unwrap();
+        drop(a);
+        match att.detach() {
+            Err(Error::CorruptState { path, .. }) => {
+                assert_eq!(path, state_file(&state, "pal-st3"))
+            }
+            other => panic!("expected CorruptState, got {other:?}"),
+        }
+        // The bridge, its table and the state went all the same.
+        assert_eq!(leftovers(), (vec![], vec![]));
+        assert!(!state_file(&state, "pal-st3").exists());
+    });
+}
+
+#[test]
+fn a_refused_prepare_leaves_no_state_file() {
+    require_root!();
+    let state = TempDir::new("bridge-refused");
+    in_host(|| {
+        let taken = TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let bridge = Bridge::new("pal-st4")
+            .unwrap()
+            .subnet(subnet("10.200.4.0/24"))
+            .state_dir(state.path());
+        let r = bridge.prepare(&[PortMap::new(port, 80, Proto::Tcp)]);
+        assert!(matches!(r, Err(Error::PortInUse { .. })), "{r:?}");
+        assert!(!state_file(&state, "pal-st4").exists());
+        // A subnet that overlaps a route of the host is refused after the state was opened:
+        // the record goes again.
+        let mut nl = Netlink::open().unwrap();
+        nl.add_veth("pal-rt", "pal-rt-p").unwrap();
+        nl.add_address("pal-rt", "10.200.9.1".parse().unwrap(), 24)
+            .unwrap();
+        nl.set_up("pal-rt").unwrap();
+        nl.set_up("pal-rt-p").unwrap();
+        let r = bridge.clone().subnet(subnet("10.200.9.0/24")).prepare(&[]);
+        assert!(matches!(r, Err(Error::RouteOverlap { .. })), "{r:?}");
+        assert!(!state_file(&state, "pal-st4").exists());
+        nl.delete_link("pal-rt").unwrap();
+        // The name is not tied to the refused subnets: another one is accepted.
+        let other = bridge.clone().subnet(subnet("10.200.5.0/24"));
+        let sb = FakeSandbox::start();
+        let att = other.prepare(&[]).unwrap().attach(sb.pid()).unwrap();
+        att.detach().unwrap();
+        assert_eq!(leftovers(), (vec![], vec![]));
+    });
+}
+
+#[test]
+fn an_existing_link_that_is_not_a_bridge_is_refused() {
+    require_root!();
+    let state = TempDir::new("bridge-lo");
+    in_host(|| {
+        let mut nl = Netlink::open().unwrap();
+        let before = nl.addresses("lo").unwrap();
+        let bridge = Bridge::new("lo")
+            .unwrap()
+            .subnet(subnet("10.200.6.0/24"))
+            .state_dir(state.path());
+        match bridge.prepare(&[]) {
+            Err(Error::NotABridge { name, .. }) => assert_eq!(name, "lo"),
+            other => panic!("expected NotABridge, got {other:?}"),
+        }
+        assert_eq!(nl.addresses("lo").unwrap(), before);
+        assert!(!state_file(&state, "lo").exists());
+        // A veth is no bridge either.
+        nl.add_veth("pal-notbr", "pal-notbr-p").unwrap();
+        let r = Bridge::new("pal-notbr")
+            .unwrap()
+            .subnet(subnet("10.200.6.0/24"))
+            .state_dir(state.path())
+            .prepare(&[]);
+        assert!(matches!(r, Err(Error::NotABridge { .. })), "{r:?}");
+        assert!(nl.addresses("pal-notbr").unwrap().is_empty());
+        nl.delete_link("pal-notbr").unwrap();
+    });
+}
+
+#[test]
+fn reserved_subnets_are_refused_before_anything_is_made() {
+    require_root!();
+    let state = TempDir::new("bridge-reserved");
+    in_host(|| {
+        for reserved in [
+            "127.0.0.0/24",
+            "169.254.0.0/24",
+            "224.0.0.0/24",
+            "0.0.0.0/24",
+        ] {
+            let r = Bridge::new("pal-st7")
+                .unwrap()
+                .subnet(subnet(reserved))
+                .state_dir(state.path())
+                .prepare(&[]);
+            assert!(
+                matches!(r, Err(Error::ReservedSubnet { .. })),
+                "{reserved}: {r:?}"
+            );
+        }
+        assert_eq!(leftovers(), (vec![], vec![]));
+        assert!(!state_file(&state, "pal-st7").exists());
+    });
+}
+
+#[test]
+fn the_state_directory_is_private_and_lock_waits_are_bounded() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    use std::time::{Duration, Instant};
+    require_root!();
+    let state = TempDir::new("bridge-lock");
+    in_host(|| {
+        let timeout = Duration::from_millis(300);
+        let bridge = Bridge::new("pal-st8")
+            .unwrap()
+            .subnet(subnet("10.200.8.0/24"))
+            .state_dir(state.path())
+            .lock_timeout(timeout);
+        assert_eq!(bridge.get_lock_timeout(), timeout);
+        let sb = FakeSandbox::start();
+        let att = bridge.prepare(&[]).unwrap().attach(sb.pid()).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+        assert_eq!(mode(state.path()), 0o700);
+        for entry in std::fs::read_dir(state.path()).unwrap() {
+            let path = entry.unwrap().path();
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+        // Another holder of the lock (any process that can open the file) never makes a spawn
+        // or a teardown wait for ever.
+        let lock = state.path().join("palisade-ipam.lock");
+        let holder = File::options().read(true).write(true).open(&lock).unwrap();
+        // SAFETY: flock on a descriptor `holder` owns.
+        assert_eq!(unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let sb2 = FakeSandbox::start();
+        let t = Instant::now();
+        match bridge.prepare(&[]).and_then(|p| p.attach(sb2.pid())) {
+            Err(Error::LockTimeout { path, .. }) => assert_eq!(path, lock),
+            other => panic!("expected LockTimeout, got {other:?}"),
+        }
+        assert!(t.elapsed() < Duration::from_secs(3));
+        let t = Instant::now();
+        match att.detach() {
+            Err(Error::LockTimeout { path, .. }) => assert_eq!(path, lock),
+            other => panic!("expected LockTimeout, got {other:?}"),
+        }
+        assert!(t.elapsed() < Duration::from_secs(3));
+        drop(holder);
+        drop(sb);
+        // What the refused teardown left is collected once the lock is free.
+        let report = bridge.gc().unwrap();
+        assert_eq!(report.networks, vec!["pal-st8".to_owned()]);
+        assert_eq!(leftovers(), (vec![], vec![]));
+    });
+}

@@ -367,6 +367,11 @@ fn child_helper() {
         return;
     };
     let count: usize = std::env::var(CHILD_COUNT).unwrap().parse().unwrap();
+    if mode == "wait" {
+        // Waits for a lock the parent holds; the parent ends the wait with SIGTERM.
+        let r = Allocator::open(&dir, "shared", subnet(SHARED_SUBNET));
+        panic!("the wait ended without the signal: {r:?}");
+    }
     let alloc = Allocator::open(&dir, "shared", subnet(SHARED_SUBNET)).unwrap();
     let leases: Vec<_> = (0..count)
         .map(|i| alloc.allocate(me(&format!("child-{i}"))).unwrap())
@@ -499,4 +504,222 @@ fn dead_owner_is_reclaimed() {
     let text = std::fs::read_to_string(dir.path().join("shared.ipam")).unwrap();
     assert!(!text.contains("lease "), "{text}");
     assert_eq!(alloc.allocate(me("new")).unwrap().ip(), ip("10.77.0.2"));
+}
+
+// --- Reserved subnets, private state, bounded lock waits (issue 12, item 5) -------------------
+
+#[test]
+fn reserved_subnets_are_typed_errors() {
+    for reserved in [
+        "127.0.0.0/8",
+        "127.5.0.0/16",
+        "169.254.0.0/16",
+        "169.254.3.0/24",
+        "224.0.0.0/4",
+        "239.1.2.0/24",
+        "0.0.0.0/8",
+        "0.0.0.0/0",
+        "255.255.255.252/30",
+        "240.0.0.0/8",
+        "fe80::/64",
+        "ff02::/120",
+        "::/120",
+        "::ffff:0:0/120",
+    ] {
+        match subnet(reserved).check_usable() {
+            Err(Error::ReservedSubnet { subnet: s, reason }) => {
+                assert_eq!(s, subnet(reserved));
+                assert!(!reason.is_empty());
+            }
+            other => panic!("{reserved}: expected ReservedSubnet, got {other:?}"),
+        }
+    }
+    for usable in [
+        "10.88.0.0/16",
+        "192.0.2.0/24",
+        "172.16.0.0/12",
+        "100.64.0.0/10",
+        "fd00::/120",
+    ] {
+        subnet(usable).check_usable().unwrap();
+    }
+    // No host address: refused when parsed, before any reservation applies.
+    for no_hosts in [
+        "10.88.0.0/31",
+        "10.88.0.0/32",
+        "255.255.255.255/32",
+        "fd00::/127",
+    ] {
+        assert!(
+            matches!(no_hosts.parse::<Subnet>(), Err(Error::InvalidValue { .. })),
+            "{no_hosts}"
+        );
+    }
+}
+
+#[test]
+fn allocator_refuses_reserved_subnets_and_records_nothing() {
+    let dir = support::TempDir::new("ipam-reserved");
+    for reserved in ["127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/24", "0.0.0.0/8"] {
+        match Allocator::open(dir.path(), "net", subnet(reserved)) {
+            Err(Error::ReservedSubnet { .. }) => {}
+            other => panic!("{reserved}: expected ReservedSubnet, got {other:?}"),
+        }
+    }
+    assert!(!dir.path().join("net.ipam").exists());
+}
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
+}
+
+#[test]
+fn state_directory_and_files_are_private() {
+    let top = support::TempDir::new("ipam-modes");
+    let dir = top.path().join("new/state");
+    let alloc = Allocator::open(&dir, "net", subnet("10.90.0.0/24")).unwrap();
+    let lease = alloc.allocate(me("modes")).unwrap();
+    assert_eq!(mode_of(&dir), 0o700);
+    assert_eq!(mode_of(&dir.join("palisade-ipam.lock")), 0o600);
+    assert_eq!(mode_of(&dir.join("net.ipam")), 0o600);
+    lease.release().unwrap();
+}
+
+#[test]
+fn a_looser_state_directory_is_tightened_when_opened() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = support::TempDir::new("ipam-loose");
+    let set = |p: &Path, mode| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    // As an older version left it: a world-readable directory, lock file and state file.
+    drop(Allocator::open(dir.path(), "net", subnet("10.91.0.0/24")).unwrap());
+    set(dir.path(), 0o755);
+    set(&dir.path().join("palisade-ipam.lock"), 0o644);
+    set(&dir.path().join("net.ipam"), 0o666);
+    let alloc = Allocator::open(dir.path(), "net", subnet("10.91.0.0/24")).unwrap();
+    assert_eq!(mode_of(dir.path()), 0o700);
+    assert_eq!(mode_of(&dir.path().join("palisade-ipam.lock")), 0o600);
+    assert_eq!(mode_of(&dir.path().join("net.ipam")), 0o600);
+    // Through any locked operation, not only `open`.
+    set(dir.path(), 0o777);
+    set(&dir.path().join("net.ipam"), 0o644);
+    alloc.leases().unwrap();
+    assert_eq!(mode_of(dir.path()), 0o700);
+    assert_eq!(mode_of(&dir.path().join("net.ipam")), 0o600);
+}
+
+#[test]
+fn a_state_directory_that_is_a_link_is_refused() {
+    let top = support::TempDir::new("ipam-link");
+    let real = top.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = top.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    match Allocator::open(&link, "net", subnet("10.92.0.0/24")) {
+        Err(Error::InsecureStateDir { path, .. }) => assert_eq!(path, link),
+        other => panic!("expected InsecureStateDir, got {other:?}"),
+    }
+}
+
+/// Holds the exclusive `flock(2)` of `dir`'s lock file through its own open file description,
+/// as another process would, until dropped.
+struct Holder {
+    _file: std::fs::File,
+}
+
+impl Holder {
+    fn take(dir: &Path) -> Holder {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join("palisade-ipam.lock"))
+            .unwrap();
+        // SAFETY: flock on a descriptor `f` owns.
+        assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+        Holder { _file: f }
+    }
+}
+
+#[test]
+fn lock_waits_are_bounded_and_name_the_lock_file() {
+    use std::time::{Duration, Instant};
+    let dir = support::TempDir::new("ipam-lock");
+    let timeout = Duration::from_millis(300);
+    let alloc =
+        Allocator::open_timeout(dir.path(), "net", subnet("10.93.0.0/24"), timeout).unwrap();
+    assert_eq!(alloc.lock_timeout(), timeout);
+    let lease = alloc.allocate(me("held")).unwrap();
+    let holder = Holder::take(dir.path());
+    let lock = dir.path().join("palisade-ipam.lock");
+    let check = |r: palisade_netns::Result<()>, started: Instant| {
+        match r {
+            Err(Error::LockTimeout { path, waited }) => {
+                assert_eq!(path, lock);
+                assert!(waited >= timeout, "{waited:?}");
+            }
+            other => panic!("expected LockTimeout, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(3));
+    };
+    let t = Instant::now();
+    check(
+        Allocator::open_timeout(dir.path(), "net", subnet("10.93.0.0/24"), timeout).map(drop),
+        t,
+    );
+    let t = Instant::now();
+    check(alloc.allocate(me("blocked")).map(drop), t);
+    let t = Instant::now();
+    check(alloc.leases().map(drop), t);
+    // Once the holder lets go, the same calls go through.
+    drop(holder);
+    assert_eq!(alloc.leases().unwrap().len(), 1);
+    lease.release().unwrap();
+}
+
+#[test]
+fn the_default_lock_timeout_is_a_few_seconds() {
+    use palisade_netns::ipam::DEFAULT_LOCK_TIMEOUT;
+    use std::time::{Duration, Instant};
+    assert!(DEFAULT_LOCK_TIMEOUT >= Duration::from_secs(1));
+    assert!(DEFAULT_LOCK_TIMEOUT <= Duration::from_secs(30));
+    let dir = support::TempDir::new("ipam-lock-default");
+    drop(Allocator::open(dir.path(), "net", subnet("10.94.0.0/24")).unwrap());
+    let _holder = Holder::take(dir.path());
+    let t = Instant::now();
+    let r = Allocator::open(dir.path(), "net", subnet("10.94.0.0/24"));
+    assert!(matches!(r, Err(Error::LockTimeout { .. })), "{r:?}");
+    assert!(t.elapsed() < DEFAULT_LOCK_TIMEOUT + Duration::from_secs(2));
+}
+
+#[test]
+fn sigterm_ends_a_process_waiting_for_the_lock() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::time::{Duration, Instant};
+    let dir = support::TempDir::new("ipam-sigterm");
+    drop(Allocator::open(dir.path(), "shared", subnet(SHARED_SUBNET)).unwrap());
+    let _holder = Holder::take(dir.path());
+    let mut child = spawn_child("wait", dir.path(), 0);
+    // Let it reach the wait (it cannot get past it while the lock is held).
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the child did not wait"
+    );
+    // SAFETY: signals a child this test started and has not reaped.
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    let t = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(t.elapsed() < Duration::from_secs(2), "SIGTERM was ignored");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
 }

@@ -53,14 +53,16 @@ const KNOWN: [Capability; 41] = [
 ];
 
 /// The capabilities Docker grants a container by default (`docker run` without `--cap-add` or
-/// `--cap-drop`).
-const DOCKER_DEFAULT: [Capability; 14] = [
+/// `--cap-drop`), less `CAP_NET_RAW`, as podman's: a raw or packet socket forges ARP replies and
+/// source MAC or IP addresses on a shared bridge, taking over a neighbour's or the gateway's
+/// address (`packet(7)`, `raw(7)`). `ping` needs no capability: the sandbox's network namespace
+/// lets every group open ICMP datagram sockets (`net.ipv4.ping_group_range`, `icmp(7)`).
+const DOCKER_DEFAULT: [Capability; 13] = [
     Capability::CAP_CHOWN,
     Capability::CAP_DAC_OVERRIDE,
     Capability::CAP_FSETID,
     Capability::CAP_FOWNER,
     Capability::CAP_MKNOD,
-    Capability::CAP_NET_RAW,
     Capability::CAP_SETGID,
     Capability::CAP_SETUID,
     Capability::CAP_SETFCAP,
@@ -108,9 +110,10 @@ pub fn parse_capability(name: &str) -> Result<Capability> {
 /// let mut set = Capabilities::docker_default();
 /// assert!(set.contains(Capability::CAP_CHOWN));
 /// assert!(!set.contains(Capability::CAP_SYS_ADMIN));
+/// assert!(!set.contains(Capability::CAP_NET_RAW));
 /// set.insert(Capability::CAP_NET_ADMIN);
-/// set.remove(Capability::CAP_NET_RAW);
-/// assert_eq!(set.len(), 14);
+/// set.remove(Capability::CAP_KILL);
+/// assert_eq!(set.len(), 13);
 ///
 /// let parsed: Capabilities = "chown, NET_ADMIN, CAP_KILL".parse()?;
 /// assert_eq!(parsed.iter().collect::<Vec<_>>(),
@@ -133,10 +136,17 @@ impl Capabilities {
         KNOWN.into_iter().collect()
     }
 
-    /// Docker's default set: `CAP_CHOWN`, `CAP_DAC_OVERRIDE`, `CAP_FSETID`, `CAP_FOWNER`,
-    /// `CAP_MKNOD`, `CAP_NET_RAW`, `CAP_SETGID`, `CAP_SETUID`, `CAP_SETFCAP`, `CAP_SETPCAP`,
-    /// `CAP_NET_BIND_SERVICE`, `CAP_SYS_CHROOT`, `CAP_KILL` and `CAP_AUDIT_WRITE`. A sandbox
-    /// starts with these.
+    /// Docker's default set without `CAP_NET_RAW`, as podman's: `CAP_CHOWN`,
+    /// `CAP_DAC_OVERRIDE`, `CAP_FSETID`, `CAP_FOWNER`, `CAP_MKNOD`, `CAP_SETGID`, `CAP_SETUID`,
+    /// `CAP_SETFCAP`, `CAP_SETPCAP`, `CAP_NET_BIND_SERVICE`, `CAP_SYS_CHROOT`, `CAP_KILL` and
+    /// `CAP_AUDIT_WRITE`. A sandbox starts with these.
+    ///
+    /// `CAP_NET_RAW` is left out because raw and packet sockets (`raw(7)`, `packet(7)`) let a
+    /// sandbox on a shared bridge send gratuitous ARP or frames with a forged source, and take
+    /// over another sandbox's address or the gateway's. `ping` still works without it: a
+    /// sandbox with its own network namespace lets every group open ICMP datagram sockets
+    /// (`net.ipv4.ping_group_range`, `icmp(7)`). Add it back with
+    /// [`cap_add`](crate::SandboxBuilder::cap_add) for tools that need raw sockets.
     pub fn docker_default() -> Capabilities {
         DOCKER_DEFAULT.into_iter().collect()
     }
@@ -349,14 +359,13 @@ mod tests {
     #[test]
     fn docker_default_set() {
         let set = Capabilities::docker_default();
-        assert_eq!(set.len(), 14);
+        assert_eq!(set.len(), 13);
         for name in [
             "CHOWN",
             "DAC_OVERRIDE",
             "FSETID",
             "FOWNER",
             "MKNOD",
-            "NET_RAW",
             "SETGID",
             "SETUID",
             "SETFCAP",
@@ -368,8 +377,10 @@ mod tests {
         ] {
             assert!(set.contains(parse_capability(name).unwrap()), "{name}");
         }
-        // The CapEff a container of `docker run` shows in /proc/self/status.
-        assert_eq!(set.bits(), 0x0000_0000_a804_25fb);
+        // The CapEff a container of `docker run` shows in /proc/self/status (0xa80425fb), less
+        // CAP_NET_RAW (bit 13): what a podman container shows.
+        assert_eq!(set.bits(), 0x0000_0000_a804_05fb);
+        assert!(!set.contains(Capability::CAP_NET_RAW));
         assert!(!set.contains(Capability::CAP_SYS_ADMIN));
         assert!(!set.contains(Capability::CAP_NET_ADMIN));
     }

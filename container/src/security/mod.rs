@@ -2,10 +2,12 @@
 //! `no_new_privs` and the seccomp filter.
 //!
 //! By default a sandbox runs its command the way `docker run` runs a container's: as root (of
-//! the sandbox's user namespace, if it has one) holding only Docker's default capabilities
-//! ([`Capabilities::docker_default`]), with `no_new_privs` set and the default seccomp profile
-//! ([`Profile::default_profile`]; with capabilities added, the syscalls they exist for are
-//! allowed too: [`Profile::default_with_capabilities`]). The builder changes that:
+//! the sandbox's user namespace, if it has one) holding only Docker's default capabilities less
+//! `CAP_NET_RAW`, as podman's ([`Capabilities::docker_default`]; `ping` works through ICMP
+//! datagram sockets, which a sandbox with its own network namespace opens to every group), with
+//! `no_new_privs` set and the default seccomp profile ([`Profile::default_profile`]; with
+//! capabilities added, the syscalls they exist for are allowed too:
+//! [`Profile::default_with_capabilities`]). The builder changes that:
 //!
 //! ```no_run
 //! use palisade::seccomp::Profile;

@@ -9,7 +9,7 @@ use palisade_seccomp::Rule;
 use super::*;
 use crate::Sandbox;
 
-const DOCKER: u64 = 0xa804_25fb;
+const DOCKER: u64 = 0xa804_05fb;
 
 fn bit(cap: Capability) -> u64 {
     1 << cap.index()

@@ -158,6 +158,9 @@ pub(crate) unsafe fn run(plan: &Plan, fds: &ChildFds) -> ! {
         if plan.loopback_up {
             check(fds, ChildStep::Network, loopback_up());
         }
+        if let Some(range) = &plan.ping_group_range {
+            check(fds, ChildStep::PingGroupRange, ping_group_range(range));
+        }
 
         if let Some(offsets) = &plan.time_offsets {
             // The new time namespace is for children and for this process after execve(2);
@@ -239,6 +242,32 @@ pub(crate) unsafe fn run(plan: &Plan, fds: &ChildFds) -> ! {
             init::start(plan, fds)
         }
         exec(plan, fds, None)
+    }
+}
+
+/// Writes `range` to `net.ipv4.ping_group_range`, which belongs to the calling thread's network
+/// namespace whichever `/proc` it is reached through, so that the sandbox's groups may open ICMP
+/// datagram sockets (`icmp(7)`); returns 0 or `-errno`. A kernel without ping sockets has no
+/// such file: `ping` then needs `CAP_NET_RAW` as before, and the step is skipped.
+fn ping_group_range(range: &str) -> isize {
+    // SAFETY: raw system calls on a static path, a descriptor of our own and the prepared
+    // bytes of `range`, which outlive the calls.
+    unsafe {
+        let fd = raw!(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            c"/proc/sys/net/ipv4/ping_group_range".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC
+        );
+        if fd == -(libc::ENOENT as isize) {
+            return 0;
+        }
+        if fd < 0 {
+            return fd;
+        }
+        let n = raw!(libc::SYS_write, fd, range.as_ptr(), range.len());
+        raw!(libc::SYS_close, fd);
+        n.min(0)
     }
 }
 

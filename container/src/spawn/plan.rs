@@ -59,6 +59,26 @@ pub(crate) fn cstring(what: &'static str, value: &OsStr) -> Result<CString> {
     })
 }
 
+/// The `net.ipv4.ping_group_range` of a sandbox's own network namespace: every group of the
+/// sandbox may open ICMP datagram sockets (`icmp(7)`), so that `ping` works without
+/// `CAP_NET_RAW`. The sysctl is per network namespace, so the host's stays as it was. The kernel
+/// reads the ids in the writer's user namespace and refuses one that it does not map
+/// (`EINVAL`), so in a user namespace the range is the mapped extent of `gid_map` holding gid 0
+/// (or its first extent).
+pub(crate) fn ping_group_range(user: Option<&UserPlan>) -> String {
+    let extent = user.and_then(|u| {
+        let maps = u.gid_map.mappings();
+        maps.iter()
+            .find(|m| m.inside == 0)
+            .or_else(|| maps.first())
+            .map(|m| (m.inside, m.inside.saturating_add(m.count.saturating_sub(1))))
+    });
+    // Without a user namespace: every gid the kernel accepts (`gid_t` is unsigned, but the
+    // sysctl's upper bound is `INT_MAX`).
+    let (low, high) = extent.unwrap_or((0, i32::MAX as u32));
+    format!("{low} {high}")
+}
+
 /// The program to execute: every path `execvp(3)` would try, and its argv/envp.
 #[derive(Debug)]
 pub(crate) struct ExecPlan {
@@ -97,6 +117,9 @@ pub(crate) struct Plan {
     pub join_net: Option<std::os::fd::OwnedFd>,
     /// Bring the loopback interface of the new network namespace up.
     pub loopback_up: bool,
+    /// What to write to `net.ipv4.ping_group_range` in the new network namespace (see
+    /// [`ping_group_range`]); `None` without a network namespace of the sandbox's own.
+    pub ping_group_range: Option<String>,
     /// The root file system and mount table, carried out by the child in its mount namespace.
     pub rootfs: Option<RootfsPlan>,
     /// Make `/` rslave in the new mount namespace.

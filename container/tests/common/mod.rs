@@ -1,6 +1,9 @@
 //! Helpers of the `palisade` integration tests (included as `mod common;`).
 #![allow(dead_code)]
 
+use std::path::Path;
+
+use palisade::overlay::rootfs::Access;
 use palisade::{Sandbox, SandboxBuilder};
 
 /// A sandbox running `sh -c script`.
@@ -20,4 +23,22 @@ pub fn stdout_of(builder: &mut SandboxBuilder) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// A sandbox that runs the ignored test `name` of this very test binary, whose directory is
+/// mounted read-only at `/mnt`: for checks that need a system call no shell tool makes. The
+/// probe sees `PALISADE_PROBE` set.
+pub fn probe(name: &str) -> SandboxBuilder {
+    let exe = std::env::current_exe().unwrap();
+    let mut b = Sandbox::builder(Path::new("/mnt").join(exe.file_name().unwrap()));
+    b.args([
+        "--exact",
+        name,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("PALISADE_PROBE", "1")
+    .volume(exe.parent().unwrap(), "/mnt", Access::ReadOnly);
+    b
 }

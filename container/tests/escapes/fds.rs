@@ -6,12 +6,10 @@
 use crate::require_root;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::Path;
 
-use crate::common::sh;
+use crate::common::{probe, sh};
 use crate::support::TempDir;
-use palisade::overlay::rootfs::Access;
-use palisade::{Error, Sandbox, SandboxBuilder};
+use palisade::{Error, Sandbox};
 
 /// A host directory the attacks try to reach: `TempDir/inner` (with a marker file) is what the
 /// caller holds open, so that `inner/..` is still the test's own directory.
@@ -53,22 +51,6 @@ impl HostDir {
         // SAFETY: a fresh descriptor nothing else owns.
         unsafe { OwnedFd::from_raw_fd(fd) }
     }
-}
-
-/// A sandbox that runs the ignored test `name` of this binary, mounted at `/mnt`.
-fn probe(name: &str) -> SandboxBuilder {
-    let exe = std::env::current_exe().unwrap();
-    let mut b = Sandbox::builder(Path::new("/mnt").join(exe.file_name().unwrap()));
-    b.args([
-        "--exact",
-        name,
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env("PALISADE_PROBE", "1")
-    .volume(exe.parent().unwrap(), "/mnt", Access::ReadOnly);
-    b
 }
 
 #[test]

@@ -8,6 +8,19 @@
 //! temporary file `palisade-ipam-*.tmp` in the same directory, synced, then renamed over the old
 //! one.
 //!
+//! The state directory is the library's alone: it is created `0700` and every file in it `0600`
+//! (the lock file included), and a directory or file found looser is tightened when it is next
+//! locked; a directory owned by another user is refused ([`Error::InsecureStateDir`]). Waits
+//! for the lock are bounded: the lock is tried without blocking (`LOCK_NB`) every few
+//! milliseconds until the [lock timeout](Allocator::open_timeout) ([`DEFAULT_LOCK_TIMEOUT`]),
+//! then fail with [`Error::LockTimeout`] naming the lock file. So a holder that never lets go
+//! (any process that can open the file) delays a caller by at most the timeout, and the caller's
+//! thread never sits in an uninterruptible, unbounded `flock(2)`: its signal handling (e.g. a
+//! SIGTERM that asks it to stop) takes effect within the timeout.
+//!
+//! Subnets that cannot hold sandboxes are refused by [`Allocator::open`]
+//! ([`Subnet::check_usable`]).
+//!
 //! Each lease records its [`Owner`]: a process id, that process's start time (field 22 of
 //! `/proc/<pid>/stat`, see `proc_pid_stat(5)`, which defeats pid reuse) and a free-form tag.
 //! Every locked operation drops leases whose owner is gone, so the addresses of a manager that
@@ -39,10 +52,21 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a locked operation waits for the state directory's lock by default.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// The pause between two attempts to take the lock.
+const LOCK_STEP: Duration = Duration::from_millis(10);
+/// Mode of the state directory.
+const DIR_MODE: u32 = 0o700;
+/// Mode of every file in the state directory.
+const FILE_MODE: u32 = 0o600;
 
 /// Name of the lock file in a state directory.
 const LOCK_FILE: &str = "palisade-ipam.lock";
@@ -237,6 +261,77 @@ impl Subnet {
         };
         let net_mask = !wider.mask();
         to_bits(self.network) & net_mask == to_bits(other.network) & net_mask
+    }
+}
+
+/// Ranges that never hold sandboxes, with the reason given in [`Error::ReservedSubnet`].
+const RESERVED: [(Subnet, &str); 9] = [
+    (
+        Subnet::v4_const(Ipv4Addr::new(0, 0, 0, 0), 8),
+        "0.0.0.0/8 is \"this network\" (RFC 1122)",
+    ),
+    (
+        Subnet::v4_const(Ipv4Addr::new(127, 0, 0, 0), 8),
+        "127.0.0.0/8 is loopback",
+    ),
+    (
+        Subnet::v4_const(Ipv4Addr::new(169, 254, 0, 0), 16),
+        "169.254.0.0/16 is link-local",
+    ),
+    (
+        Subnet::v4_const(Ipv4Addr::new(224, 0, 0, 0), 4),
+        "224.0.0.0/4 is multicast",
+    ),
+    (
+        Subnet::v4_const(Ipv4Addr::new(240, 0, 0, 0), 4),
+        "240.0.0.0/4 is reserved, and holds the limited broadcast 255.255.255.255",
+    ),
+    (
+        Subnet {
+            network: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            prefix: 127,
+        },
+        "::/127 holds the unspecified and loopback addresses",
+    ),
+    (
+        Subnet {
+            network: IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0)),
+            prefix: 10,
+        },
+        "fe80::/10 is link-local",
+    ),
+    (
+        Subnet {
+            network: IpAddr::V6(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0)),
+            prefix: 8,
+        },
+        "ff00::/8 is multicast",
+    ),
+    (
+        Subnet {
+            network: IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0)),
+            prefix: 96,
+        },
+        "::ffff:0:0/96 holds IPv4-mapped addresses",
+    ),
+];
+
+impl Subnet {
+    /// Checks that the subnet can hold sandboxes: it shares no address with the loopback,
+    /// link-local, multicast, "this network" (`0.0.0.0/8`) or reserved (`240.0.0.0/4`, with the
+    /// limited broadcast `255.255.255.255`) ranges, nor their IPv6 counterparts. Prefixes too long
+    /// to hold a host (`/31`, `/32`) are refused already by [`Subnet::new`].
+    ///
+    /// # Errors
+    /// [`Error::ReservedSubnet`] naming the range.
+    pub fn check_usable(&self) -> Result<()> {
+        match RESERVED.iter().find(|(r, _)| r.overlaps(self)) {
+            Some((_, reason)) => Err(Error::ReservedSubnet {
+                subnet: *self,
+                reason,
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -465,8 +560,15 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Err
 
 /// Reads a state file; `None` if it does not exist.
 fn read_state(path: &Path) -> Result<Option<State>> {
-    match fs::read_to_string(path) {
-        Ok(text) => State::parse(path, &text).map(Some),
+    match fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => State::parse(path, &text).map(Some),
+            Err(_) => Err(Error::CorruptState {
+                path: path.to_owned(),
+                line: 0,
+                reason: "not UTF-8".into(),
+            }),
+        },
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err("read state file", path)(e)),
     }
@@ -482,7 +584,11 @@ fn write_state(dir: &Path, path: &Path, state: &State) -> Result<()> {
     ));
     let text = state.serialize();
     let written = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&tmp)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         fs::rename(&tmp, path)
@@ -503,26 +609,101 @@ pub(crate) struct DirLock {
     _file: File,
 }
 
+/// Creates the state directory `dir` (and missing parents) with mode `0700`, and tightens it
+/// if it exists with a looser mode.
+///
+/// # Errors
+/// [`Error::Io`], or [`Error::InsecureStateDir`] if it is not a directory or belongs to
+/// another user.
+pub(crate) fn create_state_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .map_err(io_err("create state directory", dir))?;
+    secure_dir(dir)
+}
+
+/// Checks that `dir` is a directory of the caller's and tightens its mode to `0700`.
+fn secure_dir(dir: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(dir).map_err(io_err("inspect state directory", dir))?;
+    let insecure = |reason| Error::InsecureStateDir {
+        path: dir.to_owned(),
+        reason,
+    };
+    if !meta.is_dir() {
+        return Err(insecure("not a directory (or a symbolic link)"));
+    }
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    if meta.uid() != unsafe { libc::geteuid() } {
+        return Err(insecure("owned by another user, who could loosen its mode"));
+    }
+    if meta.mode() & 0o7777 != DIR_MODE {
+        fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))
+            .map_err(io_err("restrict the mode of", dir))?;
+    }
+    Ok(())
+}
+
+/// Tightens every regular file in `dir` to `0600`. Called under the lock; files of other
+/// kinds and symbolic links are left alone (never followed).
+fn secure_files(dir: &Path) -> Result<()> {
+    let entries = fs::read_dir(dir).map_err(io_err("read state directory", dir))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_file() && meta.mode() & 0o7777 != FILE_MODE {
+            fs::set_permissions(&path, fs::Permissions::from_mode(FILE_MODE))
+                .map_err(io_err("restrict the mode of", &path))?;
+        }
+    }
+    Ok(())
+}
+
+/// [`lock_dir_timeout`] with [`DEFAULT_LOCK_TIMEOUT`].
 pub(crate) fn lock_dir(dir: &Path) -> Result<DirLock> {
+    lock_dir_timeout(dir, DEFAULT_LOCK_TIMEOUT)
+}
+
+/// Takes the directory's lock, trying without blocking every [`LOCK_STEP`] until `timeout` has
+/// passed; then fails with [`Error::LockTimeout`]. The directory and its files are made private
+/// (`0700`/`0600`) on the way.
+pub(crate) fn lock_dir_timeout(dir: &Path, timeout: Duration) -> Result<DirLock> {
+    secure_dir(dir)?;
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)
         .map_err(io_err("open lock file", &path))?;
+    let start = Instant::now();
     loop {
         // SAFETY: the descriptor is owned by `file`, which outlives the call.
-        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if r == 0 {
-            return Ok(DirLock { _file: file });
+            break;
         }
         let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(io_err("lock", &path)(e));
+        match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => {
+                let waited = start.elapsed();
+                if waited >= timeout {
+                    return Err(Error::LockTimeout { path, waited });
+                }
+                std::thread::sleep(LOCK_STEP.min(timeout - waited));
+            }
+            Some(libc::EINTR) => {}
+            _ => return Err(io_err("lock", &path)(e)),
         }
     }
+    secure_files(dir)?;
+    Ok(DirLock { _file: file })
 }
 
 /// Removes temporary files left by a writer that crashed. Only called under the lock, when no
@@ -685,6 +866,7 @@ struct Inner {
     name: String,
     subnet: Subnet,
     path: PathBuf,
+    lock_timeout: Duration,
 }
 
 /// Allocates addresses of one network's subnet, persisted in `<state_dir>/<network>.ipam`.
@@ -704,17 +886,50 @@ impl Allocator {
     /// # Errors
     /// - [`Error::SubnetMismatch`] if the network is recorded with another subnet;
     /// - [`Error::Overlap`] if it is new and its subnet overlaps another network's in `state_dir`;
+    /// - [`Error::ReservedSubnet`] for a subnet that cannot hold hosts ([`Subnet::check_usable`]);
+    /// - [`Error::LockTimeout`] if the lock is held for longer than [`DEFAULT_LOCK_TIMEOUT`];
+    /// - [`Error::InsecureStateDir`] if `state_dir` is not a directory of the caller's;
     /// - [`Error::InvalidValue`] for a bad name, [`Error::CorruptState`] for an unreadable state
     ///   file, [`Error::Io`] for file system failures.
     pub fn open(state_dir: impl AsRef<Path>, network: &str, subnet: Subnet) -> Result<Allocator> {
+        Allocator::open_timeout(state_dir, network, subnet, DEFAULT_LOCK_TIMEOUT)
+    }
+
+    /// [`Allocator::open`], waiting at most `lock_timeout` for the state directory's lock, in
+    /// this call and in every later operation of the allocator (and its leases).
+    ///
+    /// # Errors
+    /// As [`Allocator::open`], and [`Error::LockTimeout`] naming the lock file.
+    pub fn open_timeout(
+        state_dir: impl AsRef<Path>,
+        network: &str,
+        subnet: Subnet,
+        lock_timeout: Duration,
+    ) -> Result<Allocator> {
+        Allocator::open_inner(state_dir.as_ref(), network, subnet, lock_timeout, false)
+            .map(|(alloc, _)| alloc)
+    }
+
+    /// [`Allocator::open_timeout`] that also returns whether this call created the state file,
+    /// and, with `tolerate_corrupt`, accepts a state file that cannot be parsed (the caller
+    /// rebuilds it with [`Allocator::reconcile_locked`] before allocating).
+    pub(crate) fn open_inner(
+        dir: &Path,
+        network: &str,
+        subnet: Subnet,
+        lock_timeout: Duration,
+        tolerate_corrupt: bool,
+    ) -> Result<(Allocator, bool)> {
         validate_name(network)?;
-        let dir = state_dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(io_err("create state directory", &dir))?;
+        subnet.check_usable()?;
+        let dir = dir.to_path_buf();
+        create_state_dir(&dir)?;
         let path = dir.join(format!("{network}.{STATE_EXT}"));
-        let _lock = lock_dir(&dir)?;
+        let _lock = lock_dir_timeout(&dir, lock_timeout)?;
         remove_stale_temp_files(&dir);
-        match read_state(&path)? {
-            Some(mut state) => {
+        let mut created = false;
+        match read_state(&path) {
+            Ok(Some(mut state)) => {
                 if state.subnet != subnet {
                     return Err(Error::SubnetMismatch {
                         network: network.to_owned(),
@@ -727,23 +942,85 @@ impl Allocator {
                     write_state(&dir, &path, &state)?;
                 }
             }
-            None => {
+            Ok(None) => {
                 check_overlap_locked(&dir, Some(network), subnet)?;
                 let state = State {
                     subnet,
                     leases: Vec::new(),
                 };
                 write_state(&dir, &path, &state)?;
+                created = true;
+            }
+            Err(Error::CorruptState { .. }) if tolerate_corrupt => {
+                check_overlap_locked(&dir, Some(network), subnet)?;
+            }
+            Err(e) => return Err(e),
+        }
+        Ok((
+            Allocator {
+                inner: Arc::new(Inner {
+                    dir,
+                    name: network.to_owned(),
+                    subnet,
+                    path,
+                    lock_timeout,
+                }),
+            },
+            created,
+        ))
+    }
+
+    /// Brings the state file in line with `live`, the leases that something outside the file
+    /// proves to be in use (the bridge's veths, see [`crate::bridge`]), for a caller that holds
+    /// [`Allocator::lock`]. A missing, empty or corrupt state file is replaced by one holding the
+    /// live leases; a readable one gains those it lacks (an address it records for another live
+    /// owner stays that owner's). Leases of owners that are gone are ignored.
+    ///
+    /// Returns the [`Error::CorruptState`] that was recovered from, if the file was corrupt.
+    pub(crate) fn reconcile_locked(&self, live: &[LeaseInfo]) -> Result<Option<Error>> {
+        let inner = &*self.inner;
+        let (mut state, mut changed, recovered) = match read_state(&inner.path) {
+            Ok(Some(state)) => (state, false, None),
+            Ok(None) => (
+                State {
+                    subnet: inner.subnet,
+                    leases: Vec::new(),
+                },
+                true,
+                None,
+            ),
+            Err(e @ Error::CorruptState { .. }) => (
+                State {
+                    subnet: inner.subnet,
+                    leases: Vec::new(),
+                },
+                true,
+                Some(e),
+            ),
+            Err(e) => return Err(e),
+        };
+        if state.subnet != inner.subnet {
+            return Err(Error::SubnetMismatch {
+                network: inner.name.clone(),
+                path: inner.path.clone(),
+                recorded: state.subnet,
+                requested: inner.subnet,
+            });
+        }
+        changed |= state.prune();
+        for lease in live {
+            if inner.subnet.contains(lease.ip)
+                && lease.owner.is_alive()
+                && !state.leases.iter().any(|l| l.ip == lease.ip)
+            {
+                state.leases.push(lease.clone());
+                changed = true;
             }
         }
-        Ok(Allocator {
-            inner: Arc::new(Inner {
-                dir,
-                name: network.to_owned(),
-                subnet,
-                path,
-            }),
-        })
+        if changed {
+            write_state(&inner.dir, &inner.path, &state)?;
+        }
+        Ok(recovered)
     }
 
     /// The allocator of a network recorded in `dir`, for a caller that holds the lock of `dir`
@@ -755,6 +1032,7 @@ impl Allocator {
                 name: network.to_owned(),
                 subnet,
                 path: dir.join(format!("{network}.{STATE_EXT}")),
+                lock_timeout: DEFAULT_LOCK_TIMEOUT,
             }),
         }
     }
@@ -792,7 +1070,13 @@ impl Allocator {
     /// Takes the state directory's lock, for a sequence of `*_locked` operations that must not
     /// interleave with other processes (the bridge set-up and teardown).
     pub(crate) fn lock(&self) -> Result<DirLock> {
-        lock_dir(&self.inner.dir)
+        lock_dir_timeout(&self.inner.dir, self.inner.lock_timeout)
+    }
+
+    /// How long operations wait for the state directory's lock before failing with
+    /// [`Error::LockTimeout`].
+    pub fn lock_timeout(&self) -> Duration {
+        self.inner.lock_timeout
     }
 
     /// Runs a locked read-modify-write of the state: loads it, drops dead owners' leases, calls
@@ -917,7 +1201,7 @@ impl Allocator {
     /// for state file problems.
     pub fn remove(self) -> Result<()> {
         let inner = &*self.inner;
-        let _lock = lock_dir(&inner.dir)?;
+        let _lock = self.lock()?;
         if let Some(mut state) = read_state(&inner.path)? {
             state.prune();
             if !state.leases.is_empty() {

@@ -15,8 +15,20 @@
 //! thread never changes namespace.
 //!
 //! No `ip` binary is run: messages are built with `netlink-packet-route`.
+//!
+//! # IPv6
+//!
+//! No network of the library carries IPv6, so [`disable_ipv6`] and [`disable_ipv6_in`] turn it
+//! off on each link the library makes before it goes up: a link with IPv6 on gets a link-local
+//! address and takes the router advertisements it hears, so that one sandbox's forged
+//! advertisement would give the host's bridge and the other sandboxes an address and a default
+//! route. When networks configured for IPv6 are added, their links keep IPv6, and the bridge must
+//! drop router advertisements and DHCPv6 server traffic coming from sandboxes instead.
 
+mod ipv6;
 mod socket;
+
+pub use ipv6::{disable_ipv6, disable_ipv6_in};
 
 use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
