@@ -203,9 +203,11 @@ fn udp_sessions_are_bounded_and_expire() {
         let backend = UdpSocket::bind("127.0.0.1:0").unwrap();
         let backend_port = backend.local_addr().unwrap().port();
         udp_echo_server(backend);
+        // Idle for 2 s: far longer than the 300 ms a dropped client waits below, even on a
+        // loaded machine, and well within `eventually`'s 5 s.
         let limits = ForwarderLimits::default()
             .max_udp_sessions(2)
-            .udp_idle_timeout(Duration::from_millis(300));
+            .udp_idle_timeout(Duration::from_secs(2));
         let fwd = Forwarder::start_with_limits(
             vec![bind(PortMap::new(0, backend_port, Proto::Udp))],
             Target::Addr(LOCALHOST),
