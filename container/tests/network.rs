@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use common::{sh, stdout_of};
 use palisade::netns::ipam::Subnet;
 use palisade::netns::link::Netlink;
-use palisade::netns::nft::Nftables;
 use palisade::netns::{Bridge, Network, Proto};
 use palisade::overlay::rootfs::Access;
 use palisade::{Error, Sandbox, SandboxBuilder, Stdio};
@@ -28,17 +27,7 @@ fn in_host<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     in_new_netns(|| {
         Netlink::open().unwrap().set_up("lo").unwrap();
         let out = f();
-        let links: Vec<String> = Netlink::open()
-            .unwrap()
-            .links()
-            .unwrap()
-            .into_iter()
-            .map(|l| l.name)
-            .filter(|n| n.starts_with("pal"))
-            .collect();
-        assert_eq!(links, Vec::<String>::new(), "links left behind");
-        let tables = Nftables::open().unwrap().tables().unwrap();
-        assert_eq!(tables, Vec::<String>::new(), "nftables tables left behind");
+        common::assert_no_network_leftovers();
         out
     })
 }

@@ -6,67 +6,18 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+mod common;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpListener, TcpStream};
-use std::os::fd::AsFd;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command};
 
+use common::{in_host, subnet, Reaped};
 use palisade_netns::bridge::Bridge;
-use palisade_netns::ipam::Subnet;
 use palisade_netns::link::{Family, Netlink};
 use palisade_netns::nft::Nftables;
 use palisade_netns::{Error, PortMap, Proto};
-use support::{in_netns_of, in_new_netns, join_netns, TempDir};
-
-/// Runs `f` in a fresh thread with its own network namespace (lo up), which dies with it.
-fn in_host<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    in_new_netns(|| {
-        Netlink::open().unwrap().set_up("lo").unwrap();
-        f()
-    })
-}
-
-/// A process in a network namespace of its own, killed and reaped on drop.
-struct FakeSandbox(Child);
-
-impl FakeSandbox {
-    fn start() -> FakeSandbox {
-        let mut cmd = Command::new("sleep");
-        cmd.arg("1000");
-        // SAFETY: unshare(2) is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::unshare(libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        FakeSandbox(cmd.spawn().unwrap())
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    fn netlink(&self) -> Netlink {
-        let ns = File::open(format!("/proc/{}/ns/net", self.pid())).unwrap();
-        Netlink::open_in(ns.as_fd()).unwrap()
-    }
-}
-
-impl Drop for FakeSandbox {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn subnet(s: &str) -> Subnet {
-    s.parse().unwrap()
-}
+use support::{in_netns_of, join_netns, TempDir};
 
 /// What a throwaway host shows of Palisade: `pal-*` and `palisade*` links, and nftables tables.
 fn leftovers() -> (Vec<String>, Vec<String>) {
@@ -90,7 +41,7 @@ fn attach_configures_eth0_and_detach_removes_everything() {
             .unwrap()
             .subnet(subnet("10.250.0.0/24"))
             .state_dir(state.path());
-        let sb = FakeSandbox::start();
+        let sb = Reaped::sandbox();
         let att = bridge.prepare(&[]).unwrap().attach(sb.pid()).unwrap();
         assert_eq!(att.address(), "10.250.0.2".parse::<IpAddr>().unwrap());
         assert_eq!(att.gateway(), "10.250.0.1".parse::<IpAddr>().unwrap());
@@ -137,7 +88,7 @@ fn a_user_bridge_is_reused_and_kept() {
             .subnet(subnet("10.251.0.0/24"))
             .state_dir(state.path())
             .masquerade(false);
-        let sb = FakeSandbox::start();
+        let sb = Reaped::sandbox();
         let att = bridge.prepare(&[]).unwrap().attach(sb.pid()).unwrap();
         drop(att);
         let br = nl
@@ -161,7 +112,7 @@ fn concurrent_sandboxes_get_distinct_addresses() {
             .unwrap()
             .subnet(subnet("10.252.0.0/24"))
             .state_dir(state.path());
-        let sandboxes: Vec<FakeSandbox> = (0..4).map(|_| FakeSandbox::start()).collect();
+        let sandboxes: Vec<Reaped> = (0..4).map(|_| Reaped::sandbox()).collect();
         let atts: Vec<_> = std::thread::scope(|s| {
             let handles: Vec<_> = sandboxes
                 .iter()
@@ -215,7 +166,7 @@ fn published_port_reaches_a_server_in_the_sandbox() {
     let state = TempDir::new("bridge");
     in_host(|| {
         // An outside client, on a link of its own to the throwaway host.
-        let client = FakeSandbox::start();
+        let client = Reaped::sandbox();
         let mut nl = Netlink::open().unwrap();
         nl.add_veth_peer_in("pal-up", "eth0", client.pid()).unwrap();
         nl.add_address("pal-up", "192.168.77.1".parse().unwrap(), 24)
@@ -231,7 +182,7 @@ fn published_port_reaches_a_server_in_the_sandbox() {
             .subnet(subnet("10.253.0.0/24"))
             .state_dir(state.path())
             .forward_from("pal-up");
-        let sb = FakeSandbox::start();
+        let sb = Reaped::sandbox();
         let prepared = bridge
             .prepare(&[PortMap::new(0, 8080, Proto::Tcp)])
             .unwrap();
@@ -294,7 +245,7 @@ fn two_sandboxes_on_one_bridge_reach_each_other() {
             .unwrap()
             .subnet(subnet("10.248.0.0/24"))
             .state_dir(state.path());
-        let (a, b) = (FakeSandbox::start(), FakeSandbox::start());
+        let (a, b) = (Reaped::sandbox(), Reaped::sandbox());
         let att_a = bridge.prepare(&[]).unwrap().attach(a.pid()).unwrap();
         let att_b = bridge.prepare(&[]).unwrap().attach(b.pid()).unwrap();
         in_netns_of(a.pid(), || Netlink::open().unwrap().set_up("lo").unwrap());
@@ -329,7 +280,7 @@ fn bad_input_is_refused_before_anything_is_made() {
             .unwrap()
             .subnet(subnet("10.254.0.0/16"))
             .state_dir(state.path());
-        let sb = FakeSandbox::start();
+        let sb = Reaped::sandbox();
         let att = a.prepare(&[]).unwrap().attach(sb.pid()).unwrap();
         let b = Bridge::new("pal-b")
             .unwrap()
@@ -384,7 +335,7 @@ fn stale_state_of_a_dead_sandbox_is_cleaned() {
             .unwrap()
             .subnet(subnet("10.249.0.0/24"))
             .state_dir(state.path());
-        let sb = FakeSandbox::start();
+        let sb = Reaped::sandbox();
         let att = bridge.prepare(&[]).unwrap().attach(sb.pid()).unwrap();
         // A crashed manager: the attachment is never detached, the sandbox dies.
         std::mem::forget(att);
@@ -402,7 +353,7 @@ fn state_file(state: &TempDir, network: &str) -> std::path::PathBuf {
 }
 
 /// The IPv4 addresses of the sandbox's `eth0`, or none if it has no `eth0`.
-fn eth0_addresses(sb: &FakeSandbox) -> Vec<IpAddr> {
+fn eth0_addresses(sb: &Reaped) -> Vec<IpAddr> {
     let mut nl = sb.netlink();
     if nl.link("eth0").unwrap().is_none() {
         return Vec::new();
@@ -424,10 +375,10 @@ fn damaged_state_never_hands_out_a_used_address(name: &str, net: &str, damage: &
             .unwrap()
             .subnet(subnet(net))
             .state_dir(state.path());
-        let a = FakeSandbox::start();
+        let a = Reaped::sandbox();
         let att_a = bridge.prepare(&[]).unwrap().attach(a.pid()).unwrap();
         std::fs::write(state_file(&state, name), damage).unwrap();
-        let b = FakeSandbox::start();
+        let b = Reaped::sandbox();
         let att_b = bridge.prepare(&[]).unwrap().attach(b.pid()).unwrap();
         assert_ne!(att_a.address(), att_b.address());
         // The state was rebuilt from the veths: it records both leases again.
@@ -472,10 +423,10 @@ fn a_deleted_state_file_never_hands_out_an_address_in_use() {
             .unwrap()
             .subnet(subnet("10.200.2.0/24"))
             .state_dir(state.path());
-        let a = FakeSandbox::start();
+        let a = Reaped::sandbox();
         let att_a = bridge.prepare(&[]).unwrap().attach(a.pid()).unwrap();
         std::fs::remove_file(state_file(&state, "pal-st2")).unwrap();
-        let b = FakeSandbox::start();
+        let b = Reaped::sandbox();
         let att_b = bridge.prepare(&[]).unwrap().attach(b.pid()).unwrap();
         assert_ne!(att_a.address(), att_b.address());
         att_b.detach().unwrap();
@@ -494,7 +445,7 @@ fn teardown_with_a_corrupt_state_removes_what_it_can_and_reports_it() {
             .unwrap()
             .subnet(subnet("10.200.3.0/24"))
             .state_dir(state.path());
-        let a = FakeSandbox::start();
+        let a = Reaped::sandbox();
         let att = bridge.prepare(&[]).unwrap().attach(a.pid()).unwrap();
         std::fs::write(state_file(&state, "pal-st3"), b"garbage\n").unwrap();
         drop(a);
@@ -538,7 +489,7 @@ fn a_refused_prepare_leaves_no_state_file() {
         nl.delete_link("pal-rt").unwrap();
         // The name is not tied to the refused subnets: another one is accepted.
         let other = bridge.clone().subnet(subnet("10.200.5.0/24"));
-        let sb = FakeSandbox::start();
+        let sb = Reaped::sandbox();
         let att = other.prepare(&[]).unwrap().attach(sb.pid()).unwrap();
         att.detach().unwrap();
         assert_eq!(leftovers(), (vec![], vec![]));
@@ -616,7 +567,7 @@ fn the_state_directory_is_private_and_lock_waits_are_bounded() {
             .state_dir(state.path())
             .lock_timeout(timeout);
         assert_eq!(bridge.get_lock_timeout(), timeout);
-        let sb = FakeSandbox::start();
+        let sb = Reaped::sandbox();
         let att = bridge.prepare(&[]).unwrap().attach(sb.pid()).unwrap();
         let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
         assert_eq!(mode(state.path()), 0o700);
@@ -630,7 +581,7 @@ fn the_state_directory_is_private_and_lock_waits_are_bounded() {
         let holder = File::options().read(true).write(true).open(&lock).unwrap();
         // SAFETY: flock on a descriptor `holder` owns.
         assert_eq!(unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX) }, 0);
-        let sb2 = FakeSandbox::start();
+        let sb2 = Reaped::sandbox();
         let t = Instant::now();
         match bridge.prepare(&[]).and_then(|p| p.attach(sb2.pid())) {
             Err(Error::LockTimeout { path, .. }) => assert_eq!(path, lock),

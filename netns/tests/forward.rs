@@ -11,6 +11,8 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+mod common;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -19,6 +21,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use common::in_host;
 use palisade_netns::forward::{BoundPort, ForwarderLimits, Target};
 use palisade_netns::link::Netlink;
 use palisade_netns::{Forwarder, PortMap, Proto};
@@ -31,14 +34,6 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-/// Runs `f` in a fresh thread with its own network namespace (lo up), which dies with it.
-fn in_host<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    in_new_netns(|| {
-        Netlink::open().unwrap().set_up("lo").unwrap();
-        f()
-    })
-}
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()

@@ -10,70 +10,23 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+mod common;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::os::linux::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{in_host, subnet, Reaped};
 use palisade_netns::bridge::{gc_dir, Bridge};
-use palisade_netns::ipam::{Allocator, Owner, Subnet};
+use palisade_netns::ipam::{Allocator, Owner};
 use palisade_netns::link::Netlink;
 use palisade_netns::nft::{table_name, Dnat, Nftables, SandboxNat};
 use palisade_netns::{PortMap, Proto};
-use support::{in_netns_of, in_new_netns, TempDir};
-
-/// Runs `f` in a fresh thread with its own network namespace (lo up), which dies with it.
-fn in_host<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    in_new_netns(|| {
-        Netlink::open().unwrap().set_up("lo").unwrap();
-        f()
-    })
-}
-
-/// A child process, killed and reaped on drop.
-struct Guard(Child);
-
-impl Guard {
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    /// SIGKILL, then reap.
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A process in a network namespace of its own (a fake sandbox).
-fn fake_sandbox() -> Guard {
-    let mut cmd = Command::new("sleep");
-    cmd.arg("1000");
-    // SAFETY: unshare(2) is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::unshare(libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    Guard(cmd.spawn().unwrap())
-}
-
-fn subnet(s: &str) -> Subnet {
-    s.parse().unwrap()
-}
+use support::{in_netns_of, TempDir};
 
 fn netns_inode(path: &str) -> u64 {
     std::fs::metadata(path).unwrap().st_ino()
@@ -116,7 +69,7 @@ fn nat_for(bridge: &str, addr: IpAddr, host_port: u16) -> SandboxNat {
 fn an_owned_table_goes_with_its_socket_and_no_other_socket_can_delete_it() {
     require_root!();
     in_host(|| {
-        let sb = fake_sandbox();
+        let sb = Reaped::sandbox();
         let owner = Owner::of_pid(sb.pid(), "sb").unwrap();
         let nat = nat_for("pal-br9", "10.240.0.2".parse().unwrap(), 18080);
         let mut mine = Nftables::open().unwrap();
@@ -147,7 +100,7 @@ fn an_owned_table_goes_with_its_socket_and_no_other_socket_can_delete_it() {
 fn the_owning_socket_removes_its_table_on_request() {
     require_root!();
     in_host(|| {
-        let sb = fake_sandbox();
+        let sb = Reaped::sandbox();
         let owner = Owner::of_pid(sb.pid(), "sb").unwrap();
         let mut nft = Nftables::open().unwrap();
         nft.add_sandbox(
@@ -231,8 +184,8 @@ fn manager_process() {
 
 /// Runs [`manager_process`] in the calling thread's (throwaway) network namespace for the
 /// sandbox `pid`; returns it with the host port it published.
-fn start_manager(pid: u32, state: &std::path::Path, owned: bool) -> (Guard, u16) {
-    let mut manager = Guard(
+fn start_manager(pid: u32, state: &std::path::Path, owned: bool) -> (Reaped, u16) {
+    let mut manager = Reaped(
         Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
@@ -265,12 +218,12 @@ fn start_manager(pid: u32, state: &std::path::Path, owned: bool) -> (Guard, u16)
 
 /// The throwaway host's outside: a client on a link of its own, `pal-up`.
 struct Outside {
-    client: Guard,
+    client: Reaped,
 }
 
 impl Outside {
     fn new() -> Outside {
-        let client = fake_sandbox();
+        let client = Reaped::sandbox();
         let mut nl = Netlink::open().unwrap();
         nl.add_veth_peer_in("pal-up", "eth0", client.pid()).unwrap();
         nl.add_address("pal-up", CLIENT_HOST.parse().unwrap(), 24)
@@ -326,7 +279,7 @@ fn a_killed_managers_dnat_rules_go_with_it_and_never_reach_the_next_sandbox() {
     let state = TempDir::new("lifetime");
     in_host(|| {
         let outside = Outside::new();
-        let mut sb = fake_sandbox();
+        let mut sb = Reaped::sandbox();
         let _server = listen_in(sb.pid());
         let (mut manager, port) = start_manager(sb.pid(), state.path(), true);
         let owner = Owner::of_pid(sb.pid(), "sb").unwrap();
@@ -346,7 +299,7 @@ fn a_killed_managers_dnat_rules_go_with_it_and_never_reach_the_next_sandbox() {
         // The attack: the sandbox goes too, and a later sandbox without published ports is
         // given the same address.
         sb.kill();
-        let next = fake_sandbox();
+        let next = Reaped::sandbox();
         let _server = listen_in(next.pid());
         let att = the_bridge(state.path())
             .prepare(&[])
@@ -370,7 +323,7 @@ fn a_table_without_an_owner_survives_the_kill_and_gc_removes_it() {
     let state = TempDir::new("lifetime");
     in_host(|| {
         let outside = Outside::new();
-        let mut sb = fake_sandbox();
+        let mut sb = Reaped::sandbox();
         let _server = listen_in(sb.pid());
         let (mut manager, port) = start_manager(sb.pid(), state.path(), false);
         let owner = Owner::of_pid(sb.pid(), "sb").unwrap();
@@ -407,7 +360,7 @@ fn a_dead_sandboxs_address_is_not_reused_while_its_managers_table_points_at_it()
     let state = TempDir::new("lifetime");
     in_host(|| {
         let outside = Outside::new();
-        let mut sb = fake_sandbox();
+        let mut sb = Reaped::sandbox();
         let (mut manager, port) = start_manager(sb.pid(), state.path(), true);
         let table = table_name(&Owner::of_pid(sb.pid(), "sb").unwrap());
         // The sandbox dies; its manager has not detached it yet, so its table stays (and no
@@ -421,7 +374,7 @@ fn a_dead_sandboxs_address_is_not_reused_while_its_managers_table_points_at_it()
             Some((BRIDGE.to_owned(), "10.241.0.2".parse().unwrap()))
         );
 
-        let next = fake_sandbox();
+        let next = Reaped::sandbox();
         let _server = listen_in(next.pid());
         let att = the_bridge(state.path())
             .prepare(&[])
@@ -455,8 +408,8 @@ fn gc_removes_stale_tables_and_leases_and_leaves_live_owners_alone() {
     let state = TempDir::new("lifetime");
     in_host(|| {
         let alloc = Allocator::open(state.path(), "pal-gc", subnet("10.242.0.0/24")).unwrap();
-        let mut dead = fake_sandbox();
-        let live = fake_sandbox();
+        let mut dead = Reaped::sandbox();
+        let live = Reaped::sandbox();
         let dead_owner = Owner::of_pid(dead.pid(), "dead").unwrap();
         let live_owner = Owner::of_pid(live.pid(), "live").unwrap();
         // Managers that crashed: their leases are never released.
@@ -471,7 +424,7 @@ fn gc_removes_stale_tables_and_leases_and_leaves_live_owners_alone() {
         nft.add_sandbox_unowned(&live_owner, &nat_for("pal-gc", live_ip, 2))
             .unwrap();
         // An owned table of a dead sandbox whose manager still runs: not this sweep's to delete.
-        let mut held = fake_sandbox();
+        let mut held = Reaped::sandbox();
         let held_owner = Owner::of_pid(held.pid(), "held").unwrap();
         let mut holder = Nftables::open().unwrap();
         holder
@@ -522,7 +475,7 @@ fn an_attach_without_ports_collects_dead_sandboxes_tables_and_leases() {
             .subnet(subnet("10.243.0.0/24"))
             .state_dir(state.path());
         let alloc = Allocator::open(state.path(), "pal-brc", subnet("10.243.0.0/24")).unwrap();
-        let mut dead = fake_sandbox();
+        let mut dead = Reaped::sandbox();
         let dead_owner = Owner::of_pid(dead.pid(), "dead").unwrap();
         let lease = alloc.allocate(dead_owner.clone()).unwrap();
         let dead_ip = lease.ip();
@@ -533,7 +486,7 @@ fn an_attach_without_ports_collects_dead_sandboxes_tables_and_leases() {
             .unwrap();
         dead.kill();
 
-        let sb = fake_sandbox();
+        let sb = Reaped::sandbox();
         let att = bridge.prepare(&[]).unwrap().attach(sb.pid()).unwrap();
         assert!(
             !tables().contains(&table_name(&dead_owner)),

@@ -8,14 +8,13 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
-use std::fs::File;
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsFd;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command};
 use std::time::Duration;
 
+use common::Reaped;
 use palisade_netns::bridge::Bridge;
 use palisade_netns::ipam::{Owner, Subnet};
 use palisade_netns::link::{Netlink, Route};
@@ -26,34 +25,7 @@ use support::{in_netns_of, in_new_netns, TempDir};
 const HOST_LAN: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const PEER_LAN: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 
-/// A process in a network namespace of its own, killed and reaped on drop.
-struct Proc(Child);
-
-impl Proc {
-    fn start() -> Proc {
-        let mut cmd = Command::new("sleep");
-        cmd.arg("1000");
-        // SAFETY: unshare(2) is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::unshare(libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        Proc(cmd.spawn().unwrap())
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    fn netlink(&self) -> Netlink {
-        let ns = File::open(format!("/proc/{}/ns/net", self.pid())).unwrap();
-        Netlink::open_in(ns.as_fd()).unwrap()
-    }
-
+impl Reaped {
     /// A TCP server in this process's namespace, answering "pong" to every connection.
     fn serve(&self, port: u16) {
         let listener = in_netns_of(self.pid(), || TcpListener::bind(("0.0.0.0", port)).unwrap());
@@ -71,13 +43,6 @@ impl Proc {
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Whether a connection from the calling thread's namespace to `to` gets "pong" within a bound.
 fn reaches(to: SocketAddr) -> bool {
     let Ok(mut c) = TcpStream::connect_timeout(&to, Duration::from_millis(1500)) else {
@@ -91,10 +56,10 @@ fn reaches(to: SocketAddr) -> bool {
 /// The throwaway host (the calling thread's namespace, lo up) with a LAN peer on `pal-lan`,
 /// whose routes to `routed` go through the host; the host's default route points at the peer,
 /// which makes `pal-lan` the host's uplink.
-fn host_with_peer(routed: &[&str]) -> Proc {
+fn host_with_peer(routed: &[&str]) -> Reaped {
     let mut nl = Netlink::open().unwrap();
     nl.set_up("lo").unwrap();
-    let peer = Proc::start();
+    let peer = Reaped::sandbox();
     nl.add_veth_peer_in("pal-lan", "eth0", peer.pid()).unwrap();
     nl.add_address("pal-lan", HOST_LAN.into(), 24).unwrap();
     nl.set_up("pal-lan").unwrap();
@@ -137,7 +102,7 @@ fn published_ports_answer_on_their_address_only_and_nothing_else_is_forwarded_in
     let state = TempDir::new("nat");
     in_new_netns(|| {
         let peer = host_with_peer(&["10.251.0.0/24"]);
-        let sb = Proc::start();
+        let sb = Reaped::sandbox();
         let ports = [
             PortMap::new(18080, 80, Proto::Tcp).host_ip(Ipv4Addr::LOCALHOST),
             PortMap::new(18081, 80, Proto::Tcp).host_ip(HOST_LAN),
@@ -186,8 +151,8 @@ fn networks_are_isolated_from_each_other() {
         let _peer = host_with_peer(&[]);
         let a = bridge("pal-nata", "10.252.1.0/24", &state);
         let b = bridge("pal-natb", "10.252.2.0/24", &state);
-        let (a1, a2, b1) = (Proc::start(), Proc::start(), Proc::start());
-        let attach = |br: &Bridge, p: &Proc| br.prepare(&[]).unwrap().attach(p.pid()).unwrap();
+        let (a1, a2, b1) = (Reaped::sandbox(), Reaped::sandbox(), Reaped::sandbox());
+        let attach = |br: &Bridge, p: &Reaped| br.prepare(&[]).unwrap().attach(p.pid()).unwrap();
         let (at_a1, _at_a2, _at_b1) = (attach(&a, &a1), attach(&a, &a2), attach(&b, &b1));
         a1.serve(80);
         // Control: on one bridge, sandboxes reach each other (as in Docker).
@@ -210,7 +175,7 @@ fn outbound_nat_works_when_ip_forward_was_off() {
         let peer = host_with_peer(&[]);
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "0").unwrap();
         peer.serve(9000);
-        let sb = Proc::start();
+        let sb = Reaped::sandbox();
         let att = bridge("pal-nato", "10.252.9.0/24", &state)
             .prepare(&[])
             .unwrap()
@@ -239,7 +204,7 @@ fn overlapping_publishes_of_live_sandboxes_are_refused() {
         let _peer = host_with_peer(&[]);
         // Another live sandbox's table publishes 192.0.2.1:18090 (its forwarder, if any, is
         // elsewhere: only the table tells).
-        let other = Proc::start();
+        let other = Reaped::sandbox();
         let owner = Owner::of_pid(other.pid(), "other").unwrap();
         let mut nft = Nftables::open().unwrap();
         let theirs = Published {
@@ -251,7 +216,7 @@ fn overlapping_publishes_of_live_sandboxes_are_refused() {
         nft.add_sandbox_published(&owner, "pal-natx", Ipv4Addr::new(10, 252, 7, 9), &[theirs])
             .unwrap();
         let br = bridge("pal-natx", "10.252.7.0/24", &state);
-        let sb = Proc::start();
+        let sb = Reaped::sandbox();
         let err = br
             .prepare(&[PortMap::new(18090, 80, Proto::Tcp)])
             .unwrap()
@@ -262,7 +227,7 @@ fn overlapping_publishes_of_live_sandboxes_are_refused() {
             "{err}"
         );
         // Control: another protocol, or another specific address, does not overlap.
-        let sb2 = Proc::start();
+        let sb2 = Reaped::sandbox();
         let _att = br
             .prepare(&[
                 PortMap::new(18090, 80, Proto::Udp),
@@ -280,7 +245,7 @@ fn a_thousand_published_ports() {
     let state = TempDir::new("nat-many");
     in_new_netns(|| {
         let peer = host_with_peer(&["10.252.8.0/24"]);
-        let sb = Proc::start();
+        let sb = Reaped::sandbox();
         // The throwaway namespace's ports are all free.
         let ports: Vec<PortMap> = (0..1000)
             .map(|i| PortMap::new(30000 + i, 80, Proto::Tcp))

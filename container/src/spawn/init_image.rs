@@ -337,27 +337,8 @@ mod tests {
                 .chain([control, death].into_iter().filter(|&fd| fd >= 0))
                 .collect();
             keep.sort_unstable();
-            // SAFETY: sigset operations on local sets.
-            let (blocked, empty) = unsafe {
-                let mut blocked: libc::sigset_t = std::mem::zeroed();
-                let mut empty: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut blocked);
-                libc::sigemptyset(&mut empty);
-                for sig in [
-                    libc::SIGCHLD,
-                    libc::SIGIO,
-                    libc::SIGTERM,
-                    libc::SIGINT,
-                    libc::SIGHUP,
-                    libc::SIGQUIT,
-                    libc::SIGUSR1,
-                    libc::SIGUSR2,
-                    libc::SIGWINCH,
-                ] {
-                    libc::sigaddset(&mut blocked, sig);
-                }
-                (blocked, empty)
-            };
+            // The sets the sandbox's child uses: the init's signals blocked, or none.
+            let (empty, blocked) = crate::spawn::plan::signal_sets();
             let (report_r, report_w) = pipe();
 
             // SAFETY: fork(2); the child only makes async-signal-safe calls and exits.

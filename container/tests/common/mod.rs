@@ -42,3 +42,21 @@ pub fn probe(name: &str) -> SandboxBuilder {
     .volume(exe.parent().unwrap(), "/mnt", Access::ReadOnly);
     b
 }
+
+/// Asserts that the calling thread's network namespace (a test's throwaway host) holds nothing
+/// of Palisade's: no `pal*` link, no nftables table.
+pub fn assert_no_network_leftovers() {
+    use palisade::netns::link::Netlink;
+    use palisade::netns::nft::Nftables;
+    let links: Vec<String> = Netlink::open()
+        .unwrap()
+        .links()
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .filter(|n| n.starts_with("pal"))
+        .collect();
+    assert_eq!(links, Vec::<String>::new(), "links left behind");
+    let tables = Nftables::open().unwrap().tables().unwrap();
+    assert_eq!(tables, Vec::<String>::new(), "nftables tables left behind");
+}

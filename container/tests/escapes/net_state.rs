@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use crate::support::{in_netns_of, in_new_netns, TempDir};
 use palisade::netns::ipam::Subnet;
 use palisade::netns::link::Netlink;
-use palisade::netns::nft::Nftables;
 use palisade::netns::{Bridge, Network};
 use palisade::{Child, Sandbox, Signal, Stdio};
 
@@ -64,21 +63,6 @@ fn kill_and_wait(mut c: Child) {
     c.wait().unwrap();
 }
 
-/// No `pal*` link and no nftables table is left in this thread's namespace.
-fn assert_clean() {
-    let links: Vec<String> = Netlink::open()
-        .unwrap()
-        .links()
-        .unwrap()
-        .into_iter()
-        .map(|l| l.name)
-        .filter(|n| n.starts_with("pal"))
-        .collect();
-    assert_eq!(links, Vec::<String>::new(), "links left behind");
-    let tables = Nftables::open().unwrap().tables().unwrap();
-    assert_eq!(tables, Vec::<String>::new(), "nftables tables left behind");
-}
-
 fn state_file(state: &TempDir, network: &str) -> PathBuf {
     state.path().join(format!("{network}.ipam"))
 }
@@ -119,7 +103,7 @@ fn tampering_with_the_state_never_hands_out_an_address_in_use() {
             .state_dir(state.path())
             .gc()
             .unwrap();
-        assert_clean();
+        crate::common::assert_no_network_leftovers();
     });
 }
 
@@ -139,7 +123,7 @@ fn a_teardown_error_never_replaces_the_exit_status() {
         assert_eq!(status.shell_code(), 143);
         assert!(a.cleanup_error().is_none(), "{:?}", a.cleanup_error());
         drop(a);
-        assert_clean();
+        crate::common::assert_no_network_leftovers();
 
         // The attack: the state is corrupt when the sandbox ends.
         let mut a = sleeper(net());
@@ -162,7 +146,7 @@ fn a_teardown_error_never_replaces_the_exit_status() {
         assert_eq!(a.wait().unwrap(), status);
         drop(a);
         // ...and the teardown still removed the bridge and its table.
-        assert_clean();
+        crate::common::assert_no_network_leftovers();
         assert!(!state_file(&state, "pal-ns1").exists());
     });
 }
