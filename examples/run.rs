@@ -79,6 +79,10 @@ struct Options {
     /// (e.g. another sandbox).
     #[arg(long, value_name = "MODE", default_value = "none")]
     network: String,
+    /// With a bridge network: isolate its sandboxes from each other (they still reach the host,
+    /// the outside and published ports). Every sandbox on one bridge must agree.
+    #[arg(long = "isolate-sandboxes")]
+    isolate_sandboxes: bool,
     /// Publish a port: `[HOST_IP:]HOST_PORT:PORT[/tcp|/udp]` (host port 0: any free one).
     #[arg(long = "publish", short = 'p', value_name = "SPEC")]
     publish: Vec<PortMap>,
@@ -198,7 +202,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn network(mode: &str) -> Result<Network, Error> {
+fn network(mode: &str, isolate: bool) -> Result<Network, Error> {
+    match (network_mode(mode)?, isolate) {
+        (Network::Bridge(bridge), true) => Ok(Network::bridge(bridge.isolate(true))),
+        (_, true) => Err(Error::InvalidArgument {
+            what: "--isolate-sandboxes",
+            value: mode.to_owned(),
+            reason: "needs a bridge network",
+        }),
+        (network, false) => Ok(network),
+    }
+}
+
+fn network_mode(mode: &str) -> Result<Network, Error> {
     let bad = || Error::InvalidArgument {
         what: "network",
         value: mode.to_owned(),
@@ -317,7 +333,7 @@ fn run(opts: &Options) -> Result<u8, Error> {
     let (program, args) = opts.command.split_first().expect("clap requires a command");
     let mut builder = Sandbox::builder(program);
     builder.args(args).init(!opts.no_init);
-    builder.network(network(&opts.network)?);
+    builder.network(network(&opts.network, opts.isolate_sandboxes)?);
     for port in &opts.publish {
         builder.publish_port(*port);
     }

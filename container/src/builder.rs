@@ -8,7 +8,7 @@ use std::sync::Arc;
 use palisade_cgroup::{
     Bytes, CpuMax, CpuSet, DevicePolicy, DeviceRule, Hierarchy, IoMax, Max, Resource,
 };
-use palisade_netns::{Bridge, Network, PortMap, Proto};
+use palisade_netns::{Bridge, ForwarderLimits, Network, PortMap, Proto};
 use palisade_ns::{IdMap, Namespace, SetGroups, TimeOffsets};
 use palisade_overlay::rootfs::{Access, Rootfs};
 
@@ -41,7 +41,7 @@ pub(crate) enum NetPlan {
     /// Attach to a bridge while the child waits, then publish the ports.
     Bridge(Bridge, Vec<PortMap>),
     /// Forward the ports into the sandbox's own namespace (which has only loopback).
-    Forward(Vec<PortMap>),
+    Forward(Vec<PortMap>, ForwarderLimits),
 }
 
 impl Sandbox {
@@ -192,6 +192,8 @@ struct IsolationSpec {
     rootfs: RootChoice,
     network: Network,
     ports: Vec<PortMap>,
+    /// The forwarder's bounds, if set here rather than on the bridge.
+    forwarder_limits: Option<ForwarderLimits>,
     /// The scratch bound, applied to whichever root the sandbox gets.
     scratch: Option<u64>,
 }
@@ -235,6 +237,7 @@ impl SandboxBuilder {
                 rootfs: RootChoice::Default,
                 network: Network::None,
                 ports: Vec::new(),
+                forwarder_limits: None,
                 scratch: None,
             },
             stdio: [Stdio::inherit(), Stdio::inherit(), Stdio::inherit()],
@@ -482,6 +485,15 @@ impl SandboxBuilder {
         self.publish_port(PortMap::new(host_port, port, proto))
     }
 
+    /// Bounds the userspace forwarder that serves the published ports: connections, UDP
+    /// sessions and their idle timeouts (see [`ForwarderLimits`]; its defaults without a call).
+    /// It applies to every network; on a bridge it replaces the [`Bridge`]'s own
+    /// ([`Bridge::forwarder_limits`]).
+    pub fn forwarder_limits(&mut self, limits: ForwarderLimits) -> &mut Self {
+        self.isolation.forwarder_limits = Some(limits);
+        self
+    }
+
     /// Publishes a port as [`PortMap`] describes it (e.g. parsed from `"8080:80/tcp"`).
     pub fn publish_port(&mut self, map: PortMap) -> &mut Self {
         self.isolation.ports.push(map);
@@ -701,7 +713,7 @@ impl SandboxBuilder {
         let init = pid_ns && self.lifecycle.init;
         let net = self.net_plan(namespaces, init)?;
         let socket_factory =
-            matches!(net, Some(NetPlan::Forward(_))) && namespaces.contains(Namespace::USER);
+            matches!(net, Some(NetPlan::Forward(..))) && namespaces.contains(Namespace::USER);
         let user = namespaces
             .contains(Namespace::USER)
             .then(|| self.user_plan());
@@ -825,7 +837,13 @@ impl SandboxBuilder {
             Network::Bridge(_) if !namespaces.contains(Namespace::NET) => {
                 refuse("needs a network namespace")
             }
-            Network::Bridge(b) => Ok(Some(NetPlan::Bridge(b.clone(), iso.ports.clone()))),
+            Network::Bridge(b) => {
+                let b = match iso.forwarder_limits {
+                    Some(limits) => b.clone().forwarder_limits(limits),
+                    None => b.clone(),
+                };
+                Ok(Some(NetPlan::Bridge(b, iso.ports.clone())))
+            }
             Network::None if iso.ports.is_empty() => Ok(None),
             Network::None if !namespaces.contains(Namespace::NET) => {
                 refuse("published ports need a network namespace")
@@ -835,7 +853,10 @@ impl SandboxBuilder {
             Network::None if namespaces.contains(Namespace::USER) && !init => {
                 refuse("published ports of a rootless sandbox need the init (a PID namespace)")
             }
-            Network::None => Ok(Some(NetPlan::Forward(iso.ports.clone()))),
+            Network::None => Ok(Some(NetPlan::Forward(
+                iso.ports.clone(),
+                iso.forwarder_limits.unwrap_or_default(),
+            ))),
             _ if !iso.ports.is_empty() => refuse("published ports need the none or bridge network"),
             _ => Ok(None),
         }

@@ -16,7 +16,8 @@
 //! | `lifetime` | the sandbox dies with the thread that spawned it; outlives its caller's SIGKILL; leaves its cgroups behind |
 //! | `network` | a killed caller's published-port rules stay, and send its port's traffic to the next sandbox given its address |
 //! | `net_forwarder` | a flood of connections to a published port takes every descriptor of the caller |
-//! | `net_l2` | a sandbox forges frames (gratuitous ARP, forged MACs) with a packet socket; IPv6 router advertisements reach the host's bridge and the other sandboxes |
+//! | `net_nat` | the LAN reaches a loopback publish, or a sandbox's ports through a route to its subnet; one network reaches another; a sandbox reaches its neighbour on an isolated bridge, over the bridge or through the host; a publish takes over a live sandbox's; a thousand ports; a hand-made SYN to `127.0.0.1` from the LAN |
+//! | `net_l2` | a sandbox given `CAP_NET_RAW` forges frames on its bridge: a gratuitous ARP for the gateway's or another sandbox's address, a made-up MAC or source address, VLAN-tagged frames, an IPv6 router advertisement that would give the host's bridge and the other sandboxes an address and a default route |
 //! | `net_state` | an emptied or corrupt bridge state file hands a running sandbox's address to the next, whose end takes the first's `eth0`; a corrupt state at teardown turns the exit status into an error |
 //! | `defaults` | the caller's environment and the host's secrets and home directories reach a default sandbox |
 //! | `input` | hostnames that are none, a memory limit too small to start, a volume mode that is none |
@@ -26,6 +27,13 @@
 mod support;
 
 mod common;
+
+#[path = "../../tests/support/frames.rs"]
+mod frames;
+
+/// The network tests' throwaway host, fake sandboxes and LAN peer, shared with palisade-netns.
+#[path = "../../netns/tests/common/mod.rs"]
+mod netcommon;
 
 #[path = "escapes/store.rs"]
 mod store;
@@ -68,3 +76,6 @@ mod net_l2;
 
 #[path = "escapes/net_forwarder.rs"]
 mod net_forwarder;
+
+#[path = "escapes/net_nat.rs"]
+mod net_nat;

@@ -327,3 +327,59 @@ fn udp_echo_server() {
     reply.extend_from_slice(&buf[..n]);
     server.send_to(&reply, from).unwrap();
 }
+
+/// Whether a connection to `127.0.0.1:port` is relayed: what it writes comes back from the echo
+/// server in the sandbox. Returns the live connection, or `None` if the forwarder closed it.
+fn relayed(port: u16) -> Option<TcpStream> {
+    let mut c = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    c.write_all(b"x").ok()?;
+    let mut buf = [0u8; 1];
+    match c.read(&mut buf) {
+        Ok(1) if buf == *b"x" => Some(c),
+        _ => None,
+    }
+}
+
+#[test]
+fn forwarder_limits_set_on_the_builder_bound_the_published_ports() {
+    require_root!();
+    let state = TempDir::new("net-limits");
+    in_host(|| {
+        let networks = [Network::none(), bridge("pal-lim", "10.243.7.0/24", &state)];
+        for network in networks {
+            let mut b = Sandbox::builder("busybox");
+            b.args(["nc", "-ll", "-p", "80", "-e", "/bin/cat"])
+                .network(network)
+                .publish(0, 80, Proto::Tcp)
+                .forwarder_limits(
+                    palisade::netns::ForwarderLimits::default().max_tcp_connections(2),
+                );
+            let child = b.spawn().unwrap();
+            let port = child.ports()[0].host_port;
+            // The server starts some time after the spawn.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let first = loop {
+                if let Some(c) = relayed(port) {
+                    break c;
+                }
+                assert!(Instant::now() < deadline, "no answer on {port}");
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            let second = relayed(port).expect("the second connection");
+            assert!(relayed(port).is_none(), "a third connection was relayed");
+            // Control: once one ends, there is room again.
+            drop(first);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while relayed(port).is_none() {
+                assert!(
+                    Instant::now() < deadline,
+                    "no room after a connection ended"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            drop(second);
+            drop(child);
+        }
+    });
+}

@@ -23,12 +23,19 @@
 //! For each sandbox ([`PreparedBridge::attach`], while the sandbox's process waits):
 //! - a veth pair, `pal-<pid>` on the host attached to the bridge and `eth0` created directly in
 //!   the sandbox's namespace, with the leased address and a default route via the gateway. Both
-//!   ends have IPv6 turned off before they go up. The
-//!   kernel removes both ends when the sandbox's namespace goes, in the background; the
-//!   library removes the veth itself only while the sandbox still runs, and with the network;
+//!   ends have IPv6 turned off before they go up. The sandbox's `eth0` gets a MAC address made
+//!   from its IPv4 address. With [`Bridge::isolate`], the host veth is an isolated bridge port
+//!   before it goes up. The kernel removes both ends when the sandbox's namespace goes, in the
+//!   background; the library removes the veth itself only while the sandbox still runs, and
+//!   with the network;
+//! - its port guard, a `bridge` family nftables table: the bridge drops every frame from the
+//!   sandbox's veth whose source MAC, ARP sender or IPv4 source is not the sandbox's own, and
+//!   everything that is neither ARP nor IPv4 (see [`Nftables::add_port_guard`]). So a sandbox
+//!   given `CAP_NET_RAW` or `CAP_NET_ADMIN` cannot take over the gateway's or another sandbox's
+//!   address, and sends no IPv6 router advertisement;
 //! - if it publishes ports, its nftables table: a DNAT rule per port for traffic from outside.
-//!   The table belongs to a netlink socket that the [`Attachment`] keeps open (see
-//!   [`crate::nft`]), so the kernel removes it when the managing process dies, even by SIGKILL:
+//!   Both tables belong to a netlink socket that the [`Attachment`] keeps open (see
+//!   [`crate::nft`]), so the kernel removes them when the managing process dies, even by SIGKILL:
 //!   the rules can never outlive their manager and redirect the port to a later sandbox that
 //!   gets the same address;
 //! - the userspace forwarder of its published ports (see [`crate::forward`]), which also serves
@@ -70,10 +77,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::forward::{BoundPort, Forwarder, PortMap, Target};
+use crate::forward::{BoundPort, Forwarder, ForwarderLimits, PortMap, Target};
 use crate::ipam::{self, Allocator, Lease, LeaseInfo, Owner, StaleLease, Subnet};
 use crate::link::{disable_ipv6, disable_ipv6_in, validate_name, Family, Netlink, Route};
-use crate::nft::{NetworkRules, Nftables, Published};
+use crate::nft::{NetworkRules, Nftables, PortGuard, Published};
 use crate::{Error, Result};
 
 /// The default bridge name.
@@ -99,6 +106,7 @@ pub struct Bridge {
     forward_from: Vec<String>,
     isolate: bool,
     lock_timeout: Duration,
+    forwarder_limits: ForwarderLimits,
 }
 
 impl Default for Bridge {
@@ -111,6 +119,7 @@ impl Default for Bridge {
             forward_from: Vec::new(),
             isolate: false,
             lock_timeout: ipam::DEFAULT_LOCK_TIMEOUT,
+            forwarder_limits: ForwarderLimits::default(),
         }
     }
 }
@@ -151,6 +160,38 @@ impl Bridge {
     /// How long set-up and teardown wait for the state directory's lock.
     pub fn get_lock_timeout(&self) -> Duration {
         self.lock_timeout
+    }
+
+    /// Isolates the network's sandboxes from each other (off by default, as in Docker, where
+    /// the sandboxes of one bridge reach each other). Each sandbox's port on the bridge is
+    /// isolated (`IFLA_BRPORT_ISOLATED`, see [`Netlink::set_port_isolated`]), so the bridge
+    /// forwards no frame between two sandboxes, and the network's forward filter drops what one
+    /// sandbox routes through the host to another ([`NetworkRules::isolate`]). The sandboxes
+    /// still reach the host (the gateway), the outside, and each other's published ports
+    /// through the host's addresses, as any client would.
+    ///
+    /// Isolation belongs to the network: a sandbox asking for the opposite of what the live
+    /// sandboxes on the bridge have is refused with [`Error::IsolationMismatch`].
+    pub fn isolate(mut self, on: bool) -> Bridge {
+        self.isolate = on;
+        self
+    }
+
+    /// Whether the network's sandboxes are isolated from each other ([`Bridge::isolate`]).
+    pub fn is_isolated(&self) -> bool {
+        self.isolate
+    }
+
+    /// Bounds the userspace forwarder of each sandbox's published ports (see
+    /// [`ForwarderLimits`]; the defaults without a call).
+    pub fn forwarder_limits(mut self, limits: ForwarderLimits) -> Bridge {
+        self.forwarder_limits = limits;
+        self
+    }
+
+    /// The bounds of the forwarders ([`Bridge::forwarder_limits`]).
+    pub fn get_forwarder_limits(&self) -> ForwarderLimits {
+        self.forwarder_limits
     }
 
     /// Whether to masquerade the sandboxes' outbound traffic (on by default).
@@ -393,6 +434,7 @@ impl PreparedBridge {
             // with its namespace (gone at the owner's exit, before it is even a zombie).
             let live = live_leases(&mut nl, &att.bridge.name)?;
             att.alloc.reconcile_locked(&live)?;
+            check_isolation(&mut nl, &att.bridge)?;
             reserved.extend(live.iter().filter(|l| l.owner.is_alive()).map(|l| l.ip));
             ensure_bridge(&mut nl, &att.bridge, &att.alloc)?;
             att.lease = Some(att.alloc.allocate_locked(att.owner.clone(), &reserved)?);
@@ -403,11 +445,50 @@ impl PreparedBridge {
         }
         att.nl = Some(nl);
         att.wire(pid)?;
+        att.guard()?;
         if !ports.is_empty() {
-            att.forwarder = Some(Forwarder::start(ports, Target::Addr(att.address()))?);
+            let limits = att.bridge.forwarder_limits;
+            let target = Target::Addr(att.address());
+            att.forwarder = Some(Forwarder::start_with_limits(ports, target, limits)?);
         }
         Ok(att)
     }
+}
+
+/// Refuses a sandbox whose [`Bridge::isolate`] differs from that of the live sandboxes on the
+/// bridge (their ports' `IFLA_BRPORT_ISOLATED`). Called under the state lock, so two sandboxes
+/// asking for opposite settings cannot both pass.
+fn check_isolation(nl: &mut Netlink, bridge: &Bridge) -> Result<()> {
+    let links = nl.links()?;
+    let Some(br) = links.iter().find(|l| l.name == bridge.name) else {
+        return Ok(());
+    };
+    let existing = links
+        .iter()
+        .filter(|l| l.master == Some(br.index) && l.kind.as_deref() == Some("veth"))
+        .filter(|l| {
+            l.alias
+                .as_deref()
+                .and_then(parse_lease_alias)
+                .is_some_and(|lease| lease.owner.is_alive())
+        })
+        .find_map(|l| l.isolated);
+    match existing {
+        Some(isolated) if isolated != bridge.isolate => Err(Error::IsolationMismatch {
+            bridge: bridge.name.clone(),
+            isolated,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The MAC address of a sandbox's `eth0`, made from its IPv4 address (locally administered,
+/// unicast: `02:50:` and the four octets), as Docker does: a later sandbox given the same
+/// address gets the same MAC, so no neighbour's stale ARP entry points elsewhere, and the host
+/// knows it without asking the sandbox's namespace.
+fn sandbox_mac(addr: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = addr.octets();
+    [0x02, 0x50, a, b, c, d]
 }
 
 /// Refuses ports that overlap another live sandbox's (as the `published` sets of their tables
@@ -656,12 +737,18 @@ pub struct GcReport {
     /// back, their nftables table and the bridge (if the library made it) deleted, the state
     /// file removed.
     pub networks: Vec<String>,
+    /// The networks whose state file was corrupt and was rebuilt from the live sandboxes' veths,
+    /// or removed with the network when none was left (then also in `networks`).
+    pub repaired: Vec<String>,
 }
 
 impl GcReport {
     /// Whether nothing was removed.
     pub fn is_empty(&self) -> bool {
-        self.tables.is_empty() && self.leases.is_empty() && self.networks.is_empty()
+        self.tables.is_empty()
+            && self.leases.is_empty()
+            && self.networks.is_empty()
+            && self.repaired.is_empty()
     }
 }
 
@@ -681,9 +768,14 @@ pub fn gc() -> Result<GcReport> {
 ///
 /// This holds the directory's lock, so it never removes a network another process is joining.
 ///
+/// A corrupt state file does not stop it: the network is recovered from the kernel's view
+/// (see [`GcReport::repaired`]), and the other networks are collected as usual.
+///
 /// # Errors
-/// Netlink errors ([`Error::Netlink`]), and [`Error::CorruptState`] or [`Error::Io`] for the state
-/// files; what was removed before the error stays removed.
+/// Netlink errors ([`Error::Netlink`]), [`Error::Io`] for the state files, and
+/// [`Error::CorruptState`] only for a corrupt file that cannot be recovered (live sandboxes on a
+/// bridge that lost its IPv4 address), after everything else was collected; what was removed
+/// before an error stays removed.
 pub fn gc_dir(state_dir: impl AsRef<Path>) -> Result<GcReport> {
     let dir = state_dir.as_ref();
     let mut report = GcReport::default();
@@ -694,7 +786,26 @@ pub fn gc_dir(state_dir: impl AsRef<Path>) -> Result<GcReport> {
     let _lock = ipam::lock_dir(dir)?;
     report.tables = Nftables::open()?.remove_stale()?;
     let mut nl = None;
-    for pruned in ipam::prune_dir_locked(dir)? {
+    let ipam::PrunedDir { networks, corrupt } = ipam::prune_dir_locked(dir)?;
+    let mut unrepaired = None;
+    for (network, error) in corrupt {
+        let nl = match &mut nl {
+            Some(nl) => nl,
+            None => nl.insert(Netlink::open()?),
+        };
+        match repair_locked(nl, dir, &network)? {
+            Some(removed) => {
+                if removed {
+                    report.networks.push(network.clone());
+                }
+                report.repaired.push(network);
+            }
+            None => {
+                unrepaired.get_or_insert(error);
+            }
+        }
+    }
+    for pruned in networks {
         let network = pruned.network;
         report
             .leases
@@ -721,7 +832,60 @@ pub fn gc_dir(state_dir: impl AsRef<Path>) -> Result<GcReport> {
             report.networks.push(network);
         }
     }
-    Ok(report)
+    match unrepaired {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}
+
+/// Recovers the network `network` of `dir` from a corrupt state file, under the directory's
+/// lock, from what the kernel still shows: the subnet from the bridge's IPv4 address, the leases
+/// from its veths (see the module documentation). With live sandboxes on it, the state file is
+/// rebuilt from their leases; without, the network is removed as [`Bridge::cleanup`] would.
+/// Returns whether the network was removed, or `None` if it cannot be recovered: live sandboxes
+/// on a bridge without an IPv4 address, whose subnet is then unknown.
+fn repair_locked(nl: &mut Netlink, dir: &Path, network: &str) -> Result<Option<bool>> {
+    if validate_name(network).is_err() {
+        return Ok(None);
+    }
+    let subnet = match nl.link(network)? {
+        Some(_) => nl
+            .addresses(network)?
+            .into_iter()
+            .find_map(|a| match a.addr {
+                IpAddr::V4(v4) => {
+                    let mask = u32::MAX.checked_shl(32 - u32::from(a.prefix)).unwrap_or(0);
+                    let net = Ipv4Addr::from(u32::from(v4) & mask);
+                    Subnet::new(IpAddr::V4(net), a.prefix).ok()
+                }
+                IpAddr::V6(_) => None,
+            }),
+        None => None,
+    };
+    let live: Vec<LeaseInfo> = live_leases(nl, network)?
+        .into_iter()
+        .filter(|l| l.owner.is_alive())
+        .collect();
+    match (subnet, live.is_empty()) {
+        (Some(subnet), false) => {
+            let alloc = Allocator::existing_locked(dir, network, subnet);
+            alloc.reconcile_locked(&live)?;
+            Ok(Some(false))
+        }
+        (None, false) => Ok(None),
+        (subnet, true) => {
+            // Nothing lives on it: the subnet only names the network's files, which go.
+            let subnet = subnet.unwrap_or(DEFAULT_SUBNET);
+            let bridge = Bridge {
+                name: network.to_owned(),
+                subnet,
+                state_dir: dir.to_path_buf(),
+                ..Bridge::default()
+            };
+            let alloc = Allocator::existing_locked(dir, network, subnet);
+            remove_network(nl, &bridge, &alloc).map(Some)
+        }
+    }
 }
 
 /// A sandbox attached to a bridge. Dropping it detaches the sandbox, ignoring errors; call
@@ -735,7 +899,8 @@ pub struct Attachment {
     host_veth: String,
     forwarder: Option<Forwarder>,
     ports: Vec<PortMap>,
-    /// The socket that owns the sandbox's nftables table, if it publishes ports.
+    /// The socket that owns the sandbox's nftables tables: its port guard, and its NAT table if
+    /// it publishes ports.
     nft: Option<Nftables>,
     nl: Option<Netlink>,
 }
@@ -783,16 +948,24 @@ impl Attachment {
     /// The veth pair and the sandbox's side: address, link up, default route.
     fn wire(&mut self, pid: u32) -> Result<()> {
         let (ip, prefix, gw) = (self.address(), self.prefix(), self.gateway());
+        let mac = sandbox_mac(self.ipv4());
         let Some(nl) = self.nl.as_mut() else {
             return Ok(());
         };
-        nl.add_veth_peer_in(&self.host_veth, SANDBOX_LINK, pid)?;
+        nl.add_veth_peer_mac_in(&self.host_veth, SANDBOX_LINK, pid, mac)?;
         // Recorded before the veth joins the bridge, so that every port of the bridge names
         // its lease (see the module documentation).
         nl.set_alias(&self.host_veth, &lease_alias(ip, &self.owner))?;
         // Both ends without IPv6 before they go up: no address, no router advertisement taken.
         disable_ipv6(&self.host_veth)?;
-        nl.set_master_up(&self.host_veth, &self.bridge.name)?;
+        if self.bridge.isolate {
+            // Isolated before it goes up: no frame ever passes between two sandboxes.
+            nl.set_master(&self.host_veth, &self.bridge.name)?;
+            nl.set_port_isolated(&self.host_veth, true)?;
+            nl.set_up(&self.host_veth)?;
+        } else {
+            nl.set_master_up(&self.host_veth, &self.bridge.name)?;
+        }
         let ns_path = format!("/proc/{pid}/ns/net");
         let ns = fs::File::open(&ns_path).map_err(|source| Error::Io {
             op: "open",
@@ -808,6 +981,39 @@ impl Attachment {
             gateway: Some(gw),
             dev: Some(SANDBOX_LINK.to_owned()),
         })
+    }
+
+    /// The port guard of the sandbox's veth (see [`Nftables::add_port_guard`]), in a table that
+    /// belongs to the attachment's nftables socket, like the NAT table: it goes with the
+    /// attachment, or with this process. Made while the sandbox's process still waits, before it
+    /// can send a frame.
+    fn guard(&mut self) -> Result<()> {
+        let guard = PortGuard {
+            port: self.host_veth.clone(),
+            mac: sandbox_mac(self.ipv4()),
+            addr: self.ipv4(),
+        };
+        let nft = match &mut self.nft {
+            Some(nft) => nft,
+            None => self.nft.insert(Nftables::open()?),
+        };
+        nft.add_port_guard(&self.owner, &guard)
+    }
+
+    /// Leaves everything as a manager killed with SIGKILL would: the sockets close (so the kernel
+    /// removes the sandbox's nftables tables, and the forwarder stops), and nothing else is
+    /// undone: the lease, the veth and the network stay for the next attach, [`Bridge::cleanup`]
+    /// or [`gc`] to collect. For tests of that collection only.
+    #[doc(hidden)]
+    pub fn abandon(mut self) {
+        self.forwarder = None;
+        self.nft = None;
+        self.nl = None;
+        if let Some(mut lease) = self.lease.take() {
+            lease.disarm();
+        }
+        // The rest (the state file's handle) is only memory; skip the teardown of `Drop`.
+        std::mem::forget(self);
     }
 
     /// Removes the sandbox's part (forwarder, NAT table, veth, lease) and, if it was the last

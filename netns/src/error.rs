@@ -153,6 +153,16 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A sandbox asks for a bridge network with other isolation ([`crate::Bridge::isolate`])
+    /// than the live sandboxes already on it have: isolation is the network's, so that no
+    /// sandbox can reach an isolated one through a port that is not.
+    #[error("bridge {bridge:?} has live sandboxes {}, and this one asks for the opposite", if *.isolated { "isolated from each other" } else { "not isolated from each other" })]
+    IsolationMismatch {
+        /// The bridge.
+        bridge: String,
+        /// Whether the sandboxes already on it are isolated.
+        isolated: bool,
+    },
     /// The bridge's name belongs to an existing link that is not a bridge (e.g. `lo`).
     #[error("link {name:?} exists and is not a bridge (kind {kind:?})")]
     NotABridge {

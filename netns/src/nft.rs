@@ -13,6 +13,10 @@
 //!   meta l4proto <proto> th dport <host port> dnat to <sandbox>:<port>`, so traffic from
 //!   outside addressed to one of the host's own addresses reaches the sandbox.
 //!
+//! - one per sandbox on a bridge, in the `bridge` family, of the same name: chain `guard` (type
+//!   filter, hook prerouting, priority -300) that drops every frame from the sandbox's port that
+//!   is not its own ([`Nftables::add_port_guard`]).
+//!
 //! A table is created with everything in it in one batch (`NFNL_MSG_BATCH_BEGIN` … `END`), which
 //! the kernel applies atomically: either all of it exists or none of it. Removing the table
 //! removes its chains and rules with it, so teardown is one message.
@@ -118,6 +122,17 @@ const NF_INET_POST_ROUTING: u32 = 4;
 const NF_DROP: u32 = 0;
 const NF_ACCEPT: u32 = 1;
 const PRIORITY_FILTER: i32 = 0;
+/// `NF_BR_PRE_ROUTING`: every frame that enters a bridge through one of its ports, whether it is
+/// then forwarded to another port or delivered to the bridge itself.
+const NF_BR_PRE_ROUTING: u32 = 0;
+/// Before the bridge family's own filter priority (-200), so that no later chain sees a forged
+/// frame.
+const PRIORITY_BRIDGE_GUARD: i32 = -300;
+const ETH_P_IP: [u8; 2] = [0x08, 0x00];
+const ETH_P_ARP: [u8; 2] = [0x08, 0x06];
+/// The fixed start of an Ethernet/IPv4 ARP packet (`arp(7)`): hardware type 1, protocol type
+/// IPv4, address lengths 6 and 4.
+const ARP_ETHER_IPV4: [u8; 6] = [0, 1, 0x08, 0x00, 6, 4];
 const PRIORITY_DSTNAT: i32 = -100;
 const PRIORITY_SRCNAT: i32 = 100;
 // registers (the 16-byte ones)
@@ -138,6 +153,7 @@ const NFT_CT_STATUS: u32 = 2;
 const CT_STATE_ESTABLISHED_RELATED: u32 = (1 << 1) | (1 << 2);
 /// `IPS_DST_NAT` (`nf_conntrack_common.h`): the connection was destination-NATed.
 const IPS_DST_NAT: u32 = 1 << 5;
+const NFT_PAYLOAD_LL_HEADER: u32 = 0;
 const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
 const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
 const NFT_NAT_DNAT: u32 = 1;
@@ -255,13 +271,26 @@ impl Published {
     }
 }
 
+/// What one sandbox's bridge port may send (see [`Nftables::add_port_guard`]): frames from its
+/// own MAC address, ARP for its own addresses, and IPv4 from its own address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortGuard {
+    /// The host-side link of the sandbox, a port of the bridge.
+    pub port: String,
+    /// The MAC address of the sandbox's end of the link.
+    pub mac: [u8; 6],
+    /// The sandbox's IPv4 address.
+    pub addr: Ipv4Addr,
+}
+
 /// What a network's table holds besides masquerading (see [`Nftables::add_network_with`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NetworkRules {
     /// Masquerade the subnet's outbound traffic.
     pub masquerade: bool,
     /// Drop what a sandbox routes through the host back to its own bridge. Frames the bridge
-    /// switches between two of its sandboxes are not covered yet.
+    /// switches between two of its sandboxes are stopped at layer 2 instead, by isolating their
+    /// ports ([`crate::link::Netlink::set_port_isolated`]; [`crate::Bridge::isolate`] does both).
     pub isolate: bool,
 }
 
@@ -359,9 +388,9 @@ impl Nftables {
     ///   another network's chain drops it when it goes to that network's bridge: networks are
     ///   isolated from each other, and a LAN peer that routes the subnet through the host
     ///   reaches no port that is not published.
-    /// - `bridge palisade-net-<bridge>`: removed if present (a later version's layer-2
-    ///   isolation); `rules.isolate` covers only traffic routed through the host for now, not
-    ///   frames the bridge switches between two sandboxes.
+    /// - `bridge palisade-net-<bridge>`: removed if present (made by an earlier development
+    ///   version). `rules.isolate` covers traffic routed through the host; frames the bridge
+    ///   switches between two sandboxes are stopped by port isolation, not here.
     ///
     /// Replacing (rather than keeping an existing table) brings a network made by an older
     /// version up to date; the kernel applies the batch at once, so no packet sees a gap.
@@ -632,11 +661,107 @@ impl Nftables {
         Ok(out)
     }
 
-    /// Removes the table of `owner`; a table that is already gone is not an error. A table made
-    /// with the owner flag can only be removed through the socket that made it (another gives
-    /// `EPERM`).
+    /// Creates the `bridge` family table of `owner`, which lets the port `guard.port` send only
+    /// what is the sandbox's own, owned by this socket like the table of
+    /// [`Nftables::add_sandbox`]. Its chain `guard` (hook prerouting, priority -300, so before
+    /// any filter of the bridge family) drops every frame from that port:
+    ///
+    /// - whose source MAC address is not `guard.mac`;
+    /// - that is ARP but not Ethernet/IPv4 ARP, or whose sender MAC or sender IPv4 address is
+    ///   not the sandbox's: no gratuitous ARP for the gateway's or another sandbox's address;
+    /// - that is neither ARP nor IPv4 (IPv6 with its router advertisements, VLAN-tagged frames,
+    ///   anything else): the networks are IPv4 only;
+    /// - that is IPv4 from another source address than `guard.addr`.
+    ///
+    /// Frames the bridge sends *to* the port, and every other port, are not this table's concern.
+    /// A sandbox holding `CAP_NET_RAW` (forged frames) or `CAP_NET_ADMIN` (a changed address)
+    /// can then take over no address but its own; one that changes its MAC address cuts itself
+    /// off. The kernel matches the port by name (`meta iifname`), which no other link takes while
+    /// the sandbox lives.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] for a bad port name; [`Error::Netlink`] with the kernel's errno
+    /// (`EEXIST` for a table of that name, `EOPNOTSUPP` without bridge family support,
+    /// `CONFIG_NF_TABLES_BRIDGE`).
+    pub fn add_port_guard(&mut self, owner: &Owner, guard: &PortGuard) -> Result<()> {
+        crate::link::validate_name(&guard.port)?;
+        let table = table_name(owner);
+        let request = format!("nftables: create table bridge {table}");
+        let port = ifname_bytes(&guard.port);
+        let mut batch = Batch::new(&mut self.seq);
+        batch.table_in(NFPROTO_BRIDGE, &table, NFT_TABLE_F_OWNER, &[]);
+        batch.base_chain(
+            NFPROTO_BRIDGE,
+            &table,
+            "guard",
+            NF_BR_PRE_ROUTING,
+            PRIORITY_BRIDGE_GUARD,
+            "filter",
+        );
+        let mut rule = |fill: &dyn Fn(&mut Exprs<'_, '_>)| {
+            batch.rule_in(NFPROTO_BRIDGE, &table, "guard", |e| {
+                e.meta(NFT_META_IIFNAME);
+                e.cmp(NFT_CMP_EQ, &port);
+                fill(e);
+            })
+        };
+        // ether saddr != mac drop
+        rule(&|e| {
+            e.payload(NFT_PAYLOAD_LL_HEADER, 6, 6);
+            e.cmp(NFT_CMP_NEQ, &guard.mac);
+            e.verdict(NF_DROP);
+        });
+        // ARP: only Ethernet/IPv4 ARP, with the sandbox's own sender addresses.
+        let arp = |e: &mut Exprs<'_, '_>| {
+            e.payload(NFT_PAYLOAD_LL_HEADER, 12, 2);
+            e.cmp(NFT_CMP_EQ, &ETH_P_ARP);
+        };
+        rule(&|e| {
+            arp(e);
+            e.payload(NFT_PAYLOAD_NETWORK_HEADER, 0, 6);
+            e.cmp(NFT_CMP_NEQ, &ARP_ETHER_IPV4);
+            e.verdict(NF_DROP);
+        });
+        rule(&|e| {
+            arp(e);
+            e.payload(NFT_PAYLOAD_NETWORK_HEADER, 8, 6);
+            e.cmp(NFT_CMP_NEQ, &guard.mac);
+            e.verdict(NF_DROP);
+        });
+        rule(&|e| {
+            arp(e);
+            e.payload(NFT_PAYLOAD_NETWORK_HEADER, 14, 4);
+            e.cmp(NFT_CMP_NEQ, &guard.addr.octets());
+            e.verdict(NF_DROP);
+        });
+        rule(&|e| {
+            arp(e);
+            e.verdict(NF_ACCEPT);
+        });
+        // Not IPv4 (a VLAN tag reads as 0x8100 here: the kernel puts an offloaded tag back).
+        rule(&|e| {
+            e.payload(NFT_PAYLOAD_LL_HEADER, 12, 2);
+            e.cmp(NFT_CMP_NEQ, &ETH_P_IP);
+            e.verdict(NF_DROP);
+        });
+        rule(&|e| {
+            e.payload(NFT_PAYLOAD_NETWORK_HEADER, 12, 4);
+            e.cmp(NFT_CMP_NEQ, &guard.addr.octets());
+            e.verdict(NF_DROP);
+        });
+        let batch = batch.finish();
+        self.commit(&request, batch)
+    }
+
+    /// Removes the tables of `owner`, of the `ip` family ([`Nftables::add_sandbox`]) and of the
+    /// `bridge` family ([`Nftables::add_port_guard`]); tables that are already gone are not an
+    /// error. A table made with the owner flag can only be removed through the socket that made
+    /// it (another gives `EPERM`).
     pub fn remove_sandbox(&mut self, owner: &Owner) -> Result<()> {
-        self.delete_table(&table_name(owner))
+        let table = table_name(owner);
+        let ip = self.delete_table(&table);
+        let bridge = self.delete_table_in(NFPROTO_BRIDGE, &table);
+        ip.and(bridge)
     }
 
     fn delete_table(&mut self, table: &str) -> Result<()> {
@@ -664,14 +789,29 @@ impl Nftables {
     /// The `ip` family tables that this module created (`palisade-*`), with their flags and
     /// owning socket.
     pub fn table_list(&mut self) -> Result<Vec<TableInfo>> {
-        let request = "nftables: list tables (dump)";
+        self.table_list_in(NFPROTO_IPV4)
+    }
+
+    /// The names of the `bridge` family tables that this module created (`palisade-*`): the
+    /// sandboxes' port guards ([`Nftables::add_port_guard`]).
+    pub fn bridge_tables(&mut self) -> Result<Vec<String>> {
+        Ok(self
+            .table_list_in(NFPROTO_BRIDGE)?
+            .into_iter()
+            .map(|t| t.name)
+            .collect())
+    }
+
+    fn table_list_in(&mut self, family: u8) -> Result<Vec<TableInfo>> {
+        let request = format!("nftables: list tables {} (dump)", family_name(family));
+        let request = request.as_str();
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let mut msg = Msg::new(
             (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE,
             NLM_F_REQUEST | NLM_F_DUMP,
             seq,
-            NFPROTO_IPV4,
+            family,
             0,
         );
         msg.finish();
@@ -1090,7 +1230,11 @@ impl<'s> Batch<'s> {
     }
 
     fn table_with_flags(&mut self, table: &str, flags: u32, userdata: &[u8]) {
-        self.push(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL, |m| {
+        self.table_in(NFPROTO_IPV4, table, flags, userdata);
+    }
+
+    fn table_in(&mut self, family: u8, table: &str, flags: u32, userdata: &[u8]) {
+        self.push_in(family, NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL, |m| {
             m.str(NFTA_TABLE_NAME, table);
             if flags != 0 {
                 m.u32_be(NFTA_TABLE_FLAGS, flags);

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpListener, TcpStream};
 
-use common::{in_host, subnet, Reaped};
+use common::{in_host, links_and_tables, subnet, Reaped};
 use palisade_netns::bridge::Bridge;
 use palisade_netns::link::{Family, Netlink};
 use palisade_netns::nft::Nftables;
@@ -21,15 +21,9 @@ use support::{in_netns_of, join_netns, TempDir};
 
 /// What a throwaway host shows of Palisade: `pal-*` and `palisade*` links, and nftables tables.
 fn leftovers() -> (Vec<String>, Vec<String>) {
-    let links = Netlink::open()
-        .unwrap()
-        .links()
-        .unwrap()
-        .into_iter()
-        .map(|l| l.name)
-        .filter(|n| n.starts_with("pal"))
-        .collect();
-    (links, Nftables::open().unwrap().tables().unwrap())
+    let (links, tables) = links_and_tables();
+    let links = links.into_iter().filter(|n| n.starts_with("pal")).collect();
+    (links, tables)
 }
 
 #[test]
@@ -338,7 +332,7 @@ fn stale_state_of_a_dead_sandbox_is_cleaned() {
         let sb = Reaped::sandbox();
         let att = bridge.prepare(&[]).unwrap().attach(sb.pid()).unwrap();
         // A crashed manager: the attachment is never detached, the sandbox dies.
-        std::mem::forget(att);
+        att.abandon();
         drop(sb);
         assert_eq!(Nftables::open().unwrap().tables().unwrap().len(), 1);
         bridge.cleanup().unwrap();
@@ -458,6 +452,50 @@ fn teardown_with_a_corrupt_state_removes_what_it_can_and_reports_it() {
         // The bridge, its table and the state went all the same.
         assert_eq!(leftovers(), (vec![], vec![]));
         assert!(!state_file(&state, "pal-st3").exists());
+    });
+}
+
+#[test]
+fn gc_recovers_networks_whose_state_file_is_corrupt() {
+    require_root!();
+    let state = TempDir::new("bridge-corrupt-gc");
+    in_host(|| {
+        let net = |name: &str, s: &str| {
+            Bridge::new(name)
+                .unwrap()
+                .subnet(subnet(s))
+                .state_dir(state.path())
+        };
+        let (live, dead) = (
+            net("pal-gc1", "10.200.10.0/24"),
+            net("pal-gc2", "10.200.11.0/24"),
+        );
+        let a = Reaped::sandbox();
+        let att_a = live.prepare(&[]).unwrap().attach(a.pid()).unwrap();
+        let mut gone = Reaped::sandbox();
+        // A crashed manager on the second network: never detached, and its sandbox died.
+        dead.prepare(&[])
+            .unwrap()
+            .attach(gone.pid())
+            .unwrap()
+            .abandon();
+        gone.kill();
+        for name in ["pal-gc1", "pal-gc2"] {
+            std::fs::write(state_file(&state, name), b"garbage\n").unwrap();
+        }
+        let report = palisade_netns::gc_dir(state.path()).unwrap();
+        assert_eq!(report.repaired, vec!["pal-gc1", "pal-gc2"]);
+        assert_eq!(report.networks, vec!["pal-gc2"]);
+        // The dead network is gone; the live one keeps its sandbox, and its rebuilt state gives
+        // a second sandbox another address.
+        assert!(Netlink::open().unwrap().link("pal-gc2").unwrap().is_none());
+        assert!(!state_file(&state, "pal-gc2").exists());
+        let b = Reaped::sandbox();
+        let att_b = live.prepare(&[]).unwrap().attach(b.pid()).unwrap();
+        assert_ne!(att_a.address(), att_b.address());
+        assert_eq!(eth0_addresses(&a), vec![att_a.address()]);
+        drop((att_a, att_b));
+        assert_eq!(leftovers(), (vec![], vec![]));
     });
 }
 

@@ -262,15 +262,12 @@ fn listen_in(pid: u32) -> TcpListener {
 
 /// The links and tables of Palisade's left in the throwaway host, but the outside's link.
 fn leftovers() -> (Vec<String>, Vec<String>) {
-    let links = Netlink::open()
-        .unwrap()
-        .links()
-        .unwrap()
+    let (links, tables) = common::links_and_tables();
+    let links = links
         .into_iter()
-        .map(|l| l.name)
         .filter(|n| n.starts_with("pal") && n != "pal-up")
         .collect();
-    (links, tables())
+    (links, tables)
 }
 
 #[test]

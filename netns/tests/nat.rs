@@ -14,16 +14,13 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use common::Reaped;
+use common::{host_with_peer, Reaped, HOST_LAN, PEER_LAN};
 use palisade_netns::bridge::Bridge;
-use palisade_netns::ipam::{Owner, Subnet};
-use palisade_netns::link::{Netlink, Route};
+use palisade_netns::ipam::Owner;
+use palisade_netns::link::Netlink;
 use palisade_netns::nft::{Nftables, Published};
 use palisade_netns::{Error, PortMap, Proto};
 use support::{in_netns_of, in_new_netns, TempDir};
-
-const HOST_LAN: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const PEER_LAN: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 
 impl Reaped {
     /// A TCP server in this process's namespace, answering "pong" to every connection.
@@ -51,38 +48,6 @@ fn reaches(to: SocketAddr) -> bool {
     let _ = c.set_read_timeout(Some(Duration::from_millis(1500)));
     let mut buf = [0u8; 4];
     c.read_exact(&mut buf).is_ok() && &buf == b"pong"
-}
-
-/// The throwaway host (the calling thread's namespace, lo up) with a LAN peer on `pal-lan`,
-/// whose routes to `routed` go through the host; the host's default route points at the peer,
-/// which makes `pal-lan` the host's uplink.
-fn host_with_peer(routed: &[&str]) -> Reaped {
-    let mut nl = Netlink::open().unwrap();
-    nl.set_up("lo").unwrap();
-    let peer = Reaped::sandbox();
-    nl.add_veth_peer_in("pal-lan", "eth0", peer.pid()).unwrap();
-    nl.add_address("pal-lan", HOST_LAN.into(), 24).unwrap();
-    nl.set_up("pal-lan").unwrap();
-    nl.add_route(&Route {
-        dst: None,
-        gateway: Some(PEER_LAN.into()),
-        dev: Some("pal-lan".into()),
-    })
-    .unwrap();
-    let mut p = peer.netlink();
-    p.set_up("lo").unwrap();
-    p.add_address("eth0", PEER_LAN.into(), 24).unwrap();
-    p.set_up("eth0").unwrap();
-    for net in routed {
-        let s: Subnet = net.parse().unwrap();
-        p.add_route(&Route {
-            dst: Some((s.network(), s.prefix())),
-            gateway: Some(HOST_LAN.into()),
-            dev: Some("eth0".into()),
-        })
-        .unwrap();
-    }
-    peer
 }
 
 fn bridge(name: &str, net: &str, state: &TempDir) -> Bridge {

@@ -40,13 +40,13 @@ use crate::process::NetHandle;
 use crate::stdio::pipe;
 use crate::{Child, Sandbox};
 use palisade_netns::forward::{BoundPort, Target};
-use palisade_netns::{Forwarder, PreparedBridge};
+use palisade_netns::{Forwarder, ForwarderLimits, PreparedBridge};
 use palisade_seccomp::notify::Listener;
 
 /// The network, made ready before the clone.
 enum PreparedNet {
     Bridge(PreparedBridge),
-    Forward(Vec<BoundPort>),
+    Forward(Vec<BoundPort>, ForwarderLimits),
 }
 
 impl Sandbox {
@@ -91,11 +91,12 @@ impl Sandbox {
             Some(NetPlan::Bridge(bridge, ports)) => {
                 Some(PreparedNet::Bridge(bridge.prepare(ports)?))
             }
-            Some(NetPlan::Forward(ports)) => Some(PreparedNet::Forward(
+            Some(NetPlan::Forward(ports, limits)) => Some(PreparedNet::Forward(
                 ports
                     .iter()
                     .map(|p| BoundPort::bind(*p))
                     .collect::<palisade_netns::Result<_>>()?,
+                *limits,
             )),
             None => None,
         };
@@ -211,9 +212,10 @@ impl Sandbox {
                 handle.set_network(Some(NetHandle::Bridge(Box::new(attachment))));
                 None
             }
-            Some(PreparedNet::Forward(ports)) if !plan.socket_factory => {
+            Some(PreparedNet::Forward(ports, limits)) if !plan.socket_factory => {
                 let ns = Target::netns_of(pid as u32)?;
-                handle.set_network(Some(NetHandle::Forward(Forwarder::start(ports, ns)?)));
+                let forwarder = Forwarder::start_with_limits(ports, ns, limits)?;
+                handle.set_network(Some(NetHandle::Forward(forwarder)));
                 None
             }
             other => other,
@@ -246,12 +248,13 @@ impl Sandbox {
                     })?;
                 handle.set_seccomp_listener(Listener::new(listener));
             }
-            if let Some(PreparedNet::Forward(ports)) = net {
+            if let Some(PreparedNet::Forward(ports, limits)) = net {
                 // Rootless: the init makes the forwarder's sockets in the sandbox's namespace.
                 // Started only now: until the listener above was taken, a reply to a socket
                 // request could have been mistaken for it.
                 let factory = Target::Sockets(Arc::new(control::SocketFactory::new(control)));
-                handle.set_network(Some(NetHandle::Forward(Forwarder::start(ports, factory)?)));
+                let forwarder = Forwarder::start_with_limits(ports, factory, limits)?;
+                handle.set_network(Some(NetHandle::Forward(forwarder)));
             }
         }
         handle.set_kill_on_drop(self.kill_on_drop);

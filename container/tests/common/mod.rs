@@ -44,7 +44,7 @@ pub fn probe(name: &str) -> SandboxBuilder {
 }
 
 /// Asserts that the calling thread's network namespace (a test's throwaway host) holds nothing
-/// of Palisade's: no `pal*` link, no nftables table.
+/// of Palisade's: no `pal*` link, no nftables table of the `ip` or `bridge` family.
 pub fn assert_no_network_leftovers() {
     use palisade::netns::link::Netlink;
     use palisade::netns::nft::Nftables;
@@ -57,6 +57,8 @@ pub fn assert_no_network_leftovers() {
         .filter(|n| n.starts_with("pal"))
         .collect();
     assert_eq!(links, Vec::<String>::new(), "links left behind");
-    let tables = Nftables::open().unwrap().tables().unwrap();
+    let mut nft = Nftables::open().unwrap();
+    let mut tables = nft.tables().unwrap();
+    tables.extend(nft.bridge_tables().unwrap());
     assert_eq!(tables, Vec::<String>::new(), "nftables tables left behind");
 }

@@ -752,6 +752,14 @@ pub struct StaleLease {
     pub lease: LeaseInfo,
 }
 
+/// What [`prune_dir_locked`] found in a state directory.
+pub(crate) struct PrunedDir {
+    /// The networks with a readable state file.
+    pub(crate) networks: Vec<PrunedNetwork>,
+    /// The networks whose state file is corrupt, each with its [`Error::CorruptState`].
+    pub(crate) corrupt: Vec<(String, Error)>,
+}
+
 /// One network's state after [`prune_dir_locked`].
 pub(crate) struct PrunedNetwork {
     pub(crate) network: String,
@@ -774,7 +782,14 @@ pub fn remove_stale_leases(state_dir: impl AsRef<Path>) -> Result<Vec<StaleLease
         return Ok(Vec::new());
     }
     let _lock = lock_dir(dir)?;
-    Ok(prune_dir_locked(dir)?
+    let PrunedDir {
+        networks,
+        mut corrupt,
+    } = prune_dir_locked(dir)?;
+    if !corrupt.is_empty() {
+        return Err(corrupt.swap_remove(0).1);
+    }
+    Ok(networks
         .into_iter()
         .flat_map(|p| {
             let network = p.network;
@@ -787,10 +802,12 @@ pub fn remove_stale_leases(state_dir: impl AsRef<Path>) -> Result<Vec<StaleLease
 }
 
 /// [`remove_stale_leases`] for a caller that holds the lock of `dir`, with every network's
-/// subnet and number of live leases.
-pub(crate) fn prune_dir_locked(dir: &Path) -> Result<Vec<PrunedNetwork>> {
+/// subnet and number of live leases; and, apart, the networks whose state file is corrupt, with
+/// the [`Error::CorruptState`] each gave, so that one damaged file does not hide the others.
+pub(crate) fn prune_dir_locked(dir: &Path) -> Result<PrunedDir> {
     remove_stale_temp_files(dir);
     let mut out = Vec::new();
+    let mut corrupt = Vec::new();
     let entries = fs::read_dir(dir).map_err(io_err("read state directory", dir))?;
     for entry in entries {
         let entry = entry.map_err(io_err("read state directory", dir))?;
@@ -804,8 +821,14 @@ pub(crate) fn prune_dir_locked(dir: &Path) -> Result<Vec<PrunedNetwork>> {
         if validate_name(name).is_err() {
             continue;
         }
-        let Some(mut state) = read_state(&path)? else {
-            continue;
+        let mut state = match read_state(&path) {
+            Ok(Some(state)) => state,
+            Ok(None) => continue,
+            Err(e @ Error::CorruptState { .. }) => {
+                corrupt.push((name.to_owned(), e));
+                continue;
+            }
+            Err(e) => return Err(e),
         };
         let before = state.leases.clone();
         if state.prune() {
@@ -823,7 +846,11 @@ pub(crate) fn prune_dir_locked(dir: &Path) -> Result<Vec<PrunedNetwork>> {
         });
     }
     out.sort_by(|a, b| a.network.cmp(&b.network));
-    Ok(out)
+    corrupt.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(PrunedDir {
+        networks: out,
+        corrupt,
+    })
 }
 
 /// Fails with [`Error::Overlap`] if a network other than `except` in `dir` overlaps `subnet`.

@@ -38,7 +38,8 @@ use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
+    LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -66,6 +67,11 @@ pub struct LinkInfo {
     pub master: Option<u32>,
     /// The link's alias (`IFLA_IFALIAS`), a free-form label.
     pub alias: Option<String>,
+    /// The link-layer (MAC) address of an Ethernet-like link (`IFLA_ADDRESS`).
+    pub mac: Option<[u8; 6]>,
+    /// For a bridge port: whether it is isolated (`IFLA_BRPORT_ISOLATED`, see
+    /// [`Netlink::set_port_isolated`]); `None` for a link that is no bridge's port.
+    pub isolated: Option<bool>,
 }
 
 /// An address on a link, as reported by `RTM_GETADDR`.
@@ -186,6 +192,8 @@ fn parse_link(msg: &LinkMessage) -> LinkInfo {
         kind: None,
         master: None,
         alias: None,
+        mac: None,
+        isolated: None,
     };
     for attr in &msg.attributes {
         match attr {
@@ -193,10 +201,18 @@ fn parse_link(msg: &LinkMessage) -> LinkInfo {
             LinkAttribute::Mtu(m) => info.mtu = *m,
             LinkAttribute::Controller(m) => info.master = Some(*m),
             LinkAttribute::IfAlias(a) => info.alias = Some(a.clone()),
+            LinkAttribute::Address(a) => info.mac = a.as_slice().try_into().ok(),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
-                    if let NlLinkInfo::Kind(k) = i {
-                        info.kind = Some(k.to_string());
+                    match i {
+                        NlLinkInfo::Kind(k) => info.kind = Some(k.to_string()),
+                        NlLinkInfo::PortData(InfoPortData::BridgePort(port)) => {
+                            info.isolated = port.iter().find_map(|p| match p {
+                                InfoBridgePort::Isolated(on) => Some(*on),
+                                _ => None,
+                            });
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -343,6 +359,26 @@ impl Netlink {
         })
     }
 
+    /// Sets whether the bridge port `link` is isolated (`IFLA_BRPORT_ISOLATED`, Linux 4.18; as
+    /// `ip link set <link> type bridge_slave isolated on`): the bridge forwards no frame between
+    /// two isolated ports, while each still reaches the bridge itself and the ports that are not
+    /// isolated. `link` must already be attached to a bridge (the kernel hands the request to
+    /// its master, and answers `EOPNOTSUPP` otherwise).
+    pub fn set_port_isolated(&mut self, link: &str, on: bool) -> Result<()> {
+        let what = if on { "isolated on" } else { "isolated off" };
+        let request = format!("RTM_NEWLINK bridge_slave {what} {link}");
+        let index = self.resolve(link, &request)?;
+        let mut msg = link_msg(index);
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            NlLinkInfo::PortKind(InfoPortKind::Bridge),
+            NlLinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(on)])),
+        ]));
+        // RTM_NEWLINK on an existing link, without NLM_F_CREATE: only that request type hands
+        // port data to the master's `slave_changelink`; RTM_SETLINK ignores IFLA_LINKINFO.
+        self.sock
+            .request(&request, RouteNetlinkMessage::NewLink(msg), 0)
+    }
+
     /// Detaches `link` from its bridge.
     pub fn set_nomaster(&mut self, link: &str) -> Result<()> {
         self.set_link(link, "nomaster", |m| {
@@ -417,6 +453,29 @@ impl Netlink {
     /// namespace of process `pid` (`IFLA_NET_NS_PID` in the peer's attributes), so that no
     /// rename or move is needed after. Both ends start down.
     pub fn add_veth_peer_in(&mut self, name: &str, peer: &str, pid: u32) -> Result<()> {
+        self.veth_peer_in(name, peer, pid, None)
+    }
+
+    /// [`Netlink::add_veth_peer_in`] with the peer's MAC address set to `peer_mac` (which must be
+    /// a unicast address: the kernel refuses others with `EADDRNOTAVAIL`), so the host knows
+    /// the sandbox end's address without asking its namespace.
+    pub fn add_veth_peer_mac_in(
+        &mut self,
+        name: &str,
+        peer: &str,
+        pid: u32,
+        peer_mac: [u8; 6],
+    ) -> Result<()> {
+        self.veth_peer_in(name, peer, pid, Some(peer_mac))
+    }
+
+    fn veth_peer_in(
+        &mut self,
+        name: &str,
+        peer: &str,
+        pid: u32,
+        peer_mac: Option<[u8; 6]>,
+    ) -> Result<()> {
         validate_name(name)?;
         validate_name(peer)?;
         let mut peer_msg = LinkMessage::default();
@@ -424,6 +483,11 @@ impl Netlink {
             .attributes
             .push(LinkAttribute::IfName(peer.to_owned()));
         peer_msg.attributes.push(LinkAttribute::NetNsPid(pid));
+        if let Some(mac) = peer_mac {
+            peer_msg
+                .attributes
+                .push(LinkAttribute::Address(mac.to_vec()));
+        }
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
         msg.attributes.push(LinkAttribute::LinkInfo(vec![

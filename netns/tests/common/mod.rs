@@ -1,5 +1,6 @@
 //! Helpers of palisade-netns's integration tests (included as `mod common;`, beside
-//! `mod support;`): a throwaway "host" namespace, and fake sandboxes.
+//! `mod support;`; the container's escape tests include it too): a throwaway "host" namespace,
+//! fake sandboxes, and a LAN peer.
 #![allow(dead_code)]
 
 use std::fs::File;
@@ -7,8 +8,11 @@ use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 
+use std::net::Ipv4Addr;
+
 use palisade_netns::ipam::Subnet;
-use palisade_netns::link::Netlink;
+use palisade_netns::link::{Netlink, Route};
+use palisade_netns::nft::Nftables;
 
 use crate::support::in_new_netns;
 
@@ -63,6 +67,61 @@ impl Drop for Reaped {
     }
 }
 
+/// The names of the calling thread's namespace's links, and of Palisade's nftables tables
+/// there (`ip` and `bridge` families), sorted.
+pub fn links_and_tables() -> (Vec<String>, Vec<String>) {
+    let mut links: Vec<String> = Netlink::open()
+        .unwrap()
+        .links()
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    let mut nft = Nftables::open().unwrap();
+    let mut tables = nft.tables().unwrap();
+    tables.extend(nft.bridge_tables().unwrap());
+    links.sort();
+    tables.sort();
+    (links, tables)
+}
+
 pub fn subnet(s: &str) -> Subnet {
     s.parse().unwrap()
+}
+
+/// The throwaway host's address on the LAN link `pal-lan` (a documentation range).
+pub const HOST_LAN: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// The LAN peer's address.
+pub const PEER_LAN: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+
+/// The throwaway host (the calling thread's namespace, lo up) with a LAN peer on `pal-lan`,
+/// whose routes to `routed` go through the host; the host's default route points at the peer,
+/// which makes `pal-lan` the host's uplink.
+pub fn host_with_peer(routed: &[&str]) -> Reaped {
+    let mut nl = Netlink::open().unwrap();
+    nl.set_up("lo").unwrap();
+    let peer = Reaped::sandbox();
+    nl.add_veth_peer_in("pal-lan", "eth0", peer.pid()).unwrap();
+    nl.add_address("pal-lan", HOST_LAN.into(), 24).unwrap();
+    nl.set_up("pal-lan").unwrap();
+    nl.add_route(&Route {
+        dst: None,
+        gateway: Some(PEER_LAN.into()),
+        dev: Some("pal-lan".into()),
+    })
+    .unwrap();
+    let mut p = peer.netlink();
+    p.set_up("lo").unwrap();
+    p.add_address("eth0", PEER_LAN.into(), 24).unwrap();
+    p.set_up("eth0").unwrap();
+    for net in routed {
+        let s: Subnet = net.parse().unwrap();
+        p.add_route(&Route {
+            dst: Some((s.network(), s.prefix())),
+            gateway: Some(HOST_LAN.into()),
+            dev: Some("eth0".into()),
+        })
+        .unwrap();
+    }
+    peer
 }
