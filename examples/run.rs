@@ -151,7 +151,7 @@ struct Options {
 /// `HOST:GUEST[:MODE]`, MODE a comma-separated list of `ro` and `rw`; anything else is refused
 /// rather than taken as part of the path.
 fn parse_volume(spec: &str) -> Result<(&str, &str, Access), Error> {
-    let bad = |reason| Error::InvalidArgument {
+    let bad = |reason| Error::InvalidValue {
         what: "volume",
         value: spec.to_owned(),
         reason,
@@ -205,7 +205,7 @@ fn main() -> ExitCode {
 fn network(mode: &str, isolate: bool) -> Result<Network, Error> {
     match (network_mode(mode)?, isolate) {
         (Network::Bridge(bridge), true) => Ok(Network::bridge(bridge.isolate(true))),
-        (_, true) => Err(Error::InvalidArgument {
+        (_, true) => Err(Error::InvalidValue {
             what: "--isolate-sandboxes",
             value: mode.to_owned(),
             reason: "needs a bridge network",
@@ -215,7 +215,7 @@ fn network(mode: &str, isolate: bool) -> Result<Network, Error> {
 }
 
 fn network_mode(mode: &str) -> Result<Network, Error> {
-    let bad = || Error::InvalidArgument {
+    let bad = || Error::InvalidValue {
         what: "network",
         value: mode.to_owned(),
         reason: "expected none, host, bridge[:NAME[:SUBNET]] or container:PID",
@@ -248,7 +248,7 @@ fn network_mode(mode: &str) -> Result<Network, Error> {
 /// are applied before adds, so `--cap-drop ALL --cap-add NET_BIND_SERVICE` keeps one.
 fn security(builder: &mut SandboxBuilder, opts: &Options) -> Result<(), Error> {
     if let Some(user) = &opts.user {
-        let bad = || Error::InvalidArgument {
+        let bad = || Error::InvalidValue {
             what: "user",
             value: user.clone(),
             reason: "expected UID or UID:GID (numbers)",
@@ -303,7 +303,7 @@ fn security(builder: &mut SandboxBuilder, opts: &Options) -> Result<(), Error> {
                 builder.seccomp(Profile::from_json_file(path, &json)?);
             }
             Some(("no-new-privileges", value)) => {
-                let on = value.parse::<bool>().map_err(|_| Error::InvalidArgument {
+                let on = value.parse::<bool>().map_err(|_| Error::InvalidValue {
                     what: "security option",
                     value: opt.clone(),
                     reason: "no-new-privileges takes true or false",
@@ -314,7 +314,7 @@ fn security(builder: &mut SandboxBuilder, opts: &Options) -> Result<(), Error> {
                 builder.no_new_privs(true);
             }
             _ => {
-                return Err(Error::InvalidArgument {
+                return Err(Error::InvalidValue {
                     what: "security option",
                     value: opt.clone(),
                     reason: "expected seccomp=unconfined, seccomp=PROFILE.json or \

@@ -12,7 +12,7 @@ use crate::gc::Owner;
 use crate::hierarchy::{Hierarchy, Mount, Served};
 use crate::resource::{Controller, Resource};
 use crate::stats::{self, Events, MemoryEvents, Stats};
-use crate::sys::{self, read_file, read_parsed, write_file};
+use crate::sys::{self, read_file, read_parsed, tree, write_file};
 use crate::units::{Bytes, Max};
 use crate::{parse, Backend};
 
@@ -938,18 +938,6 @@ impl Drop for Cgroup {
             let _ = self.remove();
         }
     }
-}
-
-/// `dir` and every group below it, parents before children.
-pub(crate) fn tree(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = vec![dir.to_owned()];
-    let mut i = 0;
-    while i < out.len() {
-        let children = sys::child_dirs(&out[i])?;
-        out.extend(children);
-        i += 1;
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

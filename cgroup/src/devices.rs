@@ -10,12 +10,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::{Error, Result};
-
-/// The largest major number: the kernel's `dev_t` has 12 bits of major (`MINORBITS` is 20).
-pub const MAX_MAJOR: u32 = (1 << 12) - 1;
-/// The largest minor number (`MINORMASK`).
-pub const MAX_MINOR: u32 = (1 << 20) - 1;
+use crate::devnum::{MAX_MAJOR, MAX_MINOR};
+use crate::error::{DeviceRuleError, Error, Result};
 
 /// The kind of device a rule is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,45 +68,6 @@ impl fmt::Display for DeviceAccess {
         }
         Ok(())
     }
-}
-
-/// Why a device rule's text was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum DeviceRuleError {
-    /// Not `[allow|deny] <type> <major>:<minor> <access>`.
-    #[error("invalid device rule {rule:?}: expected `<a|c|b> <major>:<minor> <access>`")]
-    Format {
-        /// The rule as given.
-        rule: String,
-    },
-    /// The type is not `a`, `c` or `b`.
-    #[error("invalid device rule {rule:?}: type {kind:?} is not a, c or b")]
-    Kind {
-        /// The rule as given.
-        rule: String,
-        /// The type as given.
-        kind: String,
-    },
-    /// A major or minor number that is neither a number in range nor `*`.
-    #[error(
-        "invalid device rule {rule:?}: {value:?} is not `*` or a number up to {MAX_MAJOR} (major) \
-         or {MAX_MINOR} (minor)"
-    )]
-    Number {
-        /// The rule as given.
-        rule: String,
-        /// The number as given.
-        value: String,
-    },
-    /// The access is empty or has letters other than `r`, `w` and `m`, or one twice.
-    #[error("invalid device rule {rule:?}: access {access:?} is not a non-empty subset of rwm")]
-    Access {
-        /// The rule as given.
-        rule: String,
-        /// The access as given.
-        access: String,
-    },
 }
 
 /// One rule of a [`DevicePolicy`]: allow or deny some access to some devices.

@@ -1,6 +1,7 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::devnum::{MAX_MAJOR, MAX_MINOR};
 use crate::{Backend, Controller};
 
 /// Result alias for this crate.
@@ -126,7 +127,7 @@ pub enum Error {
     },
     /// A device rule's text could not be parsed.
     #[error(transparent)]
-    DeviceRule(#[from] crate::devices::DeviceRuleError),
+    DeviceRule(#[from] DeviceRuleError),
     /// A memory limit below what a group needs to start a process at all.
     #[error("{setting} of {value} bytes is below the minimum of {min} bytes (Docker's 6 MiB)")]
     MemoryTooSmall {
@@ -160,4 +161,43 @@ impl Error {
             reason,
         }
     }
+}
+
+/// Why a device rule's text was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceRuleError {
+    /// Not `[allow|deny] <type> <major>:<minor> <access>`.
+    #[error("invalid device rule {rule:?}: expected `<a|c|b> <major>:<minor> <access>`")]
+    Format {
+        /// The rule as given.
+        rule: String,
+    },
+    /// The type is not `a`, `c` or `b`.
+    #[error("invalid device rule {rule:?}: type {kind:?} is not a, c or b")]
+    Kind {
+        /// The rule as given.
+        rule: String,
+        /// The type as given.
+        kind: String,
+    },
+    /// A major or minor number that is neither a number in range nor `*`.
+    #[error(
+        "invalid device rule {rule:?}: {value:?} is not `*` or a number up to {MAX_MAJOR} (major) \
+         or {MAX_MINOR} (minor)"
+    )]
+    Number {
+        /// The rule as given.
+        rule: String,
+        /// The number as given.
+        value: String,
+    },
+    /// The access is empty or has letters other than `r`, `w` and `m`, or one twice.
+    #[error("invalid device rule {rule:?}: access {access:?} is not a non-empty subset of rwm")]
+    Access {
+        /// The rule as given.
+        rule: String,
+        /// The access as given.
+        access: String,
+    },
 }

@@ -12,11 +12,10 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::cgroup::tree;
 use crate::error::{Error, Result};
 use crate::hierarchy::Hierarchy;
 use crate::parse;
-use crate::sys::{self, read_parsed, write_file};
+use crate::sys::{self, read_parsed, tree, write_file};
 
 /// How long [`gc`] waits for one stale group's processes to die and its directories to go.
 const GC_TIMEOUT: Duration = Duration::from_secs(10);

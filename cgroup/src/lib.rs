@@ -74,6 +74,7 @@
 mod bpf;
 mod cgroup;
 mod devices;
+mod devnum;
 mod error;
 mod gc;
 mod hierarchy;
@@ -84,10 +85,9 @@ mod sys;
 pub mod units;
 
 pub use cgroup::{Cgroup, CgroupBuilder};
-pub use devices::{
-    DeviceAccess, DeviceKind, DevicePolicy, DeviceRule, DeviceRuleError, MAX_MAJOR, MAX_MINOR,
-};
-pub use error::{Error, Result};
+pub use devices::{DeviceAccess, DeviceKind, DevicePolicy, DeviceRule};
+pub use devnum::{MAX_MAJOR, MAX_MINOR};
+pub use error::{DeviceRuleError, Error, Result};
 pub use gc::{gc, GcReport, Owner};
 pub use hierarchy::{Backend, Hierarchy, Mount, Served};
 pub use resource::{Controller, Resource, MIN_MEMORY_MAX};

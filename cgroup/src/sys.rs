@@ -5,7 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -96,7 +96,7 @@ pub(crate) fn open_dir(path: &Path) -> Result<OwnedFd> {
 }
 
 /// The sub-directories (child groups) of `dir`.
-pub(crate) fn child_dirs(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+pub(crate) fn child_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
     let io = |source| Error::Io {
         op: "list",
         path: dir.to_owned(),
@@ -113,6 +113,18 @@ pub(crate) fn child_dirs(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
         if entry.file_type().map_err(io)?.is_dir() {
             out.push(entry.path());
         }
+    }
+    Ok(out)
+}
+
+/// `dir` and every group below it, parents before children.
+pub(crate) fn tree(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = vec![dir.to_owned()];
+    let mut i = 0;
+    while i < out.len() {
+        let children = child_dirs(&out[i])?;
+        out.extend(children);
+        i += 1;
     }
     Ok(out)
 }

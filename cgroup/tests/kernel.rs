@@ -5,9 +5,6 @@
 //! Every test works inside a `palisade-test-*` group it creates beneath its own cgroup, and
 //! only signals processes it started.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -18,6 +15,7 @@ use palisade_cgroup::{
     Backend, Bytes, Cgroup, Controller, CpuSet, Device, DeviceAccess, DevicePolicy, DeviceRule,
     Error, Hierarchy, IoMax, Owner, Resource, Served,
 };
+use palisade_test_support::{is_root, require_root, TempDir};
 
 /// A test's own parent group, joined to every controller the host serves, so that groups
 /// created inside it can use any of them.
@@ -610,7 +608,7 @@ fn a_delegated_subtree_works_for_its_unprivileged_owner() {
         }
     }
     // The test binary, where the delegatee can run it.
-    let tmp = support::TempDir::new("deleg");
+    let tmp = TempDir::new("deleg");
     let exe = tmp.path().join("palisade-kernel-test");
     std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -654,7 +652,7 @@ fn delegated_helper() {
     };
     let mut go = String::new();
     std::io::stdin().read_line(&mut go).unwrap();
-    assert!(!support::is_root());
+    assert!(!is_root());
     let group = Cgroup::builder()
         .parent_path(&parent)
         .resource(Resource::pids_max(16))

@@ -1,5 +1,5 @@
 use std::collections::BTreeMap;
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -8,18 +8,21 @@ use std::sync::Arc;
 use palisade_cgroup::{
     Bytes, CpuMax, CpuSet, DevicePolicy, DeviceRule, Hierarchy, IoMax, Max, Resource,
 };
-use palisade_netns::{Bridge, ForwarderLimits, Network, PortMap, Proto};
+use palisade_netns::{ForwarderLimits, Network, PortMap, Proto};
 use palisade_ns::{IdMap, Namespace, SetGroups, TimeOffsets};
 use palisade_overlay::rootfs::{Access, Rootfs};
 
+use crate::derive::{self, DeathWatch, RootChoice};
 use crate::error::{Error, Result};
 use crate::security::{Capability, SecurityContext, SecuritySpec};
 use crate::spawn::init_image;
 use crate::spawn::plan::{
     cstring, death_pipe, dup_above, ping_group_range, signal_sets, CStringArray, CgroupPlan,
-    ExecPlan, Plan, UserPlan,
+    ExecPlan, NetPlan, Plan, UserPlan,
 };
 use crate::{Child, ExitStatus, Output, Stdio};
+
+mod security;
 
 /// A sandbox recipe, prepared and ready to [`spawn`](Sandbox::spawn) any number of times.
 ///
@@ -33,15 +36,6 @@ pub struct Sandbox {
     pub(crate) kill_on_drop: bool,
     /// What the parent does for the sandbox's network around the clone.
     pub(crate) net: Option<NetPlan>,
-}
-
-/// The parent's part of a sandbox's network.
-#[derive(Debug)]
-pub(crate) enum NetPlan {
-    /// Attach to a bridge while the child waits, then publish the ports.
-    Bridge(Bridge, Vec<PortMap>),
-    /// Forward the ports into the sandbox's own namespace (which has only loopback).
-    Forward(Vec<PortMap>, ForwarderLimits),
 }
 
 impl Sandbox {
@@ -159,7 +153,7 @@ impl ProcessSpec {
             .keys()
             .find(|&&n| !(3..=MAX_PASSED_FD).contains(&n))
         {
-            return Err(Error::InvalidArgument {
+            return Err(Error::InvalidValue {
                 what: "passed descriptor number",
                 value: bad.to_string(),
                 reason: "must be from 3 to 65536 (0 to 2 are set with stdin, stdout and stderr)",
@@ -196,16 +190,6 @@ struct IsolationSpec {
     forwarder_limits: Option<ForwarderLimits>,
     /// The scratch bound, applied to whichever root the sandbox gets.
     scratch: Option<u64>,
-}
-
-/// Which root file system the sandbox gets.
-#[derive(Debug)]
-enum RootChoice {
-    /// [`Rootfs::host`] where there is a mount namespace (read-only in a user namespace),
-    /// else the host's mounts.
-    Default,
-    Own(Rootfs),
-    HostMounts,
 }
 
 /// How the sandbox's processes live and die.
@@ -487,8 +471,8 @@ impl SandboxBuilder {
 
     /// Bounds the userspace forwarder that serves the published ports: connections, UDP
     /// sessions and their idle timeouts (see [`ForwarderLimits`]; its defaults without a call).
-    /// It applies to every network; on a bridge it replaces the [`Bridge`]'s own
-    /// ([`Bridge::forwarder_limits`]).
+    /// It applies to every network; on a bridge it replaces the [`Bridge`](palisade_netns::Bridge)'s own
+    /// ([`Bridge::forwarder_limits`](palisade_netns::Bridge::forwarder_limits)).
     pub fn forwarder_limits(&mut self, limits: ForwarderLimits) -> &mut Self {
         self.isolation.forwarder_limits = Some(limits);
         self
@@ -659,108 +643,62 @@ impl SandboxBuilder {
 
     /// Validates the configuration and prepares everything a spawn needs.
     pub fn build(&mut self) -> Result<Sandbox> {
+        // The rules are those of `crate::derive`, applied in order.
         let iso = &self.isolation;
-        let mut namespaces = iso.namespaces;
-        if iso.uid_map.is_some() || iso.gid_map.is_some() {
-            namespaces |= Namespace::USER;
-        }
-        if iso.hostname.is_some() && !namespaces.contains(Namespace::UTS) {
-            return Err(Error::InvalidArgument {
-                what: "hostname",
-                value: iso
-                    .hostname
-                    .as_deref()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into(),
-                reason: "setting the hostname needs a UTS namespace",
-            });
-        }
-        if let Some(name) = &iso.hostname {
-            check_hostname(name)?;
-        }
-        // The child creates a time namespace itself when it must set offsets first.
-        let time_offsets = match iso.time_offsets {
-            Some(offsets) if !offsets.is_zero() => {
-                namespaces.remove(Namespace::TIME);
-                Some(
-                    CString::new(offsets.to_string()).map_err(|_| Error::InvalidArgument {
-                        what: "time offsets",
-                        value: offsets.to_string(),
-                        reason: "not representable",
-                    })?,
-                )
-            }
-            Some(_) => {
-                namespaces |= Namespace::TIME;
-                None
-            }
-            None => None,
-        };
+        // Namespaces: which the clone creates, which the child makes itself.
+        let has_maps = iso.uid_map.is_some() || iso.gid_map.is_some();
+        let namespaces = derive::implied_namespaces(iso.namespaces, has_maps);
+        let hostname = derive::hostname(iso.hostname.as_deref(), namespaces)?;
+        let (namespaces, time_offsets) = derive::time_namespace(namespaces, iso.time_offsets)?;
+        let namespaces = derive::network_namespace(namespaces, &iso.network);
+        let user_ns = namespaces.contains(Namespace::USER);
+        let pid_ns = namespaces.contains(Namespace::PID);
+        let mount_ns = namespaces.contains(Namespace::MOUNT);
+        let loopback_up = namespaces.contains(Namespace::NET);
+        let init = pid_ns && self.lifecycle.init;
+        let cgroup = self.cgroup_plan(user_ns)?;
+        let (namespaces, unshare_cgroup_ns) =
+            derive::cgroup_namespace(namespaces, cgroup.is_some());
+
+        // What the parent does around the clone, and the child's part of it.
+        let net = derive::net_plan(
+            &iso.network,
+            &iso.ports,
+            iso.forwarder_limits,
+            namespaces,
+            init,
+        )?;
         let join_net = match &iso.network {
-            Network::Join(target) => {
-                namespaces.remove(Namespace::NET);
-                Some(target.open()?)
-            }
-            Network::Host => {
-                namespaces.remove(Namespace::NET);
-                None
-            }
+            Network::Join(target) => Some(target.open()?),
             _ => None,
         };
-        let loopback_up = namespaces.contains(Namespace::NET);
-        let pid_ns = namespaces.contains(Namespace::PID);
-        let init = pid_ns && self.lifecycle.init;
-        let net = self.net_plan(namespaces, init)?;
-        let socket_factory =
-            matches!(net, Some(NetPlan::Forward(..))) && namespaces.contains(Namespace::USER);
-        let user = namespaces
-            .contains(Namespace::USER)
-            .then(|| self.user_plan());
+        let socket_factory = matches!(net, Some(NetPlan::Forward(..))) && user_ns;
+        let user = user_ns.then(|| self.user_plan());
         let ping_group_range = loopback_up.then(|| ping_group_range(user.as_ref()));
-        let mount_ns = namespaces.contains(Namespace::MOUNT);
-        let (empty_signals, init_signals) = signal_sets();
-        let cgroup = self.cgroup_plan(namespaces.contains(Namespace::USER))?;
-        // In a group of its own, the cgroup namespace is created once the child is inside.
-        let unshare_cgroup_ns = cgroup.is_some() && namespaces.contains(Namespace::CGROUP);
-        if unshare_cgroup_ns {
-            namespaces.remove(Namespace::CGROUP);
-        }
-        let rootless = namespaces.contains(Namespace::USER);
-        let chosen = match &iso.rootfs {
-            RootChoice::Own(r) if !mount_ns => {
-                return Err(Error::InvalidArgument {
-                    what: "root file system",
-                    value: format!("{:?}", r.source()),
-                    reason: "needs a mount namespace",
-                })
-            }
-            RootChoice::Own(r) => Some(r.clone()),
-            RootChoice::Default if mount_ns => Some(Rootfs::host()),
-            RootChoice::Default | RootChoice::HostMounts => None,
-        };
-        let rootfs = chosen
-            .map(|r| {
-                let r = match iso.scratch {
-                    Some(bytes) => r.scratch_size(bytes),
-                    None => r,
-                };
-                if rootless {
-                    r.plan_rootless()
-                } else {
-                    r.plan()
-                }
-            })
-            .transpose()?;
-        let own_root = rootfs.is_some();
+
+        // The root, the mounts the child makes, and the command's privileges.
+        let rootfs = derive::root(&iso.rootfs, mount_ns, iso.scratch, user_ns)?;
+        let duties = derive::host_mount_duties(mount_ns, pid_ns, rootfs.is_some());
         let security = self.security.prepare(SecurityContext {
-            user_ns: rootless,
+            user_ns,
             setgroups_denied: user
                 .as_ref()
                 .is_some_and(|u| u.setgroups == SetGroups::Deny),
         })?;
+
+        // Descriptors and lifetime.
         let fds = self.process.fds_plan()?;
-        let die = self.lifecycle.die_with_parent;
+        let watch = derive::death_watch(self.lifecycle.die_with_parent, init);
+        let setup = |what| move |source| Error::Setup { what, source };
+        let death_pipe = (watch == DeathWatch::Init)
+            .then(|| death_pipe(fds.floor))
+            .transpose()
+            .map_err(setup("create the death pipe"))?;
+        let init_image = init
+            .then(|| init_image::sealed_memfd().and_then(|fd| dup_above(fd.as_raw_fd(), fds.floor)))
+            .transpose()
+            .map_err(setup("load the init program into a memfd"))?;
+        let (empty_signals, init_signals) = signal_sets();
         let plan = Plan {
             clone_namespaces: namespaces,
             exec: self.exec_plan()?,
@@ -770,39 +708,21 @@ impl SandboxBuilder {
                 .as_ref()
                 .map(|d| cstring("working directory", d.as_os_str()))
                 .transpose()?,
-            hostname: iso
-                .hostname
-                .as_ref()
-                .map(|h| cstring("hostname", h))
-                .transpose()?,
+            hostname,
             user,
             time_offsets,
             unshare_cgroup_ns,
             join_net,
             loopback_up,
             ping_group_range,
-            private_mounts: mount_ns && !own_root,
-            mount_proc: mount_ns && pid_ns && !own_root,
+            private_mounts: duties.private_mounts,
+            mount_proc: duties.mount_proc,
             rootfs,
             init,
             socket_factory,
-            death_signal: die && !init,
-            death_pipe: (die && init)
-                .then(|| death_pipe(fds.floor))
-                .transpose()
-                .map_err(|source| Error::Setup {
-                    what: "create the death pipe",
-                    source,
-                })?,
-            init_image: init
-                .then(|| {
-                    init_image::sealed_memfd().and_then(|fd| dup_above(fd.as_raw_fd(), fds.floor))
-                })
-                .transpose()
-                .map_err(|source| Error::Setup {
-                    what: "load the init program into a memfd",
-                    source,
-                })?,
+            death_signal: watch == DeathWatch::ParentDeathSignal,
+            death_pipe,
+            init_image,
             passed_fds: fds.passed,
             fd_floor: fds.floor,
             // The child shares our memory only until it executes the init (or the command):
@@ -821,45 +741,6 @@ impl SandboxBuilder {
             kill_on_drop: self.lifecycle.kill_on_drop,
             net,
         })
-    }
-
-    fn net_plan(&self, namespaces: Namespace, init: bool) -> Result<Option<NetPlan>> {
-        let iso = &self.isolation;
-        PortMap::validate(&iso.ports)?;
-        let refuse = |reason| {
-            Err(Error::InvalidArgument {
-                what: "network",
-                value: format!("{:?}", iso.network),
-                reason,
-            })
-        };
-        match &iso.network {
-            Network::Bridge(_) if !namespaces.contains(Namespace::NET) => {
-                refuse("needs a network namespace")
-            }
-            Network::Bridge(b) => {
-                let b = match iso.forwarder_limits {
-                    Some(limits) => b.clone().forwarder_limits(limits),
-                    None => b.clone(),
-                };
-                Ok(Some(NetPlan::Bridge(b, iso.ports.clone())))
-            }
-            Network::None if iso.ports.is_empty() => Ok(None),
-            Network::None if !namespaces.contains(Namespace::NET) => {
-                refuse("published ports need a network namespace")
-            }
-            // In a user namespace of its own, the sandbox's network namespace is out of the
-            // caller's reach; the init makes the forwarder's sockets there instead.
-            Network::None if namespaces.contains(Namespace::USER) && !init => {
-                refuse("published ports of a rootless sandbox need the init (a PID namespace)")
-            }
-            Network::None => Ok(Some(NetPlan::Forward(
-                iso.ports.clone(),
-                iso.forwarder_limits.unwrap_or_default(),
-            ))),
-            _ if !iso.ports.is_empty() => refuse("published ports need the none or bridge network"),
-            _ => Ok(None),
-        }
     }
 
     /// Builds the sandbox and spawns it once; see [`Sandbox::spawn`].
@@ -952,7 +833,7 @@ impl SandboxBuilder {
     fn exec_plan(&self) -> Result<ExecPlan> {
         let p = &self.process;
         if p.program.is_empty() {
-            return Err(Error::InvalidArgument {
+            return Err(Error::InvalidValue {
                 what: "program",
                 value: String::new(),
                 reason: "is empty",
@@ -967,7 +848,7 @@ impl SandboxBuilder {
         let mut envp = Vec::with_capacity(env.len());
         for (k, v) in &env {
             if k.is_empty() || k.as_bytes().contains(&b'=') {
-                return Err(Error::InvalidArgument {
+                return Err(Error::InvalidValue {
                     what: "environment variable name",
                     value: k.to_string_lossy().into_owned(),
                     reason: "must be non-empty and contain no '='",
@@ -1056,29 +937,6 @@ fn host_name() -> Option<OsString> {
     Some(OsStr::from_bytes(name.to_bytes()).to_owned())
 }
 
-/// Checks a hostname the way `hostname(7)` describes valid ones (RFC 1123): dot-separated
-/// labels of letters, digits and hyphens, none starting or ending with a hyphen, each at most
-/// 63 bytes, 64 in all (`HOST_NAME_MAX`, `sethostname(2)`).
-fn check_hostname(name: &OsStr) -> Result<()> {
-    let bytes = name.as_bytes();
-    let label_ok = |l: &[u8]| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.first() != Some(&b'-')
-            && l.last() != Some(&b'-')
-            && l.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
-    };
-    if bytes.is_empty() || bytes.len() > 64 || !bytes.split(|b| *b == b'.').all(label_ok) {
-        return Err(Error::InvalidArgument {
-            what: "hostname",
-            value: name.to_string_lossy().into_owned(),
-            reason: "must be 1 to 64 bytes of dot-separated labels of letters, digits and \
-                     hyphens, no label starting or ending with a hyphen (hostname(7))",
-        });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1134,10 +992,10 @@ mod tests {
     #[test]
     fn hostnames_are_checked() {
         for good in ["box", "a-b.c9", "x", &"a".repeat(63)] {
-            assert!(check_hostname(OsStr::new(good)).is_ok(), "{good}");
+            assert!(derive::check_hostname(OsStr::new(good)).is_ok(), "{good}");
         }
         for bad in ["", "bad/name", "a b", "-a", "a-", "a..b", &"a".repeat(65)] {
-            assert!(check_hostname(OsStr::new(bad)).is_err(), "{bad}");
+            assert!(derive::check_hostname(OsStr::new(bad)).is_err(), "{bad}");
         }
     }
 
@@ -1148,7 +1006,7 @@ mod tests {
                 .inherit_fd(bad, std::fs::File::open("/dev/null").unwrap())
                 .build()
                 .unwrap_err();
-            assert!(matches!(err, Error::InvalidArgument { .. }), "{bad}: {err}");
+            assert!(matches!(err, Error::InvalidValue { .. }), "{bad}: {err}");
         }
         let sandbox = Sandbox::builder("true")
             .inherit_fd(9, std::fs::File::open("/dev/null").unwrap())

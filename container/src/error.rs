@@ -10,7 +10,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// A builder argument cannot be used (checked before any process is created).
     #[error("invalid {what} {value:?}: {reason}")]
-    InvalidArgument {
+    InvalidValue {
         /// Which argument: `"program"`, `"argument"`, `"environment variable"`, ….
         what: &'static str,
         /// The offending value, lossily converted for display.
@@ -85,18 +85,23 @@ impl Error {
             Error::Setup { source, .. }
             | Error::Child { source, .. }
             | Error::Process { source, .. } => source.raw_os_error(),
-            Error::InvalidArgument { .. } | Error::NoCgroup => None,
+            Error::InvalidValue { .. } | Error::NoCgroup => None,
         }
     }
 }
 
-/// Optional detail of a [`Error::Child`]: what the failed step acted on.
+/// Optional detail of a [`Error::Child`]: what the failed step acted on. Displays as ` "…"`
+/// (with a leading space), or as nothing without a subject.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Context(pub Option<String>);
+pub struct Context {
+    /// What the step acted on (the program, a directory, the hostname, a descriptor…), if the
+    /// step names one.
+    pub subject: Option<String>,
+}
 
 impl fmt::Display for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
+        match &self.subject {
             Some(s) => write!(f, " {s:?}"),
             None => Ok(()),
         }
@@ -274,7 +279,9 @@ mod tests {
     fn child_errors_read_well() {
         let err = Error::Child {
             step: ChildStep::Exec,
-            context: Context(Some("nope".into())),
+            context: Context {
+                subject: Some("nope".into()),
+            },
             source: io::Error::from_raw_os_error(libc::ENOENT),
         };
         assert_eq!(

@@ -33,7 +33,8 @@
 //!    waits on a pipe, then releases it (`user_namespaces(7)`). On hybrid and v1 hosts the parent
 //!    also writes the child's pid into the v1 controllers' `cgroup.procs` meanwhile; the child
 //!    then creates its cgroup namespace, rooted at its group (`cgroup_namespaces(7)`).
-//! 4. The child, making raw system calls only (no allocation, no `errno`), first closes every
+//! 4. The child, making typed, errno-free system calls only (rustix, and the child-side modules
+//!    of the crates that own each primitive; no allocation, no `errno`), first closes every
 //!    descriptor of the caller's but those it was named, then becomes root of its user
 //!    namespace, creates its time namespace, sets the hostname, sets up its root file system
 //!    ([`SandboxBuilder::rootfs`]: by default the host's system under a throwaway overlay layer,
@@ -50,8 +51,27 @@
 //!    is root with Docker's default capabilities, `no_new_privs` and the default seccomp profile.
 //! 6. Any failure in the child is sent back as a step and an errno, and `spawn` returns it as
 //!    [`Error::Child`].
+//!
+//! # A sandbox and its command
+//!
+//! A [`Sandbox`] is the environment and the command together, prepared once and spawned any
+//! number of times, as `std::process::Command` is spawned again. hakoniwa and std itself keep a
+//! `Container`/`Command` split instead; this crate does not, for now, because everything a spawn
+//! prepares is prepared for its one command (the exec's C arrays, the filter compiled for its
+//! capabilities, the init image), and a split would move that work into every spawn. Running a
+//! further command in a sandbox that already runs (the OCI runtime's `exec`) joins that
+//! sandbox's namespaces and cgroup with a command of its own; that is its own entry point
+//! (issue 14), built from the running sandbox's handle rather than from a template. A pool of
+//! prepared sandboxes is a pool of [`Sandbox`] values.
+//!
+//! # Signals
+//!
+//! [`Signal`] is `nix`'s enum, and `nix` (its `signal` feature only) stays in the public API for
+//! it alone: it is the signal type Rust process code already uses, exhaustive, with names to
+//! print and parse. No system call goes through `nix`.
 
 mod builder;
+mod derive;
 mod error;
 mod gc;
 mod process;
@@ -65,6 +85,13 @@ pub use error::{ChildStep, Context, Error, Result};
 pub use gc::{gc, GcReport};
 pub use nix::sys::signal::Signal;
 pub use palisade_ns::{IdMap, IdMapping, Namespace, Offset, TimeOffsets};
+// The leaf crates' types that the builder's methods take, at the root so that the docs show
+// them beside the builder.
+pub use palisade_cgroup::Bytes;
+pub use palisade_netns::{Network, PortMap, Proto};
+pub use palisade_overlay::image::LayerStore;
+pub use palisade_overlay::rootfs::{Access, Rootfs};
+pub use palisade_seccomp::Profile;
 pub use process::{Child, Output};
 pub use security::{parse_capability, Capabilities, Capability, Rlimit, RlimitResource};
 pub use status::ExitStatus;

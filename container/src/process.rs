@@ -1,6 +1,6 @@
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use palisade_cgroup::{Cgroup, MemoryEvents, Stats};
 use palisade_netns::{Attachment, Forwarder, PortMap};
@@ -185,24 +185,20 @@ impl Child {
     /// Sends `signal` to the sandbox (`pidfd_send_signal(2)`). With an init, the init forwards
     /// it to the command (SIGKILL kills the whole sandbox). Does nothing once the sandbox has been
     /// waited for.
-    pub fn kill(&mut self, signal: Signal) -> Result<()> {
+    ///
+    /// Takes `&self`: signalling through the pidfd changes nothing in the handle, and the pidfd
+    /// names this process alone, never a later one that reuses its PID (`pidfd_open(2)`); once
+    /// the process has been reaped the kernel answers `ESRCH` (`pidfd_send_signal(2)`), so the
+    /// call is sound whatever it races with.
+    pub fn kill(&self, signal: Signal) -> Result<()> {
         if self.status.is_some() {
             return Ok(());
         }
-        // SAFETY: pidfd_send_signal with a valid pidfd, a signal number and no siginfo.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.pidfd.as_raw_fd(),
-                signal as libc::c_int,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        if ret == -1 {
-            return Err(self.error("pidfd_send_signal", io::Error::last_os_error()));
-        }
-        Ok(())
+        // Every `Signal` names a signal of the kernel's, so the conversion never fails.
+        let sig = rustix::process::Signal::from_named_raw(signal as i32)
+            .ok_or(rustix::io::Errno::INVAL)
+            .and_then(|sig| rustix::process::pidfd_send_signal(&self.pidfd, sig));
+        sig.map_err(|e| self.error("pidfd_send_signal", e.into()))
     }
 
     /// Waits for the sandbox to exit and returns the command's status. Closes the command's

@@ -1,6 +1,6 @@
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use crate::error::{Error, Result};
 
@@ -75,8 +75,8 @@ pub(crate) struct Resolved {
 }
 
 impl Resolved {
-    pub fn child_raw(&self) -> RawFd {
-        self.child.as_ref().map_or(-1, |fd| fd.as_raw_fd())
+    pub fn child_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.child.as_ref().map(|fd| fd.as_fd())
     }
 }
 

@@ -2,9 +2,6 @@
 //! guest of `tests/vm/run-v2.sh`). Each sandbox's group is created beneath this process's own
 //! cgroup and must be gone once its `Child` is dropped.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use std::io::Read;
@@ -14,6 +11,7 @@ use std::time::Duration;
 use common::sh;
 use palisade::cgroup::{Bytes, CpuSet, Error as CgroupError};
 use palisade::{Error, Sandbox, Stdio};
+use palisade_test_support::require_root;
 
 /// Every directory of the sandbox's group, found by name under the cgroup mounts.
 fn group_dirs(name: &str) -> Vec<PathBuf> {

@@ -23,13 +23,7 @@
 //! | `input` | hostnames that are none, a memory limit too small to start, a volume mode that is none |
 //! | `exhaustion` | a sandbox writes until the host's memory is gone, through its throwaway layer or `/tmp` |
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 mod common;
-
-#[path = "../../tests/support/frames.rs"]
-mod frames;
 
 /// The network tests' throwaway host, fake sandboxes and LAN peer, shared with palisade-netns.
 #[path = "../../netns/tests/common/mod.rs"]

@@ -1,9 +1,6 @@
 //! Sandboxes rooted in an OCI image the test builds (a static busybox from Debian's
 //! `busybox-static` as the payload), against the real kernel.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 use std::path::Path;
 
 use palisade::overlay::image::{
@@ -11,7 +8,7 @@ use palisade::overlay::image::{
 };
 use palisade::overlay::rootfs::Rootfs;
 use palisade::{Sandbox, Stdio};
-use support::TempDir;
+use palisade_test_support::{is_root, require_root, run_ignored_test_as, TempDir};
 
 const BUSYBOX: &str = "/bin/busybox";
 
@@ -144,7 +141,7 @@ fn sandboxes_from_one_image_share_layers_not_writes() {
 #[test]
 fn an_image_runs_rootless_for_an_unprivileged_user() {
     require_root!();
-    let (passed, text) = support::run_ignored_test_as(
+    let (passed, text) = run_ignored_test_as(
         64_000,
         "rootless_image_inner",
         &[("PALISADE_ROOTLESS_INNER", "1")],
@@ -158,7 +155,7 @@ fn an_image_runs_rootless_for_an_unprivileged_user() {
 #[ignore = "run by an_image_runs_rootless_for_an_unprivileged_user"]
 fn rootless_image_inner() {
     assert!(std::env::var_os("PALISADE_ROOTLESS_INNER").is_some());
-    assert!(!support::is_root());
+    assert!(!is_root());
     let layout = TempDir::new("oci-rootless");
     let store = TempDir::new("store-rootless");
     let options = StoreOptions::new().opaque_xattr(OpaqueXattr::User);

@@ -3,9 +3,6 @@
 //! sandboxes from there, and checks that the throwaway host holds nothing of Palisade's after.
 //! Allocation state goes to a temporary directory.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use std::io::{Read, Write};
@@ -19,7 +16,9 @@ use palisade::netns::link::Netlink;
 use palisade::netns::{Bridge, Network, Proto};
 use palisade::overlay::rootfs::Access;
 use palisade::{Error, Sandbox, SandboxBuilder, Stdio};
-use support::{in_netns_of, in_new_netns, TempDir};
+use palisade_test_support::{
+    in_netns_of, in_new_netns, require_root, run_ignored_test_as, TempDir,
+};
 
 /// Runs `f` in a fresh thread with its own network namespace (lo up), which dies with it; then
 /// checks that it held no `pal*` link and no nftables table.
@@ -247,7 +246,7 @@ fn bad_network_input_gets_typed_errors_and_leaves_nothing() {
         assert!(
             matches!(
                 &err,
-                Error::InvalidArgument {
+                Error::InvalidValue {
                     what: "network",
                     ..
                 }
@@ -264,7 +263,7 @@ fn rootless_sandboxes_publish_ports() {
     // The unprivileged run inherits this thread's throwaway network namespace, where the
     // forwarder binds its ports.
     let (passed, text) = in_host(|| {
-        support::run_ignored_test_as(
+        run_ignored_test_as(
             64_001,
             "rootless_ports_inner",
             &[("PALISADE_ROOTLESS_INNER", "1")],

@@ -1,9 +1,6 @@
 //! Sandboxes with a root file system of their own, against the real kernel. Every mount happens
 //! in the sandbox's mount namespace; each test checks that the host's mount table is unchanged.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use std::path::Path;
@@ -11,7 +8,7 @@ use std::path::Path;
 use common::sh;
 use palisade::overlay::rootfs::{Access, Rootfs};
 use palisade::{ChildStep, Error, Namespace, Stdio};
-use support::TempDir;
+use palisade_test_support::{require_root, TempDir};
 
 /// The host's mount table, to compare before and after.
 fn host_mounts() -> Vec<String> {
@@ -179,7 +176,7 @@ fn bad_rootfs_input_gets_typed_errors() {
         .rootfs(Rootfs::host())
         .build()
         .unwrap_err();
-    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    assert!(matches!(err, Error::InvalidValue { .. }), "{err}");
     let err = sh("true")
         .rootfs(Rootfs::dir("/palisade-no-such-root"))
         .build()

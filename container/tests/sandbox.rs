@@ -2,12 +2,7 @@
 //! namespace needs CAP_SYS_ADMIN); they skip with a reason on stderr when not root, and fail
 //! instead when PALISADE_NO_SKIP is set (as CI does).
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 mod common;
-
-use support::TempDir;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
@@ -18,6 +13,7 @@ use palisade::ns::{pidfd_open, NsFile, NsId};
 use palisade::{
     ChildStep, Error, IdMap, IdMapping, Namespace, Offset, Sandbox, Signal, Stdio, TimeOffsets,
 };
+use palisade_test_support::{require_root, run_ignored_test_as, TempDir};
 
 /// Asserts that `err` is a child-side failure at `step`.
 fn assert_step(err: &Error, step: ChildStep) {
@@ -30,7 +26,7 @@ fn assert_step(err: &Error, step: ChildStep) {
 /// Asserts that `err` rejects the builder argument `what` before anything was spawned.
 fn assert_invalid(err: &Error, what: &str) {
     assert!(
-        matches!(err, Error::InvalidArgument { what: w, .. } if *w == what),
+        matches!(err, Error::InvalidValue { what: w, .. } if *w == what),
         "expected an invalid {what}, got: {err}"
     );
 }
@@ -308,7 +304,7 @@ fn invalid_arguments_are_rejected_before_spawning() {
         .env("A=B", "c")
         .build()
         .unwrap_err();
-    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    assert!(matches!(err, Error::InvalidValue { .. }), "{err}");
     let err = Sandbox::builder("true")
         .namespaces(Namespace::PID)
         .hostname("x")
@@ -430,7 +426,7 @@ fn a_prepared_sandbox_spawns_many_times() {
 #[test]
 fn rootless_as_an_unprivileged_user() {
     require_root!();
-    let (passed, text) = support::run_ignored_test_as(
+    let (passed, text) = run_ignored_test_as(
         64_000,
         "rootless_inner",
         &[("PALISADE_ROOTLESS_INNER", "1")],
@@ -491,7 +487,7 @@ fn rootless_inner() {
     assert!(
         matches!(
             err,
-            Error::InvalidArgument {
+            Error::InvalidValue {
                 what: "supplementary groups",
                 ..
             }

@@ -5,9 +5,6 @@
 //! Where a check needs a system call no shell tool makes, the sandbox runs this test binary
 //! itself (its directory is mounted read-only at `/mnt`) as one of the ignored `probe_*` tests.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
@@ -18,7 +15,7 @@ use palisade::overlay::rootfs::Access;
 use palisade::seccomp::notify::Response;
 use palisade::seccomp::{Action, JsonOptions, Profile, Rule};
 use palisade::{Capability, ChildStep, Error, Sandbox, SandboxBuilder, Stdio};
-use support::TempDir;
+use palisade_test_support::{require_root, TempDir};
 
 /// The `key: value` lines of `/proc/self/status` named in `keys`, as the sandbox's shell sees
 /// them.

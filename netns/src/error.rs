@@ -112,7 +112,7 @@ pub enum Error {
     #[error("host port {port}/{proto} is already in use: {source}")]
     PortInUse {
         /// The protocol.
-        proto: crate::nft::Proto,
+        proto: crate::proto::Proto,
         /// The host port.
         port: u16,
         /// The error of `bind(2)` (`EADDRINUSE`).
@@ -122,7 +122,7 @@ pub enum Error {
     #[error("host port {port}/{proto} is published twice")]
     PortConflict {
         /// The protocol.
-        proto: crate::nft::Proto,
+        proto: crate::proto::Proto,
         /// The host port.
         port: u16,
     },
@@ -176,7 +176,7 @@ pub enum Error {
     #[error("host port {host_ip}:{port}/{proto} overlaps {other_ip}:{port}/{proto}, published by the sandbox of nftables table {table}")]
     PublishConflict {
         /// The protocol.
-        proto: crate::nft::Proto,
+        proto: crate::proto::Proto,
         /// The host address asked for (`0.0.0.0`: every address).
         host_ip: std::net::Ipv4Addr,
         /// The host port.

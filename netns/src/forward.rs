@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::nft::Proto;
+use crate::proto::Proto;
 use crate::{Error, Result};
 
 /// A port published from the host to a sandbox, as `docker run -p` takes it.

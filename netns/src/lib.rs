@@ -12,15 +12,17 @@
 //!   which belong to the manager's netlink socket, see [`nft`]).
 
 pub mod bridge;
+pub mod child;
 mod error;
 pub mod forward;
 pub mod ipam;
 pub mod link;
 mod mode;
 pub mod nft;
+mod proto;
 
 pub use bridge::{gc, gc_dir, Attachment, Bridge, GcReport, PreparedBridge};
 pub use error::{Error, Result};
 pub use forward::{Forwarder, ForwarderLimits, PortMap};
 pub use mode::{NetnsRef, Network};
-pub use nft::Proto;
+pub use proto::Proto;

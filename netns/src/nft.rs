@@ -45,6 +45,8 @@ use std::net::Ipv4Addr;
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
 use crate::ipam::Owner;
+// Re-exported here too, where it first lived: `palisade_netns::nft::Proto` stays a path.
+pub use crate::proto::Proto;
 use crate::{Error, Result};
 
 /// Prefix of the tables this module creates.
@@ -162,33 +164,6 @@ const NFTA_FIB_F_DADDR: u32 = 1 << 1;
 const RTN_LOCAL: u32 = 2;
 const IFNAMSIZ: usize = 16;
 
-/// A transport protocol of a published port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Proto {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-impl Proto {
-    fn number(self) -> u8 {
-        match self {
-            Proto::Tcp => libc::IPPROTO_TCP as u8,
-            Proto::Udp => libc::IPPROTO_UDP as u8,
-        }
-    }
-}
-
-impl std::fmt::Display for Proto {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        })
-    }
-}
-
 /// One destination NAT of a published port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dnat {
@@ -257,11 +232,7 @@ impl Published {
 
     fn from_key(k: &[u8]) -> Option<Published> {
         let k: &[u8; 12] = k.get(..12)?.try_into().ok()?;
-        let proto = match i32::from(k[4]) {
-            libc::IPPROTO_TCP => Proto::Tcp,
-            libc::IPPROTO_UDP => Proto::Udp,
-            _ => return None,
-        };
+        let proto = Proto::from_number(k[4])?;
         Some(Published {
             proto,
             host_ip: Ipv4Addr::new(k[0], k[1], k[2], k[3]),

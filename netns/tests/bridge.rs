@@ -3,9 +3,6 @@
 //! unshare a further namespace before they execute `sleep`. The host's own network is never
 //! touched, and each test checks that its throwaway host holds nothing of Palisade's afterwards.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use std::fs::File;
@@ -17,7 +14,7 @@ use palisade_netns::bridge::Bridge;
 use palisade_netns::link::{Family, Netlink};
 use palisade_netns::nft::Nftables;
 use palisade_netns::{Error, PortMap, Proto};
-use support::{in_netns_of, join_netns, TempDir};
+use palisade_test_support::{in_netns_of, join_netns, require_root, TempDir};
 
 /// What a throwaway host shows of Palisade: `pal-*` and `palisade*` links, and nftables tables.
 fn leftovers() -> (Vec<String>, Vec<String>) {

@@ -8,9 +8,6 @@
 //! the process's descriptors need that no other test of this binary opens or closes sockets
 //! meanwhile: every test holds [`SERIAL`].
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use std::fs::File;
@@ -25,7 +22,7 @@ use common::in_host;
 use palisade_netns::forward::{BoundPort, ForwarderLimits, Target};
 use palisade_netns::link::Netlink;
 use palisade_netns::{Forwarder, PortMap, Proto};
-use support::in_new_netns;
+use palisade_test_support::{in_new_netns, require_root};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 

@@ -1,11 +1,9 @@
 //! Address allocation (IPAM): subnet parsing, persistence, uniqueness across threads and
 //! processes, stale-owner cleanup, exhaustion and typed errors.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 use palisade_netns::ipam::{Allocator, Owner, Subnet};
 use palisade_netns::Error;
+use palisade_test_support::TempDir;
 use proptest::prelude::*;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -125,7 +123,7 @@ proptest! {
 
 #[test]
 fn allocate_release_reuse() {
-    let dir = support::TempDir::new("ipam-basic");
+    let dir = TempDir::new("ipam-basic");
     let alloc = Allocator::open(dir.path(), "br0", subnet("10.88.0.0/24")).unwrap();
     let a = alloc.allocate(me("a")).unwrap();
     let b = alloc.allocate(me("b")).unwrap();
@@ -162,7 +160,7 @@ fn allocate_release_reuse() {
 
 #[test]
 fn exhaustion_on_29_and_30() {
-    let dir = support::TempDir::new("ipam-exhaust");
+    let dir = TempDir::new("ipam-exhaust");
     let alloc = Allocator::open(dir.path(), "small", subnet("192.168.7.0/29")).unwrap();
     let leases: Vec<_> = (0..5)
         .map(|i| alloc.allocate(me(&format!("s{i}"))).unwrap())
@@ -195,7 +193,7 @@ fn exhaustion_on_29_and_30() {
 
 #[test]
 fn ipv6_120() {
-    let dir = support::TempDir::new("ipam-v6");
+    let dir = TempDir::new("ipam-v6");
     let alloc = Allocator::open(dir.path(), "v6", subnet("fd00:88::/120")).unwrap();
     let a = alloc.allocate(me("a")).unwrap();
     let b = alloc.allocate(me("b")).unwrap();
@@ -213,7 +211,7 @@ fn ipv6_120() {
 
 #[test]
 fn mismatched_subnet_for_same_network() {
-    let dir = support::TempDir::new("ipam-mismatch");
+    let dir = TempDir::new("ipam-mismatch");
     Allocator::open(dir.path(), "br0", subnet("10.88.0.0/24")).unwrap();
     match Allocator::open(dir.path(), "br0", subnet("10.88.0.0/25")) {
         Err(Error::SubnetMismatch {
@@ -233,7 +231,7 @@ fn mismatched_subnet_for_same_network() {
 
 #[test]
 fn overlapping_second_network() {
-    let dir = support::TempDir::new("ipam-overlap");
+    let dir = TempDir::new("ipam-overlap");
     Allocator::open(dir.path(), "br0", subnet("10.88.0.0/16")).unwrap();
     for s in ["10.88.5.0/24", "10.0.0.0/8", "10.88.0.0/16"] {
         match Allocator::open(dir.path(), "br1", subnet(s)) {
@@ -271,7 +269,7 @@ fn overlapping_second_network() {
 
 #[test]
 fn bad_names_tags_and_owners() {
-    let dir = support::TempDir::new("ipam-bad");
+    let dir = TempDir::new("ipam-bad");
     for name in ["", ".hidden", "a/b", "../x", "sp ace", &"n".repeat(65)] {
         assert!(
             matches!(
@@ -322,7 +320,7 @@ fn bad_names_tags_and_owners() {
 fn unique_across_threads() {
     const THREADS: usize = 8;
     const EACH: usize = 16;
-    let dir = support::TempDir::new("ipam-threads");
+    let dir = TempDir::new("ipam-threads");
     let s = subnet("10.66.0.0/24");
     let leases: Vec<_> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..THREADS)
@@ -426,7 +424,7 @@ fn assert_no_temp_files(dir: &Path) {
 fn unique_across_processes() {
     const CHILDREN: usize = 4;
     const EACH: usize = 12;
-    let dir = support::TempDir::new("ipam-procs");
+    let dir = TempDir::new("ipam-procs");
     let alloc = Allocator::open(dir.path(), "shared", subnet(SHARED_SUBNET)).unwrap();
     let mut children: Vec<_> = (0..CHILDREN)
         .map(|_| spawn_child("hold", dir.path(), EACH))
@@ -488,7 +486,7 @@ fn unique_across_processes() {
 
 #[test]
 fn dead_owner_is_reclaimed() {
-    let dir = support::TempDir::new("ipam-stale");
+    let dir = TempDir::new("ipam-stale");
     let out = spawn_child("crash", dir.path(), 2)
         .wait_with_output()
         .unwrap();
@@ -559,7 +557,7 @@ fn reserved_subnets_are_typed_errors() {
 
 #[test]
 fn allocator_refuses_reserved_subnets_and_records_nothing() {
-    let dir = support::TempDir::new("ipam-reserved");
+    let dir = TempDir::new("ipam-reserved");
     for reserved in ["127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/24", "0.0.0.0/8"] {
         match Allocator::open(dir.path(), "net", subnet(reserved)) {
             Err(Error::ReservedSubnet { .. }) => {}
@@ -576,7 +574,7 @@ fn mode_of(path: &Path) -> u32 {
 
 #[test]
 fn state_directory_and_files_are_private() {
-    let top = support::TempDir::new("ipam-modes");
+    let top = TempDir::new("ipam-modes");
     let dir = top.path().join("new/state");
     let alloc = Allocator::open(&dir, "net", subnet("10.90.0.0/24")).unwrap();
     let lease = alloc.allocate(me("modes")).unwrap();
@@ -589,7 +587,7 @@ fn state_directory_and_files_are_private() {
 #[test]
 fn a_looser_state_directory_is_tightened_when_opened() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = support::TempDir::new("ipam-loose");
+    let dir = TempDir::new("ipam-loose");
     let set = |p: &Path, mode| {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
     };
@@ -612,7 +610,7 @@ fn a_looser_state_directory_is_tightened_when_opened() {
 
 #[test]
 fn a_state_directory_that_is_a_link_is_refused() {
-    let top = support::TempDir::new("ipam-link");
+    let top = TempDir::new("ipam-link");
     let real = top.path().join("real");
     std::fs::create_dir(&real).unwrap();
     let link = top.path().join("link");
@@ -648,7 +646,7 @@ impl Holder {
 #[test]
 fn lock_waits_are_bounded_and_name_the_lock_file() {
     use std::time::{Duration, Instant};
-    let dir = support::TempDir::new("ipam-lock");
+    let dir = TempDir::new("ipam-lock");
     let timeout = Duration::from_millis(300);
     let alloc =
         Allocator::open_timeout(dir.path(), "net", subnet("10.93.0.0/24"), timeout).unwrap();
@@ -687,7 +685,7 @@ fn the_default_lock_timeout_is_a_few_seconds() {
     use std::time::{Duration, Instant};
     assert!(DEFAULT_LOCK_TIMEOUT >= Duration::from_secs(1));
     assert!(DEFAULT_LOCK_TIMEOUT <= Duration::from_secs(30));
-    let dir = support::TempDir::new("ipam-lock-default");
+    let dir = TempDir::new("ipam-lock-default");
     drop(Allocator::open(dir.path(), "net", subnet("10.94.0.0/24")).unwrap());
     let _holder = Holder::take(dir.path());
     let t = Instant::now();
@@ -700,7 +698,7 @@ fn the_default_lock_timeout_is_a_few_seconds() {
 fn sigterm_ends_a_process_waiting_for_the_lock() {
     use std::os::unix::process::ExitStatusExt;
     use std::time::{Duration, Instant};
-    let dir = support::TempDir::new("ipam-sigterm");
+    let dir = TempDir::new("ipam-sigterm");
     drop(Allocator::open(dir.path(), "shared", subnet(SHARED_SUBNET)).unwrap());
     let _holder = Holder::take(dir.path());
     let mut child = spawn_child("wait", dir.path(), 0);

@@ -4,12 +4,6 @@
 //! namespace and sleep, and the frames are sent and captured with packet sockets in their
 //! namespaces.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
-#[path = "../../tests/support/frames.rs"]
-mod frames;
-
 mod common;
 
 use std::io::{Read, Write};
@@ -17,12 +11,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use common::{in_host, subnet, Reaped};
-use frames::{arp, capture, packet_socket, router_advertisement, seen, send, udp, vlan, Mac};
 use palisade_netns::bridge::{Attachment, Bridge};
 use palisade_netns::link::{Netlink, Route};
 use palisade_netns::nft::Nftables;
 use palisade_netns::Error;
-use support::{in_netns_of, TempDir};
+use palisade_test_support::frames::{
+    arp, capture, packet_socket, router_advertisement, seen, send, udp, vlan, Mac,
+};
+use palisade_test_support::{frames, in_netns_of, require_root, TempDir};
 
 const WINDOW: Duration = Duration::from_millis(400);
 

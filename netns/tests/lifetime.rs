@@ -7,9 +7,6 @@
 //! "host"); the managers killed here are this test binary run again (an ignored test) in that
 //! namespace, and the "sandboxes" are `sleep` processes in namespaces of their own.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use std::fs::File;
@@ -26,7 +23,7 @@ use palisade_netns::ipam::{Allocator, Owner};
 use palisade_netns::link::Netlink;
 use palisade_netns::nft::{table_name, Dnat, Nftables, SandboxNat};
 use palisade_netns::{PortMap, Proto};
-use support::{in_netns_of, TempDir};
+use palisade_test_support::{in_netns_of, require_root, TempDir};
 
 fn netns_inode(path: &str) -> u64 {
     std::fs::metadata(path).unwrap().st_ino()

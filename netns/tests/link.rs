@@ -2,15 +2,13 @@
 //! (a thread that `unshare(CLONE_NEWNET)`s, or namespace fds kept by such threads) and names its
 //! links `pal-*`; the host's network is never touched.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 use std::fs::File;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 
 use palisade_netns::link::{Family, Netlink, Route};
 use palisade_netns::Error;
+use palisade_test_support::{in_new_netns, require_root};
 
 /// The `pal-*` links visible in the host's namespace (the test harness's main namespace).
 fn host_pal_links() -> Vec<String> {
@@ -24,7 +22,7 @@ fn host_pal_links() -> Vec<String> {
 /// Runs `f` in a fresh thread that has its own new network namespace, which dies with it; then
 /// checks that the host shows no `pal-*` link.
 fn in_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    let out = support::in_new_netns(f);
+    let out = in_new_netns(f);
     assert_eq!(host_pal_links(), Vec::<String>::new());
     out
 }

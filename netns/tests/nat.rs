@@ -5,9 +5,6 @@
 //! processes that unshare a namespace and sleep; their servers are sockets made in their
 //! namespaces. The real host's network is never touched.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 mod common;
 
 use std::io::{Read, Write};
@@ -20,7 +17,7 @@ use palisade_netns::ipam::Owner;
 use palisade_netns::link::Netlink;
 use palisade_netns::nft::{Nftables, Published};
 use palisade_netns::{Error, PortMap, Proto};
-use support::{in_netns_of, in_new_netns, TempDir};
+use palisade_test_support::{in_netns_of, in_new_netns, require_root, TempDir};
 
 impl Reaped {
     /// A TCP server in this process's namespace, answering "pong" to every connection.

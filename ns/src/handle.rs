@@ -12,7 +12,32 @@ use crate::error::{Error, Result};
 use crate::Namespace;
 
 /// `NS_GET_NSTYPE` from `<linux/nsfs.h>`: `_IO(0xb7, 0x3)` (`ioctl_ns(2)`).
-const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+const NS_GET_NSTYPE: rustix::ioctl::Opcode = rustix::ioctl::opcode::none(0xb7, 0x3);
+
+/// The `NS_GET_NSTYPE` request: no argument; the kind comes back as the call's result.
+struct GetNsType;
+
+// SAFETY: NS_GET_NSTYPE takes no argument, so the kernel reads and writes no memory through
+// the (null) pointer, and on success returns the namespace's CLONE_NEW* value (`ioctl_ns(2)`).
+unsafe impl rustix::ioctl::Ioctl for GetNsType {
+    type Output = libc::c_int;
+    const IS_MUTATING: bool = false;
+
+    fn opcode(&self) -> rustix::ioctl::Opcode {
+        NS_GET_NSTYPE
+    }
+
+    fn as_ptr(&mut self) -> *mut libc::c_void {
+        std::ptr::null_mut()
+    }
+
+    unsafe fn output_from_ptr(
+        out: rustix::ioctl::IoctlOutput,
+        _: *mut libc::c_void,
+    ) -> rustix::io::Result<libc::c_int> {
+        Ok(out)
+    }
+}
 
 /// The identity of a namespace: the device and inode number of its nsfs file, which is what
 /// `ls -l /proc/<pid>/ns` shows as `net:[4026531833]`. Two processes are in the same namespace
@@ -82,20 +107,17 @@ impl NsFile {
     pub fn open_path(path: impl AsRef<Path>) -> Result<NsFile> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-        // SAFETY: NS_GET_NSTYPE takes no argument and only returns an int.
-        let ret = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
-        if ret == -1 {
-            let err = io::Error::last_os_error();
-            let err = if err.raw_os_error() == Some(libc::ENOTTY) {
+        let kind = Self::kind_of(file.as_fd()).map_err(|errno| {
+            let err = if errno == rustix::io::Errno::NOTTY {
                 io::Error::new(io::ErrorKind::InvalidInput, "not a namespace file")
             } else {
-                err
+                io::Error::from_raw_os_error(errno.raw_os_error())
             };
-            return Err(Error::io("ioctl(NS_GET_NSTYPE)", path, err));
-        }
+            Error::io("ioctl(NS_GET_NSTYPE)", path, err)
+        })?;
         Ok(NsFile {
             fd: file.into(),
-            kind: Namespace::from_bits_truncate(ret as u64),
+            kind,
         })
     }
 
@@ -115,19 +137,25 @@ impl NsFile {
     /// Wraps an already open namespace file descriptor, asking the kernel its kind.
     pub fn from_fd(fd: OwnedFd) -> Result<NsFile> {
         let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-        // SAFETY: NS_GET_NSTYPE takes no argument and only returns an int.
-        let ret = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE as _) };
-        if ret == -1 {
-            return Err(Error::io(
-                "ioctl(NS_GET_NSTYPE)",
-                path,
-                io::Error::last_os_error(),
-            ));
-        }
-        Ok(NsFile {
-            fd,
-            kind: Namespace::from_bits_truncate(ret as u64),
-        })
+        let kind = Self::kind_of(fd.as_fd()).map_err(|errno| {
+            let err = io::Error::from_raw_os_error(errno.raw_os_error());
+            Error::io("ioctl(NS_GET_NSTYPE)", path, err)
+        })?;
+        Ok(NsFile { fd, kind })
+    }
+
+    /// Asks the kernel which kind of namespace the nsfs file `fd` refers to (`ioctl_ns(2)`,
+    /// `NS_GET_NSTYPE`); `ENOTTY` when it is not a namespace file.
+    ///
+    /// # Child safety
+    ///
+    /// One `ioctl(2)` through rustix's `linux_raw` backend: no allocation, no lock, no `errno`,
+    /// no panic.
+    pub fn kind_of(fd: BorrowedFd<'_>) -> rustix::io::Result<Namespace> {
+        // SAFETY: `GetNsType` describes NS_GET_NSTYPE exactly (see its `Ioctl` impl).
+        let raw = unsafe { rustix::ioctl::ioctl(fd, GetNsType) }?;
+        // A CLONE_NEW* value: positive, and a single flag.
+        Ok(Namespace::from_bits_truncate(raw as u64))
     }
 
     /// The kind of this namespace.
@@ -226,5 +254,19 @@ mod tests {
         assert!(matches!(err, Error::WrongKind { .. }), "{err}");
         let err = NsFile::open(1, Namespace::NET | Namespace::UTS).unwrap_err();
         assert!(matches!(err, Error::WrongKind { .. }), "{err}");
+    }
+
+    #[test]
+    fn kind_of_reports_the_kernels_answer() {
+        for kind in [Namespace::NET, Namespace::UTS, Namespace::MOUNT] {
+            let name = kind.proc_name().unwrap();
+            let file = File::open(format!("/proc/self/ns/{name}")).unwrap();
+            assert_eq!(NsFile::kind_of(file.as_fd()), Ok(kind));
+        }
+        let status = File::open("/proc/self/status").unwrap();
+        assert_eq!(
+            NsFile::kind_of(status.as_fd()),
+            Err(rustix::io::Errno::NOTTY)
+        );
     }
 }

@@ -14,10 +14,11 @@
 //! | [`IdMap`] | `user_namespaces(7)`: `uid_map`, `gid_map`, `setgroups` |
 //! | [`persist`] | keeping a namespace alive by bind-mounting its nsfs file (`ip netns add`) |
 //! | [`TimeOffsets`] | `time_namespaces(7)`: `/proc/<pid>/timens_offsets` |
+//! | [`child`] | what a cloned child calls on its way to `execve(2)` that rustix lacks: `execve`, `execveat`, `close_range`, the signal mask, `exit_group`, placing descriptors |
 //!
 //! The crate has no global state and never shells out. Everything that must run in a freshly
-//! cloned child before `execve(2)` is available as plain system calls on prepared data, so callers
-//! can stay async-signal-safe after the clone.
+//! cloned child before `execve(2)` is available as typed, errno-free, allocation-free calls on
+//! prepared data (rustix, and [`child`]), so callers stay async-signal-safe after the clone.
 //!
 //! ```no_run
 //! use palisade_ns::{clone3, CloneArgs, Forked, Namespace};
@@ -34,6 +35,7 @@
 //! # Ok::<(), palisade_ns::Error>(())
 //! ```
 
+pub mod child;
 mod clone;
 mod error;
 mod handle;

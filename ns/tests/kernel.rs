@@ -2,11 +2,6 @@
 //! need root; they skip with a reason on stderr when not root, and fail instead when
 //! PALISADE_NO_SKIP is set (as CI does).
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
-use support::TempDir;
-
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -15,6 +10,7 @@ use palisade_ns::{
     clone, clone3, persist, pidfd_open, setns, unshare, write_timens_offsets, CloneArgs, Error,
     Forked, Namespace, NsFile, NsId, Offset, TimeOffsets,
 };
+use palisade_test_support::{require_root, TempDir};
 
 fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];

@@ -3,7 +3,7 @@
 //! A [`Rootfs`] says what the sandbox's `/` is (the host's `/` under a throwaway writable layer,
 //! a directory, or an overlay of layers) and what is mounted in it (volumes, tmpfs). Its
 //! [`plan`](Rootfs::plan) turns that into a list of [`Op`]s with every path already a C string,
-//! which the sandbox child carries out with raw system calls, in order, in its own mount
+//! which the sandbox child carries out with [`RootfsPlan::apply`], in order, in its own mount
 //! namespace. The child does all the mounting, so the same plan works for a privileged caller
 //! and, with [`Rootfs::plan_rootless`], inside a user namespace the caller created without
 //! privilege.
@@ -30,6 +30,10 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::mount;
+
+mod apply;
+
+pub use apply::ApplyFailure;
 
 /// Paths hidden from the sandbox, as runc and Docker hide them: files are covered with
 /// `/dev/null`, directories with an empty read-only tmpfs.

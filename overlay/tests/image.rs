@@ -4,9 +4,6 @@
 //! unpacked trees checked — overlayfs whiteouts, opaque xattrs, links, sharing, digests, and
 //! malicious archives.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 use std::ffi::CString;
 use std::fs;
 use std::io::Write;
@@ -19,6 +16,7 @@ use palisade_overlay::image::{
     StoreOptions, WrittenLayer, DEFAULT_MAX_EXPANDED_SIZE,
 };
 use palisade_overlay::Error;
+use palisade_test_support::{is_root, require_root, run_ignored_test_as, TempDir};
 use serde_json::{json, Value};
 use sha2::Digest as _;
 
@@ -401,7 +399,7 @@ fn top_layer() -> Vec<E<'static>> {
 #[test]
 fn imports_layers_with_whiteouts_opaque_dirs_and_links() {
     require_root!();
-    let tmp = support::TempDir::new("image-tree");
+    let tmp = TempDir::new("image-tree");
     let run = json!({
         "Env": ["PATH=/usr/bin:/bin", "LANG=C"],
         "Entrypoint": ["/bin/sh", "-c"],
@@ -570,7 +568,7 @@ impl Drop for ReadOnlyOverlay {
 
 #[test]
 fn user_xattr_namespace_for_rootless_overlays() {
-    let tmp = support::TempDir::new("image-userxattr");
+    let tmp = TempDir::new("image-userxattr");
     let layout = Layout::image(
         tmp.path().join("layout"),
         &[(
@@ -616,7 +614,7 @@ fn user_xattr_namespace_for_rootless_overlays() {
 
 #[test]
 fn importing_twice_and_shared_base_layers_reuse_directories() {
-    let tmp = support::TempDir::new("image-share");
+    let tmp = TempDir::new("image-share");
     let base: &[E<'_>] = &[E::File("base", b"shared base\n", 0o644)];
     let one = Layout::image(
         tmp.path().join("one"),
@@ -670,7 +668,7 @@ fn importing_twice_and_shared_base_layers_reuse_directories() {
 
 #[test]
 fn concurrent_imports_of_the_same_layers_unpack_them_once() {
-    let tmp = support::TempDir::new("image-concurrent");
+    let tmp = TempDir::new("image-concurrent");
     let files: Vec<String> = (0..200).map(|i| format!("dir{}/file{i}", i % 10)).collect();
     let entries: Vec<E<'_>> = files
         .iter()
@@ -714,7 +712,7 @@ fn concurrent_imports_of_the_same_layers_unpack_them_once() {
 
 #[test]
 fn digest_and_size_mismatches_are_refused_and_leave_nothing() {
-    let tmp = support::TempDir::new("image-digest");
+    let tmp = TempDir::new("image-digest");
     let store = LayerStore::open(tmp.path().join("store")).unwrap();
     let entries: &[E<'_>] = &[E::File("f", b"content of f\n", 0o644)];
 
@@ -808,7 +806,7 @@ fn digest_and_size_mismatches_are_refused_and_leave_nothing() {
 
 /// Imports a one-layer image of `entries` and expects an [`Error::UnsafeEntry`] for `path`.
 fn expect_refused(tag: &str, entries: &[E<'_>], path: &str) {
-    let tmp = support::TempDir::new(tag);
+    let tmp = TempDir::new(tag);
     let layout = Layout::image(tmp.path().join("layout"), &[(entries, Comp::Plain)], None);
     let store = LayerStore::open(tmp.path().join("store")).unwrap();
     match store.import(&layout.dir, None) {
@@ -933,7 +931,7 @@ fn symlinks_are_never_followed_while_extracting() {
     );
 
     // A file entry that replaces a symlink replaces the link, not its target.
-    let tmp = support::TempDir::new("image-replace-symlink");
+    let tmp = TempDir::new("image-replace-symlink");
     let victim = tmp.path().join("victim");
     fs::write(&victim, b"untouched").unwrap();
     let target = victim.to_str().unwrap().to_owned();
@@ -956,7 +954,7 @@ fn symlinks_are_never_followed_while_extracting() {
 
 #[test]
 fn long_names_fifos_and_no_devices() {
-    let tmp = support::TempDir::new("image-long");
+    let tmp = TempDir::new("image-long");
     let long = format!("{}/{}", "d".repeat(120), "f".repeat(150));
     let pax_path = format!("p/{}", "x".repeat(200));
     let pax = [
@@ -1000,7 +998,7 @@ fn long_names_fifos_and_no_devices() {
 
 #[test]
 fn zstd_layers() {
-    let tmp = support::TempDir::new("image-zstd");
+    let tmp = TempDir::new("image-zstd");
     let entries = [
         E::Dir("z/", 0o755),
         E::File("z/file", b"zstd content\n", 0o644),
@@ -1061,7 +1059,7 @@ fn zstd_layers() {
 
 #[test]
 fn docker_media_types_and_unsupported_ones() {
-    let tmp = support::TempDir::new("image-media");
+    let tmp = TempDir::new("image-media");
     let entries = [E::File("docker", b"gzip\n", 0o644)];
     let layout = Layout::image(
         tmp.path().join("docker"),
@@ -1108,7 +1106,7 @@ fn docker_media_types_and_unsupported_ones() {
 
 #[test]
 fn tags_and_nested_indexes_choose_the_manifest() {
-    let tmp = support::TempDir::new("image-index");
+    let tmp = TempDir::new("image-index");
     let mut layout = Layout::new(tmp.path().join("layout"));
     let layer = layout.layer(&tar_of(&[E::File("f", b"f", 0o644)]), Comp::Gzip);
     let a = layout.manifest(
@@ -1203,7 +1201,7 @@ fn tags_and_nested_indexes_choose_the_manifest() {
 
 #[test]
 fn remove_layer_and_gc() {
-    let tmp = support::TempDir::new("image-gc");
+    let tmp = TempDir::new("image-gc");
     let base: &[E<'_>] = &[E::Dir("ro/", 0o500), E::File("ro/base", b"base", 0o400)];
     let one = Layout::image(
         tmp.path().join("one"),
@@ -1321,7 +1319,7 @@ fn blob_names(layout: &Path) -> Vec<String> {
 
 #[test]
 fn layout_writer_builds_images_the_store_imports() {
-    let tmp = support::TempDir::new("image-writer");
+    let tmp = TempDir::new("image-writer");
     let host = tmp.path().join("host-tool");
     fs::write(&host, b"#!/bin/sh\necho tool\n").unwrap();
     let dir = tmp.path().join("layout");
@@ -1396,7 +1394,7 @@ fn layout_writer_builds_images_the_store_imports() {
     );
     assert_eq!(tool.permissions().mode() & 0o7777, 0o4755);
     assert_eq!(tool.mtime(), 0);
-    if support::is_root() {
+    if is_root() {
         assert_eq!((tool.uid(), tool.gid()), (0, 0));
     }
     assert_eq!(
@@ -1454,7 +1452,7 @@ fn layout_writer_builds_images_the_store_imports() {
 
 #[test]
 fn layout_writer_is_deterministic_and_layers_are_shared() {
-    let tmp = support::TempDir::new("image-writer-share");
+    let tmp = TempDir::new("image-writer-share");
     let host = tmp.path().join("host-tool");
     fs::write(&host, vec![42u8; 100_000]).unwrap();
 
@@ -1534,7 +1532,7 @@ fn layout_writer_is_deterministic_and_layers_are_shared() {
 
 #[test]
 fn layout_writer_refuses_bad_input_and_leaves_no_temporary_blob() {
-    let tmp = support::TempDir::new("image-writer-bad");
+    let tmp = TempDir::new("image-writer-bad");
     let dir = tmp.path().join("layout");
     fs::create_dir(&dir).unwrap();
     fs::write(dir.join("stray"), b"x").unwrap();
@@ -1654,7 +1652,7 @@ fn layout_writer_refuses_bad_input_and_leaves_no_temporary_blob() {
 #[test]
 fn layout_writer_image_mounts_as_an_overlay() {
     require_root!();
-    let tmp = support::TempDir::new("image-writer-mount");
+    let tmp = TempDir::new("image-writer-mount");
     let host = tmp.path().join("host-tool");
     fs::write(&host, b"tool").unwrap();
     let dir = tmp.path().join("layout");
@@ -1804,14 +1802,14 @@ fn check_private_store(store: &LayerStore, image: &palisade_overlay::image::Imag
     assert_eq!(mode_of(&image.layers[0].path), 0o750);
     assert_eq!(mode_of(&image.layers[1].path), 0o755);
     assert_eq!(mode_of(&image.layers[0].path.join("bin")), 0o755);
-    if support::is_root() {
+    if is_root() {
         assert_eq!(mode_of(&image.layers[0].path.join("bin/suid")), 0o4755);
     }
 }
 
 #[test]
 fn store_directories_are_private() {
-    let tmp = support::TempDir::new("image-private");
+    let tmp = TempDir::new("image-private");
     let layout = private_test_image(tmp.path().join("layout"));
     let store = LayerStore::open(tmp.path().join("a/b/store")).unwrap();
     assert_private(&store);
@@ -1827,7 +1825,7 @@ fn store_directories_are_private() {
 
 #[test]
 fn a_loose_store_is_tightened_when_opened() {
-    let tmp = support::TempDir::new("image-tighten");
+    let tmp = TempDir::new("image-tighten");
     let layout = private_test_image(tmp.path().join("layout"));
     let root = tmp.path().join("store");
     // A root made beforehand, world-writable, as an administrator might.
@@ -1860,7 +1858,7 @@ fn a_loose_store_is_tightened_when_opened() {
 #[test]
 fn a_rootless_store_is_private_to_its_owner() {
     require_root!();
-    let (passed, text) = support::run_ignored_test_as(
+    let (passed, text) = run_ignored_test_as(
         64_001,
         "rootless_store_inner",
         &[("PALISADE_ROOTLESS_STORE", "1")],
@@ -1873,8 +1871,8 @@ fn a_rootless_store_is_private_to_its_owner() {
 #[ignore = "run by a_rootless_store_is_private_to_its_owner"]
 fn rootless_store_inner() {
     assert!(std::env::var_os("PALISADE_ROOTLESS_STORE").is_some());
-    assert!(!support::is_root());
-    let tmp = support::TempDir::new("image-rootless-private");
+    assert!(!is_root());
+    let tmp = TempDir::new("image-rootless-private");
     let layout = private_test_image(tmp.path().join("layout"));
     let root = tmp.path().join("store");
     fs::create_dir(&root).unwrap();
@@ -1905,7 +1903,7 @@ const GIB: u64 = 1 << 30;
 
 #[test]
 fn sparse_files_are_unpacked_with_holes() {
-    let tmp = support::TempDir::new("image-sparse");
+    let tmp = TempDir::new("image-sparse");
     let head = [b'h'; 512];
     let middle = [b'm'; 1024];
     let many: Vec<(u64, Vec<u8>)> = (0..30u64)
@@ -1994,7 +1992,7 @@ fn the_expanded_size_bound_is_enforced_and_leaves_nothing() {
         StoreOptions::new().max_expanded_size_setting(),
         DEFAULT_MAX_EXPANDED_SIZE
     );
-    let tmp = support::TempDir::new("image-bound");
+    let tmp = TempDir::new("image-bound");
     const LIMIT: u64 = 64 << 20;
 
     // A sparse 1 GiB file in a layer of a few KiB.
@@ -2089,7 +2087,7 @@ fn devices_under(dir: &Path) -> Vec<(PathBuf, u64)> {
 
 #[test]
 fn device_entries_are_never_created() {
-    let tmp = support::TempDir::new("image-devices");
+    let tmp = TempDir::new("image-devices");
     let entries = [
         E::Dir("dev/", 0o755),
         E::CharDev("dev/null", 1, 3),

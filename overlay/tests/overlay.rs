@@ -5,9 +5,6 @@
 //! exits, and the host's mount table is checked afterwards ([`assert_host_clean`]). Validation
 //! tests need no root and mount nothing.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -15,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use palisade_overlay::mount::{self, sys, Overlay, RedirectDir};
 use palisade_overlay::Error;
+use palisade_test_support::{is_root, require_root, TempDir};
 
 /// Runs `f` on a new thread that first moves into a private mount namespace of its own
 /// (`unshare(CLONE_NEWNS | CLONE_FS)` — `CLONE_FS` because the process has other threads —
@@ -70,7 +68,7 @@ fn assert_host_clean(dir: &Path) {
 /// must happen before any system call, which also run unprivileged: should one mount anyway,
 /// it would not reach the host).
 fn guarded<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    if support::is_root() {
+    if is_root() {
         in_private_mount_ns(f)
     } else {
         f()
@@ -79,7 +77,7 @@ fn guarded<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 
 /// Runs `f` in a private mount namespace, then checks the host and removes `tmp` (after the
 /// thread, and so its mounts, are gone).
-fn with_ns<T: Send>(tmp: support::TempDir, f: impl FnOnce(&Path) -> T + Send) -> T {
+fn with_ns<T: Send>(tmp: TempDir, f: impl FnOnce(&Path) -> T + Send) -> T {
     let out = in_private_mount_ns(|| f(tmp.path()));
     assert_host_clean(tmp.path());
     drop(tmp);
@@ -139,7 +137,7 @@ fn mount_both(o: &Overlay, target: &Path, legacy: bool) {
 #[test]
 fn writes_land_in_upper_never_in_lower() {
     require_root!();
-    with_ns(support::TempDir::new("ovl-write"), |t| {
+    with_ns(TempDir::new("ovl-write"), |t| {
         for legacy in [false, true] {
             let base = dir(t, if legacy { "legacy" } else { "new" });
             let (lower, upper, work, m) = (
@@ -179,7 +177,7 @@ fn writes_land_in_upper_never_in_lower() {
 #[test]
 fn deleting_a_lower_file_leaves_a_whiteout_in_upper() {
     require_root!();
-    with_ns(support::TempDir::new("ovl-whiteout"), |t| {
+    with_ns(TempDir::new("ovl-whiteout"), |t| {
         let (lower, upper, work, m) = (
             dir(t, "lower"),
             dir(t, "upper"),
@@ -205,7 +203,7 @@ fn deleting_a_lower_file_leaves_a_whiteout_in_upper() {
 #[test]
 fn first_lower_is_top_most_with_three_layers() {
     require_root!();
-    with_ns(support::TempDir::new("ovl-order"), |t| {
+    with_ns(TempDir::new("ovl-order"), |t| {
         let lowers: Vec<PathBuf> = (0..3).map(|i| dir(t, &format!("l{i}"))).collect();
         for (i, l) in lowers.iter().enumerate() {
             write(&l.join("f"), &i.to_string());
@@ -230,7 +228,7 @@ fn first_lower_is_top_most_with_three_layers() {
 #[test]
 fn read_only_overlay_refuses_writes() {
     require_root!();
-    with_ns(support::TempDir::new("ovl-ro"), |t| {
+    with_ns(TempDir::new("ovl-ro"), |t| {
         let (a, b) = (dir(t, "a"), dir(t, "b"));
         write(&b.join("file"), "b");
         let o = Overlay::new().lower(&a).lower(&b).read_only();
@@ -252,7 +250,7 @@ fn read_only_overlay_refuses_writes() {
 /// while upperdir nonexistent", still so on 6.18); the builder refuses one before any call.
 #[test]
 fn single_lower_without_upper() {
-    let tmp = support::TempDir::new("ovl-single");
+    let tmp = TempDir::new("ovl-single");
     let a = dir(tmp.path(), "a");
     let err = Overlay::new().lower(&a).read_only().validate().unwrap_err();
     assert!(
@@ -262,7 +260,7 @@ fn single_lower_without_upper() {
     let err = guarded(|| Overlay::new().lower(&a).fsmount().unwrap_err());
     assert!(matches!(err, Error::InvalidValue { .. }), "{err}");
 
-    if !support::is_root() {
+    if !is_root() {
         return;
     }
     // What the kernel itself says, through the raw wrappers.
@@ -280,7 +278,7 @@ fn single_lower_without_upper() {
 fn many_lowers_mount_through_lowerdir_plus() {
     require_root!();
     const N: usize = 150;
-    with_ns(support::TempDir::new("ovl-many"), |t| {
+    with_ns(TempDir::new("ovl-many"), |t| {
         let lowers: Vec<PathBuf> = (0..N)
             .map(|i| {
                 let l = dir(t, &format!("layer-number-{i:03}"));
@@ -337,7 +335,7 @@ fn more_than_500_lowers_are_refused() {
 #[test]
 fn layer_paths_over_255_bytes_are_passed_as_fds() {
     require_root!();
-    with_ns(support::TempDir::new("ovl-long"), |t| {
+    with_ns(TempDir::new("ovl-long"), |t| {
         let long = t.join(["d".repeat(100), "e".repeat(100), "f".repeat(100)].join("/"));
         assert!(long.as_os_str().len() > 255);
         let (lower2, upper_parent, m) = (dir(t, "l2"), dir(&long, "x"), dir(t, "m"));
@@ -360,7 +358,7 @@ fn layer_paths_over_255_bytes_are_passed_as_fds() {
 
 #[test]
 fn missing_or_non_directory_layers_are_named() {
-    let tmp = support::TempDir::new("ovl-badlayer");
+    let tmp = TempDir::new("ovl-badlayer");
     let t = tmp.path();
     let (l0, l1, upper, work) = (dir(t, "l0"), dir(t, "l1"), dir(t, "u"), dir(t, "w"));
     let file = t.join("file");
@@ -420,7 +418,7 @@ fn missing_or_non_directory_layers_are_named() {
 
 #[test]
 fn inconsistent_builders_are_refused_before_any_call() {
-    let tmp = support::TempDir::new("ovl-invalid");
+    let tmp = TempDir::new("ovl-invalid");
     let t = tmp.path();
     let (a, b, u, w) = (dir(t, "a"), dir(t, "b"), dir(t, "u"), dir(t, "w"));
     let cases = [
@@ -461,7 +459,7 @@ fn inconsistent_builders_are_refused_before_any_call() {
 #[test]
 fn overlay_options_are_accepted() {
     require_root!();
-    with_ns(support::TempDir::new("ovl-opts"), |t| {
+    with_ns(TempDir::new("ovl-opts"), |t| {
         let (a, b) = (dir(t, "a"), dir(t, "b"));
         type Case = (
             &'static str,
@@ -521,7 +519,7 @@ fn overlay_options_are_accepted() {
 #[test]
 fn kernel_refusals_carry_the_context_log_and_leave_nothing() {
     require_root!();
-    with_ns(support::TempDir::new("ovl-refused"), |t| {
+    with_ns(TempDir::new("ovl-refused"), |t| {
         let (a, u, w, m) = (dir(t, "a"), dir(t, "u"), dir(t, "w"), dir(t, "m"));
         // Conflicting options, refused when the superblock is created. overlayfs reports this
         // one to the kernel log (dmesg), not to the context's log, which stays empty: the
@@ -570,7 +568,7 @@ fn kernel_refusals_carry_the_context_log_and_leave_nothing() {
 #[test]
 fn awkward_layer_names_are_escaped() {
     require_root!();
-    with_ns(support::TempDir::new("ovl-escape"), |t| {
+    with_ns(TempDir::new("ovl-escape"), |t| {
         for legacy in [false, true] {
             let base = dir(t, if legacy { "legacy" } else { "new" });
             let l0 = dir(&base, "a:b");
@@ -596,7 +594,7 @@ fn awkward_layer_names_are_escaped() {
 #[test]
 fn fsmount_gives_a_detached_tree() {
     require_root!();
-    with_ns(support::TempDir::new("ovl-detached"), |t| {
+    with_ns(TempDir::new("ovl-detached"), |t| {
         let (a, b, m) = (dir(t, "a"), dir(t, "b"), dir(t, "m"));
         write(&a.join("f"), "a");
         let o = Overlay::new().lower(&a).lower(&b).read_only();
@@ -619,7 +617,7 @@ fn fsmount_gives_a_detached_tree() {
 #[test]
 fn bind_tree_read_only_and_attach() {
     require_root!();
-    with_ns(support::TempDir::new("ovl-bind"), |t| {
+    with_ns(TempDir::new("ovl-bind"), |t| {
         let (src, rec, flat) = (dir(t, "src"), dir(t, "rec"), dir(t, "flat"));
         let sub = dir(&src, "sub");
         write(&src.join("f"), "f");

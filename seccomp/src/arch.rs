@@ -5,9 +5,6 @@
 //! compiled program therefore checks the architecture before it looks at the syscall number.
 
 use std::fmt;
-use std::str::FromStr;
-
-use crate::error::{Error, Result};
 
 /// `__AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE | EM_X86_64`.
 pub const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
@@ -67,34 +64,6 @@ impl Arch {
             Arch::Aarch64 => "aarch64",
         }
     }
-
-    /// The syscall number of `name` on this architecture.
-    pub fn syscall_nr(self, name: &str) -> Result<u32> {
-        self.try_syscall_nr(name)
-            .ok_or_else(|| Error::UnknownSyscall {
-                name: name.to_owned(),
-                arch: self,
-            })
-    }
-
-    /// The syscall number of `name` on this architecture, `None` if the architecture lacks it.
-    pub fn try_syscall_nr(self, name: &str) -> Option<u32> {
-        // The tables are generated from the kernel's own syscall tables by the `syscalls` crate.
-        let id = match self {
-            Arch::X86_64 => syscalls::x86_64::Sysno::from_str(name).ok()?.id(),
-            Arch::Aarch64 => syscalls::aarch64::Sysno::from_str(name).ok()?.id(),
-        };
-        u32::try_from(id).ok()
-    }
-
-    /// The name of syscall number `nr` on this architecture, if it has one.
-    pub fn syscall_name(self, nr: u32) -> Option<&'static str> {
-        let nr = usize::try_from(nr).ok()?;
-        match self {
-            Arch::X86_64 => syscalls::x86_64::Sysno::new(nr).map(|s| s.name()),
-            Arch::Aarch64 => syscalls::aarch64::Sysno::new(nr).map(|s| s.name()),
-        }
-    }
 }
 
 impl fmt::Display for Arch {
@@ -132,22 +101,6 @@ impl ArchName {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn resolves_per_arch() {
-        assert_eq!(Arch::X86_64.syscall_nr("read").ok(), Some(0));
-        assert_eq!(Arch::Aarch64.syscall_nr("read").ok(), Some(63));
-        assert_eq!(Arch::X86_64.syscall_nr("getppid").ok(), Some(110));
-        assert!(Arch::Aarch64.try_syscall_nr("open").is_none());
-        match Arch::Aarch64.syscall_nr("open") {
-            Err(Error::UnknownSyscall { name, arch }) => {
-                assert_eq!(name, "open");
-                assert_eq!(arch, Arch::Aarch64);
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-        assert_eq!(Arch::X86_64.syscall_name(59), Some("execve"));
-    }
 
     #[test]
     fn arch_names() {

@@ -184,7 +184,7 @@ impl SeccompData {
 /// The instructions never move once built, so the `sock_fprog` from
 /// [`sock_fprog`](BpfProgram::sock_fprog) stays valid for as long as the program lives. That lets
 /// a parent prepare everything before `clone`, and the child load it with one raw syscall and no
-/// allocation (see [`load_fprog`](crate::load::load_fprog)).
+/// allocation (see [`load_raw`](BpfProgram::load_raw)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BpfProgram {
     insns: Box<[SockFilter]>,

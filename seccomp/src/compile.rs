@@ -21,7 +21,7 @@ use crate::rule::{Action, CmpOp, Cond, Filter, ResolvedRule};
 
 /// How the syscall dispatch is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Layout {
+enum Layout {
     /// Binary search over sorted syscall ranges.
     Balanced,
     /// One `JEQ` per syscall, in rule order.
@@ -251,7 +251,20 @@ fn segments<'a>(
     segs
 }
 
-pub(crate) fn compile(filter: &Filter, layout: Layout) -> Result<BpfProgram> {
+impl Filter {
+    /// Compiles to a BPF program that finds the syscall by a balanced binary search.
+    pub fn compile(&self) -> Result<BpfProgram> {
+        compile(self, Layout::Balanced)
+    }
+
+    /// Compiles to a BPF program that tests syscalls one after another, in rule order. Same
+    /// results as [`compile`](Filter::compile), slower for large filters; meant for comparison.
+    pub fn compile_linear(&self) -> Result<BpfProgram> {
+        compile(self, Layout::Linear)
+    }
+}
+
+fn compile(filter: &Filter, layout: Layout) -> Result<BpfProgram> {
     let default = filter.default_action();
     let foreign = filter.foreign_arch_action();
     let mut e = Emitter {

@@ -106,12 +106,31 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// The error of the last failed libc call, attributed to `op`. Does not allocate, so it is
-    /// usable in a child between `clone` and `execve`.
+    /// The error of the last failed libc call, attributed to `op`. Reads `errno`, so it is for
+    /// ordinary code only, never for a child sharing its parent's memory; see [`Error::sys`].
     pub(crate) fn last_os(op: &'static str) -> Error {
         Error::Sys {
             op,
             source: std::io::Error::last_os_error(),
+        }
+    }
+
+    /// The kernel's errno behind the error, if a system call or file operation failed (as
+    /// every crate's error offers it); `None` for errors of the profile or its rules.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::Sys { source, .. } | Error::ReadProfile { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    /// [`Error::Sys`] for the kernel's error `errno`, attributed to `op`. `std::io::Error`
+    /// holds an OS error inline, so this does not allocate and is usable in a child between
+    /// `clone` and `execve`.
+    pub(crate) fn sys(op: &'static str, errno: rustix::io::Errno) -> Error {
+        Error::Sys {
+            op,
+            source: std::io::Error::from_raw_os_error(errno.raw_os_error()),
         }
     }
 }

@@ -11,7 +11,11 @@
 //! [`Profile::unconfined`] means no filter.
 //!
 //! Loading ([`BpfProgram::load`], [`load::load_fprog`]) is one `seccomp(2)` call that needs
-//! `no_new_privs` ([`set_no_new_privs`]) or `CAP_SYS_ADMIN`; [`notify`] supervises syscalls
+//! `no_new_privs` ([`set_no_new_privs`]) or `CAP_SYS_ADMIN`. It is issued directly, never
+//! through libc, so it leaves `errno` alone and allocates nothing: a sandbox child may load a
+//! filter between `clone` and `execve`, even sharing its parent's memory. There,
+//! [`BpfProgram::load_raw`] ([`load::set_mode_filter`]) returns the kernel's error as a
+//! `rustix::io::Errno`. [`notify`] supervises syscalls
 //! that a filter hands to user space with [`Action::UserNotify`] (`seccomp_unotify(2)`).
 //!
 //! ```
@@ -35,6 +39,7 @@ pub mod load;
 pub mod notify;
 pub mod profile;
 pub mod rule;
+mod table;
 
 pub use arch::Arch;
 pub use bpf::{BpfProgram, SeccompData, SockFilter};

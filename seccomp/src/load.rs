@@ -42,51 +42,108 @@ bitflags::bitflags! {
 }
 
 /// Sets `no_new_privs` on the calling thread (`prctl(PR_SET_NO_NEW_PRIVS, 1)`), which lets an
-/// unprivileged thread load filters. Irreversible; inherited across `fork` and `execve`. Does not
-/// allocate.
+/// unprivileged thread load filters. Irreversible; inherited across `fork` and `execve`.
+///
+/// # Child safety
+///
+/// One raw `prctl(2)` through rustix: no allocation, no lock, no `errno`, no panic.
 pub fn set_no_new_privs() -> Result<()> {
-    // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only.
-    let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-    if rc != 0 {
-        return Err(Error::last_os("prctl(PR_SET_NO_NEW_PRIVS)"));
+    rustix::thread::set_no_new_privs(true)
+        .map_err(|errno| Error::sys("prctl(PR_SET_NO_NEW_PRIVS)", errno))
+}
+
+/// `seccomp(op, flags, args)`: the workspace's only `seccomp(2)` call site, issued with the
+/// `syscalls` crate's inline system-call instruction, so it returns the kernel's error value
+/// instead of writing `errno`.
+///
+/// # Safety
+///
+/// `args` must be what `op` expects (`seccomp(2)`): for `SECCOMP_SET_MODE_FILTER` a readable
+/// `struct sock_fprog`, for `SECCOMP_GET_NOTIF_SIZES` a writable `struct seccomp_notif_sizes`.
+pub(crate) unsafe fn seccomp(
+    op: libc::c_uint,
+    flags: libc::c_ulong,
+    args: *mut libc::c_void,
+) -> rustix::io::Result<usize> {
+    // SAFETY: the caller vouches for `args`; the other two are plain integers.
+    unsafe {
+        syscalls::syscall3(
+            syscalls::Sysno::seccomp,
+            op as usize,
+            flags as usize,
+            args as usize,
+        )
     }
-    Ok(())
+    .map_err(|errno| rustix::io::Errno::from_raw_os_error(errno.into_raw()))
+}
+
+/// `seccomp(SECCOMP_SET_MODE_FILTER, flags, fprog)`: installs the filter `fprog` describes on
+/// the calling thread, returning the user-notification listener when `flags` has
+/// [`LoadFlags::NEW_LISTENER`] (close-on-exec, `seccomp(2)`). The typed, errno-free form of
+/// [`load_fprog`], which every other loader goes through.
+///
+/// Needs `no_new_privs` or `CAP_SYS_ADMIN`, else `EACCES`. The kernel copies the instructions;
+/// a bad pointer inside `fprog` makes it fail with `EFAULT`, it never writes through it.
+///
+/// # Child safety
+///
+/// One raw system call on data the caller prepared ([`BpfProgram::sock_fprog`]): no
+/// allocation, no lock, no `errno`, no panic. Usable in a child between `clone` (even with
+/// `CLONE_VM`) and `execve`.
+pub fn set_mode_filter(
+    fprog: &libc::sock_fprog,
+    flags: LoadFlags,
+) -> rustix::io::Result<Option<OwnedFd>> {
+    let args = (fprog as *const libc::sock_fprog).cast_mut().cast();
+    // SAFETY: SECCOMP_SET_MODE_FILTER only reads `*fprog` and the instructions it points to,
+    // and reports a bad pointer as EFAULT.
+    let ret = unsafe { seccomp(SECCOMP_SET_MODE_FILTER, flags.bits(), args) }?;
+    if !flags.contains(LoadFlags::NEW_LISTENER) {
+        return Ok(None);
+    }
+    // A descriptor is a non-negative c_int; anything else would not be one.
+    let fd = libc::c_int::try_from(ret).map_err(|_| rustix::io::Errno::BADF)?;
+    // SAFETY: with NEW_LISTENER, a successful seccomp returns a new descriptor that nothing
+    // else owns.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 /// Installs the filter described by `fprog` on the calling thread with one `seccomp(2)` call,
-/// returning the listener when `flags` has [`LoadFlags::NEW_LISTENER`].
+/// returning the listener when `flags` has [`LoadFlags::NEW_LISTENER`]; [`set_mode_filter`]
+/// with this crate's [`Error`].
 ///
-/// Does not allocate, so a child can call it between `clone` and `execve` with a `sock_fprog`
-/// prepared by the parent ([`BpfProgram::sock_fprog`]). The kernel copies the instructions; a
-/// bad pointer makes it fail with `EFAULT`, it never writes through it.
+/// # Child safety
+///
+/// As [`set_mode_filter`]: no allocation, no lock, no `errno`, no panic, so a child can call it
+/// between `clone` and `execve` with a `sock_fprog` prepared by the parent
+/// ([`BpfProgram::sock_fprog`]).
 pub fn load_fprog(fprog: &libc::sock_fprog, flags: LoadFlags) -> Result<Option<OwnedFd>> {
-    // SAFETY: the kernel only reads `*fprog` and the instructions it points to, and reports a
-    // bad pointer as EFAULT.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            SECCOMP_SET_MODE_FILTER,
-            flags.bits(),
-            fprog as *const libc::sock_fprog,
-        )
-    };
-    if rc < 0 {
-        return Err(Error::last_os("seccomp(SECCOMP_SET_MODE_FILTER)"));
-    }
-    if flags.contains(LoadFlags::NEW_LISTENER) {
-        // File descriptors fit in c_int; the kernel returns one for NEW_LISTENER.
-        let fd = rc as libc::c_int;
-        // SAFETY: with NEW_LISTENER, a successful seccomp returns a new fd that nothing else
-        // owns.
-        return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
-    }
-    Ok(None)
+    set_mode_filter(fprog, flags)
+        .map_err(|errno| Error::sys("seccomp(SECCOMP_SET_MODE_FILTER)", errno))
 }
 
 impl BpfProgram {
     /// Installs the program on the calling thread (or, with [`LoadFlags::TSYNC`], the whole
-    /// process); see [`load_fprog`]. Needs `no_new_privs` or `CAP_SYS_ADMIN`. Does not allocate.
+    /// process); [`load_raw`](Self::load_raw) with this crate's [`Error`]. Needs
+    /// `no_new_privs` or `CAP_SYS_ADMIN`.
+    ///
+    /// # Child safety
+    ///
+    /// As [`set_mode_filter`]: no allocation, no lock, no `errno`, no panic.
     pub fn load(&self, flags: LoadFlags) -> Result<Option<OwnedFd>> {
         load_fprog(&self.sock_fprog(), flags)
+    }
+
+    /// Installs the program on the calling thread (or, with [`LoadFlags::TSYNC`], the whole
+    /// process), returning the kernel's error as is: [`set_mode_filter`] on
+    /// [`sock_fprog`](Self::sock_fprog). The listener comes back when `flags` has
+    /// [`LoadFlags::NEW_LISTENER`].
+    ///
+    /// # Child safety
+    ///
+    /// No allocation, no lock, no `errno`, no panic: safe in a child that shares its parent's
+    /// memory (`CLONE_VM`), with a program the parent compiled.
+    pub fn load_raw(&self, flags: LoadFlags) -> rustix::io::Result<Option<OwnedFd>> {
+        set_mode_filter(&self.sock_fprog(), flags)
     }
 }

@@ -77,19 +77,11 @@ pub struct NotifSizes {
 /// Asks the kernel for its notification structure sizes (`seccomp(SECCOMP_GET_NOTIF_SIZES)`).
 pub fn notif_sizes() -> Result<NotifSizes> {
     let mut sizes = RawSizes::default();
+    let args = (&mut sizes as *mut RawSizes).cast();
     // SAFETY: SECCOMP_GET_NOTIF_SIZES writes one struct seccomp_notif_sizes to the pointer,
     // which points to one.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            crate::load::SECCOMP_GET_NOTIF_SIZES,
-            0,
-            &mut sizes as *mut RawSizes,
-        )
-    };
-    if rc != 0 {
-        return Err(Error::last_os("seccomp(SECCOMP_GET_NOTIF_SIZES)"));
-    }
+    unsafe { crate::load::seccomp(crate::load::SECCOMP_GET_NOTIF_SIZES, 0, args) }
+        .map_err(|errno| Error::sys("seccomp(SECCOMP_GET_NOTIF_SIZES)", errno))?;
     Ok(NotifSizes {
         notif: sizes.notif,
         resp: sizes.resp,

@@ -2,7 +2,7 @@
 //! one architecture.
 
 use crate::arch::{Arch, X32_SYSCALL_BIT};
-use crate::bpf::{BpfProgram, SeccompData};
+use crate::bpf::SeccompData;
 use crate::error::{Error, Result};
 
 /// What the kernel does with a syscall; see `seccomp(2)`, "Filter return values".
@@ -312,16 +312,5 @@ impl Filter {
                     .all(|c| c.matches(data.args[usize::from(c.arg)]))
             })
             .map_or(self.default_action, |r| r.action)
-    }
-
-    /// Compiles to a BPF program that finds the syscall by a balanced binary search.
-    pub fn compile(&self) -> Result<BpfProgram> {
-        crate::compile::compile(self, crate::compile::Layout::Balanced)
-    }
-
-    /// Compiles to a BPF program that tests syscalls one after another, in rule order. Same
-    /// results as [`compile`](Filter::compile), slower for large filters; meant for comparison.
-    pub fn compile_linear(&self) -> Result<BpfProgram> {
-        crate::compile::compile(self, crate::compile::Layout::Linear)
     }
 }

@@ -4,7 +4,7 @@ mod child;
 
 use std::ffi::CString;
 
-use child::{in_child, sys, Exit};
+use child::{errno, in_child, sys, Exit};
 use palisade_seccomp::{
     set_no_new_privs, Action, Arch, BpfProgram, CmpOp, Cond, Filter, LoadFlags, Profile, Rule,
 };
@@ -215,4 +215,55 @@ fn unconfined_has_no_program() {
         .compile(Arch::native())
         .unwrap()
         .is_none());
+}
+
+/// `load_raw` hands back the kernel's error without touching `errno`, `load` wraps the same
+/// error, and a listener comes back only when asked for.
+#[test]
+fn load_raw_returns_the_kernels_error() {
+    let errno_getpid = allow_all_but(vec![Rule::new("getpid", Action::Errno(EPERM))])
+        .compile()
+        .unwrap();
+    let notify_gettid = allow_all_but(vec![Rule::new("gettid", Action::UserNotify)])
+        .compile()
+        .unwrap();
+    // NEW_LISTENER with TSYNC but without TSYNC_ESRCH is refused (`seccomp(2)`).
+    let refused = LoadFlags::NEW_LISTENER | LoadFlags::TSYNC;
+    let exit = in_child(|| {
+        if set_no_new_privs().is_err() {
+            return 10;
+        }
+        // SAFETY: errno is this thread's; the forked child has no other.
+        unsafe { *libc::__errno_location() = 12345 };
+        if errno_getpid.load_raw(refused).err() != Some(rustix::io::Errno::INVAL) {
+            return 11;
+        }
+        if errno() != 12345 {
+            return 12;
+        }
+        match errno_getpid.load(refused) {
+            Err(palisade_seccomp::Error::Sys { source, .. })
+                if source.raw_os_error() == Some(libc::EINVAL) => {}
+            _ => return 13,
+        }
+        if !matches!(errno_getpid.load_raw(LoadFlags::empty()), Ok(None)) {
+            return 14;
+        }
+        if sys(libc::SYS_getpid, 0, 0, 0) != Err(libc::EPERM) {
+            return 15;
+        }
+        match notify_gettid.load_raw(LoadFlags::NEW_LISTENER) {
+            Ok(Some(listener)) => {
+                use std::os::fd::AsRawFd;
+                // SAFETY: F_GETFD on a descriptor we own.
+                let fd_flags = unsafe { libc::fcntl(listener.as_raw_fd(), libc::F_GETFD) };
+                if fd_flags != libc::FD_CLOEXEC {
+                    return 16;
+                }
+            }
+            _ => return 17,
+        }
+        0
+    });
+    assert_eq!(exit, Exit::Code(0));
 }

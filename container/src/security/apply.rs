@@ -1,204 +1,284 @@
-//! The child side: applying a [`SecurityPlan`] with raw system calls, in the order the module
-//! documentation explains.
+//! The child side: applying a [`SecurityPlan`] in the order the module documentation explains.
+//!
+//! Every step is one rustix call (its `linux_raw` backend issues the system call itself and
+//! returns the kernel's error) or, for the filter, palisade-seccomp's
+//! [`BpfProgram::load_raw`](palisade_seccomp::BpfProgram::load_raw), on data prepared by
+//! [`prepare`](super::SecuritySpec::prepare). None of them allocates, takes a lock, reads or
+//! writes `errno`, or panics.
 
-use std::os::fd::RawFd;
+use std::os::fd::OwnedFd;
 
-use palisade_seccomp::LoadFlags;
+use rustix::io::Errno;
+use rustix::process::{Resource, Rlimit};
+use rustix::thread::{CapabilitySet, CapabilitySets};
 
 use super::SecurityPlan;
 use crate::error::ChildStep;
-use crate::spawn::sys::raw;
 
-/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit capability sets passed as two 32-bit halves
-/// (`capget(2)`).
-const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-
-/// The kernel's `struct __user_cap_header_struct` (`capget(2)`).
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    /// 0: the calling thread.
-    pid: libc::c_int,
+/// The numbers of the capabilities whose bits are set in `mask`, lowest first, as one-bit
+/// rustix sets.
+fn bits(mask: u64) -> impl Iterator<Item = CapabilitySet> {
+    (0..u64::BITS)
+        .filter(move |n| mask & (1 << n) != 0)
+        .map(|n| CapabilitySet::from_bits_retain(1 << n))
 }
 
-/// The kernel's `struct __user_cap_data_struct`: one 32-bit half of each set.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
+/// Attributes a failed call to `step`, as the positive errno the parent is sent.
+fn at(step: ChildStep) -> impl Fn(Errno) -> (ChildStep, Errno) {
+    move |errno| (step, errno)
 }
 
-/// The numbers of the capabilities whose bits are set in `mask`, lowest first.
-fn bits(mask: u64) -> impl Iterator<Item = u32> {
-    (0..u64::BITS).filter(move |n| mask & (1 << n) != 0)
+/// The rustix resource for the kernel's `RLIMIT_*` number; `EINVAL` for a number it does not
+/// know, as `prlimit(2)` answers.
+fn resource(raw: u32) -> Result<Resource, Errno> {
+    // libc's constants have a C-library-dependent type; the values are small and non-negative.
+    #[allow(clippy::unnecessary_cast)]
+    let known = [
+        (libc::RLIMIT_AS as u32, Resource::As),
+        (libc::RLIMIT_CORE as u32, Resource::Core),
+        (libc::RLIMIT_CPU as u32, Resource::Cpu),
+        (libc::RLIMIT_DATA as u32, Resource::Data),
+        (libc::RLIMIT_FSIZE as u32, Resource::Fsize),
+        (libc::RLIMIT_LOCKS as u32, Resource::Locks),
+        (libc::RLIMIT_MEMLOCK as u32, Resource::Memlock),
+        (libc::RLIMIT_MSGQUEUE as u32, Resource::Msgqueue),
+        (libc::RLIMIT_NICE as u32, Resource::Nice),
+        (libc::RLIMIT_NOFILE as u32, Resource::Nofile),
+        (libc::RLIMIT_NPROC as u32, Resource::Nproc),
+        (libc::RLIMIT_RSS as u32, Resource::Rss),
+        (libc::RLIMIT_RTPRIO as u32, Resource::Rtprio),
+        (libc::RLIMIT_RTTIME as u32, Resource::Rttime),
+        (libc::RLIMIT_SIGPENDING as u32, Resource::Sigpending),
+        (libc::RLIMIT_STACK as u32, Resource::Stack),
+    ];
+    known
+        .into_iter()
+        .find(|&(n, _)| n == raw)
+        .map(|(_, resource)| resource)
+        .ok_or(Errno::INVAL)
 }
 
-/// `Err((step, errno))` when a raw system call returned `-errno`.
-fn check(step: ChildStep, ret: isize) -> Result<isize, (ChildStep, isize)> {
-    if ret < 0 {
-        Err((step, -ret))
-    } else {
-        Ok(ret)
+/// rustix's form of a limit: `None` is `RLIM_INFINITY`.
+fn rlimit(limit: &libc::rlimit64) -> Rlimit {
+    let finite = |value: u64| (value != libc::RLIM64_INFINITY).then_some(value);
+    Rlimit {
+        current: finite(limit.rlim_cur),
+        maximum: finite(limit.rlim_max),
     }
 }
 
 impl SecurityPlan {
     /// Child side: applies the plan right before `execve(2)`, in the order of the
     /// [module documentation](super). Returns the seccomp user-notification listener when the
-    /// filter asked for one (close-on-exec, `seccomp(2)`), else -1; or the step that failed and
-    /// its errno (after which the caller reports and exits).
+    /// filter asked for one (close-on-exec, `seccomp(2)`), which the caller must close without
+    /// libc (`palisade_ns::child::close`); or the step that failed and its error (after which the
+    /// caller reports and exits).
     ///
     /// With `filter` false (the init, which installs its own, stricter filter after its exec),
     /// everything but the seccomp filter is applied, and `no_new_privs` is set whatever the
     /// plan says.
     ///
-    /// Makes raw system calls only, on data prepared by [`prepare`](super::SecuritySpec::prepare):
-    /// no allocation, no locks, no `errno`, no panics, so it is safe in a child that shares the
-    /// parent's memory (`CLONE_VM`) or was forked from a multi-threaded process.
+    /// # Child safety
+    ///
+    /// Makes rustix calls (`linux_raw`) and palisade-seccomp's `load_raw` only, on data prepared
+    /// by [`prepare`](super::SecuritySpec::prepare): no allocation, no locks, no `errno`, no
+    /// panics, so it is safe in a child that shares the parent's memory (`CLONE_VM`) or was
+    /// forked from a multi-threaded process.
     ///
     /// # Safety
     ///
     /// Only in the sandbox child, single-threaded, between the clone and the exec: it changes
     /// the credentials, limits and filters of the calling thread irreversibly.
-    pub(crate) unsafe fn apply(&self, filter: bool) -> Result<RawFd, (ChildStep, isize)> {
-        let mut listener: RawFd = -1;
+    pub(crate) unsafe fn apply(&self, filter: bool) -> Result<Option<OwnedFd>, (ChildStep, Errno)> {
+        let mut listener = None;
         let result = self.apply_steps(filter, &mut listener);
-        if result.is_err() && listener >= 0 {
-            // SAFETY: the listener was created by this function and is not used afterwards.
-            unsafe { raw!(libc::SYS_close, listener) };
+        if let Err(failure) = result {
+            if let Some(listener) = listener {
+                // Without libc: `OwnedFd`'s drop may write `errno`.
+                palisade_ns::child::close(listener);
+            }
+            return Err(failure);
         }
-        result.map(|()| listener)
+        Ok(listener)
     }
 
-    fn apply_steps(&self, filter: bool, listener: &mut RawFd) -> Result<(), (ChildStep, isize)> {
+    fn apply_steps(
+        &self,
+        filter: bool,
+        listener: &mut Option<OwnedFd>,
+    ) -> Result<(), (ChildStep, Errno)> {
+        self.steps(&mut Kernel, filter, listener)
+    }
+
+    /// The steps, in their order, through `calls`: the kernel's ([`Kernel`]) in the child, a
+    /// recording in the unit tests, which check the order without a kernel.
+    pub(super) fn steps<C: Calls>(
+        &self,
+        calls: &mut C,
+        filter: bool,
+        listener: &mut Option<OwnedFd>,
+    ) -> Result<(), (ChildStep, Errno)> {
         // 1. Resource limits, while CAP_SYS_RESOURCE allows raising a hard limit.
-        for (resource, limit) in &self.rlimits {
-            let limit = limit as *const libc::rlimit64;
-            // SAFETY: prlimit64(2) on the calling process (pid 0) reads one rlimit64 from a
-            // live reference and, with a NULL old-limit pointer, writes nothing.
-            let ret = unsafe { raw!(libc::SYS_prlimit64, 0, *resource, limit, 0) };
-            check(ChildStep::Rlimit, ret)?;
+        for (raw, limit) in &self.rlimits {
+            calls
+                .set_rlimit(*raw, limit)
+                .map_err(at(ChildStep::Rlimit))?;
         }
 
         // 2. Without no_new_privs, the filter goes in while CAP_SYS_ADMIN is still held.
         if !self.no_new_privs && filter {
-            *listener = self.load_seccomp()?;
+            *listener = self.load_seccomp(calls)?;
         }
 
         // 3. The bounding set, while CAP_SETPCAP is still effective.
         for cap in bits(self.bounding_drop) {
-            // SAFETY: prctl(2) with integer arguments only.
-            let ret = unsafe { raw!(libc::SYS_prctl, libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
-            check(ChildStep::BoundingSet, ret)?;
+            calls
+                .drop_bounding(cap)
+                .map_err(at(ChildStep::BoundingSet))?;
         }
 
         // 4. User and groups, while CAP_SETUID and CAP_SETGID are still effective.
         if self.keep_caps {
-            // SAFETY: prctl(2) with integer arguments only.
-            let ret = unsafe { raw!(libc::SYS_prctl, libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
-            check(ChildStep::KeepCaps, ret)?;
+            calls.keep_caps().map_err(at(ChildStep::KeepCaps))?;
         }
         if let Some(groups) = &self.groups {
-            // SAFETY: setgroups(2) reads `len` gid_t values from a live slice (none if empty).
-            let ret = unsafe { raw!(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
-            check(ChildStep::Groups, ret)?;
+            calls.set_groups(groups).map_err(at(ChildStep::Groups))?;
         }
         if let Some((uid, gid)) = self.user {
-            // SAFETY: setresgid(2) and setresuid(2) take integer arguments only, and change the
-            // credentials of the calling thread, the only one of this process.
-            let ret = unsafe { raw!(libc::SYS_setresgid, gid, gid, gid) };
-            check(ChildStep::SetUser, ret)?;
-            // SAFETY: as above.
-            let ret = unsafe { raw!(libc::SYS_setresuid, uid, uid, uid) };
-            check(ChildStep::SetUser, ret)?;
+            calls.set_ids(uid, gid).map_err(at(ChildStep::SetUser))?;
         }
 
-        // 5. Permitted, effective and inheritable sets.
-        let header = CapHeader {
-            version: CAPABILITY_VERSION_3,
-            pid: 0,
+        // 5. Permitted, effective and inheritable sets (capset(2), version 3: 64-bit sets).
+        let sets = CapabilitySets {
+            effective: CapabilitySet::from_bits_retain(self.caps.effective),
+            permitted: CapabilitySet::from_bits_retain(self.caps.permitted),
+            inheritable: CapabilitySet::from_bits_retain(self.caps.inheritable),
         };
-        let half = |shift: u32| CapData {
-            effective: (self.caps.effective >> shift) as u32,
-            permitted: (self.caps.permitted >> shift) as u32,
-            inheritable: (self.caps.inheritable >> shift) as u32,
-        };
-        let data = [half(0), half(32)];
-        // SAFETY: capset(2) reads a version-3 header and the two data structures that version
-        // takes, all live on this stack.
-        let ret = unsafe { raw!(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) };
-        check(ChildStep::Capabilities, ret)?;
+        calls.set_caps(sets).map_err(at(ChildStep::Capabilities))?;
 
         // 6. Ambient set: each raised capability must be permitted and inheritable by now.
-        // SAFETY: prctl(2) with integer arguments only.
-        let ret = unsafe {
-            raw!(
-                libc::SYS_prctl,
-                libc::PR_CAP_AMBIENT,
-                libc::PR_CAP_AMBIENT_CLEAR_ALL,
-                0,
-                0,
-                0
-            )
-        };
-        // A kernel without ambient capabilities (before 4.3) has none to clear.
-        if !(ret == -(libc::EINVAL as isize) && self.caps.ambient == 0) {
-            check(ChildStep::AmbientCapabilities, ret)?;
+        match calls.clear_ambient() {
+            // A kernel without ambient capabilities (before 4.3) has none to clear.
+            Err(Errno::INVAL) if self.caps.ambient == 0 => {}
+            result => result.map_err(at(ChildStep::AmbientCapabilities))?,
         }
         for cap in bits(self.caps.ambient) {
-            // SAFETY: prctl(2) with integer arguments only.
-            let ret = unsafe {
-                raw!(
-                    libc::SYS_prctl,
-                    libc::PR_CAP_AMBIENT,
-                    libc::PR_CAP_AMBIENT_RAISE,
-                    cap,
-                    0,
-                    0
-                )
-            };
-            check(ChildStep::AmbientCapabilities, ret)?;
+            calls
+                .raise_ambient(cap)
+                .map_err(at(ChildStep::AmbientCapabilities))?;
         }
 
         // 7. and 8. no_new_privs, then the filter, last.
         if self.no_new_privs || !filter {
-            // SAFETY: prctl(2) with integer arguments only.
-            let ret = unsafe { raw!(libc::SYS_prctl, libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-            check(ChildStep::NoNewPrivs, ret)?;
+            calls.no_new_privs().map_err(at(ChildStep::NoNewPrivs))?;
         }
         if self.no_new_privs && filter {
-            *listener = self.load_seccomp()?;
+            *listener = self.load_seccomp(calls)?;
         }
         Ok(())
     }
 
-    /// Installs the filter, if any, on the calling thread; returns its listener or -1.
-    ///
-    /// `palisade_seccomp::load_fprog` is not used here: it goes through libc's `syscall(3)`,
-    /// which sets `errno`, shared with the parent thread under `CLONE_VM`.
-    fn load_seccomp(&self) -> Result<RawFd, (ChildStep, isize)> {
+    /// Installs the filter, if any, on the calling thread; returns its listener when the flags
+    /// ask for one.
+    fn load_seccomp<C: Calls>(&self, calls: &mut C) -> Result<Option<OwnedFd>, (ChildStep, Errno)> {
         let Some(program) = &self.seccomp else {
-            return Ok(-1);
+            return Ok(None);
         };
-        // Points into the program, which the plan keeps alive and unchanged.
-        let fprog = program.sock_fprog();
-        // SAFETY: seccomp(2) reads the sock_fprog on this stack and the instructions it points
-        // to; with NEW_LISTENER it returns a new descriptor, which the caller owns.
-        let ret = unsafe {
-            raw!(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                self.seccomp_flags.bits(),
-                &fprog as *const libc::sock_fprog
-            )
-        };
-        let ret = check(ChildStep::Seccomp, ret)?;
-        Ok(if self.seccomp_flags.contains(LoadFlags::NEW_LISTENER) {
-            ret as RawFd
-        } else {
-            -1
-        })
+        calls
+            .load_filter(program, self.seccomp_flags)
+            .map_err(at(ChildStep::Seccomp))
     }
+}
+
+/// The system calls of the security steps, one method each, so that [`SecurityPlan::steps`]
+/// can run against the kernel ([`Kernel`]) or a recording (the unit tests).
+pub(super) trait Calls {
+    /// `prlimit(2)` of the calling process, `resource` a `RLIMIT_*` number.
+    fn set_rlimit(&mut self, resource: u32, limit: &libc::rlimit64) -> Result<(), Errno>;
+    /// `seccomp(2)` `SECCOMP_SET_MODE_FILTER`.
+    fn load_filter(
+        &mut self,
+        program: &palisade_seccomp::BpfProgram,
+        flags: palisade_seccomp::LoadFlags,
+    ) -> Result<Option<OwnedFd>, Errno>;
+    /// `prctl(PR_CAPBSET_DROP)`.
+    fn drop_bounding(&mut self, cap: CapabilitySet) -> Result<(), Errno>;
+    /// `prctl(PR_SET_KEEPCAPS, 1)`.
+    fn keep_caps(&mut self) -> Result<(), Errno>;
+    /// `setgroups(2)`.
+    fn set_groups(&mut self, groups: &[libc::gid_t]) -> Result<(), Errno>;
+    /// `setresgid(2)`, then `setresuid(2)`.
+    fn set_ids(&mut self, uid: libc::uid_t, gid: libc::gid_t) -> Result<(), Errno>;
+    /// `capset(2)`.
+    fn set_caps(&mut self, sets: CapabilitySets) -> Result<(), Errno>;
+    /// `prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)`.
+    fn clear_ambient(&mut self) -> Result<(), Errno>;
+    /// `prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE)`.
+    fn raise_ambient(&mut self, cap: CapabilitySet) -> Result<(), Errno>;
+    /// `prctl(PR_SET_NO_NEW_PRIVS, 1)`.
+    fn no_new_privs(&mut self) -> Result<(), Errno>;
+}
+
+/// The kernel's calls, each one rustix call (or palisade-seccomp's loader): no allocation, no
+/// `errno`, no lock, no panic.
+pub(super) struct Kernel;
+
+impl Calls for Kernel {
+    fn set_rlimit(&mut self, resource_number: u32, limit: &libc::rlimit64) -> Result<(), Errno> {
+        // prlimit64(2) on the calling process, without reading back the old limit.
+        rustix::process::setrlimit(resource(resource_number)?, rlimit(limit))
+    }
+
+    fn load_filter(
+        &mut self,
+        program: &palisade_seccomp::BpfProgram,
+        flags: palisade_seccomp::LoadFlags,
+    ) -> Result<Option<OwnedFd>, Errno> {
+        program.load_raw(flags)
+    }
+
+    fn drop_bounding(&mut self, cap: CapabilitySet) -> Result<(), Errno> {
+        rustix::thread::remove_capability_from_bounding_set(cap)
+    }
+
+    fn keep_caps(&mut self) -> Result<(), Errno> {
+        rustix::thread::set_keep_capabilities(true)
+    }
+
+    fn set_groups(&mut self, groups: &[libc::gid_t]) -> Result<(), Errno> {
+        rustix::thread::set_thread_groups(gids(groups))
+    }
+
+    fn set_ids(&mut self, uid: libc::uid_t, gid: libc::gid_t) -> Result<(), Errno> {
+        // `prepare` refused -1, the only value the unchecked constructors must not get.
+        let gid = rustix::process::Gid::from_raw_unchecked(gid);
+        let uid = rustix::process::Uid::from_raw_unchecked(uid);
+        // The raw calls change the calling thread only, the whole process here.
+        rustix::thread::set_thread_res_gid(gid, gid, gid)?;
+        rustix::thread::set_thread_res_uid(uid, uid, uid)
+    }
+
+    fn set_caps(&mut self, sets: CapabilitySets) -> Result<(), Errno> {
+        rustix::thread::set_capabilities(None, sets)
+    }
+
+    fn clear_ambient(&mut self) -> Result<(), Errno> {
+        rustix::thread::clear_ambient_capability_set()
+    }
+
+    fn raise_ambient(&mut self, cap: CapabilitySet) -> Result<(), Errno> {
+        rustix::thread::configure_capability_in_ambient_set(cap, true)
+    }
+
+    fn no_new_privs(&mut self) -> Result<(), Errno> {
+        rustix::thread::set_no_new_privs(true)
+    }
+}
+
+/// The groups as rustix's type, without copying.
+fn gids(groups: &[libc::gid_t]) -> &[rustix::process::Gid] {
+    // SAFETY: `Gid` is `#[repr(transparent)]` over `c_uint`, which is `gid_t` on Linux, and
+    // every value but -1 (refused by `prepare`) is a valid `Gid`; the new slice borrows the
+    // same memory for the same lifetime.
+    unsafe { std::slice::from_raw_parts(groups.as_ptr().cast(), groups.len()) }
 }

@@ -87,7 +87,7 @@ const DOCKER_DEFAULT: [Capability; 13] = [
 ///
 /// # Errors
 ///
-/// [`Error::InvalidArgument`] (`what`: `"capability"`) for a name the crate does not know.
+/// [`Error::InvalidValue`] (`what`: `"capability"`) for a name the crate does not know.
 pub fn parse_capability(name: &str) -> Result<Capability> {
     let upper = name.trim().to_ascii_uppercase();
     let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
@@ -95,7 +95,7 @@ pub fn parse_capability(name: &str) -> Result<Capability> {
         .iter()
         .copied()
         .find(|cap| cap.to_string().strip_prefix("CAP_") == Some(bare))
-        .ok_or_else(|| Error::InvalidArgument {
+        .ok_or_else(|| Error::InvalidValue {
             what: "capability",
             value: name.to_owned(),
             reason: "unknown capability name",
@@ -321,7 +321,7 @@ mod tests {
             assert!(
                 matches!(
                     &err,
-                    Error::InvalidArgument { what: "capability", value, .. } if value == bad
+                    Error::InvalidValue { what: "capability", value, .. } if value == bad
                 ),
                 "{bad:?}: {err}"
             );
@@ -349,7 +349,7 @@ mod tests {
         assert_eq!("ALL".parse::<Capabilities>().unwrap(), Capabilities::all());
         assert!(matches!(
             "chown,nope".parse::<Capabilities>(),
-            Err(Error::InvalidArgument {
+            Err(Error::InvalidValue {
                 what: "capability",
                 ..
             })

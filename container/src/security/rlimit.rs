@@ -132,7 +132,7 @@ impl FromStr for RlimitResource {
         RlimitResource::ALL
             .into_iter()
             .find(|r| r.name() == bare)
-            .ok_or_else(|| Error::InvalidArgument {
+            .ok_or_else(|| Error::InvalidValue {
                 what: "rlimit resource",
                 value: s.to_owned(),
                 reason: "unknown resource (as, core, cpu, data, fsize, locks, memlock, msgqueue, \
@@ -198,7 +198,7 @@ impl Rlimit {
     /// Checks that the soft limit does not exceed the hard one.
     pub(crate) fn validate(&self) -> Result<()> {
         if self.soft > self.hard {
-            return Err(Error::InvalidArgument {
+            return Err(Error::InvalidValue {
                 what: "rlimit",
                 value: self.to_string(),
                 reason: "the soft limit exceeds the hard limit",
@@ -234,7 +234,7 @@ impl FromStr for Rlimit {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Rlimit> {
-        let invalid = |reason| Error::InvalidArgument {
+        let invalid = |reason| Error::InvalidValue {
             what: "rlimit",
             value: s.to_owned(),
             reason,
@@ -268,7 +268,7 @@ mod tests {
 
     fn reason(s: &str) -> (&'static str, &'static str) {
         match s.parse::<Rlimit>() {
-            Err(Error::InvalidArgument { what, reason, .. }) => (what, reason),
+            Err(Error::InvalidValue { what, reason, .. }) => (what, reason),
             other => panic!("{s:?} parsed as {other:?}"),
         }
     }

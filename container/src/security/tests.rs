@@ -32,7 +32,7 @@ fn plan_of(edit: impl FnOnce(&mut crate::SandboxBuilder)) -> SecurityPlan {
 
 fn invalid_what(result: Result<SecurityPlan>) -> &'static str {
     match result {
-        Err(Error::InvalidArgument { what, .. }) => what,
+        Err(Error::InvalidValue { what, .. }) => what,
         other => panic!("expected an invalid argument, got {other:?}"),
     }
 }
@@ -293,7 +293,7 @@ fn bad_settings_are_typed_errors() {
     })
     .unwrap_err();
     assert!(
-        matches!(&err, Error::InvalidArgument { what: "rlimit", value, .. } if value == "nofile=10:5"),
+        matches!(&err, Error::InvalidValue { what: "rlimit", value, .. } if value == "nofile=10:5"),
         "{err}"
     );
     // The builder reports it as well.
@@ -302,7 +302,7 @@ fn bad_settings_are_typed_errors() {
         .build()
         .unwrap_err();
     assert!(
-        matches!(err, Error::InvalidArgument { what: "rlimit", .. }),
+        matches!(err, Error::InvalidValue { what: "rlimit", .. }),
         "{err}"
     );
 }
@@ -351,7 +351,9 @@ fn failures_are_described() {
     assert_eq!(describe(ChildStep::Seccomp), None);
     let err = Error::Child {
         step: ChildStep::SetUser,
-        context: crate::Context(describe(ChildStep::SetUser)),
+        context: crate::Context {
+            subject: describe(ChildStep::SetUser),
+        },
         source: std::io::Error::from_raw_os_error(libc::EINVAL),
     };
     assert_eq!(
@@ -414,11 +416,11 @@ fn put_num(fd: RawFd, mut n: u64) {
 }
 
 /// Writes an `apply` failure as `step N errno M`.
-fn put_failure(fd: RawFd, (step, errno): (ChildStep, isize)) {
+fn put_failure(fd: RawFd, (step, errno): (ChildStep, rustix::io::Errno)) {
     put(fd, b"step ");
     put_num(fd, step as u64);
     put(fd, b" errno ");
-    put_num(fd, errno as u64);
+    put_num(fd, errno.raw_os_error() as u64);
     put(fd, b"\n");
 }
 
@@ -638,7 +640,8 @@ fn a_notifying_profile_returns_its_listener() {
     let (status, out) = forked(|out| {
         // SAFETY: a forked, single-threaded child.
         let fd = match unsafe { plan.apply(true) } {
-            Ok(fd) => fd,
+            Ok(Some(fd)) => std::os::fd::IntoRawFd::into_raw_fd(fd),
+            Ok(None) => return 124,
             Err(failure) => {
                 put_failure(out, failure);
                 return 125;
@@ -751,4 +754,157 @@ fn root_gets_every_capability_the_caller_can_pass_on() {
     assert_eq!(mask(&got, "CapPrm"), held);
     assert_eq!(mask(&got, "CapBnd"), mask(&mine, "CapBnd"));
     assert_eq!(mask(&got, "CapInh") | mask(&got, "CapAmb"), 0);
+}
+
+/// The order of the security steps, checked without a kernel: [`apply::Calls`] recorded.
+mod order {
+    use super::*;
+    use crate::security::apply::Calls;
+    use rustix::io::Errno;
+    use rustix::thread::{CapabilitySet, CapabilitySets};
+    use std::os::fd::OwnedFd;
+
+    /// Records each call by name; fails the call named `fail_at`.
+    #[derive(Default)]
+    struct Recorder {
+        calls: Vec<&'static str>,
+        fail_at: Option<&'static str>,
+    }
+
+    impl Recorder {
+        fn call(&mut self, name: &'static str) -> Result<(), Errno> {
+            self.calls.push(name);
+            if self.fail_at == Some(name) {
+                return Err(Errno::PERM);
+            }
+            Ok(())
+        }
+    }
+
+    impl Calls for Recorder {
+        fn set_rlimit(&mut self, _: u32, _: &libc::rlimit64) -> Result<(), Errno> {
+            self.call("rlimit")
+        }
+        fn load_filter(
+            &mut self,
+            _: &palisade_seccomp::BpfProgram,
+            _: palisade_seccomp::LoadFlags,
+        ) -> Result<Option<OwnedFd>, Errno> {
+            self.call("filter").map(|()| None)
+        }
+        fn drop_bounding(&mut self, _: CapabilitySet) -> Result<(), Errno> {
+            self.call("bounding")
+        }
+        fn keep_caps(&mut self) -> Result<(), Errno> {
+            self.call("keepcaps")
+        }
+        fn set_groups(&mut self, _: &[libc::gid_t]) -> Result<(), Errno> {
+            self.call("groups")
+        }
+        fn set_ids(&mut self, _: libc::uid_t, _: libc::gid_t) -> Result<(), Errno> {
+            self.call("user")
+        }
+        fn set_caps(&mut self, _: CapabilitySets) -> Result<(), Errno> {
+            self.call("caps")
+        }
+        fn clear_ambient(&mut self) -> Result<(), Errno> {
+            self.call("clear-ambient")
+        }
+        fn raise_ambient(&mut self, _: CapabilitySet) -> Result<(), Errno> {
+            self.call("ambient")
+        }
+        fn no_new_privs(&mut self) -> Result<(), Errno> {
+            self.call("nnp")
+        }
+    }
+
+    /// The calls `plan` makes, deduplicated where a step repeats (one per capability).
+    fn order_of(
+        plan: &SecurityPlan,
+        filter: bool,
+        fail_at: Option<&'static str>,
+    ) -> Vec<&'static str> {
+        let mut rec = Recorder {
+            fail_at,
+            ..Recorder::default()
+        };
+        let _ = plan.steps(&mut rec, filter, &mut None);
+        rec.calls.dedup();
+        rec.calls
+    }
+
+    fn full(b: &mut crate::SandboxBuilder) {
+        b.rlimit(Rlimit::fixed(RlimitResource::Nofile, 64))
+            .user(1000, 100)
+            .groups([7])
+            .cap_add(Capability::CAP_NET_BIND_SERVICE);
+    }
+
+    #[test]
+    fn with_no_new_privs_the_filter_comes_last() {
+        let plan = plan_of(full);
+        assert_eq!(
+            order_of(&plan, true, None),
+            [
+                "rlimit",
+                "bounding",
+                "keepcaps",
+                "groups",
+                "user",
+                "caps",
+                "clear-ambient",
+                "ambient",
+                "nnp",
+                "filter"
+            ]
+        );
+    }
+
+    #[test]
+    fn without_no_new_privs_the_filter_goes_in_while_privileged() {
+        let plan = plan_of(|b| {
+            full(b);
+            b.no_new_privs(false);
+        });
+        assert_eq!(
+            order_of(&plan, true, None),
+            [
+                "rlimit",
+                "filter",
+                "bounding",
+                "keepcaps",
+                "groups",
+                "user",
+                "caps",
+                "clear-ambient",
+                "ambient"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_init_gets_everything_but_the_filter_and_always_no_new_privs() {
+        let plan = plan_of(|b| {
+            full(b);
+            b.no_new_privs(false);
+        });
+        let calls = order_of(&plan, false, None);
+        assert!(!calls.contains(&"filter"), "{calls:?}");
+        assert_eq!(calls.last(), Some(&"nnp"));
+    }
+
+    #[test]
+    fn a_failed_step_ends_the_sequence_and_names_itself() {
+        let plan = plan_of(full);
+        assert_eq!(
+            order_of(&plan, true, Some("user")),
+            ["rlimit", "bounding", "keepcaps", "groups", "user"]
+        );
+        let mut rec = Recorder {
+            fail_at: Some("caps"),
+            ..Recorder::default()
+        };
+        let failure = plan.steps(&mut rec, true, &mut None).unwrap_err();
+        assert_eq!(failure, (ChildStep::Capabilities, Errno::PERM));
+    }
 }

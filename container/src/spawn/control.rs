@@ -2,15 +2,17 @@
 //! receiving the seccomp listener, and asking the init for sockets in the sandbox's network
 //! namespace.
 
-use std::io;
+use std::io::{self, IoSliceMut};
+use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Mutex;
+
+use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 
 use palisade_netns::forward::SocketSource;
 use palisade_netns::Proto;
 
 use super::init::SocketRequest;
-use super::sys::FdCmsg;
 
 /// A connected `SOCK_SEQPACKET` pair (`socketpair(2)`), both ends close-on-exec: the parent's
 /// end first.
@@ -35,52 +37,33 @@ pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
 /// Receives one message of the child: an errno (0: success) and, on success, a descriptor.
 /// With `wait` false, fails with `WouldBlock` when no message is pending.
 pub(crate) fn recv_fd(sock: &OwnedFd, wait: bool) -> io::Result<OwnedFd> {
-    let mut cmsg = FdCmsg::new();
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut errno = [0u8; 4];
-    let mut iov = libc::iovec {
-        iov_base: errno.as_mut_ptr().cast(),
-        iov_len: errno.len(),
-    };
-    // SAFETY: a zeroed msghdr is a valid empty header; the fields set point into live buffers.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cmsg.0.as_mut_ptr().cast();
-    msg.msg_controllen = cmsg.0.len() as _;
-    let flags = libc::MSG_CMSG_CLOEXEC | if wait { 0 } else { libc::MSG_DONTWAIT };
-    let n = loop {
-        // SAFETY: recvmsg(2) writes into the buffers the header points at, all alive here.
-        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags) };
-        if n >= 0 {
-            break n;
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+    let mut flags = RecvFlags::CMSG_CLOEXEC;
+    if !wait {
+        flags |= RecvFlags::DONTWAIT;
+    }
+    let received = loop {
+        let iov = [IoSliceMut::new(&mut errno)];
+        match rustix::net::recvmsg(sock, &mut { iov }, &mut control, flags) {
+            Err(rustix::io::Errno::INTR) => {}
+            other => break other?,
         }
     };
-    // SAFETY: CMSG_FIRSTHDR/CMSG_DATA walk the control buffer the kernel filled in; the
-    // descriptor, if any, is a new one of this process that we take ownership of.
-    let fd = unsafe {
-        let header = libc::CMSG_FIRSTHDR(&msg);
-        if header.is_null()
-            || (*header).cmsg_level != libc::SOL_SOCKET
-            || (*header).cmsg_type != libc::SCM_RIGHTS
-        {
-            None
-        } else {
-            let raw = std::ptr::read_unaligned(libc::CMSG_DATA(header) as *const i32);
-            Some(OwnedFd::from_raw_fd(raw))
-        }
-    };
-    if n == 0 {
+    // The descriptor, if any, is a new one of this process, owned from here.
+    let fd = control.drain().find_map(|message| match message {
+        RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
+        _ => None,
+    });
+    if received.bytes == 0 {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             "the sandbox's init closed its control socket",
         ));
     }
     match (i32::from_ne_bytes(errno), fd) {
-        (0, Some(fd)) if n == 4 => Ok(fd),
+        (0, Some(fd)) if received.bytes == 4 => Ok(fd),
         (0, _) => Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "malformed message on the control socket",

@@ -32,15 +32,18 @@
 //!
 //! [`init_image`]: super::init_image
 
+use std::convert::Infallible;
 use std::ffi::c_void;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, IntoRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 
+use palisade_ns::child::{self as process, decimal, ExecArray};
 use palisade_ns::{clone3_with_stack, CloneArgs, Namespace, CLONE3_WITH_STACK};
+use rustix::io::{Errno, FdFlags};
 
-use super::child::{exec, fail, ChildCtx, ChildFds};
+use super::exec::exec;
 use super::plan::Plan;
-use super::sys::{close_all_but, decimal, raw, SIGSET_SIZE};
+use super::step::{finish, raw_or_none, ChildCtx, ChildFailure, ChildFds, InStep, Step};
 use crate::error::ChildStep;
 
 /// Room for the command between its clone and its `execve(2)`.
@@ -52,131 +55,110 @@ struct CommandStack([MaybeUninit<u8>; COMMAND_STACK]);
 /// What the command needs between its clone and its exec: the child's context and the gate.
 struct CommandCtx<'a> {
     child: ChildCtx<'a>,
-    gate: [i32; 2],
+    gate_r: BorrowedFd<'a>,
+    gate_w: BorrowedFd<'a>,
 }
 
 /// Becomes the init: starts the command, drops privileges and executes the init program.
-///
-/// # Safety
-///
-/// As for [`super::child::run`], whose last step this is.
-pub(super) unsafe fn start(plan: &Plan, fds: &ChildFds) -> ! {
-    // The command runs on this array while this function goes on, so it must never return.
+/// Returns only on failure, once the command is dead.
+pub(super) fn start(plan: &Plan, fds: &ChildFds) -> Step<Infallible> {
+    // The command runs on this array while this function goes on: it is left only once the
+    // command is dead (see below).
     let mut stack = CommandStack([MaybeUninit::uninit(); COMMAND_STACK]);
-    let mut gate = [-1i32; 2];
-    // SAFETY: raw system calls on data on this stack or prepared by the parent. Blocked signals
-    // are queued even for a namespace's init, which otherwise drops signals it has no handler
-    // for, and pending signals survive execve(2).
-    unsafe {
-        raw!(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
-            &plan.init_signals as *const libc::sigset_t,
-            0,
-            SIGSET_SIZE
-        );
-        let ret = raw!(libc::SYS_pipe2, gate.as_mut_ptr(), libc::O_CLOEXEC);
-        if ret < 0 {
-            fail(fds, ChildStep::InitFork, -ret);
-        }
-    }
-    // Read by the command until it executes: like `stack`, it must live in this frame.
+    // Blocked signals are queued even for a namespace's init, which otherwise drops signals it
+    // has no handler for, and pending signals survive execve(2).
+    process::set_signal_mask(&plan.init_signals).in_step(ChildStep::InitFork)?;
+    let (gate_r, gate_w) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).in_step(ChildStep::InitFork)?;
+    // Read by the command until it executes: like `stack`, it lives in this frame.
     let ctx = CommandCtx {
         child: ChildCtx { plan, fds },
-        gate,
+        gate_r: gate_r.as_fd(),
+        gate_w: gate_w.as_fd(),
     };
-    // SAFETY: `ctx` and `stack` outlive the command's use of them (see above).
-    let command = unsafe { start_command(&ctx, &mut stack) };
-    // Whatever fails from here, the command dies before the gate opens (`fail_killing`).
+    let command = match start_command(&ctx, &mut stack) {
+        Ok(command) => command,
+        Err(exit) => {
+            process::close(gate_r);
+            process::close(gate_w);
+            return Err(exit);
+        }
+    };
+    // The command holds its own copy of the gate's read end.
+    process::close(gate_r);
+    let Err(exit) = become_init(plan, fds, command, &gate_w);
+    // The gate opens when this process's write end closes, at its exit: the command dies
+    // first, and is reaped, so that nothing runs on `stack` once this frame is left.
+    let _ = process::kill_and_wait(command);
+    process::close(gate_w);
+    Err(exit)
+}
 
-    // SAFETY: the command holds its own copy of the gate's read end.
-    unsafe { raw!(libc::SYS_close, gate[0]) };
+/// Drops to the command's privileges and executes the init program; returns only on failure.
+fn become_init(
+    plan: &Plan,
+    fds: &ChildFds,
+    command: libc::pid_t,
+    gate_w: &OwnedFd,
+) -> Step<Infallible> {
     // SAFETY: in the child, single-threaded, right before its exec.
-    if let Err((step, errno)) = unsafe { plan.security.apply(false) } {
-        fail_killing(fds, command, step, errno);
-    }
-
-    let Some(image) = &plan.init_image else {
-        fail_killing(fds, command, ChildStep::InitExec, libc::ENOEXEC as isize);
-    };
+    // Without the filter, there is no listener.
+    unsafe { plan.security.apply(false) }
+        .map_err(|(step, errno)| ChildFailure::new(step, errno))?;
+    let image = plan
+        .init_image
+        .as_ref()
+        .ok_or(ChildFailure::new(ChildStep::InitExec, Errno::NOEXEC))?;
     // A command that cannot trace a non-dumpable process may go on as soon as the init is not
     // dumpable; one that can waits until the init's filter is in too.
     let early_gate = if plan.security.may_trace() {
         -1
     } else {
-        gate[1]
+        gate_w.as_raw_fd()
     };
     let mut bufs = [[0u8; 24]; 5];
     let [pid_buf, status_buf, control_buf, death_buf, gate_buf] = &mut bufs;
-    let death = fds.death;
+    let number = |fd: RawFd, buf| decimal(fd.into(), buf).as_ptr();
     let argv = [
         c"palisade-init".as_ptr(),
         decimal(command.into(), pid_buf).as_ptr(),
-        decimal(fds.status_w.into(), status_buf).as_ptr(),
-        decimal(fds.control.into(), control_buf).as_ptr(),
-        decimal(death.into(), death_buf).as_ptr(),
-        decimal(early_gate.into(), gate_buf).as_ptr(),
+        number(raw_or_none(fds.status_w), status_buf),
+        number(raw_or_none(fds.control), control_buf),
+        number(raw_or_none(fds.death), death_buf),
+        number(early_gate, gate_buf),
         std::ptr::null(),
     ];
-    let envp = [std::ptr::null::<libc::c_char>()];
     // The init keeps the status pipe, the control socket and the death pipe; the image and the
     // error pipe go with the exec. The gate goes only when the init closes every descriptor
     // it was not named, after it has made itself undumpable and installed its filter: until
     // then the command waits, so it never finds an init it could take over.
     let mut keep = [
-        fds.status_w,
-        fds.control,
-        death,
+        raw_or_none(fds.status_w),
+        raw_or_none(fds.control),
+        raw_or_none(fds.death),
         image.as_raw_fd(),
-        fds.err_w,
-        gate[1],
+        fds.err_w.as_raw_fd(),
+        gate_w.as_raw_fd(),
     ];
     keep.sort_unstable();
-    close_all_but(&keep);
-    for fd in [fds.status_w, fds.control, death, gate[1]] {
-        if fd >= 0 {
-            // SAFETY: clears close-on-exec on a descriptor of this process.
-            let ret = unsafe { raw!(libc::SYS_fcntl, fd, libc::F_SETFD, 0) };
-            if ret < 0 {
-                fail_killing(fds, command, ChildStep::InitExec, -ret);
-            }
-        }
+    process::close_all_but(&keep);
+    let inherited = [fds.status_w, fds.control, fds.death, Some(gate_w.as_fd())];
+    for fd in inherited.into_iter().flatten() {
+        rustix::io::fcntl_setfd(fd, FdFlags::empty()).in_step(ChildStep::InitExec)?;
     }
-    // SAFETY: execveat(2) of the sealed image with NULL-terminated argv and envp arrays on this
-    // stack; it returns only on failure.
-    let ret = unsafe {
-        raw!(
-            libc::SYS_execveat,
-            image.as_raw_fd(),
-            c"".as_ptr(),
-            argv.as_ptr(),
-            envp.as_ptr(),
-            libc::AT_EMPTY_PATH
-        )
-    };
-    fail_killing(fds, command, ChildStep::InitExec, -ret)
-}
-
-/// Kills the command, then reports `step` and exits: a pending SIGKILL lets the command run no
-/// further instruction, so it never passes the gate that this exit opens.
-fn fail_killing(fds: &ChildFds, command: libc::pid_t, step: ChildStep, errno: isize) -> ! {
-    // SAFETY: kill(2) of our own child.
-    unsafe { raw!(libc::SYS_kill, command, libc::SIGKILL) };
-    fail(fds, step, errno)
+    // SAFETY: `argv` holds static strings and the decimals on this stack, and ends with null.
+    let argv = unsafe { ExecArray::new(&argv) }.in_step(ChildStep::InitExec)?;
+    let failed = process::fexecve(image.as_fd(), argv, ExecArray::EMPTY);
+    Err(ChildFailure::new(ChildStep::InitExec, failed).into())
 }
 
 /// Clones the command, which waits for the gate, and returns its pid.
-///
-/// # Safety
-///
-/// Only in the init-to-be, with `ctx` and `stack` alive until the command has executed (both
-/// live in [`start`]'s frame, which never returns).
-unsafe fn start_command(ctx: &CommandCtx<'_>, stack: &mut CommandStack) -> libc::pid_t {
-    let fds = ctx.child.fds;
+fn start_command(ctx: &CommandCtx<'_>, stack: &mut CommandStack) -> Step<libc::pid_t> {
     if CLONE3_WITH_STACK {
         let args = CloneArgs::new(Namespace::empty()).share_memory(true);
-        // SAFETY: the command runs on `stack` with `ctx`, both in `start`'s frame, which
-        // outlives it (see above); it makes raw system calls only.
+        // SAFETY: the command runs on `stack` with `ctx`, both in `start`'s frame, which is
+        // left only once the command is dead or has executed; it makes typed, errno-free calls
+        // only.
         let cloned = unsafe {
             clone3_with_stack(
                 &args,
@@ -191,26 +173,21 @@ unsafe fn start_command(ctx: &CommandCtx<'_>, stack: &mut CommandStack) -> libc:
                 // The pidfd is not needed: closed with everything else before the exec.
                 let (pid, pidfd) = child.into_parts();
                 let _ = pidfd.into_raw_fd();
-                return pid;
+                return Ok(pid);
             }
-            Err(e) if e.errno() != Some(libc::ENOSYS) => fail(
-                fds,
-                ChildStep::InitFork,
-                e.errno().unwrap_or(libc::EINVAL) as isize,
-            ),
+            Err(e) if e.errno() != Some(libc::ENOSYS) => {
+                let errno = Errno::from_raw_os_error(e.errno().unwrap_or(libc::EINVAL));
+                return Err(ChildFailure::new(ChildStep::InitFork, errno).into());
+            }
             Err(_) => {}
         }
     }
     // Fork semantics: a private copy of this process.
-    // SAFETY: a plain fork of this single-threaded process; the copy only waits and executes.
-    let pid = unsafe { raw!(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) };
-    if pid < 0 {
-        fail(fds, ChildStep::InitFork, -pid);
+    // SAFETY: the copy only waits on the gate and executes, with errno-free calls.
+    match unsafe { process::fork() }.in_step(ChildStep::InitFork)? {
+        Some(pid) => Ok(pid),
+        None => command(ctx),
     }
-    if pid == 0 {
-        command(ctx);
-    }
-    pid as libc::pid_t
 }
 
 /// Entry point of the command cloned with `clone3_with_stack`.
@@ -227,10 +204,11 @@ unsafe extern "C" fn command_entry(arg: *mut c_void) -> ! {
 /// The command: executes the program once the init is confined (end-of-file on the gate). If
 /// the init-to-be failed instead, it was killed before the gate closed.
 fn command(ctx: &CommandCtx<'_>) -> ! {
-    let [gate_r, gate_w] = ctx.gate;
-    // SAFETY: close(2) of our copy of the write end, which would keep the gate shut forever.
-    unsafe { raw!(libc::SYS_close, gate_w) };
-    exec(ctx.child.plan, ctx.child.fds, Some(gate_r))
+    // SAFETY: the command's own copy of the write end (its descriptor table is not shared),
+    // which would keep the gate shut forever.
+    unsafe { process::close_raw(ctx.gate_w.as_raw_fd()) };
+    let Err(exit) = exec(ctx.child.plan, ctx.child.fds, Some(ctx.gate_r));
+    finish(ctx.child.fds, exit)
 }
 
 /// What the parent asks the init to make, one byte per request.

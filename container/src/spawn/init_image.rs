@@ -89,9 +89,9 @@ mod tests {
     //! raw async-signal-safe calls run: the test process has other threads.
 
     use super::*;
-    use crate::spawn::sys::raw;
+    use palisade_ns::child::{decimal, fexecve, ExecArray};
     use std::ffi::c_char;
-    use std::os::fd::{AsFd, RawFd};
+    use std::os::fd::{AsFd, BorrowedFd, RawFd};
     use std::time::{Duration, Instant};
 
     const TIMEOUT: Duration = Duration::from_secs(10);
@@ -121,77 +121,33 @@ mod tests {
     ///
     /// Async-signal-safe: no allocation, raw system calls on this stack only.
     fn exec_init(memfd: RawFd, args: &InitArgs) -> isize {
-        let numbers = [
-            args.command,
-            args.status,
-            args.control,
-            args.death,
-            args.gate,
-        ]
-        .map(Decimal::new);
+        let mut bufs = [[0u8; 24]; 5];
+        let [command, status, control, death, gate] = &mut bufs;
         let argv: [*const c_char; 7] = [
             c"palisade-init".as_ptr(),
-            numbers[0].as_ptr(),
-            numbers[1].as_ptr(),
-            numbers[2].as_ptr(),
-            numbers[3].as_ptr(),
-            numbers[4].as_ptr(),
+            decimal(args.command.into(), command).as_ptr(),
+            decimal(args.status.into(), status).as_ptr(),
+            decimal(args.control.into(), control).as_ptr(),
+            decimal(args.death.into(), death).as_ptr(),
+            decimal(args.gate.into(), gate).as_ptr(),
             std::ptr::null(),
         ];
-        let envp: [*const c_char; 1] = [std::ptr::null()];
         for fd in [args.status, args.control, args.death] {
             if fd >= 0 {
-                // SAFETY: fcntl(2) F_SETFD with an integer argument on a descriptor of ours.
-                let ret = unsafe { raw!(libc::SYS_fcntl, fd, libc::F_SETFD, 0) };
-                if ret < 0 {
-                    return ret;
+                // SAFETY: a descriptor of this process, borrowed for the call.
+                let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+                if let Err(e) = rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty()) {
+                    return -(e.raw_os_error() as isize);
                 }
             }
         }
-        // SAFETY: execveat(2) reads the empty path and the NUL-terminated argv and envp arrays of
-        // NUL-terminated strings, all alive on this stack or static.
-        unsafe {
-            raw!(
-                libc::SYS_execveat,
-                memfd,
-                c"".as_ptr(),
-                argv.as_ptr(),
-                envp.as_ptr(),
-                libc::AT_EMPTY_PATH
-            )
-        }
-    }
-
-    /// A decimal `i32` and its NUL, formatted without allocation.
-    struct Decimal {
-        buf: [u8; 12],
-        start: usize,
-    }
-
-    impl Decimal {
-        fn new(n: i32) -> Decimal {
-            let mut buf = [0u8; 12];
-            // buf[11] stays the NUL; "-2147483648" fills the 11 bytes before it.
-            let mut start = buf.len() - 1;
-            let mut rest = (n as i64).unsigned_abs();
-            loop {
-                start -= 1;
-                buf[start] = b'0' + (rest % 10) as u8;
-                rest /= 10;
-                if rest == 0 {
-                    break;
-                }
-            }
-            if n < 0 {
-                start -= 1;
-                buf[start] = b'-';
-            }
-            Decimal { buf, start }
-        }
-
-        fn as_ptr(&self) -> *const c_char {
-            self.buf[self.start..].as_ptr().cast()
-        }
+        // SAFETY: static strings and decimals on this stack, ending with null.
+        let Ok(argv) = (unsafe { ExecArray::new(&argv) }) else {
+            return -(libc::EINVAL as isize);
+        };
+        // SAFETY: the image's descriptor, borrowed for the call.
+        let memfd = unsafe { BorrowedFd::borrow_raw(memfd) };
+        -(fexecve(memfd, argv, ExecArray::EMPTY).raw_os_error() as isize)
     }
 
     /// Returns false (after saying so, or failing under `PALISADE_NO_SKIP`) when not root.
@@ -272,24 +228,15 @@ mod tests {
         }
     }
 
-    /// A fork-like child with raw clone(2): no atfork handlers in a child of a child.
+    /// A fork-like child without libc's atfork handlers (in a child of a child): its pid in the
+    /// parent, 0 in the child, -errno on failure.
     fn raw_fork() -> libc::pid_t {
-        // SAFETY: clone(2) with fork semantics (no CLONE_VM, no new stack).
-        unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) as libc::pid_t }
-    }
-
-    /// Closes every descriptor but those in `keep`, sorted ascending.
-    fn close_except(keep: &[RawFd]) {
-        let mut from = 0u32;
-        for &fd in keep {
-            if fd as u32 > from {
-                // SAFETY: close_range(2) closes descriptors of this (forked) process only.
-                unsafe { libc::syscall(libc::SYS_close_range, from, fd as u32 - 1, 0) };
-            }
-            from = fd as u32 + 1;
+        // SAFETY: the copy only makes raw calls and executes or exits (see the callers).
+        match unsafe { palisade_ns::child::fork() } {
+            Ok(Some(pid)) => pid,
+            Ok(None) => 0,
+            Err(e) => -e.raw_os_error(),
         }
-        // SAFETY: as above.
-        unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0) };
     }
 
     /// X, the test's child, and the init it started (Y, PID 1 of a new PID namespace).
@@ -349,11 +296,11 @@ mod tests {
                 // data prepared before the fork, and end in _exit or an exec.
                 unsafe {
                     let become_init = || -> ! {
-                        libc::sigprocmask(libc::SIG_SETMASK, &blocked, std::ptr::null_mut());
-                        close_except(&keep);
+                        let _ = palisade_ns::child::set_signal_mask(&blocked);
+                        palisade_ns::child::close_all_but(&keep);
                         let g = raw_fork();
                         if g == 0 {
-                            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+                            let _ = palisade_ns::child::set_signal_mask(&empty);
                             libc::execve(argv_ptrs[0], argv_ptrs.as_ptr(), envp.as_ptr());
                             libc::_exit(127);
                         }
@@ -380,7 +327,7 @@ mod tests {
                     if y == 0 {
                         // PID 1 of the namespace: a bystander running the command too, and
                         // the init as PID 3.
-                        close_except(&keep);
+                        palisade_ns::child::close_all_but(&keep);
                         let bystander = raw_fork();
                         if bystander == 0 {
                             libc::execve(argv_ptrs[0], argv_ptrs.as_ptr(), envp.as_ptr());
@@ -395,7 +342,7 @@ mod tests {
                         libc::kill(bystander, libc::SIGKILL);
                         libc::_exit(if alive == 0 { code } else { BYSTANDER_KILLED });
                     }
-                    close_except(&[report_w.as_raw_fd()]);
+                    palisade_ns::child::close_all_but(&[report_w.as_raw_fd()]);
                     if y < 0 {
                         libc::_exit(123);
                     }

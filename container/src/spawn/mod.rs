@@ -15,16 +15,16 @@
 
 pub(crate) mod child;
 mod control;
+mod exec;
 mod init;
 pub(crate) mod init_image;
-mod mounts;
 pub(crate) mod plan;
-pub(crate) mod sys;
+mod step;
 
 use std::ffi::c_void;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use palisade_ns::{
@@ -32,9 +32,9 @@ use palisade_ns::{
     SetGroups, CLONE3_WITH_STACK,
 };
 
-use self::child::{ChildCtx, ChildFds};
+use self::plan::NetPlan;
 use self::plan::UserPlan;
-use crate::builder::NetPlan;
+use self::step::{ChildCtx, ChildFailure, ChildFds};
 use crate::error::{ChildStep, Context, Error, Result};
 use crate::process::NetHandle;
 use crate::stdio::pipe;
@@ -141,26 +141,35 @@ impl Sandbox {
                     .and_then(|fd| lift(fd, floor))
             })
             .transpose()?;
-        let raw = |fd: Option<&OwnedFd>| fd.map_or(-1, |fd| fd.as_raw_fd());
         let mut fds = ChildFds {
-            err_w: err_w.as_raw_fd(),
-            sync_r: raw(sync.as_ref().map(|(r, _)| r)),
-            status_w: raw(report.as_ref().map(|(_, w)| w)),
-            stdio: [stdin.child_raw(), stdout.child_raw(), stderr.child_raw()],
-            control: raw(control.as_ref().map(|(_, child)| child)),
-            death: raw(death.as_ref()),
+            err_w: err_w.as_fd(),
+            sync_r: sync.as_ref().map(|(r, _)| r.as_fd()),
+            status_w: report.as_ref().map(|(_, w)| w.as_fd()),
+            stdio: [stdin.child_fd(), stdout.child_fd(), stderr.child_fd()],
+            control: control.as_ref().map(|(_, child)| child.as_fd()),
+            death: death.as_ref().map(OwnedFd::as_fd),
             keep: &[],
-            parent_pidfd: raw(parent_pidfd.as_ref()),
+            parent_pidfd: parent_pidfd.as_ref().map(OwnedFd::as_fd),
             parent_pid: std::process::id() as libc::pid_t,
         };
         // Everything else in the child's copy of our descriptor table is closed first thing.
-        let mut keep: Vec<RawFd> = [0, 1, 2, fds.err_w, fds.sync_r, fds.status_w, fds.control]
+        let named = [
+            fds.sync_r,
+            fds.status_w,
+            fds.control,
+            fds.death,
+            fds.parent_pidfd,
+        ];
+        let mut keep: Vec<RawFd> = [0, 1, 2, fds.err_w.as_raw_fd()]
             .into_iter()
-            .chain([fds.death])
-            .chain(fds.stdio)
-            .chain([fds.parent_pidfd])
+            .chain(
+                named
+                    .into_iter()
+                    .chain(fds.stdio)
+                    .flatten()
+                    .map(|fd| fd.as_raw_fd()),
+            )
             .chain(plan.own_fds())
-            .filter(|fd| *fd >= 0)
             .collect();
         keep.sort_unstable();
         keep.dedup();
@@ -269,14 +278,20 @@ impl Sandbox {
         let plan = &self.plan;
         if step == ChildStep::Rootfs {
             let op = plan.rootfs.as_ref().and_then(|r| r.ops.get(index as usize));
-            return Context(op.map(|op| op.describe()));
+            return Context {
+                subject: op.map(|op| op.describe()),
+            };
         }
         if step == ChildStep::PassFds {
             let target = plan.passed_fds.get(index as usize).map(|(_, t)| *t);
-            return Context(target.map(|t| format!("descriptor {t}")));
+            return Context {
+                subject: target.map(|t| format!("descriptor {t}")),
+            };
         }
         if let Some(described) = plan.security.describe(step) {
-            return Context(Some(described));
+            return Context {
+                subject: Some(described),
+            };
         }
         let subject = match step {
             ChildStep::Exec => plan.exec.argv.strings().first(),
@@ -284,7 +299,9 @@ impl Sandbox {
             ChildStep::Hostname => plan.hostname.as_ref(),
             _ => None,
         };
-        Context(subject.map(|s| s.to_string_lossy().into_owned()))
+        Context {
+            subject: subject.map(|s| s.to_string_lossy().into_owned()),
+        }
     }
 }
 
@@ -320,11 +337,10 @@ fn clone_child(
             other => return Ok(other?),
         }
     }
-    // SAFETY: in the child, `child::run` makes only raw system calls on the prepared plan and
-    // descriptors, and ends in execve(2) or exit; it never returns.
+    // SAFETY: in the child, `child::start` makes only typed, errno-free calls on the prepared
+    // plan and descriptors, and ends in execve(2) or exit; it never returns.
     match unsafe { clone3(&args) }? {
-        // SAFETY: this is the freshly cloned child, and `plan` and `fds` were prepared for it.
-        Forked::Child => unsafe { child::run(ctx.plan, ctx.fds) },
+        Forked::Child => child::start(ctx.plan, ctx.fds),
         Forked::Parent(cloned) => Ok(cloned),
     }
 }
@@ -341,7 +357,7 @@ fn write_id_maps(pid: libc::pid_t, user: &UserPlan) -> Result<()> {
 /// Reads the child's `(step, index, errno)` report; `None` when the pipe closed on a successful
 /// exec.
 fn read_child_report(mut pipe: File) -> Result<Option<(ChildStep, u32, i32)>> {
-    let mut buf = [0u8; 8];
+    let mut buf = [0u8; ChildFailure::SIZE];
     let mut len = 0;
     while len < buf.len() {
         match pipe.read(&mut buf[len..]) {
@@ -358,16 +374,12 @@ fn read_child_report(mut pipe: File) -> Result<Option<(ChildStep, u32, i32)>> {
     }
     match len {
         0 => Ok(None),
-        8 => {
-            let step = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
-            let errno = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
-            let index = step >> 8;
-            let step = ChildStep::from_raw(step & 0xff).ok_or_else(|| Error::Setup {
+        ChildFailure::SIZE => ChildFailure::decode(&buf)
+            .map(Some)
+            .ok_or_else(|| Error::Setup {
                 what: "decode the child's error report",
                 source: io::Error::new(io::ErrorKind::InvalidData, "unknown step"),
-            })?;
-            Ok(Some((step, index, errno)))
-        }
+            }),
         _ => Err(Error::Setup {
             what: "read the child's error pipe",
             source: io::Error::new(io::ErrorKind::UnexpectedEof, "truncated report"),

@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::OnceLock;
 
 use palisade_cgroup::{Cgroup, Hierarchy, Resource};
+use palisade_ns::child::SignalSet;
 use palisade_ns::{IdMap, Namespace, SetGroups};
 use palisade_overlay::rootfs::RootfsPlan;
 
@@ -36,8 +37,9 @@ impl CStringArray {
         CStringArray { strings, ptrs }
     }
 
-    pub fn as_ptr(&self) -> *const *const libc::c_char {
-        self.ptrs.as_ptr()
+    /// The pointers, ending with the null one, as `execve(2)` takes them.
+    pub fn as_slice(&self) -> &[*const libc::c_char] {
+        &self.ptrs
     }
 
     pub fn strings(&self) -> &[CString] {
@@ -52,7 +54,7 @@ impl std::fmt::Debug for CStringArray {
 }
 
 pub(crate) fn cstring(what: &'static str, value: &OsStr) -> Result<CString> {
-    CString::new(value.as_bytes()).map_err(|_| Error::InvalidArgument {
+    CString::new(value.as_bytes()).map_err(|_| Error::InvalidValue {
         what,
         value: value.to_string_lossy().into_owned(),
         reason: "contains a NUL byte",
@@ -65,7 +67,7 @@ pub(crate) fn cstring(what: &'static str, value: &OsStr) -> Result<CString> {
 /// reads the ids in the writer's user namespace and refuses one that it does not map
 /// (`EINVAL`), so in a user namespace the range is the mapped extent of `gid_map` holding gid 0
 /// (or its first extent).
-pub(crate) fn ping_group_range(user: Option<&UserPlan>) -> String {
+pub(crate) fn ping_group_range(user: Option<&UserPlan>) -> CString {
     let extent = user.and_then(|u| {
         let maps = u.gid_map.mappings();
         maps.iter()
@@ -76,7 +78,8 @@ pub(crate) fn ping_group_range(user: Option<&UserPlan>) -> String {
     // Without a user namespace: every gid the kernel accepts (`gid_t` is unsigned, but the
     // sysctl's upper bound is `INT_MAX`).
     let (low, high) = extent.unwrap_or((0, i32::MAX as u32));
-    format!("{low} {high}")
+    // Two numbers and a space: never a NUL.
+    CString::new(format!("{low} {high}")).unwrap_or_default()
 }
 
 /// The program to execute: every path `execvp(3)` would try, and its argv/envp.
@@ -99,6 +102,18 @@ pub(crate) struct UserPlan {
     pub root_gid: bool,
 }
 
+/// The parent's part of a sandbox's network, done around the clone.
+#[derive(Debug)]
+pub(crate) enum NetPlan {
+    /// Attach to a bridge while the child waits, then publish the ports.
+    Bridge(palisade_netns::Bridge, Vec<palisade_netns::PortMap>),
+    /// Forward the ports into the sandbox's own namespace (which has only loopback).
+    Forward(
+        Vec<palisade_netns::PortMap>,
+        palisade_netns::ForwarderLimits,
+    ),
+}
+
 /// The complete recipe for one kind of sandbox child.
 #[derive(Debug)]
 pub(crate) struct Plan {
@@ -119,7 +134,7 @@ pub(crate) struct Plan {
     pub loopback_up: bool,
     /// What to write to `net.ipv4.ping_group_range` in the new network namespace (see
     /// [`ping_group_range`]); `None` without a network namespace of the sandbox's own.
-    pub ping_group_range: Option<String>,
+    pub ping_group_range: Option<CString>,
     /// The root file system and mount table, carried out by the child in its mount namespace.
     pub rootfs: Option<RootfsPlan>,
     /// Make `/` rslave in the new mount namespace.
@@ -148,16 +163,11 @@ pub(crate) struct Plan {
     pub share_memory: bool,
     /// The signals the init waits for: SIGCHLD, SIGIO (control socket requests) and those it
     /// forwards.
-    pub init_signals: libc::sigset_t,
-    pub empty_signals: libc::sigset_t,
+    pub init_signals: SignalSet,
+    pub empty_signals: SignalSet,
     /// Capabilities, user, rlimits, no_new_privs and seccomp, applied right before the exec.
     pub security: crate::security::SecurityPlan,
 }
-
-// SAFETY: `sigset_t` is plain data; the remaining fields are Send and Sync on their own.
-unsafe impl Send for Plan {}
-// SAFETY: as above; the plan is never mutated after construction.
-unsafe impl Sync for Plan {}
 
 /// The signals the init forwards to the command.
 pub(crate) const FORWARDED_SIGNALS: [libc::c_int; 7] = [
@@ -170,21 +180,11 @@ pub(crate) const FORWARDED_SIGNALS: [libc::c_int; 7] = [
     libc::SIGWINCH,
 ];
 
-pub(crate) fn signal_sets() -> (libc::sigset_t, libc::sigset_t) {
-    let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-    let mut init = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: sigemptyset initialises the sets it is given; sigaddset only sets bits of an
-    // initialised set, with valid signal numbers.
-    unsafe {
-        libc::sigemptyset(empty.as_mut_ptr());
-        libc::sigemptyset(init.as_mut_ptr());
-        libc::sigaddset(init.as_mut_ptr(), libc::SIGCHLD);
-        libc::sigaddset(init.as_mut_ptr(), libc::SIGIO);
-        for sig in FORWARDED_SIGNALS {
-            libc::sigaddset(init.as_mut_ptr(), sig);
-        }
-        (empty.assume_init(), init.assume_init())
-    }
+/// The empty set, and the signals the init waits for: SIGCHLD, SIGIO and the forwarded ones.
+pub(crate) fn signal_sets() -> (SignalSet, SignalSet) {
+    let mut init = vec![libc::SIGCHLD, libc::SIGIO];
+    init.extend(FORWARDED_SIGNALS);
+    (SignalSet::EMPTY, SignalSet::of(&init))
 }
 
 /// The cgroup each spawn gets: created before the clone, the child born into it.

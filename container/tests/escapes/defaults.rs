@@ -2,7 +2,7 @@
 //! caller's environment (tokens, paths, credentials) nor the host's secrets and personal files
 //! through the default root; the programs it needs still run.
 
-use crate::require_root;
+use palisade_test_support::require_root;
 use std::path::PathBuf;
 
 use crate::common::{sh, stdout_of};

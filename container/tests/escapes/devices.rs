@@ -2,15 +2,14 @@
 //! (`CAP_MKNOD` is among Docker's defaults) or one an image ships must not open the host's disks
 //! or memory. Every device here is only read, a few bytes at most.
 
-use crate::require_root;
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common::{sh, stdout_of};
-use crate::support::TempDir;
 use palisade::overlay::rootfs::{Access, Rootfs};
+use palisade_test_support::{require_root, TempDir};
 
 /// A loop device attached, read-only, to a file of the test's with a marker in it: a block
 /// device of the host whose contents the test knows (`losetup(8)`); detached on drop.

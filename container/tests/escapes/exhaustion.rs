@@ -3,7 +3,7 @@
 //! writing a file could take the host's memory. The scratch space is bounded, and charged to
 //! the sandbox's memory cgroup.
 
-use crate::require_root;
+use palisade_test_support::require_root;
 
 use crate::common::{sh, stdout_of};
 use palisade::cgroup::Bytes;

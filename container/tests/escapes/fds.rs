@@ -3,13 +3,12 @@
 //! directory of the host is a way out of any root file system, through
 //! `/proc/self/fd/N/..` or `openat(N, "..")`.
 
-use crate::require_root;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::common::{probe, sh};
-use crate::support::TempDir;
 use palisade::{Error, Sandbox};
+use palisade_test_support::{require_root, TempDir};
 
 /// A host directory the attacks try to reach: `TempDir/inner` (with a marker file) is what the
 /// caller holds open, so that `inner/..` is still the test's own directory.
@@ -67,7 +66,7 @@ fn a_leaked_directory_cannot_be_the_working_directory() {
     let after = host.listing();
     assert_eq!(after, before, "the sandbox wrote into the host directory");
     match result {
-        Err(Error::Child { .. }) | Err(Error::InvalidArgument { .. }) => {}
+        Err(Error::Child { .. }) | Err(Error::InvalidValue { .. }) => {}
         Err(other) => panic!("not the typed error expected: {other}"),
         Ok(out) => {
             let stdout = String::from_utf8_lossy(&out.stdout);

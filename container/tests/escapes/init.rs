@@ -2,16 +2,15 @@
 //! `CAP_SYS_PTRACE`, trace: it must hold nothing of the caller's (memory, arguments,
 //! environment) and no more privilege than the command.
 
-use crate::require_root;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use crate::common::{sh, stdout_of};
 use crate::lifetime::output_within;
-use crate::support::TempDir;
 use palisade::overlay::rootfs::Access;
 use palisade::{Capability, Sandbox};
+use palisade_test_support::{require_root, TempDir};
 
 /// Compiles `probes/NAME.c` statically into `dir`, returning the binary's path.
 pub(crate) fn compile_probe(dir: &TempDir, name: &str) -> PathBuf {

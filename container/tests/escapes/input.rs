@@ -2,7 +2,7 @@
 //! request) that the kernel would accept but that make no sense, refused as typed errors before
 //! anything is created.
 
-use crate::require_root;
+use palisade_test_support::require_root;
 use std::time::Duration;
 
 use palisade::cgroup::Bytes;
@@ -16,7 +16,7 @@ fn a_hostname_that_is_no_hostname_is_refused() {
         assert!(
             matches!(
                 err,
-                Some(Error::InvalidArgument {
+                Some(Error::InvalidValue {
                     what: "hostname",
                     ..
                 })
@@ -50,7 +50,7 @@ fn a_memory_limit_too_small_to_start_is_a_typed_error() {
     assert!(
         matches!(
             result,
-            Err(Error::Cgroup(_)) | Err(Error::InvalidArgument { .. })
+            Err(Error::Cgroup(_)) | Err(Error::InvalidValue { .. })
         ),
         "{result:?}"
     );
@@ -75,7 +75,7 @@ fn run_example(args: &[&str]) -> (i32, String) {
 #[test]
 fn a_volume_mode_that_is_no_mode_is_refused() {
     require_root!();
-    let dir = crate::support::TempDir::new("volume-mode");
+    let dir = palisade_test_support::TempDir::new("volume-mode");
     let host = dir.path().to_str().unwrap();
     // Once taken as part of the path: a read-write volume at `/b:RO`.
     for spec in [format!("{host}:/b:RO"), format!("{host}:/b:ro,xyz")] {

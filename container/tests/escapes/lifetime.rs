@@ -4,7 +4,7 @@
 //! Also the process helpers the other modules use to bound their waits: a subprocess that
 //! overstays is killed through a pidfd, with everything it started.
 
-use crate::require_root;
+use palisade_test_support::require_root;
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Command, Stdio as StdStdio};
@@ -262,7 +262,7 @@ fn probe_caller_with_a_sandbox() {
     .join()
     .unwrap();
     println!("init {}", other.id());
-    let mut child = Sandbox::builder("sleep")
+    let child = Sandbox::builder("sleep")
         .arg("300")
         .cgroup(true)
         .stdout(Stdio::null())

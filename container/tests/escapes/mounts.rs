@@ -3,14 +3,13 @@
 //! are still reachable, so a link in the image must never send a mount, or a directory made for
 //! one, out of the image's root.
 
-use crate::require_root;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use crate::common::sh;
-use crate::support::TempDir;
 use palisade::overlay::rootfs::{Access, Rootfs};
 use palisade::{ChildStep, Error, Output, Stdio};
+use palisade_test_support::{require_root, TempDir};
 
 /// The host's mount points, to compare before and after.
 fn host_mounts() -> Vec<String> {
@@ -131,7 +130,7 @@ fn is_rootfs_refusal(err: &Error) -> bool {
             step: ChildStep::Rootfs,
             ..
         } | Error::Rootfs(_)
-            | Error::InvalidArgument { .. }
+            | Error::InvalidValue { .. }
     )
 }
 
@@ -247,7 +246,7 @@ fn a_volume_under_the_hosts_var_run_link_stays_in_the_sandbox() {
     require_root!();
     // The host's /var/run is a link to /run, absolutely.
     let Ok(target) = std::fs::read_link("/var/run") else {
-        crate::support::skip("the host's /var/run is not a symbolic link");
+        palisade_test_support::skip("the host's /var/run is not a symbolic link");
         return;
     };
     assert!(target.is_absolute(), "{}", target.display());

@@ -5,7 +5,7 @@
 //! port and spun the accept loop on the errors. Sessions are bounded, and so is the share of
 //! the caller's descriptors they may take.
 
-use crate::require_root;
+use palisade_test_support::require_root;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::Stdio as StdStdio;

@@ -6,18 +6,16 @@
 //! sandbox that is given `NET_RAW` all the same, the bridge drops every frame from its port that
 //! is not its own (the port guard of `palisade_netns::nft`).
 
-use crate::require_root;
-
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use crate::common::{probe, sh, stdout_of};
-use crate::frames::{self, Mac};
-use crate::support::{in_new_netns, TempDir};
 use palisade::netns::ipam::Subnet;
 use palisade::netns::link::Netlink;
 use palisade::netns::{Bridge, Network};
 use palisade::Capability;
+use palisade_test_support::frames::{self, Mac};
+use palisade_test_support::{in_new_netns, require_root, TempDir};
 
 /// Runs only inside a sandbox: tries to open a packet socket, the kind that forges frames
 /// (`packet(7)`), and prints `packet open` or `packet refused`.

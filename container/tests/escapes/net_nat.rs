@@ -8,19 +8,18 @@
 //! Ethernet frame (`packet(7)`), which the host must drop as a martian rather than DNAT or
 //! answer. The real host's network is never touched.
 
-use crate::require_root;
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::common::{assert_no_network_leftovers, sh};
-use crate::frames;
 use crate::netcommon::{host_with_peer, Reaped, HOST_LAN, PEER_LAN};
-use crate::support::{in_netns_of, in_new_netns, TempDir};
 use palisade::netns::link::Netlink;
 use palisade::netns::nft::Nftables;
 use palisade::netns::{Bridge, Network, PortMap, Proto};
 use palisade::{Child, Error, Stdio};
+use palisade_test_support::frames;
+use palisade_test_support::{in_netns_of, in_new_netns, require_root, TempDir};
 
 impl Reaped {
     /// What a connection from this process's namespace to `addr:port` is told, if it gets

@@ -7,16 +7,15 @@
 //! it; a teardown failure is reported beside the status, never in its place. All of it happens
 //! in a network namespace the test makes, with a temporary state directory.
 
-use crate::require_root;
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::support::{in_netns_of, in_new_netns, TempDir};
 use palisade::netns::ipam::Subnet;
 use palisade::netns::link::Netlink;
 use palisade::netns::{Bridge, Network};
 use palisade::{Child, Sandbox, Signal, Stdio};
+use palisade_test_support::{in_netns_of, in_new_netns, require_root, TempDir};
 
 fn bridge(name: &str, subnet: &str, state: &Path) -> Network {
     let subnet: Subnet = subnet.parse().unwrap();

@@ -5,19 +5,18 @@
 //! (`NFT_TABLE_F_OWNER`), so the kernel deletes it when the caller dies, however it dies. All of
 //! it happens in a network namespace the test makes.
 
-use crate::require_root;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::process::Stdio as StdStdio;
 use std::time::{Duration, Instant};
 
 use crate::lifetime::{exits_within, kill, pidfd, self_probe};
-use crate::support::{in_new_netns, TempDir};
 use palisade::netns::ipam::Subnet;
 use palisade::netns::link::Netlink;
 use palisade::netns::nft::Nftables;
 use palisade::netns::{Bridge, Network, Proto};
 use palisade::{Sandbox, Stdio};
+use palisade_test_support::{in_new_netns, require_root, TempDir};
 
 /// The tables of this thread's network namespace that name `pid` as their owner (the
 /// sandbox's init, whose address the table's rules lead to).

@@ -5,7 +5,7 @@
 //! Each spawn runs in a subprocess (this binary, as an ignored `probe_*` test), so that a hang
 //! is bounded and ends with the subprocess's death, taking what it started along.
 
-use crate::require_root;
+use palisade_test_support::require_root;
 use std::time::Duration;
 
 use crate::lifetime::{output_within, self_probe};

@@ -19,8 +19,7 @@ use palisade::overlay::image::{
 };
 use palisade::overlay::Error;
 
-use crate::require_root;
-use crate::support::TempDir;
+use palisade_test_support::{require_root, TempDir};
 
 /// The host user that attacks the store.
 const OTHER_UID: u32 = 64_002;

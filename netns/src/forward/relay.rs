@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{ForwarderLimits, Socket, Target};
-use crate::nft::Proto;
+use crate::proto::Proto;
 
 const KIND_BITS: u32 = 3;
 const STOP: u64 = 0;

@@ -20,8 +20,8 @@ use std::io::Write;
 use std::os::fd::BorrowedFd;
 use std::path::Path;
 
+use super::thread::{in_netns, setns_error};
 use super::validate_name;
-use crate::mode::{in_netns, setns_error};
 use crate::{Error, Result};
 
 /// Where the per-link IPv6 settings live; missing when the kernel has no IPv6 (built without it,

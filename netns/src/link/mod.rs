@@ -27,6 +27,7 @@
 
 mod ipv6;
 mod socket;
+mod thread;
 
 pub use ipv6::{disable_ipv6, disable_ipv6_in};
 
@@ -46,9 +47,9 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use crate::mode::{in_netns, setns_error};
 use crate::{Error, Result};
 use socket::RouteSocket;
+use thread::{in_netns, setns_error};
 
 /// A link as reported by `RTM_GETLINK`.
 #[derive(Debug, Clone, PartialEq, Eq)]

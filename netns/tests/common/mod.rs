@@ -1,6 +1,5 @@
-//! Helpers of palisade-netns's integration tests (included as `mod common;`, beside
-//! `mod support;`; the container's escape tests include it too): a throwaway "host" namespace,
-//! fake sandboxes, and a LAN peer.
+//! Helpers of palisade-netns's integration tests (included as `mod common;`; the container's
+//! escape tests include it too): a throwaway "host" namespace, fake sandboxes, and a LAN peer.
 #![allow(dead_code)]
 
 use std::fs::File;
@@ -14,7 +13,7 @@ use palisade_netns::ipam::Subnet;
 use palisade_netns::link::{Netlink, Route};
 use palisade_netns::nft::Nftables;
 
-use crate::support::in_new_netns;
+use palisade_test_support::in_new_netns;
 
 /// Runs `f` in a fresh thread with its own network namespace (lo up), which dies with it.
 pub fn in_host<T: Send>(f: impl FnOnce() -> T + Send) -> T {

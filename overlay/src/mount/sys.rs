@@ -10,8 +10,10 @@
 //! mounts are attached with [`move_mount`]; a detached mount that is never attached is freed
 //! when its last file descriptor is closed, so nothing is left behind on error.
 //!
-//! The system calls are made with `libc::syscall` and the `libc::SYS_*` numbers; the constants
-//! of `<linux/mount.h>` are defined here (the bit values are part of the kernel ABI).
+//! The system calls are made with `libc::syscall` and the `libc::SYS_*` numbers, except
+//! `mount_setattr(2)`, whose one implementation ([`mount_setattr_cstr`]) goes through the
+//! errno-free `syscalls` crate so that the sandbox child can use it too; the constants of
+//! `<linux/mount.h>` are defined here (the bit values are part of the kernel ABI).
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
@@ -413,6 +415,8 @@ pub fn open_tree(dirfd: BorrowedFd<'_>, path: &Path, flags: OpenTreeFlags) -> io
 /// `dirfd`/`path`, or of the whole tree with [`MountSetattrFlags::RECURSIVE`]. With
 /// [`MountSetattrFlags::EMPTY_PATH`] and an empty path, acts on `dirfd` itself (a detached
 /// mount, for example). Linux 5.12+.
+///
+/// The path is copied into a C string; [`mount_setattr_cstr`] is the same call without the copy.
 pub fn mount_setattr(
     dirfd: BorrowedFd<'_>,
     path: &Path,
@@ -420,25 +424,50 @@ pub fn mount_setattr(
     change: &MountAttrChange,
 ) -> io::Result<()> {
     let path = path_cstring(path)?;
+    mount_setattr_cstr(dirfd, &path, flags, change).map_err(io::Error::from)
+}
+
+/// `mount_setattr(2)` on a path that is already a C string, returning the kernel's error value:
+/// the one implementation of the call in the workspace, which `rustix` does not wrap.
+///
+/// # Child safety
+///
+/// One system call through the `syscalls` crate's inline `syscall` instruction: no allocation,
+/// no lock, no panic (the error value is always in the range rustix's `Errno` accepts), and
+/// `errno` is neither read nor written, so it may run in a `CLONE_VM`
+/// child (see [`RootfsPlan::apply`](crate::rootfs::RootfsPlan::apply)).
+pub fn mount_setattr_cstr(
+    dirfd: BorrowedFd<'_>,
+    path: &CStr,
+    flags: MountSetattrFlags,
+    change: &MountAttrChange,
+) -> rustix::io::Result<()> {
     let attr = RawMountAttr {
         attr_set: change.set.bits(),
         attr_clr: change.clear.bits(),
         propagation: change.propagation.map_or(0, Propagation::bits),
         userns_fd: 0,
     };
+    // The kernel takes `int dfd`: sign-extending keeps `AT_FDCWD` negative in the low 32 bits.
+    let dfd = dirfd.as_raw_fd() as isize as usize;
     // SAFETY: `path` is a NUL-terminated string and `attr` a `struct mount_attr` of the size
-    // passed; both outlive the call and the kernel only reads them.
+    // passed; both outlive the call and the kernel only reads them. `dirfd` is a valid file
+    // descriptor (or `AT_FDCWD`) for the call's duration.
     let ret = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            dirfd.as_raw_fd(),
-            path.as_ptr(),
-            flags.bits(),
-            std::ptr::from_ref(&attr),
+        syscalls::syscall5(
+            syscalls::Sysno::mount_setattr,
+            dfd,
+            path.as_ptr() as usize,
+            flags.bits() as usize,
+            std::ptr::from_ref(&attr) as usize,
             std::mem::size_of::<RawMountAttr>(),
         )
     };
-    unit_result(ret)
+    match ret {
+        Ok(_) => Ok(()),
+        // `syscalls` reports only `1..=4095`, the range `from_raw_os_error` asserts.
+        Err(e) => Err(rustix::io::Errno::from_raw_os_error(e.into_raw())),
+    }
 }
 
 /// `umount2(2)`: unmounts the mount at `target`.

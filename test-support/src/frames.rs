@@ -1,14 +1,14 @@
 //! Hand-made Ethernet frames, sent and captured through packet sockets (`packet(7)`), for the
-//! layer-2 attack tests (included with `#[path]` where needed). Everything here is what a
-//! sandbox holding `CAP_NET_RAW` could send.
-#![allow(dead_code)]
+//! layer-2 attack tests. Everything here is what a sandbox holding `CAP_NET_RAW` could send.
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+/// An Ethernet (MAC) address.
 pub type Mac = [u8; 6];
 
+/// `ff:ff:ff:ff:ff:ff`, the Ethernet broadcast address.
 pub const BROADCAST: Mac = [0xff; 6];
 /// `33:33:00:00:00:01`, the Ethernet address of IPv6's all-nodes group.
 pub const ALL_NODES: Mac = [0x33, 0x33, 0, 0, 0, 1];

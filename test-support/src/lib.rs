@@ -1,6 +1,8 @@
-//! Shared by the integration tests of every Palisade crate (included with `#[path]`): the policy
-//! for tests that need root, and temporary directories that are removed on drop.
-#![allow(dead_code)]
+//! Shared by the integration tests of every Palisade crate (a dev-dependency of each): the policy
+//! for tests that need root, temporary directories that are removed on drop, threads in network
+//! namespaces of their own, and hand-made Ethernet frames ([`frames`]).
+
+pub mod frames;
 
 use std::path::{Path, PathBuf};
 
@@ -16,8 +18,8 @@ pub fn is_root() -> bool {
 #[macro_export]
 macro_rules! require_root {
     () => {
-        if !$crate::support::is_root() {
-            $crate::support::skip("needs root (CAP_SYS_ADMIN)");
+        if !$crate::is_root() {
+            $crate::skip("needs root (CAP_SYS_ADMIN)");
             return;
         }
     };

@@ -1,0 +1,363 @@
+//! The rules that turn what a [`SandboxBuilder`](crate::SandboxBuilder) was told into what a
+//! spawn does: which namespaces the clone creates and which the child makes itself, what the
+//! network needs of the parent, which root the sandbox gets, and who watches the caller's death.
+//!
+//! Each rule is a small function of plain values with unit tests of its own;
+//! [`SandboxBuilder::build`](crate::SandboxBuilder::build) applies them in order.
+
+use std::ffi::{CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
+
+use palisade_netns::{ForwarderLimits, Network, PortMap};
+use palisade_ns::{Namespace, TimeOffsets};
+use palisade_overlay::rootfs::{Rootfs, RootfsPlan};
+
+use crate::error::{Error, Result};
+use crate::spawn::plan::NetPlan;
+
+/// The namespaces asked for, with those that what else was asked implies: id maps need a user
+/// namespace.
+pub(crate) fn implied_namespaces(asked: Namespace, has_id_maps: bool) -> Namespace {
+    if has_id_maps {
+        asked | Namespace::USER
+    } else {
+        asked
+    }
+}
+
+/// The hostname, checked: it needs a UTS namespace, and must be a name (`hostname(7)`).
+pub(crate) fn hostname(name: Option<&OsStr>, namespaces: Namespace) -> Result<Option<CString>> {
+    let Some(name) = name else {
+        return Ok(None);
+    };
+    if !namespaces.contains(Namespace::UTS) {
+        return Err(Error::InvalidValue {
+            what: "hostname",
+            value: name.to_string_lossy().into(),
+            reason: "setting the hostname needs a UTS namespace",
+        });
+    }
+    check_hostname(name)?;
+    crate::spawn::plan::cstring("hostname", name).map(Some)
+}
+
+/// Checks a hostname the way `hostname(7)` describes valid ones (RFC 1123): dot-separated
+/// labels of letters, digits and hyphens, none starting or ending with a hyphen, each at most
+/// 63 bytes, 64 in all (`HOST_NAME_MAX`, `sethostname(2)`).
+pub(crate) fn check_hostname(name: &OsStr) -> Result<()> {
+    let bytes = name.as_bytes();
+    let label_ok = |l: &[u8]| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.first() != Some(&b'-')
+            && l.last() != Some(&b'-')
+            && l.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+    };
+    if bytes.is_empty() || bytes.len() > 64 || !bytes.split(|b| *b == b'.').all(label_ok) {
+        return Err(Error::InvalidValue {
+            what: "hostname",
+            value: name.to_string_lossy().into_owned(),
+            reason: "must be 1 to 64 bytes of dot-separated labels of letters, digits and \
+                     hyphens, no label starting or ending with a hyphen (hostname(7))",
+        });
+    }
+    Ok(())
+}
+
+/// The time namespace: with offsets to set, the child creates it itself (its offsets can be
+/// written only before anything runs in it, `time_namespaces(7)`), so the clone does not, and
+/// the offsets are returned as `timens_offsets` text; zero offsets need no writing, so the
+/// clone creates it.
+pub(crate) fn time_namespace(
+    namespaces: Namespace,
+    offsets: Option<TimeOffsets>,
+) -> Result<(Namespace, Option<CString>)> {
+    match offsets {
+        Some(offsets) if !offsets.is_zero() => {
+            let text = CString::new(offsets.to_string()).map_err(|_| Error::InvalidValue {
+                what: "time offsets",
+                value: offsets.to_string(),
+                reason: "not representable",
+            })?;
+            Ok((namespaces - Namespace::TIME, Some(text)))
+        }
+        Some(_) => Ok((namespaces | Namespace::TIME, None)),
+        None => Ok((namespaces, None)),
+    }
+}
+
+/// The network namespace: joining another one or sharing the host's means not creating one.
+pub(crate) fn network_namespace(namespaces: Namespace, network: &Network) -> Namespace {
+    match network {
+        Network::Join(_) | Network::Host => namespaces - Namespace::NET,
+        _ => namespaces,
+    }
+}
+
+/// The cgroup namespace: in a group of its own, the child creates it once it is inside, so that
+/// the namespace is rooted there rather than at the caller's group (`cgroup_namespaces(7)`).
+/// Returns the clone's namespaces and whether the child unshares it.
+pub(crate) fn cgroup_namespace(namespaces: Namespace, has_group: bool) -> (Namespace, bool) {
+    if has_group && namespaces.contains(Namespace::CGROUP) {
+        (namespaces - Namespace::CGROUP, true)
+    } else {
+        (namespaces, false)
+    }
+}
+
+/// What the parent does for the sandbox's network around the clone: attach it to a bridge, or
+/// forward published ports into its own namespace; checked against the namespaces.
+pub(crate) fn net_plan(
+    network: &Network,
+    ports: &[PortMap],
+    limits: Option<ForwarderLimits>,
+    namespaces: Namespace,
+    init: bool,
+) -> Result<Option<NetPlan>> {
+    PortMap::validate(ports)?;
+    let refuse = |reason| {
+        Err(Error::InvalidValue {
+            what: "network",
+            value: format!("{network:?}"),
+            reason,
+        })
+    };
+    match network {
+        Network::Bridge(_) if !namespaces.contains(Namespace::NET) => {
+            refuse("needs a network namespace")
+        }
+        Network::Bridge(b) => {
+            let b = match limits {
+                Some(limits) => b.clone().forwarder_limits(limits),
+                None => b.clone(),
+            };
+            Ok(Some(NetPlan::Bridge(b, ports.to_vec())))
+        }
+        Network::None if ports.is_empty() => Ok(None),
+        Network::None if !namespaces.contains(Namespace::NET) => {
+            refuse("published ports need a network namespace")
+        }
+        // In a user namespace of its own, the sandbox's network namespace is out of the caller's
+        // reach; the init makes the forwarder's sockets there instead.
+        Network::None if namespaces.contains(Namespace::USER) && !init => {
+            refuse("published ports of a rootless sandbox need the init (a PID namespace)")
+        }
+        Network::None => Ok(Some(NetPlan::Forward(
+            ports.to_vec(),
+            limits.unwrap_or_default(),
+        ))),
+        _ if !ports.is_empty() => refuse("published ports need the none or bridge network"),
+        _ => Ok(None),
+    }
+}
+
+/// Which root file system the sandbox was given.
+#[derive(Debug)]
+pub(crate) enum RootChoice {
+    /// [`Rootfs::host`] where there is a mount namespace (read-only in a user namespace),
+    /// else the host's mounts.
+    Default,
+    /// The one given.
+    Own(Rootfs),
+    /// The host's mounts as they are.
+    HostMounts,
+}
+
+/// The root's plan: a root of its own needs a mount namespace; by default a sandbox with one
+/// gets the host's root under a throwaway layer. The scratch bound applies to whichever root,
+/// and a rootless sandbox's plan is made for a user namespace.
+pub(crate) fn root(
+    choice: &RootChoice,
+    mount_ns: bool,
+    scratch: Option<u64>,
+    rootless: bool,
+) -> Result<Option<RootfsPlan>> {
+    let chosen = match choice {
+        RootChoice::Own(r) if !mount_ns => {
+            return Err(Error::InvalidValue {
+                what: "root file system",
+                value: format!("{:?}", r.source()),
+                reason: "needs a mount namespace",
+            })
+        }
+        RootChoice::Own(r) => r.clone(),
+        RootChoice::Default if mount_ns => Rootfs::host(),
+        RootChoice::Default | RootChoice::HostMounts => return Ok(None),
+    };
+    let chosen = match scratch {
+        Some(bytes) => chosen.scratch_size(bytes),
+        None => chosen,
+    };
+    let plan = if rootless {
+        chosen.plan_rootless()?
+    } else {
+        chosen.plan()?
+    };
+    Ok(Some(plan))
+}
+
+/// What the child mounts when the sandbox keeps the host's mounts (no root of its own) in a new
+/// mount namespace: `/` made rslave, and a fresh `/proc` for a new PID namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HostMountDuties {
+    /// Make `/` rslave, so the sandbox's mounts never propagate back.
+    pub private_mounts: bool,
+    /// Mount a `/proc` of the sandbox's PID namespace.
+    pub mount_proc: bool,
+}
+
+/// See [`HostMountDuties`]; a root of the sandbox's own does both itself.
+pub(crate) fn host_mount_duties(mount_ns: bool, pid_ns: bool, own_root: bool) -> HostMountDuties {
+    HostMountDuties {
+        private_mounts: mount_ns && !own_root,
+        mount_proc: mount_ns && pid_ns && !own_root,
+    }
+}
+
+/// Who ends the sandbox when its caller dies, for a sandbox that must die with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeathWatch {
+    /// Nobody: the sandbox may outlive its caller.
+    None,
+    /// The init, watching the caller's death pipe: the sandbox follows the caller *process*.
+    Init,
+    /// `PR_SET_PDEATHSIG` on the command: without an init nothing of the sandbox's own can
+    /// watch, and the kernel's signal follows the spawning thread.
+    ParentDeathSignal,
+}
+
+/// See [`DeathWatch`].
+pub(crate) fn death_watch(die_with_parent: bool, init: bool) -> DeathWatch {
+    match (die_with_parent, init) {
+        (false, _) => DeathWatch::None,
+        (true, true) => DeathWatch::Init,
+        (true, false) => DeathWatch::ParentDeathSignal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_netns::{Bridge, Proto};
+    use palisade_ns::Offset;
+
+    #[test]
+    fn id_maps_imply_a_user_namespace() {
+        assert_eq!(
+            implied_namespaces(Namespace::PID, true),
+            Namespace::PID | Namespace::USER
+        );
+        assert_eq!(implied_namespaces(Namespace::PID, false), Namespace::PID);
+    }
+
+    #[test]
+    fn a_hostname_needs_a_uts_namespace_and_a_valid_name() {
+        assert_eq!(hostname(None, Namespace::empty()).unwrap(), None);
+        assert!(hostname(Some(OsStr::new("box")), Namespace::empty()).is_err());
+        assert_eq!(
+            hostname(Some(OsStr::new("box")), Namespace::UTS).unwrap(),
+            Some(CString::new("box").unwrap())
+        );
+        assert!(hostname(Some(OsStr::new("-box")), Namespace::UTS).is_err());
+    }
+
+    #[test]
+    fn offsets_make_the_child_create_the_time_namespace() {
+        let offsets = TimeOffsets::both(Offset::secs(5));
+        let (ns, text) = time_namespace(Namespace::PID | Namespace::TIME, Some(offsets)).unwrap();
+        assert_eq!(ns, Namespace::PID);
+        assert!(text.unwrap().to_str().unwrap().contains('5'));
+        let (ns, text) = time_namespace(Namespace::PID, Some(TimeOffsets::default())).unwrap();
+        assert_eq!((ns, text), (Namespace::PID | Namespace::TIME, None));
+        let (ns, text) = time_namespace(Namespace::PID, None).unwrap();
+        assert_eq!((ns, text), (Namespace::PID, None));
+    }
+
+    #[test]
+    fn joining_or_sharing_a_network_creates_none() {
+        let all = Namespace::NET | Namespace::PID;
+        assert_eq!(network_namespace(all, &Network::host()), Namespace::PID);
+        assert_eq!(
+            network_namespace(all, &Network::join_pid(1)),
+            Namespace::PID
+        );
+        assert_eq!(network_namespace(all, &Network::none()), all);
+    }
+
+    #[test]
+    fn a_group_of_its_own_moves_the_cgroup_namespace_into_the_child() {
+        let all = Namespace::CGROUP | Namespace::PID;
+        assert_eq!(cgroup_namespace(all, true), (Namespace::PID, true));
+        assert_eq!(cgroup_namespace(all, false), (all, false));
+        assert_eq!(
+            cgroup_namespace(Namespace::PID, true),
+            (Namespace::PID, false)
+        );
+    }
+
+    #[test]
+    fn published_ports_need_a_network_that_can_carry_them() {
+        let port = [PortMap::new(8080, 80, Proto::Tcp)];
+        let net = Namespace::NET;
+        assert!(net_plan(&Network::none(), &[], None, net, true)
+            .unwrap()
+            .is_none());
+        assert!(matches!(
+            net_plan(&Network::none(), &port, None, net, true).unwrap(),
+            Some(NetPlan::Forward(..))
+        ));
+        // Without a network namespace, in a rootless sandbox without init, or on the host.
+        assert!(net_plan(&Network::none(), &port, None, Namespace::empty(), true).is_err());
+        assert!(net_plan(&Network::none(), &port, None, net | Namespace::USER, false).is_err());
+        assert!(net_plan(&Network::host(), &port, None, net, true).is_err());
+        assert!(net_plan(&Network::host(), &[], None, net, true)
+            .unwrap()
+            .is_none());
+        // A bridge needs a network namespace, and gets the builder's forwarder limits.
+        let bridge = Network::bridge(Bridge::default());
+        assert!(net_plan(&bridge, &port, None, Namespace::empty(), true).is_err());
+        let limits = ForwarderLimits::default().max_tcp_connections(3);
+        match net_plan(&bridge, &port, Some(limits), net, true).unwrap() {
+            Some(NetPlan::Bridge(b, ports)) => {
+                assert_eq!(b.get_forwarder_limits().max_tcp_connections, 3);
+                assert_eq!(ports, port);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_default_root_is_the_hosts_under_a_layer_where_there_is_a_mount_namespace() {
+        assert!(root(&RootChoice::Default, true, None, false)
+            .unwrap()
+            .is_some());
+        assert!(root(&RootChoice::Default, false, None, false)
+            .unwrap()
+            .is_none());
+        assert!(root(&RootChoice::HostMounts, true, None, false)
+            .unwrap()
+            .is_none());
+        let own = RootChoice::Own(Rootfs::host());
+        assert!(root(&own, false, None, false).is_err());
+        assert!(root(&own, true, Some(1 << 20), true).unwrap().is_some());
+    }
+
+    #[test]
+    fn the_host_mounts_get_made_private_and_a_proc_of_their_own() {
+        let d = host_mount_duties(true, true, false);
+        assert!(d.private_mounts && d.mount_proc);
+        let d = host_mount_duties(true, false, false);
+        assert!(d.private_mounts && !d.mount_proc);
+        let d = host_mount_duties(true, true, true);
+        assert!(!d.private_mounts && !d.mount_proc);
+        let d = host_mount_duties(false, true, false);
+        assert!(!d.private_mounts && !d.mount_proc);
+    }
+
+    #[test]
+    fn the_init_watches_the_caller_where_there_is_one() {
+        assert_eq!(death_watch(false, true), DeathWatch::None);
+        assert_eq!(death_watch(true, true), DeathWatch::Init);
+        assert_eq!(death_watch(true, false), DeathWatch::ParentDeathSignal);
+    }
+}

@@ -1,0 +1,103 @@
+//! The child's last steps before the program: the signal state a fresh program expects, the
+//! command's privileges and filter, the gate of a command started by the init, and `execve(2)`.
+
+use std::convert::Infallible;
+use std::io::IoSlice;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use palisade_ns::child::{self as process, ExecArray};
+use rustix::io::Errno;
+use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+
+use super::plan::Plan;
+use super::step::{ChildFailure, ChildFds, Exit, InStep, Step};
+use crate::error::ChildStep;
+
+/// Sends `data` and the descriptor `fd` as `SCM_RIGHTS` (`unix(7)`) on the socket `sock`,
+/// without blocking, with the ancillary buffer on this stack.
+pub(super) fn send_with_fd(
+    sock: BorrowedFd<'_>,
+    data: &[u8],
+    fd: BorrowedFd<'_>,
+) -> rustix::io::Result<()> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let fds = [fd];
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(Errno::NOSPC);
+    }
+    let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+    rustix::net::sendmsg(sock, &[IoSlice::new(data)], &mut control, flags).map(drop)
+}
+
+/// Restores the signal state a fresh program expects and executes the program, trying each
+/// `PATH` candidate as `execvp(3)` does.
+///
+/// A command started by the init passes its `gate`: it executes nothing of its own before
+/// end-of-file there (see [`init`](super::init)). It confines itself first when its filter lets it wait on the
+/// gate afterwards (`read(2)` allowed), so that loading the filter overlaps the init's exec.
+pub(super) fn exec(plan: &Plan, fds: &ChildFds, gate: Option<BorrowedFd<'_>>) -> Step<Infallible> {
+    let exec = &plan.exec;
+    // Signal mask and dispositions are this process's alone. The Rust runtime ignores SIGPIPE,
+    // and ignored signals survive execve(2).
+    process::set_signal_mask(&plan.empty_signals).in_step(ChildStep::Exec)?;
+    process::set_default_action(libc::SIGPIPE).in_step(ChildStep::Exec)?;
+    let confine_first = plan.security.filter_allows_read();
+    if let (Some(gate), false) = (gate, confine_first) {
+        wait_for_gate(gate)?;
+    }
+    // The last step before the exec: user, capabilities, limits, no_new_privs and the syscall
+    // filter (see `crate::security` for their order).
+    // SAFETY: in the child, single-threaded, right before its exec.
+    let listener = unsafe { plan.security.apply(true) }
+        .map_err(|(step, errno)| ChildFailure::new(step, errno))?;
+    if let Some(listener) = listener {
+        let sent = match fds.control {
+            Some(control) => send_with_fd(control, &0i32.to_ne_bytes(), listener.as_fd()),
+            None => Err(Errno::BADF),
+        };
+        process::close(listener);
+        sent.in_step(ChildStep::Seccomp)?;
+    }
+    if let (Some(gate), true) = (gate, confine_first) {
+        wait_for_gate(gate)?;
+    }
+    // SAFETY: the plan's arrays are NULL-terminated arrays of NUL-terminated strings that it
+    // owns, unchanged, until after the exec.
+    let (argv, envp) = unsafe {
+        (
+            ExecArray::new(exec.argv.as_slice()),
+            ExecArray::new(exec.envp.as_slice()),
+        )
+    };
+    let (argv, envp) = (
+        argv.in_step(ChildStep::Exec)?,
+        envp.in_step(ChildStep::Exec)?,
+    );
+    let mut reported = Errno::NOENT;
+    for path in exec.candidates.strings() {
+        match process::execve(path, argv, envp) {
+            Errno::NOENT | Errno::NOTDIR | Errno::STALE | Errno::NODEV | Errno::TIMEDOUT => {}
+            Errno::ACCESS => reported = Errno::ACCESS,
+            other => {
+                reported = other;
+                break;
+            }
+        }
+    }
+    Err(ChildFailure::new(ChildStep::Exec, reported).into())
+}
+
+/// Waits for end-of-file on the gate: nobody writes to it, so anything else means a broken
+/// sandbox, and the command leaves without executing anything.
+fn wait_for_gate(gate: BorrowedFd<'_>) -> Step {
+    let mut byte = [0u8; 1];
+    loop {
+        match rustix::io::read(gate, &mut byte) {
+            Ok(0) => return Ok(()),
+            Err(Errno::INTR) => {}
+            _ => return Err(Exit::Quietly(127)),
+        }
+    }
+}
