@@ -9,7 +9,7 @@
 use std::os::fd::OwnedFd;
 
 use rustix::io::Errno;
-use rustix::process::{Resource, Rlimit};
+use rustix::process::{Gid, Resource, Rlimit, Uid};
 use rustix::thread::{CapabilitySet, CapabilitySets};
 
 use super::SecurityPlan;
@@ -26,45 +26,6 @@ fn bits(mask: u64) -> impl Iterator<Item = CapabilitySet> {
 /// Attributes a failed call to `step`, as the positive errno the parent is sent.
 fn at(step: ChildStep) -> impl Fn(Errno) -> (ChildStep, Errno) {
     move |errno| (step, errno)
-}
-
-/// The rustix resource for the kernel's `RLIMIT_*` number; `EINVAL` for a number it does not
-/// know, as `prlimit(2)` answers.
-fn resource(raw: u32) -> Result<Resource, Errno> {
-    // libc's constants have a C-library-dependent type; the values are small and non-negative.
-    #[allow(clippy::unnecessary_cast)]
-    let known = [
-        (libc::RLIMIT_AS as u32, Resource::As),
-        (libc::RLIMIT_CORE as u32, Resource::Core),
-        (libc::RLIMIT_CPU as u32, Resource::Cpu),
-        (libc::RLIMIT_DATA as u32, Resource::Data),
-        (libc::RLIMIT_FSIZE as u32, Resource::Fsize),
-        (libc::RLIMIT_LOCKS as u32, Resource::Locks),
-        (libc::RLIMIT_MEMLOCK as u32, Resource::Memlock),
-        (libc::RLIMIT_MSGQUEUE as u32, Resource::Msgqueue),
-        (libc::RLIMIT_NICE as u32, Resource::Nice),
-        (libc::RLIMIT_NOFILE as u32, Resource::Nofile),
-        (libc::RLIMIT_NPROC as u32, Resource::Nproc),
-        (libc::RLIMIT_RSS as u32, Resource::Rss),
-        (libc::RLIMIT_RTPRIO as u32, Resource::Rtprio),
-        (libc::RLIMIT_RTTIME as u32, Resource::Rttime),
-        (libc::RLIMIT_SIGPENDING as u32, Resource::Sigpending),
-        (libc::RLIMIT_STACK as u32, Resource::Stack),
-    ];
-    known
-        .into_iter()
-        .find(|&(n, _)| n == raw)
-        .map(|(_, resource)| resource)
-        .ok_or(Errno::INVAL)
-}
-
-/// rustix's form of a limit: `None` is `RLIM_INFINITY`.
-fn rlimit(limit: &libc::rlimit64) -> Rlimit {
-    let finite = |value: u64| (value != libc::RLIM64_INFINITY).then_some(value);
-    Rlimit {
-        current: finite(limit.rlim_cur),
-        maximum: finite(limit.rlim_max),
-    }
 }
 
 impl SecurityPlan {
@@ -119,9 +80,9 @@ impl SecurityPlan {
         listener: &mut Option<OwnedFd>,
     ) -> Result<(), (ChildStep, Errno)> {
         // 1. Resource limits, while CAP_SYS_RESOURCE allows raising a hard limit.
-        for (raw, limit) in &self.rlimits {
+        for &(resource, limit) in &self.rlimits {
             calls
-                .set_rlimit(*raw, limit)
+                .set_rlimit(resource, limit)
                 .map_err(at(ChildStep::Rlimit))?;
         }
 
@@ -193,8 +154,8 @@ impl SecurityPlan {
 /// The system calls of the security steps, one method each, so that [`SecurityPlan::steps`]
 /// can run against the kernel ([`Kernel`]) or a recording (the unit tests).
 pub(super) trait Calls {
-    /// `prlimit(2)` of the calling process, `resource` a `RLIMIT_*` number.
-    fn set_rlimit(&mut self, resource: u32, limit: &libc::rlimit64) -> Result<(), Errno>;
+    /// `prlimit(2)` of the calling process.
+    fn set_rlimit(&mut self, resource: Resource, limit: Rlimit) -> Result<(), Errno>;
     /// `seccomp(2)` `SECCOMP_SET_MODE_FILTER`.
     fn load_filter(
         &mut self,
@@ -206,9 +167,9 @@ pub(super) trait Calls {
     /// `prctl(PR_SET_KEEPCAPS, 1)`.
     fn keep_caps(&mut self) -> Result<(), Errno>;
     /// `setgroups(2)`.
-    fn set_groups(&mut self, groups: &[libc::gid_t]) -> Result<(), Errno>;
+    fn set_groups(&mut self, groups: &[Gid]) -> Result<(), Errno>;
     /// `setresgid(2)`, then `setresuid(2)`.
-    fn set_ids(&mut self, uid: libc::uid_t, gid: libc::gid_t) -> Result<(), Errno>;
+    fn set_ids(&mut self, uid: Uid, gid: Gid) -> Result<(), Errno>;
     /// `capset(2)`.
     fn set_caps(&mut self, sets: CapabilitySets) -> Result<(), Errno>;
     /// `prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)`.
@@ -224,9 +185,9 @@ pub(super) trait Calls {
 pub(super) struct Kernel;
 
 impl Calls for Kernel {
-    fn set_rlimit(&mut self, resource_number: u32, limit: &libc::rlimit64) -> Result<(), Errno> {
+    fn set_rlimit(&mut self, resource: Resource, limit: Rlimit) -> Result<(), Errno> {
         // prlimit64(2) on the calling process, without reading back the old limit.
-        rustix::process::setrlimit(resource(resource_number)?, rlimit(limit))
+        rustix::process::setrlimit(resource, limit)
     }
 
     fn load_filter(
@@ -245,14 +206,11 @@ impl Calls for Kernel {
         rustix::thread::set_keep_capabilities(true)
     }
 
-    fn set_groups(&mut self, groups: &[libc::gid_t]) -> Result<(), Errno> {
-        rustix::thread::set_thread_groups(gids(groups))
+    fn set_groups(&mut self, groups: &[Gid]) -> Result<(), Errno> {
+        rustix::thread::set_thread_groups(groups)
     }
 
-    fn set_ids(&mut self, uid: libc::uid_t, gid: libc::gid_t) -> Result<(), Errno> {
-        // `prepare` refused -1, the only value the unchecked constructors must not get.
-        let gid = rustix::process::Gid::from_raw_unchecked(gid);
-        let uid = rustix::process::Uid::from_raw_unchecked(uid);
+    fn set_ids(&mut self, uid: Uid, gid: Gid) -> Result<(), Errno> {
         // The raw calls change the calling thread only, the whole process here.
         rustix::thread::set_thread_res_gid(gid, gid, gid)?;
         rustix::thread::set_thread_res_uid(uid, uid, uid)
@@ -273,12 +231,4 @@ impl Calls for Kernel {
     fn no_new_privs(&mut self) -> Result<(), Errno> {
         rustix::thread::set_no_new_privs(true)
     }
-}
-
-/// The groups as rustix's type, without copying.
-fn gids(groups: &[libc::gid_t]) -> &[rustix::process::Gid] {
-    // SAFETY: `Gid` is `#[repr(transparent)]` over `c_uint`, which is `gid_t` on Linux, and
-    // every value but -1 (refused by `prepare`) is a valid `Gid`; the new slice borrows the
-    // same memory for the same lifetime.
-    unsafe { std::slice::from_raw_parts(groups.as_ptr().cast(), groups.len()) }
 }

@@ -96,6 +96,7 @@ mod rlimit;
 use std::sync::OnceLock;
 
 use palisade_seccomp::{Action, Arch, BpfProgram, LoadFlags, Profile, SeccompData};
+use rustix::process::{Gid, Uid};
 
 pub use capabilities::{parse_capability, Capabilities, Capability};
 pub use rlimit::{Rlimit, RlimitResource};
@@ -199,16 +200,16 @@ fn valid_mask(last_cap: u32) -> u64 {
 /// Everything the child applies, prepared before the clone: plain data for raw system calls.
 #[derive(Debug)]
 pub(crate) struct SecurityPlan {
-    /// `(RLIMIT_*, limits)` for `prlimit64(2)`.
-    rlimits: Vec<(u32, libc::rlimit64)>,
+    /// The limits for `prlimit64(2)`, as the kernel's resources and values.
+    rlimits: Vec<(rustix::process::Resource, rustix::process::Rlimit)>,
     /// Capabilities to drop from the bounding set (all at most the kernel's last).
     bounding_drop: u64,
     caps: CapMasks,
     /// Set `PR_SET_KEEPCAPS` before switching to a non-root user who keeps capabilities.
     keep_caps: bool,
     /// Supplementary groups for `setgroups(2)`; `None` leaves them alone.
-    groups: Option<Vec<libc::gid_t>>,
-    user: Option<(libc::uid_t, libc::gid_t)>,
+    groups: Option<Vec<rustix::process::Gid>>,
+    user: Option<(rustix::process::Uid, rustix::process::Gid)>,
     no_new_privs: bool,
     /// The compiled filter for the running architecture; `None` when unconfined.
     seccomp: Option<BpfProgram>,
@@ -323,22 +324,15 @@ impl SecuritySpec {
             .as_ref()
             .is_none_or(|p| action(p, libc::SYS_read).is_ok_and(allowed));
         Ok(SecurityPlan {
-            rlimits: self
-                .rlimits
-                .iter()
-                .map(|l| {
-                    let limit = libc::rlimit64 {
-                        rlim_cur: l.soft,
-                        rlim_max: l.hard,
-                    };
-                    (l.resource.as_raw(), limit)
-                })
-                .collect(),
+            rlimits: self.rlimits.iter().copied().map(Rlimit::to_kernel).collect(),
             bounding_drop: valid_mask(last) & !caps.bounding,
             keep_caps: !self.root() && caps.permitted != 0,
             caps,
-            groups,
-            user: self.user,
+            // -1, the one value these must not hold, was refused above.
+            groups: groups.map(|g| g.into_iter().map(Gid::from_raw_unchecked).collect()),
+            user: self
+                .user
+                .map(|(uid, gid)| (Uid::from_raw_unchecked(uid), Gid::from_raw_unchecked(gid))),
             no_new_privs: self.no_new_privs,
             seccomp,
             seccomp_flags,
@@ -476,9 +470,11 @@ impl SecurityPlan {
     /// in `spawn`).
     pub(crate) fn describe(&self, step: ChildStep) -> Option<String> {
         match step {
-            ChildStep::SetUser => self.user.map(|(uid, gid)| format!("uid {uid}, gid {gid}")),
+            ChildStep::SetUser => self
+                .user
+                .map(|(uid, gid)| format!("uid {}, gid {}", uid.as_raw(), gid.as_raw())),
             ChildStep::Groups => self.groups.as_ref().map(|groups| {
-                let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+                let list: Vec<String> = groups.iter().map(|g| g.as_raw().to_string()).collect();
                 format!("groups {}", list.join(","))
             }),
             ChildStep::Rlimit if !self.rlimit_spec.is_empty() => {

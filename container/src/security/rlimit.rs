@@ -116,6 +116,31 @@ impl RlimitResource {
     }
 }
 
+impl RlimitResource {
+    /// The resource as rustix names it, for `prlimit(2)`.
+    pub(crate) fn to_kernel(self) -> rustix::process::Resource {
+        use rustix::process::Resource as K;
+        match self {
+            RlimitResource::As => K::As,
+            RlimitResource::Core => K::Core,
+            RlimitResource::Cpu => K::Cpu,
+            RlimitResource::Data => K::Data,
+            RlimitResource::Fsize => K::Fsize,
+            RlimitResource::Locks => K::Locks,
+            RlimitResource::Memlock => K::Memlock,
+            RlimitResource::Msgqueue => K::Msgqueue,
+            RlimitResource::Nice => K::Nice,
+            RlimitResource::Nofile => K::Nofile,
+            RlimitResource::Nproc => K::Nproc,
+            RlimitResource::Rss => K::Rss,
+            RlimitResource::Rtprio => K::Rtprio,
+            RlimitResource::Rttime => K::Rttime,
+            RlimitResource::Sigpending => K::Sigpending,
+            RlimitResource::Stack => K::Stack,
+        }
+    }
+}
+
 impl fmt::Display for RlimitResource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -172,6 +197,16 @@ pub struct Rlimit {
 }
 
 impl Rlimit {
+    /// The limit as `prlimit(2)` takes it through rustix: `RLIM_INFINITY` is `None`.
+    pub(crate) fn to_kernel(self) -> (rustix::process::Resource, rustix::process::Rlimit) {
+        let finite = |value: u64| (value != Rlimit::INFINITY).then_some(value);
+        let limit = rustix::process::Rlimit {
+            current: finite(self.soft),
+            maximum: finite(self.hard),
+        };
+        (self.resource.to_kernel(), limit)
+    }
+
     /// No limit (`RLIM_INFINITY`).
     pub const INFINITY: u64 = libc::RLIM_INFINITY;
 

@@ -183,13 +183,20 @@ fn prepare_turns_the_spec_into_plain_data() {
         plan.keep_caps,
         "a non-root user keeping capabilities needs PR_SET_KEEPCAPS"
     );
-    assert_eq!(plan.user, Some((1000, 100)));
+    let user = plan.user.map(|(u, g)| (u.as_raw(), g.as_raw()));
+    assert_eq!(user, Some((1000, 100)));
     // A new user starts without the caller's supplementary groups.
     assert_eq!(plan.groups.as_deref(), Some(&[][..]));
     let raw: Vec<(u32, u64, u64)> = plan
         .rlimits
         .iter()
-        .map(|(r, l)| (*r, l.rlim_cur, l.rlim_max))
+        .map(|(r, l)| {
+            (
+                *r as u32,
+                l.current.unwrap_or(u64::MAX),
+                l.maximum.unwrap_or(u64::MAX),
+            )
+        })
         .collect();
     assert_eq!(
         raw,
@@ -224,6 +231,7 @@ fn groups_are_only_touched_where_allowed() {
             })
             .unwrap()
             .groups
+            .map(|g| g.iter().map(|g| g.as_raw()).collect::<Vec<u32>>())
     };
     let user = |b: &mut crate::SandboxBuilder| {
         b.user(5, 5);
@@ -782,7 +790,11 @@ mod order {
     }
 
     impl Calls for Recorder {
-        fn set_rlimit(&mut self, _: u32, _: &libc::rlimit64) -> Result<(), Errno> {
+        fn set_rlimit(
+            &mut self,
+            _: rustix::process::Resource,
+            _: rustix::process::Rlimit,
+        ) -> Result<(), Errno> {
             self.call("rlimit")
         }
         fn load_filter(
@@ -798,10 +810,14 @@ mod order {
         fn keep_caps(&mut self) -> Result<(), Errno> {
             self.call("keepcaps")
         }
-        fn set_groups(&mut self, _: &[libc::gid_t]) -> Result<(), Errno> {
+        fn set_groups(&mut self, _: &[rustix::process::Gid]) -> Result<(), Errno> {
             self.call("groups")
         }
-        fn set_ids(&mut self, _: libc::uid_t, _: libc::gid_t) -> Result<(), Errno> {
+        fn set_ids(
+            &mut self,
+            _: rustix::process::Uid,
+            _: rustix::process::Gid,
+        ) -> Result<(), Errno> {
             self.call("user")
         }
         fn set_caps(&mut self, _: CapabilitySets) -> Result<(), Errno> {

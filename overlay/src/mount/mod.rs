@@ -7,7 +7,8 @@
 //! - [`bind_tree`], [`set_read_only`], [`set_propagation`], [`attach`], [`unmount`]: detached
 //!   bind mounts (`open_tree(2)` with `OPEN_TREE_CLONE`), changed with `mount_setattr(2)`
 //!   before they are attached, so that a half-configured mount is never visible.
-//! - [`sys`]: the thin system-call wrappers all of this is built on.
+//! - [`sys`]: the thin system-call adapters all of this is built on (over `rustix::mount`, and
+//!   the crate's own `mount_setattr(2)`).
 //!
 //! Every mount made here is either attached by the call that made it or held by an
 //! [`OwnedFd`]; a detached mount whose last file descriptor is closed is freed, so a failure

@@ -9,7 +9,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use super::sys::{self, FsmountFlags, FsopenFlags, MountAttr, MountFlags};
+use rustix::mount::MountFlags;
+
+use super::sys::{self, FsmountFlags, FsopenFlags, MountAttr};
 use crate::error::{Error, Result};
 
 /// The most lower layers overlayfs stacks (`OVL_MAX_STACK` in the kernel); more fail with
@@ -531,17 +533,12 @@ impl Overlay {
                 flags |= flag;
             }
         }
-        sys::mount(
-            Some(OsStr::new(FSTYPE)),
-            target,
-            Some(c"overlay"),
-            flags,
-            Some(&data),
-        )
-        .map_err(|source| Error::Mount {
-            call: "mount overlay",
-            path: Some(target.to_owned()),
-            source,
+        sys::mount(OsStr::new(FSTYPE), target, c"overlay", flags, Some(&data)).map_err(|source| {
+            Error::Mount {
+                call: "mount overlay",
+                path: Some(target.to_owned()),
+                source,
+            }
         })
     }
 }

@@ -1,6 +1,6 @@
-//! Thin wrappers for the mount system calls, in the style of `rustix`: one function per system
-//! call, named after it, taking borrowed file descriptors and typed flags and returning
-//! [`OwnedFd`]s and [`io::Error`]s (the raw `errno`).
+//! Thin adapters for the mount system calls: one function per system call, named after it,
+//! taking borrowed file descriptors, paths and typed flags and returning [`OwnedFd`]s and
+//! [`io::Error`]s (the kernel's error value).
 //!
 //! The new mount API (Linux 5.2, `mount_setattr(2)` 5.12) works on file descriptors: a
 //! *filesystem context* made by [`fsopen`] is configured with `fsconfig(2)`
@@ -10,82 +10,87 @@
 //! mounts are attached with [`move_mount`]; a detached mount that is never attached is freed
 //! when its last file descriptor is closed, so nothing is left behind on error.
 //!
-//! The system calls are made with `libc::syscall` and the `libc::SYS_*` numbers, except
-//! `mount_setattr(2)`, whose one implementation ([`mount_setattr_cstr`]) goes through the
-//! errno-free `syscalls` crate so that the sandbox child can use it too; the constants of
-//! `<linux/mount.h>` are defined here (the bit values are part of the kernel ABI).
+//! Each system call is written once in the workspace: `rustix::mount` (its `linux_raw`
+//! backend, errno-free) makes all of them except `mount_setattr(2)`, which rustix does not
+//! wrap and whose one implementation is [`mount_setattr_cstr`] (the errno-free `syscalls`
+//! crate), so that the sandbox child can use it too. The functions here only turn Rust paths
+//! and strings into C strings (refusing interior NUL bytes with [`io::ErrorKind::InvalidInput`])
+//! and map the flag types; the flag values are rustix's (the kernel ABI of `<linux/mount.h>`).
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+use rustix::fs::AtFlags;
+use rustix::mount as rmount;
 
 use bitflags::bitflags;
 
 /// The current working directory as a directory file descriptor (`AT_FDCWD`), for the
 /// `*_dirfd` arguments.
-// SAFETY: `AT_FDCWD` is a value every `*at` system call accepts in place of a file descriptor
-// and it is never closed; `BorrowedFd` only requires that it is not -1.
-pub const CWD: BorrowedFd<'static> = unsafe { BorrowedFd::borrow_raw(libc::AT_FDCWD) };
+pub const CWD: BorrowedFd<'static> = rustix::fs::CWD;
 
 bitflags! {
     /// Flags of [`fsopen`] (`fsopen(2)`).
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct FsopenFlags: u32 {
         /// `FSOPEN_CLOEXEC`: close the context on `execve(2)`.
-        const CLOEXEC = 0x0000_0001;
+        const CLOEXEC = rmount::FsOpenFlags::FSOPEN_CLOEXEC.bits();
     }
 
     /// Flags of [`fsmount`] (`fsmount(2)`).
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct FsmountFlags: u32 {
         /// `FSMOUNT_CLOEXEC`: close the mount's file descriptor on `execve(2)`.
-        const CLOEXEC = 0x0000_0001;
+        const CLOEXEC = rmount::FsMountFlags::FSMOUNT_CLOEXEC.bits();
     }
 
     /// Per-mount attributes (`MOUNT_ATTR_*`), for [`fsmount`] and [`mount_setattr`]
     /// (`fsmount(2)`, `mount_setattr(2)`).
+    ///
+    /// 64 bits wide as `struct mount_attr`'s fields are; `fsmount(2)` takes the low 32.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct MountAttr: u64 {
         /// `MOUNT_ATTR_RDONLY`: the mount is read-only.
-        const RDONLY = 0x0000_0001;
+        const RDONLY = attr(rmount::MountAttrFlags::MOUNT_ATTR_RDONLY);
         /// `MOUNT_ATTR_NOSUID`: set-user-ID and set-group-ID bits are ignored.
-        const NOSUID = 0x0000_0002;
+        const NOSUID = attr(rmount::MountAttrFlags::MOUNT_ATTR_NOSUID);
         /// `MOUNT_ATTR_NODEV`: device files cannot be opened.
-        const NODEV = 0x0000_0004;
+        const NODEV = attr(rmount::MountAttrFlags::MOUNT_ATTR_NODEV);
         /// `MOUNT_ATTR_NOEXEC`: programs cannot be executed.
-        const NOEXEC = 0x0000_0008;
+        const NOEXEC = attr(rmount::MountAttrFlags::MOUNT_ATTR_NOEXEC);
         /// `MOUNT_ATTR__ATIME`: the mask of the access-time bits; clear it to change them.
-        const ATIME_MASK = 0x0000_0070;
+        const ATIME_MASK = attr(rmount::MountAttrFlags::MOUNT_ATTR__ATIME);
         /// `MOUNT_ATTR_NOATIME`: access times are not updated.
-        const NOATIME = 0x0000_0010;
+        const NOATIME = attr(rmount::MountAttrFlags::MOUNT_ATTR_NOATIME);
         /// `MOUNT_ATTR_STRICTATIME`: access times are always updated.
-        const STRICTATIME = 0x0000_0020;
+        const STRICTATIME = attr(rmount::MountAttrFlags::MOUNT_ATTR_STRICTATIME);
         /// `MOUNT_ATTR_NODIRATIME`: directory access times are not updated.
-        const NODIRATIME = 0x0000_0080;
+        const NODIRATIME = attr(rmount::MountAttrFlags::MOUNT_ATTR_NODIRATIME);
         /// `MOUNT_ATTR_NOSYMFOLLOW`: symbolic links are not followed during path resolution.
-        const NOSYMFOLLOW = 0x0020_0000;
+        const NOSYMFOLLOW = attr(rmount::MountAttrFlags::MOUNT_ATTR_NOSYMFOLLOW);
     }
 
     /// Flags of [`move_mount`] (`move_mount(2)`).
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct MoveMountFlags: u32 {
         /// `MOVE_MOUNT_F_SYMLINKS`: follow symbolic links in the source path.
-        const F_SYMLINKS = 0x0000_0001;
+        const F_SYMLINKS = rmount::MoveMountFlags::MOVE_MOUNT_F_SYMLINKS.bits();
         /// `MOVE_MOUNT_F_AUTOMOUNTS`: trigger automounts in the source path.
-        const F_AUTOMOUNTS = 0x0000_0002;
+        const F_AUTOMOUNTS = rmount::MoveMountFlags::MOVE_MOUNT_F_AUTOMOUNTS.bits();
         /// `MOVE_MOUNT_F_EMPTY_PATH`: an empty source path means the source file descriptor
         /// itself (a detached mount from [`fsmount`] or [`open_tree`]).
-        const F_EMPTY_PATH = 0x0000_0004;
+        const F_EMPTY_PATH = rmount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH.bits();
         /// `MOVE_MOUNT_T_SYMLINKS`: follow symbolic links in the target path.
-        const T_SYMLINKS = 0x0000_0010;
+        const T_SYMLINKS = rmount::MoveMountFlags::MOVE_MOUNT_T_SYMLINKS.bits();
         /// `MOVE_MOUNT_T_AUTOMOUNTS`: trigger automounts in the target path.
-        const T_AUTOMOUNTS = 0x0000_0020;
+        const T_AUTOMOUNTS = rmount::MoveMountFlags::MOVE_MOUNT_T_AUTOMOUNTS.bits();
         /// `MOVE_MOUNT_T_EMPTY_PATH`: an empty target path means the target file descriptor.
-        const T_EMPTY_PATH = 0x0000_0040;
+        const T_EMPTY_PATH = rmount::MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH.bits();
         /// `MOVE_MOUNT_BENEATH` (Linux 6.5): mount beneath the top mount of the target.
-        const BENEATH = 0x0000_0200;
+        const BENEATH = rmount::MoveMountFlags::MOVE_MOUNT_BENEATH.bits();
     }
 
     /// Flags of [`open_tree`] (`open_tree(2)`).
@@ -93,75 +98,57 @@ bitflags! {
     pub struct OpenTreeFlags: u32 {
         /// `OPEN_TREE_CLONE`: make a detached copy of the mount (a bind mount not yet attached)
         /// instead of an `O_PATH` file descriptor.
-        const CLONE = 0x0000_0001;
+        const CLONE = rmount::OpenTreeFlags::OPEN_TREE_CLONE.bits();
         /// `OPEN_TREE_CLOEXEC`: close the file descriptor on `execve(2)`.
-        const CLOEXEC = libc::O_CLOEXEC as u32;
+        const CLOEXEC = rmount::OpenTreeFlags::OPEN_TREE_CLOEXEC.bits();
         /// `AT_SYMLINK_NOFOLLOW`: do not follow a final symbolic link.
-        const SYMLINK_NOFOLLOW = libc::AT_SYMLINK_NOFOLLOW as u32;
+        const SYMLINK_NOFOLLOW = rmount::OpenTreeFlags::AT_SYMLINK_NOFOLLOW.bits();
         /// `AT_NO_AUTOMOUNT`: do not trigger an automount at the final component.
-        const NO_AUTOMOUNT = libc::AT_NO_AUTOMOUNT as u32;
+        const NO_AUTOMOUNT = rmount::OpenTreeFlags::AT_NO_AUTOMOUNT.bits();
         /// `AT_EMPTY_PATH`: an empty path means the directory file descriptor itself.
-        const EMPTY_PATH = libc::AT_EMPTY_PATH as u32;
+        const EMPTY_PATH = rmount::OpenTreeFlags::AT_EMPTY_PATH.bits();
         /// `AT_RECURSIVE`: with [`CLONE`](Self::CLONE), copy the whole tree of mounts below the
         /// path too (a recursive bind mount).
-        const RECURSIVE = 0x8000;
+        const RECURSIVE = rmount::OpenTreeFlags::AT_RECURSIVE.bits();
     }
 
     /// Path-resolution flags of [`mount_setattr`] (`mount_setattr(2)`).
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct MountSetattrFlags: u32 {
         /// `AT_SYMLINK_NOFOLLOW`: do not follow a final symbolic link.
-        const SYMLINK_NOFOLLOW = libc::AT_SYMLINK_NOFOLLOW as u32;
+        const SYMLINK_NOFOLLOW = AtFlags::SYMLINK_NOFOLLOW.bits();
         /// `AT_NO_AUTOMOUNT`: do not trigger an automount at the final component.
-        const NO_AUTOMOUNT = libc::AT_NO_AUTOMOUNT as u32;
+        const NO_AUTOMOUNT = AtFlags::NO_AUTOMOUNT.bits();
         /// `AT_EMPTY_PATH`: an empty path means the directory file descriptor itself (e.g. a
         /// detached mount).
-        const EMPTY_PATH = libc::AT_EMPTY_PATH as u32;
+        const EMPTY_PATH = AtFlags::EMPTY_PATH.bits();
         /// `AT_RECURSIVE`: change every mount of the tree, not only the top one.
-        const RECURSIVE = 0x8000;
+        const RECURSIVE = rmount::OpenTreeFlags::AT_RECURSIVE.bits();
     }
 
     /// Flags of [`umount2`] (`umount2(2)`).
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct UnmountFlags: i32 {
         /// `MNT_FORCE`: abort pending requests (network file systems).
-        const FORCE = libc::MNT_FORCE;
+        const FORCE = unmount_flag(rmount::UnmountFlags::FORCE);
         /// `MNT_DETACH`: lazy unmount: detach now, clean up when the mount is no longer busy.
-        const DETACH = libc::MNT_DETACH;
+        const DETACH = unmount_flag(rmount::UnmountFlags::DETACH);
         /// `MNT_EXPIRE`: mark the mount expired.
-        const EXPIRE = libc::MNT_EXPIRE;
+        const EXPIRE = unmount_flag(rmount::UnmountFlags::EXPIRE);
         /// `UMOUNT_NOFOLLOW`: do not follow a final symbolic link.
-        const NOFOLLOW = 0x0000_0008;
+        const NOFOLLOW = unmount_flag(rmount::UnmountFlags::NOFOLLOW);
     }
+}
 
-    /// Flags of the legacy [`mount`] (`mount(2)`), `MS_*`.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-    pub struct MountFlags: libc::c_ulong {
-        /// `MS_RDONLY`: mount read-only.
-        const RDONLY = libc::MS_RDONLY;
-        /// `MS_NOSUID`: ignore set-user-ID and set-group-ID bits.
-        const NOSUID = libc::MS_NOSUID;
-        /// `MS_NODEV`: refuse access to device files.
-        const NODEV = libc::MS_NODEV;
-        /// `MS_NOEXEC`: refuse execution of programs.
-        const NOEXEC = libc::MS_NOEXEC;
-        /// `MS_REMOUNT`: change the flags of an existing mount.
-        const REMOUNT = libc::MS_REMOUNT;
-        /// `MS_BIND`: bind mount.
-        const BIND = libc::MS_BIND;
-        /// `MS_MOVE`: move a mount.
-        const MOVE = libc::MS_MOVE;
-        /// `MS_REC`: with `BIND` or a propagation flag, apply to the whole tree.
-        const REC = libc::MS_REC;
-        /// `MS_PRIVATE`: make the mount private.
-        const PRIVATE = libc::MS_PRIVATE;
-        /// `MS_SLAVE`: make the mount a slave.
-        const SLAVE = libc::MS_SLAVE;
-        /// `MS_SHARED`: make the mount shared.
-        const SHARED = libc::MS_SHARED;
-        /// `MS_UNBINDABLE`: make the mount unbindable.
-        const UNBINDABLE = libc::MS_UNBINDABLE;
-    }
+/// A `MOUNT_ATTR_*` bit of rustix's 32-bit type as [`MountAttr`]'s 64-bit value.
+const fn attr(flag: rmount::MountAttrFlags) -> u64 {
+    flag.bits() as u64
+}
+
+/// A `umount2(2)` flag of rustix's unsigned type as [`UnmountFlags`]' `int`; every defined
+/// flag is below `1 << 31`.
+const fn unmount_flag(flag: rmount::UnmountFlags) -> i32 {
+    flag.bits() as i32
 }
 
 /// Mount propagation types, for [`MountAttrChange::propagation`] (`mount_namespaces(7)`).
@@ -180,12 +167,14 @@ pub enum Propagation {
 impl Propagation {
     /// The `MS_*` value `mount_setattr(2)` takes in `propagation` (`<linux/mount.h>`).
     fn bits(self) -> u64 {
-        match self {
-            Propagation::Unbindable => 1 << 17,
-            Propagation::Private => 1 << 18,
-            Propagation::Slave => 1 << 19,
-            Propagation::Shared => 1 << 20,
-        }
+        use rmount::MountPropagationFlags as P;
+        let flag = match self {
+            Propagation::Unbindable => P::UNBINDABLE,
+            Propagation::Private => P::PRIVATE,
+            Propagation::Slave => P::DOWNSTREAM,
+            Propagation::Shared => P::SHARED,
+        };
+        u64::from(flag.bits())
     }
 }
 
@@ -211,16 +200,6 @@ struct RawMountAttr {
     userns_fd: u64,
 }
 
-/// `FSCONFIG_*` commands of `fsconfig(2)`.
-#[repr(u32)]
-#[derive(Clone, Copy)]
-enum FsconfigCmd {
-    SetFlag = 0,
-    SetString = 1,
-    SetFd = 5,
-    CmdCreate = 6,
-}
-
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| {
         io::Error::new(
@@ -234,56 +213,11 @@ fn path_cstring(path: &Path) -> io::Result<CString> {
     cstring(path.as_os_str().as_bytes())
 }
 
-/// Turns a `syscall(2)` return value that is a new file descriptor into an [`OwnedFd`].
-fn fd_result(ret: libc::c_long) -> io::Result<OwnedFd> {
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = RawFd::try_from(ret).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
-    // SAFETY: the system call succeeded and returned a new file descriptor that nothing else
-    // owns; the `OwnedFd` takes ownership and closes it on drop.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn unit_result(ret: libc::c_long) -> io::Result<()> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 /// `fsopen(2)`: opens a new filesystem context for the file-system type `fs_name` (e.g.
 /// `"overlay"`). Fails with `ENOSYS` before Linux 5.2 and `ENODEV` for an unknown type.
 pub fn fsopen(fs_name: &CStr, flags: FsopenFlags) -> io::Result<OwnedFd> {
-    // SAFETY: `fs_name` is a NUL-terminated string that outlives the call; the kernel only
-    // reads it.
-    let ret = unsafe { libc::syscall(libc::SYS_fsopen, fs_name.as_ptr(), flags.bits()) };
-    fd_result(ret)
-}
-
-fn fsconfig(
-    fs_fd: BorrowedFd<'_>,
-    cmd: FsconfigCmd,
-    key: Option<&CStr>,
-    value: Option<&CStr>,
-    aux: libc::c_int,
-) -> io::Result<()> {
-    let key = key.map_or(std::ptr::null(), CStr::as_ptr);
-    let value = value.map_or(std::ptr::null(), CStr::as_ptr);
-    // SAFETY: `key` and `value` are null or NUL-terminated strings that outlive the call; the
-    // kernel only reads them. `fs_fd` is a valid file descriptor for the call's duration.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs_fd.as_raw_fd(),
-            cmd as libc::c_uint,
-            key,
-            value,
-            aux,
-        )
-    };
-    unit_result(ret)
+    let flags = rmount::FsOpenFlags::from_bits_retain(flags.bits());
+    Ok(rmount::fsopen(fs_name, flags)?)
 }
 
 /// `fsconfig(2)` `FSCONFIG_SET_STRING`: sets the option `key` to the string `value`.
@@ -296,26 +230,26 @@ pub fn fsconfig_set_string(
 ) -> io::Result<()> {
     let key = cstring(key.as_bytes())?;
     let value = cstring(value.as_ref().as_bytes())?;
-    fsconfig(fs_fd, FsconfigCmd::SetString, Some(&key), Some(&value), 0)
+    Ok(rmount::fsconfig_set_string(fs_fd, &key, &value)?)
 }
 
 /// `fsconfig(2)` `FSCONFIG_SET_FLAG`: sets the flag option `key` (one without a value).
 pub fn fsconfig_set_flag(fs_fd: BorrowedFd<'_>, key: &str) -> io::Result<()> {
     let key = cstring(key.as_bytes())?;
-    fsconfig(fs_fd, FsconfigCmd::SetFlag, Some(&key), None, 0)
+    Ok(rmount::fsconfig_set_flag(fs_fd, &key)?)
 }
 
 /// `fsconfig(2)` `FSCONFIG_SET_FD`: sets the option `key` to the open file `fd` (for overlayfs
 /// layers, an `O_RDONLY | O_DIRECTORY` descriptor — `O_PATH` ones are refused; Linux 6.13+).
 pub fn fsconfig_set_fd(fs_fd: BorrowedFd<'_>, key: &str, fd: BorrowedFd<'_>) -> io::Result<()> {
     let key = cstring(key.as_bytes())?;
-    fsconfig(fs_fd, FsconfigCmd::SetFd, Some(&key), None, fd.as_raw_fd())
+    Ok(rmount::fsconfig_set_fd(fs_fd, &key, fd)?)
 }
 
 /// `fsconfig(2)` `FSCONFIG_CMD_CREATE`: creates the superblock from the configured context.
 /// On failure, the reason is often in the context's log: see [`fs_context_log`].
 pub fn fsconfig_create(fs_fd: BorrowedFd<'_>) -> io::Result<()> {
-    fsconfig(fs_fd, FsconfigCmd::CmdCreate, None, None, 0)
+    Ok(rmount::fsconfig_create(fs_fd)?)
 }
 
 /// Reads the messages the kernel logged on a filesystem context (`fsopen(2)`, "Message
@@ -327,14 +261,10 @@ pub fn fs_context_log(fs_fd: BorrowedFd<'_>) -> Vec<String> {
     let mut buf = [0u8; 1024];
     // The kernel keeps at most 8 messages; bound the loop anyway.
     for _ in 0..64 {
-        // SAFETY: `buf` is writable for `buf.len()` bytes for the duration of the call and
-        // `fs_fd` is a valid file descriptor.
-        let n = unsafe { libc::read(fs_fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        let Ok(n) = usize::try_from(n) else {
-            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            break;
+        let n = match rustix::io::read(fs_fd, &mut buf) {
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => break,
         };
         if n == 0 {
             break;
@@ -353,17 +283,10 @@ pub fn fsmount(
     flags: FsmountFlags,
     attrs: MountAttr,
 ) -> io::Result<OwnedFd> {
-    // SAFETY: plain integer arguments; `fs_fd` is a valid file descriptor for the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_fsmount,
-            fs_fd.as_raw_fd(),
-            flags.bits(),
-            // The attribute argument is an `unsigned int`; every defined attribute fits.
-            attrs.bits() as libc::c_uint,
-        )
-    };
-    fd_result(ret)
+    let flags = rmount::FsMountFlags::from_bits_retain(flags.bits());
+    // The attribute argument is an `unsigned int`; every defined attribute fits.
+    let attrs = rmount::MountAttrFlags::from_bits_retain(attrs.bits() as u32);
+    Ok(rmount::fsmount(fs_fd, flags, attrs)?)
 }
 
 /// `move_mount(2)`: moves the mount at `from_dirfd`/`from_path` to `to_dirfd`/`to_path`. With
@@ -378,19 +301,8 @@ pub fn move_mount(
 ) -> io::Result<()> {
     let from = path_cstring(from_path)?;
     let to = path_cstring(to_path)?;
-    // SAFETY: both paths are NUL-terminated strings that outlive the call; the kernel only
-    // reads them. The file descriptors are valid (or `AT_FDCWD`) for the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            from_dirfd.as_raw_fd(),
-            from.as_ptr(),
-            to_dirfd.as_raw_fd(),
-            to.as_ptr(),
-            flags.bits(),
-        )
-    };
-    unit_result(ret)
+    let flags = rmount::MoveMountFlags::from_bits_retain(flags.bits());
+    Ok(rmount::move_mount(from_dirfd, &from, to_dirfd, &to, flags)?)
 }
 
 /// `open_tree(2)`: opens the mount at `dirfd`/`path`. With [`OpenTreeFlags::CLONE`] the result
@@ -398,17 +310,8 @@ pub fn move_mount(
 /// ready for [`mount_setattr`] and [`move_mount`].
 pub fn open_tree(dirfd: BorrowedFd<'_>, path: &Path, flags: OpenTreeFlags) -> io::Result<OwnedFd> {
     let path = path_cstring(path)?;
-    // SAFETY: `path` is a NUL-terminated string that outlives the call; the kernel only reads
-    // it. `dirfd` is valid (or `AT_FDCWD`) for the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            dirfd.as_raw_fd(),
-            path.as_ptr(),
-            flags.bits(),
-        )
-    };
-    fd_result(ret)
+    let flags = rmount::OpenTreeFlags::from_bits_retain(flags.bits());
+    Ok(rmount::open_tree(dirfd, &path, flags)?)
 }
 
 /// `mount_setattr(2)`: changes the attributes (and propagation) of the mount at
@@ -473,35 +376,22 @@ pub fn mount_setattr_cstr(
 /// `umount2(2)`: unmounts the mount at `target`.
 pub fn umount2(target: &Path, flags: UnmountFlags) -> io::Result<()> {
     let target = path_cstring(target)?;
-    // SAFETY: `target` is a NUL-terminated string that outlives the call.
-    let ret = unsafe { libc::umount2(target.as_ptr(), flags.bits()) };
-    unit_result(ret.into())
+    // Same bits, rustix's unsigned type (`umount2(2)` takes an `int`).
+    let flags = rmount::UnmountFlags::from_bits_retain(flags.bits() as u32);
+    Ok(rmount::unmount(&target, flags)?)
 }
 
-/// The legacy `mount(2)`. `data` is the file system's option string; the kernel copies at most
-/// one page of it.
+/// The legacy `mount(2)` of a new file system: `source` and `fstype` are given, as a new mount
+/// needs them (binds, moves, remounts and propagation changes go through the new API above).
+/// `data` is the file system's option string; the kernel copies at most one page of it.
 pub fn mount(
-    source: Option<&OsStr>,
+    source: &OsStr,
     target: &Path,
-    fstype: Option<&CStr>,
-    flags: MountFlags,
+    fstype: &CStr,
+    flags: rmount::MountFlags,
     data: Option<&CStr>,
 ) -> io::Result<()> {
-    let source = source.map(|s| cstring(s.as_bytes())).transpose()?;
+    let source = cstring(source.as_bytes())?;
     let target = path_cstring(target)?;
-    let source_ptr = source.as_deref().map_or(std::ptr::null(), CStr::as_ptr);
-    let fstype_ptr = fstype.map_or(std::ptr::null(), CStr::as_ptr);
-    let data_ptr = data.map_or(std::ptr::null(), |d| d.as_ptr().cast::<libc::c_void>());
-    // SAFETY: every pointer is null or a NUL-terminated string that outlives the call; the
-    // kernel only reads them.
-    let ret = unsafe {
-        libc::mount(
-            source_ptr,
-            target.as_ptr(),
-            fstype_ptr,
-            flags.bits(),
-            data_ptr,
-        )
-    };
-    unit_result(ret.into())
+    Ok(rmount::mount(&source, &target, fstype, flags, data)?)
 }
