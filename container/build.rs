@@ -1,26 +1,46 @@
-//! Builds `palisade-init` (container/init/), the sandbox's static init program, into
-//! `$OUT_DIR/palisade-init`, where `src/spawn/init_image.rs` embeds it.
+//! Builds `palisade-init` (container/init/, a crate and workspace of its own), the sandbox's
+//! static init program, into `$OUT_DIR/palisade-init`, where `src/spawn/init_image.rs` embeds it.
 //!
 //! The program has no libc and no start files: a freestanding, statically linked, non-PIE ELF
-//! of a few KB that the sandbox executes from a sealed memfd. It is compiled with the `RUSTC`
-//! cargo runs (wrappers such as clippy-driver are left out) for the crate's `TARGET`, linked by
-//! `cc` natively, by the target's configured linker (`RUSTC_LINKER`), or by `rust-lld` when
-//! cross-compiling without one. Cargo's `RUSTFLAGS` are not passed on: the program's flags are
-//! fixed, whatever the profile.
+//! of a few KB that the sandbox executes from a sealed memfd. Its kernel ABI comes from the
+//! `syscalls` and `linux-raw-sys` crates, so it is built by cargo (the `CARGO` that runs this
+//! script, with its `RUSTC`), in release with the crate's own profile (`panic = "abort"`, LTO),
+//! for the crate's `TARGET`, into a target directory under `$OUT_DIR`, with its lock file. The
+//! program is linked by `cc` natively, by the target's configured linker (`RUSTC_LINKER`), or by
+//! `rust-lld` when cross-compiling without one. Cargo's `RUSTFLAGS` and wrappers are not passed
+//! on: the program's flags are fixed, whatever the profile of the build around it.
 
 use std::env;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::{exit, Command};
 
-/// Architectures the init's system calls, entry point and seccomp filter are written for.
+/// Architectures the init's entry point and seccomp filter are written for.
 const SUPPORTED: [&str; 2] = ["x86_64", "aarch64"];
+
+/// What the nested cargo may see of this script's environment: where cargo and the toolchain
+/// live, whether the network may be used, and the jobserver, so that it shares the outer build's
+/// job slots. Everything else (`RUSTFLAGS`, `CARGO_TARGET_DIR`, wrappers such as clippy's) stays
+/// out.
+const PASSED_ON: [&str; 8] = [
+    "PATH",
+    "HOME",
+    "CARGO_HOME",
+    "RUSTUP_HOME",
+    "RUSTUP_TOOLCHAIN",
+    "CARGO_NET_OFFLINE",
+    "CARGO_MAKEFLAGS",
+    "CARGO_HTTP_TIMEOUT",
+];
 
 fn main() {
     let manifest = PathBuf::from(var("CARGO_MANIFEST_DIR"));
-    let source = manifest.join("init").join("main.rs");
+    let init = manifest.join("init");
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed=init");
+    println!("cargo:rerun-if-changed=init/main.rs");
+    println!("cargo:rerun-if-changed=init/abi.rs");
+    println!("cargo:rerun-if-changed=init/Cargo.toml");
+    println!("cargo:rerun-if-changed=init/Cargo.lock");
 
     let arch = var("CARGO_CFG_TARGET_ARCH");
     let os = var("CARGO_CFG_TARGET_OS");
@@ -31,50 +51,65 @@ fn main() {
         ));
     }
 
-    let output = PathBuf::from(var("OUT_DIR")).join("palisade-init");
-    let mut rustc = Command::new(var("RUSTC"));
-    rustc
+    let out = PathBuf::from(var("OUT_DIR"));
+    let target_dir = out.join("init-target");
+    let target = var("TARGET");
+    let mut cargo = Command::new(var("CARGO"));
+    cargo.env_clear();
+    for name in PASSED_ON {
+        if let Some(value) = env::var_os(name) {
+            cargo.env(name, value);
+        }
+    }
+    cargo
+        .env("RUSTC", var("RUSTC"))
+        .current_dir(&init)
+        .args(["rustc", "--release", "--locked", "--quiet"])
+        .arg("--manifest-path")
+        .arg(init.join("Cargo.toml"))
         .arg("--target")
-        .arg(var("TARGET"))
-        .args(["--crate-type", "bin", "--crate-name", "palisade_init"])
-        .args(["--edition", "2021"])
-        .args(["-C", "panic=abort"])
-        .args(["-C", "opt-level=s"])
-        .args(["-C", "codegen-units=1"])
-        .args(["-C", "debuginfo=0"])
-        .args(["-C", "relocation-model=static"])
-        .args(["-C", "strip=symbols"]);
+        .arg(&target)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .arg("--")
+        .args(["-C", "relocation-model=static"]);
     // No C runtime and no start files: the program brings its own `_start`.
     if let Some(linker) = env::var_os("RUSTC_LINKER") {
         // The C compiler driver configured for the target.
         let mut arg = OsString::from("linker=");
         arg.push(linker);
-        rustc.arg("-C").arg(arg);
-        cc_link_args(&mut rustc);
-    } else if var("TARGET") != var("HOST") {
+        cargo.arg("-C").arg(arg);
+        cc_link_args(&mut cargo);
+    } else if target != var("HOST") {
         // Cross-compiling without a configured linker: the host's `cc` cannot link for the
         // target, but the LLVM linker shipped with rustc can, and needs no C toolchain.
-        rustc
+        cargo
             .args(["-C", "linker=rust-lld", "-C", "linker-flavor=ld.lld"])
             .args(["-C", "link-arg=-static", "-C", "link-arg=--build-id=none"]);
     } else {
-        cc_link_args(&mut rustc);
+        cc_link_args(&mut cargo);
     }
-    rustc.arg("-o").arg(&output).arg(&source);
 
-    match rustc.status() {
+    match cargo.status() {
         Ok(status) if status.success() => {}
         Ok(status) => fail(&format!(
-            "compiling {} failed ({status}): {rustc:?}",
-            source.display()
+            "building {} failed ({status}): {cargo:?}",
+            init.display()
         )),
-        Err(e) => fail(&format!("cannot run {rustc:?}: {e}")),
+        Err(e) => fail(&format!("cannot run {cargo:?}: {e}")),
+    }
+    let built = target_dir
+        .join(&target)
+        .join("release")
+        .join("palisade-init");
+    if let Err(e) = std::fs::copy(&built, out.join("palisade-init")) {
+        fail(&format!("cannot copy {}: {e}", built.display()));
     }
 }
 
 /// Link arguments for a C compiler driver (`cc`): static, without start files or libraries.
-fn cc_link_args(rustc: &mut Command) {
-    rustc
+fn cc_link_args(cargo: &mut Command) {
+    cargo
         .args(["-C", "link-arg=-nostartfiles"])
         .args(["-C", "link-arg=-nostdlib"])
         .args(["-C", "link-arg=-static"])

@@ -1,215 +1,152 @@
-//! The slice of the Linux kernel ABI the init uses: system call numbers, constants and structure
-//! layouts for x86_64 and aarch64 (both LP64, sharing every value but the call numbers and the
-//! audit architecture).
+//! The slice of the Linux kernel ABI the init uses, under the names the program uses: system
+//! call numbers from the `syscalls` crate, and constants and structure layouts from
+//! `linux-raw-sys` (bindings generated from the kernel's own headers, those rustix builds on),
+//! for x86_64 and aarch64. Nothing here is a number or a layout written out by hand.
+
+use core::mem::{offset_of, size_of};
+
+use linux_raw_sys::general as g;
+use linux_raw_sys::net as n;
+use linux_raw_sys::prctl as p;
+use linux_raw_sys::ptrace as s;
+use syscalls::Sysno;
+
+// System calls.
+pub const NR_READ: usize = Sysno::read as usize;
+pub const NR_WRITE: usize = Sysno::write as usize;
+pub const NR_CLOSE: usize = Sysno::close as usize;
+pub const NR_RT_SIGACTION: usize = Sysno::rt_sigaction as usize;
+pub const NR_RT_SIGPROCMASK: usize = Sysno::rt_sigprocmask as usize;
+pub const NR_RT_SIGRETURN: usize = Sysno::rt_sigreturn as usize;
+pub const NR_GETPID: usize = Sysno::getpid as usize;
+pub const NR_SOCKET: usize = Sysno::socket as usize;
+pub const NR_RECVFROM: usize = Sysno::recvfrom as usize;
+pub const NR_SENDMSG: usize = Sysno::sendmsg as usize;
+pub const NR_EXIT: usize = Sysno::exit as usize;
+pub const NR_WAIT4: usize = Sysno::wait4 as usize;
+pub const NR_KILL: usize = Sysno::kill as usize;
+pub const NR_FCNTL: usize = Sysno::fcntl as usize;
+pub const NR_RT_SIGTIMEDWAIT: usize = Sysno::rt_sigtimedwait as usize;
+pub const NR_PRCTL: usize = Sysno::prctl as usize;
+pub const NR_RESTART_SYSCALL: usize = Sysno::restart_syscall as usize;
+pub const NR_EXIT_GROUP: usize = Sysno::exit_group as usize;
+pub const NR_PPOLL: usize = Sysno::ppoll as usize;
+pub const NR_SECCOMP: usize = Sysno::seccomp as usize;
+pub const NR_CLOSE_RANGE: usize = Sysno::close_range as usize;
 
 #[cfg(target_arch = "x86_64")]
-mod arch {
-    pub const NR_READ: usize = 0;
-    pub const NR_WRITE: usize = 1;
-    pub const NR_CLOSE: usize = 3;
-    pub const NR_RT_SIGACTION: usize = 13;
-    pub const NR_RT_SIGPROCMASK: usize = 14;
-    pub const NR_RT_SIGRETURN: usize = 15;
-    pub const NR_GETPID: usize = 39;
-    pub const NR_SOCKET: usize = 41;
-    pub const NR_RECVFROM: usize = 45;
-    pub const NR_SENDMSG: usize = 46;
-    pub const NR_EXIT: usize = 60;
-    pub const NR_WAIT4: usize = 61;
-    pub const NR_KILL: usize = 62;
-    pub const NR_FCNTL: usize = 72;
-    pub const NR_RT_SIGTIMEDWAIT: usize = 128;
-    pub const NR_PRCTL: usize = 157;
-    pub const NR_RESTART_SYSCALL: usize = 219;
-    pub const NR_EXIT_GROUP: usize = 231;
-    pub const NR_PPOLL: usize = 271;
-    pub const NR_SECCOMP: usize = 317;
-    pub const NR_CLOSE_RANGE: usize = 436;
-    /// `AUDIT_ARCH_X86_64`.
-    pub const AUDIT_ARCH: u32 = 0xc000_003e;
-}
-
+pub const AUDIT_ARCH: u32 = s::AUDIT_ARCH_X86_64;
 #[cfg(target_arch = "aarch64")]
-mod arch {
-    pub const NR_FCNTL: usize = 25;
-    pub const NR_CLOSE: usize = 57;
-    pub const NR_READ: usize = 63;
-    pub const NR_WRITE: usize = 64;
-    pub const NR_PPOLL: usize = 73;
-    pub const NR_EXIT: usize = 93;
-    pub const NR_EXIT_GROUP: usize = 94;
-    pub const NR_RESTART_SYSCALL: usize = 128;
-    pub const NR_KILL: usize = 129;
-    pub const NR_RT_SIGACTION: usize = 134;
-    pub const NR_RT_SIGPROCMASK: usize = 135;
-    pub const NR_RT_SIGTIMEDWAIT: usize = 137;
-    pub const NR_RT_SIGRETURN: usize = 139;
-    pub const NR_PRCTL: usize = 167;
-    pub const NR_GETPID: usize = 172;
-    pub const NR_SOCKET: usize = 198;
-    pub const NR_RECVFROM: usize = 207;
-    pub const NR_SENDMSG: usize = 211;
-    pub const NR_WAIT4: usize = 260;
-    pub const NR_SECCOMP: usize = 277;
-    pub const NR_CLOSE_RANGE: usize = 436;
-    /// `AUDIT_ARCH_AARCH64`.
-    pub const AUDIT_ARCH: u32 = 0xc000_00b7;
-}
-
-pub use arch::*;
+pub const AUDIT_ARCH: u32 = s::AUDIT_ARCH_AARCH64;
 
 // Errors (as `-errno` results).
-pub const EINTR: isize = 4;
-pub const ECHILD: isize = 10;
-pub const EINVAL: isize = 22;
+pub const EINTR: isize = linux_raw_sys::errno::EINTR as isize;
+pub const ECHILD: isize = linux_raw_sys::errno::ECHILD as isize;
+pub const EINVAL: isize = linux_raw_sys::errno::EINVAL as isize;
 
 // Signals.
-pub const SIGHUP: i32 = 1;
-pub const SIGINT: i32 = 2;
-pub const SIGQUIT: i32 = 3;
-pub const SIGKILL: i32 = 9;
-pub const SIGUSR1: i32 = 10;
-pub const SIGUSR2: i32 = 12;
-pub const SIGPIPE: i32 = 13;
-pub const SIGTERM: i32 = 15;
-pub const SIGCHLD: i32 = 17;
-pub const SIGWINCH: i32 = 28;
-pub const SIGIO: i32 = 29;
-pub const SIG_SETMASK: usize = 2;
-pub const SIG_DFL: usize = 0;
-/// The kernel's signal set size, as `rt_sigprocmask(2)` and friends expect it.
-pub const SIGSET_SIZE: usize = 8;
+pub const SIGHUP: i32 = g::SIGHUP as i32;
+pub const SIGINT: i32 = g::SIGINT as i32;
+pub const SIGQUIT: i32 = g::SIGQUIT as i32;
+pub const SIGKILL: i32 = g::SIGKILL as i32;
+pub const SIGUSR1: i32 = g::SIGUSR1 as i32;
+pub const SIGUSR2: i32 = g::SIGUSR2 as i32;
+pub const SIGPIPE: i32 = g::SIGPIPE as i32;
+pub const SIGTERM: i32 = g::SIGTERM as i32;
+pub const SIGCHLD: i32 = g::SIGCHLD as i32;
+pub const SIGWINCH: i32 = g::SIGWINCH as i32;
+pub const SIGIO: i32 = g::SIGIO as i32;
+pub const SIG_SETMASK: usize = g::SIG_SETMASK as usize;
+/// The kernel's signal set, as `rt_sigprocmask(2)` and friends take its size.
+pub const SIGSET_SIZE: usize = size_of::<g::kernel_sigset_t>();
 
-/// The kernel's `struct sigaction` (`rt_sigaction(2)`), the same on both architectures.
-#[repr(C)]
-pub struct KernelSigaction {
-    pub handler: usize,
-    pub flags: u64,
-    pub restorer: usize,
-    pub mask: u64,
-}
+/// The kernel's `struct sigaction` of `rt_sigaction(2)` (not libc's, which differs).
+pub type KernelSigaction = g::kernel_sigaction;
+/// The kernel's signal set.
+pub type KernelSigset = g::kernel_sigset_t;
 
 // wait4(2).
-pub const WNOHANG: usize = 1;
-/// `__WALL`: children whatever their exit signal.
-pub const WALL: usize = 0x4000_0000;
+pub const WNOHANG: usize = g::WNOHANG as usize;
+pub const WALL: usize = g::__WALL as usize;
 
 // fcntl(2).
-pub const F_GETFL: usize = 3;
-pub const F_SETFL: usize = 4;
-pub const F_SETOWN: usize = 8;
-pub const O_NONBLOCK: usize = 0o4000;
-pub const O_ASYNC: usize = 0o20000;
+pub const F_GETFL: usize = g::F_GETFL as usize;
+pub const F_SETFL: usize = g::F_SETFL as usize;
+pub const F_SETOWN: usize = g::F_SETOWN as usize;
+pub const O_NONBLOCK: usize = g::O_NONBLOCK as usize;
+pub const O_ASYNC: usize = g::FASYNC as usize;
 
 // prctl(2).
-pub const PR_SET_DUMPABLE: usize = 4;
-pub const PR_SET_NAME: usize = 15;
-pub const PR_SET_NO_NEW_PRIVS: usize = 38;
+pub const PR_SET_DUMPABLE: usize = p::PR_SET_DUMPABLE as usize;
+pub const PR_SET_NAME: usize = p::PR_SET_NAME as usize;
+pub const PR_SET_NO_NEW_PRIVS: usize = p::PR_SET_NO_NEW_PRIVS as usize;
 
 // poll(2).
-pub const POLLIN: i16 = 0x1;
-pub const POLLERR: i16 = 0x8;
-pub const POLLHUP: i16 = 0x10;
-
-#[repr(C)]
-pub struct PollFd {
-    pub fd: i32,
-    pub events: i16,
-    pub revents: i16,
-}
-
-#[repr(C)]
-pub struct Timespec {
-    pub sec: i64,
-    pub nsec: i64,
-}
+pub const POLLIN: i16 = g::POLLIN as i16;
+pub const POLLERR: i16 = g::POLLERR as i16;
+pub const POLLHUP: i16 = g::POLLHUP as i16;
+pub type PollFd = g::pollfd;
+pub type Timespec = g::__kernel_timespec;
 
 // socket(2), unix(7).
-pub const AF_INET: usize = 2;
-pub const SOCK_STREAM: usize = 1;
-pub const SOCK_DGRAM: usize = 2;
-pub const SOCK_CLOEXEC: usize = 0o2000000;
-pub const MSG_TRUNC: usize = 0x20;
-pub const MSG_DONTWAIT: usize = 0x40;
-pub const MSG_NOSIGNAL: usize = 0x4000;
-pub const SOL_SOCKET: i32 = 1;
-pub const SCM_RIGHTS: i32 = 1;
-
-#[repr(C)]
-pub struct IoVec {
-    pub base: usize,
-    pub len: usize,
-}
-
-#[repr(C)]
-pub struct MsgHdr {
-    pub name: usize,
-    pub namelen: u32,
-    pub iov: *mut IoVec,
-    pub iovlen: usize,
-    pub control: usize,
-    pub controllen: usize,
-    pub flags: i32,
-}
+pub const AF_INET: usize = n::AF_INET as usize;
+pub const SOCK_STREAM: usize = n::SOCK_STREAM as usize;
+pub const SOCK_DGRAM: usize = n::SOCK_DGRAM as usize;
+/// `SOCK_CLOEXEC` has `O_CLOEXEC`'s value (`socket(2)`).
+pub const SOCK_CLOEXEC: usize = g::O_CLOEXEC as usize;
+pub const MSG_TRUNC: usize = n::MSG_TRUNC as usize;
+pub const MSG_DONTWAIT: usize = n::MSG_DONTWAIT as usize;
+pub const MSG_NOSIGNAL: usize = n::MSG_NOSIGNAL as usize;
+pub const SOL_SOCKET: i32 = n::SOL_SOCKET as i32;
+pub const SCM_RIGHTS: i32 = n::SCM_RIGHTS as i32;
+pub type IoVec = g::iovec;
+pub type MsgHdr = n::msghdr;
+pub type CmsgHdr = n::cmsghdr;
 
 /// One control message carrying one descriptor: a `struct cmsghdr` and its data, padded to
 /// `CMSG_SPACE(sizeof(int))` (`cmsg(3)`).
 #[repr(C)]
 pub struct FdCmsg {
-    pub len: usize,
-    pub level: i32,
-    pub kind: i32,
+    pub hdr: n::cmsghdr,
     pub fd: i32,
     pub _pad: i32,
 }
 
-/// `CMSG_LEN(sizeof(int))`: the header (16 bytes) and the descriptor.
-pub const CMSG_LEN_FD: usize = 16 + 4;
-/// `CMSG_SPACE(sizeof(int))`: the same, padded to 8 bytes.
-pub const CMSG_SPACE_FD: usize = core::mem::size_of::<FdCmsg>();
+/// `CMSG_LEN(sizeof(int))`: the header and the descriptor.
+pub const CMSG_LEN_FD: usize = size_of::<n::cmsghdr>() + size_of::<i32>();
+/// `CMSG_SPACE(sizeof(int))`: the same, padded to the header's alignment.
+pub const CMSG_SPACE_FD: usize = size_of::<FdCmsg>();
 
-// seccomp(2).
-pub const SECCOMP_SET_MODE_FILTER: usize = 1;
-pub const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
-pub const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+// seccomp(2) and classic BPF.
+pub const SECCOMP_SET_MODE_FILTER: usize = s::SECCOMP_SET_MODE_FILTER as usize;
+pub const SECCOMP_RET_KILL_PROCESS: u32 = s::SECCOMP_RET_KILL_PROCESS;
+pub const SECCOMP_RET_ALLOW: u32 = s::SECCOMP_RET_ALLOW;
 /// Offsets in `struct seccomp_data`.
-pub const SECCOMP_DATA_NR: u32 = 0;
-pub const SECCOMP_DATA_ARCH: u32 = 4;
+pub const SECCOMP_DATA_NR: u32 = offset_of!(s::seccomp_data, nr) as u32;
+pub const SECCOMP_DATA_ARCH: u32 = offset_of!(s::seccomp_data, arch) as u32;
 /// x32 system calls are x86_64 numbers with this bit set.
-pub const X32_SYSCALL_BIT: u32 = 0x4000_0000;
-pub const BPF_LD_W_ABS: u16 = 0x20;
-pub const BPF_JEQ_K: u16 = 0x15;
-pub const BPF_JGE_K: u16 = 0x35;
-pub const BPF_RET_K: u16 = 0x06;
+pub const X32_SYSCALL_BIT: u32 = g::__X32_SYSCALL_BIT;
+pub const BPF_LD_W_ABS: u16 = (s::BPF_LD | s::BPF_W | s::BPF_ABS) as u16;
+pub const BPF_JEQ_K: u16 = (s::BPF_JMP | s::BPF_JEQ | s::BPF_K) as u16;
+pub const BPF_JGE_K: u16 = (s::BPF_JMP | s::BPF_JGE | s::BPF_K) as u16;
+pub const BPF_RET_K: u16 = (s::BPF_RET | s::BPF_K) as u16;
 
 /// `struct sock_filter`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct SockFilter {
-    pub code: u16,
-    pub jt: u8,
-    pub jf: u8,
-    pub k: u32,
-}
-
-impl SockFilter {
-    pub const fn stmt(code: u16, k: u32) -> SockFilter {
-        SockFilter {
-            code,
-            jt: 0,
-            jf: 0,
-            k,
-        }
-    }
-
-    pub const fn jump(code: u16, k: u32, jt: u8, jf: u8) -> SockFilter {
-        SockFilter { code, jt, jf, k }
-    }
-}
-
+pub type SockFilter = s::sock_filter;
 /// `struct sock_fprog`.
-#[repr(C)]
-pub struct SockFprog {
-    pub len: u16,
-    pub filter: *const SockFilter,
+pub type SockFprog = s::sock_fprog;
+
+/// A BPF statement (`BPF_STMT`).
+pub const fn stmt(code: u16, k: u32) -> SockFilter {
+    SockFilter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+/// A BPF jump (`BPF_JUMP`).
+pub const fn jump(code: u16, k: u32, jt: u8, jf: u8) -> SockFilter {
+    SockFilter { code, jt, jf, k }
 }

@@ -57,7 +57,7 @@
 #![no_builtins]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-use core::arch::{asm, global_asm};
+use core::arch::global_asm;
 use core::panic::PanicInfo;
 
 mod abi;
@@ -434,28 +434,29 @@ const fn build_filter() -> [SockFilter; FILTER_LEN] {
         assert!(target > from && target - from - 1 <= u8::MAX as usize);
         (target - from - 1) as u8
     }
-    let mut f = [SockFilter::stmt(BPF_RET_K, SECCOMP_RET_KILL_PROCESS); FILTER_LEN];
-    f[0] = SockFilter::stmt(BPF_LD_W_ABS, SECCOMP_DATA_ARCH);
-    f[1] = SockFilter::jump(BPF_JEQ_K, AUDIT_ARCH, 0, to(KILL, 1));
-    f[2] = SockFilter::stmt(BPF_LD_W_ABS, SECCOMP_DATA_NR);
+    let mut f = [stmt(BPF_RET_K, SECCOMP_RET_KILL_PROCESS); FILTER_LEN];
+    f[0] = stmt(BPF_LD_W_ABS, SECCOMP_DATA_ARCH);
+    f[1] = jump(BPF_JEQ_K, AUDIT_ARCH, 0, to(KILL, 1));
+    f[2] = stmt(BPF_LD_W_ABS, SECCOMP_DATA_NR);
     if cfg!(target_arch = "x86_64") {
-        f[3] = SockFilter::jump(BPF_JGE_K, X32_SYSCALL_BIT, to(KILL, 3), 0);
+        f[3] = jump(BPF_JGE_K, X32_SYSCALL_BIT, to(KILL, 3), 0);
     }
     let mut i = 0;
     while i < ALLOWED.len() {
         let at = HEAD + i;
-        f[at] = SockFilter::jump(BPF_JEQ_K, ALLOWED[i] as u32, to(ALLOW, at), 0);
+        f[at] = jump(BPF_JEQ_K, ALLOWED[i] as u32, to(ALLOW, at), 0);
         i += 1;
     }
-    f[KILL] = SockFilter::stmt(BPF_RET_K, SECCOMP_RET_KILL_PROCESS);
-    f[ALLOW] = SockFilter::stmt(BPF_RET_K, SECCOMP_RET_ALLOW);
+    f[KILL] = stmt(BPF_RET_K, SECCOMP_RET_KILL_PROCESS);
+    f[ALLOW] = stmt(BPF_RET_K, SECCOMP_RET_ALLOW);
     f
 }
 
 fn install_filter() -> isize {
     let prog = SockFprog {
         len: FILTER_LEN as u16,
-        filter: FILTER.as_ptr(),
+        // The kernel only reads the program (`seccomp(2)`); the type says `*mut` as C does.
+        filter: FILTER.as_ptr() as *mut SockFilter,
     };
     // SAFETY: seccomp(2) copies the program, which lives in a static, during the call.
     unsafe {
@@ -550,52 +551,15 @@ unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 
 // --- System calls ---
 
-#[cfg(target_arch = "x86_64")]
+/// The system call `nr` with `a`; returns the result or `-errno`. The `syscalls` crate issues it
+/// (inline `syscall`/`svc 0`), so the program writes no system call instruction of its own.
+///
 /// # Safety
 ///
 /// A valid system call with arguments it accepts (pointers valid for what it reads or writes).
 unsafe fn syscall(nr: usize, a: [usize; 6]) -> isize {
-    let ret: isize;
-    // SAFETY: as the caller promises; `syscall` clobbers only rax (the result), rcx and r11.
-    unsafe {
-        asm!(
-            "syscall",
-            inlateout("rax") nr as isize => ret,
-            in("rdi") a[0],
-            in("rsi") a[1],
-            in("rdx") a[2],
-            in("r10") a[3],
-            in("r8") a[4],
-            in("r9") a[5],
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack),
-        );
-    }
-    ret
-}
-
-#[cfg(target_arch = "aarch64")]
-/// # Safety
-///
-/// A valid system call with arguments it accepts (pointers valid for what it reads or writes).
-unsafe fn syscall(nr: usize, a: [usize; 6]) -> isize {
-    let ret: isize;
-    // SAFETY: as the caller promises; `svc 0` returns in x0 and clobbers nothing else.
-    unsafe {
-        asm!(
-            "svc 0",
-            in("x8") nr,
-            inlateout("x0") a[0] as isize => ret,
-            in("x1") a[1],
-            in("x2") a[2],
-            in("x3") a[3],
-            in("x4") a[4],
-            in("x5") a[5],
-            options(nostack),
-        );
-    }
-    ret
+    // SAFETY: as the caller promises.
+    unsafe { syscalls::raw::syscall6(nr, a[0], a[1], a[2], a[3], a[4], a[5]) as isize }
 }
 
 /// A system call whose arguments are plain integers (no pointers).
@@ -677,11 +641,12 @@ fn sigtimedwait(set: u64) -> i32 {
 }
 
 fn sigchld_default() {
+    // SIG_DFL is the null handler; no flags, no restorer, an empty mask.
     let action = KernelSigaction {
-        handler: SIG_DFL,
-        flags: 0,
-        restorer: 0,
-        mask: 0,
+        sa_handler_kernel: None,
+        sa_flags: 0,
+        sa_restorer: None,
+        sa_mask: KernelSigset { sig: [0] },
     };
     // SAFETY: rt_sigaction(2) reads the action from this frame; the old one is not asked for.
     unsafe {
@@ -764,7 +729,10 @@ fn recv(fd: i32, buf: &mut [u8], flags: usize) -> isize {
 
 /// Polls `fds` without waiting.
 fn poll_now(fds: &mut [PollFd]) -> isize {
-    let zero = Timespec { sec: 0, nsec: 0 };
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: ppoll(2) reads and updates the live array and reads the timeout; no signal mask.
     unsafe {
         syscall(
@@ -784,28 +752,31 @@ fn poll_now(fds: &mut [PollFd]) -> isize {
 /// Sends `data` and, when `fd >= 0`, `fd` as `SCM_RIGHTS` (`unix(7)`), without blocking.
 fn send_with_fd(sock: i32, data: &[u8], fd: i32) -> isize {
     let mut cmsg = FdCmsg {
-        len: CMSG_LEN_FD,
-        level: SOL_SOCKET,
-        kind: SCM_RIGHTS,
+        hdr: CmsgHdr {
+            cmsg_len: CMSG_LEN_FD,
+            cmsg_level: SOL_SOCKET,
+            cmsg_type: SCM_RIGHTS,
+        },
         fd,
         _pad: 0,
     };
     let mut iov = IoVec {
-        base: data.as_ptr() as usize,
-        len: data.len(),
+        iov_base: data.as_ptr() as *mut _,
+        iov_len: data.len() as _,
     };
     let msg = MsgHdr {
-        name: 0,
-        namelen: 0,
-        iov: &mut iov,
-        iovlen: 1,
-        control: if fd >= 0 {
-            &mut cmsg as *mut FdCmsg as usize
+        msg_name: core::ptr::null_mut(),
+        msg_namelen: 0,
+        // `net`'s `msghdr` names the same `struct iovec` as `general`'s, opaquely.
+        msg_iov: (&mut iov as *mut IoVec).cast(),
+        msg_iovlen: 1,
+        msg_control: if fd >= 0 {
+            (&mut cmsg as *mut FdCmsg).cast()
         } else {
-            0
+            core::ptr::null_mut()
         },
-        controllen: if fd >= 0 { CMSG_SPACE_FD } else { 0 },
-        flags: 0,
+        msg_controllen: if fd >= 0 { CMSG_SPACE_FD } else { 0 },
+        msg_flags: 0,
     };
     // SAFETY: sendmsg(2) reads the header, the iovec, the data and the control message, all live
     // for the call.

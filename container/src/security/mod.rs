@@ -324,7 +324,12 @@ impl SecuritySpec {
             .as_ref()
             .is_none_or(|p| action(p, libc::SYS_read).is_ok_and(allowed));
         Ok(SecurityPlan {
-            rlimits: self.rlimits.iter().copied().map(Rlimit::to_kernel).collect(),
+            rlimits: self
+                .rlimits
+                .iter()
+                .copied()
+                .map(Rlimit::to_kernel)
+                .collect(),
             bounding_drop: valid_mask(last) & !caps.bounding,
             keep_caps: !self.root() && caps.permitted != 0,
             caps,
