@@ -32,12 +32,11 @@ use palisade_ns::{
     SetGroups, CLONE3_WITH_STACK,
 };
 
-use self::plan::NetPlan;
-use self::plan::UserPlan;
+use self::plan::{CgroupPlan, NetPlan, Plan, UserPlan};
 use self::step::{ChildCtx, ChildFailure, ChildFds};
 use crate::error::{ChildStep, Context, Error, Result};
 use crate::process::NetHandle;
-use crate::stdio::pipe;
+use crate::stdio::{pipe, Resolved};
 use crate::{Child, Sandbox};
 use palisade_netns::forward::{BoundPort, Target};
 use palisade_netns::{Forwarder, ForwarderLimits, PreparedBridge};
@@ -56,38 +55,119 @@ impl Sandbox {
     /// naming the step that failed in the child (missing program, bad working directory, …).
     pub fn spawn(&self) -> Result<Child> {
         let plan = &self.plan;
-        let floor = plan.fd_floor;
-        let [mut stdin, mut stdout, mut stderr] = [
-            self.stdio[0].resolve(true)?,
-            self.stdio[1].resolve(false)?,
-            self.stdio[2].resolve(false)?,
-        ];
-        // A stdio source among the numbers the child places descriptors on moves above them.
-        for (target, s) in [&mut stdin, &mut stdout, &mut stderr]
-            .into_iter()
-            .enumerate()
-        {
-            if let Some(fd) = s.child.take() {
-                let raw = fd.as_raw_fd();
-                let placed = raw == target as i32 || raw >= floor;
-                s.child = Some(if placed { fd } else { lift(fd, floor)? });
-            }
-        }
-        // Created first, so that any later failure removes it again (on drop).
-        let group = self.cgroup.as_ref().map(|c| c.create()).transpose()?;
+        // 1. Before the clone: stdio, the cgroup (removed again on any later failure), the
+        //    network's host side (a taken port fails here, before anything exists), and the
+        //    descriptors the child gets.
+        let stdio = self.resolve_stdio()?;
+        let group = self.cgroup.as_ref().map(CgroupPlan::create).transpose()?;
         let into = self
             .cgroup
             .as_ref()
             .filter(|c| c.clone_into)
             .and(group.as_ref())
             .and_then(|g| g.clone_into_fd());
-        // The child waits on this pipe while the parent finishes what only it can do: write the
-        // id maps, and attach the child to the cgroups `CLONE_INTO_CGROUP` did not cover.
+        let net = self.bind_network()?;
+        // The child waits on the sync pipe while the parent finishes what only it can do: write
+        // the id maps, attach it to the cgroups `CLONE_INTO_CGROUP` did not cover, attach it to
+        // its bridge.
         let must_attach = group
             .as_ref()
             .is_some_and(|g| into.is_none() || g.needs_v1_attach());
-        // Bound before the clone: a taken port fails the spawn before anything exists.
-        let net = match &self.net {
+        let bridge = matches!(net, Some(PreparedNet::Bridge(_)));
+        let ends = Ends::open(plan, plan.user.is_some() || must_attach || bridge)?;
+        // These three live in this frame until the exec is confirmed: the child reads them.
+        let keep = ends.keep(plan, &stdio);
+        let fds = ends.child_fds(&stdio, &keep);
+        let ctx = ChildCtx { plan, fds: &fds };
+        // Declared before the handle, so that on an early return the child is killed and reaped
+        // before its stack is unmapped.
+        let stack = if CLONE3_WITH_STACK && plan.share_memory {
+            Some(ChildStack::new(CHILD_STACK)?)
+        } else {
+            None
+        };
+
+        // 2. The clone.
+        let cloned = clone_child(&ctx, stack.as_ref(), into)?;
+        let born_inside = into.is_some();
+        let ends = ends.into_parent();
+        let [stdin, stdout, stderr] = stdio;
+        drop((stdin.child, stdout.child, stderr.child));
+        let (pid, pidfd) = cloned.into_parts();
+        // Until the exec is confirmed, dropping the handle kills and reaps the child.
+        let mut handle = Child::new(
+            pid,
+            pidfd,
+            ends.report_r.map(File::from),
+            [stdin.parent, stdout.parent, stderr.parent],
+        );
+        handle.set_cgroup(group);
+
+        // 3. While the child waits: cgroups, id maps, the bridge; then release it.
+        if let Some(g) = handle.group() {
+            if !born_inside {
+                g.add_process(pid)?;
+            } else if g.needs_v1_attach() {
+                g.attach_v1(pid)?;
+            }
+        }
+        if let Some(user) = &plan.user {
+            write_id_maps(pid, user)?;
+        }
+        let net = attach_network(&mut handle, net, pid, plan.socket_factory)?;
+        if let Some(sync_w) = ends.sync_w {
+            File::from(sync_w)
+                .write_all(&[1])
+                .map_err(|source| Error::Setup {
+                    what: "release the child after writing id maps and attaching cgroups",
+                    source,
+                })?;
+        }
+
+        // 4. The child's report: end-of-file once the program (or the init) is executed.
+        if let Some((step, index, errno)) = read_child_report(File::from(ends.err_r))? {
+            handle.wait()?;
+            return Err(Error::Child {
+                step,
+                context: self.context(step, index),
+                source: io::Error::from_raw_os_error(errno),
+            });
+        }
+
+        // 5. What the child handed over on the control socket.
+        if let Some(control) = ends.control {
+            self.take_control(&mut handle, control, net)?;
+        }
+        handle.set_kill_on_drop(self.kill_on_drop);
+        // Both the init and the command have executed: nothing runs on the stack any more, and
+        // nothing in the sandbox shares our memory.
+        drop(stack);
+        Ok(handle)
+    }
+
+    /// Stdio for one spawn, each source the child installs lifted above the numbers it places
+    /// descriptors on (unless it already is its own target).
+    fn resolve_stdio(&self) -> Result<[Resolved; 3]> {
+        let floor = self.plan.fd_floor;
+        let mut stdio = [
+            self.stdio[0].resolve(true)?,
+            self.stdio[1].resolve(false)?,
+            self.stdio[2].resolve(false)?,
+        ];
+        for (target, s) in stdio.iter_mut().enumerate() {
+            if let Some(fd) = s.child.take() {
+                let raw = fd.as_raw_fd();
+                let placed = raw == target as i32 || raw >= floor;
+                s.child = Some(if placed { fd } else { lift(fd, floor)? });
+            }
+        }
+        Ok(stdio)
+    }
+
+    /// The network's host side, made ready before the clone: a bridge checked and its ports
+    /// bound, or the forwarded ports bound.
+    fn bind_network(&self) -> Result<Option<PreparedNet>> {
+        Ok(match &self.net {
             Some(NetPlan::Bridge(bridge, ports)) => {
                 Some(PreparedNet::Bridge(bridge.prepare(ports)?))
             }
@@ -99,178 +179,33 @@ impl Sandbox {
                 *limits,
             )),
             None => None,
-        };
-        let bridge = matches!(net, Some(PreparedNet::Bridge(_)));
-        let sync = (plan.user.is_some() || must_attach || bridge)
-            .then(|| pipe_above("create the sync pipe", floor))
-            .transpose()?;
-        let (err_r, err_w) = pipe_above("create the error pipe", floor)?;
-        let wants_listener = plan.security.wants_listener();
-        let control = (plan.socket_factory || wants_listener)
-            .then(|| {
-                let (parent, child) = control::socketpair().map_err(|source| Error::Setup {
-                    what: "create the control socket",
-                    source,
-                })?;
-                Ok::<_, Error>((parent, lift(child, floor)?))
-            })
-            .transpose()?;
-        let report = if plan.init {
-            let (r, w) = pipe_above("create the init status pipe", floor)?;
-            set_nonblocking(&r)?;
-            Some((r, w))
-        } else {
-            None
-        };
-        let parent_pidfd = if plan.death_signal && plan.clone_namespaces.contains(Namespace::PID) {
-            Some(lift(pidfd_open(std::process::id() as libc::pid_t)?, floor)?)
-        } else {
-            None
-        };
-        // The init's own description of the death pipe: the signal it asks for on it
-        // (`F_SETOWN`) is a property of the description, which each init needs for itself.
-        let death = plan
-            .death_pipe
-            .as_ref()
-            .map(|fd| {
-                plan::reopen(fd)
-                    .map_err(|source| Error::Setup {
-                        what: "open the death pipe for the init",
-                        source,
-                    })
-                    .and_then(|fd| lift(fd, floor))
-            })
-            .transpose()?;
-        let mut fds = ChildFds {
-            err_w: err_w.as_fd(),
-            sync_r: sync.as_ref().map(|(r, _)| r.as_fd()),
-            status_w: report.as_ref().map(|(_, w)| w.as_fd()),
-            stdio: [stdin.child_fd(), stdout.child_fd(), stderr.child_fd()],
-            control: control.as_ref().map(|(_, child)| child.as_fd()),
-            death: death.as_ref().map(OwnedFd::as_fd),
-            keep: &[],
-            parent_pidfd: parent_pidfd.as_ref().map(OwnedFd::as_fd),
-            parent_pid: std::process::id() as libc::pid_t,
-        };
-        // Everything else in the child's copy of our descriptor table is closed first thing.
-        let named = [
-            fds.sync_r,
-            fds.status_w,
-            fds.control,
-            fds.death,
-            fds.parent_pidfd,
-        ];
-        let mut keep: Vec<RawFd> = [0, 1, 2, fds.err_w.as_raw_fd()]
-            .into_iter()
-            .chain(
-                named
-                    .into_iter()
-                    .chain(fds.stdio)
-                    .flatten()
-                    .map(|fd| fd.as_raw_fd()),
-            )
-            .chain(plan.own_fds())
-            .collect();
-        keep.sort_unstable();
-        keep.dedup();
-        fds.keep = &keep;
+        })
+    }
 
-        // Declared before the handle, so that on an early return the child is killed and reaped
-        // before its stack is unmapped.
-        let stack = if CLONE3_WITH_STACK && plan.share_memory {
-            Some(ChildStack::new(CHILD_STACK)?)
-        } else {
-            None
-        };
-        // Lives in this frame, which outlasts the child's use of it (until the exec is confirmed).
-        let ctx = ChildCtx { plan, fds: &fds };
-        let cloned = clone_child(&ctx, stack.as_ref(), into)?;
-        let born_inside = into.is_some();
-
-        // The child's ends now belong to the child.
-        drop((err_w, parent_pidfd, death, stdin.child));
-        drop((stdout.child, stderr.child));
-        let sync_w = sync.map(|(_child_end, w)| w);
-        let control = control.map(|(parent, _child_end)| parent);
-        let report_r = report.map(|(r, _child_end)| r);
-        let (pid, pidfd) = cloned.into_parts();
-        // Until the exec is confirmed, dropping the handle kills and reaps the child.
-        let mut handle = Child::new(
-            pid,
-            pidfd,
-            report_r.map(File::from),
-            [stdin.parent, stdout.parent, stderr.parent],
-        );
-        handle.set_cgroup(group);
-
-        if let Some(g) = handle.group() {
-            if !born_inside {
-                g.add_process(pid)?;
-            } else if g.needs_v1_attach() {
-                g.attach_v1(pid)?;
-            }
+    /// Takes the seccomp listener the child sent before its exec, and starts a rootless
+    /// sandbox's forwarder on sockets its init makes (`net`, if it is still to start).
+    fn take_control(
+        &self,
+        handle: &mut Child,
+        control: OwnedFd,
+        net: Option<PreparedNet>,
+    ) -> Result<()> {
+        if self.plan.security.wants_listener() {
+            // Sent before the exec, so it is there now.
+            let listener = control::recv_fd(&control, false).map_err(|source| Error::Setup {
+                what: "receive the seccomp listener",
+                source,
+            })?;
+            handle.set_seccomp_listener(Listener::new(listener));
         }
-        if let Some(user) = &plan.user {
-            write_id_maps(pid, user)?;
+        if let Some(PreparedNet::Forward(ports, limits)) = net {
+            // Started only now: until the listener above was taken, a reply to a socket request
+            // could have been mistaken for it.
+            let factory = Target::Sockets(Arc::new(control::SocketFactory::new(control)));
+            let forwarder = Forwarder::start_with_limits(ports, factory, limits)?;
+            handle.set_network(Some(NetHandle::Forward(forwarder)));
         }
-        let net = match net {
-            // The child waits on the sync pipe, in its new network namespace, while its veth,
-            // address and route are made.
-            Some(PreparedNet::Bridge(prepared)) => {
-                let attachment = prepared.attach(pid as u32)?;
-                handle.set_network(Some(NetHandle::Bridge(Box::new(attachment))));
-                None
-            }
-            Some(PreparedNet::Forward(ports, limits)) if !plan.socket_factory => {
-                let ns = Target::netns_of(pid as u32)?;
-                let forwarder = Forwarder::start_with_limits(ports, ns, limits)?;
-                handle.set_network(Some(NetHandle::Forward(forwarder)));
-                None
-            }
-            other => other,
-        };
-        if let Some(sync_w) = sync_w {
-            File::from(sync_w)
-                .write_all(&[1])
-                .map_err(|source| Error::Setup {
-                    what: "release the child after writing id maps and attaching cgroups",
-                    source,
-                })?;
-        }
-
-        let report = read_child_report(File::from(err_r))?;
-        if let Some((step, index, errno)) = report {
-            handle.wait()?;
-            return Err(Error::Child {
-                step,
-                context: self.context(step, index),
-                source: io::Error::from_raw_os_error(errno),
-            });
-        }
-        if let Some(control) = control {
-            if wants_listener {
-                // Sent before the exec, so it is there now.
-                let listener =
-                    control::recv_fd(&control, false).map_err(|source| Error::Setup {
-                        what: "receive the seccomp listener",
-                        source,
-                    })?;
-                handle.set_seccomp_listener(Listener::new(listener));
-            }
-            if let Some(PreparedNet::Forward(ports, limits)) = net {
-                // Rootless: the init makes the forwarder's sockets in the sandbox's namespace.
-                // Started only now: until the listener above was taken, a reply to a socket
-                // request could have been mistaken for it.
-                let factory = Target::Sockets(Arc::new(control::SocketFactory::new(control)));
-                let forwarder = Forwarder::start_with_limits(ports, factory, limits)?;
-                handle.set_network(Some(NetHandle::Forward(forwarder)));
-            }
-        }
-        handle.set_kill_on_drop(self.kill_on_drop);
-        // Both the init and the command have executed: nothing runs on the stack any more, and
-        // nothing in the sandbox shares our memory.
-        drop(stack);
-        Ok(handle)
+        Ok(())
     }
 
     /// What `step` acted on, read back from the plan.
@@ -307,6 +242,166 @@ impl Sandbox {
 
 /// The child's stack: its steps and the init's frame (which holds the command's stack).
 const CHILD_STACK: usize = 256 * 1024;
+
+/// The descriptors one spawn makes for its child, both ends of each: the child's ends are
+/// lifted above the numbers it places descriptors on (see [`Plan::fd_floor`](plan::Plan)).
+struct Ends {
+    /// The sync pipe: the child reads, the parent releases it (when it must wait at all).
+    sync: Option<(OwnedFd, OwnedFd)>,
+    /// The error pipe: the parent reads the child's report, the child writes it.
+    err: (OwnedFd, OwnedFd),
+    /// The control socket: the parent's end, the child's end.
+    control: Option<(OwnedFd, OwnedFd)>,
+    /// The init's status pipe: the parent reads, the init writes.
+    report: Option<(OwnedFd, OwnedFd)>,
+    /// A pidfd of this process, for a child without init in a new PID namespace.
+    parent_pidfd: Option<OwnedFd>,
+    /// The init's own open file description of the caller's death pipe.
+    death: Option<OwnedFd>,
+}
+
+/// The parent's ends, once the child has its own.
+struct ParentEnds {
+    sync_w: Option<OwnedFd>,
+    err_r: OwnedFd,
+    control: Option<OwnedFd>,
+    report_r: Option<OwnedFd>,
+}
+
+impl Ends {
+    fn open(plan: &Plan, sync: bool) -> Result<Ends> {
+        let floor = plan.fd_floor;
+        let sync = sync
+            .then(|| pipe_above("create the sync pipe", floor))
+            .transpose()?;
+        let err = pipe_above("create the error pipe", floor)?;
+        let control = (plan.socket_factory || plan.security.wants_listener())
+            .then(|| {
+                let (parent, child) = control::socketpair().map_err(|source| Error::Setup {
+                    what: "create the control socket",
+                    source,
+                })?;
+                Ok::<_, Error>((parent, lift(child, floor)?))
+            })
+            .transpose()?;
+        let report = plan
+            .init
+            .then(|| {
+                let (r, w) = pipe_above("create the init status pipe", floor)?;
+                set_nonblocking(&r)?;
+                Ok::<_, Error>((r, w))
+            })
+            .transpose()?;
+        let parent_pidfd = (plan.death_signal && plan.clone_namespaces.contains(Namespace::PID))
+            .then(|| lift(pidfd_open(std::process::id() as libc::pid_t)?, floor))
+            .transpose()?;
+        // The init's own description of the death pipe: the signal it asks for on it
+        // (`F_SETOWN`) is a property of the description, which each init needs for itself.
+        let death = plan
+            .death_pipe
+            .as_ref()
+            .map(|fd| {
+                plan::reopen(fd)
+                    .map_err(|source| Error::Setup {
+                        what: "open the death pipe for the init",
+                        source,
+                    })
+                    .and_then(|fd| lift(fd, floor))
+            })
+            .transpose()?;
+        Ok(Ends {
+            sync,
+            err,
+            control,
+            report,
+            parent_pidfd,
+            death,
+        })
+    }
+
+    /// What the child works with, borrowed from these ends, `stdio` and `keep`.
+    fn child_fds<'a>(&'a self, stdio: &'a [Resolved; 3], keep: &'a [RawFd]) -> ChildFds<'a> {
+        ChildFds {
+            err_w: self.err.1.as_fd(),
+            sync_r: self.sync.as_ref().map(|(r, _)| r.as_fd()),
+            status_w: self.report.as_ref().map(|(_, w)| w.as_fd()),
+            stdio: [
+                stdio[0].child_fd(),
+                stdio[1].child_fd(),
+                stdio[2].child_fd(),
+            ],
+            control: self.control.as_ref().map(|(_, child)| child.as_fd()),
+            death: self.death.as_ref().map(OwnedFd::as_fd),
+            keep,
+            parent_pidfd: self.parent_pidfd.as_ref().map(OwnedFd::as_fd),
+            parent_pid: std::process::id() as libc::pid_t,
+        }
+    }
+
+    /// Every descriptor the child keeps, ascending: 0 to 2, its ends, its stdio sources and the
+    /// plan's own. Everything else in its copy of our descriptor table is closed first thing.
+    fn keep(&self, plan: &Plan, stdio: &[Resolved; 3]) -> Vec<RawFd> {
+        let fds = self.child_fds(stdio, &[]);
+        let named = [
+            fds.sync_r,
+            fds.status_w,
+            fds.control,
+            fds.death,
+            fds.parent_pidfd,
+        ];
+        let mut keep: Vec<RawFd> = [0, 1, 2, fds.err_w.as_raw_fd()]
+            .into_iter()
+            .chain(
+                named
+                    .into_iter()
+                    .chain(fds.stdio)
+                    .flatten()
+                    .map(|fd| fd.as_raw_fd()),
+            )
+            .chain(plan.own_fds())
+            .collect();
+        keep.sort_unstable();
+        keep.dedup();
+        keep
+    }
+
+    /// The parent's ends; the child's are closed here, the child holding its own copies.
+    fn into_parent(self) -> ParentEnds {
+        ParentEnds {
+            sync_w: self.sync.map(|(_child_end, w)| w),
+            err_r: self.err.0,
+            control: self.control.map(|(parent, _child_end)| parent),
+            report_r: self.report.map(|(r, _child_end)| r),
+        }
+    }
+}
+
+/// Attaches the waiting child to its bridge, or starts the forwarder into its network
+/// namespace; returns the network still to start (a rootless sandbox's forwarder, which needs
+/// its init's sockets).
+fn attach_network(
+    handle: &mut Child,
+    net: Option<PreparedNet>,
+    pid: libc::pid_t,
+    socket_factory: bool,
+) -> Result<Option<PreparedNet>> {
+    match net {
+        // The child waits on the sync pipe, in its new network namespace, while its veth,
+        // address and route are made.
+        Some(PreparedNet::Bridge(prepared)) => {
+            let attachment = prepared.attach(pid as u32)?;
+            handle.set_network(Some(NetHandle::Bridge(Box::new(attachment))));
+            Ok(None)
+        }
+        Some(PreparedNet::Forward(ports, limits)) if !socket_factory => {
+            let ns = Target::netns_of(pid as u32)?;
+            let forwarder = Forwarder::start_with_limits(ports, ns, limits)?;
+            handle.set_network(Some(NetHandle::Forward(forwarder)));
+            Ok(None)
+        }
+        other => Ok(other),
+    }
+}
 
 /// Clones the sandbox child: on `stack` in shared memory where possible, else fork-like; born
 /// into the cgroup `into` (`CLONE_INTO_CGROUP`, Linux 5.7; `clone3(2)`).
