@@ -29,6 +29,7 @@ use palisade::overlay::rootfs::{Access, Rootfs};
 use palisade::seccomp::{JsonOptions, Profile};
 use palisade::{
     parse_capability, Capabilities, ChildStep, Error, Rlimit, Sandbox, SandboxBuilder, Signal,
+    Stdio, TerminalSize,
 };
 
 /// Run a command in a Palisade sandbox.
@@ -73,6 +74,14 @@ struct Options {
     /// Working directory inside the sandbox.
     #[arg(long, short = 'w', value_name = "DIR")]
     workdir: Option<String>,
+    /// Give the command a terminal of the sandbox's own (`/dev/pts/0` inside), of this terminal's
+    /// size, with this terminal in raw mode while it runs (as `docker run -t`).
+    #[arg(long, short = 't')]
+    tty: bool,
+    /// Keep stdin open to the command (as `docker run -i`); without it the command's stdin is
+    /// `/dev/null`. With `-t`, what is typed goes to the command's terminal.
+    #[arg(long, short = 'i')]
+    interactive: bool,
     /// `none`: a network namespace of its own with only `lo` (up); `host`: the host's network
     /// stack; `bridge`: the bridge `palisade0` (10.213.0.0/16) with outbound NAT, or
     /// `bridge:NAME[:SUBNET]` for another; `container:PID`: the network namespace of process PID
@@ -433,6 +442,18 @@ fn run(opts: &Options) -> Result<u8, Error> {
         source: e.into(),
     })?;
 
+    if opts.tty {
+        // The caller's size, when stdin is a terminal.
+        let size = rustix::termios::tcgetwinsize(std::io::stdin())
+            .map(|w| TerminalSize {
+                rows: w.ws_row,
+                cols: w.ws_col,
+            })
+            .unwrap_or_default();
+        builder.tty_size(size);
+    } else if !opts.interactive {
+        builder.stdin(Stdio::null());
+    }
     let mut child = builder.spawn()?;
     // With `-p 0:PORT` the kernel chose the host port: say which, as `docker port` would.
     for p in child.ports() {
@@ -463,6 +484,31 @@ fn run(opts: &Options) -> Result<u8, Error> {
             }
         }
     });
+    if let Some(pty) = child.take_pty() {
+        let relayed = if opts.interactive {
+            pty.proxy()
+        } else {
+            // Output only, as `docker run -t` without `-i`.
+            let mut buf = [0u8; 4096];
+            let mut out = std::io::stdout();
+            loop {
+                match pty.read(&mut buf) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => {
+                        use std::io::Write;
+                        if let Err(e) = out.write_all(&buf[..n]).and_then(|()| out.flush()) {
+                            break Err(e);
+                        }
+                    }
+                    Err(e) => break Err(e),
+                }
+            }
+        };
+        relayed.map_err(|source| Error::Setup {
+            what: "relay the sandbox's terminal",
+            source,
+        })?;
+    }
     let status = child.wait()?;
     if status.oom_killed() {
         eprintln!("OOM-killed");

@@ -20,6 +20,7 @@ use crate::spawn::plan::{
     cstring, death_pipe, dup_above, ping_group_range, signal_sets, CStringArray, CgroupPlan,
     ExecPlan, NetPlan, Plan, UserPlan,
 };
+use crate::terminal::TerminalSize;
 use crate::{Child, ExitStatus, Output, Stdio};
 
 mod security;
@@ -132,6 +133,8 @@ struct ProcessSpec {
     cwd: Option<PathBuf>,
     /// Descriptors the caller passes, by the number they get in the command.
     fds: BTreeMap<RawFd, Arc<OwnedFd>>,
+    /// A terminal for the command, of this initial size.
+    tty: Option<TerminalSize>,
 }
 
 /// The passed descriptors, ready for the child.
@@ -211,6 +214,7 @@ impl SandboxBuilder {
                 env: BTreeMap::new(),
                 cwd: None,
                 fds: BTreeMap::new(),
+                tty: None,
             },
             isolation: IsolationSpec {
                 namespaces: Sandbox::DEFAULT_NAMESPACES,
@@ -377,6 +381,24 @@ impl SandboxBuilder {
     /// `/proc/<pid>/ns/time_for_children` names the sandbox's.
     pub fn time_offsets(&mut self, offsets: TimeOffsets) -> &mut Self {
         self.isolation.time_offsets = Some(offsets);
+        self
+    }
+
+    /// Gives the command a pseudo-terminal (`docker run -t`): opened on the sandbox's own devpts,
+    /// so `tty` prints `/dev/pts/0` inside; the command's controlling terminal, in a session of
+    /// its own, and its stdin, stdout and stderr. The caller gets the master with
+    /// [`Child::take_pty`] (and [`Pty::proxy`](crate::Pty::proxy) connects it to the caller's own terminal). Needs
+    /// a root file system of the sandbox's own (its devpts), and leaves no stdio to set: `build`
+    /// refuses either with [`Error::InvalidValue`]. The size starts at 24×80 unless given with
+    /// [`tty_size`](Self::tty_size).
+    pub fn tty(&mut self, on: bool) -> &mut Self {
+        self.process.tty = on.then(|| self.process.tty.unwrap_or_default());
+        self
+    }
+
+    /// Gives the command a pseudo-terminal, as [`tty`](Self::tty), of this initial size.
+    pub fn tty_size(&mut self, size: TerminalSize) -> &mut Self {
+        self.process.tty = Some(size);
         self
     }
 
@@ -698,6 +720,11 @@ impl SandboxBuilder {
             .then(|| init_image::sealed_memfd().and_then(|fd| dup_above(fd.as_raw_fd(), fds.floor)))
             .transpose()
             .map_err(setup("load the init program into a memfd"))?;
+        let tty = derive::terminal(
+            self.process.tty,
+            rootfs.is_some(),
+            self.stdio.iter().all(Stdio::is_inherit),
+        )?;
         let (empty_signals, init_signals) = signal_sets();
         let plan = Plan {
             clone_namespaces: namespaces,
@@ -731,6 +758,7 @@ impl SandboxBuilder {
             init_signals,
             empty_signals,
             security,
+            tty,
         };
         let [stdin, stdout, stderr] = &self.stdio;
         let stdio = [stdin.try_clone()?, stdout.try_clone()?, stderr.try_clone()?];

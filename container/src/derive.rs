@@ -14,6 +14,7 @@ use palisade_overlay::rootfs::{Rootfs, RootfsPlan};
 
 use crate::error::{Error, Result};
 use crate::spawn::plan::NetPlan;
+use crate::terminal::TerminalSize;
 
 /// The namespaces asked for, with those that what else was asked implies: id maps need a user
 /// namespace.
@@ -235,6 +236,32 @@ pub(crate) fn death_watch(die_with_parent: bool, init: bool) -> DeathWatch {
     }
 }
 
+/// The terminal: it is opened on the sandbox's own devpts, so it needs a root of its own, and
+/// it is the command's stdio, so no other stdio may be set.
+pub(crate) fn terminal(
+    tty: Option<TerminalSize>,
+    own_root: bool,
+    stdio_inherited: bool,
+) -> Result<Option<TerminalSize>> {
+    let Some(size) = tty else {
+        return Ok(None);
+    };
+    let refuse = |reason| {
+        Err(Error::InvalidValue {
+            what: "tty",
+            value: format!("{}x{}", size.rows, size.cols),
+            reason,
+        })
+    };
+    if !own_root {
+        return refuse("needs a root file system of the sandbox's own, whose devpts it is on");
+    }
+    if !stdio_inherited {
+        return refuse("is the command's stdin, stdout and stderr: set no other stdio");
+    }
+    Ok(Some(size))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,6 +379,15 @@ mod tests {
         assert!(!d.private_mounts && !d.mount_proc);
         let d = host_mount_duties(false, true, false);
         assert!(!d.private_mounts && !d.mount_proc);
+    }
+
+    #[test]
+    fn a_terminal_needs_a_root_of_its_own_and_the_stdio_to_itself() {
+        let size = Some(TerminalSize::default());
+        assert_eq!(terminal(None, false, false).unwrap(), None);
+        assert_eq!(terminal(size, true, true).unwrap(), size);
+        assert!(terminal(size, false, true).is_err());
+        assert!(terminal(size, true, false).is_err());
     }
 
     #[test]

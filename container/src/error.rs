@@ -181,6 +181,10 @@ pub enum ChildStep {
     /// Writing `/proc/sys/net/ipv4/ping_group_range` in the sandbox's new network namespace, so
     /// that `ping` works through ICMP datagram sockets without `CAP_NET_RAW` (`icmp(7)`).
     PingGroupRange,
+    /// Allocating the pseudo-terminal on the sandbox's devpts and making it the command's
+    /// controlling terminal and stdio (`pty(7)`, `ioctl_tty(2)`), or handing its master over;
+    /// see [`SandboxBuilder::tty`](crate::SandboxBuilder::tty).
+    Terminal,
 }
 
 impl ChildStep {
@@ -215,6 +219,7 @@ impl ChildStep {
             PassFds,
             InitExec,
             PingGroupRange,
+            Terminal,
         ]
         .into_iter()
         .find(|s| *s as u32 == raw)
@@ -252,6 +257,7 @@ impl fmt::Display for ChildStep {
             ChildStep::PassFds => "pass a descriptor to its number",
             ChildStep::InitExec => "execute the init",
             ChildStep::PingGroupRange => "let its groups open ICMP datagram sockets",
+            ChildStep::Terminal => "set up its terminal",
         })
     }
 }
@@ -262,17 +268,18 @@ mod tests {
 
     #[test]
     fn steps_round_trip_through_their_wire_number() {
-        for raw in 1..=25 {
+        for raw in 1..=29 {
             let step = ChildStep::from_raw(raw).unwrap();
             assert_eq!(step as u32, raw);
         }
         assert_eq!(ChildStep::from_raw(0), None);
-        assert_eq!(ChildStep::from_raw(29), None);
+        assert_eq!(ChildStep::from_raw(30), None);
         // The numbers are the wire format between child and parent: new steps go at the end.
         assert_eq!(ChildStep::Network as u32, 16);
         assert_eq!(ChildStep::Seccomp as u32, 17);
         assert_eq!(ChildStep::NoNewPrivs as u32, 25);
         assert_eq!(ChildStep::PingGroupRange as u32, 28);
+        assert_eq!(ChildStep::Terminal as u32, 29);
     }
 
     #[test]

@@ -79,6 +79,7 @@ pub mod security;
 mod spawn;
 mod status;
 mod stdio;
+pub mod terminal;
 
 pub use builder::{Sandbox, SandboxBuilder};
 pub use error::{ChildStep, Context, Error, Result};
@@ -96,6 +97,7 @@ pub use process::{Child, Output};
 pub use security::{parse_capability, Capabilities, Capability, Rlimit, RlimitResource};
 pub use status::ExitStatus;
 pub use stdio::Stdio;
+pub use terminal::{Pty, TerminalSize};
 
 /// Namespaces: `clone3`, `unshare`, `setns`, id maps, persistence ([`palisade_ns`]).
 pub use palisade_ns as ns;

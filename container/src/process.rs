@@ -32,6 +32,8 @@ pub struct Child {
     cleanup_error: Option<Error>,
     /// The user-notification listener of its seccomp filter, until taken.
     seccomp_listener: Option<Listener>,
+    /// The master of the command's terminal ([`SandboxBuilder::tty`](crate::SandboxBuilder::tty)).
+    pty: Option<crate::terminal::Pty>,
     /// The parent's end of the command's stdin, if it was [piped](crate::Stdio::piped).
     pub stdin: Option<File>,
     /// The parent's end of the command's stdout, if it was piped.
@@ -77,6 +79,7 @@ impl Child {
             net: None,
             cleanup_error: None,
             seccomp_listener: None,
+            pty: None,
             stdin,
             stdout,
             stderr,
@@ -97,6 +100,18 @@ impl Child {
 
     pub(crate) fn set_seccomp_listener(&mut self, listener: Listener) {
         self.seccomp_listener = Some(listener);
+    }
+
+    pub(crate) fn set_pty(&mut self, pty: crate::terminal::Pty) {
+        self.pty = Some(pty);
+    }
+
+    /// Takes the master of the command's terminal, if it was given one with
+    /// [`SandboxBuilder::tty`](crate::SandboxBuilder::tty): read the command's output from it and
+    /// write its input to it, or [`proxy`](crate::Pty::proxy) it to the caller's terminal.
+    /// Returns `None` the second time.
+    pub fn take_pty(&mut self) -> Option<crate::terminal::Pty> {
+        self.pty.take()
     }
 
     /// Takes the listener of the sandbox's seccomp filter, if its profile has rules with

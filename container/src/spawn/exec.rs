@@ -13,6 +13,7 @@ use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use super::plan::Plan;
 use super::step::{ChildFailure, ChildFds, Exit, InStep, Step};
 use crate::error::ChildStep;
+use crate::terminal::TerminalSize;
 
 /// Sends `data` and the descriptor `fd` as `SCM_RIGHTS` (`unix(7)`) on the socket `sock`,
 /// without blocking, with the ancillary buffer on this stack.
@@ -39,6 +40,9 @@ pub(super) fn send_with_fd(
 /// gate afterwards (`read(2)` allowed), so that loading the filter overlaps the init's exec.
 pub(super) fn exec(plan: &Plan, fds: &ChildFds, gate: Option<BorrowedFd<'_>>) -> Step<Infallible> {
     let exec = &plan.exec;
+    if let Some(size) = plan.tty {
+        open_terminal(fds, size).in_step(ChildStep::Terminal)?;
+    }
     // Signal mask and dispositions are this process's alone. The Rust runtime ignores SIGPIPE,
     // and ignored signals survive execve(2).
     process::set_signal_mask(&plan.empty_signals).in_step(ChildStep::Exec)?;
@@ -100,4 +104,35 @@ fn wait_for_gate(gate: BorrowedFd<'_>) -> Step {
             _ => return Err(Exit::Quietly(127)),
         }
     }
+}
+
+/// Opens a pseudo-terminal on the sandbox's devpts (its `/dev/ptmx`, `pty(7)`), makes the
+/// replica the controlling terminal of a new session (`setsid(2)`, `TIOCSCTTY`) and stdin,
+/// stdout and stderr, and sends the master to the parent on the control socket, first of what
+/// it sends there.
+fn open_terminal(fds: &ChildFds, size: TerminalSize) -> rustix::io::Result<()> {
+    use rustix::pty::OpenptFlags;
+    let control = fds.control.ok_or(Errno::BADF)?;
+    let master =
+        rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    let opened = (|| {
+        rustix::pty::unlockpt(&master)?;
+        // The replica straight from the master (`TIOCGPTPEER`, Linux 4.13): no path to look up.
+        let replica =
+            rustix::pty::ioctl_tiocgptpeer(&master, OpenptFlags::RDWR | OpenptFlags::NOCTTY)?;
+        let placed = (|| {
+            rustix::termios::tcsetwinsize(&replica, size.winsize())?;
+            rustix::process::setsid()?;
+            rustix::process::ioctl_tiocsctty(&replica)?;
+            for target in 0..3 {
+                process::install_fd(replica.as_fd(), target)?;
+            }
+            Ok(())
+        })();
+        process::close(replica);
+        placed?;
+        send_with_fd(control, &0i32.to_ne_bytes(), master.as_fd())
+    })();
+    process::close(master);
+    opened
 }

@@ -182,7 +182,8 @@ impl Sandbox {
         })
     }
 
-    /// Takes the seccomp listener the child sent before its exec, and starts a rootless
+    /// Takes the terminal and the seccomp listener the child sent before its exec, and starts a
+    /// rootless
     /// sandbox's forwarder on sockets its init makes (`net`, if it is still to start).
     fn take_control(
         &self,
@@ -190,6 +191,14 @@ impl Sandbox {
         control: OwnedFd,
         net: Option<PreparedNet>,
     ) -> Result<()> {
+        if self.plan.tty.is_some() {
+            // The terminal's master, sent first.
+            let master = control::recv_fd(&control, false).map_err(|source| Error::Setup {
+                what: "receive the terminal",
+                source,
+            })?;
+            handle.set_pty(crate::terminal::Pty::new(master));
+        }
         if self.plan.security.wants_listener() {
             // Sent before the exec, so it is there now.
             let listener = control::recv_fd(&control, false).map_err(|source| Error::Setup {
@@ -275,7 +284,7 @@ impl Ends {
             .then(|| pipe_above("create the sync pipe", floor))
             .transpose()?;
         let err = pipe_above("create the error pipe", floor)?;
-        let control = (plan.socket_factory || plan.security.wants_listener())
+        let control = (plan.socket_factory || plan.security.wants_listener() || plan.tty.is_some())
             .then(|| {
                 let (parent, child) = control::socketpair().map_err(|source| Error::Setup {
                     what: "create the control socket",

@@ -167,6 +167,9 @@ pub(crate) struct Plan {
     pub empty_signals: SignalSet,
     /// Capabilities, user, rlimits, no_new_privs and seccomp, applied right before the exec.
     pub security: crate::security::SecurityPlan,
+    /// A pseudo-terminal of the sandbox's own devpts as the command's controlling terminal and
+    /// stdio, of this initial size.
+    pub tty: Option<crate::terminal::TerminalSize>,
 }
 
 /// The signals the init forwards to the command.
