@@ -3,7 +3,8 @@
 //! and Palisade without namespaces; then with a cgroup per spawn (`CLONE_INTO_CGROUP` against
 //! writing `cgroup.procs`, and a memory limit), with each kind of root file system, with each
 //! network mode, and confined (the default) or not. Compare each figure with the baseline of the
-//! same run.
+//! same run. Last, `/bin/true` executed in a running sandbox (`Child::exec`) against a fresh
+//! sandbox.
 //!
 //! ```text
 //! cargo bench --bench spawn
@@ -93,6 +94,7 @@ fn bench(c: &mut Criterion) {
         rootfs(c);
         network(c);
         security(c);
+        exec(c);
     }
 
     // The same spawns from a parent with 256 MiB resident. A fork-like clone would copy its page
@@ -304,6 +306,29 @@ fn security(c: &mut Criterion) {
         run(&format!("palisade_{name}_confined"), confined, &mut group);
     }
     group.finish();
+}
+
+/// `/bin/true` in a running default sandbox (`docker exec`) against a fresh default sandbox,
+/// in one group.
+fn exec(c: &mut Criterion) {
+    let mut group = c.benchmark_group("exec_true");
+    group.sample_size(30);
+    baseline(&mut group);
+    run(
+        "palisade_spawn_default",
+        Sandbox::builder("/bin/true").build().unwrap(),
+        &mut group,
+    );
+    let mut sandbox = Sandbox::builder("sleep").arg("1000").spawn().unwrap();
+    group.bench_function("palisade_exec_default", |b| {
+        b.iter(|| {
+            let status = sandbox.exec("/bin/true").spawn().unwrap().wait().unwrap();
+            assert!(status.success());
+        })
+    });
+    group.finish();
+    sandbox.kill(palisade::Signal::SIGKILL).unwrap();
+    sandbox.wait().unwrap();
 }
 
 criterion_group! {

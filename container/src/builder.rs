@@ -17,8 +17,8 @@ use crate::error::{Error, Result};
 use crate::security::{Capability, SecurityContext, SecuritySpec};
 use crate::spawn::init_image;
 use crate::spawn::plan::{
-    cstring, death_pipe, dup_above, ping_group_range, signal_sets, CStringArray, CgroupPlan,
-    ExecPlan, NetPlan, Plan, UserPlan,
+    cstring, death_pipe, dup_above, init_signals, ping_group_range, CgroupPlan, ExecPlan, NetPlan,
+    Plan, UserPlan,
 };
 use crate::terminal::TerminalSize;
 use crate::{Child, ExitStatus, Output, Stdio};
@@ -725,7 +725,6 @@ impl SandboxBuilder {
             rootfs.is_some(),
             self.stdio.iter().all(Stdio::is_inherit),
         )?;
-        let (empty_signals, init_signals) = signal_sets();
         let plan = Plan {
             clone_namespaces: namespaces,
             exec: self.exec_plan()?,
@@ -755,9 +754,8 @@ impl SandboxBuilder {
             // The child shares our memory only until it executes the init (or the command):
             // nothing of the sandbox's own runs before that (see `spawn::init`).
             share_memory: self.lifecycle.share_memory,
-            init_signals,
-            empty_signals,
-            security,
+            init_signals: init_signals(),
+            security: Arc::new(security),
             tty,
         };
         let [stdin, stdout, stderr] = &self.stdio;
@@ -860,56 +858,7 @@ impl SandboxBuilder {
 
     fn exec_plan(&self) -> Result<ExecPlan> {
         let p = &self.process;
-        if p.program.is_empty() {
-            return Err(Error::InvalidValue {
-                what: "program",
-                value: String::new(),
-                reason: "is empty",
-            });
-        }
-        let program = cstring("program", &p.program)?;
-        let mut argv = vec![program.clone()];
-        for arg in &p.args {
-            argv.push(cstring("argument", arg)?);
-        }
-        let env = self.environment();
-        let mut envp = Vec::with_capacity(env.len());
-        for (k, v) in &env {
-            if k.is_empty() || k.as_bytes().contains(&b'=') {
-                return Err(Error::InvalidValue {
-                    what: "environment variable name",
-                    value: k.to_string_lossy().into_owned(),
-                    reason: "must be non-empty and contain no '='",
-                });
-            }
-            let mut entry = k.clone();
-            entry.push("=");
-            entry.push(v);
-            envp.push(cstring("environment variable", &entry)?);
-        }
-        let candidates = if p.program.as_bytes().contains(&b'/') {
-            vec![program]
-        } else {
-            let path = env
-                .get(OsStr::new("PATH"))
-                .cloned()
-                .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
-            std::env::split_paths(&path)
-                .map(|dir| {
-                    let dir = if dir.as_os_str().is_empty() {
-                        PathBuf::from(".")
-                    } else {
-                        dir
-                    };
-                    cstring("program", dir.join(&p.program).as_os_str())
-                })
-                .collect::<Result<Vec<_>>>()?
-        };
-        Ok(ExecPlan {
-            candidates: CStringArray::new(candidates),
-            argv: CStringArray::new(argv),
-            envp: CStringArray::new(envp),
-        })
+        ExecPlan::new(&p.program, &p.args, self.environment())
     }
 
     fn environment(&self) -> BTreeMap<OsString, OsString> {
@@ -968,6 +917,7 @@ fn host_name() -> Option<OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spawn::plan::CStringArray;
 
     fn strings(array: &CStringArray) -> Vec<String> {
         array

@@ -60,6 +60,13 @@ pub enum Error {
     /// is set or [`SandboxBuilder::cgroup`](crate::SandboxBuilder::cgroup) asks for one.
     #[error("the sandbox has no cgroup (set a limit, or call SandboxBuilder::cgroup(true))")]
     NoCgroup,
+    /// A command was to run in a sandbox that is no longer running ([`Child::exec`](crate::Child::exec)):
+    /// its first process has exited, or was waited for.
+    #[error("the sandbox of pid {pid} is not running")]
+    NotRunning {
+        /// The pid of the sandbox's first process.
+        pid: i32,
+    },
     /// Waiting for, or signalling, the sandbox process failed.
     #[error("{call} on sandbox pid {pid}: {source}")]
     Process {
@@ -85,7 +92,7 @@ impl Error {
             Error::Setup { source, .. }
             | Error::Child { source, .. }
             | Error::Process { source, .. } => source.raw_os_error(),
-            Error::InvalidValue { .. } | Error::NoCgroup => None,
+            Error::InvalidValue { .. } | Error::NoCgroup | Error::NotRunning { .. } => None,
         }
     }
 }
@@ -185,6 +192,9 @@ pub enum ChildStep {
     /// controlling terminal and stdio (`pty(7)`, `ioctl_tty(2)`), or handing its master over;
     /// see [`SandboxBuilder::tty`](crate::SandboxBuilder::tty).
     Terminal,
+    /// Joining the namespaces of a running sandbox (`setns(2)` on its pidfd), for
+    /// [`Child::exec`](crate::Child::exec).
+    Enter,
 }
 
 impl ChildStep {
@@ -220,6 +230,7 @@ impl ChildStep {
             InitExec,
             PingGroupRange,
             Terminal,
+            Enter,
         ]
         .into_iter()
         .find(|s| *s as u32 == raw)
@@ -258,6 +269,7 @@ impl fmt::Display for ChildStep {
             ChildStep::InitExec => "execute the init",
             ChildStep::PingGroupRange => "let its groups open ICMP datagram sockets",
             ChildStep::Terminal => "set up its terminal",
+            ChildStep::Enter => "join the sandbox's namespaces",
         })
     }
 }
@@ -268,12 +280,12 @@ mod tests {
 
     #[test]
     fn steps_round_trip_through_their_wire_number() {
-        for raw in 1..=29 {
+        for raw in 1..=30 {
             let step = ChildStep::from_raw(raw).unwrap();
             assert_eq!(step as u32, raw);
         }
         assert_eq!(ChildStep::from_raw(0), None);
-        assert_eq!(ChildStep::from_raw(30), None);
+        assert_eq!(ChildStep::from_raw(31), None);
         // The numbers are the wire format between child and parent: new steps go at the end.
         assert_eq!(ChildStep::Network as u32, 16);
         assert_eq!(ChildStep::Seccomp as u32, 17);

@@ -95,6 +95,7 @@ pub use palisade_overlay::rootfs::{Access, Rootfs};
 pub use palisade_seccomp::Profile;
 pub use process::{Child, Output};
 pub use security::{parse_capability, Capabilities, Capability, Rlimit, RlimitResource};
+pub use spawn::enter::Exec;
 pub use status::ExitStatus;
 pub use stdio::Stdio;
 pub use terminal::{Pty, TerminalSize};

@@ -34,6 +34,9 @@ pub struct Child {
     seccomp_listener: Option<Listener>,
     /// The master of the command's terminal ([`SandboxBuilder::tty`](crate::SandboxBuilder::tty)).
     pty: Option<crate::terminal::Pty>,
+    /// What a command run in the sandbox with [`Child::exec`] takes from it; `None` for an
+    /// exec's own handle.
+    entry: Option<std::sync::Arc<crate::spawn::enter::Entry>>,
     /// The parent's end of the command's stdin, if it was [piped](crate::Stdio::piped).
     pub stdin: Option<File>,
     /// The parent's end of the command's stdout, if it was piped.
@@ -80,6 +83,7 @@ impl Child {
             cleanup_error: None,
             seccomp_listener: None,
             pty: None,
+            entry: None,
             stdin,
             stdout,
             stderr,
@@ -100,6 +104,31 @@ impl Child {
 
     pub(crate) fn set_seccomp_listener(&mut self, listener: Listener) {
         self.seccomp_listener = Some(listener);
+    }
+
+    pub(crate) fn set_entry(&mut self, entry: crate::spawn::enter::Entry) {
+        self.entry = Some(std::sync::Arc::new(entry));
+    }
+
+    pub(crate) fn entry(&self) -> Option<&crate::spawn::enter::Entry> {
+        self.entry.as_deref()
+    }
+
+    /// Whether the sandbox's first process still runs: not waited for, and its pidfd not yet
+    /// readable (it becomes readable when the process exits, `pidfd_open(2)`).
+    pub(crate) fn is_running(&self) -> bool {
+        if self.status.is_some() {
+            return false;
+        }
+        let mut poll = [rustix::event::PollFd::new(
+            &self.pidfd,
+            rustix::event::PollFlags::IN,
+        )];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        rustix::event::poll(&mut poll, Some(&zero)) == Ok(0)
     }
 
     pub(crate) fn set_pty(&mut self, pty: crate::terminal::Pty) {

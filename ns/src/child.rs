@@ -221,6 +221,23 @@ pub fn kill_and_wait(pid: i32) -> Result<()> {
     }
 }
 
+/// Forks the calling process as a sibling: the child's parent is the caller's parent
+/// (`clone(2)` with `CLONE_PARENT`), which is told of its end with `SIGCHLD` and waits for it.
+/// `Some(pid)` in the caller, `None` in the child. For a process that has joined a PID or time
+/// namespace with `setns(2)`, which only its children enter, and that must leave the one who
+/// started it their parent.
+///
+/// # Safety
+///
+/// As for [`fork`].
+pub unsafe fn fork_sibling() -> Result<Option<i32>> {
+    let flags = libc::CLONE_PARENT as usize | libc::SIGCHLD as usize;
+    // SAFETY: fork semantics with the parent shared; the caller keeps to what is safe in the
+    // child.
+    let pid = unsafe { syscalls::syscall5(Sysno::clone, flags, 0, 0, 0, 0) }.map_err(errno)?;
+    Ok((pid != 0).then_some(pid as i32))
+}
+
 /// A set of signals as the kernel takes it (`sigset_t` of the system calls: one bit per signal,
 /// 64 signals), for [`set_signal_mask`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -167,7 +167,7 @@ fn run(plan: &Plan, fds: &ChildFds) -> Step<Infallible> {
     if plan.init {
         return init::start(plan, fds);
     }
-    exec(plan, fds, None)
+    exec(plan.command(), fds, None)
 }
 
 /// Whether the parent died before `PR_SET_PDEATHSIG` took effect.

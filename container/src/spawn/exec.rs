@@ -6,11 +6,11 @@ use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd};
 
-use palisade_ns::child::{self as process, ExecArray};
+use palisade_ns::child::{self as process, ExecArray, SignalSet};
 use rustix::io::Errno;
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 
-use super::plan::Plan;
+use super::plan::Command;
 use super::step::{ChildFailure, ChildFds, Exit, InStep, Step};
 use crate::error::ChildStep;
 use crate::terminal::TerminalSize;
@@ -38,14 +38,18 @@ pub(super) fn send_with_fd(
 /// A command started by the init passes its `gate`: it executes nothing of its own before
 /// end-of-file there (see [`init`](super::init)). It confines itself first when its filter lets it wait on the
 /// gate afterwards (`read(2)` allowed), so that loading the filter overlaps the init's exec.
-pub(super) fn exec(plan: &Plan, fds: &ChildFds, gate: Option<BorrowedFd<'_>>) -> Step<Infallible> {
-    let exec = &plan.exec;
+pub(super) fn exec(
+    plan: Command<'_>,
+    fds: &ChildFds,
+    gate: Option<BorrowedFd<'_>>,
+) -> Step<Infallible> {
+    let exec = plan.exec;
     if let Some(size) = plan.tty {
         open_terminal(fds, size).in_step(ChildStep::Terminal)?;
     }
     // Signal mask and dispositions are this process's alone. The Rust runtime ignores SIGPIPE,
     // and ignored signals survive execve(2).
-    process::set_signal_mask(&plan.empty_signals).in_step(ChildStep::Exec)?;
+    process::set_signal_mask(&SignalSet::EMPTY).in_step(ChildStep::Exec)?;
     process::set_default_action(libc::SIGPIPE).in_step(ChildStep::Exec)?;
     let confine_first = plan.security.filter_allows_read();
     if let (Some(gate), false) = (gate, confine_first) {

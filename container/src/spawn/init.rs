@@ -207,7 +207,7 @@ fn command(ctx: &CommandCtx<'_>) -> ! {
     // SAFETY: the command's own copy of the write end (its descriptor table is not shared),
     // which would keep the gate shut forever.
     unsafe { process::close_raw(ctx.gate_w.as_raw_fd()) };
-    let Err(exit) = exec(ctx.child.plan, ctx.child.fds, Some(ctx.gate_r));
+    let Err(exit) = exec(ctx.child.plan.command(), ctx.child.fds, Some(ctx.gate_r));
     finish(ctx.child.fds, exit)
 }
 

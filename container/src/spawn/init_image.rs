@@ -285,7 +285,10 @@ mod tests {
                 .collect();
             keep.sort_unstable();
             // The sets the sandbox's child uses: the init's signals blocked, or none.
-            let (empty, blocked) = crate::spawn::plan::signal_sets();
+            let (empty, blocked) = (
+                palisade_ns::child::SignalSet::EMPTY,
+                crate::spawn::plan::init_signals(),
+            );
             let (report_r, report_w) = pipe();
 
             // SAFETY: fork(2); the child only makes async-signal-safe calls and exits.

@@ -15,6 +15,7 @@
 
 pub(crate) mod child;
 mod control;
+pub(crate) mod enter;
 mod exec;
 mod init;
 pub(crate) mod init_image;
@@ -58,7 +59,7 @@ impl Sandbox {
         // 1. Before the clone: stdio, the cgroup (removed again on any later failure), the
         //    network's host side (a taken port fails here, before anything exists), and the
         //    descriptors the child gets.
-        let stdio = self.resolve_stdio()?;
+        let stdio = resolve_stdio(&self.stdio, plan.fd_floor)?;
         let group = self.cgroup.as_ref().map(CgroupPlan::create).transpose()?;
         let into = self
             .cgroup
@@ -139,29 +140,11 @@ impl Sandbox {
             self.take_control(&mut handle, control, net)?;
         }
         handle.set_kill_on_drop(self.kill_on_drop);
+        handle.set_entry(enter::Entry::of(plan));
         // Both the init and the command have executed: nothing runs on the stack any more, and
         // nothing in the sandbox shares our memory.
         drop(stack);
         Ok(handle)
-    }
-
-    /// Stdio for one spawn, each source the child installs lifted above the numbers it places
-    /// descriptors on (unless it already is its own target).
-    fn resolve_stdio(&self) -> Result<[Resolved; 3]> {
-        let floor = self.plan.fd_floor;
-        let mut stdio = [
-            self.stdio[0].resolve(true)?,
-            self.stdio[1].resolve(false)?,
-            self.stdio[2].resolve(false)?,
-        ];
-        for (target, s) in stdio.iter_mut().enumerate() {
-            if let Some(fd) = s.child.take() {
-                let raw = fd.as_raw_fd();
-                let placed = raw == target as i32 || raw >= floor;
-                s.child = Some(if placed { fd } else { lift(fd, floor)? });
-            }
-        }
-        Ok(stdio)
     }
 
     /// The network's host side, made ready before the clone: a bridge checked and its ports
@@ -489,6 +472,24 @@ fn read_child_report(mut pipe: File) -> Result<Option<(ChildStep, u32, i32)>> {
             source: io::Error::new(io::ErrorKind::UnexpectedEof, "truncated report"),
         }),
     }
+}
+
+/// Stdio for one spawn, each source the child installs lifted to `floor` or above, where no
+/// placement of the child's overwrites it (unless it already is its own target).
+fn resolve_stdio(stdio: &[crate::Stdio; 3], floor: RawFd) -> Result<[Resolved; 3]> {
+    let mut resolved = [
+        stdio[0].resolve(true)?,
+        stdio[1].resolve(false)?,
+        stdio[2].resolve(false)?,
+    ];
+    for (target, s) in resolved.iter_mut().enumerate() {
+        if let Some(fd) = s.child.take() {
+            let raw = fd.as_raw_fd();
+            let placed = raw == target as i32 || raw >= floor;
+            s.child = Some(if placed { fd } else { lift(fd, floor)? });
+        }
+    }
+    Ok(resolved)
 }
 
 /// `fd` moved to `floor` or above (see [`Plan::fd_floor`](plan::Plan)).

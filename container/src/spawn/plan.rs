@@ -1,10 +1,12 @@
 //! Everything the sandbox child needs, computed before the clone: C strings, pointer arrays,
 //! signal sets and flags. The child only reads it.
 
-use std::ffi::{CString, OsStr};
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use palisade_cgroup::{Cgroup, Hierarchy, Resource};
@@ -89,6 +91,70 @@ pub(crate) struct ExecPlan {
     pub candidates: CStringArray,
     pub argv: CStringArray,
     pub envp: CStringArray,
+    /// The environment `envp` holds, for an exec into the sandbox to start from.
+    pub env: BTreeMap<OsString, OsString>,
+}
+
+impl ExecPlan {
+    /// The exec of `program` with `args` and the environment `env`: the C arrays, and the
+    /// candidates `execvp(3)` would try (the `PATH` of `env`, or the default one, unless the
+    /// program names a path).
+    pub fn new(
+        program: &OsStr,
+        args: &[OsString],
+        env: BTreeMap<OsString, OsString>,
+    ) -> Result<ExecPlan> {
+        if program.is_empty() {
+            return Err(Error::InvalidValue {
+                what: "program",
+                value: String::new(),
+                reason: "is empty",
+            });
+        }
+        let name = cstring("program", program)?;
+        let mut argv = vec![name.clone()];
+        for arg in args {
+            argv.push(cstring("argument", arg)?);
+        }
+        let mut envp = Vec::with_capacity(env.len());
+        for (k, v) in &env {
+            if k.is_empty() || k.as_bytes().contains(&b'=') {
+                return Err(Error::InvalidValue {
+                    what: "environment variable name",
+                    value: k.to_string_lossy().into_owned(),
+                    reason: "must be non-empty and contain no '='",
+                });
+            }
+            let mut entry = k.clone();
+            entry.push("=");
+            entry.push(v);
+            envp.push(cstring("environment variable", &entry)?);
+        }
+        let candidates = if program.as_bytes().contains(&b'/') {
+            vec![name]
+        } else {
+            let path = env
+                .get(OsStr::new("PATH"))
+                .cloned()
+                .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+            std::env::split_paths(&path)
+                .map(|dir| {
+                    let dir = if dir.as_os_str().is_empty() {
+                        PathBuf::from(".")
+                    } else {
+                        dir
+                    };
+                    cstring("program", dir.join(program).as_os_str())
+                })
+                .collect::<Result<Vec<_>>>()?
+        };
+        Ok(ExecPlan {
+            candidates: CStringArray::new(candidates),
+            argv: CStringArray::new(argv),
+            envp: CStringArray::new(envp),
+            env,
+        })
+    }
 }
 
 /// Becoming root inside a new user namespace once the parent has written the maps.
@@ -112,6 +178,15 @@ pub(crate) enum NetPlan {
         Vec<palisade_netns::PortMap>,
         palisade_netns::ForwarderLimits,
     ),
+}
+
+/// What the command's process does last, borrowed from a plan: the sandbox's command's, or an
+/// exec's into a running sandbox.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Command<'a> {
+    pub exec: &'a ExecPlan,
+    pub security: &'a crate::security::SecurityPlan,
+    pub tty: Option<crate::terminal::TerminalSize>,
 }
 
 /// The complete recipe for one kind of sandbox child.
@@ -164,9 +239,8 @@ pub(crate) struct Plan {
     /// The signals the init waits for: SIGCHLD, SIGIO (control socket requests) and those it
     /// forwards.
     pub init_signals: SignalSet,
-    pub empty_signals: SignalSet,
     /// Capabilities, user, rlimits, no_new_privs and seccomp, applied right before the exec.
-    pub security: crate::security::SecurityPlan,
+    pub security: std::sync::Arc<crate::security::SecurityPlan>,
     /// A pseudo-terminal of the sandbox's own devpts as the command's controlling terminal and
     /// stdio, of this initial size.
     pub tty: Option<crate::terminal::TerminalSize>,
@@ -183,11 +257,11 @@ pub(crate) const FORWARDED_SIGNALS: [libc::c_int; 7] = [
     libc::SIGWINCH,
 ];
 
-/// The empty set, and the signals the init waits for: SIGCHLD, SIGIO and the forwarded ones.
-pub(crate) fn signal_sets() -> (SignalSet, SignalSet) {
+/// The signals the init waits for: SIGCHLD, SIGIO and the forwarded ones.
+pub(crate) fn init_signals() -> SignalSet {
     let mut init = vec![libc::SIGCHLD, libc::SIGIO];
     init.extend(FORWARDED_SIGNALS);
-    (SignalSet::EMPTY, SignalSet::of(&init))
+    SignalSet::of(&init)
 }
 
 /// The cgroup each spawn gets: created before the clone, the child born into it.
@@ -221,6 +295,15 @@ impl CgroupPlan {
 }
 
 impl Plan {
+    /// The command's part of the plan.
+    pub fn command(&self) -> Command<'_> {
+        Command {
+            exec: &self.exec,
+            security: &self.security,
+            tty: self.tty,
+        }
+    }
+
     /// The plan's own descriptors, which the child keeps until its exec.
     pub fn own_fds(&self) -> impl Iterator<Item = RawFd> + '_ {
         self.join_net

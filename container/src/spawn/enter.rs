@@ -1,0 +1,490 @@
+//! Running a further command in a sandbox that runs (`docker exec`): [`Exec`], from
+//! [`Child::exec`].
+//!
+//! The new process joins the sandbox's namespaces with one `setns(2)` on the pidfd of the
+//! sandbox's first process (Linux 5.8), which also puts it in the sandbox's root and working
+//! directory `/` (joining a mount namespace does, `setns(2)`); its cgroup (`CLONE_INTO_CGROUP`,
+//! or the v1 controllers' `cgroup.procs` while it waits); becomes root of the sandbox's user
+//! namespace as the sandbox's command did; and takes the command's security plan (user,
+//! capabilities, rlimits, `no_new_privs`, the seccomp filter) and environment, with the edits
+//! given here.
+//!
+//! Joining a PID or time namespace takes effect only for children (`setns(2)`): the cloned
+//! process then forks once more, as a sibling (`CLONE_PARENT`), so the command is in the
+//! sandbox's PID namespace and still the caller's child, which waits for it as for any
+//! [`Child`]. The cloned process tells the command's pid on a pipe and exits.
+//!
+//! The child side is typed, errno-free calls on data prepared before the clone, as for
+//! [`Sandbox::spawn`](crate::Sandbox::spawn).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::path::Path;
+use std::sync::Arc;
+
+use palisade_ns::child as process;
+use palisade_ns::{clone3, CloneArgs, Forked, Namespace, NsId, SetGroups};
+use rustix::thread::ThreadNameSpaceType;
+
+use super::exec::exec;
+use super::plan::{cstring, Command, ExecPlan};
+use super::step::{finish, ChildFds, Exit, InStep, Step};
+use super::{control, lift, pipe_above, read_child_report, resolve_stdio};
+use crate::error::{ChildStep, Context, Error, Result};
+use crate::security::SecurityPlan;
+use crate::terminal::{Pty, TerminalSize};
+use crate::{Child, Output, Stdio};
+
+/// What an exec into a sandbox takes from the sandbox, kept by its [`Child`].
+#[derive(Debug)]
+pub(crate) struct Entry {
+    /// The command's privileges and filter.
+    pub security: Arc<SecurityPlan>,
+    /// The command's environment.
+    pub env: BTreeMap<OsString, OsString>,
+    /// How the sandbox's child became root of its user namespace: `(root_uid, root_gid,
+    /// setgroups allowed)`.
+    pub become_root: Option<(bool, bool, bool)>,
+}
+
+/// Every namespace kind, in the order `setns(2)` would want them one by one (the user namespace
+/// first); with a pidfd they are joined at once.
+const KINDS: [Namespace; 8] = [
+    Namespace::USER,
+    Namespace::MOUNT,
+    Namespace::UTS,
+    Namespace::IPC,
+    Namespace::NET,
+    Namespace::PID,
+    Namespace::CGROUP,
+    Namespace::TIME,
+];
+
+/// A command to run in a running sandbox, like [`std::process::Command`]; from
+/// [`Child::exec`].
+#[derive(Debug)]
+pub struct Exec<'a> {
+    sandbox: &'a Child,
+    program: OsString,
+    args: Vec<OsString>,
+    env: BTreeMap<OsString, Option<OsString>>,
+    cwd: Option<OsString>,
+    stdio: [Stdio; 3],
+    tty: Option<TerminalSize>,
+}
+
+impl Child {
+    /// A command to run in this sandbox while it runs (`docker exec`): `program` (looked up in
+    /// the sandbox command's `PATH` unless it names a path), in the sandbox's namespaces, cgroup
+    /// and root, under the sandbox command's privileges and filter and with its environment.
+    /// See [`Exec`].
+    pub fn exec(&self, program: impl AsRef<OsStr>) -> Exec<'_> {
+        Exec {
+            sandbox: self,
+            program: program.as_ref().to_owned(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            cwd: None,
+            stdio: [Stdio::inherit(), Stdio::inherit(), Stdio::inherit()],
+            tty: None,
+        }
+    }
+}
+
+impl Exec<'_> {
+    /// Adds an argument.
+    pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args<I, S>(&mut self, args: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets an environment variable, over the sandbox command's environment.
+    pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
+        self.env
+            .insert(key.as_ref().to_owned(), Some(value.as_ref().to_owned()));
+        self
+    }
+
+    /// Removes a variable of the sandbox command's environment.
+    pub fn env_remove(&mut self, key: impl AsRef<OsStr>) -> &mut Self {
+        self.env.insert(key.as_ref().to_owned(), None);
+        self
+    }
+
+    /// The working directory inside the sandbox (default `/`), resolved in its root.
+    pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self {
+        self.cwd = Some(dir.as_ref().as_os_str().to_owned());
+        self
+    }
+
+    /// Where the command's standard input comes from (inherited by default).
+    pub fn stdin(&mut self, stdio: impl Into<Stdio>) -> &mut Self {
+        self.stdio[0] = stdio.into();
+        self
+    }
+
+    /// Where the command's standard output goes.
+    pub fn stdout(&mut self, stdio: impl Into<Stdio>) -> &mut Self {
+        self.stdio[1] = stdio.into();
+        self
+    }
+
+    /// Where the command's standard error goes.
+    pub fn stderr(&mut self, stdio: impl Into<Stdio>) -> &mut Self {
+        self.stdio[2] = stdio.into();
+        self
+    }
+
+    /// Gives the command a pseudo-terminal of the sandbox's devpts, as
+    /// [`SandboxBuilder::tty_size`](crate::SandboxBuilder::tty_size) does (`docker exec -t`);
+    /// take its master with [`Child::take_pty`].
+    pub fn tty_size(&mut self, size: TerminalSize) -> &mut Self {
+        self.tty = Some(size);
+        self
+    }
+
+    /// Runs the command with stdout and stderr captured (and stdin from `/dev/null` unless set),
+    /// waits for it, and collects its output.
+    pub fn output(&mut self) -> Result<Output> {
+        if self.stdio[0].is_inherit() {
+            self.stdio[0] = Stdio::null();
+        }
+        self.stdio[1] = Stdio::piped();
+        self.stdio[2] = Stdio::piped();
+        self.spawn()?.wait_with_output()
+    }
+
+    /// Starts the command in the sandbox. Returns once it has executed the program, or with
+    /// [`Error::Child`] naming the step that failed, [`Error::NotRunning`] if the sandbox has
+    /// ended, or [`Error::InvalidValue`] for bad input.
+    pub fn spawn(&self) -> Result<Child> {
+        let sandbox = self.sandbox;
+        let entry = sandbox.entry().ok_or(Error::NotRunning {
+            pid: sandbox.id() as i32,
+        })?;
+        if !sandbox.is_running() {
+            return Err(Error::NotRunning {
+                pid: sandbox.id() as i32,
+            });
+        }
+        // 1. Before the clone: which namespaces to join, the command, its stdio and pipes.
+        let join = namespaces_to_join(sandbox.id() as i32)?;
+        let mut env = entry.env.clone();
+        for (k, v) in &self.env {
+            match v {
+                Some(v) => env.insert(k.clone(), v.clone()),
+                None => env.remove(k),
+            };
+        }
+        let plan = ExecPlan::new(&self.program, &self.args, env)?;
+        let cwd = match &self.cwd {
+            Some(dir) => cstring("working directory", dir)?,
+            None => CString::from(c"/"),
+        };
+        if self.tty.is_some() && !self.stdio.iter().all(Stdio::is_inherit) {
+            return Err(Error::InvalidValue {
+                what: "tty",
+                value: "exec".into(),
+                reason: "is the command's stdin, stdout and stderr: set no other stdio",
+            });
+        }
+        let floor = 3;
+        let stdio = resolve_stdio(&self.stdio, floor)?;
+        let group = sandbox.group();
+        let into = group.and_then(|g| g.clone_into_fd());
+        let must_attach = group.is_some_and(|g| into.is_none() || g.needs_v1_attach());
+        let sync = must_attach
+            .then(|| pipe_above("create the sync pipe", floor))
+            .transpose()?;
+        let (err_r, err_w) = pipe_above("create the error pipe", floor)?;
+        let (pid_r, pid_w) = pipe_above("create the pid pipe", floor)?;
+        let wants_control = self.tty.is_some() || entry.security.wants_listener();
+        let control = wants_control
+            .then(|| {
+                let (parent, child) = control::socketpair().map_err(|source| Error::Setup {
+                    what: "create the control socket",
+                    source,
+                })?;
+                Ok::<_, Error>((parent, lift(child, floor)?))
+            })
+            .transpose()?;
+        let target = lift(
+            sandbox
+                .pidfd()
+                .try_clone_to_owned()
+                .map_err(|source| Error::Setup {
+                    what: "duplicate the sandbox's pidfd",
+                    source,
+                })?,
+            floor,
+        )?;
+        let fds = ChildFds {
+            err_w: err_w.as_fd(),
+            sync_r: sync.as_ref().map(|(r, _)| r.as_fd()),
+            status_w: None,
+            stdio: [
+                stdio[0].child_fd(),
+                stdio[1].child_fd(),
+                stdio[2].child_fd(),
+            ],
+            control: control.as_ref().map(|(_, c)| c.as_fd()),
+            death: None,
+            keep: &[],
+            parent_pidfd: None,
+            parent_pid: std::process::id() as libc::pid_t,
+        };
+        let mut keep: Vec<RawFd> = [
+            0,
+            1,
+            2,
+            err_w.as_raw_fd(),
+            pid_w.as_raw_fd(),
+            target.as_raw_fd(),
+        ]
+        .into_iter()
+        .chain(
+            [fds.sync_r, fds.control]
+                .into_iter()
+                .chain(fds.stdio)
+                .flatten()
+                .map(|fd| fd.as_raw_fd()),
+        )
+        .collect();
+        keep.sort_unstable();
+        keep.dedup();
+        let fds = ChildFds { keep: &keep, ..fds };
+        let fork = join.intersects(Namespace::PID | Namespace::TIME);
+        let ctx = EnterCtx {
+            fds: &fds,
+            command: Command {
+                exec: &plan,
+                security: &entry.security,
+                tty: self.tty,
+            },
+            target: target.as_fd(),
+            join: ThreadNameSpaceType::from_bits_retain(join.bits() as u32),
+            become_root: entry.become_root,
+            cwd: &cwd,
+            pid_w: pid_w.as_fd(),
+            fork,
+        };
+
+        // 2. The clone (fork-like: the command may fork once more, which copies it anyway).
+        let mut args = CloneArgs::new(Namespace::empty()).clear_signal_handlers(true);
+        if let Some(dir) = into {
+            args = args.into_cgroup(dir);
+        }
+        // SAFETY: in the child, `enter` makes typed, errno-free calls only on data prepared
+        // above, and ends in execve(2) or exit; it never returns.
+        let cloned = match unsafe { clone3(&args) }? {
+            Forked::Child => enter(&ctx),
+            Forked::Parent(cloned) => cloned,
+        };
+        drop((err_w, pid_w, target));
+        let [stdin, stdout, stderr] = stdio;
+        drop((stdin.child, stdout.child, stderr.child));
+        let sync_w = sync.map(|(_child_end, w)| w);
+        let control = control.map(|(parent, _child_end)| parent);
+        let (first_pid, first_pidfd) = cloned.into_parts();
+
+        // 3. The command's process: the cloned one, or its sibling in the sandbox's PID
+        //    namespace, whose pid the cloned one wrote before it exited.
+        let (pid, pidfd) = if fork {
+            let mut buf = [0u8; 4];
+            let read = File::from(pid_r).read_exact(&mut buf);
+            // The cloned process has exited (or is about to): reap it.
+            let _ = rustix::process::waitid(
+                rustix::process::WaitId::PidFd(first_pidfd.as_fd()),
+                rustix::process::WaitIdOptions::EXITED,
+            );
+            if read.is_err() {
+                // It failed before the fork: its report says why.
+                return Err(self.report(read_child_report(File::from(err_r))?));
+            }
+            let pid = i32::from_ne_bytes(buf);
+            (pid, palisade_ns::pidfd_open(pid)?)
+        } else {
+            drop(pid_r);
+            (first_pid, first_pidfd)
+        };
+        let mut handle = Child::new(
+            pid,
+            pidfd,
+            None,
+            [stdin.parent, stdout.parent, stderr.parent],
+        );
+
+        // 4. While it waits: the v1 controllers' groups; then release it.
+        if let Some(g) = group.filter(|_| must_attach) {
+            if into.is_none() {
+                g.add_process(pid)?;
+            } else {
+                g.attach_v1(pid)?;
+            }
+        }
+        if let Some(sync_w) = sync_w {
+            File::from(sync_w)
+                .write_all(&[1])
+                .map_err(|source| Error::Setup {
+                    what: "release the exec after attaching cgroups",
+                    source,
+                })?;
+        }
+
+        // 5. Its report, then what it handed over.
+        if let Some(report) = read_child_report(File::from(err_r))? {
+            handle.wait()?;
+            return Err(self.report(Some(report)));
+        }
+        if let Some(control) = control {
+            if self.tty.is_some() {
+                let master = control::recv_fd(&control, false).map_err(|source| Error::Setup {
+                    what: "receive the terminal",
+                    source,
+                })?;
+                handle.set_pty(Pty::new(master));
+            }
+            if entry.security.wants_listener() {
+                let listener =
+                    control::recv_fd(&control, false).map_err(|source| Error::Setup {
+                        what: "receive the seccomp listener",
+                        source,
+                    })?;
+                handle.set_seccomp_listener(palisade_seccomp::notify::Listener::new(listener));
+            }
+        }
+        Ok(handle)
+    }
+
+    /// The error of a child's report (or of a cloned process that ended without one).
+    fn report(&self, report: Option<(ChildStep, u32, i32)>) -> Error {
+        match report {
+            Some((step, _, errno)) => Error::Child {
+                step,
+                context: Context {
+                    subject: (step == ChildStep::Exec)
+                        .then(|| self.program.to_string_lossy().into_owned()),
+                },
+                source: io::Error::from_raw_os_error(errno),
+            },
+            None => Error::NotRunning {
+                pid: self.sandbox.id() as i32,
+            },
+        }
+    }
+}
+
+/// The namespaces of the process `pid` that are not the caller's.
+fn namespaces_to_join(pid: i32) -> Result<Namespace> {
+    let mut join = Namespace::empty();
+    for kind in KINDS {
+        let theirs = NsId::of(pid, kind).map_err(|_| Error::NotRunning { pid })?;
+        let ours = NsId::of(std::process::id() as i32, kind)?;
+        if theirs != ours {
+            join |= kind;
+        }
+    }
+    Ok(join)
+}
+
+/// What the cloned process needs, prepared by [`Exec::spawn`] in its frame.
+struct EnterCtx<'a> {
+    fds: &'a ChildFds<'a>,
+    command: Command<'a>,
+    /// A pidfd of the sandbox's first process, whose namespaces are joined.
+    target: BorrowedFd<'a>,
+    join: ThreadNameSpaceType,
+    become_root: Option<(bool, bool, bool)>,
+    cwd: &'a CString,
+    /// Where the cloned process writes the command's pid when it forks it.
+    pid_w: BorrowedFd<'a>,
+    fork: bool,
+}
+
+/// The cloned process: joins the sandbox and executes the command, or forks it in the
+/// sandbox's PID namespace; reports a failure and exits otherwise.
+fn enter(ctx: &EnterCtx<'_>) -> ! {
+    let Err(exit) = enter_steps(ctx);
+    finish(ctx.fds, exit)
+}
+
+fn enter_steps(ctx: &EnterCtx<'_>) -> Step<Infallible> {
+    process::close_all_but(ctx.fds.keep);
+    // Every namespace at once; the mount namespace's root becomes this process's root and
+    // working directory.
+    rustix::thread::move_into_thread_name_spaces(ctx.target, ctx.join).in_step(ChildStep::Enter)?;
+    // SAFETY: the descriptor is this process's copy, used no more.
+    unsafe { process::close_raw(ctx.target.as_raw_fd()) };
+    if let Some((root_uid, root_gid, setgroups)) = ctx.become_root {
+        if root_gid {
+            if setgroups {
+                rustix::thread::set_thread_groups(&[]).in_step(ChildStep::SetGroups)?;
+            }
+            let root = rustix::process::Gid::ROOT;
+            rustix::thread::set_thread_res_gid(root, root, root).in_step(ChildStep::SetGid)?;
+        }
+        if root_uid {
+            let root = rustix::process::Uid::ROOT;
+            rustix::thread::set_thread_res_uid(root, root, root).in_step(ChildStep::SetUid)?;
+        }
+    }
+    if ctx.fork {
+        // SAFETY: the copy only makes typed, errno-free calls and executes or exits.
+        if let Some(pid) = unsafe { process::fork_sibling() }.in_step(ChildStep::InitFork)? {
+            let written = rustix::io::write(ctx.pid_w, &pid.to_ne_bytes());
+            return Err(match written {
+                Ok(4) => Exit::Quietly(0),
+                Ok(_) => Exit::Quietly(1),
+                Err(e) => super::step::ChildFailure::new(ChildStep::InitFork, e).into(),
+            });
+        }
+    }
+    // SAFETY: this process's copy, used no more.
+    unsafe { process::close_raw(ctx.pid_w.as_raw_fd()) };
+    if let Some(sync) = ctx.fds.sync_r {
+        let mut byte = [0u8; 1];
+        loop {
+            match rustix::io::read(sync, &mut byte) {
+                Ok(1) => break,
+                Err(rustix::io::Errno::INTR) => {}
+                _ => return Err(Exit::Quietly(1)),
+            }
+        }
+    }
+    for (target, fd) in ctx.fds.stdio.iter().enumerate() {
+        if let Some(fd) = fd {
+            process::install_fd(*fd, target as RawFd).in_step(ChildStep::Stdio)?;
+        }
+    }
+    rustix::process::chdir(ctx.cwd.as_c_str()).in_step(ChildStep::Chdir)?;
+    exec(ctx.command, ctx.fds, None)
+}
+
+impl Entry {
+    /// What an exec takes from the sandbox of `plan`.
+    pub(crate) fn of(plan: &super::plan::Plan) -> Entry {
+        Entry {
+            security: plan.security.clone(),
+            env: plan.exec.env.clone(),
+            become_root: plan
+                .user
+                .as_ref()
+                .map(|u| (u.root_uid, u.root_gid, u.setgroups == SetGroups::Allow)),
+        }
+    }
+}
