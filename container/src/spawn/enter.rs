@@ -16,6 +16,13 @@
 //!
 //! The child side is typed, errno-free calls on data prepared before the clone, as for
 //! [`Sandbox::spawn`](crate::Sandbox::spawn).
+//!
+//! Unlike a spawn's child, this process is among the sandbox's processes, which already run,
+//! while it still holds a copy of the caller's memory (until its `execve(2)`). It makes itself
+//! not dumpable first, so that a sandbox process needs `CAP_SYS_PTRACE` over the caller's user
+//! namespace to read it: a rootless sandbox never has that, and the default capabilities do not
+//! include `CAP_SYS_PTRACE`. A sandbox given `CAP_SYS_PTRACE` outside a user namespace of its
+//! own could attach to an exec in that window.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -425,6 +432,12 @@ fn enter(ctx: &EnterCtx<'_>) -> ! {
 
 fn enter_steps(ctx: &EnterCtx<'_>) -> Step<Infallible> {
     process::close_all_but(ctx.fds.keep);
+    // This process is a copy of the caller's memory until it executes the command, and from the
+    // next step it is among the sandbox's processes, which run already: not dumpable, so that
+    // none of them can read it (`ptrace(2)`, `/proc/<pid>/mem`) without `CAP_SYS_PTRACE` over
+    // the caller's user namespace. `execve(2)` makes the command dumpable again.
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .in_step(ChildStep::Enter)?;
     // Every namespace at once; the mount namespace's root becomes this process's root and
     // working directory.
     rustix::thread::move_into_thread_name_spaces(ctx.target, ctx.join).in_step(ChildStep::Enter)?;
