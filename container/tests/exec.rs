@@ -47,7 +47,9 @@ fn an_exec_joins_the_sandbox_and_holds_no_more_than_its_command() {
         "echo started > /tmp/marker; {PRIVILEGES} > /tmp/privileges; \
          cat /proc/self/cgroup > /tmp/cgroup; exec sleep 60"
     ));
-    b.hostname("pal-exec").memory_max(palisade::Bytes::mib(64));
+    b.hostname("pal-exec")
+        .memory_max(palisade::Bytes::mib(64))
+        .current_dir("/tmp");
     let mut child = running(&mut b);
     // The hostname, the files of its root, and its PID namespace: its init is PID 1 there.
     let out = stdout_of(
@@ -77,15 +79,17 @@ fn an_exec_joins_the_sandbox_and_holds_no_more_than_its_command() {
         mine.contains("NoNewPrivs:\t1") && mine.contains("Seccomp:\t2"),
         "{mine}"
     );
+    // The working directory is the command's unless given.
+    assert_eq!(stdout_of(&mut child.exec("pwd")), "/tmp\n");
     // The environment is the command's, with the exec's edits; the working directory is given.
     let out = stdout_of(
         child
             .exec("sh")
             .args(["-c", "echo $HOSTNAME $PAL_X; pwd"])
             .env("PAL_X", "x")
-            .current_dir("/tmp"),
+            .current_dir("/etc"),
     );
-    assert_eq!(out, "pal-exec x\n/tmp\n");
+    assert_eq!(out, "pal-exec x\n/etc\n");
     child.kill(Signal::SIGKILL).unwrap();
     child.wait().unwrap();
 }
@@ -134,6 +138,14 @@ fn exec_failures_are_typed_errors() {
         }) => {}
         other => panic!("expected a chdir failure, got {other:?}"),
     }
+    // An exec's own handle is no sandbox to exec into.
+    let mut inner = child.exec("sleep").arg("60").spawn().unwrap();
+    assert!(matches!(
+        inner.exec("true").spawn(),
+        Err(Error::InvalidValue { what: "exec", .. })
+    ));
+    inner.kill(Signal::SIGKILL).unwrap();
+    inner.wait().unwrap();
     child.kill(Signal::SIGKILL).unwrap();
     child.wait().unwrap();
     // A sandbox that has ended takes no more commands.

@@ -40,10 +40,10 @@ use rustix::thread::ThreadNameSpaceType;
 use super::exec::exec;
 use super::plan::{cstring, Command, ExecPlan};
 use super::step::{finish, ChildFds, Exit, InStep, Step};
-use super::{control, lift, pipe_above, read_child_report, resolve_stdio};
+use super::{control_pair, lift, pipe_above, read_child_report, receive_handover, resolve_stdio};
 use crate::error::{ChildStep, Context, Error, Result};
 use crate::security::SecurityPlan;
-use crate::terminal::{Pty, TerminalSize};
+use crate::terminal::TerminalSize;
 use crate::{Child, Output, Stdio};
 
 /// What an exec into a sandbox takes from the sandbox, kept by its [`Child`].
@@ -53,6 +53,8 @@ pub(crate) struct Entry {
     pub security: Arc<SecurityPlan>,
     /// The command's environment.
     pub env: BTreeMap<OsString, OsString>,
+    /// The command's working directory, where an exec starts unless told otherwise.
+    pub cwd: Option<CString>,
     /// How the sandbox's child became root of its user namespace: `(root_uid, root_gid,
     /// setgroups allowed)`.
     pub become_root: Option<(bool, bool, bool)>,
@@ -133,7 +135,8 @@ impl Exec<'_> {
         self
     }
 
-    /// The working directory inside the sandbox (default `/`), resolved in its root.
+    /// The working directory inside the sandbox (default: the sandbox command's, or `/`),
+    /// resolved in its root.
     pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self {
         self.cwd = Some(dir.as_ref().as_os_str().to_owned());
         self
@@ -181,8 +184,10 @@ impl Exec<'_> {
     /// ended, or [`Error::InvalidValue`] for bad input.
     pub fn spawn(&self) -> Result<Child> {
         let sandbox = self.sandbox;
-        let entry = sandbox.entry().ok_or(Error::NotRunning {
-            pid: sandbox.id() as i32,
+        let entry = sandbox.entry().ok_or_else(|| Error::InvalidValue {
+            what: "exec",
+            value: format!("pid {}", sandbox.id()),
+            reason: "is the handle of an exec, not of a sandbox: exec from the sandbox's handle",
         })?;
         if !sandbox.is_running() {
             return Err(Error::NotRunning {
@@ -201,7 +206,7 @@ impl Exec<'_> {
         let plan = ExecPlan::new(&self.program, &self.args, env)?;
         let cwd = match &self.cwd {
             Some(dir) => cstring("working directory", dir)?,
-            None => CString::from(c"/"),
+            None => entry.cwd.clone().unwrap_or_else(|| CString::from(c"/")),
         };
         if self.tty.is_some() && !self.stdio.iter().all(Stdio::is_inherit) {
             return Err(Error::InvalidValue {
@@ -221,15 +226,7 @@ impl Exec<'_> {
         let (err_r, err_w) = pipe_above("create the error pipe", floor)?;
         let (pid_r, pid_w) = pipe_above("create the pid pipe", floor)?;
         let wants_control = self.tty.is_some() || entry.security.wants_listener();
-        let control = wants_control
-            .then(|| {
-                let (parent, child) = control::socketpair().map_err(|source| Error::Setup {
-                    what: "create the control socket",
-                    source,
-                })?;
-                Ok::<_, Error>((parent, lift(child, floor)?))
-            })
-            .transpose()?;
+        let control = wants_control.then(|| control_pair(floor)).transpose()?;
         let target = lift(
             sandbox
                 .pidfd()
@@ -359,21 +356,8 @@ impl Exec<'_> {
             return Err(self.report(Some(report)));
         }
         if let Some(control) = control {
-            if self.tty.is_some() {
-                let master = control::recv_fd(&control, false).map_err(|source| Error::Setup {
-                    what: "receive the terminal",
-                    source,
-                })?;
-                handle.set_pty(Pty::new(master));
-            }
-            if entry.security.wants_listener() {
-                let listener =
-                    control::recv_fd(&control, false).map_err(|source| Error::Setup {
-                        what: "receive the seccomp listener",
-                        source,
-                    })?;
-                handle.set_seccomp_listener(palisade_seccomp::notify::Listener::new(listener));
-            }
+            let listener = entry.security.wants_listener();
+            receive_handover(&mut handle, &control, self.tty.is_some(), listener)?;
         }
         Ok(handle)
     }
@@ -494,6 +478,7 @@ impl Entry {
         Entry {
             security: plan.security.clone(),
             env: plan.exec.env.clone(),
+            cwd: plan.cwd.clone(),
             become_root: plan
                 .user
                 .as_ref()

@@ -174,22 +174,13 @@ impl Sandbox {
         control: OwnedFd,
         net: Option<PreparedNet>,
     ) -> Result<()> {
-        if self.plan.tty.is_some() {
-            // The terminal's master, sent first.
-            let master = control::recv_fd(&control, false).map_err(|source| Error::Setup {
-                what: "receive the terminal",
-                source,
-            })?;
-            handle.set_pty(crate::terminal::Pty::new(master));
-        }
-        if self.plan.security.wants_listener() {
-            // Sent before the exec, so it is there now.
-            let listener = control::recv_fd(&control, false).map_err(|source| Error::Setup {
-                what: "receive the seccomp listener",
-                source,
-            })?;
-            handle.set_seccomp_listener(Listener::new(listener));
-        }
+        // Both sent before the exec, so they are there now.
+        receive_handover(
+            handle,
+            &control,
+            self.plan.tty.is_some(),
+            self.plan.security.wants_listener(),
+        )?;
         if let Some(PreparedNet::Forward(ports, limits)) = net {
             // Started only now: until the listener above was taken, a reply to a socket request
             // could have been mistaken for it.
@@ -268,13 +259,7 @@ impl Ends {
             .transpose()?;
         let err = pipe_above("create the error pipe", floor)?;
         let control = (plan.socket_factory || plan.security.wants_listener() || plan.tty.is_some())
-            .then(|| {
-                let (parent, child) = control::socketpair().map_err(|source| Error::Setup {
-                    what: "create the control socket",
-                    source,
-                })?;
-                Ok::<_, Error>((parent, lift(child, floor)?))
-            })
+            .then(|| control_pair(floor))
             .transpose()?;
         let report = plan
             .init
@@ -490,6 +475,41 @@ fn resolve_stdio(stdio: &[crate::Stdio; 3], floor: RawFd) -> Result<[Resolved; 3
         }
     }
     Ok(resolved)
+}
+
+/// The control socket of one spawn or exec: the parent's end, and the child's lifted to
+/// `floor` or above.
+fn control_pair(floor: RawFd) -> Result<(OwnedFd, OwnedFd)> {
+    let (parent, child) = control::socketpair().map_err(|source| Error::Setup {
+        what: "create the control socket",
+        source,
+    })?;
+    Ok((parent, lift(child, floor)?))
+}
+
+/// Takes what the child sent on the control socket before its exec, in its order: the
+/// terminal's master (with `tty`), then the seccomp listener (with `listener`).
+fn receive_handover(
+    handle: &mut Child,
+    control: &OwnedFd,
+    tty: bool,
+    listener: bool,
+) -> Result<()> {
+    if tty {
+        let master = control::recv_fd(control, false).map_err(|source| Error::Setup {
+            what: "receive the terminal",
+            source,
+        })?;
+        handle.set_pty(crate::terminal::Pty::new(master));
+    }
+    if listener {
+        let listener = control::recv_fd(control, false).map_err(|source| Error::Setup {
+            what: "receive the seccomp listener",
+            source,
+        })?;
+        handle.set_seccomp_listener(Listener::new(listener));
+    }
+    Ok(())
 }
 
 /// `fd` moved to `floor` or above (see [`Plan::fd_floor`](plan::Plan)).
