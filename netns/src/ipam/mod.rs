@@ -808,24 +808,15 @@ pub(crate) fn prune_dir_locked(dir: &Path) -> Result<PrunedDir> {
     remove_stale_temp_files(dir);
     let mut out = Vec::new();
     let mut corrupt = Vec::new();
-    let entries = fs::read_dir(dir).map_err(io_err("read state directory", dir))?;
-    for entry in entries {
-        let entry = entry.map_err(io_err("read state directory", dir))?;
-        let path = entry.path();
-        if path.extension().and_then(|e| e.to_str()) != Some(STATE_EXT) {
-            continue;
-        }
-        let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
-            continue;
-        };
-        if validate_name(name).is_err() {
+    for (name, path) in state_files(dir)? {
+        if validate_name(&name).is_err() {
             continue;
         }
         let mut state = match read_state(&path) {
             Ok(Some(state)) => state,
             Ok(None) => continue,
             Err(e @ Error::CorruptState { .. }) => {
-                corrupt.push((name.to_owned(), e));
+                corrupt.push((name, e));
                 continue;
             }
             Err(e) => return Err(e),
@@ -839,7 +830,7 @@ pub(crate) fn prune_dir_locked(dir: &Path) -> Result<PrunedDir> {
             .filter(|l| !state.leases.contains(l))
             .collect();
         out.push(PrunedNetwork {
-            network: name.to_owned(),
+            network: name,
             subnet: state.subnet,
             dropped,
             live: state.leases.len(),
@@ -853,20 +844,26 @@ pub(crate) fn prune_dir_locked(dir: &Path) -> Result<PrunedDir> {
     })
 }
 
-/// Fails with [`Error::Overlap`] if a network other than `except` in `dir` overlaps `subnet`.
-/// Called with the lock held.
-fn check_overlap_locked(dir: &Path, except: Option<&str>, subnet: Subnet) -> Result<()> {
-    let entries = fs::read_dir(dir).map_err(io_err("read state directory", dir))?;
-    for entry in entries {
-        let entry = entry.map_err(io_err("read state directory", dir))?;
-        let path = entry.path();
+/// The state files of `dir` (`<network>.ipam`) with their network names.
+fn state_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err("read state directory", dir))? {
+        let path = entry.map_err(io_err("read state directory", dir))?.path();
         if path.extension().and_then(|e| e.to_str()) != Some(STATE_EXT) {
             continue;
         }
-        let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
-            continue;
-        };
-        if Some(name) == except {
+        if let Some(name) = path.file_stem().and_then(|s| s.to_str()) {
+            files.push((name.to_owned(), path));
+        }
+    }
+    Ok(files)
+}
+
+/// Fails with [`Error::Overlap`] if a network other than `except` in `dir` overlaps `subnet`.
+/// Called with the lock held.
+fn check_overlap_locked(dir: &Path, except: Option<&str>, subnet: Subnet) -> Result<()> {
+    for (name, path) in state_files(dir)? {
+        if Some(name.as_str()) == except {
             continue;
         }
         if let Some(state) = read_state(&path)? {
