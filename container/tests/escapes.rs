@@ -13,7 +13,7 @@
 //! | `mounts` | an image's `/proc`, `/sys` or `/dev` is a link out of its root; a volume or tmpfs target passes through a link (the image's, or the host's `/var/run`) |
 //! | `devices` | the command `mknod`s a host block device and reads it; an image ships device nodes that open for an unprivileged user; a command that may mount makes a file system without `nodev` for its nodes |
 //! | `seccomp` | a profile refuses every call, or suspends `execve` with nobody listening: the spawn hangs |
-//! | `lifetime` | the sandbox dies with the thread that spawned it; outlives its caller's SIGKILL; leaves its cgroups behind |
+//! | `lifetime` | the sandbox dies with the thread that spawned it; outlives its caller's SIGKILL, and so does a command run in it with `Child::exec`; leaves its cgroups behind |
 //! | `network` | a killed caller's published-port rules stay, and send its port's traffic to the next sandbox given its address |
 //! | `net_forwarder` | a flood of connections to a published port takes every descriptor of the caller |
 //! | `net_nat` | the LAN reaches a loopback publish, or a sandbox's ports through a route to its subnet; one network reaches another; a sandbox reaches its neighbour on an isolated bridge, over the bridge or through the host; a publish takes over a live sandbox's; a thousand ports; a hand-made SYN to `127.0.0.1` from the LAN |

@@ -55,6 +55,8 @@ pub(crate) struct Entry {
     pub env: BTreeMap<OsString, OsString>,
     /// The command's working directory, where an exec starts unless told otherwise.
     pub cwd: Option<CString>,
+    /// Whether the sandbox dies with its caller: so does an exec into it.
+    pub die_with_parent: bool,
     /// How the sandbox's child became root of its user namespace: `(root_uid, root_gid,
     /// setgroups allowed)`.
     pub become_root: Option<(bool, bool, bool)>,
@@ -286,6 +288,7 @@ impl Exec<'_> {
             cwd: &cwd,
             pid_w: pid_w.as_fd(),
             fork,
+            die_with_parent: entry.die_with_parent,
         };
 
         // 2. The clone (fork-like: the command may fork once more, which copies it anyway).
@@ -405,6 +408,7 @@ struct EnterCtx<'a> {
     /// Where the cloned process writes the command's pid when it forks it.
     pid_w: BorrowedFd<'a>,
     fork: bool,
+    die_with_parent: bool,
 }
 
 /// The cloned process: joins the sandbox and executes the command, or forks it in the
@@ -453,6 +457,13 @@ fn enter_steps(ctx: &EnterCtx<'_>) -> Step<Infallible> {
     }
     // SAFETY: this process's copy, used no more.
     unsafe { process::close_raw(ctx.pid_w.as_raw_fd()) };
+    if ctx.die_with_parent {
+        // The command dies with its caller as the sandbox does (in a sandbox with an init, the
+        // init's death ends its PID namespace too; without one nothing else would). The caller
+        // is alive: it waits for this process's report.
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+            .in_step(ChildStep::DeathSignal)?;
+    }
     if let Some(sync) = ctx.fds.sync_r {
         let mut byte = [0u8; 1];
         loop {
@@ -479,6 +490,7 @@ impl Entry {
             security: plan.security.clone(),
             env: plan.exec.env.clone(),
             cwd: plan.cwd.clone(),
+            die_with_parent: plan.death_signal || plan.death_pipe.is_some(),
             become_root: plan
                 .user
                 .as_ref()

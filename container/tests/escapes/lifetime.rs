@@ -342,3 +342,70 @@ fn the_groups_of_a_killed_caller_are_collected() {
         "gc left the dead caller's groups: {left:?}"
     );
 }
+
+/// Runs only as a subprocess of `an_exec_dies_with_its_callers_process`: spawns `sleep 300` in a
+/// sandbox without a PID namespace (so without an init, whose death would end everything in
+/// it), runs a second `sleep 300` in it with `Child::exec`, prints `pid PID` for both and
+/// `ready`, then waits to be killed (ending by itself after a minute).
+#[test]
+#[ignore = "run as a subprocess by an_exec_dies_with_its_callers_process"]
+fn probe_caller_with_an_exec() {
+    assert!(std::env::var_os("PALISADE_PROBE_CALLER").is_some());
+    println!();
+    let mut sandbox = Sandbox::builder("sleep");
+    sandbox
+        .arg("300")
+        .namespaces(Sandbox::DEFAULT_NAMESPACES - palisade::Namespace::PID)
+        .stdout(Stdio::null());
+    let child = sandbox.spawn().unwrap();
+    let exec = child
+        .exec("sleep")
+        .arg("300")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    println!("pid {}", child.id());
+    println!("pid {}", exec.id());
+    println!("ready");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn an_exec_dies_with_its_callers_process() {
+    require_root!();
+    let mut caller = self_probe("lifetime::probe_caller_with_an_exec")
+        .stdin(StdStdio::null())
+        .stdout(StdStdio::piped())
+        .stderr(StdStdio::null())
+        .spawn()
+        .unwrap();
+    let caller_fd = pidfd(caller.id()).unwrap();
+    let mut pids = Vec::new();
+    for line in BufReader::new(caller.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(pid) = line.strip_prefix("pid ") {
+            pids.push(pid.parse::<u32>().unwrap());
+        } else if line == "ready" {
+            break;
+        }
+    }
+    let processes: Vec<(u32, OwnedFd)> = pids
+        .iter()
+        .filter_map(|&pid| pidfd(pid).map(|fd| (pid, fd)))
+        .collect();
+    kill(&caller_fd);
+    caller.wait().unwrap();
+    assert_eq!(processes.len(), 2, "the sandbox and its exec: {pids:?}");
+    let survivors: Vec<u32> = processes
+        .iter()
+        .filter(|(_, fd)| !exits_within(fd, Duration::from_secs(3)))
+        .map(|(pid, fd)| {
+            kill(fd);
+            *pid
+        })
+        .collect();
+    assert!(
+        survivors.is_empty(),
+        "{survivors:?} outlived their caller's SIGKILL (of {pids:?})"
+    );
+}
