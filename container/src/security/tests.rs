@@ -382,17 +382,11 @@ fn the_plan_can_be_shared_between_threads() {
 
 /// Returns false (after saying so, or failing under `PALISADE_NO_SKIP`) when not root.
 fn root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
+    let root = palisade_test_support::is_root();
+    if !root {
+        palisade_test_support::skip("needs root");
     }
-    let thread = std::thread::current();
-    let test = thread.name().unwrap_or("a test");
-    if std::env::var_os("PALISADE_NO_SKIP").is_some() {
-        panic!("{test}: needs root, and PALISADE_NO_SKIP forbids skipping");
-    }
-    eprintln!("SKIPPED: {test}: needs root");
-    false
+    root
 }
 
 /// Writes all of `bytes` to `fd` (in the forked child: no allocation).
