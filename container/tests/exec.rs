@@ -138,6 +138,16 @@ fn exec_failures_are_typed_errors() {
         }) => {}
         other => panic!("expected a chdir failure, got {other:?}"),
     }
+    // A terminal is the exec's whole stdio, as for the sandbox's command.
+    let refused = child
+        .exec("true")
+        .tty_size(TerminalSize::default())
+        .stdout(palisade::Stdio::piped())
+        .spawn();
+    assert!(matches!(
+        refused,
+        Err(Error::InvalidValue { what: "tty", .. })
+    ));
     // An exec's own handle is no sandbox to exec into.
     let mut inner = child.exec("sleep").arg("60").spawn().unwrap();
     assert!(matches!(

@@ -57,6 +57,8 @@ pub(crate) struct Entry {
     pub cwd: Option<CString>,
     /// Whether the sandbox dies with its caller: so does an exec into it.
     pub die_with_parent: bool,
+    /// Whether the sandbox has a root of its own (and so a devpts for an exec's terminal).
+    pub own_root: bool,
     /// How the sandbox's child became root of its user namespace: `(root_uid, root_gid,
     /// setgroups allowed)`.
     pub become_root: Option<(bool, bool, bool)>,
@@ -210,13 +212,12 @@ impl Exec<'_> {
             Some(dir) => cstring("working directory", dir)?,
             None => entry.cwd.clone().unwrap_or_else(|| CString::from(c"/")),
         };
-        if self.tty.is_some() && !self.stdio.iter().all(Stdio::is_inherit) {
-            return Err(Error::InvalidValue {
-                what: "tty",
-                value: "exec".into(),
-                reason: "is the command's stdin, stdout and stderr: set no other stdio",
-            });
-        }
+        // The same rule as for the sandbox's command: its devpts, and all of the stdio.
+        let tty = crate::derive::terminal(
+            self.tty,
+            entry.own_root,
+            self.stdio.iter().all(Stdio::is_inherit),
+        )?;
         let floor = 3;
         let stdio = resolve_stdio(&self.stdio, floor)?;
         let group = sandbox.group();
@@ -227,7 +228,7 @@ impl Exec<'_> {
             .transpose()?;
         let (err_r, err_w) = pipe_above("create the error pipe", floor)?;
         let (pid_r, pid_w) = pipe_above("create the pid pipe", floor)?;
-        let wants_control = self.tty.is_some() || entry.security.wants_listener();
+        let wants_control = tty.is_some() || entry.security.wants_listener();
         let control = wants_control.then(|| control_pair(floor)).transpose()?;
         let target = lift(
             sandbox
@@ -280,7 +281,7 @@ impl Exec<'_> {
             command: Command {
                 exec: &plan,
                 security: &entry.security,
-                tty: self.tty,
+                tty,
             },
             target: target.as_fd(),
             join: ThreadNameSpaceType::from_bits_retain(join.bits() as u32),
@@ -360,7 +361,7 @@ impl Exec<'_> {
         }
         if let Some(control) = control {
             let listener = entry.security.wants_listener();
-            receive_handover(&mut handle, &control, self.tty.is_some(), listener)?;
+            receive_handover(&mut handle, &control, tty.is_some(), listener)?;
         }
         Ok(handle)
     }
@@ -491,6 +492,7 @@ impl Entry {
             env: plan.exec.env.clone(),
             cwd: plan.cwd.clone(),
             die_with_parent: plan.death_signal || plan.death_pipe.is_some(),
+            own_root: plan.rootfs.is_some(),
             become_root: plan
                 .user
                 .as_ref()
