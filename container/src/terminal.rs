@@ -100,7 +100,6 @@ impl Pty {
     /// # Errors
     /// I/O errors of either side other than the end of the command's output.
     pub fn proxy(&self) -> io::Result<()> {
-        let resize_check = RESIZE_CHECK;
         let stdin = io::stdin();
         let stdin = stdin.as_fd();
         let _raw = RawMode::enter(stdin)?;
@@ -109,21 +108,22 @@ impl Pty {
         let mut buf = [0u8; 4096];
         let mut out = io::stdout();
         let timeout = rustix::event::Timespec {
-            tv_sec: resize_check.as_secs() as i64,
-            tv_nsec: i64::from(resize_check.subsec_nanos()),
+            tv_sec: RESIZE_CHECK.as_secs() as i64,
+            tv_nsec: i64::from(RESIZE_CHECK.subsec_nanos()),
         };
         loop {
-            let mut fds = vec![PollFd::new(&self.master, PollFlags::IN)];
-            if stdin_open {
-                fds.push(PollFd::new(&stdin, PollFlags::IN));
-            }
-            match rustix::event::poll(&mut fds, Some(&timeout)) {
+            let mut fds = [
+                PollFd::new(&self.master, PollFlags::IN),
+                PollFd::new(&stdin, PollFlags::IN),
+            ];
+            // Once stdin is at its end, only the master is watched.
+            let watched = if stdin_open { 2 } else { 1 };
+            match rustix::event::poll(&mut fds[..watched], Some(&timeout)) {
                 Err(rustix::io::Errno::INTR) => continue,
                 other => other?,
             };
             let master_ready = !fds[0].revents().is_empty();
             let stdin_ready = stdin_open && !fds[1].revents().is_empty();
-            drop(fds);
             size = self.sync_size(stdin, size);
             if master_ready {
                 match rustix::io::read(&self.master, &mut buf) {
