@@ -51,6 +51,25 @@
 //! removes an unused network, and [`gc`] / [`gc_dir`] do it for every network of a state
 //! directory and report what they removed.
 //!
+//! # Persistent sandboxes
+//!
+//! A sandbox that must outlive the process that started it (`docker run -d`) is attached with
+//! [`PreparedBridge::persistent`]. Its two tables, the port guard and the NAT table of its
+//! published ports, are then made without an owning socket ([`TableLifetime::Persistent`]):
+//! they stay when the manager exits, even by SIGKILL, so the port guard holds for as long as the
+//! sandbox's process runs. No userspace forwarder is started (it would die with the manager):
+//! its ports published on every address are served by DNAT only, to traffic from other hosts
+//! and to the host's non-loopback addresses from outside the bridge, and connections made on
+//! the host to its loopback address are not served; a port published on a loopback address
+//! cannot be served at all and is refused.
+//!
+//! [`Attachment::release`] lets go of such an attachment and leaves its tables, veth and lease
+//! in place, tied to the sandbox's process (its [`Owner`]: pid and start time). While the
+//! process runs, [`Bridge::detach_sandbox`] tears it down from any process; once it is gone,
+//! the kernel removes its veth with its namespace, and the next attach to the bridge,
+//! [`Bridge::cleanup`], [`Bridge::gc`], [`gc`] and [`gc_dir`] remove its tables and its lease
+//! (and the network, if it was the last sandbox on it).
+//!
 //! # Which addresses are in use
 //!
 //! The allocation state file is the record, but not the only one: each sandbox's host-side veth
@@ -80,7 +99,7 @@ use std::time::Duration;
 use crate::forward::{BoundPort, Forwarder, ForwarderLimits, PortMap, Target};
 use crate::ipam::{self, Allocator, Lease, LeaseInfo, Owner, StaleLease, Subnet};
 use crate::link::{disable_ipv6, disable_ipv6_in, validate_name, Family, Netlink, Route};
-use crate::nft::{NetworkRules, Nftables, PortGuard, Published};
+use crate::nft::{table_name, NetworkRules, Nftables, PortGuard, Published, TableLifetime};
 use crate::{Error, Result};
 
 /// The default bridge name.
@@ -286,6 +305,8 @@ impl Bridge {
             alloc,
             nl,
             ports,
+            created,
+            persistent: false,
         })
     }
 
@@ -313,6 +334,106 @@ impl Bridge {
         }
         Ok(())
     }
+
+    /// Tears down the persistent attachment ([`PreparedBridge::persistent`]) of the sandbox
+    /// `owner` (its pid and start time; the tag is not used), from any process: what
+    /// [`Attachment::detach`] would do, for a caller without the [`Attachment`], e.g. a later
+    /// command that stops a detached sandbox. It removes the sandbox's host veth (only one on
+    /// this bridge whose recorded lease is `owner`'s, never a later sandbox that was given the
+    /// same pid), then its port guard and NAT table, then its lease, and the network if no
+    /// sandbox is left on it. The sandbox's process is not signalled: it keeps running without
+    /// a network. What is already gone is not an error, so a second call does nothing.
+    ///
+    /// Once the sandbox's process has exited, [`Bridge::gc`] (or the next attach to the bridge)
+    /// collects the same, without naming the sandbox: that is the usual way after a detached
+    /// sandbox ended.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`], doing nothing, if the sandbox's tables belong to a socket: the
+    /// sandbox is not persistent, and only the process that attached it can detach it. Otherwise
+    /// as [`Bridge::cleanup`]; every step is tried and the first error is returned.
+    pub fn detach_sandbox(&self, owner: &Owner) -> Result<()> {
+        validate_name(&self.name)?;
+        let (alloc, _) = Allocator::open_inner(
+            &self.state_dir,
+            &self.name,
+            self.subnet,
+            self.lock_timeout,
+            true,
+        )?;
+        // Read before taking the lock, which `leases` takes itself: the address of the lease if
+        // its veth is gone. A corrupt file is rebuilt from the veths below.
+        let recorded = alloc.leases().unwrap_or_default();
+        let _lock = alloc.lock()?;
+        let mut nft = Nftables::open()?;
+        let table = table_name(owner);
+        let mut tables = nft.table_list()?;
+        tables.extend(nft.bridge_table_list()?);
+        if tables
+            .iter()
+            .any(|t| t.name == table && t.is_socket_owned())
+        {
+            return Err(Error::InvalidValue {
+                what: "sandbox to detach",
+                value: table,
+                reason: "its tables belong to the socket of the process that attached it, \
+                         which alone can detach it",
+            });
+        }
+        let mut nl = Netlink::open()?;
+        let mut first: Option<Error> = None;
+        let mut keep = |r: Result<()>| {
+            if let Err(e) = r {
+                first.get_or_insert(e);
+            }
+        };
+        let same = |o: &Owner| o.pid == owner.pid && o.start_time == owner.start_time;
+        let recovered = alloc.reconcile_locked(&live_leases(&mut nl, &self.name)?)?;
+        let veth = sandbox_veth(&mut nl, &self.name, owner)?;
+        // The veth before the port guard: no frame of the sandbox's passes unguarded between.
+        if let Some((name, _)) = &veth {
+            keep(delete_if_present(&mut nl, name));
+        }
+        keep(nft.remove_sandbox(owner));
+        let lease = recorded
+            .into_iter()
+            .find(|l| same(&l.owner))
+            .or(veth.map(|(_, lease)| lease));
+        if let Some(lease) = lease {
+            keep(alloc.release_locked(lease.ip, &lease.owner).map(drop));
+        }
+        keep((|| {
+            if alloc.live_leases_locked()? == 0 {
+                remove_network(&mut nl, self, &alloc)?;
+            }
+            Ok(())
+        })());
+        if let Some(e) = recovered {
+            keep(Err(e));
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+/// The host veth on `bridge` whose alias records a lease of `owner` (by pid and start time),
+/// with that lease.
+fn sandbox_veth(
+    nl: &mut Netlink,
+    bridge: &str,
+    owner: &Owner,
+) -> Result<Option<(String, LeaseInfo)>> {
+    let links = nl.links()?;
+    let Some(br) = links.iter().find(|l| l.name == bridge) else {
+        return Ok(None);
+    };
+    Ok(links
+        .iter()
+        .filter(|l| l.master == Some(br.index) && l.kind.as_deref() == Some("veth"))
+        .find_map(|l| {
+            let lease = parse_lease_alias(l.alias.as_deref()?)?;
+            (lease.owner.pid == owner.pid && lease.owner.start_time == owner.start_time)
+                .then(|| (l.name.clone(), lease))
+        }))
 }
 
 /// Refuses to use an existing link that is not a bridge (giving `lo` the gateway address).
@@ -392,6 +513,9 @@ pub struct PreparedBridge {
     alloc: Allocator,
     nl: Netlink,
     ports: Vec<BoundPort>,
+    /// Whether `prepare` recorded the network, for this call only so far.
+    created: bool,
+    persistent: bool,
 }
 
 impl PreparedBridge {
@@ -400,15 +524,59 @@ impl PreparedBridge {
         self.ports.iter().map(BoundPort::map).collect()
     }
 
+    /// Makes the attachment persistent, for a sandbox that outlives its manager (`docker run
+    /// -d`, see the [module documentation](self#persistent-sandboxes)): its port guard and NAT
+    /// table are made without an owning socket ([`TableLifetime::Persistent`]), so they stay
+    /// when this process exits, for as long as the sandbox's process runs, and no userspace
+    /// forwarder is started. The published ports are served by DNAT only: a port on every
+    /// address answers to other hosts, to the sandboxes of other networks and on the host's
+    /// non-loopback addresses from outside the bridge, but not to connections made on the host
+    /// to a loopback address; and the host ports are not held by a socket once attached.
+    /// [`Attachment::release`] then lets go of the attachment without tearing it down.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] naming the port, for a port published on a loopback address
+    /// (`127.0.0.0/8`): only the forwarder can serve it. The prepared bridge is dropped then,
+    /// leaving nothing behind.
+    pub fn persistent(mut self) -> Result<PreparedBridge> {
+        if let Some(p) = self
+            .ports
+            .iter()
+            .map(BoundPort::map)
+            .find(|p| p.host_ip.is_loopback())
+        {
+            if self.created {
+                // As `Bridge::prepare` on error: the network was recorded for this call only.
+                let _ = self.alloc.clone().remove();
+            }
+            return Err(Error::InvalidValue {
+                what: "published port of a persistent attachment",
+                value: p.to_string(),
+                reason: "a port on a loopback address is served by the userspace forwarder \
+                         only, which does not outlive its manager",
+            });
+        }
+        self.persistent = true;
+        Ok(self)
+    }
+
+    /// Whether the attachment will be persistent ([`PreparedBridge::persistent`]).
+    pub fn is_persistent(&self) -> bool {
+        self.persistent
+    }
+
     /// Attaches the sandbox whose process is `pid` (which must already have its own network
-    /// namespace): bridge, address, veth, route, NAT rules and forwarder. On error, everything
-    /// done so far is undone.
+    /// namespace): bridge, address, veth, route, port guard, NAT rules and forwarder (none for
+    /// a [persistent](PreparedBridge::persistent) attachment). On error, everything done so far
+    /// is undone.
     pub fn attach(self, pid: u32) -> Result<Attachment> {
         let PreparedBridge {
             bridge,
             alloc,
             mut nl,
             ports,
+            created: _,
+            persistent,
         } = self;
         let owner = Owner::of_pid(pid, format!("sandbox {pid}"))?;
         let maps: Vec<PortMap> = ports.iter().map(BoundPort::map).collect();
@@ -422,6 +590,8 @@ impl PreparedBridge {
             ports: maps,
             nft: None,
             nl: None,
+            persistent,
+            released: false,
         };
         {
             let _lock = att.alloc.lock()?;
@@ -446,7 +616,9 @@ impl PreparedBridge {
         att.nl = Some(nl);
         att.wire(pid)?;
         att.guard()?;
-        if !ports.is_empty() {
+        // A persistent attachment's ports are served by its DNAT rules only; the sockets that
+        // held them since `prepare` close here.
+        if !ports.is_empty() && !persistent {
             let limits = att.bridge.forwarder_limits;
             let target = Target::Addr(att.address());
             att.forwarder = Some(Forwarder::start_with_limits(ports, target, limits)?);
@@ -493,8 +665,9 @@ fn sandbox_mac(addr: Ipv4Addr) -> [u8; 6] {
 
 /// Refuses ports that overlap another live sandbox's (as the `published` sets of their tables
 /// record them, see [`Nftables::published`]), then makes the sandbox's table. The table belongs
-/// to the returned socket: it is kept open in the attachment, and the kernel removes the table
-/// when it is closed, whichever way this process ends. Called under the state lock.
+/// to the returned socket (unless the attachment is persistent): it is kept open in the
+/// attachment, and the kernel removes the table when it is closed, whichever way this process
+/// ends. Called under the state lock.
 fn publish(att: &Attachment) -> Result<Nftables> {
     let ports: Vec<Published> = att
         .ports
@@ -518,7 +691,8 @@ fn publish(att: &Attachment) -> Result<Nftables> {
             });
         }
     }
-    nft.add_sandbox_published(&att.owner, &att.bridge.name, att.ipv4(), &ports)?;
+    let (bridge, addr) = (&att.bridge.name, att.ipv4());
+    nft.add_sandbox_published_with(&att.owner, bridge, addr, &ports, att.lifetime())?;
     Ok(nft)
 }
 
@@ -903,6 +1077,10 @@ pub struct Attachment {
     /// it publishes ports.
     nft: Option<Nftables>,
     nl: Option<Netlink>,
+    /// Whether the sandbox's tables are [`TableLifetime::Persistent`] and no forwarder runs.
+    persistent: bool,
+    /// Set by [`Attachment::release`]: the drop then leaves everything in place.
+    released: bool,
 }
 
 impl Attachment {
@@ -945,6 +1123,57 @@ impl Attachment {
         &self.ports
     }
 
+    /// The sandbox's process (pid and start time), after which its tables
+    /// ([`crate::nft::table_name`]) and its lease are named; what [`Bridge::detach_sandbox`]
+    /// takes.
+    pub fn owner(&self) -> &Owner {
+        &self.owner
+    }
+
+    /// Whether the attachment is persistent ([`PreparedBridge::persistent`]).
+    pub fn is_persistent(&self) -> bool {
+        self.persistent
+    }
+
+    fn lifetime(&self) -> TableLifetime {
+        if self.persistent {
+            TableLifetime::Persistent
+        } else {
+            TableLifetime::Socket
+        }
+    }
+
+    /// Lets go of a persistent attachment ([`PreparedBridge::persistent`]) without tearing
+    /// anything down: its tables (port guard and NAT), its veth and its lease stay, tied to the
+    /// sandbox's process, and this process may exit. Returns the sandbox's [`Owner`], which
+    /// [`Bridge::detach_sandbox`] takes to tear it down later, from any process, while it runs.
+    /// Once its process is gone, the next attach to the bridge, [`Bridge::cleanup`],
+    /// [`Bridge::gc`], [`gc`] and [`gc_dir`] collect what is left (the kernel removes the veth
+    /// with the sandbox's namespace).
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] for an attachment that is not persistent, whose tables would go
+    /// with this handle's socket anyway: it is detached (as by dropping it) and the error
+    /// returned.
+    pub fn release(mut self) -> Result<Owner> {
+        if !self.persistent {
+            return Err(Error::InvalidValue {
+                what: "attachment to release",
+                value: self.host_veth.clone(),
+                reason: "only a persistent attachment (PreparedBridge::persistent) outlives its \
+                         handle; it was detached",
+            });
+        }
+        if let Some(lease) = self.lease.as_mut() {
+            lease.disarm();
+        }
+        // The tables have no owning socket: closing these sockets leaves them.
+        self.nft = None;
+        self.nl = None;
+        self.released = true;
+        Ok(self.owner.clone())
+    }
+
     /// The veth pair and the sandbox's side: address, link up, default route.
     fn wire(&mut self, pid: u32) -> Result<()> {
         let (ip, prefix, gw) = (self.address(), self.prefix(), self.gateway());
@@ -985,9 +1214,11 @@ impl Attachment {
 
     /// The port guard of the sandbox's veth (see [`Nftables::add_port_guard`]), in a table that
     /// belongs to the attachment's nftables socket, like the NAT table: it goes with the
-    /// attachment, or with this process. Made while the sandbox's process still waits, before it
-    /// can send a frame.
+    /// attachment, or with this process; a persistent attachment's stays for as long as the
+    /// sandbox's process runs. Made while the sandbox's process still waits, before it can send
+    /// a frame.
     fn guard(&mut self) -> Result<()> {
+        let lifetime = self.lifetime();
         let guard = PortGuard {
             port: self.host_veth.clone(),
             mac: sandbox_mac(self.ipv4()),
@@ -997,7 +1228,7 @@ impl Attachment {
             Some(nft) => nft,
             None => self.nft.insert(Nftables::open()?),
         };
-        nft.add_port_guard(&self.owner, &guard)
+        nft.add_port_guard_with(&self.owner, &guard, lifetime)
     }
 
     /// Leaves everything as a manager killed with SIGKILL would: the sockets close (so the kernel
@@ -1016,14 +1247,18 @@ impl Attachment {
         std::mem::forget(self);
     }
 
-    /// Removes the sandbox's part (forwarder, NAT table, veth, lease) and, if it was the last
-    /// sandbox on the network, the network's part. Every step is tried; the first error is
-    /// returned.
+    /// Removes the sandbox's part (forwarder, veth, port guard and NAT table, lease) and, if it
+    /// was the last sandbox on the network, the network's part; a persistent attachment too
+    /// (its tables, which no socket owns, are deleted like any). Every step is tried; the first
+    /// error is returned.
     pub fn detach(mut self) -> Result<()> {
         self.teardown()
     }
 
     fn teardown(&mut self) -> Result<()> {
+        if self.released {
+            return Ok(());
+        }
         let mut first: Option<Error> = None;
         let mut keep = |r: Result<()>| {
             if let Err(e) = r {
@@ -1031,46 +1266,60 @@ impl Attachment {
             }
         };
         self.forwarder = None;
-        if let Some(mut nft) = self.nft.take() {
-            // Only the owning socket may delete the table; closing it (dropping `nft`) would
-            // remove it too, but this way a failure is seen.
-            keep(nft.remove_sandbox(&self.owner));
-        }
         let nl = match self.nl.take() {
             Some(nl) => Ok(nl),
             None => Netlink::open(),
         };
-        match nl {
-            Ok(mut nl) => {
-                // Once the sandbox is gone the kernel removes both ends with its namespace, in
-                // the background (deleting a link waits for RCU grace periods, tens of
-                // milliseconds); while it runs, the veth is removed here.
-                if self.owner.is_alive() {
-                    keep(delete_if_present(&mut nl, &self.host_veth));
-                }
-                if let Some(mut lease) = self.lease.take() {
-                    lease.disarm();
-                    let ip = lease.ip();
-                    let mut recovered = None;
-                    keep((|| {
-                        let _lock = self.alloc.lock()?;
-                        // A corrupt state is rebuilt from the veths, so that the teardown still
-                        // removes what is this sandbox's and never what is a live one's; the
-                        // corruption is reported once that is done.
-                        recovered = self
-                            .alloc
-                            .reconcile_locked(&live_leases(&mut nl, &self.bridge.name)?)?;
-                        if self.alloc.release_locked(ip, &self.owner)? == 0 {
-                            remove_network(&mut nl, &self.bridge, &self.alloc)?;
-                        }
-                        Ok(())
-                    })());
-                    if let Some(e) = recovered {
-                        keep(Err(e));
+        let mut nl = match nl {
+            Ok(nl) => Some(nl),
+            Err(e) => {
+                keep(Err(e));
+                None
+            }
+        };
+        // Once the sandbox is gone the kernel removes both ends with its namespace, in the
+        // background (deleting a link waits for RCU grace periods, tens of milliseconds); while
+        // it runs, the veth is removed here, before its port guard, so that no frame of the
+        // sandbox's passes unguarded in between.
+        if let Some(nl) = nl.as_mut() {
+            if self.owner.is_alive() {
+                keep(delete_if_present(nl, &self.host_veth));
+            }
+        }
+        let nft = match self.nft.take() {
+            Some(nft) => Some(Ok(nft)),
+            // No socket owns a persistent attachment's tables: any may delete them.
+            None if self.persistent => Some(Nftables::open()),
+            None => None,
+        };
+        if let Some(nft) = nft {
+            // Only the owning socket may delete an owned table; closing it (dropping `nft`)
+            // would remove it too, but this way a failure is seen.
+            keep(nft.and_then(|mut nft| nft.remove_sandbox(&self.owner)));
+        }
+        // Without a socket, the lease's own drop releases it (it is still armed).
+        if let Some(mut nl) = nl {
+            if let Some(mut lease) = self.lease.take() {
+                lease.disarm();
+                let ip = lease.ip();
+                let mut recovered = None;
+                keep((|| {
+                    let _lock = self.alloc.lock()?;
+                    // A corrupt state is rebuilt from the veths, so that the teardown still
+                    // removes what is this sandbox's and never what is a live one's; the
+                    // corruption is reported once that is done.
+                    recovered = self
+                        .alloc
+                        .reconcile_locked(&live_leases(&mut nl, &self.bridge.name)?)?;
+                    if self.alloc.release_locked(ip, &self.owner)? == 0 {
+                        remove_network(&mut nl, &self.bridge, &self.alloc)?;
                     }
+                    Ok(())
+                })());
+                if let Some(e) = recovered {
+                    keep(Err(e));
                 }
             }
-            Err(e) => keep(Err(e)),
         }
         first.map_or(Ok(()), Err)
     }

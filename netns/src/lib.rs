@@ -9,7 +9,9 @@
 //!   and processes, persisted in a locked file.
 //! - [`bridge`]: sandboxes on a bridge with outbound NAT and published ports; [`gc`] removes
 //!   what sandboxes whose manager died left behind (the kernel already removed their DNAT rules,
-//!   which belong to the manager's netlink socket, see [`nft`]).
+//!   which belong to the manager's netlink socket, see [`nft`]). A persistent sandbox
+//!   ([`PreparedBridge::persistent`], [`Attachment::release`]) outlives its manager, port guard
+//!   included, and is collected once its own process is gone.
 
 pub mod bridge;
 pub mod child;

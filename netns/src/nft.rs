@@ -31,10 +31,17 @@
 //! published port to the next sandbox that is given the same address. The socket is
 //! close-on-exec, so a program the manager executes does not keep the table alive.
 //!
-//! Tables without the flag (the network tables, and sandbox tables made by older versions) stay
-//! until removed: [`Nftables::remove_stale`] removes the sandbox tables among them whose sandbox
-//! process is gone. Owned tables of other sockets cannot be deleted from here (`EPERM`) and need
-//! not be: they go with their socket.
+//! Tables without the flag (the network tables, the tables of a persistent sandbox, see
+//! [`TableLifetime::Persistent`], and sandbox tables made by older versions) stay until removed:
+//! [`Nftables::remove_stale`] removes the sandbox tables among them, of both families, whose
+//! sandbox process is gone. Owned tables of other sockets cannot be deleted from here (`EPERM`)
+//! and need not be: they go with their socket.
+//!
+//! A persistent sandbox (`docker run -d`, [`crate::PreparedBridge::persistent`]) must keep its
+//! port guard after its manager exits, for as long as its own process runs: its tables are made
+//! without the flag, and are tied to the sandbox's process instead, by their name (pid and start
+//! time): nothing removes them while it lives but an explicit teardown, and every collection
+//! removes them once it is gone.
 //!
 //! The message layout follows `include/uapi/linux/netfilter/nf_tables.h` and
 //! `nfnetlink.h`; numbers below are from those headers.
@@ -314,6 +321,30 @@ impl TableInfo {
     }
 }
 
+/// How long a sandbox's table lives (see the [module documentation](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TableLifetime {
+    /// Owned by the socket that creates it (`NFT_TABLE_F_OWNER`, Linux 5.12): only that socket
+    /// may change or delete it, and the kernel deletes it when that socket is closed, whichever
+    /// way the process ends.
+    #[default]
+    Socket,
+    /// Without the owner flag: the table stays when the socket is closed, until it is deleted
+    /// (by any socket of the namespace with `CAP_NET_ADMIN`), which [`Nftables::remove_stale`]
+    /// does once the table's sandbox process is gone.
+    Persistent,
+}
+
+impl TableLifetime {
+    /// The table flags (`NFTA_TABLE_FLAGS`) of this lifetime.
+    fn flags(self) -> u32 {
+        match self {
+            TableLifetime::Socket => NFT_TABLE_F_OWNER,
+            TableLifetime::Persistent => 0,
+        }
+    }
+}
+
 /// A `NETLINK_NETFILTER` socket, bound to the network namespace it was created in, and
 /// close-on-exec. The sandbox tables it creates ([`Nftables::add_sandbox`]) belong to it: keep it
 /// open for as long as they must exist.
@@ -490,6 +521,24 @@ impl Nftables {
         self.sandbox_table(owner, bridge, addr, ports, NFT_TABLE_F_OWNER)
     }
 
+    /// [`Nftables::add_sandbox_published`] with the table's `lifetime`: with
+    /// [`TableLifetime::Persistent`], the table outlives this socket and this process, and goes
+    /// when it is removed explicitly ([`Nftables::remove_sandbox`], from any socket) or, once
+    /// `owner` is gone, by [`Nftables::remove_stale`].
+    ///
+    /// # Errors
+    /// As [`Nftables::add_sandbox`].
+    pub fn add_sandbox_published_with(
+        &mut self,
+        owner: &Owner,
+        bridge: &str,
+        addr: Ipv4Addr,
+        ports: &[Published],
+        lifetime: TableLifetime,
+    ) -> Result<()> {
+        self.sandbox_table(owner, bridge, addr, ports, lifetime.flags())
+    }
+
     /// [`Nftables::add_sandbox`] without the owner flag, as versions before it made sandbox
     /// tables: the table outlives this socket and must be removed explicitly (or by
     /// [`Nftables::remove_stale`] once the sandbox is gone). For tests of that clean-up only.
@@ -655,12 +704,28 @@ impl Nftables {
     /// (`EEXIST` for a table of that name, `EOPNOTSUPP` without bridge family support,
     /// `CONFIG_NF_TABLES_BRIDGE`).
     pub fn add_port_guard(&mut self, owner: &Owner, guard: &PortGuard) -> Result<()> {
+        self.add_port_guard_with(owner, guard, TableLifetime::Socket)
+    }
+
+    /// [`Nftables::add_port_guard`] with the table's `lifetime`: with
+    /// [`TableLifetime::Persistent`], the guard stays after this socket is closed and this
+    /// process exits, for as long as `owner` lives (unless removed explicitly); then
+    /// [`Nftables::remove_stale`] removes it.
+    ///
+    /// # Errors
+    /// As [`Nftables::add_port_guard`].
+    pub fn add_port_guard_with(
+        &mut self,
+        owner: &Owner,
+        guard: &PortGuard,
+        lifetime: TableLifetime,
+    ) -> Result<()> {
         crate::link::validate_name(&guard.port)?;
         let table = table_name(owner);
         let request = format!("nftables: create table bridge {table}");
         let port = ifname_bytes(&guard.port);
         let mut batch = Batch::new(&mut self.seq);
-        batch.table_in(NFPROTO_BRIDGE, &table, NFT_TABLE_F_OWNER, &[]);
+        batch.table_in(NFPROTO_BRIDGE, &table, lifetime.flags(), &[]);
         batch.base_chain(
             NFPROTO_BRIDGE,
             &table,
@@ -773,6 +838,12 @@ impl Nftables {
             .collect())
     }
 
+    /// The `bridge` family tables that this module created (`palisade-*`), with their flags and
+    /// owning socket ([`TableInfo::dnat_to`] is always `None`).
+    pub fn bridge_table_list(&mut self) -> Result<Vec<TableInfo>> {
+        self.table_list_in(NFPROTO_BRIDGE)
+    }
+
     fn table_list_in(&mut self, family: u8) -> Result<Vec<TableInfo>> {
         let request = format!("nftables: list tables {} (dump)", family_name(family));
         let request = request.as_str();
@@ -816,18 +887,24 @@ impl Nftables {
     }
 
     /// Removes the tables of sandboxes whose process is gone and that no socket owns (made
-    /// without the owner flag, by versions before it); returns their names. Tables with the owner
-    /// flag are left to the kernel, which removes them with their socket; a sandbox table whose
-    /// managing process died is therefore never seen here.
+    /// without the owner flag: [`TableLifetime::Persistent`], or by versions before it), of the
+    /// `ip` family (NAT) and of the `bridge` family (port guards); returns their names, each
+    /// once (a sandbox's two tables share one name). Tables with the owner flag are left to the
+    /// kernel, which removes them with their socket; a sandbox table whose managing process died
+    /// is therefore never seen here.
     pub fn remove_stale(&mut self) -> Result<Vec<String>> {
-        let mut removed = Vec::new();
-        for table in self.table_list()? {
-            if table.is_socket_owned() {
-                continue;
-            }
-            if table.sandbox().is_some_and(|o| !o.is_alive()) {
-                self.delete_table(&table.name)?;
-                removed.push(table.name);
+        let mut removed: Vec<String> = Vec::new();
+        for family in [NFPROTO_IPV4, NFPROTO_BRIDGE] {
+            for table in self.table_list_in(family)? {
+                if table.is_socket_owned() {
+                    continue;
+                }
+                if table.sandbox().is_some_and(|o| !o.is_alive()) {
+                    self.delete_table_in(family, &table.name)?;
+                    if !removed.contains(&table.name) {
+                        removed.push(table.name);
+                    }
+                }
             }
         }
         Ok(removed)
