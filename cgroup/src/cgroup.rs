@@ -476,10 +476,38 @@ impl Cgroup {
                 });
             }
         }
+        Self::open_found(hier, dirs, Path::new(path))
+    }
+
+    /// Opens an existing group by its directories, as [`dirs`](Self::dirs) listed them (a
+    /// group's path may differ between v1 hierarchies); those no longer there, or in no
+    /// hierarchy of this host, are left out. Not deleted on drop, as with [`open`](Self::open).
+    pub fn open_dirs(paths: &[PathBuf]) -> Result<Cgroup> {
+        let hier = Hierarchy::detect()?;
+        let mut dirs = Vec::new();
+        let mounts = hier.unified().into_iter().chain(hier.v1_mounts());
+        for m in mounts {
+            let found = paths.iter().find(|p| {
+                p.parent()
+                    .is_some_and(|parent| parent.starts_with(&m.mount_point))
+            });
+            if let Some(dir) = found.filter(|d| d.is_dir()) {
+                dirs.push(Dir {
+                    path: dir.clone(),
+                    mount_point: m.mount_point.clone(),
+                    v1_names: m.v1_names.clone(),
+                });
+            }
+        }
+        let first = paths.first().map_or(Path::new("/"), PathBuf::as_path);
+        Self::open_found(hier, dirs, first)
+    }
+
+    fn open_found(hier: Hierarchy, dirs: Vec<Dir>, path: &Path) -> Result<Cgroup> {
         let Some(first) = dirs.first() else {
             return Err(Error::Io {
                 op: "open",
-                path: PathBuf::from(path),
+                path: path.to_owned(),
                 source: std::io::Error::from_raw_os_error(libc::ENOENT),
             });
         };

@@ -10,7 +10,7 @@ use palisade_cgroup::{
 };
 use palisade_netns::{ForwarderLimits, Network, PortMap, Proto};
 use palisade_ns::{IdMap, Namespace, SetGroups, TimeOffsets};
-use palisade_overlay::rootfs::{Access, Rootfs};
+use palisade_overlay::rootfs::{Access, RootSource, Rootfs};
 
 use crate::derive::{self, DeathWatch, RootChoice};
 use crate::error::{Error, Result};
@@ -37,6 +37,22 @@ pub struct Sandbox {
     pub(crate) kill_on_drop: bool,
     /// What the parent does for the sandbox's network around the clone.
     pub(crate) net: Option<NetPlan>,
+    /// Where and as what a named sandbox is recorded.
+    pub(crate) identity: Option<Identity>,
+}
+
+/// A named sandbox's identity and what its record holds from the recipe.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    /// The state root.
+    pub root: PathBuf,
+    /// The validated name.
+    pub id: String,
+    /// Whether it outlives its creator.
+    pub detach: bool,
+    pub annotations: BTreeMap<String, String>,
+    /// Its root file system, described.
+    pub rootfs: String,
 }
 
 impl Sandbox {
@@ -202,6 +218,11 @@ struct Lifecycle {
     die_with_parent: bool,
     kill_on_drop: bool,
     share_memory: bool,
+    /// A name, recording the sandbox under a state root.
+    name: Option<String>,
+    state_root: Option<PathBuf>,
+    detach: bool,
+    annotations: BTreeMap<String, String>,
 }
 
 impl SandboxBuilder {
@@ -234,6 +255,10 @@ impl SandboxBuilder {
                 die_with_parent: true,
                 kill_on_drop: true,
                 share_memory: true,
+                name: None,
+                state_root: None,
+                detach: false,
+                annotations: BTreeMap::new(),
             },
             limits: LimitSpec::default(),
             security: SecuritySpec::default(),
@@ -455,6 +480,45 @@ impl SandboxBuilder {
     /// its cgroup, which is then the caller's to remove.
     pub fn kill_on_drop(&mut self, kill: bool) -> &mut Self {
         self.lifecycle.kill_on_drop = kill;
+        self
+    }
+
+    /// Names the sandbox and records it under the state root ([`state_root`](Self::state_root)),
+    /// so that any process can [open](Sandbox::open) it by that name, [list](Sandbox::list) it,
+    /// run commands in it and delete it (see [`crate::state`]). A name is 1 to 128 of
+    /// `[A-Za-z0-9_.-]`, starting with a letter or digit; one spawn at a time holds it, and it
+    /// stays taken, with the command's exit status, until [`Handle::delete`](crate::Handle::delete).
+    /// A named sandbox's cgroup (if it has one) is `palisade-sb-<name>`.
+    pub fn name(&mut self, name: impl Into<String>) -> &mut Self {
+        self.lifecycle.name = Some(name.into());
+        self
+    }
+
+    /// Where named sandboxes are recorded (default: [`state::default_root`](crate::state::default_root)).
+    pub fn state_root(&mut self, root: impl Into<PathBuf>) -> &mut Self {
+        self.lifecycle.state_root = Some(root.into());
+        self
+    }
+
+    /// Adds a label to the sandbox's record (OCI's annotations; `docker run --label`).
+    pub fn annotation(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
+        self.lifecycle.annotations.insert(key.into(), value.into());
+        self
+    }
+
+    /// Detaches the sandbox from its creator (`docker run -d`): it outlives the [`Child`] and
+    /// the creating process, and is managed through its [name](Self::name) from then on, with
+    /// [`Sandbox::open`]. Needs a name. Implies [`die_with_parent(false)`](Self::die_with_parent)
+    /// and [`kill_on_drop(false)`](Self::kill_on_drop).
+    ///
+    /// Everything it holds must then outlive the creator too: its init records the command's
+    /// status in the state directory; its bridge network's tables (port guard, published ports)
+    /// are not tied to the creator's netlink socket, and are collected once the sandbox has
+    /// exited; and a userspace port forwarder cannot serve it. So its published ports need a
+    /// bridge network and are served by DNAT alone: from other hosts, the bridge and the host's
+    /// non-loopback addresses, not from the host's loopback.
+    pub fn detach(&mut self, detach: bool) -> &mut Self {
+        self.lifecycle.detach = detach;
         self
     }
 
@@ -710,7 +774,10 @@ impl SandboxBuilder {
 
         // Descriptors and lifetime.
         let fds = self.process.fds_plan()?;
-        let watch = derive::death_watch(self.lifecycle.die_with_parent, init);
+        let identity = self.identity()?;
+        let detach = identity.as_ref().is_some_and(|i| i.detach);
+        derive::detached_network(detach, net.as_ref())?;
+        let watch = derive::death_watch(self.lifecycle.die_with_parent && !detach, init);
         let setup = |what| move |source| Error::Setup { what, source };
         let death_pipe = (watch == DeathWatch::Init)
             .then(|| death_pipe(fds.floor))
@@ -764,9 +831,50 @@ impl SandboxBuilder {
             plan,
             cgroup,
             stdio,
-            kill_on_drop: self.lifecycle.kill_on_drop,
+            kill_on_drop: self.lifecycle.kill_on_drop && !detach,
             net,
+            identity,
         })
+    }
+
+    /// The sandbox's identity, if it is named; a detached sandbox must be.
+    fn identity(&self) -> Result<Option<Identity>> {
+        let life = &self.lifecycle;
+        let Some(id) = &life.name else {
+            if life.detach {
+                return Err(Error::InvalidValue {
+                    what: "detach",
+                    value: "true".to_owned(),
+                    reason: "a detached sandbox needs a name to be found by",
+                });
+            }
+            return Ok(None);
+        };
+        crate::state::validate_name(id)?;
+        let rootfs = match &self.isolation.rootfs {
+            RootChoice::Default => "host".to_owned(),
+            RootChoice::HostMounts => "/".to_owned(),
+            RootChoice::Own(r) => match r.source() {
+                RootSource::HostOverlay => "host".to_owned(),
+                RootSource::Dir(d) => d.display().to_string(),
+                RootSource::Layers { lower, .. } => lower
+                    .iter()
+                    .map(|l| l.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(":"),
+                _ => "own".to_owned(),
+            },
+        };
+        Ok(Some(Identity {
+            root: life
+                .state_root
+                .clone()
+                .unwrap_or_else(crate::state::default_root),
+            id: id.clone(),
+            detach: life.detach,
+            annotations: life.annotations.clone(),
+            rootfs,
+        }))
     }
 
     /// Builds the sandbox and spawns it once; see [`Sandbox::spawn`].
@@ -825,6 +933,7 @@ impl SandboxBuilder {
             resources,
             parent: l.parent.clone(),
             clone_into: l.clone_into.unwrap_or(true),
+            name: self.lifecycle.name.as_deref().map(crate::state::group_name),
         }))
     }
 

@@ -227,6 +227,20 @@ pub(crate) enum DeathWatch {
     ParentDeathSignal,
 }
 
+/// A detached sandbox's network must outlive its creator: published ports only on a bridge,
+/// whose DNAT rules need nobody, never through a forwarder thread of the creator's.
+pub(crate) fn detached_network(detach: bool, net: Option<&NetPlan>) -> Result<()> {
+    match net {
+        Some(NetPlan::Forward(ports, _)) if detach => Err(Error::InvalidValue {
+            what: "published ports",
+            value: format!("{ports:?}"),
+            reason: "a detached sandbox's ports need a bridge network: the forwarder of the \
+                     none network would die with the creating process",
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// See [`DeathWatch`].
 pub(crate) fn death_watch(die_with_parent: bool, init: bool) -> DeathWatch {
     match (die_with_parent, init) {

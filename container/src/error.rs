@@ -67,6 +67,47 @@ pub enum Error {
         /// The pid of the sandbox's first process.
         pid: i32,
     },
+    /// A sandbox of that name is already recorded under the state root (see
+    /// [`SandboxBuilder::name`](crate::SandboxBuilder::name)); of concurrent creations with one
+    /// name, all but one get this.
+    #[error("a sandbox named {id:?} already exists in {root}")]
+    NameInUse {
+        /// The name.
+        id: String,
+        /// The state root.
+        root: std::path::PathBuf,
+    },
+    /// No sandbox of that name is recorded under the state root.
+    #[error("no sandbox named {id:?} in {root}")]
+    NotFound {
+        /// The name.
+        id: String,
+        /// The state root.
+        root: std::path::PathBuf,
+    },
+    /// [`start`](crate::Handle::start) of a sandbox whose command does not wait to be started:
+    /// it was not [created](crate::Sandbox::create), was started already, or is gone.
+    #[error("the sandbox {id:?} is not waiting to be started")]
+    NotCreated {
+        /// The name.
+        id: String,
+    },
+    /// [`delete`](crate::Handle::delete) of a sandbox that still runs (or is being made).
+    #[error("the sandbox {id:?} is still running")]
+    StillRunning {
+        /// The name.
+        id: String,
+    },
+    /// Reading or writing a named sandbox's record under the state root failed.
+    #[error("{what} {path}: {source}")]
+    State {
+        /// What was being done.
+        what: &'static str,
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The OS error, or the decoding error.
+        source: io::Error,
+    },
     /// Waiting for, or signalling, the sandbox process failed.
     #[error("{call} on sandbox pid {pid}: {source}")]
     Process {
@@ -91,8 +132,15 @@ impl Error {
             Error::Seccomp(_) => None,
             Error::Setup { source, .. }
             | Error::Child { source, .. }
-            | Error::Process { source, .. } => source.raw_os_error(),
-            Error::InvalidValue { .. } | Error::NoCgroup | Error::NotRunning { .. } => None,
+            | Error::Process { source, .. }
+            | Error::State { source, .. } => source.raw_os_error(),
+            Error::InvalidValue { .. }
+            | Error::NoCgroup
+            | Error::NotRunning { .. }
+            | Error::NameInUse { .. }
+            | Error::NotFound { .. }
+            | Error::NotCreated { .. }
+            | Error::StillRunning { .. } => None,
         }
     }
 }

@@ -61,8 +61,17 @@
 //! capabilities, the init image), and a split would move that work into every spawn. Running a
 //! further command in a sandbox that already runs (the OCI runtime's `exec`) joins that
 //! sandbox's namespaces and cgroup with a command of its own; that is its own entry point
-//! (issue 14), built from the running sandbox's handle rather than from a template. A pool of
+//! ([`Child::exec`], or [`Handle::exec`] from any process), built from the running sandbox's
+//! handle rather than from a template. A pool of
 //! prepared sandboxes is a pool of [`Sandbox`] values.
+//!
+//! # Named, detached and created sandboxes
+//!
+//! A sandbox given a [name](SandboxBuilder::name) is recorded under a state root, so that any
+//! process can [open](Sandbox::open) it, [list](Sandbox::list) it, run commands in it, signal,
+//! wait for and delete it; [detached](SandboxBuilder::detach), it outlives the process that made
+//! it; [created](Sandbox::create), it waits before its command's `execve(2)` until
+//! [started](Handle::start), as the OCI runtime's `create` and `start`. See [`state`].
 //!
 //! # Signals
 //!
@@ -77,6 +86,7 @@ mod gc;
 mod process;
 pub mod security;
 mod spawn;
+pub mod state;
 mod status;
 mod stdio;
 pub mod terminal;
@@ -96,6 +106,7 @@ pub use palisade_seccomp::Profile;
 pub use process::{Child, Output};
 pub use security::{parse_capability, Capabilities, Capability, Rlimit, RlimitResource};
 pub use spawn::enter::Exec;
+pub use state::{Handle, State, Status};
 pub use status::ExitStatus;
 pub use stdio::Stdio;
 pub use terminal::{Pty, TerminalSize};

@@ -37,12 +37,31 @@ pub struct Child {
     /// What a command run in the sandbox with [`Child::exec`] takes from it; `None` for an
     /// exec's own handle.
     entry: Option<std::sync::Arc<crate::spawn::enter::Entry>>,
+    /// Whether the sandbox has an init, whose child the command is.
+    has_init: bool,
+    /// A named sandbox's record.
+    record: Option<crate::state::Record>,
+    /// Whether it outlives this handle and this process.
+    detached: bool,
+    /// A created command's start gate and error pipe, until [`Child::start`].
+    pending: Option<PendingStart>,
     /// The parent's end of the command's stdin, if it was [piped](crate::Stdio::piped).
     pub stdin: Option<File>,
     /// The parent's end of the command's stdout, if it was piped.
     pub stdout: Option<File>,
     /// The parent's end of the command's stderr, if it was piped.
     pub stderr: Option<File>,
+}
+
+/// How a created command is started, and where its last steps report.
+#[derive(Debug)]
+struct PendingStart {
+    /// The write end of an unnamed sandbox's gate pipe.
+    gate: Option<OwnedFd>,
+    /// A named sandbox's `start` FIFO.
+    fifo: Option<std::path::PathBuf>,
+    /// The error pipe, which reports the command's exec.
+    err: File,
 }
 
 /// What a sandbox's network needs from its handle.
@@ -75,6 +94,10 @@ impl Child {
         Child {
             pid,
             pidfd,
+            has_init: init_report.is_some(),
+            record: None,
+            detached: false,
+            pending: None,
             init_report,
             status: None,
             kill_on_drop: true,
@@ -87,6 +110,83 @@ impl Child {
             stdin,
             stdout,
             stderr,
+        }
+    }
+
+    pub(crate) fn set_record(&mut self, record: crate::state::Record, detached: bool) {
+        self.record = Some(record);
+        self.detached = detached;
+    }
+
+    pub(crate) fn set_pending_start(
+        &mut self,
+        gate: Option<OwnedFd>,
+        fifo: Option<std::path::PathBuf>,
+        err: File,
+    ) {
+        self.pending = Some(PendingStart { gate, fifo, err });
+    }
+
+    /// Starts the command of a sandbox made with [`Sandbox::create`](crate::Sandbox::create),
+    /// and returns once it has executed its program, or with [`Error::Child`] for a failure of
+    /// its last steps (its privileges, its filter, the `execve(2)`). [`Error::NotCreated`] if it
+    /// was not created, or was started already (from here or, for a named sandbox, from another
+    /// process).
+    pub fn start(&mut self) -> Result<()> {
+        let not_created = || Error::NotCreated {
+            id: self.pid.to_string(),
+        };
+        let Some(mut pending) = self.pending.take() else {
+            return Err(not_created());
+        };
+        match (&pending.gate, &pending.fifo, &self.record) {
+            (Some(gate), _, _) => {
+                rustix::io::write(gate, &[1]).map_err(|_| not_created())?;
+            }
+            (None, Some(fifo), Some(record)) => {
+                crate::state::release_start(fifo, record.id())?;
+                record.started()?;
+            }
+            _ => return Err(not_created()),
+        }
+        drop(pending.gate.take());
+        match crate::spawn::read_report(&mut pending.err)? {
+            crate::spawn::Report::Executed => Ok(()),
+            crate::spawn::Report::Failed(step, _, errno) => {
+                let _ = self.wait();
+                Err(Error::Child {
+                    step,
+                    context: crate::error::Context::default(),
+                    source: io::Error::from_raw_os_error(errno),
+                })
+            }
+            crate::spawn::Report::Ready => Err(Error::Setup {
+                what: "read the child's error pipe",
+                source: io::Error::new(io::ErrorKind::InvalidData, "out-of-turn report"),
+            }),
+        }
+    }
+
+    /// The pid of the sandbox's command, in the caller's PID namespace: the init's child, or
+    /// the sandbox's first process itself without an init. Known from
+    /// [`create`](crate::Sandbox::create) on (runtimes write it to `--pid-file`); 0 once an
+    /// init's command has exited.
+    pub fn command_id(&self) -> u32 {
+        if !self.has_init {
+            return self.id();
+        }
+        crate::state::child_of(self.id()).unwrap_or(0)
+    }
+
+    /// The sandbox's bridge, its address there, and the bridge's state directory.
+    pub(crate) fn bridge_address(&self) -> Option<(String, IpAddr, std::path::PathBuf)> {
+        match &self.net {
+            Some(NetHandle::Bridge(a)) => Some((
+                a.bridge().name().to_owned(),
+                a.address(),
+                a.bridge().get_state_dir().to_owned(),
+            )),
+            _ => None,
         }
     }
 
@@ -110,8 +210,8 @@ impl Child {
         self.entry = Some(std::sync::Arc::new(entry));
     }
 
-    pub(crate) fn entry(&self) -> Option<&crate::spawn::enter::Entry> {
-        self.entry.as_deref()
+    pub(crate) fn entry(&self) -> Option<std::sync::Arc<crate::spawn::enter::Entry>> {
+        self.entry.clone()
     }
 
     /// Whether the sandbox's first process still runs: not waited for, and its pidfd not yet
@@ -321,6 +421,9 @@ impl Child {
             status = status.with_oom_kills(events.oom_kill);
         }
         self.status = Some(status);
+        if let Some(record) = &self.record {
+            record.record_exit(status);
+        }
         // The sandbox is gone: its veth, address, NAT rules and forwarder go too. A failure
         // there is the caller's to see, but never in place of the command's status.
         match self.net.take() {
@@ -368,7 +471,13 @@ impl Drop for Child {
             // Still running: leave its group. Its network stays too; the next attach to its
             // bridge after it ends removes it.
             if let Some(NetHandle::Bridge(a)) = self.net.take() {
-                std::mem::forget(a);
+                if self.detached {
+                    // Its tables are its own, not this process's socket's; collected after
+                    // its exit (see `SandboxBuilder::detach`).
+                    let _ = a.release();
+                } else {
+                    std::mem::forget(a);
+                }
             }
             if let Some(g) = self.cgroup.take() {
                 g.keep();

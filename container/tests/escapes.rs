@@ -21,6 +21,7 @@
 //! | `net_state` | an emptied or corrupt bridge state file hands a running sandbox's address to the next, whose end takes the first's `eth0`; a corrupt state at teardown turns the exit status into an error |
 //! | `defaults` | the caller's environment and the host's secrets and home directories reach a default sandbox |
 //! | `input` | hostnames that are none, a memory limit too small to start, a volume mode that is none |
+//! | `state` | a named sandbox's command writes a forged status through PID 1's descriptor of its record; a started program keeps the start gate; a stale record's pid signals whoever has that pid now; a link planted at a name's place makes the record elsewhere |
 //! | `exhaustion` | a sandbox writes until the host's memory is gone, through its throwaway layer or `/tmp` |
 
 mod common;
@@ -58,6 +59,9 @@ mod input;
 
 #[path = "escapes/exhaustion.rs"]
 mod exhaustion;
+
+#[path = "escapes/state.rs"]
+mod state;
 
 #[path = "escapes/network.rs"]
 mod network;

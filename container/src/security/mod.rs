@@ -347,6 +347,116 @@ impl SecuritySpec {
     }
 }
 
+/// A [`SecurityPlan`] as a sandbox's record keeps it, for a command run in the sandbox from
+/// another process (`exec.json`, see [`crate::state`]): the plan exactly as prepared, the
+/// compiled filter included, so that the exec is confined as the sandbox's command is.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SecurityRecord {
+    rlimits: Vec<String>,
+    bounding_drop: u64,
+    /// Bounding, permitted, effective, inheritable, ambient.
+    caps: [u64; 5],
+    keep_caps: bool,
+    groups: Option<Vec<u32>>,
+    user: Option<(u32, u32)>,
+    no_new_privs: bool,
+    /// `(code, jt, jf, k)` per instruction.
+    seccomp: Option<Vec<(u16, u8, u8, u32)>>,
+    seccomp_flags: u64,
+    read_allowed: bool,
+}
+
+impl SecurityPlan {
+    /// The plan as recorded.
+    pub(crate) fn to_record(&self) -> SecurityRecord {
+        let c = &self.caps;
+        SecurityRecord {
+            rlimits: self.rlimit_spec.iter().map(ToString::to_string).collect(),
+            bounding_drop: self.bounding_drop,
+            caps: [
+                c.bounding,
+                c.permitted,
+                c.effective,
+                c.inheritable,
+                c.ambient,
+            ],
+            keep_caps: self.keep_caps,
+            groups: self
+                .groups
+                .as_ref()
+                .map(|g| g.iter().map(|g| g.as_raw()).collect()),
+            user: self.user.map(|(u, g)| (u.as_raw(), g.as_raw())),
+            no_new_privs: self.no_new_privs,
+            seccomp: self.seccomp.as_ref().map(|p| {
+                p.instructions()
+                    .iter()
+                    .map(|i| (i.code, i.jt, i.jf, i.k))
+                    .collect()
+            }),
+            seccomp_flags: self.seccomp_flags.bits(),
+            read_allowed: self.read_allowed,
+        }
+    }
+
+    /// The plan back from its record; refuses what no prepared plan holds.
+    pub(crate) fn from_record(r: SecurityRecord) -> Result<SecurityPlan> {
+        let invalid = |value: String, reason| Error::InvalidValue {
+            what: "recorded security plan",
+            value,
+            reason,
+        };
+        let rlimit_spec = r
+            .rlimits
+            .iter()
+            .map(|s| s.parse::<Rlimit>())
+            .collect::<Result<Vec<_>>>()?;
+        let unchanged = u32::MAX;
+        if r.user
+            .is_some_and(|(u, g)| u == unchanged || g == unchanged)
+            || r.groups.as_ref().is_some_and(|g| g.contains(&unchanged))
+        {
+            return Err(invalid(format!("{:?}", r.user), "holds the id -1"));
+        }
+        let seccomp = r
+            .seccomp
+            .map(|insns| {
+                BpfProgram::new(
+                    insns
+                        .into_iter()
+                        .map(|(code, jt, jf, k)| palisade_seccomp::SockFilter { code, jt, jf, k })
+                        .collect(),
+                )
+            })
+            .transpose()?;
+        let seccomp_flags = LoadFlags::from_bits(r.seccomp_flags)
+            .ok_or_else(|| invalid(r.seccomp_flags.to_string(), "unknown seccomp flags"))?;
+        let [bounding, permitted, effective, inheritable, ambient] = r.caps;
+        Ok(SecurityPlan {
+            rlimits: rlimit_spec.iter().copied().map(Rlimit::to_kernel).collect(),
+            bounding_drop: r.bounding_drop,
+            caps: CapMasks {
+                bounding,
+                permitted,
+                effective,
+                inheritable,
+                ambient,
+            },
+            keep_caps: r.keep_caps,
+            groups: r
+                .groups
+                .map(|g| g.into_iter().map(Gid::from_raw_unchecked).collect()),
+            user: r
+                .user
+                .map(|(u, g)| (Uid::from_raw_unchecked(u), Gid::from_raw_unchecked(g))),
+            no_new_privs: r.no_new_privs,
+            seccomp,
+            seccomp_flags,
+            rlimit_spec,
+            read_allowed: r.read_allowed,
+        })
+    }
+}
+
 /// Refuses a filter under which the child could not finish its last steps: it runs them after
 /// the filter is in, so a profile that makes `exit_group(2)` fail would leave the child spinning
 /// forever, and one that sends `execve(2)` or the error report to a user-notification listener

@@ -81,7 +81,7 @@ const KINDS: [Namespace; 8] = [
 /// [`Child::exec`].
 #[derive(Debug)]
 pub struct Exec<'a> {
-    sandbox: &'a Child,
+    sandbox: &'a dyn Target,
     program: OsString,
     args: Vec<OsString>,
     env: BTreeMap<OsString, Option<OsString>>,
@@ -90,15 +90,92 @@ pub struct Exec<'a> {
     tty: Option<TerminalSize>,
 }
 
+impl crate::Handle {
+    /// Starts describing a command to run in the running sandbox, under the sandbox command's
+    /// privileges, filter and environment as its creator recorded them, as [`Child::exec`]
+    /// does. [`Error::NotRunning`] at the spawn once the sandbox has stopped.
+    pub fn exec(&self, program: impl AsRef<OsStr>) -> Exec<'_> {
+        Exec::new(self, program.as_ref())
+    }
+}
+
 impl Child {
     /// A command to run in this sandbox while it runs (`docker exec`): `program` (looked up in
     /// the sandbox command's `PATH` unless it names a path), in the sandbox's namespaces, cgroup
     /// and root, under the sandbox command's privileges and filter and with its environment.
     /// See [`Exec`].
     pub fn exec(&self, program: impl AsRef<OsStr>) -> Exec<'_> {
+        Exec::new(self, program.as_ref())
+    }
+}
+
+/// A running sandbox a command can join: a [`Child`], or a [`Handle`](crate::Handle) from any
+/// process.
+pub(crate) trait Target: std::fmt::Debug + Sync {
+    /// What the exec takes from the sandbox.
+    fn entry(&self) -> Result<Arc<Entry>>;
+    /// The pid of its first process.
+    fn pid(&self) -> u32;
+    /// A pidfd of its first process, while it runs.
+    fn pidfd(&self) -> Option<BorrowedFd<'_>>;
+    /// Whether its first process runs.
+    fn is_running(&self) -> bool;
+    /// Its cgroup.
+    fn group(&self) -> Option<&palisade_cgroup::Cgroup>;
+}
+
+impl Target for Child {
+    fn entry(&self) -> Result<Arc<Entry>> {
+        Child::entry(self).ok_or_else(|| Error::InvalidValue {
+            what: "exec",
+            value: format!("pid {}", self.id()),
+            reason: "is the handle of an exec, not of a sandbox: exec from the sandbox's handle",
+        })
+    }
+    fn pid(&self) -> u32 {
+        self.id()
+    }
+    fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        Some(Child::pidfd(self))
+    }
+    fn is_running(&self) -> bool {
+        Child::is_running(self)
+    }
+    fn group(&self) -> Option<&palisade_cgroup::Cgroup> {
+        Child::group(self)
+    }
+}
+
+impl Target for crate::Handle {
+    fn entry(&self) -> Result<Arc<Entry>> {
+        // Read for each exec: it is small, and the sandbox's record is what its creator wrote.
+        let (path, bytes) = self.exec_record()?;
+        let entry = Entry::decode(&bytes).map_err(|e| Error::State {
+            what: "decode",
+            path,
+            source: io::Error::new(io::ErrorKind::InvalidData, e),
+        })?;
+        Ok(Arc::new(entry))
+    }
+    fn pid(&self) -> u32 {
+        crate::Handle::pid(self)
+    }
+    fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        crate::Handle::pidfd(self)
+    }
+    fn is_running(&self) -> bool {
+        crate::Handle::is_running(self)
+    }
+    fn group(&self) -> Option<&palisade_cgroup::Cgroup> {
+        crate::Handle::group(self)
+    }
+}
+
+impl<'a> Exec<'a> {
+    pub(crate) fn new(sandbox: &'a dyn Target, program: &OsStr) -> Exec<'a> {
         Exec {
-            sandbox: self,
-            program: program.as_ref().to_owned(),
+            sandbox,
+            program: program.to_owned(),
             args: Vec::new(),
             env: BTreeMap::new(),
             cwd: None,
@@ -188,18 +265,16 @@ impl Exec<'_> {
     /// ended, or [`Error::InvalidValue`] for bad input.
     pub fn spawn(&self) -> Result<Child> {
         let sandbox = self.sandbox;
-        let entry = sandbox.entry().ok_or_else(|| Error::InvalidValue {
-            what: "exec",
-            value: format!("pid {}", sandbox.id()),
-            reason: "is the handle of an exec, not of a sandbox: exec from the sandbox's handle",
-        })?;
-        if !sandbox.is_running() {
-            return Err(Error::NotRunning {
-                pid: sandbox.id() as i32,
-            });
-        }
+        let entry = sandbox.entry()?;
+        let not_running = || Error::NotRunning {
+            pid: sandbox.pid() as i32,
+        };
+        let target_fd = match sandbox.pidfd() {
+            Some(fd) if sandbox.is_running() => fd,
+            _ => return Err(not_running()),
+        };
         // 1. Before the clone: which namespaces to join, the command, its stdio and pipes.
-        let join = namespaces_to_join(sandbox.id() as i32)?;
+        let join = namespaces_to_join(sandbox.pid() as i32)?;
         let mut env = entry.env.clone();
         for (k, v) in &self.env {
             match v {
@@ -231,8 +306,7 @@ impl Exec<'_> {
         let wants_control = tty.is_some() || entry.security.wants_listener();
         let control = wants_control.then(|| control_pair(floor)).transpose()?;
         let target = lift(
-            sandbox
-                .pidfd()
+            target_fd
                 .try_clone_to_owned()
                 .map_err(|source| Error::Setup {
                     what: "duplicate the sandbox's pidfd",
@@ -254,6 +328,7 @@ impl Exec<'_> {
             keep: &[],
             parent_pidfd: None,
             parent_pid: std::process::id() as libc::pid_t,
+            start: None,
         };
         let mut keep: Vec<RawFd> = [
             0,
@@ -372,13 +447,16 @@ impl Exec<'_> {
             Some((step, _, errno)) => Error::Child {
                 step,
                 context: Context {
-                    subject: (step == ChildStep::Exec)
-                        .then(|| self.program.to_string_lossy().into_owned()),
+                    subject: match step {
+                        ChildStep::Exec => Some(self.program.to_string_lossy().into_owned()),
+                        ChildStep::Chdir => self.cwd.as_ref().map(|d| d.to_string_lossy().into()),
+                        _ => None,
+                    },
                 },
                 source: io::Error::from_raw_os_error(errno),
             },
             None => Error::NotRunning {
-                pid: self.sandbox.id() as i32,
+                pid: self.sandbox.pid() as i32,
             },
         }
     }
@@ -484,7 +562,48 @@ fn enter_steps(ctx: &EnterCtx<'_>) -> Step<Infallible> {
     exec(ctx.command, ctx.fds, None)
 }
 
+/// [`Entry`] as a sandbox's record keeps it (`exec.json`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EntryRecord {
+    security: crate::security::SecurityRecord,
+    env: Vec<(Vec<u8>, Vec<u8>)>,
+    cwd: Option<Vec<u8>>,
+    own_root: bool,
+    become_root: Option<(bool, bool, bool)>,
+}
+
 impl Entry {
+    /// The record of this entry, for a command run in the sandbox from another process.
+    pub(crate) fn encode(&self) -> serde_json::Result<Vec<u8>> {
+        let record = EntryRecord {
+            security: self.security.to_record(),
+            env: crate::state::env_to_bytes(&self.env),
+            cwd: self.cwd.as_ref().map(|c| c.as_bytes().to_vec()),
+            own_root: self.own_root,
+            become_root: self.become_root,
+        };
+        serde_json::to_vec(&record)
+    }
+
+    /// The entry back from its record. A command run from another process never dies with that
+    /// process: the sandbox does not either (it outlives its creator, or dies with it).
+    pub(crate) fn decode(bytes: &[u8]) -> std::result::Result<Entry, String> {
+        let r: EntryRecord = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let cwd = r
+            .cwd
+            .map(CString::new)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        Ok(Entry {
+            security: Arc::new(SecurityPlan::from_record(r.security).map_err(|e| e.to_string())?),
+            env: crate::state::env_from_bytes(r.env),
+            cwd,
+            die_with_parent: false,
+            own_root: r.own_root,
+            become_root: r.become_root,
+        })
+    }
+
     /// What an exec takes from the sandbox of `plan`.
     pub(crate) fn of(plan: &super::plan::Plan) -> Entry {
         Entry {

@@ -51,9 +51,14 @@ pub(super) fn exec(
     // and ignored signals survive execve(2).
     process::set_signal_mask(&SignalSet::EMPTY).in_step(ChildStep::Exec)?;
     process::set_default_action(libc::SIGPIPE).in_step(ChildStep::Exec)?;
-    let confine_first = plan.security.filter_allows_read();
+    // A created command waits for its start before confining itself: its last steps then
+    // run as they do for a spawn, and a filter never stands between it and the gate.
+    let confine_first = plan.security.filter_allows_read() && fds.start.is_none();
     if let (Some(gate), false) = (gate, confine_first) {
         wait_for_gate(gate)?;
+    }
+    if let Some(start) = fds.start {
+        wait_for_start(fds, start)?;
     }
     // The last step before the exec: user, capabilities, limits, no_new_privs and the syscall
     // filter (see `crate::security` for their order).
@@ -108,6 +113,27 @@ fn wait_for_gate(gate: BorrowedFd<'_>) -> Step {
             _ => return Err(Exit::Quietly(127)),
         }
     }
+}
+
+/// Tells the parent that everything up to the command's last steps is done (the
+/// [`ready`](ChildFailure::ready) record on the error pipe), and waits for the one byte of its
+/// start. End-of-file (an unnamed sandbox's creator dropped its handle) or an error ends it
+/// without executing anything.
+fn wait_for_start(fds: &ChildFds, start: BorrowedFd<'_>) -> Step {
+    let ready = ChildFailure::ready().to_bytes();
+    if rustix::io::write(fds.err_w, &ready) != Ok(ready.len()) {
+        return Err(Exit::Quietly(127));
+    }
+    let mut byte = [0u8; 1];
+    loop {
+        match rustix::io::read(start, &mut byte) {
+            Ok(1) => break,
+            Err(Errno::INTR) => {}
+            _ => return Err(Exit::Quietly(127)),
+        }
+    }
+    // The gate is close-on-exec: the program never holds it.
+    Ok(())
 }
 
 /// Opens a pseudo-terminal on the sandbox's devpts (its `/dev/ptmx`, `pty(7)`), makes the

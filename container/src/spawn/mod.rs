@@ -37,11 +37,13 @@ use self::plan::{CgroupPlan, NetPlan, Plan, UserPlan};
 use self::step::{ChildCtx, ChildFailure, ChildFds};
 use crate::error::{ChildStep, Context, Error, Result};
 use crate::process::NetHandle;
+use crate::state::{ProcessId, Record, Reservation, State, Status};
 use crate::stdio::{pipe, Resolved};
 use crate::{Child, Sandbox};
 use palisade_netns::forward::{BoundPort, Target};
 use palisade_netns::{Forwarder, ForwarderLimits, PreparedBridge};
 use palisade_seccomp::notify::Listener;
+use std::path::Path;
 
 /// The network, made ready before the clone.
 enum PreparedNet {
@@ -55,7 +57,40 @@ impl Sandbox {
     /// Returns once the program has been executed inside the sandbox, or with [`Error::Child`]
     /// naming the step that failed in the child (missing program, bad working directory, …).
     pub fn spawn(&self) -> Result<Child> {
+        self.launch(false)
+    }
+
+    /// Creates the sandbox without starting its command (OCI's `create`): everything up to the
+    /// command's `execve(2)` is done — namespaces, cgroup, network, root, terminal — and the
+    /// command waits until [`Child::start`] or, for a [named](crate::SandboxBuilder::name)
+    /// sandbox, [`Handle::start`](crate::Handle::start) from any process releases it (one byte
+    /// on the `start` FIFO, as runc's exec FIFO). Its pid is known meanwhile
+    /// ([`Child::command_id`]). Killing a created sandbox ends it as killing a running one does.
+    ///
+    /// Failures up to the wait are returned here; the command's own last steps (its
+    /// privileges, its filter, the `execve(2)`) come after the start: [`Child::start`] reports
+    /// their failure, a start from another process sees the command exit with status 127.
+    pub fn create(&self) -> Result<Child> {
+        if self.plan.security.wants_listener() {
+            return Err(Error::InvalidValue {
+                what: "create",
+                value: "a seccomp profile with user-notification rules".to_owned(),
+                reason: "its listener exists only once the command is started: spawn instead",
+            });
+        }
+        self.launch(true)
+    }
+
+    /// The spawn, or with `create` the spawn up to the command's start gate.
+    fn launch(&self, create: bool) -> Result<Child> {
         let plan = &self.plan;
+        // 0. A named sandbox takes its name first: of concurrent spawns with one name, one
+        //    goes on.
+        let reservation = self
+            .identity
+            .as_ref()
+            .map(|i| Reservation::take(&i.root, &i.id, create))
+            .transpose()?;
         // 1. Before the clone: stdio, the cgroup (removed again on any later failure), the
         //    network's host side (a taken port fails here, before anything exists), and the
         //    descriptors the child gets.
@@ -75,14 +110,27 @@ impl Sandbox {
             .as_ref()
             .is_some_and(|g| into.is_none() || g.needs_v1_attach());
         let bridge = matches!(net, Some(PreparedNet::Bridge(_)));
-        let ends = Ends::open(plan, plan.user.is_some() || must_attach || bridge)?;
+        let gate = StartGate::open(create, reservation.as_ref(), plan.fd_floor)?;
+        let status = reservation
+            .as_ref()
+            .filter(|_| plan.init)
+            .map(|r| status_file(r, plan.fd_floor))
+            .transpose()?;
+        let ends = Ends::open(
+            plan,
+            plan.user.is_some() || must_attach || bridge,
+            status,
+            gate.child,
+        )?;
         // These three live in this frame until the exec is confirmed: the child reads them.
         let keep = ends.keep(plan, &stdio);
         let fds = ends.child_fds(&stdio, &keep);
         let ctx = ChildCtx { plan, fds: &fds };
         // Declared before the handle, so that on an early return the child is killed and reaped
         // before its stack is unmapped.
-        let stack = if CLONE3_WITH_STACK && plan.share_memory {
+        // A created command outlives this call before it executes, so it must not run in
+        // this process's memory: the fork-like clone gives it a copy of its own.
+        let stack = if CLONE3_WITH_STACK && plan.share_memory && !create {
             Some(ChildStack::new(CHILD_STACK)?)
         } else {
             None
@@ -125,14 +173,29 @@ impl Sandbox {
                 })?;
         }
 
-        // 4. The child's report: end-of-file once the program (or the init) is executed.
-        if let Some((step, index, errno)) = read_child_report(File::from(ends.err_r))? {
-            handle.wait()?;
-            return Err(Error::Child {
-                step,
-                context: self.context(step, index),
-                source: io::Error::from_raw_os_error(errno),
-            });
+        // 4. The child's report: end-of-file once the program (or the init) is executed; with
+        //    `create`, the command's word that it waits at its start gate.
+        let mut err_r = File::from(ends.err_r);
+        match read_report(&mut err_r)? {
+            Report::Failed(step, index, errno) => {
+                handle.wait()?;
+                return Err(Error::Child {
+                    step,
+                    context: self.context(step, index),
+                    source: io::Error::from_raw_os_error(errno),
+                });
+            }
+            Report::Ready if create => {
+                let fifo = reservation.as_ref().map(|r| r.dir().join("start"));
+                handle.set_pending_start(gate.parent, fifo, err_r);
+            }
+            Report::Executed if !create => {}
+            _ => {
+                return Err(Error::Setup {
+                    what: "read the child's error pipe",
+                    source: io::Error::new(io::ErrorKind::InvalidData, "out-of-turn report"),
+                })
+            }
         }
 
         // 5. What the child handed over on the control socket.
@@ -140,11 +203,60 @@ impl Sandbox {
             self.take_control(&mut handle, control, net)?;
         }
         handle.set_kill_on_drop(self.kill_on_drop);
-        handle.set_entry(enter::Entry::of(plan));
+        let entry = enter::Entry::of(plan);
+        if let (Some(reservation), Some(identity)) = (reservation, &self.identity) {
+            let record = self.record(reservation, identity, &handle, &entry, create)?;
+            handle.set_record(record, identity.detach);
+        }
+        handle.set_entry(entry);
         // Both the init and the command have executed: nothing runs on the stack any more, and
         // nothing in the sandbox shares our memory.
         drop(stack);
         Ok(handle)
+    }
+
+    /// Records a named sandbox once it runs (or waits to be started).
+    fn record(
+        &self,
+        reservation: Reservation,
+        identity: &crate::builder::Identity,
+        handle: &Child,
+        entry: &enter::Entry,
+        create: bool,
+    ) -> Result<Record> {
+        let exec = entry.encode().map_err(|e| Error::State {
+            what: "encode the exec record of",
+            path: reservation.dir().to_owned(),
+            source: io::Error::other(e),
+        })?;
+        let bridge = handle.bridge_address();
+        let state = State {
+            id: identity.id.clone(),
+            status: if create {
+                Status::Created
+            } else {
+                Status::Running
+            },
+            process: ProcessId::of(handle.id())?,
+            command_pid: handle.command_id(),
+            owner: if identity.detach {
+                None
+            } else {
+                Some(ProcessId::of(std::process::id())?)
+            },
+            created: crate::state::now(),
+            rootfs: identity.rootfs.clone(),
+            cgroup: handle
+                .group()
+                .map(|g| g.dirs().map(Path::to_owned).collect())
+                .unwrap_or_default(),
+            network: bridge.as_ref().map(|(name, ip, _)| (name.clone(), *ip)),
+            network_state: bridge.map(|(_, _, dir)| dir),
+            ports: handle.ports().to_vec(),
+            annotations: identity.annotations.clone(),
+            exit: None,
+        };
+        reservation.commit(&state, &exec)
     }
 
     /// The network's host side, made ready before the clone: a bridge checked and its ports
@@ -152,7 +264,14 @@ impl Sandbox {
     fn bind_network(&self) -> Result<Option<PreparedNet>> {
         Ok(match &self.net {
             Some(NetPlan::Bridge(bridge, ports)) => {
-                Some(PreparedNet::Bridge(bridge.prepare(ports)?))
+                let prepared = bridge.prepare(ports)?;
+                // A detached sandbox's tables and ports must outlive this process.
+                let detach = self.identity.as_ref().is_some_and(|i| i.detach);
+                Some(PreparedNet::Bridge(if detach {
+                    prepared.persistent()?
+                } else {
+                    prepared
+                }))
             }
             Some(NetPlan::Forward(ports, limits)) => Some(PreparedNet::Forward(
                 ports
@@ -241,6 +360,8 @@ struct Ends {
     parent_pidfd: Option<OwnedFd>,
     /// The init's own open file description of the caller's death pipe.
     death: Option<OwnedFd>,
+    /// The read end of a created command's start gate.
+    start: Option<OwnedFd>,
 }
 
 /// The parent's ends, once the child has its own.
@@ -252,7 +373,14 @@ struct ParentEnds {
 }
 
 impl Ends {
-    fn open(plan: &Plan, sync: bool) -> Result<Ends> {
+    /// Opens the ends of one spawn; a named sandbox's init reports to its `status` file instead
+    /// of a pipe, and a created command waits on `start`.
+    fn open(
+        plan: &Plan,
+        sync: bool,
+        status: Option<(OwnedFd, OwnedFd)>,
+        start: Option<OwnedFd>,
+    ) -> Result<Ends> {
         let floor = plan.fd_floor;
         let sync = sync
             .then(|| pipe_above("create the sync pipe", floor))
@@ -261,14 +389,17 @@ impl Ends {
         let control = (plan.socket_factory || plan.security.wants_listener() || plan.tty.is_some())
             .then(|| control_pair(floor))
             .transpose()?;
-        let report = plan
-            .init
-            .then(|| {
-                let (r, w) = pipe_above("create the init status pipe", floor)?;
-                set_nonblocking(&r)?;
-                Ok::<_, Error>((r, w))
-            })
-            .transpose()?;
+        let report = match status {
+            Some(file) => Some(file),
+            None => plan
+                .init
+                .then(|| {
+                    let (r, w) = pipe_above("create the init status pipe", floor)?;
+                    set_nonblocking(&r)?;
+                    Ok::<_, Error>((r, w))
+                })
+                .transpose()?,
+        };
         let parent_pidfd = (plan.death_signal && plan.clone_namespaces.contains(Namespace::PID))
             .then(|| lift(pidfd_open(std::process::id() as libc::pid_t)?, floor))
             .transpose()?;
@@ -293,6 +424,7 @@ impl Ends {
             report,
             parent_pidfd,
             death,
+            start,
         })
     }
 
@@ -312,6 +444,7 @@ impl Ends {
             keep,
             parent_pidfd: self.parent_pidfd.as_ref().map(OwnedFd::as_fd),
             parent_pid: std::process::id() as libc::pid_t,
+            start: self.start.as_ref().map(OwnedFd::as_fd),
         }
     }
 
@@ -325,6 +458,7 @@ impl Ends {
             fds.control,
             fds.death,
             fds.parent_pidfd,
+            fds.start,
         ];
         let mut keep: Vec<RawFd> = [0, 1, 2, fds.err_w.as_raw_fd()]
             .into_iter()
@@ -426,9 +560,18 @@ fn write_id_maps(pid: libc::pid_t, user: &UserPlan) -> Result<()> {
     Ok(())
 }
 
-/// Reads the child's `(step, index, errno)` report; `None` when the pipe closed on a successful
-/// exec.
-fn read_child_report(mut pipe: File) -> Result<Option<(ChildStep, u32, i32)>> {
+/// What the child said on its error pipe.
+pub(crate) enum Report {
+    /// End-of-file: the program (and the init) executed.
+    Executed,
+    /// A created command waits at its start gate.
+    Ready,
+    /// `(step, index, errno)` of the step that failed.
+    Failed(ChildStep, u32, i32),
+}
+
+/// Reads one report from the child's error pipe.
+pub(crate) fn read_report(pipe: &mut File) -> Result<Report> {
     let mut buf = [0u8; ChildFailure::SIZE];
     let mut len = 0;
     while len < buf.len() {
@@ -445,9 +588,10 @@ fn read_child_report(mut pipe: File) -> Result<Option<(ChildStep, u32, i32)>> {
         }
     }
     match len {
-        0 => Ok(None),
+        0 => Ok(Report::Executed),
+        ChildFailure::SIZE if ChildFailure::is_ready(&buf) => Ok(Report::Ready),
         ChildFailure::SIZE => ChildFailure::decode(&buf)
-            .map(Some)
+            .map(|(step, index, errno)| Report::Failed(step, index, errno))
             .ok_or_else(|| Error::Setup {
                 what: "decode the child's error report",
                 source: io::Error::new(io::ErrorKind::InvalidData, "unknown step"),
@@ -457,6 +601,66 @@ fn read_child_report(mut pipe: File) -> Result<Option<(ChildStep, u32, i32)>> {
             source: io::Error::new(io::ErrorKind::UnexpectedEof, "truncated report"),
         }),
     }
+}
+
+/// Reads the child's `(step, index, errno)` report; `None` when the pipe closed on a successful
+/// exec.
+fn read_child_report(mut pipe: File) -> Result<Option<(ChildStep, u32, i32)>> {
+    match read_report(&mut pipe)? {
+        Report::Executed => Ok(None),
+        Report::Failed(step, index, errno) => Ok(Some((step, index, errno))),
+        Report::Ready => Err(Error::Setup {
+            what: "read the child's error pipe",
+            source: io::Error::new(io::ErrorKind::InvalidData, "out-of-turn report"),
+        }),
+    }
+}
+
+/// A created command's start gate: the end it waits on, and the parent's way to open it.
+struct StartGate {
+    /// The read end, for the child.
+    child: Option<OwnedFd>,
+    /// The write end of an unnamed sandbox's gate pipe (a named one's is its `start` FIFO).
+    parent: Option<OwnedFd>,
+}
+
+impl StartGate {
+    fn open(create: bool, reservation: Option<&Reservation>, floor: RawFd) -> Result<StartGate> {
+        if !create {
+            return Ok(StartGate {
+                child: None,
+                parent: None,
+            });
+        }
+        if let Some(fifo) = reservation.and_then(|r| r.start.as_ref()) {
+            let fd = fifo.try_clone().map_err(|source| Error::Setup {
+                what: "duplicate the start FIFO",
+                source,
+            })?;
+            return Ok(StartGate {
+                child: Some(lift(fd, floor)?),
+                parent: None,
+            });
+        }
+        let (r, w) = pipe_above("create the start gate", floor)?;
+        Ok(StartGate {
+            child: Some(r),
+            parent: Some(w),
+        })
+    }
+}
+
+/// A named sandbox's `exit` file, for its init to report the command's status in: to read
+/// (the caller's), and to write (the init's, above `floor`).
+fn status_file(reservation: &Reservation, floor: RawFd) -> Result<(OwnedFd, OwnedFd)> {
+    let setup = |what| move |source| Error::Setup { what, source };
+    let path = reservation.dir().join("exit");
+    let read = File::open(&path).map_err(setup("open the exit file"))?;
+    let write = reservation
+        .exit_w
+        .try_clone()
+        .map_err(setup("duplicate the exit file"))?;
+    Ok((read.into(), lift(write, floor)?))
 }
 
 /// Stdio for one spawn, each source the child installs lifted to `floor` or above, where no

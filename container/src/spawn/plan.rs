@@ -276,6 +276,9 @@ pub(crate) struct CgroupPlan {
     /// Whether the child is born into the group with `CLONE_INTO_CGROUP` (else its pid is
     /// written to `cgroup.procs` after the clone, while it waits).
     pub clone_into: bool,
+    /// The group's name, for a named sandbox; else one that records its owner, for
+    /// [`gc`](crate::gc).
+    pub name: Option<String>,
 }
 
 impl CgroupPlan {
@@ -289,6 +292,9 @@ impl CgroupPlan {
             .resources(self.resources.iter().cloned());
         if let Some(parent) = &self.parent {
             b = b.parent_path(parent);
+        }
+        if let Some(name) = &self.name {
+            b = b.name(name);
         }
         Ok(b.create()?)
     }

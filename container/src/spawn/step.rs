@@ -37,6 +37,9 @@ pub(crate) struct ChildFds<'a> {
     pub parent_pidfd: Option<BorrowedFd<'a>>,
     /// The parent's pid, in the parent's PID namespace.
     pub parent_pid: libc::pid_t,
+    /// The read end of a created command's start gate: the command reports that it is ready and
+    /// waits for a byte there before its last steps.
+    pub start: Option<BorrowedFd<'a>>,
 }
 
 /// The number of an optional descriptor, `-1` for none: for the init program's argv and for
@@ -81,7 +84,25 @@ impl ChildFailure {
         }
     }
 
-    fn to_bytes(self) -> [u8; Self::SIZE] {
+    /// The step number of the record that says a created command waits at its start gate: no
+    /// step's.
+    const READY_STEP: u32 = u32::MAX;
+
+    /// The record that says a created command waits at its start gate.
+    pub fn ready() -> ChildFailure {
+        ChildFailure {
+            step: Self::READY_STEP,
+            index: 0,
+            errno: 0,
+        }
+    }
+
+    /// Whether a record read from the pipe is [`ready`](Self::ready)'s.
+    pub fn is_ready(bytes: &[u8; Self::SIZE]) -> bool {
+        *bytes == Self::ready().to_bytes()
+    }
+
+    pub(super) fn to_bytes(self) -> [u8; Self::SIZE] {
         let mut out = [0u8; Self::SIZE];
         out[..4].copy_from_slice(&self.step.to_ne_bytes());
         out[4..8].copy_from_slice(&self.index.to_ne_bytes());
