@@ -4,6 +4,7 @@
 //! cargo run --release --example run -- [OPTIONS] -- CMD [ARGS...]
 //! cargo run --release --example run -- --hostname box -- sh -c 'hostname; echo $$'
 //! cargo run --release --example run -- --memory 64M --cpus 1.5 --pids-limit 64 -- sh -c 'tail /dev/zero'
+//! cargo run --release --example run -- -d --name web -- sleep 1000
 //! ```
 //!
 //! The command runs confined as `docker run` confines a container: Docker's default
@@ -16,6 +17,15 @@
 //! Options keep `docker run`'s names. Exit status: the command's, 128 + signal when it was killed,
 //! 125 when the sandbox could not be set up, 126 when the command could not be executed, 127 when
 //! it was not found — as `docker run` reports them.
+//!
+//! With `--name` the sandbox is recorded under the state root (`--root`), so that the `exec`,
+//! `ps` and `stop` examples find it by that name (which is also its hostname unless `-h` says
+//! otherwise, as docker makes a container's id its hostname). It stays recorded, stopped, with
+//! the command's status once it has exited, until `stop` removes it, or `--rm` removes it as soon
+//! as it exits. `-d` (`--detach`) starts a named sandbox that outlives this program: it prints
+//! the name (`pal-` and 8 random hex digits without `--name`) and exits; the sandbox's stdio is
+//! `/dev/null`, since nothing can attach to it later. `-d --rm` marks it `palisade.rm=true`, and
+//! `ps` and `stop` remove it once it has exited.
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
@@ -152,8 +162,27 @@ struct Options {
     /// A resource limit, `NAME=SOFT[:HARD]`, e.g. `nofile=1024:2048` (as docker's --ulimit).
     #[arg(long, value_name = "NAME=SOFT[:HARD]")]
     ulimit: Vec<Rlimit>,
+    /// Run the sandbox in the background, detached from this program: print its name and exit
+    /// (as `docker run -d`). Its stdio is `/dev/null`.
+    #[arg(long, short = 'd')]
+    detach: bool,
+    /// Name the sandbox and record it under the state root, for `exec`, `ps` and `stop`.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Remove the sandbox's record once it exits (with `-d`: the next `ps` or `stop` after it
+    /// exits does).
+    #[arg(long)]
+    rm: bool,
+    /// Where named sandboxes are recorded (default: `/run/palisade` for root,
+    /// `$XDG_RUNTIME_DIR/palisade` otherwise).
+    #[arg(long, value_name = "DIR")]
+    root: Option<std::path::PathBuf>,
+    /// Label the sandbox's record, `KEY=VALUE` (or `KEY`, empty value), as docker's --label
+    /// (only named sandboxes are recorded).
+    #[arg(long = "label", short = 'l', value_name = "KEY=VALUE")]
+    labels: Vec<String>,
     /// The command and its arguments.
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(required = true, trailing_var_arg = true)]
     command: Vec<String>,
 }
 
@@ -185,8 +214,36 @@ fn parse_volume(spec: &str) -> Result<(&str, &str, Access), Error> {
     Ok((host, guest, access))
 }
 
+/// The annotation by which `ps` and `stop` know a detached sandbox to remove once it exits.
+const RM_ANNOTATION: &str = "palisade.rm";
+
+/// A name for a detached sandbox given none: `pal-` and 8 hex digits, from `/dev/urandom` (or,
+/// failing that, the time and pid).
+fn generated_name() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 4];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    let n = match random {
+        Ok(()) => u32::from_ne_bytes(bytes),
+        Err(_) => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            nanos ^ std::process::id().rotate_left(16)
+        }
+    };
+    format!("pal-{n:08x}")
+}
+
 fn main() -> ExitCode {
     let opts = Options::parse();
+    if opts.detach && (opts.tty || opts.interactive) {
+        // There is no `attach`: a detached sandbox's terminal or stdin would have no reader.
+        eprintln!(
+            "run: -d cannot be combined with -t or -i: nothing can attach to a detached sandbox"
+        );
+        return ExitCode::from(125);
+    }
     match run(&opts) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
@@ -342,6 +399,32 @@ fn run(opts: &Options) -> Result<u8, Error> {
     let (program, args) = opts.command.split_first().expect("clap requires a command");
     let mut builder = Sandbox::builder(program);
     builder.args(args).init(!opts.no_init);
+    let name = match (&opts.name, opts.detach) {
+        (Some(name), _) => Some(name.clone()),
+        (None, true) => Some(generated_name()),
+        (None, false) => None,
+    };
+    if let Some(name) = &name {
+        builder.name(name);
+        builder.state_root(
+            opts.root
+                .clone()
+                .unwrap_or_else(palisade::state::default_root),
+        );
+        if opts.hostname.is_none() {
+            builder.hostname(name);
+        }
+        for label in &opts.labels {
+            let (key, value) = label.split_once('=').unwrap_or((label, ""));
+            builder.annotation(key, value);
+        }
+        if opts.detach {
+            builder.detach(true);
+            if opts.rm {
+                builder.annotation(RM_ANNOTATION, "true");
+            }
+        }
+    }
     builder.network(network(&opts.network, opts.isolate_sandboxes)?);
     for port in &opts.publish {
         builder.publish_port(*port);
@@ -425,6 +508,24 @@ fn run(opts: &Options) -> Result<u8, Error> {
     }
     for rule in &opts.device_rules {
         builder.device(*rule);
+    }
+
+    if opts.detach {
+        builder
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = builder.spawn()?;
+        for p in child.ports() {
+            eprintln!(
+                "published {}:{} -> {}/{}",
+                p.host_ip, p.host_port, p.port, p.proto
+            );
+        }
+        // Dropping the handle of a detached sandbox leaves it running.
+        drop(child);
+        println!("{}", name.as_deref().unwrap_or_default());
+        return Ok(0);
     }
 
     // Forward the signals a terminal or supervisor sends us to the sandbox, as `docker run`
@@ -512,6 +613,19 @@ fn run(opts: &Options) -> Result<u8, Error> {
     let status = child.wait()?;
     if status.oom_killed() {
         eprintln!("OOM-killed");
+    }
+    // Its network and cgroup are released with the handle, before the record goes.
+    drop(child);
+    if let (Some(name), true) = (&name, opts.rm) {
+        let root = opts
+            .root
+            .clone()
+            .unwrap_or_else(palisade::state::default_root);
+        match Sandbox::open_in(&root, name).and_then(|h| h.delete()) {
+            // Removed meanwhile, by `stop`.
+            Ok(()) | Err(Error::NotFound { .. }) => {}
+            Err(e) => eprintln!("run: removing {name}: {e}"),
+        }
     }
     Ok(status.shell_code().clamp(0, 255) as u8)
 }
