@@ -649,7 +649,9 @@ impl Handle {
         let state = match read_state(&dir, id) {
             Ok(state) => state,
             Err(Error::State { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                if !dir.is_dir() {
+                // A sandbox's directory has its `exit` file from the start; anything else in
+                // the state root (palisade-netns's `netns` under `/run/palisade`) is not one.
+                if !dir.join(EXIT).is_file() {
                     return Err(Error::NotFound {
                         id: id.to_owned(),
                         root: root.to_owned(),

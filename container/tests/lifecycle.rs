@@ -545,3 +545,17 @@ fn a_detached_sandbox_refuses_what_would_die_with_its_creator() {
     }
     assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn what_else_is_in_the_state_root_is_not_a_sandbox() {
+    let root = TempDir::new("state");
+    // As palisade-netns keeps its leases in `/run/palisade/netns` beside the sandboxes.
+    std::fs::create_dir(root.path().join("netns")).unwrap();
+    std::fs::write(root.path().join("netns").join("lease"), "x").unwrap();
+    assert_eq!(Sandbox::list_in(root.path()).unwrap().len(), 0);
+    assert!(matches!(
+        Sandbox::open_in(root.path(), "netns"),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(root.path().join("netns").join("lease").exists());
+}
