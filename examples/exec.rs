@@ -44,6 +44,10 @@ struct Options {
     /// Working directory inside the sandbox (default: the sandbox command's).
     #[arg(long, short = 'w', value_name = "DIR")]
     workdir: Option<String>,
+    /// Run as this user (and group; default: the same number), e.g. `1000:1000`: no
+    /// capabilities unless root.
+    #[arg(long, short = 'u', value_name = "UID[:GID]")]
+    user: Option<String>,
     /// The sandbox's name.
     name: String,
     /// The command and its arguments.
@@ -103,6 +107,24 @@ fn run(opts: &Options) -> Result<u8, Error> {
     }
     if let Some(dir) = &opts.workdir {
         exec.current_dir(dir);
+    }
+    if let Some(user) = &opts.user {
+        let bad = || Error::InvalidValue {
+            what: "user",
+            value: user.clone(),
+            reason: "expected UID or UID:GID (numbers)",
+        };
+        let (uid, gid) = match user.split_once(':') {
+            Some((uid, gid)) => (
+                uid.parse().map_err(|_| bad())?,
+                gid.parse().map_err(|_| bad())?,
+            ),
+            None => {
+                let uid = user.parse().map_err(|_| bad())?;
+                (uid, uid)
+            }
+        };
+        exec.user(uid, gid);
     }
 
     // Forward the signals a terminal or supervisor sends us to the command, as run does.

@@ -261,3 +261,50 @@ fn an_exec_gets_none_of_the_callers_descriptors() {
     child.kill(Signal::SIGKILL).unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn an_exec_may_run_as_another_user_or_with_fewer_capabilities_never_more() {
+    use palisade::{Capabilities, Capability};
+    require_root!();
+    let mut child = running(&mut sh("echo started > /tmp/marker; exec sleep 60"));
+    let status = |exec: &mut palisade::Exec<'_>| -> String {
+        stdout_of(exec.args(["-c", "grep -E '^(Uid|CapEff|CapBnd):' /proc/self/status"]))
+    };
+    let command = status(&mut child.exec("sh"));
+    let bounding = command
+        .lines()
+        .find(|l| l.starts_with("CapBnd"))
+        .unwrap()
+        .to_owned();
+    // Another user: its ids, no capability, the same bounding set.
+    let as_user = status(child.exec("sh").user(1000, 1000));
+    assert!(
+        as_user.contains("Uid:\t1000\t1000\t1000\t1000"),
+        "{as_user}"
+    );
+    assert!(as_user.contains("CapEff:\t0000000000000000"), "{as_user}");
+    assert!(as_user.contains(&bounding), "{as_user}");
+    // Fewer capabilities: exactly those, bounding set included.
+    let chown: Capabilities = [Capability::CAP_CHOWN].into_iter().collect();
+    let fewer = status(child.exec("sh").capabilities(chown));
+    assert!(fewer.contains("CapEff:\t0000000000000001"), "{fewer}");
+    assert!(fewer.contains("CapBnd:\t0000000000000001"), "{fewer}");
+    // As another user, kept.
+    let both = status(child.exec("sh").user(1000, 1000).capabilities(chown));
+    assert!(both.contains("CapEff:\t0000000000000001"), "{both}");
+    // More than the sandbox's command holds: refused before anything runs.
+    let admin: Capabilities = [Capability::CAP_SYS_ADMIN].into_iter().collect();
+    let err = child.exec("true").capabilities(admin).output().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidValue {
+                what: "capabilities of an exec",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    child.kill(Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+}

@@ -198,7 +198,7 @@ fn valid_mask(last_cap: u32) -> u64 {
 }
 
 /// Everything the child applies, prepared before the clone: plain data for raw system calls.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct SecurityPlan {
     /// The limits for `prlimit64(2)`, as the kernel's resources and values.
     rlimits: Vec<(rustix::process::Resource, rustix::process::Rlimit)>,
@@ -344,6 +344,78 @@ impl SecuritySpec {
             rlimit_spec: self.rlimits.clone(),
             read_allowed,
         })
+    }
+}
+
+impl SecurityPlan {
+    /// The plan of a command run in the sandbox as another user or with fewer capabilities
+    /// (`docker exec --user`): never more than this plan's bounding set, the sandbox command's,
+    /// and under this plan's filter and limits. A user switch without capabilities given keeps
+    /// root's capabilities for root and none for anyone else, as the sandbox's command would get;
+    /// capabilities given are the exact set, kept by a non-root user too.
+    ///
+    /// `user_ns`: the exec runs as root of the sandbox's own user namespace before it applies
+    /// this plan, so it holds every capability there.
+    pub(crate) fn narrowed(
+        &self,
+        user: Option<(u32, u32)>,
+        caps: Option<Capabilities>,
+        user_ns: bool,
+    ) -> Result<SecurityPlan> {
+        if user.is_none() && caps.is_none() {
+            return Ok(self.clone());
+        }
+        let sandbox = Capabilities::from_bits_truncate(self.caps.bounding);
+        let set = match caps {
+            Some(c) if !c.difference(sandbox).is_empty() => {
+                return Err(Error::InvalidValue {
+                    what: "capabilities of an exec",
+                    value: c
+                        .difference(sandbox)
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    reason: "more than the sandbox's command may hold",
+                })
+            }
+            Some(c) => c,
+            None => sandbox,
+        };
+        let unchanged = u32::MAX;
+        if let Some((uid, gid)) = user {
+            if uid == unchanged || gid == unchanged {
+                return Err(Error::InvalidValue {
+                    what: "user of an exec",
+                    value: format!("{uid}:{gid}"),
+                    reason: "-1 (4294967295) means \"unchanged\" to setresuid(2), not an id",
+                });
+            }
+        }
+        let user = user
+            .map(|(u, g)| (Uid::from_raw_unchecked(u), Gid::from_raw_unchecked(g)))
+            .or(self.user);
+        let root = user.is_none_or(|(u, _)| u.is_root());
+        let added = caps.unwrap_or_else(|| {
+            if user.is_some() && !root {
+                Capabilities::empty()
+            } else {
+                set
+            }
+        });
+        let last = last_cap();
+        let held = if user_ns { u64::MAX } else { held_by_caller() };
+        let masks = CapMasks::compute(set, added, root, last, held);
+        let mut plan = self.clone();
+        plan.bounding_drop = valid_mask(last) & !masks.bounding;
+        plan.keep_caps = !root && masks.permitted != 0;
+        plan.caps = masks;
+        if plan.user != user {
+            // A new user starts without the sandbox command's groups, where it may drop them.
+            plan.groups = if user_ns { None } else { Some(Vec::new()) };
+            plan.user = user;
+        }
+        Ok(plan)
     }
 }
 

@@ -88,6 +88,10 @@ pub struct Exec<'a> {
     cwd: Option<OsString>,
     stdio: [Stdio; 3],
     tty: Option<TerminalSize>,
+    /// `(uid, gid)` instead of the sandbox command's.
+    user: Option<(u32, u32)>,
+    /// The exact capabilities, at most the sandbox command's.
+    caps: Option<crate::Capabilities>,
 }
 
 impl crate::Handle {
@@ -181,6 +185,8 @@ impl<'a> Exec<'a> {
             cwd: None,
             stdio: [Stdio::inherit(), Stdio::inherit(), Stdio::inherit()],
             tty: None,
+            user: None,
+            caps: None,
         }
     }
 }
@@ -207,6 +213,22 @@ impl Exec<'_> {
     pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
         self.env
             .insert(key.as_ref().to_owned(), Some(value.as_ref().to_owned()));
+        self
+    }
+
+    /// Runs the command as `uid`/`gid` of the sandbox instead of the sandbox command's user
+    /// (`docker exec --user`). A non-root user gets no capabilities unless
+    /// [`capabilities`](Self::capabilities) names some; root keeps the sandbox command's.
+    pub fn user(&mut self, uid: u32, gid: u32) -> &mut Self {
+        self.user = Some((uid, gid));
+        self
+    }
+
+    /// Gives the command exactly `caps`, which must be among the sandbox command's (its
+    /// bounding set); more is refused with [`Error::InvalidValue`] at the spawn. The sandbox's
+    /// seccomp filter applies unchanged.
+    pub fn capabilities(&mut self, caps: crate::Capabilities) -> &mut Self {
+        self.caps = Some(caps);
         self
     }
 
@@ -273,8 +295,13 @@ impl Exec<'_> {
             Some(fd) if sandbox.is_running() => fd,
             _ => return Err(not_running()),
         };
-        // 1. Before the clone: which namespaces to join, the command, its stdio and pipes.
+        // 1. Before the clone: which namespaces to join, the command and its privileges, its
+        //    stdio and pipes.
         let join = namespaces_to_join(sandbox.pid() as i32)?;
+        let security =
+            entry
+                .security
+                .narrowed(self.user, self.caps, join.contains(Namespace::USER))?;
         let mut env = entry.env.clone();
         for (k, v) in &self.env {
             match v {
@@ -303,7 +330,7 @@ impl Exec<'_> {
             .transpose()?;
         let (err_r, err_w) = pipe_above("create the error pipe", floor)?;
         let (pid_r, pid_w) = pipe_above("create the pid pipe", floor)?;
-        let wants_control = tty.is_some() || entry.security.wants_listener();
+        let wants_control = tty.is_some() || security.wants_listener();
         let control = wants_control.then(|| control_pair(floor)).transpose()?;
         let target = lift(
             target_fd
@@ -355,7 +382,7 @@ impl Exec<'_> {
             fds: &fds,
             command: Command {
                 exec: &plan,
-                security: &entry.security,
+                security: &security,
                 tty,
             },
             target: target.as_fd(),
@@ -435,7 +462,7 @@ impl Exec<'_> {
             return Err(self.report(Some(report)));
         }
         if let Some(control) = control {
-            let listener = entry.security.wants_listener();
+            let listener = security.wants_listener();
             receive_handover(&mut handle, &control, tty.is_some(), listener)?;
         }
         Ok(handle)
