@@ -17,11 +17,14 @@
 //! when the sandbox is not found or does not run, 126 when the command could not be started, 127
 //! when it was not found.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use palisade::{ChildStep, Error, Sandbox, Signal, Status, Stdio, TerminalSize};
+use palisade::{ChildStep, Error, Sandbox, Status, Stdio};
 
 /// Run a command in a running named sandbox.
 #[derive(Debug, Parser)]
@@ -109,97 +112,22 @@ fn run(opts: &Options) -> Result<u8, Error> {
         exec.current_dir(dir);
     }
     if let Some(user) = &opts.user {
-        let bad = || Error::InvalidValue {
-            what: "user",
-            value: user.clone(),
-            reason: "expected UID or UID:GID (numbers)",
-        };
-        let (uid, gid) = match user.split_once(':') {
-            Some((uid, gid)) => (
-                uid.parse().map_err(|_| bad())?,
-                gid.parse().map_err(|_| bad())?,
-            ),
-            None => {
-                let uid = user.parse().map_err(|_| bad())?;
-                (uid, uid)
-            }
-        };
+        let (uid, gid) = common::parse_user(user)?;
         exec.user(uid, gid);
     }
 
     // Forward the signals a terminal or supervisor sends us to the command, as run does.
-    let forwarded = [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ];
-    let mut set = nix::sys::signal::SigSet::empty();
-    forwarded.iter().for_each(|s| set.add(*s));
-    set.thread_block().map_err(|e| Error::Setup {
-        what: "block forwarded signals",
-        source: e.into(),
-    })?;
+    let set = common::block_forwarded_signals()?;
 
     if opts.tty {
-        let size = rustix::termios::tcgetwinsize(std::io::stdin())
-            .map(|w| TerminalSize {
-                rows: w.ws_row,
-                cols: w.ws_col,
-            })
-            .unwrap_or_default();
+        let size = common::terminal_size();
         exec.tty_size(size);
     } else if !opts.interactive {
         exec.stdin(Stdio::null());
     }
     let mut child = exec.spawn()?;
-    let pidfd = child
-        .pidfd()
-        .try_clone_to_owned()
-        .map_err(|source| Error::Setup {
-            what: "duplicate the command's pidfd",
-            source,
-        })?;
-    std::thread::spawn(move || loop {
-        if let Ok(sig) = set.wait() {
-            use std::os::fd::AsRawFd;
-            // SAFETY: pidfd_send_signal with an fd we own and no siginfo.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    pidfd.as_raw_fd(),
-                    sig as libc::c_int,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                );
-            }
-        }
-    });
-    if let Some(pty) = child.take_pty() {
-        let relayed = if opts.interactive {
-            pty.proxy()
-        } else {
-            // Output only, as `docker exec -t` without `-i`.
-            let mut buf = [0u8; 4096];
-            let mut out = std::io::stdout();
-            loop {
-                match pty.read(&mut buf) {
-                    Ok(0) => break Ok(()),
-                    Ok(n) => {
-                        use std::io::Write;
-                        if let Err(e) = out.write_all(&buf[..n]).and_then(|()| out.flush()) {
-                            break Err(e);
-                        }
-                    }
-                    Err(e) => break Err(e),
-                }
-            }
-        };
-        relayed.map_err(|source| Error::Setup {
-            what: "relay the command's terminal",
-            source,
-        })?;
-    }
+    common::forward_signals(set, &child)?;
+    common::relay_terminal(&mut child, opts.interactive)?;
     let status = child.wait()?;
     Ok(status.shell_code().clamp(0, 255) as u8)
 }

@@ -27,6 +27,9 @@
 //! `/dev/null`, since nothing can attach to it later. `-d --rm` marks it `palisade.rm=true`, and
 //! `ps` and `stop` remove it once it has exited.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
 
@@ -38,8 +41,7 @@ use palisade::overlay::image::{LayerStore, OpaqueXattr, StoreOptions};
 use palisade::overlay::rootfs::{Access, Rootfs};
 use palisade::seccomp::{JsonOptions, Profile};
 use palisade::{
-    parse_capability, Capabilities, ChildStep, Error, Rlimit, Sandbox, SandboxBuilder, Signal,
-    Stdio, TerminalSize,
+    parse_capability, Capabilities, ChildStep, Error, Rlimit, Sandbox, SandboxBuilder, Stdio,
 };
 
 /// Run a command in a Palisade sandbox.
@@ -314,21 +316,7 @@ fn network_mode(mode: &str) -> Result<Network, Error> {
 /// are applied before adds, so `--cap-drop ALL --cap-add NET_BIND_SERVICE` keeps one.
 fn security(builder: &mut SandboxBuilder, opts: &Options) -> Result<(), Error> {
     if let Some(user) = &opts.user {
-        let bad = || Error::InvalidValue {
-            what: "user",
-            value: user.clone(),
-            reason: "expected UID or UID:GID (numbers)",
-        };
-        let (uid, gid) = match user.split_once(':') {
-            Some((uid, gid)) => (
-                uid.parse().map_err(|_| bad())?,
-                gid.parse().map_err(|_| bad())?,
-            ),
-            None => {
-                let uid = user.parse().map_err(|_| bad())?;
-                (uid, uid)
-            }
-        };
+        let (uid, gid) = common::parse_user(user)?;
         builder.user(uid, gid);
     }
     if !opts.group_add.is_empty() {
@@ -530,27 +518,11 @@ fn run(opts: &Options) -> Result<u8, Error> {
 
     // Forward the signals a terminal or supervisor sends us to the sandbox, as `docker run`
     // does: block them here (the sandbox starts with an empty mask) and relay them from a thread.
-    let forwarded = [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ];
-    let mut set = nix::sys::signal::SigSet::empty();
-    forwarded.iter().for_each(|s| set.add(*s));
-    set.thread_block().map_err(|e| Error::Setup {
-        what: "block forwarded signals",
-        source: e.into(),
-    })?;
+    let set = common::block_forwarded_signals()?;
 
     if opts.tty {
         // The caller's size, when stdin is a terminal.
-        let size = rustix::termios::tcgetwinsize(std::io::stdin())
-            .map(|w| TerminalSize {
-                rows: w.ws_row,
-                cols: w.ws_col,
-            })
-            .unwrap_or_default();
+        let size = common::terminal_size();
         builder.tty_size(size);
     } else if !opts.interactive {
         builder.stdin(Stdio::null());
@@ -563,53 +535,8 @@ fn run(opts: &Options) -> Result<u8, Error> {
             p.host_ip, p.host_port, p.port, p.proto
         );
     }
-    let pidfd = child
-        .pidfd()
-        .try_clone_to_owned()
-        .map_err(|source| Error::Setup {
-            what: "duplicate the sandbox pidfd",
-            source,
-        })?;
-    std::thread::spawn(move || loop {
-        if let Ok(sig) = set.wait() {
-            use std::os::fd::AsRawFd;
-            // SAFETY: pidfd_send_signal with an fd we own and no siginfo.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    pidfd.as_raw_fd(),
-                    sig as libc::c_int,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                );
-            }
-        }
-    });
-    if let Some(pty) = child.take_pty() {
-        let relayed = if opts.interactive {
-            pty.proxy()
-        } else {
-            // Output only, as `docker run -t` without `-i`.
-            let mut buf = [0u8; 4096];
-            let mut out = std::io::stdout();
-            loop {
-                match pty.read(&mut buf) {
-                    Ok(0) => break Ok(()),
-                    Ok(n) => {
-                        use std::io::Write;
-                        if let Err(e) = out.write_all(&buf[..n]).and_then(|()| out.flush()) {
-                            break Err(e);
-                        }
-                    }
-                    Err(e) => break Err(e),
-                }
-            }
-        };
-        relayed.map_err(|source| Error::Setup {
-            what: "relay the sandbox's terminal",
-            source,
-        })?;
-    }
+    common::forward_signals(set, &child)?;
+    common::relay_terminal(&mut child, opts.interactive)?;
     let status = child.wait()?;
     if status.oom_killed() {
         eprintln!("OOM-killed");

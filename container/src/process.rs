@@ -220,15 +220,7 @@ impl Child {
         if self.status.is_some() {
             return false;
         }
-        let mut poll = [rustix::event::PollFd::new(
-            &self.pidfd,
-            rustix::event::PollFlags::IN,
-        )];
-        let zero = rustix::event::Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        rustix::event::poll(&mut poll, Some(&zero)) == Ok(0)
+        !palisade_ns::pidfd_exited(self.pidfd.as_fd())
     }
 
     pub(crate) fn set_pty(&mut self, pty: crate::terminal::Pty) {

@@ -73,6 +73,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use palisade_netns::{PortMap, Proto};
+use palisade_ns::pidfd_exited as exited;
 use rustix::fs::{FlockOperation, Mode, OFlags, CWD};
 use serde::{Deserialize, Serialize};
 
@@ -183,19 +184,6 @@ impl ProcessId {
     pub fn is_alive(&self) -> bool {
         self.open().is_some()
     }
-}
-
-/// Whether the process of `pidfd` has exited: its pidfd polls readable (`pidfd_open(2)`).
-fn exited(pidfd: BorrowedFd<'_>) -> bool {
-    let mut poll = [rustix::event::PollFd::new(
-        &pidfd,
-        rustix::event::PollFlags::IN,
-    )];
-    let zero = rustix::event::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    rustix::event::poll(&mut poll, Some(&zero)) != Ok(0)
 }
 
 /// A published port as recorded: [`PortMap`] with its protocol as text.

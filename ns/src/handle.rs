@@ -270,3 +270,18 @@ mod tests {
         );
     }
 }
+
+/// Whether the process of `pidfd` has exited, without waiting: a pidfd polls readable once its
+/// process has exited, reaped or not (`pidfd_open(2)`). A failed poll counts as exited. Makes
+/// one system call and no allocation, so a spawn's child may use it.
+pub fn pidfd_exited(pidfd: BorrowedFd<'_>) -> bool {
+    let mut poll = [rustix::event::PollFd::new(
+        &pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    rustix::event::poll(&mut poll, Some(&zero)) != Ok(0)
+}

@@ -50,7 +50,7 @@ pub use clone::{
     clone, clone3, clone3_with_stack, ChildEntry, CloneArgs, ClonedChild, Forked, CLONE3_WITH_STACK,
 };
 pub use error::{Error, Result};
-pub use handle::{pidfd_open, NsFile, NsId};
+pub use handle::{pidfd_exited, pidfd_open, NsFile, NsId};
 pub use idmap::{write_gid_map, write_setgroups, write_uid_map, IdMap, IdMapping, SetGroups};
 pub use kind::Namespace;
 pub use ops::{setns, unshare};

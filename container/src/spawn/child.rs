@@ -174,16 +174,7 @@ fn run(plan: &Plan, fds: &ChildFds) -> Step<Infallible> {
 fn parent_died(fds: &ChildFds) -> bool {
     match fds.parent_pidfd {
         Some(pidfd) => {
-            // A pidfd polls readable once its process has exited.
-            let mut poll = [rustix::event::PollFd::new(
-                &pidfd,
-                rustix::event::PollFlags::IN,
-            )];
-            let zero = rustix::event::Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            let exited = rustix::event::poll(&mut poll, Some(&zero)) == Ok(1);
+            let exited = palisade_ns::pidfd_exited(pidfd);
             // SAFETY: the child's own copy of the descriptor, used no more.
             unsafe { process::close_raw(pidfd.as_raw_fd()) };
             exited
