@@ -81,6 +81,7 @@
 
 mod builder;
 mod derive;
+mod entry;
 mod error;
 mod gc;
 mod process;

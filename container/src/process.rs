@@ -36,7 +36,7 @@ pub struct Child {
     pty: Option<crate::terminal::Pty>,
     /// What a command run in the sandbox with [`Child::exec`] takes from it; `None` for an
     /// exec's own handle.
-    entry: Option<std::sync::Arc<crate::spawn::enter::Entry>>,
+    entry: Option<std::sync::Arc<crate::entry::Entry>>,
     /// Whether the sandbox has an init, whose child the command is.
     has_init: bool,
     /// A named sandbox's record.
@@ -55,13 +55,13 @@ pub struct Child {
 
 /// How a created command is started, and where its last steps report.
 #[derive(Debug)]
-struct PendingStart {
+pub(crate) struct PendingStart {
     /// The write end of an unnamed sandbox's gate pipe.
-    gate: Option<OwnedFd>,
+    pub gate: Option<OwnedFd>,
     /// A named sandbox's `start` FIFO.
-    fifo: Option<std::path::PathBuf>,
+    pub fifo: Option<std::path::PathBuf>,
     /// The error pipe, which reports the command's exec.
-    err: File,
+    pub err: File,
 }
 
 /// What a sandbox's network needs from its handle.
@@ -127,44 +127,14 @@ impl Child {
         self.pending = Some(PendingStart { gate, fifo, err });
     }
 
-    /// Starts the command of a sandbox made with [`Sandbox::create`](crate::Sandbox::create),
-    /// and returns once it has executed its program, or with [`Error::Child`] for a failure of
-    /// its last steps (its privileges, its filter, the `execve(2)`). [`Error::NotCreated`] if it
-    /// was not created, or was started already (from here or, for a named sandbox, from another
-    /// process).
-    pub fn start(&mut self) -> Result<()> {
-        let not_created = || Error::NotCreated {
-            id: self.pid.to_string(),
-        };
-        let Some(mut pending) = self.pending.take() else {
-            return Err(not_created());
-        };
-        match (&pending.gate, &pending.fifo, &self.record) {
-            (Some(gate), _, _) => {
-                rustix::io::write(gate, &[1]).map_err(|_| not_created())?;
-            }
-            (None, Some(fifo), Some(record)) => {
-                crate::state::release_start(fifo, record.id())?;
-                record.started()?;
-            }
-            _ => return Err(not_created()),
-        }
-        drop(pending.gate.take());
-        match crate::spawn::read_report(&mut pending.err)? {
-            crate::spawn::Report::Executed => Ok(()),
-            crate::spawn::Report::Failed(step, _, errno) => {
-                let _ = self.wait();
-                Err(Error::Child {
-                    step,
-                    context: crate::error::Context::default(),
-                    source: io::Error::from_raw_os_error(errno),
-                })
-            }
-            crate::spawn::Report::Ready => Err(Error::Setup {
-                what: "read the child's error pipe",
-                source: io::Error::new(io::ErrorKind::InvalidData, "out-of-turn report"),
-            }),
-        }
+    /// Takes a created command's start gate and error pipe, once.
+    pub(crate) fn take_pending_start(&mut self) -> Option<PendingStart> {
+        self.pending.take()
+    }
+
+    /// The named sandbox's record.
+    pub(crate) fn record(&self) -> Option<&crate::state::Record> {
+        self.record.as_ref()
     }
 
     /// The pid of the sandbox's command, in the caller's PID namespace: the init's child, or
@@ -206,11 +176,11 @@ impl Child {
         self.seccomp_listener = Some(listener);
     }
 
-    pub(crate) fn set_entry(&mut self, entry: crate::spawn::enter::Entry) {
+    pub(crate) fn set_entry(&mut self, entry: crate::entry::Entry) {
         self.entry = Some(std::sync::Arc::new(entry));
     }
 
-    pub(crate) fn entry(&self) -> Option<std::sync::Arc<crate::spawn::enter::Entry>> {
+    pub(crate) fn entry(&self) -> Option<std::sync::Arc<crate::entry::Entry>> {
         self.entry.clone()
     }
 

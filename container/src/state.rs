@@ -63,12 +63,10 @@
 //! [detached](crate::SandboxBuilder::detach)) and so reported stopped.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -989,20 +987,6 @@ pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// An environment as recorded for an exec: names and values as bytes.
-pub(crate) fn env_to_bytes(env: &BTreeMap<OsString, OsString>) -> Vec<(Vec<u8>, Vec<u8>)> {
-    env.iter()
-        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-        .collect()
-}
-
-/// The environment back from its record.
-pub(crate) fn env_from_bytes(env: Vec<(Vec<u8>, Vec<u8>)>) -> BTreeMap<OsString, OsString> {
-    env.into_iter()
-        .map(|(k, v)| (OsString::from_vec(k), OsString::from_vec(v)))
-        .collect()
 }
 
 impl crate::Sandbox {

@@ -229,6 +229,21 @@ pub(crate) fn cstring(path: &Path) -> Result<CString> {
     })
 }
 
+/// Whether the process of `pidfd` has exited, without waiting: a pidfd polls readable once its
+/// process has exited, reaped or not (`pidfd_open(2)`). A failed poll counts as exited. Makes
+/// one system call and no allocation, so a spawn's child may use it.
+pub fn pidfd_exited(pidfd: BorrowedFd<'_>) -> bool {
+    let mut poll = [rustix::event::PollFd::new(
+        &pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    rustix::event::poll(&mut poll, Some(&zero)) != Ok(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,19 +284,4 @@ mod tests {
             Err(rustix::io::Errno::NOTTY)
         );
     }
-}
-
-/// Whether the process of `pidfd` has exited, without waiting: a pidfd polls readable once its
-/// process has exited, reaped or not (`pidfd_open(2)`). A failed poll counts as exited. Makes
-/// one system call and no allocation, so a spawn's child may use it.
-pub fn pidfd_exited(pidfd: BorrowedFd<'_>) -> bool {
-    let mut poll = [rustix::event::PollFd::new(
-        &pidfd,
-        rustix::event::PollFlags::IN,
-    )];
-    let zero = rustix::event::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    rustix::event::poll(&mut poll, Some(&zero)) != Ok(0)
 }

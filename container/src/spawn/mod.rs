@@ -203,7 +203,7 @@ impl Sandbox {
             self.take_control(&mut handle, control, net)?;
         }
         handle.set_kill_on_drop(self.kill_on_drop);
-        let entry = enter::Entry::of(plan);
+        let entry = enter::entry_of(plan);
         if let (Some(reservation), Some(identity)) = (reservation, &self.identity) {
             let record = self.record(reservation, identity, &handle, &entry, create)?;
             handle.set_record(record, identity.detach);
@@ -221,7 +221,7 @@ impl Sandbox {
         reservation: Reservation,
         identity: &crate::builder::Identity,
         handle: &Child,
-        entry: &enter::Entry,
+        entry: &crate::entry::Entry,
         create: bool,
     ) -> Result<Record> {
         let exec = entry.encode().map_err(|e| Error::State {
@@ -560,8 +560,49 @@ fn write_id_maps(pid: libc::pid_t, user: &UserPlan) -> Result<()> {
     Ok(())
 }
 
+impl Child {
+    /// Starts the command of a sandbox made with [`Sandbox::create`](crate::Sandbox::create),
+    /// and returns once it has executed its program, or with [`Error::Child`] for a failure of
+    /// its last steps (its privileges, its filter, the `execve(2)`). [`Error::NotCreated`] if it
+    /// was not created, or was started already (from here or, for a named sandbox, from another
+    /// process).
+    pub fn start(&mut self) -> Result<()> {
+        let id = self.id().to_string();
+        let not_created = || Error::NotCreated { id: id.clone() };
+        let Some(mut pending) = self.take_pending_start() else {
+            return Err(not_created());
+        };
+        match (&pending.gate, &pending.fifo, self.record()) {
+            (Some(gate), _, _) => {
+                rustix::io::write(gate, &[1]).map_err(|_| not_created())?;
+            }
+            (None, Some(fifo), Some(record)) => {
+                crate::state::release_start(fifo, record.id())?;
+                record.started()?;
+            }
+            _ => return Err(not_created()),
+        }
+        drop(pending.gate.take());
+        match read_report(&mut pending.err)? {
+            Report::Executed => Ok(()),
+            Report::Failed(step, _, errno) => {
+                let _ = self.wait();
+                Err(Error::Child {
+                    step,
+                    context: Context::default(),
+                    source: io::Error::from_raw_os_error(errno),
+                })
+            }
+            Report::Ready => Err(Error::Setup {
+                what: "read the child's error pipe",
+                source: io::Error::new(io::ErrorKind::InvalidData, "out-of-turn report"),
+            }),
+        }
+    }
+}
+
 /// What the child said on its error pipe.
-pub(crate) enum Report {
+enum Report {
     /// End-of-file: the program (and the init) executed.
     Executed,
     /// A created command waits at its start gate.
@@ -571,7 +612,7 @@ pub(crate) enum Report {
 }
 
 /// Reads one report from the child's error pipe.
-pub(crate) fn read_report(pipe: &mut File) -> Result<Report> {
+fn read_report(pipe: &mut File) -> Result<Report> {
     let mut buf = [0u8; ChildFailure::SIZE];
     let mut len = 0;
     while len < buf.len() {
