@@ -68,6 +68,7 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use palisade_netns::{PortMap, Proto};
@@ -529,16 +530,7 @@ pub(crate) struct Record {
 impl Record {
     /// Records the command's raw wait status unless the init already did.
     pub fn record_exit(&self, status: ExitStatus) {
-        let path = self.dir.join(EXIT);
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
-            if let Ok(mut f) = std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags_nofollow()
-                .open(&path)
-            {
-                let _ = f.write_all(&status.into_raw().to_ne_bytes());
-            }
-        }
+        record_exit(&self.dir, status);
     }
 
     /// Marks a created sandbox started.
@@ -554,6 +546,20 @@ impl Record {
     /// The sandbox's name.
     pub fn id(&self) -> &str {
         &self.id
+    }
+}
+
+/// Records a raw wait status in the sandbox directory `dir`, unless one is there already.
+fn record_exit(dir: &Path, status: ExitStatus) {
+    let path = dir.join(EXIT);
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags_nofollow()
+            .open(&path)
+        {
+            let _ = f.write_all(&status.into_raw().to_ne_bytes());
+        }
     }
 }
 
@@ -625,6 +631,8 @@ pub struct Handle {
     /// The first process's pidfd, while it runs.
     pidfd: Option<OwnedFd>,
     cgroup: Option<palisade_cgroup::Cgroup>,
+    /// Whether this handle sent it SIGKILL, which leaves its init no time to report.
+    killed: AtomicBool,
 }
 
 impl Handle {
@@ -676,6 +684,7 @@ impl Handle {
             state,
             pidfd,
             cgroup,
+            killed: AtomicBool::new(false),
         };
         handle.settle();
         Ok(handle)
@@ -748,7 +757,11 @@ impl Handle {
             call: "pidfd_send_signal",
             pid: self.state.process.pid as i32,
             source: e.into(),
-        })
+        })?;
+        if signal == Signal::SIGKILL {
+            self.killed.store(true, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Starts a [created](crate::Sandbox::create) sandbox's command, from any process, as the
@@ -764,8 +777,9 @@ impl Handle {
 
     /// Waits until the sandbox stops (polling its pidfd, `pidfd_open(2)`; the process that
     /// spawned it reaps it too) and returns the command's status, if it was recorded: the init
-    /// records it; without one, only the spawning process's handle can. `None` also when the
-    /// sandbox's owner died with it.
+    /// records it; without one, only the spawning process's handle can. Killed with SIGKILL
+    /// through this handle, it is recorded as killed by SIGKILL. `None` when nothing could
+    /// report it, e.g. when the sandbox's owner died and took it along.
     pub fn wait(&mut self) -> Result<Option<ExitStatus>> {
         if let Some(pidfd) = &self.pidfd {
             // The spawning process may reap it here (`waitid(2)` with `P_PIDFD`); anyone else
@@ -774,6 +788,16 @@ impl Handle {
                 rustix::process::WaitId::PidFd(pidfd.as_fd()),
                 rustix::process::WaitIdOptions::EXITED,
             );
+            if let Ok(Some(status)) = &reaped {
+                // The sandbox's first process's own status: the command's without an init,
+                // and what killed an init that could not report.
+                let raw = match (status.exit_status(), status.terminating_signal()) {
+                    (Some(code), _) => (code & 0xff) << 8,
+                    (None, Some(sig)) => sig | if status.dumped() { 0x80 } else { 0 },
+                    (None, None) => 0,
+                };
+                record_exit(&self.dir, ExitStatus::from_raw(raw));
+            }
             if reaped.is_err() {
                 let mut poll = [rustix::event::PollFd::new(
                     pidfd,
@@ -806,6 +830,12 @@ impl Handle {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+        if self.state.exit.is_none() && self.killed.load(Ordering::Relaxed) {
+            // Killed through this handle, before anyone could report: killed, as
+            // `docker kill` reports it (128 + 9).
+            record_exit(&self.dir, ExitStatus::from_raw(libc::SIGKILL));
+            self.settle();
         }
         Ok(self.state.exit)
     }

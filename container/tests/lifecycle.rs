@@ -223,10 +223,16 @@ fn create_then_start_from_another_process() {
     );
     // Once only.
     assert!(matches!(h.start(), Err(Error::NotCreated { .. })));
-    Sandbox::open_in(root.path(), name)
-        .unwrap()
-        .force_delete()
-        .unwrap();
+    // Killed from here, a process that is not its parent: its init cannot report, and the
+    // status is the kill's, as `docker kill` reports it.
+    h.kill(Signal::SIGKILL).unwrap();
+    let exit = h.wait().unwrap().expect("a status");
+    assert_eq!(exit.signal(), Some(libc::SIGKILL));
+    assert_eq!(
+        Sandbox::open_in(root.path(), name).unwrap().state().exit,
+        Some(exit)
+    );
+    h.delete().unwrap();
 }
 
 #[test]
