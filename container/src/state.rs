@@ -961,12 +961,19 @@ pub(crate) fn list(root: &Path) -> Result<Vec<Handle>> {
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| {
-            // A directory still being made is locked by its maker; one whose lock is free was
-            // left by a maker that died before naming it, and nobody else will.
-            if n.starts_with(NEW) {
+            // A directory still being made is its maker's (named in it by pid, and locked once
+            // made); one whose maker is gone was left half-made, and nobody else will name it.
+            if let Some(rest) = n.strip_prefix(NEW) {
+                let maker = rest
+                    .split('.')
+                    .nth_back(1)
+                    .and_then(|p| p.parse::<u32>().ok());
                 let dir = root.join(n);
-                if let Ok(Some(_lock)) = lock_dir(&dir, false) {
-                    let _ = std::fs::remove_dir_all(&dir);
+                let gone = maker.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+                if gone {
+                    if let Ok(Some(_lock)) = lock_dir(&dir, false) {
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
                 }
             }
             validate_name(n).is_ok()

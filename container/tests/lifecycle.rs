@@ -564,4 +564,14 @@ fn what_else_is_in_the_state_root_is_not_a_sandbox() {
         Err(Error::NotFound { .. })
     ));
     assert!(root.path().join("netns").join("lease").exists());
+    // Half-made by a maker that is gone: collected. Being made by a live one: left alone.
+    let dead = root.path().join(".new-pal-x.999999999.1");
+    let live = root
+        .path()
+        .join(format!(".new-pal-y.{}.1", std::process::id()));
+    std::fs::create_dir(&dead).unwrap();
+    std::fs::create_dir(&live).unwrap();
+    assert_eq!(Sandbox::list_in(root.path()).unwrap().len(), 0);
+    assert!(!dead.exists());
+    assert!(live.exists());
 }
