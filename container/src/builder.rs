@@ -209,6 +209,8 @@ struct IsolationSpec {
     forwarder_limits: Option<ForwarderLimits>,
     /// The scratch bound, applied to whichever root the sandbox gets.
     scratch: Option<u64>,
+    /// Namespaced kernel parameters.
+    sysctls: BTreeMap<String, String>,
 }
 
 /// How the sandbox's processes live and die.
@@ -248,6 +250,7 @@ impl SandboxBuilder {
                 ports: Vec::new(),
                 forwarder_limits: None,
                 scratch: None,
+                sysctls: BTreeMap::new(),
             },
             stdio: [Stdio::inherit(), Stdio::inherit(), Stdio::inherit()],
             lifecycle: Lifecycle {
@@ -442,6 +445,17 @@ impl SandboxBuilder {
     /// Where the command's standard error goes.
     pub fn stderr(&mut self, stdio: impl Into<Stdio>) -> &mut Self {
         self.stdio[2] = stdio.into();
+        self
+    }
+
+    /// Sets a kernel parameter of one of the sandbox's own namespaces (`docker run --sysctl`,
+    /// OCI's `linux.sysctl`), e.g. `net.ipv4.ip_forward` = `1`: those of its network namespace
+    /// (`net.*`), of its IPC namespace (`kernel.shm*`, `kernel.msg*`, `kernel.sem`,
+    /// `fs.mqueue.*`) and of its UTS namespace. `build` refuses any other with
+    /// [`Error::InvalidValue`]: it would change the host. Written by the child once it is in
+    /// its namespaces, before its root is set up (`sysctl(8)`, `proc(5)`).
+    pub fn sysctl(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
+        self.isolation.sysctls.insert(key.into(), value.into());
         self
     }
 
@@ -761,6 +775,7 @@ impl SandboxBuilder {
         let socket_factory = matches!(net, Some(NetPlan::Forward(..))) && user_ns;
         let user = user_ns.then(|| self.user_plan());
         let ping_group_range = loopback_up.then(|| ping_group_range(user.as_ref()));
+        let sysctls = derive::sysctls(&iso.sysctls, namespaces, join_net.is_some())?;
 
         // The root, the mounts the child makes, and the command's privileges.
         let rootfs = derive::root(&iso.rootfs, mount_ns, iso.scratch, user_ns)?;
@@ -808,6 +823,7 @@ impl SandboxBuilder {
             join_net,
             loopback_up,
             ping_group_range,
+            sysctls,
             private_mounts: duties.private_mounts,
             mount_proc: duties.mount_proc,
             rootfs,

@@ -241,6 +241,81 @@ pub(crate) fn detached_network(detach: bool, net: Option<&NetPlan>) -> Result<()
     }
 }
 
+/// The kernel parameters that belong to a namespace (`sysctl(8)`; the list runc allows): those of
+/// the network namespace (`net.*`), of the IPC namespace (System V IPC and POSIX message
+/// queues), and of the UTS namespace. Any other would change the host.
+fn sysctl_namespace(key: &str) -> Option<Namespace> {
+    const IPC: [&str; 8] = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    if key.starts_with("net.") {
+        Some(Namespace::NET)
+    } else if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
+        Some(Namespace::IPC)
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        Some(Namespace::UTS)
+    } else {
+        None
+    }
+}
+
+/// The kernel parameters to write in the sandbox's namespaces, as `/proc/sys` paths and values:
+/// each named with dots (or slashes) of plain components, and belonging to a namespace the
+/// sandbox has of its own (a joined network namespace counts: it is not the caller's).
+pub(crate) fn sysctls(
+    sysctls: &std::collections::BTreeMap<String, String>,
+    namespaces: Namespace,
+    joins_network: bool,
+) -> Result<Vec<(CString, CString)>> {
+    sysctls
+        .iter()
+        .map(|(key, value)| {
+            let invalid = |reason| Error::InvalidValue {
+                what: "sysctl",
+                value: format!("{key}={value}"),
+                reason,
+            };
+            let plain = key.split(['.', '/']).all(|c| {
+                !c.is_empty()
+                    && c.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
+            });
+            if !plain {
+                return Err(invalid(
+                    "a parameter is dot-separated names of letters, digits, '_' and '-'",
+                ));
+            }
+            let key = key.replace('/', ".");
+            let own = match sysctl_namespace(&key) {
+                Some(Namespace::NET) => namespaces.contains(Namespace::NET) || joins_network,
+                Some(ns) => namespaces.contains(ns),
+                None => {
+                    return Err(invalid(
+                        "not a namespaced parameter: it would change the host",
+                    ))
+                }
+            };
+            if !own {
+                return Err(invalid(
+                    "its namespace is the caller's: it would change the host",
+                ));
+            }
+            let path = CString::new(format!("/proc/sys/{}", key.replace('.', "/")))
+                .map_err(|_| invalid("contains a NUL byte"))?;
+            let value =
+                CString::new(value.as_bytes()).map_err(|_| invalid("contains a NUL byte"))?;
+            Ok((path, value))
+        })
+        .collect()
+}
+
 /// See [`DeathWatch`].
 pub(crate) fn death_watch(die_with_parent: bool, init: bool) -> DeathWatch {
     match (die_with_parent, init) {

@@ -243,6 +243,9 @@ pub enum ChildStep {
     /// Joining the namespaces of a running sandbox (`setns(2)` on its pidfd), for
     /// [`Child::exec`](crate::Child::exec).
     Enter,
+    /// Writing a namespaced kernel parameter under `/proc/sys`
+    /// ([`SandboxBuilder::sysctl`](crate::SandboxBuilder::sysctl), `sysctl(8)`).
+    Sysctl,
 }
 
 impl ChildStep {
@@ -279,6 +282,7 @@ impl ChildStep {
             PingGroupRange,
             Terminal,
             Enter,
+            Sysctl,
         ]
         .into_iter()
         .find(|s| *s as u32 == raw)
@@ -318,6 +322,7 @@ impl fmt::Display for ChildStep {
             ChildStep::PingGroupRange => "let its groups open ICMP datagram sockets",
             ChildStep::Terminal => "set up its terminal",
             ChildStep::Enter => "join the sandbox's namespaces",
+            ChildStep::Sysctl => "set the kernel parameter",
         })
     }
 }

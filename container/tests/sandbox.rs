@@ -597,3 +597,64 @@ fn network_none_host_and_join() {
         .unwrap_err();
     assert!(matches!(err, Error::Network(_)), "{err}");
 }
+
+#[test]
+fn sysctls_are_set_in_the_sandboxs_own_namespaces_only() {
+    require_root!();
+    let host_forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let host_shmmni = std::fs::read_to_string("/proc/sys/kernel/shmmni").unwrap();
+    let forward = if host_forward.trim() == "1" { "0" } else { "1" };
+    let mut b = common::sh(
+        "cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmni \
+         /proc/sys/net/ipv4/ping_group_range | tr -s '\\t' ' '",
+    );
+    b.sysctl("net.ipv4.ip_forward", forward)
+        .sysctl("kernel/shmmni", "1234")
+        .sysctl("net.ipv4.ping_group_range", "0 0");
+    let out = common::stdout_of(&mut b);
+    assert_eq!(out, format!("{forward}\n1234\n0 0\n"));
+    // The host's own are untouched.
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        host_forward
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/shmmni").unwrap(),
+        host_shmmni
+    );
+    // What would change the host is refused before anything runs.
+    for (key, namespaces) in [
+        ("kernel.panic", Sandbox::DEFAULT_NAMESPACES),
+        ("vm.swappiness", Sandbox::DEFAULT_NAMESPACES),
+        ("net.ipv4.ip_forward", Namespace::MOUNT | Namespace::PID),
+        ("kernel.shmmni", Namespace::MOUNT | Namespace::PID),
+        ("net..x", Sandbox::DEFAULT_NAMESPACES),
+        ("../../etc/passwd", Sandbox::DEFAULT_NAMESPACES),
+    ] {
+        let err = common::sh("true")
+            .namespaces(namespaces)
+            .sysctl(key, "1")
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(err, palisade::Error::InvalidValue { what: "sysctl", .. }),
+            "{key}: {err}"
+        );
+    }
+    // A value the kernel refuses names the parameter.
+    let err = common::sh("true")
+        .sysctl("net.ipv4.ip_forward", "not-a-number")
+        .spawn()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            palisade::Error::Child {
+                step: palisade::ChildStep::Sysctl,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("ip_forward"), "{err}");
+}

@@ -108,6 +108,11 @@ fn run(plan: &Plan, fds: &ChildFds) -> Step<Infallible> {
     if let Some(range) = &plan.ping_group_range {
         palisade_netns::child::set_ping_group_range(range).in_step(PingGroupRange)?;
     }
+    // Still through the caller's `/proc`: a parameter under `/proc/sys` is that of the opener's
+    // namespace (`proc(5)`), which is the sandbox's now.
+    for (i, (path, value)) in plan.sysctls.iter().enumerate() {
+        write_file(path, value.to_bytes()).map_err(|e| ChildFailure::at(Sysctl, i as u32, e))?;
+    }
 
     if let Some(offsets) = &plan.time_offsets {
         // The new time namespace is for children and for this process after execve(2); its
@@ -115,16 +120,7 @@ fn run(plan: &Plan, fds: &ChildFds) -> Step<Infallible> {
         // SAFETY: as for the cgroup namespace above.
         unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWTIME) }
             .in_step(TimeNamespace)?;
-        let file = rustix::fs::openat(
-            rustix::fs::CWD,
-            c"/proc/self/timens_offsets",
-            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .in_step(TimeOffsets)?;
-        let written = rustix::io::write(&file, offsets.as_bytes());
-        process::close(file);
-        written.in_step(TimeOffsets)?;
+        write_file(c"/proc/self/timens_offsets", offsets.as_bytes()).in_step(TimeOffsets)?;
     }
 
     if let Some(name) = &plan.hostname {
@@ -168,6 +164,19 @@ fn run(plan: &Plan, fds: &ChildFds) -> Step<Infallible> {
         return init::start(plan, fds);
     }
     exec(plan.command(), fds, None)
+}
+
+/// Writes `bytes` to the existing file `path`, in one `write(2)`.
+fn write_file(path: &std::ffi::CStr, bytes: &[u8]) -> rustix::io::Result<()> {
+    let file = rustix::fs::openat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    let written = rustix::io::write(&file, bytes);
+    process::close(file);
+    written.map(drop)
 }
 
 /// Whether the parent died before `PR_SET_PDEATHSIG` took effect.

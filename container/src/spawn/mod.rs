@@ -319,6 +319,12 @@ impl Sandbox {
                 subject: op.map(|op| op.describe()),
             };
         }
+        if step == ChildStep::Sysctl {
+            let path = plan.sysctls.get(index as usize).map(|(p, _)| p);
+            return Context {
+                subject: path.map(|p| p.to_string_lossy().into_owned()),
+            };
+        }
         if step == ChildStep::PassFds {
             let target = plan.passed_fds.get(index as usize).map(|(_, t)| *t);
             return Context {

@@ -210,6 +210,9 @@ pub(crate) struct Plan {
     /// What to write to `net.ipv4.ping_group_range` in the new network namespace (see
     /// [`ping_group_range`]); `None` without a network namespace of the sandbox's own.
     pub ping_group_range: Option<CString>,
+    /// Namespaced kernel parameters to write, as `/proc/sys` paths and values (after
+    /// `ping_group_range`, which one of them may set again).
+    pub sysctls: Vec<(CString, CString)>,
     /// The root file system and mount table, carried out by the child in its mount namespace.
     pub rootfs: Option<RootfsPlan>,
     /// Make `/` rslave in the new mount namespace.
