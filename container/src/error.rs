@@ -333,18 +333,19 @@ mod tests {
 
     #[test]
     fn steps_round_trip_through_their_wire_number() {
-        for raw in 1..=30 {
+        for raw in 1..=31 {
             let step = ChildStep::from_raw(raw).unwrap();
             assert_eq!(step as u32, raw);
         }
         assert_eq!(ChildStep::from_raw(0), None);
-        assert_eq!(ChildStep::from_raw(31), None);
+        assert_eq!(ChildStep::from_raw(32), None);
         // The numbers are the wire format between child and parent: new steps go at the end.
         assert_eq!(ChildStep::Network as u32, 16);
         assert_eq!(ChildStep::Seccomp as u32, 17);
         assert_eq!(ChildStep::NoNewPrivs as u32, 25);
         assert_eq!(ChildStep::PingGroupRange as u32, 28);
         assert_eq!(ChildStep::Terminal as u32, 29);
+        assert_eq!(ChildStep::Sysctl as u32, 31);
     }
 
     #[test]
