@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Every Palisade test, as root: the workspace's tests on this machine, then the cgroup suites
 # again in a pure cgroup v2 QEMU guest (tests/vm/cgroup-v2.sh). Installs what the tests use and a
-# fresh Debian machine lacks: busybox-static, the payload of the OCI image tests.
+# fresh Debian machine lacks: busybox-static, the payload of the OCI image tests and of the OCI
+# runtime's bundles; podman and runc, the real client of palisade-oci and its control (each
+# test runs its own podman, with a storage and state of its own).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed'; then
+missing=()
+for pkg in busybox-static podman runc; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 cargo test --workspace

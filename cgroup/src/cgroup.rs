@@ -968,6 +968,55 @@ impl Drop for Cgroup {
     }
 }
 
+/// Makes the group at `path` (as `/proc/<pid>/cgroup` writes it) in every hierarchy of `hier`
+/// where it is missing, with its missing ancestors, as runc does for an OCI `cgroupsPath`. On
+/// the unified hierarchy each ancestor made here, and the group itself, hands its controllers down
+/// (`cgroup.subtree_control`, `cgroups(7)`), so that limits can be set beneath it. Returns the
+/// directories made, shallowest first: they outlive any group made beneath them, and are the
+/// caller's to remove.
+pub fn make_path(hier: &Hierarchy, path: &str) -> Result<Vec<PathBuf>> {
+    let mut made = Vec::new();
+    let mounts = hier.unified().into_iter().chain(hier.v1_mounts());
+    for m in mounts {
+        let target = m.dir_of(path);
+        let missing: Vec<PathBuf> = target
+            .ancestors()
+            .take_while(|d| *d != m.mount_point && !d.is_dir())
+            .map(Path::to_owned)
+            .collect();
+        let made_target = !missing.is_empty();
+        for dir in missing.into_iter().rev() {
+            if m.v2 {
+                if let Some(parent) = dir.parent() {
+                    hand_down(parent)?;
+                }
+            }
+            if sys::mkdir(&dir)? {
+                made.push(dir);
+            }
+        }
+        if m.v2 && made_target {
+            // Groups are made beneath it next.
+            hand_down(&target)?;
+        }
+    }
+    Ok(made)
+}
+
+/// Enables every controller of the unified group `dir` for its children, one by one: one the
+/// kernel refuses there (e.g. a threaded subtree) is left out, and a group that needs it later
+/// gets [`Error::NotDelegated`].
+fn hand_down(dir: &Path) -> Result<()> {
+    let available = read_file(&dir.join("cgroup.controllers"))?;
+    for controller in available.split_whitespace() {
+        let _ = sys::write_file(
+            &dir.join("cgroup.subtree_control"),
+            &format!("+{controller}"),
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -84,7 +84,7 @@ mod stats;
 mod sys;
 pub mod units;
 
-pub use cgroup::{Cgroup, CgroupBuilder};
+pub use cgroup::{make_path, Cgroup, CgroupBuilder};
 pub use devices::{DeviceAccess, DeviceKind, DevicePolicy, DeviceRule};
 pub use devnum::{MAX_MAJOR, MAX_MINOR};
 pub use error::{DeviceRuleError, Error, Result};

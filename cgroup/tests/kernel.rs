@@ -965,3 +965,34 @@ fn gc_removes_the_groups_of_dead_owners_only() {
     assert!(!report.removed.iter().any(|n| n == own.name()));
     assert!(own.dirs().all(Path::exists));
 }
+
+#[test]
+fn make_path_makes_the_missing_groups_of_a_path_in_every_hierarchy() {
+    require_root!();
+    let hier = Hierarchy::detect().unwrap();
+    let top = format!("/palisade-test-path-{}", std::process::id());
+    let path = format!("{top}/a/b");
+    let made = palisade_cgroup::make_path(&hier, &path).unwrap();
+    let mounts: Vec<_> = hier.unified().into_iter().chain(hier.v1_mounts()).collect();
+    for m in &mounts {
+        assert!(m.dir_of(&path).is_dir(), "{}", m.dir_of(&path).display());
+    }
+    assert_eq!(made.len(), 3 * mounts.len(), "{made:?}");
+    // A group with a limit can be made beneath it, even on cgroup v2.
+    let group = Cgroup::builder()
+        .parent_path(&path)
+        .resource(palisade_cgroup::Resource::PidsMax(
+            palisade_cgroup::Max::Limit(10),
+        ))
+        .create()
+        .unwrap();
+    drop(group);
+    // Nothing is made twice.
+    assert_eq!(
+        palisade_cgroup::make_path(&hier, &path).unwrap(),
+        Vec::<PathBuf>::new()
+    );
+    for dir in made.iter().rev() {
+        std::fs::remove_dir(dir).unwrap();
+    }
+}

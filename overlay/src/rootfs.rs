@@ -48,8 +48,10 @@ pub const MASKED_PATHS: &[&str] = &[
     "/proc/scsi",
     "/proc/timer_list",
     "/proc/timer_stats",
+    "/sys/dev/block",
     "/sys/devices/virtual/powercap",
     "/sys/firmware",
+    "/sys/fs/selinux",
 ];
 
 /// Kernel interfaces the sandbox may read but not change.
@@ -408,12 +410,13 @@ impl Rootfs {
             false,
         )?;
         p.mkdir("dev")?;
-        // nodev: only the device nodes bound below can be opened.
+        // nodev: only the device nodes bound below can be opened; noexec: nothing there is a
+        // program (podman's default).
         p.mount(
             "tmpfs",
             p.strict("dev")?,
             "tmpfs",
-            NOSUID | NODEV | libc::MS_STRICTATIME,
+            NOSUID | NODEV | NOEXEC | libc::MS_STRICTATIME,
             Some("mode=755,size=65536k"),
             false,
         )?;

@@ -1,0 +1,366 @@
+//! The container's life: `create`, `start`, `run`, `kill`, `delete`, `pause`, `resume`.
+//!
+//! A container is a named, detached palisade sandbox under the state root: `create` makes it
+//! with its command waiting at its start gate and exits, leaving it to any later invocation.
+
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use clap::Args;
+use palisade::{Child, Pty, Sandbox, Signal, Status, Stdio};
+use palisade_oci::Bundle;
+
+use super::{
+    absolute, check_id, open, status_of, write_pid_file, CliError, Global, Logger, Result,
+};
+
+/// `create`'s options, which `run` shares.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The container's id.
+    pub id: String,
+    /// The bundle's directory, with config.json.
+    #[arg(short = 'b', long, value_name = "DIR", default_value = ".")]
+    pub bundle: PathBuf,
+    /// Where to write the container process's pid.
+    #[arg(long = "pid-file", value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// A Unix socket to which the master of the container's terminal is sent.
+    #[arg(long = "console-socket", value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
+    /// How many descriptors from 3 on the container process gets, besides stdio.
+    #[arg(long = "preserve-fds", value_name = "N", default_value_t = 0)]
+    pub preserve_fds: u32,
+    /// Accepted for runc's callers; the root is always switched with pivot_root(2).
+    #[arg(long = "no-pivot")]
+    pub no_pivot: bool,
+    /// Accepted for runc's callers; no session keyring is made.
+    #[arg(long = "no-new-keyring")]
+    pub no_new_keyring: bool,
+}
+
+/// `run`'s options.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub create: CreateArgs,
+    /// Return once the container's process runs, without waiting for it.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Keep the container's record after it exits (without --detach).
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// `kill`'s options.
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Signal every process of the container, not only its first.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// The container's id.
+    pub id: String,
+    /// The signal: a number, `TERM` or `SIGTERM`.
+    #[arg(default_value = "TERM")]
+    pub signal: String,
+}
+
+/// `delete`'s options.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Kill the container first if it runs.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// The container's id.
+    pub id: String,
+}
+
+/// Takes the `n` descriptors from 3 on that the caller passed for the container.
+pub fn take_preserved_fds(n: u32) -> Result<Vec<OwnedFd>> {
+    (0..n)
+        .map(|i| {
+            let fd = 3 + i as RawFd;
+            // SAFETY: F_GETFD only reads the descriptor's flags (`fcntl(2)`), for any number.
+            if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+                return Err(CliError::msg(format!(
+                    "--preserve-fds={n}: descriptor {fd} is not open"
+                )));
+            }
+            // SAFETY: the caller handed descriptors 3..3+n to this process for the container;
+            // this runs before the process opens anything itself, so nothing else owns them.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        })
+        .collect()
+}
+
+/// Creates the container of `args` under the state root, its process waiting to be started.
+/// With a terminal and no console socket (a foreground `run`), returns its master.
+fn make(
+    global: &Global,
+    log: &mut Logger,
+    args: &CreateArgs,
+    preserved: Vec<OwnedFd>,
+    detach: bool,
+) -> Result<(Child, Option<Pty>)> {
+    check_id(&args.id)?;
+    let dir = absolute(&args.bundle)?;
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+    let bundle = Bundle::load(&dir)?;
+    let terminal = bundle.terminal();
+    if terminal && detach && args.console_socket.is_none() {
+        return Err(CliError::msg(
+            "cannot allocate tty if runc will detach without setting console socket",
+        ));
+    }
+    if !terminal && args.console_socket.is_some() {
+        return Err(CliError::msg(
+            "cannot use console socket if runc will not detach or allocate tty",
+        ));
+    }
+    // Connected first, so that a bad socket fails before anything exists.
+    let console = args
+        .console_socket
+        .as_ref()
+        .map(|path| UnixStream::connect(path).map_err(CliError::io("connect to", path)))
+        .transpose()?;
+    if let Some(mask) = bundle.umask() {
+        // The container's files are made under its umask, which the clone inherits.
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(mask));
+    }
+    let mut builder = bundle.builder(&args.id, &global.root)?;
+    builder.annotation(super::BUNDLE_ANNOTATION, dir.to_string_lossy());
+    if let Some(parent) = bundle.cgroup_parent() {
+        // The caller's parent group, made as runc makes it, and left for the caller.
+        let hierarchy = palisade::cgroup::Hierarchy::detect().map_err(palisade::Error::from)?;
+        palisade::cgroup::make_path(&hierarchy, &parent).map_err(palisade::Error::from)?;
+    }
+    if !terminal {
+        builder
+            .stdin(Stdio::inherit())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit());
+    }
+    for (i, fd) in preserved.into_iter().enumerate() {
+        builder.inherit_fd(3 + i as RawFd, fd);
+    }
+    log.debug(format_args!("creating {} from {}", args.id, dir.display()));
+    let mut child = builder.build()?.create()?;
+    let finish = (|| -> Result<Option<Pty>> {
+        let pty = match (terminal, child.take_pty()) {
+            (false, _) => None,
+            (true, None) => return Err(CliError::msg("the container got no terminal")),
+            (true, Some(pty)) => match &console {
+                Some(socket) => {
+                    pty.send(socket).map_err(CliError::io(
+                        "send the terminal to",
+                        args.console_socket.clone().unwrap_or_default(),
+                    ))?;
+                    None
+                }
+                None => Some(pty),
+            },
+        };
+        let pid = child.command_id();
+        if pid == 0 {
+            // Its init found no command to wait on: it failed before its start gate.
+            return Err(CliError::msg(
+                "the container's process exited during create",
+            ));
+        }
+        if let Some(adj) = bundle.oom_score_adj() {
+            let path = format!("/proc/{pid}/oom_score_adj");
+            std::fs::write(&path, adj.to_string()).map_err(CliError::io("write", &path))?;
+        }
+        if let Some(path) = &args.pid_file {
+            // The container's first process, as runc's: the shim or conmon, the parent it is
+            // reparented to once this process exits, reaps it (it exits with the command's
+            // status). It is the sandbox's init, or the command itself without one.
+            write_pid_file(path, child.id())?;
+        }
+        Ok(pty)
+    })();
+    match finish {
+        Ok(pty) => Ok((child, pty)),
+        Err(e) => {
+            // Nothing of a failed create is left, as runc destroys it.
+            drop(child);
+            remove(global, &args.id);
+            Err(e)
+        }
+    }
+}
+
+/// Kills and removes the container `id`, whatever its state; for failures half-way.
+fn remove(global: &Global, id: &str) {
+    if let Ok(h) = Sandbox::open_in(&global.root, id) {
+        let _ = h.force_delete();
+    }
+}
+
+pub fn create(
+    global: &Global,
+    log: &mut Logger,
+    args: CreateArgs,
+    preserved: Vec<OwnedFd>,
+) -> Result<()> {
+    // The container is detached: this process's handle only leaves it to later invocations.
+    make(global, log, &args, preserved, true).map(drop)
+}
+
+pub fn start(global: &Global, id: &str) -> Result<()> {
+    let mut h = open(global, id)?;
+    match status_of(&mut h) {
+        "created" => Ok(h.start()?),
+        "stopped" => Err(CliError::msg("cannot start a container that has stopped")),
+        "paused" => Err(CliError::msg(
+            "cannot start a container in the paused state",
+        )),
+        _ => Err(CliError::msg("cannot start an already running container")),
+    }
+}
+
+pub fn run(
+    global: &Global,
+    log: &mut Logger,
+    args: RunArgs,
+    preserved: Vec<OwnedFd>,
+) -> Result<i32> {
+    let id = args.create.id.clone();
+    let (mut child, pty) = make(global, log, &args.create, preserved, args.detach)?;
+    if let Err(e) = child.start() {
+        drop(child);
+        remove(global, &id);
+        return Err(e.into());
+    }
+    if args.detach {
+        return Ok(0);
+    }
+    forward_signals(child.pidfd())?;
+    if let Some(pty) = pty {
+        // Ends when the container's side of the terminal closes; its status tells the rest.
+        let _ = pty.proxy();
+    }
+    let status = child.wait()?;
+    log.debug(format_args!("{id} exited: {status}"));
+    drop(child);
+    if !args.keep {
+        match Sandbox::open_in(&global.root, &id) {
+            Ok(h) => h.delete()?,
+            Err(palisade::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(status.shell_code())
+}
+
+/// The signals a foreground `run` or `exec` passes on to its process, as runc's signal proxy.
+const FORWARDED: [libc::c_int; 7] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+];
+
+/// Passes the signals this process gets on to the process of `pidfd`
+/// (`pidfd_send_signal(2)`): they are blocked here and taken by a thread with `sigwait(3)`.
+pub fn forward_signals(pidfd: BorrowedFd<'_>) -> Result<()> {
+    let pidfd = pidfd
+        .try_clone_to_owned()
+        .map_err(CliError::io("duplicate the pidfd of", "the container"))?;
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initializes the set it is given; sigaddset only writes to it.
+    let set = unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        for sig in FORWARDED {
+            libc::sigaddset(set.as_mut_ptr(), sig);
+        }
+        set.assume_init()
+    };
+    // SAFETY: changes only this thread's signal mask (`pthread_sigmask(3)`), which the thread
+    // spawned below inherits; no other thread of this process takes these signals.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    std::thread::spawn(move || loop {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `set` is an initialized signal set and `sig` a valid place for the result.
+        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            continue;
+        }
+        if let Some(sig) = rustix::process::Signal::from_named_raw(sig) {
+            let _ = rustix::process::pidfd_send_signal(pidfd.as_fd(), sig);
+        }
+    });
+    Ok(())
+}
+
+pub fn kill(global: &Global, args: KillArgs) -> Result<()> {
+    let signal = super::parse_signal(&args.signal)?;
+    let mut h = open(global, &args.id)?;
+    if args.all {
+        // Every process of its cgroup (runc's `kill --all`); its first process too, which is
+        // the one that ends the container.
+        if let Ok(sig) =
+            rustix::process::Signal::from_named_raw(signal as i32).ok_or(rustix::io::Errno::INVAL)
+        {
+            for pid in super::query::pids(&mut h) {
+                if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                    let _ = rustix::process::kill_process(pid, sig);
+                }
+            }
+        }
+        if h.status() != Status::Stopped {
+            let _ = h.kill(signal);
+        }
+        return Ok(());
+    }
+    if h.status() == Status::Stopped {
+        return Err(CliError::msg("container not running"));
+    }
+    Ok(h.kill(signal)?)
+}
+
+pub fn delete(global: &Global, args: DeleteArgs) -> Result<()> {
+    check_id(&args.id)?;
+    let mut h = match Sandbox::open_in(&global.root, &args.id) {
+        Ok(h) => h,
+        // runc's `delete --force` of what is gone already succeeds.
+        Err(palisade::Error::NotFound { .. }) if args.force => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    match status_of(&mut h) {
+        "stopped" => Ok(h.delete()?),
+        // A created container has run nothing yet: runc kills and deletes it.
+        "created" => Ok(h.force_delete()?),
+        "paused" if args.force => {
+            // A frozen process takes SIGKILL only once thawed on cgroup v1.
+            let _ = h.kill(Signal::SIGKILL);
+            let _ = h.thaw();
+            Ok(h.force_delete()?)
+        }
+        _ if args.force => Ok(h.force_delete()?),
+        status => Err(CliError::msg(format!(
+            "cannot delete container {} that is not stopped: {status}",
+            args.id
+        ))),
+    }
+}
+
+pub fn pause(global: &Global, id: &str) -> Result<()> {
+    let mut h = open(global, id)?;
+    match status_of(&mut h) {
+        "running" | "created" => Ok(h.freeze()?),
+        "paused" => Err(CliError::msg("container already paused")),
+        _ => Err(CliError::msg("container not running")),
+    }
+}
+
+pub fn resume(global: &Global, id: &str) -> Result<()> {
+    let mut h = open(global, id)?;
+    match status_of(&mut h) {
+        "paused" => Ok(h.thaw()?),
+        _ => Err(CliError::msg("container not paused")),
+    }
+}

@@ -1,0 +1,10 @@
+//! `palisade-oci`: an OCI runtime on top of [`palisade`].
+//!
+//! [`bundle`] maps an OCI runtime bundle (`config.json`, read with the `oci-spec` crate) to a
+//! [`palisade::SandboxBuilder`], applying each field or refusing it by name.
+
+pub mod bundle;
+pub mod error;
+
+pub use bundle::Bundle;
+pub use error::{Error, Result};

@@ -1,0 +1,624 @@
+//! The `palisade-oci` binary driven as containerd's shim and podman drive runc: a bundle with a
+//! busybox root, and the lifecycle commands against a state root of each test's own.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use palisade_test_support::{require_root, TempDir};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_palisade-oci");
+
+/// What one invocation of the binary did.
+#[derive(Debug)]
+struct Ran {
+    code: i32,
+    out: String,
+    err: String,
+}
+
+impl Ran {
+    fn ok(self) -> Ran {
+        assert_eq!(self.code, 0, "failed: {self:?}");
+        self
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.out).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+}
+
+/// A bundle, a state root, and the containers a test made, deleted on drop.
+struct Env {
+    dir: TempDir,
+    root: PathBuf,
+    bundle: PathBuf,
+    ids: Vec<String>,
+    calls: AtomicUsize,
+}
+
+impl Env {
+    /// A bundle whose process runs `args`.
+    fn new(tag: &str, args: &[&str]) -> Env {
+        let dir = TempDir::new(&format!("oci-{tag}"));
+        let root = dir.path().join("state");
+        let bundle = dir.path().join("bundle");
+        let bin = bundle.join("rootfs/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy("/usr/bin/busybox", bin.join("busybox")).unwrap();
+        for tool in ["sh", "echo", "sleep", "id", "hostname", "cat", "ls"] {
+            std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
+        }
+        let env = Env {
+            dir,
+            root,
+            bundle,
+            ids: Vec::new(),
+            calls: AtomicUsize::new(0),
+        };
+        env.oci(&["spec", "--bundle", env.bundle.to_str().unwrap()])
+            .ok();
+        env.edit_config(|c| {
+            c["process"]["terminal"] = false.into();
+            c["process"]["args"] = args.into();
+            c["hostname"] = "pal-box".into();
+            c["linux"]["namespaces"] = ["pid", "mount", "ipc", "uts", "network"]
+                .iter()
+                .map(|t| serde_json::json!({ "type": t }))
+                .collect::<Vec<_>>()
+                .into();
+        });
+        env
+    }
+
+    fn edit_config(&self, edit: impl FnOnce(&mut Value)) {
+        let path = self.bundle.join("config.json");
+        let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        edit(&mut config);
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    }
+
+    /// A fresh container id, deleted when the test ends.
+    fn id(&mut self, name: &str) -> String {
+        let id = format!("pal-{name}-{}", std::process::id());
+        self.ids.push(id.clone());
+        id
+    }
+
+    /// Runs the binary with `--root` and `args`. Its output goes to files, not pipes: a
+    /// container inherits the runtime's stdio, and would hold a pipe open for as long as it runs.
+    fn oci(&self, args: &[&str]) -> Ran {
+        self.oci_with(&["--root", self.root.to_str().unwrap()], args)
+    }
+
+    fn oci_with(&self, global: &[&str], args: &[&str]) -> Ran {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
+        let out_path = self.dir.path().join(format!("out-{n}"));
+        let err_path = self.dir.path().join(format!("err-{n}"));
+        let status = Command::new(BIN)
+            .args(global)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .status()
+            .unwrap();
+        Ran {
+            code: status.code().unwrap_or(-1),
+            out: std::fs::read_to_string(&out_path).unwrap(),
+            err: std::fs::read_to_string(&err_path).unwrap(),
+        }
+    }
+
+    fn bundle(&self) -> &str {
+        self.bundle.to_str().unwrap()
+    }
+
+    fn state(&self, id: &str) -> Value {
+        self.oci(&["state", id]).ok().json()
+    }
+
+    fn status(&self, id: &str) -> String {
+        self.state(id)["status"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits until the container's status is `want`.
+    fn wait_status(&self, id: &str, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = self.status(id);
+            if now == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{id} stayed {now}, not {want}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Creates `id` from the bundle, its process waiting to start.
+    fn create(&self, id: &str) {
+        self.oci(&["create", id, "--bundle", self.bundle()]).ok();
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for id in std::mem::take(&mut self.ids) {
+            let _ = self.oci(&["delete", "--force", &id]);
+        }
+        let _ = std::fs::remove_dir(&self.root);
+    }
+}
+
+fn alive(pid: u64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn lifecycle_state_machine() {
+    require_root!();
+    let mut env = Env::new("life", &["sleep", "1000"]);
+    env.edit_config(|c| c["annotations"] = serde_json::json!({ "org.pal.test": "yes" }));
+    let id = env.id("life");
+    let pid_file = env.dir.path().join("pid");
+    env.oci(&[
+        "create",
+        &id,
+        "--bundle",
+        env.bundle(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+    ])
+    .ok();
+
+    let state = env.state(&id);
+    assert_eq!(state["status"], "created");
+    assert_eq!(state["id"], id.as_str());
+    let bundle = std::fs::canonicalize(&env.bundle).unwrap();
+    assert_eq!(state["bundle"], bundle.to_str().unwrap());
+    assert!(state["ociVersion"].is_string());
+    // The bundle's annotations, without the runtime's own record of the bundle.
+    assert_eq!(
+        state["annotations"],
+        serde_json::json!({ "org.pal.test": "yes" }),
+        "{state}"
+    );
+    let pid = state["pid"].as_u64().unwrap();
+    assert!(pid > 0 && alive(pid));
+    let written = std::fs::read_to_string(&pid_file).unwrap();
+    assert_eq!(written.trim(), pid.to_string());
+
+    env.oci(&["start", &id]).ok();
+    assert_eq!(env.status(&id), "running");
+    assert_eq!(env.state(&id)["pid"].as_u64(), Some(pid));
+
+    // Starting twice is an error, as runc's.
+    let again = env.oci(&["start", &id]);
+    assert_eq!(again.code, 1);
+    assert!(again.err.contains("already running"), "{again:?}");
+
+    env.oci(&["kill", &id, "TERM"]).ok();
+    env.wait_status(&id, "stopped");
+    assert_eq!(env.state(&id)["pid"], 0);
+    let stopped = env.oci(&["start", &id]);
+    assert!(stopped.err.contains("has stopped"), "{stopped:?}");
+    let kill = env.oci(&["kill", &id]);
+    assert!(kill.err.contains("container not running"), "{kill:?}");
+
+    env.oci(&["delete", &id]).ok();
+    let gone = env.oci(&["state", &id]);
+    assert_eq!(gone.code, 1);
+    assert!(gone.err.contains("does not exist"), "{gone:?}");
+    // Deleting again: an error, unless forced.
+    assert!(env.oci(&["delete", &id]).err.contains("does not exist"));
+    env.oci(&["delete", "--force", &id]).ok();
+}
+
+#[test]
+fn delete_running_needs_force() {
+    require_root!();
+    let mut env = Env::new("del", &["sleep", "1000"]);
+    let id = env.id("del");
+    env.create(&id);
+    env.oci(&["start", &id]).ok();
+    let refused = env.oci(&["delete", &id]);
+    assert_eq!(refused.code, 1);
+    assert!(refused.err.contains("not stopped"), "{refused:?}");
+    assert_eq!(env.status(&id), "running");
+    let pid = env.state(&id)["pid"].as_u64().unwrap();
+    // Options after the id, as callers pass them.
+    env.oci(&["delete", &id, "--force"]).ok();
+    assert!(env.oci(&["state", &id]).err.contains("does not exist"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(pid), "the container's process outlived its deletion");
+}
+
+#[test]
+fn delete_created_kills_it() {
+    require_root!();
+    let mut env = Env::new("delc", &["sleep", "1000"]);
+    let id = env.id("delc");
+    env.create(&id);
+    env.oci(&["delete", &id]).ok();
+    assert!(env.oci(&["state", &id]).err.contains("does not exist"));
+}
+
+#[test]
+fn create_existing_id_fails() {
+    require_root!();
+    let mut env = Env::new("dup", &["sleep", "1000"]);
+    let id = env.id("dup");
+    env.create(&id);
+    let dup = env.oci(&["create", "--bundle", env.bundle(), &id]);
+    assert_eq!(dup.code, 1);
+    assert!(dup.err.contains("exists"), "{dup:?}");
+    assert_eq!(env.status(&id), "created");
+}
+
+#[test]
+fn run_returns_the_exit_code_and_output() {
+    require_root!();
+    let mut env = Env::new("run", &["sh", "-c", "echo out-$(hostname); exit 3"]);
+    let id = env.id("run");
+    let ran = env.oci(&["run", &id, "--bundle", env.bundle()]);
+    assert_eq!(ran.code, 3, "{ran:?}");
+    assert_eq!(ran.out, "out-pal-box\n");
+    // A foreground run removes its container.
+    assert!(env.oci(&["state", &id]).err.contains("does not exist"));
+}
+
+#[test]
+fn run_killed_reports_128_plus_signal() {
+    require_root!();
+    let mut env = Env::new("runk", &["sh", "-c", "kill -KILL $$"]);
+    let id = env.id("runk");
+    let ran = env.oci(&["run", "-b", env.bundle(), &id]);
+    assert_eq!(ran.code, 128 + 9, "{ran:?}");
+}
+
+#[test]
+fn run_detached() {
+    require_root!();
+    let mut env = Env::new("rund", &["sleep", "1000"]);
+    let id = env.id("rund");
+    let pid_file = env.dir.path().join("pid");
+    env.oci(&[
+        "run",
+        "--detach",
+        "--bundle",
+        env.bundle(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &id,
+    ])
+    .ok();
+    let state = env.state(&id);
+    assert_eq!(state["status"], "running");
+    let written = std::fs::read_to_string(&pid_file).unwrap();
+    assert_eq!(written.trim(), state["pid"].to_string());
+}
+
+#[test]
+fn bad_bundle_logs_json() {
+    require_root!();
+    let mut env = Env::new("bad", &["true"]);
+    let id = env.id("bad");
+    let empty = env.dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let log = env.dir.path().join("log.json");
+    let root = env.root.to_str().unwrap().to_owned();
+    let ran = env.oci_with(
+        &[
+            "--root",
+            &root,
+            "--log",
+            log.to_str().unwrap(),
+            "--log-format",
+            "json",
+        ],
+        &["create", "--bundle", empty.to_str().unwrap(), &id],
+    );
+    assert_eq!(ran.code, 1, "{ran:?}");
+    assert!(!ran.err.is_empty());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(line["level"], "error");
+    assert!(
+        line["msg"].as_str().unwrap().contains("config.json"),
+        "{line}"
+    );
+    assert!(line["time"].as_str().unwrap().ends_with('Z'));
+    assert!(env.oci(&["state", &id]).err.contains("does not exist"));
+}
+
+#[test]
+fn kill_by_number_and_name() {
+    require_root!();
+    let mut env = Env::new("kill", &["sleep", "1000"]);
+    let (a, b) = (env.id("killa"), env.id("killb"));
+    for id in [&a, &b] {
+        env.create(id);
+        env.oci(&["start", id]).ok();
+    }
+    env.oci(&["kill", &a, "9"]).ok();
+    env.oci(&["kill", &b, "SIGKILL"]).ok();
+    env.wait_status(&a, "stopped");
+    env.wait_status(&b, "stopped");
+    let bad = env.oci(&["kill", &a, "NOSUCHSIG"]);
+    assert_eq!(bad.code, 1);
+}
+
+#[test]
+fn kill_all() {
+    require_root!();
+    let mut env = Env::new("killall", &["sh", "-c", "sleep 1000 & sleep 1000"]);
+    let id = env.id("killall");
+    env.create(&id);
+    env.oci(&["start", &id]).ok();
+    env.oci(&["kill", "--all", &id, "KILL"]).ok();
+    env.wait_status(&id, "stopped");
+}
+
+#[test]
+fn list_shows_ids() {
+    require_root!();
+    let mut env = Env::new("list", &["sleep", "1000"]);
+    let (a, b) = (env.id("lista"), env.id("listb"));
+    env.create(&a);
+    env.create(&b);
+    env.oci(&["start", &b]).ok();
+    let quiet = env.oci(&["list", "-q"]).ok();
+    let mut ids: Vec<&str> = quiet.out.lines().collect();
+    ids.sort();
+    let mut want = vec![a.as_str(), b.as_str()];
+    want.sort();
+    assert_eq!(ids, want);
+    let table = env.oci(&["list"]).ok();
+    assert!(table.out.starts_with("ID"), "{table:?}");
+    assert!(table
+        .out
+        .lines()
+        .any(|l| l.starts_with(&a) && l.contains("created")));
+    assert!(table
+        .out
+        .lines()
+        .any(|l| l.starts_with(&b) && l.contains("running")));
+    let json = env.oci(&["list", "--format", "json"]).ok().json();
+    assert_eq!(json.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn ps_lists_pids() {
+    require_root!();
+    let mut env = Env::new("ps", &["sleep", "1000"]);
+    let id = env.id("ps");
+    env.create(&id);
+    env.oci(&["start", &id]).ok();
+    let pid = env.state(&id)["pid"].as_u64().unwrap();
+    let pids = env.oci(&["ps", "--format", "json", &id]).ok().json();
+    let pids: Vec<u64> = pids
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .collect();
+    assert!(pids.contains(&pid), "{pids:?} lacks {pid}");
+    let table = env.oci(&["ps", &id]).ok();
+    assert!(table.out.contains("sleep 1000"), "{table:?}");
+}
+
+#[test]
+fn pause_and_resume() {
+    require_root!();
+    let mut env = Env::new("pause", &["sleep", "1000"]);
+    let id = env.id("pause");
+    env.create(&id);
+    env.oci(&["start", &id]).ok();
+    env.oci(&["pause", &id]).ok();
+    assert_eq!(env.status(&id), "paused");
+    assert!(env.oci(&["resume", &id]).code == 0);
+    assert_eq!(env.status(&id), "running");
+    let again = env.oci(&["resume", &id]);
+    assert!(again.err.contains("not paused"), "{again:?}");
+}
+
+#[test]
+fn exec_in_running_container() {
+    require_root!();
+    let mut env = Env::new("exec", &["sleep", "1000"]);
+    let id = env.id("exec");
+    env.create(&id);
+    env.oci(&["start", &id]).ok();
+    let host = env.oci(&["exec", &id, "hostname"]).ok();
+    assert_eq!(host.out, "pal-box\n");
+    let code = env.oci(&["exec", &id, "--", "sh", "-c", "exit 7"]);
+    assert_eq!(code.code, 7, "{code:?}");
+    let envs = env.oci(&["exec", "--env", "PAL_X=42", &id, "sh", "-c", "echo $PAL_X"]);
+    assert_eq!(envs.ok().out, "42\n");
+    let user = env.oci(&["exec", "--user", "1000:1000", &id, "id", "-u"]);
+    assert_eq!(user.ok().out, "1000\n");
+
+    // A process file, as containerd's shim passes it.
+    let process = env.dir.path().join("process.json");
+    let json = serde_json::json!({
+        "args": ["sh", "-c", "echo $PAL_Y; pwd"],
+        "env": ["PATH=/bin", "PAL_Y=from-file"],
+        "cwd": "/bin",
+        "user": { "uid": 0, "gid": 0 },
+        "terminal": false
+    });
+    std::fs::write(&process, json.to_string()).unwrap();
+    let ran = env.oci(&["exec", "--process", process.to_str().unwrap(), &id]);
+    assert_eq!(ran.ok().out, "from-file\n/bin\n");
+}
+
+#[test]
+fn exec_detached_writes_pid() {
+    require_root!();
+    let mut env = Env::new("execd", &["sleep", "1000"]);
+    let id = env.id("execd");
+    env.create(&id);
+    env.oci(&["start", &id]).ok();
+    let pid_file = env.dir.path().join("exec.pid");
+    env.oci(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &id,
+        "sleep",
+        "999",
+    ])
+    .ok();
+    let pid: u64 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(pid));
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert_eq!(cmdline, b"sleep\0999\0");
+}
+
+#[test]
+fn exec_in_stopped_container_fails() {
+    require_root!();
+    let mut env = Env::new("execs", &["true"]);
+    let id = env.id("execs");
+    env.create(&id);
+    env.oci(&["start", &id]).ok();
+    env.wait_status(&id, "stopped");
+    let ran = env.oci(&["exec", &id, "hostname"]);
+    assert_eq!(ran.code, 1);
+    assert!(ran.err.contains("stopped"), "{ran:?}");
+}
+
+#[test]
+fn spec_and_features() {
+    require_root!();
+    let env = Env::new("spec", &["true"]);
+    let again = env.oci(&["spec", "--bundle", env.bundle()]);
+    assert_eq!(again.code, 1, "an existing config.json is kept: {again:?}");
+    let fresh = env.dir.path().join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    env.oci(&["spec", "-b", fresh.to_str().unwrap()]).ok();
+    let spec: Value =
+        serde_json::from_slice(&std::fs::read(fresh.join("config.json")).unwrap()).unwrap();
+    assert_eq!(spec["root"]["path"], "rootfs");
+    assert_eq!(spec["process"]["args"][0], "sh");
+    let features = env.oci(&["features"]).ok().json();
+    assert!(features["ociVersionMax"].is_string());
+    let namespaces = features["linux"]["namespaces"].as_array().unwrap();
+    assert!(namespaces.iter().any(|n| n == "pid"));
+    assert_eq!(features["linux"]["cgroup"]["systemd"], false);
+}
+
+#[test]
+fn refused_global_flags() {
+    require_root!();
+    let env = Env::new("flags", &["true"]);
+    let systemd = env.oci_with(&["--systemd-cgroup"], &["list"]);
+    assert_eq!(systemd.code, 1);
+    assert!(systemd.err.contains("systemd"), "{systemd:?}");
+    let rootless = env.oci_with(&["--rootless", "true"], &["list"]);
+    assert_eq!(rootless.code, 1);
+    env.oci_with(
+        &[
+            "--root",
+            env.root.to_str().unwrap(),
+            "--rootless",
+            "auto",
+            "--debug",
+        ],
+        &["list", "-q"],
+    )
+    .ok();
+}
+
+/// Receives one descriptor sent with `SCM_RIGHTS` (`unix(7)`), as a console socket's owner does.
+fn receive_fd(stream: &std::os::unix::net::UnixStream) -> std::os::fd::OwnedFd {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut byte = [0u8; 1];
+    rustix::net::recvmsg(
+        stream,
+        &mut [std::io::IoSliceMut::new(&mut byte)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )
+    .unwrap();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(mut fds) = message {
+            return fds.next().unwrap();
+        }
+    }
+    panic!("no descriptor received");
+}
+
+#[test]
+fn console_socket_gets_the_terminal() {
+    require_root!();
+    let mut env = Env::new("tty", &["sh", "-c", "tty; echo pal-hi"]);
+    std::os::unix::fs::symlink("busybox", env.bundle.join("rootfs/bin/tty")).unwrap();
+    env.edit_config(|c| c["process"]["terminal"] = true.into());
+    let id = env.id("tty");
+    let socket = env.dir.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let receiver = std::thread::spawn(move || receive_fd(&listener.accept().unwrap().0));
+
+    // A terminal without a console socket cannot be handed to anyone.
+    let refused = env.oci(&["create", &id, "--bundle", env.bundle()]);
+    assert_eq!(refused.code, 1);
+    assert!(refused.err.contains("console socket"), "{refused:?}");
+
+    env.oci(&[
+        "create",
+        &id,
+        "--bundle",
+        env.bundle(),
+        "--console-socket",
+        socket.to_str().unwrap(),
+    ])
+    .ok();
+    let master = std::fs::File::from(receiver.join().unwrap());
+    env.oci(&["start", &id]).ok();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    // The master reads EIO once the container's side is closed.
+    while let Ok(n @ 1..) = std::io::Read::read(&mut &master, &mut buf) {
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(seen.contains("/dev/pts/0"), "{seen:?}");
+    assert!(seen.contains("pal-hi"), "{seen:?}");
+    env.wait_status(&id, "stopped");
+}
+
+#[test]
+fn preserve_fds_reach_the_container() {
+    require_root!();
+    let mut env = Env::new("fds", &["sh", "-c", "echo pal-via-fd >&3"]);
+    let id = env.id("fds");
+    let target = env.dir.path().join("fd3");
+    // The host's shell opens descriptor 3 and executes the runtime with it, as a shim does.
+    let status = Command::new("sh")
+        .args(["-c", "exec 3>\"$0\"; exec \"$@\""])
+        .arg(&target)
+        .arg(BIN)
+        .args(["--root", env.root.to_str().unwrap(), "run", &id])
+        .args(["--bundle", env.bundle(), "--preserve-fds", "1"])
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "pal-via-fd\n");
+    // Without descriptor 3 open, the option is refused.
+    let ran = env.oci(&["run", &id, "--bundle", env.bundle(), "--preserve-fds", "1"]);
+    assert_eq!(ran.code, 1, "{ran:?}");
+}
