@@ -204,3 +204,34 @@ fn bad_rootfs_input_gets_typed_errors() {
     );
     assert_eq!(host_mounts(), before);
 }
+
+#[test]
+fn a_tmpfs_takes_its_mode_size_and_noexec_and_is_bounded_by_default() {
+    use palisade::overlay::rootfs::Tmpfs;
+    require_root!();
+    let root = Rootfs::host()
+        .tmpfs_with(Tmpfs {
+            guest: "/run/pal".into(),
+            mode: 0o755,
+            size: Some(1 << 20),
+            noexec: true,
+        })
+        .tmpfs("/mnt/pal")
+        .scratch_size(palisade::Bytes::mib(32).get());
+    let mut b = sh("stat -c %a /run/pal /mnt/pal; grep -E ' /(run|mnt)/pal ' /proc/mounts");
+    b.rootfs(root);
+    let out = common::stdout_of(&mut b);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[..2], ["755", "1777"], "{out}");
+    let run = lines.iter().find(|l| l.contains(" /run/pal ")).unwrap();
+    assert!(
+        run.contains("size=1024k") && run.contains("noexec"),
+        "{run}"
+    );
+    // Without a size of its own: the scratch bound, never half of the host's memory.
+    let mnt = lines.iter().find(|l| l.contains(" /mnt/pal ")).unwrap();
+    assert!(
+        mnt.contains("size=32768k") && !mnt.contains("noexec"),
+        "{mnt}"
+    );
+}

@@ -108,12 +108,38 @@ pub struct Volume {
     pub read_only: bool,
 }
 
+/// An empty tmpfs mounted in the sandbox ([`Rootfs::tmpfs_with`]): always `nosuid` and `nodev`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tmpfs {
+    /// Where it appears in the sandbox (absolute).
+    pub guest: PathBuf,
+    /// The mode of its root directory (default `0o1777`, as `/tmp`'s).
+    pub mode: u32,
+    /// Its size bound in bytes; `None`: the rootfs's scratch bound
+    /// ([`Rootfs::scratch_size`]), never the kernel's default of half the host's memory.
+    pub size: Option<u64>,
+    /// `noexec`: nothing on it can be executed.
+    pub noexec: bool,
+}
+
+impl Tmpfs {
+    /// A tmpfs at `guest`, mode `1777`, bounded by the scratch size, executable.
+    pub fn new(guest: impl Into<PathBuf>) -> Tmpfs {
+        Tmpfs {
+            guest: guest.into(),
+            mode: 0o1777,
+            size: None,
+            noexec: false,
+        }
+    }
+}
+
 /// The sandbox's root file system and the mounts in it. See the [module](self) docs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rootfs {
     source: RootSource,
     volumes: Vec<Volume>,
-    tmpfs: Vec<PathBuf>,
+    tmpfs: Vec<Tmpfs>,
     read_only: bool,
     mask: bool,
     /// Show the host's data and secrets ([`HOST_DATA_DIRS`], [`HOST_SECRETS`]) in a
@@ -229,9 +255,15 @@ impl Rootfs {
         self
     }
 
-    /// Mounts an empty tmpfs at `guest`.
-    pub fn tmpfs(mut self, guest: impl Into<PathBuf>) -> Rootfs {
-        self.tmpfs.push(guest.into());
+    /// Mounts an empty tmpfs at `guest`: mode `1777`, bounded by the scratch size
+    /// ([`Rootfs::scratch_size`]).
+    pub fn tmpfs(self, guest: impl Into<PathBuf>) -> Rootfs {
+        self.tmpfs_with(Tmpfs::new(guest))
+    }
+
+    /// Mounts an empty tmpfs as `tmpfs` describes it (its mode, size and `noexec`).
+    pub fn tmpfs_with(mut self, tmpfs: Tmpfs) -> Rootfs {
+        self.tmpfs.push(tmpfs);
         self
     }
 
@@ -334,7 +366,16 @@ impl Rootfs {
         let tmpfs = self
             .tmpfs
             .iter()
-            .map(|t| guest_path("tmpfs", t))
+            .map(|t| {
+                if t.mode > 0o7777 || t.size == Some(0) {
+                    return Err(Error::InvalidValue {
+                        what: "tmpfs",
+                        value: format!("{} mode {:o} size {:?}", t.guest.display(), t.mode, t.size),
+                        reason: "a mode is at most 07777, and a size more than 0",
+                    });
+                }
+                Ok((t, guest_path("tmpfs", &t.guest)?))
+            })
             .collect::<Result<Vec<_>>>()?;
         let staging = staging_dir(&used)?;
         let root = format!("{staging}/root");
@@ -509,14 +550,16 @@ impl Rootfs {
             };
             p.set_attr(p.at(guest)?, ro | NODEV_ATTR, true);
         }
-        for guest in &tmpfs {
+        for (t, guest) in &tmpfs {
             p.mkdir_all(guest)?;
+            let noexec = if t.noexec { NOEXEC } else { 0 };
+            let data = format!("mode={:o},size={}", t.mode, t.size.unwrap_or(self.scratch));
             p.mount(
                 "tmpfs",
                 p.at(guest)?,
                 "tmpfs",
-                NOSUID | NODEV,
-                Some("mode=1777"),
+                NOSUID | NODEV | noexec,
+                Some(&data),
                 false,
             )?;
         }

@@ -4,7 +4,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Linux, LinuxDevice, LinuxDeviceType, Mount, Process};
-use palisade::overlay::rootfs::{MASKED_PATHS, READ_ONLY_PATHS};
+use palisade::overlay::rootfs::{Tmpfs, MASKED_PATHS, READ_ONLY_PATHS};
 use palisade::{Access, Rootfs, SandboxBuilder};
 
 use super::{unsupported, Bundle};
@@ -107,8 +107,58 @@ const BIND_OPTIONS: &[&str] = &[
 /// The options of podman's `/dev/shm` bind mount, besides the tmpfs's own.
 const SHM_BIND_OPTIONS: &[&str] = &["bind", "rbind", "private", "rprivate"];
 
-/// Options of a tmpfs that Palisade's (`mode=1777`, `nosuid`, `nodev`) satisfy.
-const TMPFS_OPTIONS: &[&str] = &["nosuid", "nodev", "mode=1777", "rw", "relatime"];
+/// Options of a tmpfs that Palisade's (`nosuid`, `nodev`) satisfy, or whose access-time
+/// bookkeeping is no matter of isolation.
+const TMPFS_OPTIONS: &[&str] = &[
+    "nosuid",
+    "nodev",
+    "rw",
+    "relatime",
+    "strictatime",
+    "noatime",
+];
+
+/// A tmpfs mount: its `mode=` (octal), `size=` (bytes, or with a `k`, `m` or `g` suffix, as
+/// `tmpfs(5)` takes it) and `noexec` applied, the options Palisade's tmpfs satisfies accepted,
+/// any other refused by name.
+fn tmpfs(field: &str, destination: &Path, options: &[String]) -> Result<Tmpfs> {
+    let mut t = Tmpfs::new(destination);
+    for (j, o) in options.iter().enumerate() {
+        let bad = || {
+            unsupported(
+                format!("{field}.options[{j}]"),
+                o,
+                "Palisade cannot mount a tmpfs with this option",
+            )
+        };
+        if let Some(mode) = o.strip_prefix("mode=") {
+            t.mode = u32::from_str_radix(mode, 8).map_err(|_| bad())?;
+        } else if let Some(size) = o.strip_prefix("size=") {
+            let (digits, unit) = match size.char_indices().last() {
+                Some((i, c)) if c.is_ascii_alphabetic() => (&size[..i], c.to_ascii_lowercase()),
+                _ => (size, 'b'),
+            };
+            let shift = match unit {
+                'b' => 0,
+                'k' => 10,
+                'm' => 20,
+                'g' => 30,
+                _ => return Err(bad()),
+            };
+            let n: u64 = digits.parse().map_err(|_| bad())?;
+            t.size = Some(
+                n.checked_shl(shift)
+                    .filter(|v| v >> shift == n)
+                    .ok_or_else(bad)?,
+            );
+        } else if o == "noexec" {
+            t.noexec = true;
+        } else if !TMPFS_OPTIONS.contains(&o.as_str()) {
+            return Err(bad());
+        }
+    }
+    Ok(t)
+}
 
 /// What an entry of `mounts` became.
 enum Kind {
@@ -201,8 +251,7 @@ pub(super) fn apply(bundle: &Bundle, p: &Process, b: &mut SandboxBuilder) -> Res
             }
             Kind::Standard(s)
         } else if typ == "tmpfs" {
-            check_options(&field, options, TMPFS_OPTIONS, &[])?;
-            rootfs = rootfs.tmpfs(destination);
+            rootfs = rootfs.tmpfs_with(tmpfs(&field, destination, options)?);
             Kind::Tmpfs
         } else {
             return Err(unsupported(

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# `palisade-oci run` of /bin/true against `runc run` and `crun run` of the same bundle, in turn,
+# in one run: prints each runtime's median wall time and palisade-oci's ratio to each. As root,
+# after `cargo build --release -p palisade-oci`. The state roots are on /dev/shm (tmpfs, as
+# /run is on most machines). crun refuses this kind of hybrid cgroup host; it runs in a mount
+# namespace without the unified hierarchy, so its figure includes that wrapper (unshare + sh).
+#
+# Usage: benches/oci-run.sh [RUNS]   (default 50)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-50}
+pal=$PWD/target/release/palisade-oci
+[ -x "$pal" ] || { echo "build it first: cargo build --release -p palisade-oci" >&2; exit 1; }
+
+dir=$(mktemp -d /tmp/palisade-bench-oci.XXXXXX)
+state=$(mktemp -d /dev/shm/palisade-bench-oci.XXXXXX)
+trap 'rm -rf "$dir" "$state"' EXIT
+mkdir -p "$dir/bundle/rootfs/bin" "$state/palisade" "$state/runc" "$state/crun"
+cp /usr/bin/busybox "$dir/bundle/rootfs/bin/"
+ln -s busybox "$dir/bundle/rootfs/bin/true"
+for d in proc sys dev tmp etc; do mkdir -p "$dir/bundle/rootfs/$d"; done
+(cd "$dir/bundle" && "$pal" spec)
+# Not on a terminal, running /bin/true; a version crun 1.8 knows.
+sed -i -e 's/"terminal": true/"terminal": false/' -e 's/"ociVersion": "[^"]*"/"ociVersion": "1.0.2"/' \
+  "$dir/bundle/config.json"
+python3 - "$dir/bundle/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["process"]["args"] = ["/bin/true"]
+json.dump(c, open(sys.argv[1], "w"), indent=1)
+PY
+cat > "$dir/crun.sh" <<'SH'
+#!/bin/sh
+exec unshare -m sh -c 'umount /sys/fs/cgroup/unified && exec crun "$@"' crun "$@"
+SH
+chmod +x "$dir/crun.sh"
+
+cd "$dir/bundle"
+declare -A times
+one() { # NAME COMMAND...
+  local name=$1; shift
+  local start=$EPOCHREALTIME
+  "$@" >/dev/null
+  local end=$EPOCHREALTIME
+  times[$name]+="$(echo "$end - $start" | bc -l) "
+}
+for _ in $(seq "$runs"); do
+  one palisade-oci "$pal" --root "$state/palisade" run pal-bench
+  one runc runc --root "$state/runc" run pal-bench
+  command -v crun >/dev/null && one crun "$dir/crun.sh" --root "$state/crun" run pal-bench
+done
+median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+p=$(echo "${times[palisade-oci]}" | median)
+printf '%-14s median %.2f ms\n' palisade-oci "$(echo "$p * 1000" | bc -l)"
+for other in runc crun; do
+  [ -n "${times[$other]:-}" ] || continue
+  o=$(echo "${times[$other]}" | median)
+  printf '%-14s median %.2f ms   palisade-oci is %.2fx faster\n' "$other" \
+    "$(echo "$o * 1000" | bc -l)" "$(echo "$o / $p" | bc -l)"
+done
