@@ -995,28 +995,25 @@ pub(crate) fn list(root: &Path) -> Result<Vec<Handle>> {
 /// The pid of a child of `parent`, from `/proc/<pid>/stat` (field 4, `proc(5)`): the command of
 /// an init, whose only child it is while it waits to start or runs.
 pub(crate) fn child_of(parent: u32) -> Option<u32> {
-    let entries = std::fs::read_dir("/proc").ok()?;
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
+    let parent_of = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // The command name may hold spaces and parentheses: the fields follow its last ')'.
-        let ppid = stat
-            .rsplit_once(')')
+        stat.rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(parent) {
-            return Some(pid);
-        }
+            .and_then(|p| p.parse::<u32>().ok())
+    };
+    // The command was cloned right after the init, so its pid is almost always the next one
+    // (pids are handed out in order, `proc(5)` `/proc/sys/kernel/ns_last_pid`): one read
+    // instead of one per process of the host.
+    let next = parent.checked_add(1)?;
+    if parent_of(next) == Some(parent) {
+        return Some(next);
     }
-    None
+    let entries = std::fs::read_dir("/proc").ok()?;
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .find(|&pid| parent_of(pid) == Some(parent))
 }
 
 /// Seconds since the epoch, now.
