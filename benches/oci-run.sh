@@ -2,8 +2,13 @@
 # `palisade-oci run` of /bin/true against `runc run` and `crun run` of the same bundle, in turn,
 # in one run: prints each runtime's median wall time and palisade-oci's ratio to each. As root,
 # after `cargo build --release -p palisade-oci`. The state roots are on /dev/shm (tmpfs, as
-# /run is on most machines). crun refuses this kind of hybrid cgroup host; it runs in a mount
-# namespace without the unified hierarchy, so its figure includes that wrapper (unshare + sh).
+# /run is on most machines). crun refuses this kind of hybrid cgroup host: it runs in a mount
+# namespace without the unified hierarchy. Run the whole script in one for figures without
+# that wrapper, where all three see the same cgroup v1 view:
+#
+#   unshare -m sh -c 'umount /sys/fs/cgroup/unified && benches/oci-run.sh 50'
+#
+# Otherwise crun's figure includes the wrapper (unshare + sh + umount, a few ms).
 #
 # Usage: benches/oci-run.sh [RUNS]   (default 50)
 set -euo pipefail
@@ -29,11 +34,10 @@ c = json.load(open(sys.argv[1]))
 c["process"]["args"] = ["/bin/true"]
 json.dump(c, open(sys.argv[1], "w"), indent=1)
 PY
-cat > "$dir/crun.sh" <<'SH'
-#!/bin/sh
-exec unshare -m sh -c 'umount /sys/fs/cgroup/unified && exec crun "$@"' crun "$@"
-SH
-chmod +x "$dir/crun.sh"
+crun_cmd=(crun)
+if mountpoint -q /sys/fs/cgroup/unified; then
+  crun_cmd=(unshare -m sh -c 'umount /sys/fs/cgroup/unified && exec crun "$@"' crun)
+fi
 
 cd "$dir/bundle"
 declare -A times
@@ -47,7 +51,7 @@ one() { # NAME COMMAND...
 for _ in $(seq "$runs"); do
   one palisade-oci "$pal" --root "$state/palisade" run pal-bench
   one runc runc --root "$state/runc" run pal-bench
-  command -v crun >/dev/null && one crun "$dir/crun.sh" --root "$state/crun" run pal-bench
+  command -v crun >/dev/null && one crun "${crun_cmd[@]}" --root "$state/crun" run pal-bench
 done
 median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 p=$(echo "${times[palisade-oci]}" | median)

@@ -6,6 +6,8 @@
 //! under a parent of the test's own), from Debian's package, on a busybox image written with
 //! Palisade's own OCI layout writer and imported with `ctr image import`.
 
+mod common;
+
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -30,13 +32,6 @@ fn runtimes() -> [(&'static str, PathBuf); 2] {
 const IMAGE: &str = "docker.io/palisade/busybox:1";
 /// The containerd namespace of the tests' images and containers (the instance is private).
 const NAMESPACE: &str = "pal-test";
-/// Where containerd's runc shim keeps its sockets, and `ctr` its fifos, whatever the config
-/// says: removed after the test when the test made them and they are empty again.
-const HOST_RUN_DIRS: [&str; 3] = [
-    "/run/containerd/s",
-    "/run/containerd/fifo",
-    "/run/containerd",
-];
 
 /// A private containerd, with the busybox image imported, whose containers run with `runtime`.
 struct Containerd {
@@ -48,18 +43,15 @@ struct Containerd {
     /// The cgroup its containers go under (`ctr run --cgroup`), the test's own: named as its
     /// directory, `palisade-test-containerd-<pid>-<n>`.
     cgroup_parent: String,
-    /// The host directories of [`HOST_RUN_DIRS`] that did not exist before this instance.
-    made_run_dirs: Vec<&'static str>,
+    /// The host directories the shim makes, removed after the last instance.
+    _host_dirs: common::HostDirs,
 }
 
 impl Containerd {
     fn new(runtime: &Path) -> Containerd {
         let dir = TempDir::new("containerd");
         let at = |sub: &str| dir.path().join(sub).display().to_string();
-        let made_run_dirs = HOST_RUN_DIRS
-            .into_iter()
-            .filter(|d| !Path::new(d).exists())
-            .collect();
+        let host_dirs = common::HostDirs::acquire();
         // Every plugin that would otherwise write outside `dir` is pointed into it or disabled
         // (the snapshotters this test does not use probe their default roots).
         let config = format!(
@@ -114,7 +106,7 @@ disabled_plugins = [
             daemon,
             wrapper,
             cgroup_parent,
-            made_run_dirs,
+            _host_dirs: host_dirs,
         };
         containerd.wait_ready();
         containerd.import_busybox();
@@ -398,47 +390,9 @@ impl Drop for Containerd {
                 .status();
         }
         // Its mounts (snapshots, the containers' root file systems), deepest first.
-        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
-            let mut points: Vec<&str> = mounts
-                .lines()
-                .filter_map(|l| l.split(' ').nth(4))
-                .filter(|p| Path::new(p).starts_with(self.dir.path()))
-                .collect();
-            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-            for p in points {
-                let _ = Command::new("umount").arg("-l").arg(p).status();
-            }
-        }
+        common::unmount_under(self.dir.path());
         // Its cgroups, deepest first, in every hierarchy (empty once its containers are gone).
-        let parent = self.cgroup_parent.trim_start_matches('/');
-        let mut groups: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|h| h.path().join(parent))
-            .chain([Path::new("/sys/fs/cgroup").join(parent)])
-            .filter(|g| g.is_dir())
-            .flat_map(|g| {
-                let mut all = vec![g.clone()];
-                all.extend(
-                    std::fs::read_dir(&g)
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                        .map(|e| e.path())
-                        .filter(|p| p.is_dir()),
-                );
-                all
-            })
-            .collect();
-        groups.sort_by_key(|g| std::cmp::Reverse(g.components().count()));
-        for g in groups {
-            let _ = std::fs::remove_dir(g);
-        }
-        // The host directories it made, if nothing else uses them now (deepest first).
-        for d in &self.made_run_dirs {
-            let _ = std::fs::remove_dir(d);
-        }
+        common::remove_cgroups(&self.cgroup_parent);
     }
 }
 

@@ -4,6 +4,8 @@
 //! of the test's own (`--root`, `--runroot`), from Debian's package (tests/all.sh installs it),
 //! on a busybox root file system (`--rootfs`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -28,13 +30,15 @@ struct Podman {
     /// The cgroup its containers and their conmon go under (`--cgroup-parent`), the test's own:
     /// named as its directory, `palisade-test-podman-<pid>-<n>`.
     cgroup_parent: String,
+    /// The host directories podman's exit command makes, removed after the last instance.
+    _host_dirs: common::HostDirs,
 }
 
 impl Podman {
     fn new(runtime: &Path) -> Podman {
         let dir = TempDir::new("podman");
         let rootfs = dir.path().join("rootfs");
-        busybox_root(&rootfs);
+        common::busybox_root(&rootfs);
         let name = dir.path().file_name().unwrap().to_string_lossy();
         let cgroup_parent = format!("/{name}");
         Podman {
@@ -42,11 +46,13 @@ impl Podman {
             runtime: runtime.to_owned(),
             rootfs,
             cgroup_parent,
+            _host_dirs: common::HostDirs::acquire(),
         }
     }
 
     /// podman's global options: everything of this instance's under its directory (`--tmpdir`
-    /// too: podman keeps its locks and events there, by default in the shared `/run/libpod`).
+    /// too: podman keeps its locks and events there, by default in the shared `/run/libpod`;
+    /// and the runtime's state root).
     fn global_args(&self) -> Vec<String> {
         let at = |sub: &str| self.dir.path().join(sub).display().to_string();
         vec![
@@ -62,6 +68,10 @@ impl Podman {
             "cgroupfs".into(),
             "--events-backend".into(),
             "file".into(),
+            // The runtime's own state too (runc's default is /run/runc, palisade-oci's
+            // /run/palisade-oci).
+            "--runtime-flag".into(),
+            format!("root={}", at("runtime")),
         ]
     }
 
@@ -114,60 +124,10 @@ impl Drop for Podman {
     fn drop(&mut self) {
         let _ = self.command().args(["rm", "--all", "--force"]).output();
         let _ = self.command().args(["system", "reset", "--force"]).output();
-        // Its cgroups, deepest first, in every hierarchy (empty once its containers are gone).
-        let mut groups: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|h| h.path().join(self.cgroup_parent.trim_start_matches('/')))
-            .chain([Path::new("/sys/fs/cgroup").join(self.cgroup_parent.trim_start_matches('/'))])
-            .filter(|g| g.is_dir())
-            .flat_map(|g| {
-                let mut all = vec![g.clone()];
-                all.extend(
-                    std::fs::read_dir(&g)
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                        .map(|e| e.path())
-                        .filter(|p| p.is_dir()),
-                );
-                all
-            })
-            .collect();
-        groups.sort_by_key(|g| std::cmp::Reverse(g.components().count()));
-        for g in groups {
-            let _ = std::fs::remove_dir(g);
-        }
+        common::remove_cgroups(&self.cgroup_parent);
         // podman leaves its storage's overlay mount behind.
-        let storage = self.dir.path().join("storage");
-        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
-            let mut points: Vec<&str> = mounts
-                .lines()
-                .filter_map(|l| l.split(' ').nth(4))
-                .filter(|p| Path::new(p).starts_with(&storage))
-                .collect();
-            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-            for p in points {
-                let _ = Command::new("umount").arg("-l").arg(p).status();
-            }
-        }
+        common::unmount_under(&self.dir.path().join("storage"));
     }
-}
-
-/// A root file system of the static busybox and links to the tools the tests use.
-fn busybox_root(root: &Path) {
-    for dir in ["bin", "etc", "proc", "sys", "dev", "tmp", "run"] {
-        std::fs::create_dir_all(root.join(dir)).unwrap();
-    }
-    std::fs::copy("/usr/bin/busybox", root.join("bin/busybox")).unwrap();
-    for tool in [
-        "sh", "echo", "id", "hostname", "cat", "ls", "sleep", "tty", "grep", "ps", "stty",
-    ] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(tool)).unwrap();
-    }
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
-    std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
 }
 
 fn have_podman() -> bool {
