@@ -246,7 +246,10 @@ impl<'a> CgroupBuilder<'a> {
         for m in mounts {
             let parent_dir = match self.parent {
                 Parent::Own => hier.own_dir(m)?,
-                Parent::Path(p) => m.dir_of(p),
+                Parent::Path(p) => {
+                    check_path(p)?;
+                    m.dir_of(p)
+                }
                 Parent::Group(g) => match g.dirs.iter().find(|d| d.mount_point == m.mount_point) {
                     Some(d) => d.path.clone(),
                     None => {
@@ -389,6 +392,21 @@ fn delegate(
     Ok(out)
 }
 
+/// Checks a group path as `/proc/<pid>/cgroup` writes it: absolute, each component a valid
+/// group name, so that it never leads out of the cgroup file system (`..`) when joined to a
+/// hierarchy's mount point.
+fn check_path(path: &str) -> Result<()> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(Error::InvalidPath(path.to_owned()));
+    };
+    if rest.is_empty() {
+        return Ok(());
+    }
+    rest.split('/')
+        .try_for_each(check_name)
+        .map_err(|_| Error::InvalidPath(path.to_owned()))
+}
+
 fn check_name(name: &str) -> Result<()> {
     let bad = name.is_empty()
         || name.contains('/')
@@ -463,6 +481,7 @@ impl Cgroup {
     /// Opens an existing group at `path` (as in `/proc/<pid>/cgroup`) in every hierarchy where
     /// it exists. An opened group is not deleted on drop; [`delete`](Self::delete) removes it.
     pub fn open(path: &str) -> Result<Cgroup> {
+        check_path(path)?;
         let hier = Hierarchy::detect()?;
         let mut dirs = Vec::new();
         let mounts = hier.unified().into_iter().chain(hier.v1_mounts());
@@ -975,6 +994,7 @@ impl Drop for Cgroup {
 /// directories made, shallowest first: they outlive any group made beneath them, and are the
 /// caller's to remove.
 pub fn make_path(hier: &Hierarchy, path: &str) -> Result<Vec<PathBuf>> {
+    check_path(path)?;
     let mut made = Vec::new();
     let mounts = hier.unified().into_iter().chain(hier.v1_mounts());
     for m in mounts {

@@ -141,6 +141,11 @@ pub enum Error {
     /// A group name that is empty, absolute, or contains `..` or a NUL byte.
     #[error("invalid cgroup name {0:?}: must be one path component, not `.`, `..` or `cgroup.*`")]
     InvalidName(String),
+    /// A group path (as `/proc/<pid>/cgroup` writes it) that is not absolute, or has a component
+    /// that is no group name (`.`, `..`, empty, `cgroup.*`): it could lead out of the cgroup
+    /// file system.
+    #[error("invalid cgroup path {0:?}: must be absolute, each component a group name (not `.`, `..` or `cgroup.*`)")]
+    InvalidPath(String),
 }
 
 impl Error {

@@ -996,3 +996,27 @@ fn make_path_makes_the_missing_groups_of_a_path_in_every_hierarchy() {
         std::fs::remove_dir(dir).unwrap();
     }
 }
+
+#[test]
+fn a_path_that_climbs_out_of_the_cgroup_file_system_makes_nothing() {
+    require_root!();
+    let hier = Hierarchy::detect().unwrap();
+    let outside = std::env::temp_dir().join(format!("palisade-test-climb-{}", std::process::id()));
+    // From any hierarchy's mount point, enough `..` reach `/`, then the temporary directory.
+    let climb = format!("/../../../../..{}", outside.display());
+    let err = palisade_cgroup::make_path(&hier, &climb).unwrap_err();
+    assert!(matches!(err, Error::InvalidPath(_)), "{err}");
+    let err = Cgroup::builder().parent_path(&climb).create().unwrap_err();
+    assert!(matches!(err, Error::InvalidPath(_)), "{err}");
+    assert!(matches!(Cgroup::open(&climb), Err(Error::InvalidPath(_))));
+    assert!(!outside.exists(), "made {}", outside.display());
+    for bad in ["relative", "/a//b", "/a/./b", "/a/cgroup.procs"] {
+        assert!(
+            matches!(
+                palisade_cgroup::make_path(&hier, bad),
+                Err(Error::InvalidPath(_))
+            ),
+            "{bad}"
+        );
+    }
+}
