@@ -34,10 +34,12 @@
 //! | `linux.rootfsPropagation` | `private`, `rprivate`, `slave`, `rslave` (Palisade's mounts are private) |
 //! | `linux.personality` | `LINUX` without flags |
 //!
-//! Refused when set: `domainname`, `hooks`, `linux.sysctl`, `linux.resources.blockIO`,
-//! `hugepageLimits`, `network`, `rdma`, `unified`, `linux.intelRdt`, `linux.memoryPolicy`,
-//! `linux.netDevices`, `process.ioPriority`, `scheduler`, `execCPUAffinity`, a namespace `path`
-//! other than the network's, and the sections of other platforms.
+//! Refused when set: `domainname`, `hooks.createContainer`, `hooks.startContainer`,
+//! `linux.sysctl`, `linux.resources.blockIO`, `hugepageLimits`, `network`, `rdma`, `unified`,
+//! `linux.intelRdt`, `linux.memoryPolicy`, `linux.netDevices`, `process.ioPriority`,
+//! `scheduler`, `execCPUAffinity`, a namespace `path` other than the network's, and the
+//! sections of other platforms. The other hooks are not the builder's: the runtime runs them
+//! (see [`crate::hooks`]).
 //!
 //! # Capabilities
 //!
@@ -275,23 +277,20 @@ fn unsupported(field: impl Into<String>, value: impl ToString, reason: &'static 
     }
 }
 
-/// Hooks run programs around the container's life; the runtime will run them later.
+/// `prestart`, `createRuntime`, `poststart` and `poststop` run on the host, in the runtime's
+/// namespace ([`crate::hooks`]); `createContainer` and `startContainer` run in the container's
+/// namespaces, which Palisade does not enter with a program resolved on the host.
 fn refuse_hooks(hooks: &oci_spec::runtime::Hooks) -> Result<()> {
-    #[allow(deprecated)] // `prestart` is deprecated, but still the spec's and still refused
     let sets = [
-        ("hooks.prestart", hooks.prestart()),
-        ("hooks.createRuntime", hooks.create_runtime()),
         ("hooks.createContainer", hooks.create_container()),
         ("hooks.startContainer", hooks.start_container()),
-        ("hooks.poststart", hooks.poststart()),
-        ("hooks.poststop", hooks.poststop()),
     ];
     for (field, set) in sets {
         if let Some(hook) = set.iter().flatten().next() {
             return Err(unsupported(
                 field,
                 hook.path().display(),
-                "hooks are not supported yet",
+                "hooks that run in the container's namespaces are not supported",
             ));
         }
     }

@@ -536,8 +536,13 @@ fn refusals_name_the_field() {
         ),
         (
             "hook",
-            Box::new(|v| v["hooks"] = json!({"createRuntime": [{"path": "/bin/true"}]})),
-            "hooks.createRuntime",
+            Box::new(|v| {
+                v["hooks"] = json!({
+                    "createRuntime": [{"path": "/bin/true"}],
+                    "createContainer": [{"path": "/bin/true"}],
+                })
+            }),
+            "hooks.createContainer",
         ),
         (
             "pid namespace path",
@@ -565,6 +570,12 @@ fn refusals_name_the_field() {
         (
             "systemd cgroup",
             Box::new(|v| v["linux"]["cgroupsPath"] = json!("system.slice:runc:box")),
+            "linux.cgroupsPath",
+        ),
+        (
+            // Out of the cgroup file system, to make a directory elsewhere on the host.
+            "climbing cgroup path",
+            Box::new(|v| v["linux"]["cgroupsPath"] = json!("/../../../../tmp/pal-escape/box")),
             "linux.cgroupsPath",
         ),
     ];

@@ -426,6 +426,18 @@ fn device_policy(rules: &[LinuxDeviceCgroup]) -> Result<DevicePolicy> {
 /// A plain absolute path: the sandbox's group goes beneath its parent.
 fn cgroups_path(path: &Path, b: &mut SandboxBuilder) -> Result<()> {
     let text = path.to_string_lossy();
+    // Every component a group's name: `..` would lead out of the cgroup file system.
+    let plain = path.components().all(|c| {
+        matches!(c, std::path::Component::RootDir)
+            || matches!(c, std::path::Component::Normal(n) if !n.to_string_lossy().starts_with("cgroup."))
+    });
+    if !plain || text.contains("//") {
+        return Err(unsupported(
+            "linux.cgroupsPath",
+            text,
+            "each component must be a cgroup's name (no `.`, `..` or `cgroup.*`)",
+        ));
+    }
     if text.contains(':') {
         return Err(unsupported(
             "linux.cgroupsPath",

@@ -8,11 +8,13 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 use clap::Args;
-use palisade::{Child, Pty, Sandbox, Signal, Status, Stdio};
+use palisade::{Child, Handle, Pty, Sandbox, Signal, Status, Stdio};
+use palisade_oci::hooks::{self, Stage};
 use palisade_oci::Bundle;
 
 use super::{
     absolute, check_id, open, status_of, write_pid_file, CliError, Global, Logger, Result,
+    BUNDLE_ANNOTATION, OCI_VERSION,
 };
 
 /// `create`'s options, which `run` shares.
@@ -129,7 +131,7 @@ fn make(
         rustix::process::umask(rustix::fs::Mode::from_raw_mode(mask));
     }
     let mut builder = bundle.builder(&args.id, &global.root)?;
-    builder.annotation(super::BUNDLE_ANNOTATION, dir.to_string_lossy());
+    builder.annotation(BUNDLE_ANNOTATION, dir.to_string_lossy());
     if let Some(parent) = bundle.cgroup_parent() {
         // The caller's parent group, made as runc makes it, and left for the caller.
         let hierarchy = palisade::cgroup::Hierarchy::detect().map_err(palisade::Error::from)?;
@@ -172,6 +174,29 @@ fn make(
             let path = format!("/proc/{pid}/oom_score_adj");
             std::fs::write(&path, adj.to_string()).map_err(CliError::io("write", &path))?;
         }
+        // The runtime's hooks of create, while the command waits at its start gate; the
+        // specification's status for them is `creating`.
+        let state = hooks::State {
+            oci_version: OCI_VERSION.to_owned(),
+            id: args.id.clone(),
+            status: "creating".to_owned(),
+            pid: child.id(),
+            bundle: dir.to_string_lossy().into_owned(),
+            annotations: bundle
+                .spec()
+                .annotations()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+        };
+        for stage in [Stage::Prestart, Stage::CreateRuntime] {
+            if stage.hooks(bundle.spec()).is_empty() {
+                continue;
+            }
+            log.debug(format_args!("running {}", stage.field()));
+            hooks::run(bundle.spec(), stage, &state).map_err(CliError::msg)?;
+        }
         if let Some(path) = &args.pid_file {
             // The container's first process, as runc's: the shim or conmon, the parent it is
             // reparented to once this process exits, reaps it (it exits with the command's
@@ -208,10 +233,15 @@ pub fn create(
     make(global, log, &args, preserved, true).map(drop)
 }
 
-pub fn start(global: &Global, id: &str) -> Result<()> {
+pub fn start(global: &Global, log: &mut Logger, id: &str) -> Result<()> {
     let mut h = open(global, id)?;
     match status_of(&mut h) {
-        "created" => Ok(h.start()?),
+        "created" => {
+            h.start()?;
+            let state = hook_state(&h, "running");
+            later_hooks(log, Stage::Poststart, &state);
+            Ok(())
+        }
         "stopped" => Err(CliError::msg("cannot start a container that has stopped")),
         "paused" => Err(CliError::msg(
             "cannot start a container in the paused state",
@@ -233,6 +263,9 @@ pub fn run(
         remove(global, &id);
         return Err(e.into());
     }
+    if let Ok(h) = Sandbox::open_in(&global.root, &id) {
+        later_hooks(log, Stage::Poststart, &hook_state(&h, "running"));
+    }
     if args.detach {
         return Ok(0);
     }
@@ -246,7 +279,11 @@ pub fn run(
     drop(child);
     if !args.keep {
         match Sandbox::open_in(&global.root, &id) {
-            Ok(h) => h.delete()?,
+            Ok(h) => {
+                let state = hook_state(&h, "stopped");
+                h.delete()?;
+                later_hooks(log, Stage::Poststop, &state);
+            }
             Err(palisade::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
@@ -322,7 +359,41 @@ pub fn kill(global: &Global, args: KillArgs) -> Result<()> {
     Ok(h.kill(signal)?)
 }
 
-pub fn delete(global: &Global, args: DeleteArgs) -> Result<()> {
+/// The state a hook reads of a created container, with `status`: the document `state`
+/// prints, whose `pid` is 0 once stopped.
+fn hook_state(h: &Handle, status: &str) -> hooks::State {
+    let state = h.state();
+    let (bundle, annotations) = super::query::bundle_and_annotations(state);
+    hooks::State {
+        oci_version: OCI_VERSION.to_owned(),
+        id: state.id.clone(),
+        status: status.to_owned(),
+        pid: super::query::state_pid(state, status),
+        bundle,
+        annotations,
+    }
+}
+
+/// Runs the hooks of `stage` (`poststart`, `poststop`) from the bundle recorded at create;
+/// as the specification asks, a failure is only a warning and the hooks after it still run.
+fn later_hooks(log: &mut Logger, stage: Stage, state: &hooks::State) {
+    if state.bundle.is_empty() {
+        return;
+    }
+    let bundle = match Bundle::load(&state.bundle) {
+        Ok(bundle) => bundle,
+        Err(e) => {
+            log.warn(format_args!("{}: not run: {e}", stage.field()));
+            return;
+        }
+    };
+    log.debug(format_args!("running {}", stage.field()));
+    for e in hooks::run_all(bundle.spec(), stage, state) {
+        log.warn(e);
+    }
+}
+
+pub fn delete(global: &Global, log: &mut Logger, args: DeleteArgs) -> Result<()> {
     check_id(&args.id)?;
     let mut h = match Sandbox::open_in(&global.root, &args.id) {
         Ok(h) => h,
@@ -330,22 +401,27 @@ pub fn delete(global: &Global, args: DeleteArgs) -> Result<()> {
         Err(palisade::Error::NotFound { .. }) if args.force => return Ok(()),
         Err(e) => return Err(e.into()),
     };
+    let state = hook_state(&h, "stopped");
     match status_of(&mut h) {
-        "stopped" => Ok(h.delete()?),
+        "stopped" => h.delete()?,
         // A created container has run nothing yet: runc kills and deletes it.
-        "created" => Ok(h.force_delete()?),
+        "created" => h.force_delete()?,
         "paused" if args.force => {
             // A frozen process takes SIGKILL only once thawed on cgroup v1.
             let _ = h.kill(Signal::SIGKILL);
             let _ = h.thaw();
-            Ok(h.force_delete()?)
+            h.force_delete()?
         }
-        _ if args.force => Ok(h.force_delete()?),
-        status => Err(CliError::msg(format!(
-            "cannot delete container {} that is not stopped: {status}",
-            args.id
-        ))),
+        _ if args.force => h.force_delete()?,
+        status => {
+            return Err(CliError::msg(format!(
+                "cannot delete container {} that is not stopped: {status}",
+                args.id
+            )))
+        }
     }
+    later_hooks(log, Stage::Poststop, &state);
+    Ok(())
 }
 
 pub fn pause(global: &Global, id: &str) -> Result<()> {

@@ -220,6 +220,17 @@ impl Logger {
         }
     }
 
+    /// Reports what went wrong without failing the command (a `poststart` or `poststop`
+    /// hook): to the log file in its format, and to stderr.
+    pub fn warn(&mut self, msg: impl fmt::Display) {
+        let msg = msg.to_string();
+        let line = self.line("warning", &msg);
+        if let Some(f) = &mut self.file {
+            let _ = f.write_all(line.as_bytes());
+        }
+        let _ = writeln!(io::stderr(), "warning: {msg}");
+    }
+
     /// Reports a failure: to the log file in its format, and to stderr as runc prints it.
     fn error(&mut self, msg: &str) {
         let line = self.line("error", msg);
@@ -291,11 +302,11 @@ fn run(cli: Cli, log: &mut Logger, preserved: Vec<std::os::fd::OwnedFd>) -> Resu
     log.debug(format_args!("command {command:?}"));
     match command {
         Command::Create(args) => lifecycle::create(global, log, args, preserved).map(|()| 0),
-        Command::Start(args) => lifecycle::start(global, &args.id).map(|()| 0),
+        Command::Start(args) => lifecycle::start(global, log, &args.id).map(|()| 0),
         Command::Run(args) => lifecycle::run(global, log, args, preserved),
         Command::State(args) => query::state(global, &args.id).map(|()| 0),
         Command::Kill(args) => lifecycle::kill(global, args).map(|()| 0),
-        Command::Delete(args) => lifecycle::delete(global, args).map(|()| 0),
+        Command::Delete(args) => lifecycle::delete(global, log, args).map(|()| 0),
         Command::List(args) => query::list(global, args).map(|()| 0),
         Command::Ps(args) => query::ps(global, args).map(|()| 0),
         Command::Pause(args) => lifecycle::pause(global, &args.id).map(|()| 0),

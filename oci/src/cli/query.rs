@@ -60,11 +60,29 @@ struct StateJson {
     annotations: BTreeMap<String, String>,
 }
 
+/// The container's bundle directory, recorded at create, and its annotations without that
+/// record.
+pub(super) fn bundle_and_annotations(
+    state: &palisade::State,
+) -> (String, BTreeMap<String, String>) {
+    let mut annotations = state.annotations.clone();
+    let bundle = annotations.remove(BUNDLE_ANNOTATION).unwrap_or_default();
+    (bundle, annotations)
+}
+
+/// The pid the specification's state shows: the container's first process, 0 once stopped.
+pub(super) fn state_pid(state: &palisade::State, status: &str) -> u32 {
+    if status == "stopped" {
+        0
+    } else {
+        state.process.pid
+    }
+}
+
 fn state_of(h: &mut Handle) -> StateJson {
     let status = status_of(h);
     let state = h.state();
-    let mut annotations = state.annotations.clone();
-    let bundle = annotations.remove(BUNDLE_ANNOTATION).unwrap_or_default();
+    let (bundle, annotations) = bundle_and_annotations(state);
     let rootfs = if Path::new(&state.rootfs).is_relative() && !bundle.is_empty() {
         Path::new(&bundle)
             .join(&state.rootfs)
@@ -77,11 +95,7 @@ fn state_of(h: &mut Handle) -> StateJson {
         oci_version: OCI_VERSION,
         id: state.id.clone(),
         // The container's first process, as in the pid file (see `create`).
-        pid: if status == "stopped" {
-            0
-        } else {
-            state.process.pid
-        },
+        pid: state_pid(state, status),
         status,
         bundle,
         rootfs,

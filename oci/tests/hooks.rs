@@ -1,0 +1,461 @@
+//! The runtime's hooks of `config.json` (`prestart`, `createRuntime`, `poststart`,
+//! `poststop`), run on the host by the `palisade-oci` binary around a busybox container: shell
+//! scripts the tests write log what they read on their standard input and in their
+//! environment.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use palisade_test_support::{require_root, TempDir};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_palisade-oci");
+
+/// What one invocation of the binary did.
+#[derive(Debug)]
+struct Ran {
+    code: i32,
+    out: String,
+    err: String,
+}
+
+impl Ran {
+    fn ok(self) -> Ran {
+        assert_eq!(self.code, 0, "failed: {self:?}");
+        self
+    }
+}
+
+/// A bundle, a state root, hook scripts, and the containers a test made, deleted on drop.
+struct Env {
+    dir: TempDir,
+    root: PathBuf,
+    bundle: PathBuf,
+    log: PathBuf,
+    ids: Vec<String>,
+    calls: AtomicUsize,
+}
+
+/// A hook script: logs `NAME status=… pid=… id=… env=$FOO` from its arguments (`NAME LOG`)
+/// and its standard input, keeps its initial environment (which the shell's own variables do
+/// not change) in `LOG.NAME.env`, and the cgroup of the container's process in
+/// `LOG.NAME.cgroup`. PATH may be unset: the tools are named by path.
+const LOGGER: &str = r#"#!/bin/sh
+input=$(/usr/bin/cat)
+field() { printf '%s' "$input" | /usr/bin/sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p"; }
+pid=$(field pid)
+echo "$1 status=$(field status) pid=$pid id=$(field id) env=$FOO" >> "$2"
+/usr/bin/tr '\0' '\n' < /proc/$$/environ > "$2.$1.env"
+/usr/bin/cat "/proc/$pid/cgroup" > "$2.$1.cgroup" 2>/dev/null
+exit 0
+"#;
+
+impl Env {
+    fn new(tag: &str, args: &[&str]) -> Env {
+        let dir = TempDir::new(&format!("oci-hook-{tag}"));
+        let root = dir.path().join("state");
+        let bundle = dir.path().join("bundle");
+        let bin = bundle.join("rootfs/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy("/usr/bin/busybox", bin.join("busybox")).unwrap();
+        for tool in ["sh", "sleep", "echo"] {
+            std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
+        }
+        let log = dir.path().join("hooks.log");
+        let env = Env {
+            dir,
+            root,
+            bundle,
+            log,
+            ids: Vec::new(),
+            calls: AtomicUsize::new(0),
+        };
+        env.oci(&["spec", "--bundle", env.bundle.to_str().unwrap()])
+            .ok();
+        env.script("logger", LOGGER);
+        env.edit_config(|c| {
+            c["process"]["terminal"] = false.into();
+            c["process"]["args"] = args.into();
+            c["linux"]["namespaces"] = ["pid", "mount", "ipc", "uts"]
+                .iter()
+                .map(|t| json!({ "type": t }))
+                .collect::<Vec<_>>()
+                .into();
+        });
+        env
+    }
+
+    /// Writes an executable script `name` into the test's directory.
+    fn script(&self, name: &str, text: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+
+    /// A hook entry running the logger as `name`, with `FOO=bar` as its whole environment.
+    fn logger(&self, name: &str) -> Value {
+        let path = self.dir.path().join("logger");
+        json!({
+            "path": path,
+            "args": [path, name, self.log],
+            "env": ["FOO=bar"],
+        })
+    }
+
+    fn edit_config(&self, edit: impl FnOnce(&mut Value)) {
+        let path = self.bundle.join("config.json");
+        let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        edit(&mut config);
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    }
+
+    fn hooks(&self, hooks: Value) {
+        self.edit_config(|c| c["hooks"] = hooks);
+    }
+
+    fn id(&mut self, name: &str) -> String {
+        let id = format!("pal-hook-{name}-{}", std::process::id());
+        self.ids.push(id.clone());
+        id
+    }
+
+    /// Runs the binary with `--root` and `args`; its output goes to files, which a container
+    /// that inherits them does not hold open as it would a pipe.
+    fn oci(&self, args: &[&str]) -> Ran {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
+        let out_path = self.dir.path().join(format!("out-{n}"));
+        let err_path = self.dir.path().join(format!("err-{n}"));
+        let status = Command::new(BIN)
+            .args(["--root", self.root.to_str().unwrap()])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .status()
+            .unwrap();
+        Ran {
+            code: status.code().unwrap_or(-1),
+            out: std::fs::read_to_string(&out_path).unwrap(),
+            err: std::fs::read_to_string(&err_path).unwrap(),
+        }
+    }
+
+    fn bundle(&self) -> &str {
+        self.bundle.to_str().unwrap()
+    }
+
+    fn create(&self, id: &str) -> Ran {
+        self.oci(&["create", id, "--bundle", self.bundle()])
+    }
+
+    fn state(&self, id: &str) -> Value {
+        let ran = self.oci(&["state", id]).ok();
+        serde_json::from_str(&ran.out).unwrap_or_else(|e| panic!("not JSON ({e}): {ran:?}"))
+    }
+
+    fn wait_status(&self, id: &str, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = self.state(id)["status"].as_str().unwrap().to_owned();
+            if now == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{id} stayed {now}, not {want}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The lines the hooks logged.
+    fn logged(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// What a logging hook kept of itself: `env` or `cgroup`.
+    fn kept(&self, name: &str, what: &str) -> String {
+        let path = format!("{}.{name}.{what}", self.log.display());
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// Asserts that nothing of the container `id` is left: no state, no process, no cgroup.
+    fn assert_gone(&self, id: &str, pid: u32, cgroup: &str) {
+        let state = self.oci(&["state", id]);
+        assert_eq!(state.code, 1, "{state:?}");
+        assert!(state.err.contains("does not exist"), "{state:?}");
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "{pid} lives");
+        // `N:controllers:/path` lines of v1 and `0::/path` of v2, each of which is looked for
+        // under every cgroup mount, whatever hierarchy it holds.
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+        let roots: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                matches!(f.get(2), Some(&"cgroup") | Some(&"cgroup2")).then(|| f[1])
+            })
+            .collect();
+        let groups: Vec<&str> = cgroup
+            .lines()
+            .filter_map(|line| line.splitn(3, ':').nth(2))
+            .filter(|rel| rel.contains(id))
+            .collect();
+        assert!(
+            !groups.is_empty(),
+            "{id} had no cgroup of its own: {cgroup}"
+        );
+        for rel in groups {
+            for root in &roots {
+                let dir = Path::new(root).join(rel.trim_start_matches('/'));
+                assert!(!dir.exists(), "{} is left", dir.display());
+            }
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for id in std::mem::take(&mut self.ids) {
+            let _ = self.oci(&["delete", "--force", &id]);
+        }
+    }
+}
+
+/// Parses a logged line `NAME status=S pid=P id=I env=E` into its fields.
+fn fields(line: &str) -> (String, String, u32, String, String) {
+    let mut parts = line.splitn(5, ' ');
+    let name = parts.next().unwrap_or_default().to_owned();
+    let mut value = |key: &str| {
+        let part = parts.next().unwrap_or_default();
+        part.strip_prefix(key)
+            .unwrap_or_else(|| panic!("{key} in {line:?}"))
+            .to_owned()
+    };
+    let status = value("status=");
+    let pid = value("pid=")
+        .parse()
+        .unwrap_or_else(|_| panic!("pid in {line:?}"));
+    let id = value("id=");
+    let env = value("env=");
+    (name, status, pid, id, env)
+}
+
+#[test]
+fn hooks_run_in_order_with_the_state() {
+    require_root!();
+    let mut env = Env::new("order", &["sleep", "1000"]);
+    // The second createRuntime hook is busybox, which picks its applet by argv[0]: `sh` only
+    // runs if args[0] is the program's argv[0].
+    let argv = format!("echo argv0=$0 argv1=$1 >> {}", env.log.display());
+    env.hooks(json!({
+        "prestart": [env.logger("prestart")],
+        "createRuntime": [
+            env.logger("createRuntime"),
+            {"path": "/usr/bin/busybox", "args": ["sh", "-c", argv, "zero", "one"]},
+        ],
+        "poststart": [env.logger("poststart")],
+        "poststop": [env.logger("poststop")],
+    }));
+    let id = env.id("order");
+
+    env.create(&id).ok();
+    let state = env.state(&id);
+    assert_eq!(state["status"], "created");
+    let pid = state["pid"].as_u64().unwrap() as u32;
+    let logged = env.logged();
+    assert_eq!(logged.len(), 3, "{logged:?}");
+    for (line, want) in logged.iter().zip(["prestart", "createRuntime"]) {
+        assert_eq!(
+            fields(line),
+            (
+                want.to_owned(),
+                "creating".to_owned(),
+                pid,
+                id.clone(),
+                "bar".to_owned()
+            )
+        );
+    }
+    assert_eq!(logged[2], "argv0=zero argv1=one");
+    // Exactly the hook's environment: nothing of the runtime's.
+    let hook_env = env.kept("prestart", "env");
+    assert_eq!(hook_env.trim(), "FOO=bar", "{hook_env:?}");
+    assert!(std::env::var_os("PATH").is_some());
+
+    env.oci(&["start", &id]).ok();
+    let logged = env.logged();
+    assert_eq!(logged.len(), 4, "{logged:?}");
+    assert_eq!(
+        fields(&logged[3]),
+        (
+            "poststart".to_owned(),
+            "running".to_owned(),
+            pid,
+            id.clone(),
+            "bar".to_owned()
+        )
+    );
+
+    env.oci(&["kill", &id, "KILL"]).ok();
+    env.wait_status(&id, "stopped");
+    assert_eq!(env.logged().len(), 4);
+    env.oci(&["delete", &id]).ok();
+    let logged = env.logged();
+    assert_eq!(logged.len(), 5, "{logged:?}");
+    let (name, status, _, logged_id, _) = fields(&logged[4]);
+    assert_eq!(
+        (name.as_str(), status.as_str(), logged_id.as_str()),
+        ("poststop", "stopped", id.as_str())
+    );
+    let state = env.oci(&["state", &id]);
+    assert_eq!(state.code, 1, "{state:?}");
+}
+
+#[test]
+fn run_runs_every_hook() {
+    require_root!();
+    let mut env = Env::new("run", &["echo", "hi"]);
+    env.hooks(json!({
+        "prestart": [env.logger("prestart")],
+        "createRuntime": [env.logger("createRuntime")],
+        "poststart": [env.logger("poststart")],
+        "poststop": [env.logger("poststop")],
+    }));
+    let id = env.id("run");
+    let ran = env.oci(&["run", &id, "--bundle", env.bundle()]).ok();
+    assert_eq!(ran.out, "hi\n");
+    let names: Vec<String> = env.logged().iter().map(|l| fields(l).0).collect();
+    assert_eq!(
+        names,
+        ["prestart", "createRuntime", "poststart", "poststop"],
+        "{ran:?}"
+    );
+}
+
+#[test]
+fn failing_create_runtime_hook_destroys_the_container() {
+    require_root!();
+    let mut env = Env::new("fail", &["sleep", "1000"]);
+    let fail = env.script("fail", "#!/bin/sh\necho setup broke >&2\nexit 3\n");
+    env.hooks(json!({
+        "createRuntime": [env.logger("createRuntime"), {"path": fail}],
+        "poststart": [env.logger("poststart")],
+    }));
+    let id = env.id("fail");
+    let ran = env.create(&id);
+    assert_eq!(ran.code, 1, "{ran:?}");
+    assert!(
+        ran.err
+            .contains(&format!("hooks.createRuntime[1] {fail}: exit status: 3")),
+        "{ran:?}"
+    );
+    assert!(ran.err.contains("setup broke"), "{ran:?}");
+    let logged = env.logged();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    let (_, _, pid, _, _) = fields(&logged[0]);
+    env.assert_gone(&id, pid, &env.kept("createRuntime", "cgroup"));
+}
+
+#[test]
+fn hook_timeout_kills_it_and_fails_create() {
+    require_root!();
+    let mut env = Env::new("timeout", &["sleep", "1000"]);
+    let slow = env.script("slow", "#!/bin/sh\n/usr/bin/sleep 5\n");
+    env.hooks(json!({
+        "prestart": [env.logger("prestart")],
+        "createRuntime": [{"path": slow, "timeout": 1}],
+    }));
+    let id = env.id("timeout");
+    let began = Instant::now();
+    let ran = env.create(&id);
+    let took = began.elapsed();
+    assert_eq!(ran.code, 1, "{ran:?}");
+    assert!(
+        ran.err.contains(&format!(
+            "hooks.createRuntime[0] {slow}: timed out after 1s"
+        )),
+        "{ran:?}"
+    );
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+        "took {took:?}"
+    );
+    let (_, _, pid, _, _) = fields(&env.logged()[0]);
+    env.assert_gone(&id, pid, &env.kept("prestart", "cgroup"));
+}
+
+#[test]
+fn failing_poststart_and_poststop_hooks_only_warn() {
+    require_root!();
+    let mut env = Env::new("warn", &["sleep", "1000"]);
+    let fail = env.script("fail", "#!/bin/sh\nexit 7\n");
+    env.hooks(json!({
+        "poststart": [{"path": fail}, env.logger("poststart")],
+        "poststop": [{"path": fail}, env.logger("poststop")],
+    }));
+    let id = env.id("warn");
+    env.create(&id).ok();
+    let log = env.dir.path().join("runtime.log");
+    let log_arg = log.to_str().unwrap();
+    let ran = env
+        .oci(&["--log", log_arg, "--log-format", "json", "start", &id])
+        .ok();
+    assert!(
+        ran.err
+            .contains(&format!("hooks.poststart[0] {fail}: exit status: 7")),
+        "{ran:?}"
+    );
+    // The hooks after a failed one still run.
+    let logged = env.logged();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert_eq!(fields(&logged[0]).1, "running");
+    assert_eq!(env.state(&id)["status"], "running");
+    let ran = env
+        .oci(&[
+            "--log",
+            log_arg,
+            "--log-format",
+            "json",
+            "delete",
+            "--force",
+            &id,
+        ])
+        .ok();
+    assert!(ran.err.contains("hooks.poststop[0]"), "{ran:?}");
+    let logged = env.logged();
+    assert_eq!(logged.len(), 2, "{logged:?}");
+    assert_eq!(fields(&logged[1]).1, "stopped");
+    assert_eq!(env.oci(&["state", &id]).code, 1);
+    let lines: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for (line, hook) in lines
+        .iter()
+        .zip(["hooks.poststart[0]", "hooks.poststop[0]"])
+    {
+        assert_eq!(line["level"], "warning", "{line}");
+        assert!(line["msg"].as_str().unwrap().contains(hook), "{line}");
+    }
+}
+
+#[test]
+fn hooks_in_the_container_namespaces_are_refused() {
+    require_root!();
+    let mut env = Env::new("refused", &["sleep", "1000"]);
+    for field in ["createContainer", "startContainer"] {
+        env.hooks(json!({ field: [{"path": "/bin/true"}] }));
+        let id = env.id(field);
+        let ran = env.create(&id);
+        assert_eq!(ran.code, 1, "{ran:?}");
+        assert!(ran.err.contains(&format!("hooks.{field}")), "{ran:?}");
+        assert_eq!(env.oci(&["state", &id]).code, 1);
+    }
+}
