@@ -866,8 +866,21 @@ impl Handle {
         Ok((path, bytes))
     }
 
+    /// The sandbox's cgroup, if it has one (opened from its recorded directories): its
+    /// processes, events and files, e.g. for `ps` or a freezer's state.
+    pub fn cgroup(&self) -> Option<&palisade_cgroup::Cgroup> {
+        self.cgroup.as_ref()
+    }
+
     pub(crate) fn group(&self) -> Option<&palisade_cgroup::Cgroup> {
         self.cgroup.as_ref()
+    }
+
+    /// Changes the limits of a running sandbox (`docker update`, OCI's `update`): all are
+    /// checked before the first is written to its cgroup ([`Cgroup::apply`](palisade_cgroup::Cgroup::apply)).
+    /// [`Error::NoCgroup`] without one.
+    pub fn update(&self, resources: &[palisade_cgroup::Resource]) -> Result<()> {
+        Ok(self.require_group()?.apply(resources)?)
     }
 
     pub(crate) fn is_running(&self) -> bool {

@@ -575,3 +575,37 @@ fn what_else_is_in_the_state_root_is_not_a_sandbox() {
     assert!(!dead.exists());
     assert!(live.exists());
 }
+
+#[test]
+fn a_handle_updates_the_limits_of_a_running_sandbox() {
+    use palisade::cgroup::{Max, Resource};
+    require_root!();
+    let root = TempDir::new("state");
+    let name = "pal-update";
+    let _cleanup = Cleanup(root.path(), name);
+    let mut child = sh("exec sleep 300")
+        .name(name)
+        .state_root(root.path())
+        .pids_max(100)
+        .spawn()
+        .unwrap();
+    let h = Sandbox::open_in(root.path(), name).unwrap();
+    let pids_max = || {
+        let dirs = h.state().cgroup.clone();
+        dirs.iter()
+            .map(|d| d.join("pids.max"))
+            .find(|f| f.exists())
+            .map(|f| std::fs::read_to_string(f).unwrap().trim().to_owned())
+    };
+    assert_eq!(pids_max().as_deref(), Some("100"));
+    h.update(&[Resource::PidsMax(Max::Limit(7))]).unwrap();
+    assert_eq!(pids_max().as_deref(), Some("7"));
+    // A value the kernel cannot take is an error, and the limit stays.
+    assert!(h
+        .update(&[Resource::MemoryMax(Max::Limit(palisade::Bytes::kib(4)))])
+        .is_err());
+    assert_eq!(pids_max().as_deref(), Some("7"));
+    assert!(h.cgroup().is_some());
+    child.kill(Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+}
