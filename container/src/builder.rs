@@ -778,7 +778,13 @@ impl SandboxBuilder {
         let sysctls = derive::sysctls(&iso.sysctls, namespaces, join_net.is_some())?;
 
         // The root, the mounts the child makes, and the command's privileges.
-        let rootfs = derive::root(&iso.rootfs, mount_ns, iso.scratch, user_ns)?;
+        // A group of its own, the namespace rooted there, and a pure v2 host: its limits are
+        // what `/sys/fs/cgroup` then shows.
+        let own_cgroup_view = unshare_cgroup_ns
+            && cgroup
+                .as_ref()
+                .is_some_and(|c| c.hierarchy.backend() == palisade_cgroup::Backend::V2);
+        let rootfs = derive::root(&iso.rootfs, mount_ns, iso.scratch, user_ns, own_cgroup_view)?;
         let duties = derive::host_mount_duties(mount_ns, pid_ns, rootfs.is_some());
         let security = self.security.prepare(SecurityContext {
             user_ns,

@@ -167,11 +167,14 @@ pub(crate) enum RootChoice {
 /// The root's plan: a root of its own needs a mount namespace; by default a sandbox with one
 /// gets the host's root under a throwaway layer. The scratch bound applies to whichever root,
 /// and a rootless sandbox's plan is made for a user namespace.
+/// `cgroup2`: the sandbox's own cgroup namespace, rooted at its own group on a pure v2 host,
+/// is what a read-only cgroup2 mount at `/sys/fs/cgroup` shows.
 pub(crate) fn root(
     choice: &RootChoice,
     mount_ns: bool,
     scratch: Option<u64>,
     rootless: bool,
+    cgroup2: bool,
 ) -> Result<Option<RootfsPlan>> {
     let chosen = match choice {
         RootChoice::Own(r) if !mount_ns => {
@@ -188,6 +191,11 @@ pub(crate) fn root(
     let chosen = match scratch {
         Some(bytes) => chosen.scratch_size(bytes),
         None => chosen,
+    };
+    let chosen = if cgroup2 {
+        chosen.cgroup2(true)
+    } else {
+        chosen
     };
     let plan = if rootless {
         chosen.plan_rootless()?
@@ -444,18 +452,20 @@ mod tests {
 
     #[test]
     fn the_default_root_is_the_hosts_under_a_layer_where_there_is_a_mount_namespace() {
-        assert!(root(&RootChoice::Default, true, None, false)
+        assert!(root(&RootChoice::Default, true, None, false, false)
             .unwrap()
             .is_some());
-        assert!(root(&RootChoice::Default, false, None, false)
+        assert!(root(&RootChoice::Default, false, None, false, false)
             .unwrap()
             .is_none());
-        assert!(root(&RootChoice::HostMounts, true, None, false)
+        assert!(root(&RootChoice::HostMounts, true, None, false, false)
             .unwrap()
             .is_none());
         let own = RootChoice::Own(Rootfs::host());
-        assert!(root(&own, false, None, false).is_err());
-        assert!(root(&own, true, Some(1 << 20), true).unwrap().is_some());
+        assert!(root(&own, false, None, false, false).is_err());
+        assert!(root(&own, true, Some(1 << 20), true, false)
+            .unwrap()
+            .is_some());
     }
 
     #[test]

@@ -227,3 +227,22 @@ fn the_device_policy_holds_on_file_systems_the_command_mounts() {
     assert_eq!(run(false), "refused\n");
     assert_eq!(run(true), "opened\n");
 }
+
+#[test]
+fn the_sandbox_reads_its_own_limits_at_sys_fs_cgroup_on_cgroup_v2() {
+    require_root!();
+    let backend = palisade::cgroup::Hierarchy::detect().unwrap().backend();
+    let mut b = sh("cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max 2>&1; \
+                    ls /sys/fs/cgroup | grep -c palisade; touch /sys/fs/cgroup/x 2>&1 | grep -c Read-only; true");
+    b.memory_max(Bytes::mib(64)).pids_max(50);
+    let out = common::stdout_of(&mut b);
+    if backend == palisade::cgroup::Backend::V2 {
+        // Its own group is the root of what it sees: its limits, no other group's name, and
+        // nothing it can change.
+        assert_eq!(out, format!("{}\n50\n0\n1\n", 64 << 20), "{out}");
+    } else {
+        // Hybrid and v1 hosts: the mount point stays empty (a cgroup2 view there would show a
+        // hierarchy without the controllers).
+        assert!(out.contains("No such file"), "{out}");
+    }
+}

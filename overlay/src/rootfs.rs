@@ -147,6 +147,8 @@ pub struct Rootfs {
     host_data: bool,
     /// Bytes the sandbox may write to its throwaway layer and `/tmp`, together.
     scratch: u64,
+    /// Mount the cgroup2 file system at `/sys/fs/cgroup`.
+    cgroup2: bool,
 }
 
 /// The default bound on a sandbox's scratch space (its throwaway writable layer and `/tmp`):
@@ -188,6 +190,7 @@ impl Rootfs {
             mask: true,
             host_data: false,
             scratch: DEFAULT_SCRATCH_SIZE,
+            cgroup2: false,
         }
     }
 
@@ -264,6 +267,16 @@ impl Rootfs {
     /// Mounts an empty tmpfs as `tmpfs` describes it (its mode, size and `noexec`).
     pub fn tmpfs_with(mut self, tmpfs: Tmpfs) -> Rootfs {
         self.tmpfs.push(tmpfs);
+        self
+    }
+
+    /// Mounts the cgroup2 file system, read-only, at `/sys/fs/cgroup` (default: no), where
+    /// programs read their limits (`memory.max`, `cpu.max`, …). Meant for a sandbox in a
+    /// cgroup namespace of its own on a pure cgroup v2 host: there the mount shows the
+    /// sandbox's own group as its root (`cgroup_namespaces(7)`). Left out, as `/sys` itself
+    /// is, where the kernel refuses it.
+    pub fn cgroup2(mut self, on: bool) -> Rootfs {
+        self.cgroup2 = on;
         self
     }
 
@@ -513,6 +526,16 @@ impl Rootfs {
             None,
             true,
         )?;
+        if self.cgroup2 {
+            p.mount(
+                "cgroup2",
+                p.strict("sys/fs/cgroup")?,
+                "cgroup2",
+                libc::MS_RDONLY | NOSUID | NODEV | NOEXEC,
+                None,
+                true,
+            )?;
+        }
         p.mkdir("tmp")?;
         p.mount(
             &format!("{staging}/tmp"),

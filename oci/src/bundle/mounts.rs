@@ -86,9 +86,9 @@ const STANDARD: &[Standard] = &[
         accepted: &["nosuid", "noexec", "nodev", "relatime", "ro"],
         required: Some("ro"),
     },
-    // Not mounted at all: Palisade mounts no cgroup file system, so the directory stays the
-    // empty mount point that (read-only) sysfs provides. Accepted so that the configurations
-    // of runc, containerd and podman, which all ask for it, run.
+    // Palisade mounts cgroup2 read-only there on a pure v2 host when the container has a group
+    // and a cgroup namespace of its own (its own group is then the root of what it sees); on
+    // hybrid and v1 hosts the directory stays the empty mount point of (read-only) sysfs.
     Standard {
         destination: "/sys/fs/cgroup",
         types: &["cgroup", "cgroup2"],
