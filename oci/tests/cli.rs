@@ -112,6 +112,28 @@ impl Env {
         }
     }
 
+    /// Runs the binary with `input` on its stdin (from a file, as the output goes to files).
+    fn oci_stdin(&self, args: &[&str], input: &str) -> Ran {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
+        let in_path = self.dir.path().join(format!("in-{n}"));
+        let out_path = self.dir.path().join(format!("out-{n}"));
+        let err_path = self.dir.path().join(format!("err-{n}"));
+        std::fs::write(&in_path, input).unwrap();
+        let status = Command::new(BIN)
+            .args(["--root", self.root.to_str().unwrap()])
+            .args(args)
+            .stdin(std::fs::File::open(&in_path).unwrap())
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .status()
+            .unwrap();
+        Ran {
+            code: status.code().unwrap_or(-1),
+            out: std::fs::read_to_string(&out_path).unwrap(),
+            err: std::fs::read_to_string(&err_path).unwrap(),
+        }
+    }
+
     fn bundle(&self) -> &str {
         self.bundle.to_str().unwrap()
     }
@@ -621,4 +643,153 @@ fn preserve_fds_reach_the_container() {
     // Without descriptor 3 open, the option is refused.
     let ran = env.oci(&["run", &id, "--bundle", env.bundle(), "--preserve-fds", "1"]);
     assert_eq!(ran.code, 1, "{ran:?}");
+}
+
+/// `pids.max` of the container's group: the nearest group holding its first process (in
+/// `/proc/<pid>/cgroup`, `cgroups(7)`: the v1 pids hierarchy's, else the unified one's) or
+/// above it that has a limit.
+fn pids_max(env: &Env, id: &str) -> String {
+    let pid = env.state(id)["pid"].as_u64().unwrap();
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let line = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.split_once(prefix).map(|(_, p)| p))
+    };
+    let mut dir = match (line(":pids:"), line("0::")) {
+        (Some(path), _) => PathBuf::from(format!("/sys/fs/cgroup/pids{path}")),
+        (None, Some(path)) if Path::new("/sys/fs/cgroup/unified").is_dir() => {
+            PathBuf::from(format!("/sys/fs/cgroup/unified{path}"))
+        }
+        (None, Some(path)) => PathBuf::from(format!("/sys/fs/cgroup{path}")),
+        (None, None) => panic!("no cgroup of {pid}: {text}"),
+    };
+    loop {
+        let max = std::fs::read_to_string(dir.join("pids.max")).unwrap_or_default();
+        if !max.trim().is_empty() && max.trim() != "max" {
+            return max.trim().to_owned();
+        }
+        assert!(
+            dir.pop() && dir != Path::new("/sys/fs"),
+            "no pids.max for {id}: {text}"
+        );
+    }
+}
+
+#[test]
+fn update_changes_the_limits() {
+    require_root!();
+    let mut env = Env::new("update", &["sleep", "1000"]);
+    env.edit_config(|c| c["linux"]["resources"]["pids"] = serde_json::json!({ "limit": 5 }));
+    let id = env.id("update");
+    env.create(&id);
+    env.oci(&["start", &id]).ok();
+    assert_eq!(pids_max(&env, &id), "5");
+    env.oci(&["update", "--pids-limit", "7", &id]).ok();
+    assert_eq!(pids_max(&env, &id), "7");
+    env.oci_stdin(
+        &["update", "--resources", "-", &id],
+        r#"{"pids":{"limit":9}}"#,
+    )
+    .ok();
+    assert_eq!(pids_max(&env, &id), "9");
+    // A field Palisade does not apply is refused by name, and nothing changes.
+    let refused = env.oci_stdin(
+        &["update", "-r", "-", &id],
+        r#"{"pids":{"limit":11},"blockIO":{"weight":100}}"#,
+    );
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.err.contains("blockIO"), "{refused:?}");
+    assert_eq!(pids_max(&env, &id), "9");
+    let bad = env.oci(&["update", "--memory", "lots", &id]);
+    assert!(bad.code == 1 && bad.err.contains("--memory"), "{bad:?}");
+    let missing = env.oci(&["update", "--pids-limit", "3", "pal-no-such-container"]);
+    assert!(missing.err.contains("does not exist"), "{missing:?}");
+}
+
+#[test]
+fn events_stats_and_the_end_of_the_container() {
+    require_root!();
+    let mut env = Env::new("events", &["sleep", "1000"]);
+    env.edit_config(|c| c["linux"]["resources"]["pids"] = serde_json::json!({ "limit": 50 }));
+    let id = env.id("events");
+    env.create(&id);
+    env.oci(&["start", &id]).ok();
+    let ran = env.oci(&["events", "--stats", &id]).ok();
+    let event = ran.json();
+    assert_eq!(event["type"], "stats", "{ran:?}");
+    assert_eq!(event["id"], id.as_str());
+    assert!(
+        event["data"]["pids"]["current"].as_u64().unwrap() >= 1,
+        "{ran:?}"
+    );
+    assert_eq!(event["data"]["pids"]["limit"], 50, "{ran:?}");
+    assert!(event["data"]["cpu"]["usage"]["user"].is_u64(), "{ran:?}");
+
+    // A container that ends after a second: the stream ends with it.
+    let short = Env::new("events-end", &["sleep", "1"]);
+    let mut short = short;
+    short.edit_config(|c| c["linux"]["resources"]["pids"] = serde_json::json!({ "limit": 50 }));
+    let id = short.id("events-end");
+    short.create(&id);
+    short.oci(&["start", &id]).ok();
+    let started = Instant::now();
+    let ran = short.oci(&["events", "--interval", "100ms", &id]).ok();
+    assert!(started.elapsed() < Duration::from_secs(10), "{ran:?}");
+    let lines: Vec<Value> = ran
+        .out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!lines.is_empty(), "{ran:?}");
+    assert!(lines
+        .iter()
+        .all(|e| e["type"] == "stats" && e["id"] == id.as_str()));
+    let stopped = short.oci(&["events", "--stats", &id]);
+    assert!(stopped.err.contains("not running"), "{stopped:?}");
+}
+
+/// The effective capabilities of the `cat` an exec runs, from its `/proc/self/status`.
+fn exec_cap_eff(env: &Env, args: &[&str]) -> Ran {
+    let mut all = vec!["exec"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["cat", "/proc/self/status"]);
+    env.oci(&all)
+}
+
+fn cap_eff(ran: &Ran) -> u64 {
+    let hex = ran
+        .out
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap_or_else(|| panic!("no CapEff: {ran:?}"));
+    u64::from_str_radix(hex.trim(), 16).unwrap()
+}
+
+#[test]
+fn exec_adds_capabilities() {
+    require_root!();
+    const NET_BIND_SERVICE: u64 = 1 << 10;
+    let mut env = Env::new("execcap", &["sleep", "1000"]);
+    let id = env.id("execcap");
+    env.create(&id);
+    env.oci(&["start", &id]).ok();
+    // A non-root user holds none, unless given.
+    let plain = exec_cap_eff(&env, &["--user", "1000:1000", &id]).ok();
+    assert_eq!(cap_eff(&plain) & NET_BIND_SERVICE, 0, "{plain:?}");
+    let given = exec_cap_eff(
+        &env,
+        &["--user", "1000:1000", "--cap", "CAP_NET_BIND_SERVICE", &id],
+    )
+    .ok();
+    // Exactly the one given: another user than root gets nothing of the container's set.
+    assert_eq!(cap_eff(&given), NET_BIND_SERVICE, "{given:?}");
+    // Beyond the default bundle's bounding set: refused by name.
+    let refused = exec_cap_eff(&env, &["--cap", "CAP_SYS_ADMIN", &id]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.err.contains("CAP_SYS_ADMIN"), "{refused:?}");
+    let unknown = exec_cap_eff(&env, &["--cap", "CAP_NOPE", &id]);
+    assert!(
+        unknown.code == 1 && unknown.err.contains("CAP_NOPE"),
+        "{unknown:?}"
+    );
 }

@@ -30,7 +30,13 @@ pub(super) fn apply(bundle: &Bundle, b: &mut SandboxBuilder) -> Result<()> {
     }
     namespaces(bundle, linux, b)?;
     if let Some(resources) = linux.resources() {
-        self::resources(bundle, resources, b)?;
+        for resource in Bundle::cgroup_resources(resources, &bundle.config_path())? {
+            match resource {
+                // The builder starts its device policy from Docker's; this one replaces it.
+                Resource::Devices(policy) => b.devices(policy),
+                other => b.resource(other),
+            };
+        }
     }
     if let Some(path) = linux.cgroups_path() {
         cgroups_path(path, b)?;
@@ -202,74 +208,99 @@ fn id_map(mappings: &[LinuxIdMapping]) -> palisade::Result<IdMap> {
     .map_err(palisade::Error::from)
 }
 
-/// `linux.resources`.
-fn resources(bundle: &Bundle, r: &LinuxResources, b: &mut SandboxBuilder) -> Result<()> {
-    let refuse = |field: &str, value: String| {
-        Err(unsupported(
-            format!("linux.resources.{field}"),
-            value,
-            "Palisade does not apply this limit",
-        ))
-    };
-    if let Some(io) = r.block_io() {
-        return refuse("blockIO", format!("{io:?}"));
+impl Bundle {
+    /// `linux.resources` as the cgroup resources Palisade applies: what `create` gives the
+    /// sandbox's builder, and what `update` applies to a running sandbox
+    /// ([`palisade::Handle::update`]). A setting Palisade cannot apply is refused by its JSON
+    /// path (`linux.resources.blockIO`) with [`Error::Unsupported`](crate::Error::Unsupported);
+    /// a value out of range is an [`Error::Config`](crate::Error::Config) about `source`, the
+    /// file the resources came from.
+    ///
+    /// As runc, a zero (or absent) value leaves a limit as it is; a pids limit below zero
+    /// lifts it (`pids.max` of `max`, see `cgroups(7)`).
+    pub fn cgroup_resources(r: &LinuxResources, source: &Path) -> Result<Vec<Resource>> {
+        let mut out = Vec::new();
+        let refuse = |field: &str, value: String| {
+            Err(unsupported(
+                format!("linux.resources.{field}"),
+                value,
+                "Palisade does not apply this limit",
+            ))
+        };
+        if let Some(io) = r.block_io() {
+            return refuse("blockIO", format!("{io:?}"));
+        }
+        if let Some(h) = r.hugepage_limits().as_ref().filter(|h| !h.is_empty()) {
+            return refuse("hugepageLimits", format!("{h:?}"));
+        }
+        if let Some(n) = r.network() {
+            return refuse("network", format!("{n:?}"));
+        }
+        if let Some(rdma) = r.rdma().as_ref().filter(|m| !m.is_empty()) {
+            return refuse("rdma", format!("{rdma:?}"));
+        }
+        if let Some(u) = r.unified().as_ref().filter(|m| !m.is_empty()) {
+            return refuse("unified", format!("{u:?}"));
+        }
+        if let Some(m) = r.memory() {
+            memory(source, m, &mut out)?;
+        }
+        if let Some(c) = r.cpu() {
+            cpu(source, c, &mut out)?;
+        }
+        match r.pids().map(|p| p.limit()) {
+            Some(limit) if limit > 0 => {
+                out.push(Resource::PidsMax(Max::Limit(limit.unsigned_abs())))
+            }
+            Some(limit) if limit < 0 => out.push(Resource::PidsMax(Max::Unlimited)),
+            _ => {}
+        }
+        if let Some(rules) = r.devices() {
+            out.push(Resource::Devices(device_policy(rules)?));
+        }
+        Ok(out)
     }
-    if let Some(h) = r.hugepage_limits().as_ref().filter(|h| !h.is_empty()) {
-        return refuse("hugepageLimits", format!("{h:?}"));
-    }
-    if let Some(n) = r.network() {
-        return refuse("network", format!("{n:?}"));
-    }
-    if let Some(rdma) = r.rdma().as_ref().filter(|m| !m.is_empty()) {
-        return refuse("rdma", format!("{rdma:?}"));
-    }
-    if let Some(u) = r.unified().as_ref().filter(|m| !m.is_empty()) {
-        return refuse("unified", format!("{u:?}"));
-    }
-    if let Some(m) = r.memory() {
-        memory(bundle, m, b)?;
-    }
-    if let Some(c) = r.cpu() {
-        cpu(bundle, c, b)?;
-    }
-    // 0 and -1 both mean no limit, as in runc.
-    if let Some(limit) = r.pids().map(|p| p.limit()).filter(|&l| l > 0) {
-        b.pids_max(limit.unsigned_abs());
-    }
-    if let Some(rules) = r.devices() {
-        b.devices(device_policy(rules)?);
-    }
-    Ok(())
 }
 
-fn memory(bundle: &Bundle, m: &LinuxMemory, b: &mut SandboxBuilder) -> Result<()> {
+/// An [`Error::Config`](crate::Error::Config) about the file `source`.
+fn config_error(source: &Path, message: String) -> crate::Error {
+    crate::Error::Config {
+        path: source.to_owned(),
+        message,
+    }
+}
+
+fn memory(source: &Path, m: &LinuxMemory, out: &mut Vec<Resource>) -> Result<()> {
     let positive = |v: Option<i64>| v.filter(|&v| v > 0).map(i64::unsigned_abs);
     let limit = positive(m.limit());
     if let Some(limit) = limit {
-        b.memory_max(Bytes(limit));
+        out.push(Resource::MemoryMax(Max::Limit(Bytes(limit))));
     }
     // runc's conversion for cgroup v2: the reservation is memory.low.
     if let Some(low) = positive(m.reservation()) {
-        b.resource(Resource::MemoryLow(Bytes(low)));
+        out.push(Resource::MemoryLow(Bytes(low)));
     }
     // The spec's swap is memory plus swap; cgroup v2 limits swap alone.
     match (m.swap(), limit) {
         (None | Some(0), _) => {}
         (Some(-1), _) => {
             if limit.is_some() {
-                b.resource(Resource::MemorySwapMax(Max::Unlimited));
+                out.push(Resource::MemorySwapMax(Max::Unlimited));
             }
         }
         (Some(swap), Some(limit)) if swap > 0 && swap.unsigned_abs() >= limit => {
-            b.resource(Resource::MemorySwapMax(Max::Limit(Bytes(
+            out.push(Resource::MemorySwapMax(Max::Limit(Bytes(
                 swap.unsigned_abs() - limit,
             ))));
         }
         (Some(swap), _) => {
-            return Err(bundle.config(format!(
-                "linux.resources.memory.swap {swap} must be -1, or at least memory.limit \
-                 (it limits memory and swap together)"
-            )))
+            return Err(config_error(
+                source,
+                format!(
+                    "linux.resources.memory.swap {swap} must be -1, or at least memory.limit \
+                     (it limits memory and swap together)"
+                ),
+            ))
         }
     }
     let refuse = |field: &str, value: String, reason| {
@@ -310,17 +341,17 @@ fn memory(bundle: &Bundle, m: &LinuxMemory, b: &mut SandboxBuilder) -> Result<()
     Ok(())
 }
 
-fn cpu(bundle: &Bundle, c: &LinuxCpu, b: &mut SandboxBuilder) -> Result<()> {
+fn cpu(source: &Path, c: &LinuxCpu, out: &mut Vec<Resource>) -> Result<()> {
     let bad = |field: &str, e: palisade::cgroup::Error| {
-        bundle.config(format!("linux.resources.cpu.{field}: {e}"))
+        config_error(source, format!("linux.resources.cpu.{field}: {e}"))
     };
     if let Some(shares) = c.shares().filter(|&s| s > 0) {
         // runc's conversion of cgroup v1 shares (2 to 262144) to a v2 weight (1 to 10000).
         let clamped = shares.clamp(2, 262_144);
         let weight = 1 + ((clamped - 2) * 9999) / 262_142;
         let weight = u16::try_from(weight)
-            .map_err(|_| bundle.config(format!("linux.resources.cpu.shares {shares}")))?;
-        b.resource(Resource::CpuWeight(
+            .map_err(|_| config_error(source, format!("linux.resources.cpu.shares {shares}")))?;
+        out.push(Resource::CpuWeight(
             Weight::new(weight).map_err(|e| bad("shares", e))?,
         ));
     }
@@ -329,20 +360,22 @@ fn cpu(bundle: &Bundle, c: &LinuxCpu, b: &mut SandboxBuilder) -> Result<()> {
         Some(quota) if quota > 0 => {
             let max = CpuMax::new(Duration::from_micros(quota.unsigned_abs()), period)
                 .map_err(|e| bad("quota", e))?;
-            b.resource(Resource::CpuMax(max));
+            out.push(Resource::CpuMax(max));
         }
         _ if c.period().is_some() => {
             let max = CpuMax::unlimited(period).map_err(|e| bad("period", e))?;
-            b.resource(Resource::CpuMax(max));
+            out.push(Resource::CpuMax(max));
         }
         _ => {}
     }
     if let Some(cpus) = c.cpus().as_deref().filter(|s| !s.is_empty()) {
-        b.cpuset(cpus.parse::<CpuSet>().map_err(|e| bad("cpus", e))?);
+        out.push(Resource::CpusetCpus(
+            cpus.parse::<CpuSet>().map_err(|e| bad("cpus", e))?,
+        ));
     }
     if let Some(mems) = c.mems().as_deref().filter(|s| !s.is_empty()) {
         let set = mems.parse::<CpuSet>().map_err(|e| bad("mems", e))?;
-        b.resource(Resource::CpusetMems(set));
+        out.push(Resource::CpusetMems(set));
     }
     let refuse = |field: &str, value: String| {
         Err(unsupported(

@@ -5,7 +5,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 use clap::Args;
-use palisade::{Stdio, TerminalSize};
+use palisade::{Capabilities, Stdio, TerminalSize};
 
 use super::lifecycle::forward_signals;
 use super::{open, status_of, write_pid_file, CliError, Global, Result};
@@ -37,6 +37,10 @@ pub struct ExecArgs {
     /// An OCI Process JSON file: args, env, cwd, user, terminal, consoleSize.
     #[arg(short = 'p', long, value_name = "FILE")]
     pub process: Option<PathBuf>,
+    /// Add a capability (`CAP_NET_ADMIN`) to those of the container's process; repeatable.
+    /// Palisade refuses one beyond the container's bounding set.
+    #[arg(long = "cap", value_name = "CAP")]
+    pub caps: Vec<String>,
     /// The container's id.
     pub id: String,
     /// The command and its arguments (after `--` when they start with `-`).
@@ -127,6 +131,18 @@ fn job(args: &ExecArgs) -> Result<Job> {
     Ok(job)
 }
 
+/// The effective capabilities of the container's process: `CapEff` of `/proc/<pid>/status`
+/// (`proc_pid_status(5)`).
+fn effective_caps(pid: u32) -> Result<Capabilities> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).map_err(CliError::io("read", &path))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .map(Capabilities::from_bits_truncate)
+        .ok_or_else(|| CliError::msg(format!("{path}: no CapEff line")))
+}
+
 pub fn exec(global: &Global, args: ExecArgs) -> Result<i32> {
     let job = job(&args)?;
     if job.terminal.is_some() && args.detach && args.console_socket.is_none() {
@@ -160,6 +176,21 @@ pub fn exec(global: &Global, args: ExecArgs) -> Result<i32> {
     }
     if let Some((uid, gid)) = job.user {
         cmd.user(uid, gid);
+    }
+    if !args.caps.is_empty() {
+        // runc adds them to the process's sets; Palisade takes the exact set: the container
+        // command's (its init holds no more), plus these. Another user than root starts from
+        // none, as it would without `--cap`.
+        let non_root = job.user.is_some_and(|(uid, _)| uid != 0);
+        let mut set = if non_root {
+            Capabilities::empty()
+        } else {
+            effective_caps(h.state().process.pid)?
+        };
+        for name in &args.caps {
+            set.insert(palisade::parse_capability(name)?);
+        }
+        cmd.capabilities(set);
     }
     match job.terminal {
         Some(size) => {

@@ -12,10 +12,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod events;
 mod exec;
 mod info;
 mod lifecycle;
 mod query;
+mod update;
 
 /// The annotation that records a container's bundle directory: the state's `bundle`, and not
 /// among its `annotations`.
@@ -102,6 +104,10 @@ enum Command {
     Resume(IdArg),
     /// Run a further process in a running container.
     Exec(exec::ExecArgs),
+    /// Change the resource limits of a running container.
+    Update(update::UpdateArgs),
+    /// Print a container's resource usage and OOM events as JSON lines.
+    Events(events::EventsArgs),
     /// Write a default config.json.
     Spec(info::SpecArgs),
     /// Print the features this runtime supports as JSON.
@@ -312,6 +318,8 @@ fn run(cli: Cli, log: &mut Logger, preserved: Vec<std::os::fd::OwnedFd>) -> Resu
         Command::Pause(args) => lifecycle::pause(global, &args.id).map(|()| 0),
         Command::Resume(args) => lifecycle::resume(global, &args.id).map(|()| 0),
         Command::Exec(args) => exec::exec(global, args),
+        Command::Update(args) => update::update(global, args).map(|()| 0),
+        Command::Events(args) => events::events(global, args).map(|()| 0),
         Command::Spec(args) => info::spec(args).map(|()| 0),
         Command::Features => info::features().map(|()| 0),
     }
