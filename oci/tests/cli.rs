@@ -3,185 +3,40 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use palisade_test_support::{require_root, TempDir};
+use palisade_test_support::require_root;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_palisade-oci");
+mod common;
 
-/// What one invocation of the binary did.
-#[derive(Debug)]
-struct Ran {
-    code: i32,
-    out: String,
-    err: String,
+use common::{alive, Env, Ran, BIN};
+
+/// The tools the tests' containers use.
+const TOOLS: [&str; 7] = ["sh", "echo", "sleep", "id", "hostname", "cat", "ls"];
+
+/// A bundle whose process runs `args`, named `pal-box`, in PID, mount, IPC, UTS and network
+/// namespaces of its own.
+fn bundle_env(tag: &str, args: &[&str]) -> Env {
+    let env = Env::new(
+        tag,
+        args,
+        &["pid", "mount", "ipc", "uts", "network"],
+        &TOOLS,
+    );
+    env.edit_config(|c| c["hostname"] = "pal-box".into());
+    env
 }
 
-impl Ran {
-    fn ok(self) -> Ran {
-        assert_eq!(self.code, 0, "failed: {self:?}");
-        self
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.out).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
-    }
-}
-
-/// A bundle, a state root, and the containers a test made, deleted on drop.
-struct Env {
-    dir: TempDir,
-    root: PathBuf,
-    bundle: PathBuf,
-    ids: Vec<String>,
-    calls: AtomicUsize,
-}
-
-impl Env {
-    /// A bundle whose process runs `args`.
-    fn new(tag: &str, args: &[&str]) -> Env {
-        let dir = TempDir::new(&format!("oci-{tag}"));
-        let root = dir.path().join("state");
-        let bundle = dir.path().join("bundle");
-        let bin = bundle.join("rootfs/bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        std::fs::copy("/usr/bin/busybox", bin.join("busybox")).unwrap();
-        for tool in ["sh", "echo", "sleep", "id", "hostname", "cat", "ls"] {
-            std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
-        }
-        let env = Env {
-            dir,
-            root,
-            bundle,
-            ids: Vec::new(),
-            calls: AtomicUsize::new(0),
-        };
-        env.oci(&["spec", "--bundle", env.bundle.to_str().unwrap()])
-            .ok();
-        env.edit_config(|c| {
-            c["process"]["terminal"] = false.into();
-            c["process"]["args"] = args.into();
-            c["hostname"] = "pal-box".into();
-            c["linux"]["namespaces"] = ["pid", "mount", "ipc", "uts", "network"]
-                .iter()
-                .map(|t| serde_json::json!({ "type": t }))
-                .collect::<Vec<_>>()
-                .into();
-        });
-        env
-    }
-
-    fn edit_config(&self, edit: impl FnOnce(&mut Value)) {
-        let path = self.bundle.join("config.json");
-        let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        edit(&mut config);
-        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-    }
-
-    /// A fresh container id, deleted when the test ends.
-    fn id(&mut self, name: &str) -> String {
-        let id = format!("pal-{name}-{}", std::process::id());
-        self.ids.push(id.clone());
-        id
-    }
-
-    /// Runs the binary with `--root` and `args`. Its output goes to files, not pipes: a
-    /// container inherits the runtime's stdio, and would hold a pipe open for as long as it runs.
-    fn oci(&self, args: &[&str]) -> Ran {
-        self.oci_with(&["--root", self.root.to_str().unwrap()], args)
-    }
-
-    fn oci_with(&self, global: &[&str], args: &[&str]) -> Ran {
-        let n = self.calls.fetch_add(1, Ordering::Relaxed);
-        let out_path = self.dir.path().join(format!("out-{n}"));
-        let err_path = self.dir.path().join(format!("err-{n}"));
-        let status = Command::new(BIN)
-            .args(global)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out_path).unwrap())
-            .stderr(std::fs::File::create(&err_path).unwrap())
-            .status()
-            .unwrap();
-        Ran {
-            code: status.code().unwrap_or(-1),
-            out: std::fs::read_to_string(&out_path).unwrap(),
-            err: std::fs::read_to_string(&err_path).unwrap(),
-        }
-    }
-
-    /// Runs the binary with `input` on its stdin (from a file, as the output goes to files).
-    fn oci_stdin(&self, args: &[&str], input: &str) -> Ran {
-        let n = self.calls.fetch_add(1, Ordering::Relaxed);
-        let in_path = self.dir.path().join(format!("in-{n}"));
-        let out_path = self.dir.path().join(format!("out-{n}"));
-        let err_path = self.dir.path().join(format!("err-{n}"));
-        std::fs::write(&in_path, input).unwrap();
-        let status = Command::new(BIN)
-            .args(["--root", self.root.to_str().unwrap()])
-            .args(args)
-            .stdin(std::fs::File::open(&in_path).unwrap())
-            .stdout(std::fs::File::create(&out_path).unwrap())
-            .stderr(std::fs::File::create(&err_path).unwrap())
-            .status()
-            .unwrap();
-        Ran {
-            code: status.code().unwrap_or(-1),
-            out: std::fs::read_to_string(&out_path).unwrap(),
-            err: std::fs::read_to_string(&err_path).unwrap(),
-        }
-    }
-
-    fn bundle(&self) -> &str {
-        self.bundle.to_str().unwrap()
-    }
-
-    fn state(&self, id: &str) -> Value {
-        self.oci(&["state", id]).ok().json()
-    }
-
-    fn status(&self, id: &str) -> String {
-        self.state(id)["status"].as_str().unwrap().to_owned()
-    }
-
-    /// Waits until the container's status is `want`.
-    fn wait_status(&self, id: &str, want: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let now = self.status(id);
-            if now == want {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{id} stayed {now}, not {want}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Creates `id` from the bundle, its process waiting to start.
-    fn create(&self, id: &str) {
-        self.oci(&["create", id, "--bundle", self.bundle()]).ok();
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        for id in std::mem::take(&mut self.ids) {
-            let _ = self.oci(&["delete", "--force", &id]);
-        }
-        let _ = std::fs::remove_dir(&self.root);
-    }
-}
-
-fn alive(pid: u64) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+/// Creates `id` from the bundle, its process waiting to start.
+fn create(env: &Env, id: &str) {
+    env.oci(&["create", id, "--bundle", env.bundle()]).ok();
 }
 
 #[test]
 fn lifecycle_state_machine() {
     require_root!();
-    let mut env = Env::new("life", &["sleep", "1000"]);
+    let mut env = bundle_env("life", &["sleep", "1000"]);
     env.edit_config(|c| c["annotations"] = serde_json::json!({ "org.pal.test": "yes" }));
     let id = env.id("life");
     let pid_file = env.dir.path().join("pid");
@@ -241,9 +96,9 @@ fn lifecycle_state_machine() {
 #[test]
 fn delete_running_needs_force() {
     require_root!();
-    let mut env = Env::new("del", &["sleep", "1000"]);
+    let mut env = bundle_env("del", &["sleep", "1000"]);
     let id = env.id("del");
-    env.create(&id);
+    create(&env, &id);
     env.oci(&["start", &id]).ok();
     let refused = env.oci(&["delete", &id]);
     assert_eq!(refused.code, 1);
@@ -263,9 +118,9 @@ fn delete_running_needs_force() {
 #[test]
 fn delete_created_kills_it() {
     require_root!();
-    let mut env = Env::new("delc", &["sleep", "1000"]);
+    let mut env = bundle_env("delc", &["sleep", "1000"]);
     let id = env.id("delc");
-    env.create(&id);
+    create(&env, &id);
     env.oci(&["delete", &id]).ok();
     assert!(env.oci(&["state", &id]).err.contains("does not exist"));
 }
@@ -273,9 +128,9 @@ fn delete_created_kills_it() {
 #[test]
 fn create_existing_id_fails() {
     require_root!();
-    let mut env = Env::new("dup", &["sleep", "1000"]);
+    let mut env = bundle_env("dup", &["sleep", "1000"]);
     let id = env.id("dup");
-    env.create(&id);
+    create(&env, &id);
     let dup = env.oci(&["create", "--bundle", env.bundle(), &id]);
     assert_eq!(dup.code, 1);
     assert!(dup.err.contains("exists"), "{dup:?}");
@@ -285,7 +140,7 @@ fn create_existing_id_fails() {
 #[test]
 fn run_returns_the_exit_code_and_output() {
     require_root!();
-    let mut env = Env::new("run", &["sh", "-c", "echo out-$(hostname); exit 3"]);
+    let mut env = bundle_env("run", &["sh", "-c", "echo out-$(hostname); exit 3"]);
     let id = env.id("run");
     let ran = env.oci(&["run", &id, "--bundle", env.bundle()]);
     assert_eq!(ran.code, 3, "{ran:?}");
@@ -297,7 +152,7 @@ fn run_returns_the_exit_code_and_output() {
 #[test]
 fn run_killed_reports_128_plus_signal() {
     require_root!();
-    let mut env = Env::new("runk", &["sh", "-c", "kill -KILL $$"]);
+    let mut env = bundle_env("runk", &["sh", "-c", "kill -KILL $$"]);
     let id = env.id("runk");
     let ran = env.oci(&["run", "-b", env.bundle(), &id]);
     assert_eq!(ran.code, 128 + 9, "{ran:?}");
@@ -306,7 +161,7 @@ fn run_killed_reports_128_plus_signal() {
 #[test]
 fn run_detached() {
     require_root!();
-    let mut env = Env::new("rund", &["sleep", "1000"]);
+    let mut env = bundle_env("rund", &["sleep", "1000"]);
     let id = env.id("rund");
     let pid_file = env.dir.path().join("pid");
     env.oci(&[
@@ -328,7 +183,7 @@ fn run_detached() {
 #[test]
 fn bad_bundle_logs_json() {
     require_root!();
-    let mut env = Env::new("bad", &["true"]);
+    let mut env = bundle_env("bad", &["true"]);
     let id = env.id("bad");
     let empty = env.dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
@@ -361,10 +216,10 @@ fn bad_bundle_logs_json() {
 #[test]
 fn kill_by_number_and_name() {
     require_root!();
-    let mut env = Env::new("kill", &["sleep", "1000"]);
+    let mut env = bundle_env("kill", &["sleep", "1000"]);
     let (a, b) = (env.id("killa"), env.id("killb"));
     for id in [&a, &b] {
-        env.create(id);
+        create(&env, id);
         env.oci(&["start", id]).ok();
     }
     env.oci(&["kill", &a, "9"]).ok();
@@ -378,9 +233,9 @@ fn kill_by_number_and_name() {
 #[test]
 fn kill_all() {
     require_root!();
-    let mut env = Env::new("killall", &["sh", "-c", "sleep 1000 & sleep 1000"]);
+    let mut env = bundle_env("killall", &["sh", "-c", "sleep 1000 & sleep 1000"]);
     let id = env.id("killall");
-    env.create(&id);
+    create(&env, &id);
     env.oci(&["start", &id]).ok();
     env.oci(&["kill", "--all", &id, "KILL"]).ok();
     env.wait_status(&id, "stopped");
@@ -389,10 +244,10 @@ fn kill_all() {
 #[test]
 fn list_shows_ids() {
     require_root!();
-    let mut env = Env::new("list", &["sleep", "1000"]);
+    let mut env = bundle_env("list", &["sleep", "1000"]);
     let (a, b) = (env.id("lista"), env.id("listb"));
-    env.create(&a);
-    env.create(&b);
+    create(&env, &a);
+    create(&env, &b);
     env.oci(&["start", &b]).ok();
     let quiet = env.oci(&["list", "-q"]).ok();
     let mut ids: Vec<&str> = quiet.out.lines().collect();
@@ -417,9 +272,9 @@ fn list_shows_ids() {
 #[test]
 fn ps_lists_pids() {
     require_root!();
-    let mut env = Env::new("ps", &["sleep", "1000"]);
+    let mut env = bundle_env("ps", &["sleep", "1000"]);
     let id = env.id("ps");
-    env.create(&id);
+    create(&env, &id);
     env.oci(&["start", &id]).ok();
     let pid = env.state(&id)["pid"].as_u64().unwrap();
     let pids = env.oci(&["ps", "--format", "json", &id]).ok().json();
@@ -437,9 +292,9 @@ fn ps_lists_pids() {
 #[test]
 fn pause_and_resume() {
     require_root!();
-    let mut env = Env::new("pause", &["sleep", "1000"]);
+    let mut env = bundle_env("pause", &["sleep", "1000"]);
     let id = env.id("pause");
-    env.create(&id);
+    create(&env, &id);
     env.oci(&["start", &id]).ok();
     env.oci(&["pause", &id]).ok();
     assert_eq!(env.status(&id), "paused");
@@ -452,9 +307,9 @@ fn pause_and_resume() {
 #[test]
 fn exec_in_running_container() {
     require_root!();
-    let mut env = Env::new("exec", &["sleep", "1000"]);
+    let mut env = bundle_env("exec", &["sleep", "1000"]);
     let id = env.id("exec");
-    env.create(&id);
+    create(&env, &id);
     env.oci(&["start", &id]).ok();
     let host = env.oci(&["exec", &id, "hostname"]).ok();
     assert_eq!(host.out, "pal-box\n");
@@ -482,9 +337,9 @@ fn exec_in_running_container() {
 #[test]
 fn exec_detached_writes_pid() {
     require_root!();
-    let mut env = Env::new("execd", &["sleep", "1000"]);
+    let mut env = bundle_env("execd", &["sleep", "1000"]);
     let id = env.id("execd");
-    env.create(&id);
+    create(&env, &id);
     env.oci(&["start", &id]).ok();
     let pid_file = env.dir.path().join("exec.pid");
     env.oci(&[
@@ -510,9 +365,9 @@ fn exec_detached_writes_pid() {
 #[test]
 fn exec_in_stopped_container_fails() {
     require_root!();
-    let mut env = Env::new("execs", &["true"]);
+    let mut env = bundle_env("execs", &["true"]);
     let id = env.id("execs");
-    env.create(&id);
+    create(&env, &id);
     env.oci(&["start", &id]).ok();
     env.wait_status(&id, "stopped");
     let ran = env.oci(&["exec", &id, "hostname"]);
@@ -523,7 +378,7 @@ fn exec_in_stopped_container_fails() {
 #[test]
 fn spec_and_features() {
     require_root!();
-    let env = Env::new("spec", &["true"]);
+    let env = bundle_env("spec", &["true"]);
     let again = env.oci(&["spec", "--bundle", env.bundle()]);
     assert_eq!(again.code, 1, "an existing config.json is kept: {again:?}");
     let fresh = env.dir.path().join("fresh");
@@ -543,7 +398,7 @@ fn spec_and_features() {
 #[test]
 fn refused_global_flags() {
     require_root!();
-    let env = Env::new("flags", &["true"]);
+    let env = bundle_env("flags", &["true"]);
     let systemd = env.oci_with(&["--systemd-cgroup"], &["list"]);
     assert_eq!(systemd.code, 1);
     assert!(systemd.err.contains("systemd"), "{systemd:?}");
@@ -586,7 +441,7 @@ fn receive_fd(stream: &std::os::unix::net::UnixStream) -> std::os::fd::OwnedFd {
 #[test]
 fn console_socket_gets_the_terminal() {
     require_root!();
-    let mut env = Env::new("tty", &["sh", "-c", "tty; echo pal-hi"]);
+    let mut env = bundle_env("tty", &["sh", "-c", "tty; echo pal-hi"]);
     std::os::unix::fs::symlink("busybox", env.bundle.join("rootfs/bin/tty")).unwrap();
     env.edit_config(|c| c["process"]["terminal"] = true.into());
     let id = env.id("tty");
@@ -625,7 +480,7 @@ fn console_socket_gets_the_terminal() {
 #[test]
 fn preserve_fds_reach_the_container() {
     require_root!();
-    let mut env = Env::new("fds", &["sh", "-c", "echo pal-via-fd >&3"]);
+    let mut env = bundle_env("fds", &["sh", "-c", "echo pal-via-fd >&3"]);
     let id = env.id("fds");
     let target = env.dir.path().join("fd3");
     // The host's shell opens descriptor 3 and executes the runtime with it, as a shim does.
@@ -678,10 +533,10 @@ fn pids_max(env: &Env, id: &str) -> String {
 #[test]
 fn update_changes_the_limits() {
     require_root!();
-    let mut env = Env::new("update", &["sleep", "1000"]);
+    let mut env = bundle_env("update", &["sleep", "1000"]);
     env.edit_config(|c| c["linux"]["resources"]["pids"] = serde_json::json!({ "limit": 5 }));
     let id = env.id("update");
-    env.create(&id);
+    create(&env, &id);
     env.oci(&["start", &id]).ok();
     assert_eq!(pids_max(&env, &id), "5");
     env.oci(&["update", "--pids-limit", "7", &id]).ok();
@@ -709,10 +564,10 @@ fn update_changes_the_limits() {
 #[test]
 fn events_stats_and_the_end_of_the_container() {
     require_root!();
-    let mut env = Env::new("events", &["sleep", "1000"]);
+    let mut env = bundle_env("events", &["sleep", "1000"]);
     env.edit_config(|c| c["linux"]["resources"]["pids"] = serde_json::json!({ "limit": 50 }));
     let id = env.id("events");
-    env.create(&id);
+    create(&env, &id);
     env.oci(&["start", &id]).ok();
     let ran = env.oci(&["events", "--stats", &id]).ok();
     let event = ran.json();
@@ -726,11 +581,11 @@ fn events_stats_and_the_end_of_the_container() {
     assert!(event["data"]["cpu"]["usage"]["user"].is_u64(), "{ran:?}");
 
     // A container that ends after a second: the stream ends with it.
-    let short = Env::new("events-end", &["sleep", "1"]);
+    let short = bundle_env("events-end", &["sleep", "1"]);
     let mut short = short;
     short.edit_config(|c| c["linux"]["resources"]["pids"] = serde_json::json!({ "limit": 50 }));
     let id = short.id("events-end");
-    short.create(&id);
+    create(&short, &id);
     short.oci(&["start", &id]).ok();
     let started = Instant::now();
     let ran = short.oci(&["events", "--interval", "100ms", &id]).ok();
@@ -769,9 +624,9 @@ fn cap_eff(ran: &Ran) -> u64 {
 fn exec_adds_capabilities() {
     require_root!();
     const NET_BIND_SERVICE: u64 = 1 << 10;
-    let mut env = Env::new("execcap", &["sleep", "1000"]);
+    let mut env = bundle_env("execcap", &["sleep", "1000"]);
     let id = env.id("execcap");
-    env.create(&id);
+    create(&env, &id);
     env.oci(&["start", &id]).ok();
     // A non-root user holds none, unless given.
     let plain = exec_cap_eff(&env, &["--user", "1000:1000", &id]).ok();

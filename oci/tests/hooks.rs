@@ -4,38 +4,33 @@
 //! environment.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use palisade_test_support::{require_root, TempDir};
+use palisade_test_support::require_root;
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_palisade-oci");
+mod common;
 
-/// What one invocation of the binary did.
-#[derive(Debug)]
-struct Ran {
-    code: i32,
-    out: String,
-    err: String,
+use common::Ran;
+
+/// A bundle, a state root and the containers a test made (see `common::Env`), and the hooks'
+/// log.
+struct Env {
+    base: common::Env,
+    log: PathBuf,
 }
 
-impl Ran {
-    fn ok(self) -> Ran {
-        assert_eq!(self.code, 0, "failed: {self:?}");
-        self
+impl std::ops::Deref for Env {
+    type Target = common::Env;
+    fn deref(&self) -> &common::Env {
+        &self.base
     }
 }
 
-/// A bundle, a state root, hook scripts, and the containers a test made, deleted on drop.
-struct Env {
-    dir: TempDir,
-    root: PathBuf,
-    bundle: PathBuf,
-    log: PathBuf,
-    ids: Vec<String>,
-    calls: AtomicUsize,
+impl std::ops::DerefMut for Env {
+    fn deref_mut(&mut self) -> &mut common::Env {
+        &mut self.base
+    }
 }
 
 /// A hook script: logs `NAME status=… pid=… id=… env=$FOO` from its arguments (`NAME LOG`)
@@ -54,36 +49,15 @@ exit 0
 
 impl Env {
     fn new(tag: &str, args: &[&str]) -> Env {
-        let dir = TempDir::new(&format!("oci-hook-{tag}"));
-        let root = dir.path().join("state");
-        let bundle = dir.path().join("bundle");
-        let bin = bundle.join("rootfs/bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        std::fs::copy("/usr/bin/busybox", bin.join("busybox")).unwrap();
-        for tool in ["sh", "sleep", "echo"] {
-            std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
-        }
-        let log = dir.path().join("hooks.log");
-        let env = Env {
-            dir,
-            root,
-            bundle,
-            log,
-            ids: Vec::new(),
-            calls: AtomicUsize::new(0),
-        };
-        env.oci(&["spec", "--bundle", env.bundle.to_str().unwrap()])
-            .ok();
+        let base = common::Env::new(
+            &format!("hook-{tag}"),
+            args,
+            &["pid", "mount", "ipc", "uts"],
+            &["sh", "sleep", "echo"],
+        );
+        let log = base.dir.path().join("hooks.log");
+        let env = Env { base, log };
         env.script("logger", LOGGER);
-        env.edit_config(|c| {
-            c["process"]["terminal"] = false.into();
-            c["process"]["args"] = args.into();
-            c["linux"]["namespaces"] = ["pid", "mount", "ipc", "uts"]
-                .iter()
-                .map(|t| json!({ "type": t }))
-                .collect::<Vec<_>>()
-                .into();
-        });
         env
     }
 
@@ -106,67 +80,12 @@ impl Env {
         })
     }
 
-    fn edit_config(&self, edit: impl FnOnce(&mut Value)) {
-        let path = self.bundle.join("config.json");
-        let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        edit(&mut config);
-        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-    }
-
     fn hooks(&self, hooks: Value) {
         self.edit_config(|c| c["hooks"] = hooks);
     }
 
-    fn id(&mut self, name: &str) -> String {
-        let id = format!("pal-hook-{name}-{}", std::process::id());
-        self.ids.push(id.clone());
-        id
-    }
-
-    /// Runs the binary with `--root` and `args`; its output goes to files, which a container
-    /// that inherits them does not hold open as it would a pipe.
-    fn oci(&self, args: &[&str]) -> Ran {
-        let n = self.calls.fetch_add(1, Ordering::Relaxed);
-        let out_path = self.dir.path().join(format!("out-{n}"));
-        let err_path = self.dir.path().join(format!("err-{n}"));
-        let status = Command::new(BIN)
-            .args(["--root", self.root.to_str().unwrap()])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out_path).unwrap())
-            .stderr(std::fs::File::create(&err_path).unwrap())
-            .status()
-            .unwrap();
-        Ran {
-            code: status.code().unwrap_or(-1),
-            out: std::fs::read_to_string(&out_path).unwrap(),
-            err: std::fs::read_to_string(&err_path).unwrap(),
-        }
-    }
-
-    fn bundle(&self) -> &str {
-        self.bundle.to_str().unwrap()
-    }
-
     fn create(&self, id: &str) -> Ran {
         self.oci(&["create", id, "--bundle", self.bundle()])
-    }
-
-    fn state(&self, id: &str) -> Value {
-        let ran = self.oci(&["state", id]).ok();
-        serde_json::from_str(&ran.out).unwrap_or_else(|e| panic!("not JSON ({e}): {ran:?}"))
-    }
-
-    fn wait_status(&self, id: &str, want: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let now = self.state(id)["status"].as_str().unwrap().to_owned();
-            if now == want {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{id} stayed {now}, not {want}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     /// The lines the hooks logged.
@@ -189,7 +108,7 @@ impl Env {
         let state = self.oci(&["state", id]);
         assert_eq!(state.code, 1, "{state:?}");
         assert!(state.err.contains("does not exist"), "{state:?}");
-        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "{pid} lives");
+        assert!(!common::alive(u64::from(pid)), "{pid} lives");
         // `N:controllers:/path` lines of v1 and `0::/path` of v2, each of which is looked for
         // under every cgroup mount, whatever hierarchy it holds.
         let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
@@ -214,14 +133,6 @@ impl Env {
                 let dir = Path::new(root).join(rel.trim_start_matches('/'));
                 assert!(!dir.exists(), "{} is left", dir.display());
             }
-        }
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        for id in std::mem::take(&mut self.ids) {
-            let _ = self.oci(&["delete", "--force", &id]);
         }
     }
 }

@@ -113,3 +113,179 @@ impl Drop for HostDirs {
         }
     }
 }
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_palisade-oci");
+
+/// What one invocation of the binary did.
+#[derive(Debug)]
+pub struct Ran {
+    pub code: i32,
+    pub out: String,
+    pub err: String,
+}
+
+impl Ran {
+    /// Asserts that it succeeded.
+    pub fn ok(self) -> Ran {
+        assert_eq!(self.code, 0, "failed: {self:?}");
+        self
+    }
+
+    /// Its stdout, as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.out).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+}
+
+/// A bundle with a busybox root, a state root, and the containers a test made, deleted on
+/// drop: the binary driven as containerd's shim and podman drive runc.
+pub struct Env {
+    pub dir: palisade_test_support::TempDir,
+    pub root: PathBuf,
+    pub bundle: PathBuf,
+    ids: Vec<String>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl Env {
+    /// A bundle (from the binary's own `spec`) whose process runs `args`, not on a terminal,
+    /// in `namespaces`, with busybox's `tools` in its root.
+    pub fn new(tag: &str, args: &[&str], namespaces: &[&str], tools: &[&str]) -> Env {
+        let dir = palisade_test_support::TempDir::new(&format!("oci-{tag}"));
+        let root = dir.path().join("state");
+        let bundle = dir.path().join("bundle");
+        let bin = bundle.join("rootfs/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy("/usr/bin/busybox", bin.join("busybox")).unwrap();
+        for tool in tools {
+            std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
+        }
+        let env = Env {
+            dir,
+            root,
+            bundle,
+            ids: Vec::new(),
+            calls: std::sync::atomic::AtomicUsize::new(0),
+        };
+        env.oci(&["spec", "--bundle", env.bundle()]).ok();
+        env.edit_config(|c| {
+            c["process"]["terminal"] = false.into();
+            c["process"]["args"] = args.into();
+            c["linux"]["namespaces"] = namespaces
+                .iter()
+                .map(|t| serde_json::json!({ "type": t }))
+                .collect::<Vec<_>>()
+                .into();
+        });
+        env
+    }
+
+    /// Changes the bundle's `config.json`.
+    pub fn edit_config(&self, edit: impl FnOnce(&mut serde_json::Value)) {
+        let path = self.bundle.join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        edit(&mut config);
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    }
+
+    /// A fresh container id, deleted when the test ends.
+    pub fn id(&mut self, name: &str) -> String {
+        let id = format!("pal-{name}-{}", std::process::id());
+        self.ids.push(id.clone());
+        id
+    }
+
+    /// Runs the binary with `--root` and `args`.
+    pub fn oci(&self, args: &[&str]) -> Ran {
+        self.run(&["--root", self.root.to_str().unwrap()], args, None)
+    }
+
+    /// Runs the binary with the global options `global` (and no `--root` unless given).
+    pub fn oci_with(&self, global: &[&str], args: &[&str]) -> Ran {
+        self.run(global, args, None)
+    }
+
+    /// Runs the binary with `--root`, `args`, and `input` on its stdin.
+    pub fn oci_stdin(&self, args: &[&str], input: &str) -> Ran {
+        self.run(&["--root", self.root.to_str().unwrap()], args, Some(input))
+    }
+
+    /// One invocation. Its stdio are files, not pipes: a container inherits the runtime's
+    /// stdio, and would hold a pipe open for as long as it runs.
+    fn run(&self, global: &[&str], args: &[&str], input: Option<&str>) -> Ran {
+        let n = self
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let at = |what: &str| self.dir.path().join(format!("{what}-{n}"));
+        let stdin = match input {
+            Some(text) => {
+                std::fs::write(at("in"), text).unwrap();
+                std::process::Stdio::from(std::fs::File::open(at("in")).unwrap())
+            }
+            None => std::process::Stdio::null(),
+        };
+        let status = Command::new(BIN)
+            .args(global)
+            .args(args)
+            .stdin(stdin)
+            .stdout(std::fs::File::create(at("out")).unwrap())
+            .stderr(std::fs::File::create(at("err")).unwrap())
+            .status()
+            .unwrap();
+        Ran {
+            code: status.code().unwrap_or(-1),
+            out: std::fs::read_to_string(at("out")).unwrap(),
+            err: std::fs::read_to_string(at("err")).unwrap(),
+        }
+    }
+
+    /// The bundle's directory.
+    pub fn bundle(&self) -> &str {
+        self.bundle.to_str().unwrap()
+    }
+
+    /// `state ID`, as JSON.
+    pub fn state(&self, id: &str) -> serde_json::Value {
+        self.oci(&["state", id]).ok().json()
+    }
+
+    /// The container's status.
+    pub fn status(&self, id: &str) -> String {
+        self.state(id)["status"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits until the container's status is `want`.
+    pub fn wait_status(&self, id: &str, want: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let now = self.status(id);
+            if now == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{id} stayed {now}, not {want}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for id in std::mem::take(&mut self.ids) {
+            let _ = self.oci(&["delete", "--force", &id]);
+        }
+        let _ = std::fs::remove_dir(&self.root);
+    }
+}
+
+/// Whether process `pid` runs: its `/proc` entry exists and it is no zombie (a container's
+/// process whose runtime exited is reaped by the host's init, which may take its time).
+pub fn alive(pid: u64) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+}
