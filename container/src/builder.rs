@@ -211,6 +211,8 @@ struct IsolationSpec {
     scratch: Option<u64>,
     /// Namespaced kernel parameters.
     sysctls: BTreeMap<String, String>,
+    /// Namespaces to join by path.
+    joins: Vec<PathBuf>,
 }
 
 /// How the sandbox's processes live and die.
@@ -251,6 +253,7 @@ impl SandboxBuilder {
                 forwarder_limits: None,
                 scratch: None,
                 sysctls: BTreeMap::new(),
+                joins: Vec::new(),
             },
             stdio: [Stdio::inherit(), Stdio::inherit(), Stdio::inherit()],
             lifecycle: Lifecycle {
@@ -445,6 +448,19 @@ impl SandboxBuilder {
     /// Where the command's standard error goes.
     pub fn stderr(&mut self, stdio: impl Into<Stdio>) -> &mut Self {
         self.stdio[2] = stdio.into();
+        self
+    }
+
+    /// Joins the namespace at `path` (a `/proc/<pid>/ns/<kind>` file or a bind mount of one)
+    /// instead of creating one of that kind: an IPC, UTS or cgroup namespace, as the containers
+    /// of a Kubernetes pod share theirs (OCI's `linux.namespaces[].path`). Its kind is asked of
+    /// the kernel at [`build`](Self::build) (`ioctl_ns(2)`); other kinds are refused there
+    /// (join a network namespace with [`Network::join`](palisade_netns::Network)), and so is a
+    /// hostname with a joined UTS namespace: the hostname is that namespace's. The child joins
+    /// it first thing (`setns(2)`), which needs `CAP_SYS_ADMIN` over the namespace's owner:
+    /// a sandbox with a user namespace of its own cannot join one of the host's.
+    pub fn join_namespace(&mut self, path: impl Into<PathBuf>) -> &mut Self {
+        self.isolation.joins.push(path.into());
         self
     }
 
@@ -748,6 +764,7 @@ impl SandboxBuilder {
         // Namespaces: which the clone creates, which the child makes itself.
         let has_maps = iso.uid_map.is_some() || iso.gid_map.is_some();
         let namespaces = derive::implied_namespaces(iso.namespaces, has_maps);
+        let (namespaces, joins) = derive::joins(namespaces, &iso.joins)?;
         let hostname = derive::hostname(iso.hostname.as_deref(), namespaces)?;
         let (namespaces, time_offsets) = derive::time_namespace(namespaces, iso.time_offsets)?;
         let namespaces = derive::network_namespace(namespaces, &iso.network);
@@ -827,6 +844,7 @@ impl SandboxBuilder {
             time_offsets,
             unshare_cgroup_ns,
             join_net,
+            joins,
             loopback_up,
             ping_group_range,
             sysctls,

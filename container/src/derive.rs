@@ -106,6 +106,44 @@ pub(crate) fn cgroup_namespace(namespaces: Namespace, has_group: bool) -> (Names
     }
 }
 
+/// The namespaces the sandbox joins by path instead of creating its own
+/// ([`SandboxBuilder::join_namespace`](crate::SandboxBuilder::join_namespace)): each opened and
+/// its kind asked of the kernel (`ioctl_ns(2)`), one per kind, only of the kinds a process can
+/// join for itself (IPC, UTS, cgroup) — a network namespace is joined with
+/// [`Network::join`](palisade_netns::Network). Returns the namespaces still to create, and
+/// the joined ones' descriptors.
+pub(crate) fn joins(
+    namespaces: Namespace,
+    paths: &[std::path::PathBuf],
+) -> Result<(Namespace, Vec<std::os::fd::OwnedFd>)> {
+    let mut joined = Namespace::empty();
+    let mut fds = Vec::with_capacity(paths.len());
+    for path in paths {
+        let file = palisade_ns::NsFile::open_path(path)?;
+        let invalid = |reason| Error::InvalidValue {
+            what: "namespace to join",
+            value: path.display().to_string(),
+            reason,
+        };
+        let kind = file.kind();
+        if kind == Namespace::NET {
+            return Err(invalid("a network namespace is joined with Network::join"));
+        }
+        if !(Namespace::IPC | Namespace::UTS | Namespace::CGROUP).contains(kind) {
+            return Err(invalid(
+                "only IPC, UTS and cgroup namespaces can be joined by path (a PID, time, mount \
+                 or user namespace changes what the sandbox's own steps rely on)",
+            ));
+        }
+        if joined.contains(kind) {
+            return Err(invalid("a namespace of this kind is joined already"));
+        }
+        joined |= kind;
+        fds.push(std::os::fd::OwnedFd::from(file));
+    }
+    Ok((namespaces - joined, fds))
+}
+
 /// What the parent does for the sandbox's network around the clone: attach it to a bridge, or
 /// forward published ports into its own namespace; checked against the namespaces.
 pub(crate) fn net_plan(

@@ -246,6 +246,9 @@ pub enum ChildStep {
     /// Writing a namespaced kernel parameter under `/proc/sys`
     /// ([`SandboxBuilder::sysctl`](crate::SandboxBuilder::sysctl), `sysctl(8)`).
     Sysctl,
+    /// Joining a namespace given by path (`setns(2)`,
+    /// [`SandboxBuilder::join_namespace`](crate::SandboxBuilder::join_namespace)).
+    JoinNamespace,
 }
 
 impl ChildStep {
@@ -283,6 +286,7 @@ impl ChildStep {
             Terminal,
             Enter,
             Sysctl,
+            JoinNamespace,
         ]
         .into_iter()
         .find(|s| *s as u32 == raw)
@@ -323,6 +327,7 @@ impl fmt::Display for ChildStep {
             ChildStep::Terminal => "set up its terminal",
             ChildStep::Enter => "join the sandbox's namespaces",
             ChildStep::Sysctl => "set the kernel parameter",
+            ChildStep::JoinNamespace => "join the namespace",
         })
     }
 }
@@ -333,12 +338,12 @@ mod tests {
 
     #[test]
     fn steps_round_trip_through_their_wire_number() {
-        for raw in 1..=31 {
+        for raw in 1..=32 {
             let step = ChildStep::from_raw(raw).unwrap();
             assert_eq!(step as u32, raw);
         }
         assert_eq!(ChildStep::from_raw(0), None);
-        assert_eq!(ChildStep::from_raw(32), None);
+        assert_eq!(ChildStep::from_raw(33), None);
         // The numbers are the wire format between child and parent: new steps go at the end.
         assert_eq!(ChildStep::Network as u32, 16);
         assert_eq!(ChildStep::Seccomp as u32, 17);
@@ -346,6 +351,7 @@ mod tests {
         assert_eq!(ChildStep::PingGroupRange as u32, 28);
         assert_eq!(ChildStep::Terminal as u32, 29);
         assert_eq!(ChildStep::Sysctl as u32, 31);
+        assert_eq!(ChildStep::JoinNamespace as u32, 32);
     }
 
     #[test]

@@ -658,3 +658,49 @@ fn sysctls_are_set_in_the_sandboxs_own_namespaces_only() {
     );
     assert!(err.to_string().contains("ip_forward"), "{err}");
 }
+
+#[test]
+fn a_sandbox_joins_anothers_ipc_and_uts_namespaces_by_path() {
+    require_root!();
+    // The pod's first sandbox, whose namespaces the second shares.
+    let mut first = sh("exec sleep 300");
+    first.hostname("pal-pod");
+    let mut first = first.spawn().unwrap();
+    let ns = |kind: &str| format!("/proc/{}/ns/{kind}", first.id());
+    let link = |kind: &str| std::fs::read_link(ns(kind)).unwrap().display().to_string();
+    let mut second = sh("hostname; readlink /proc/self/ns/ipc /proc/self/ns/uts /proc/self/ns/net");
+    second.join_namespace(ns("ipc")).join_namespace(ns("uts"));
+    let out = stdout_of(&mut second);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "pal-pod", "{out}");
+    assert_eq!(lines[1], link("ipc"));
+    assert_eq!(lines[2], link("uts"));
+    // Its other namespaces are still its own.
+    assert_ne!(lines[3], link("net"));
+    // A hostname with a joined UTS namespace, a kind that cannot be joined, twice one kind,
+    // and a file that is no namespace: refused before anything runs.
+    for (paths, what) in [
+        (vec![ns("uts")], "hostname"),
+        (vec![ns("pid")], "namespace to join"),
+        (vec![ns("net")], "namespace to join"),
+        (vec![ns("ipc"), ns("ipc")], "namespace to join"),
+    ] {
+        let mut b = sh("true");
+        b.hostname("other");
+        for p in &paths {
+            b.join_namespace(p);
+        }
+        let err = b.build().unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidValue { what: w, .. } if *w == what),
+            "{paths:?}: {err}"
+        );
+    }
+    let err = sh("true")
+        .join_namespace("/etc/hostname")
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::Namespace(_)), "{err}");
+    first.kill(palisade::Signal::SIGKILL).unwrap();
+    first.wait().unwrap();
+}

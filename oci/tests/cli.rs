@@ -648,3 +648,30 @@ fn exec_adds_capabilities() {
         "{unknown:?}"
     );
 }
+
+#[test]
+fn a_container_joins_anothers_ipc_and_uts_namespaces_by_path() {
+    require_root!();
+    // A pod: the first container's namespaces, which the second names by path.
+    let mut first = bundle_env("pod-first", &["sleep", "1000"]);
+    let a = first.id("pod-first");
+    create(&first, &a);
+    first.oci(&["start", &a]).ok();
+    let pid = first.state(&a)["pid"].as_u64().unwrap();
+    let mut second = bundle_env(
+        "pod-second",
+        &["sh", "-c", "hostname; readlink /proc/self/ns/ipc"],
+    );
+    second.edit_config(|c| {
+        c.as_object_mut().unwrap().remove("hostname");
+        c["linux"]["namespaces"] = serde_json::json!([
+            {"type": "pid"}, {"type": "mount"}, {"type": "network"},
+            {"type": "ipc", "path": format!("/proc/{pid}/ns/ipc")},
+            {"type": "uts", "path": format!("/proc/{pid}/ns/uts")},
+        ]);
+    });
+    let b = second.id("pod-second");
+    let ran = second.oci(&["run", &b, "--bundle", second.bundle()]).ok();
+    let ipc = std::fs::read_link(format!("/proc/{pid}/ns/ipc")).unwrap();
+    assert_eq!(ran.out, format!("pal-box\n{}\n", ipc.display()), "{ran:?}");
+}

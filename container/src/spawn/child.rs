@@ -98,6 +98,10 @@ fn run(plan: &Plan, fds: &ChildFds) -> Step<Infallible> {
             .in_step(CgroupNamespace)?;
     }
 
+    for fd in &plan.joins {
+        // Its kind was checked at build; the kernel checks it again against the descriptor.
+        rustix::thread::move_into_link_name_space(fd.as_fd(), None).in_step(JoinNamespace)?;
+    }
     if let Some(fd) = &plan.join_net {
         let net = Some(rustix::thread::LinkNameSpaceType::Network);
         rustix::thread::move_into_link_name_space(fd.as_fd(), net).in_step(Network)?;

@@ -205,6 +205,8 @@ pub(crate) struct Plan {
     pub unshare_cgroup_ns: bool,
     /// A network namespace to join (`setns(2)`) instead of creating one.
     pub join_net: Option<std::os::fd::OwnedFd>,
+    /// IPC, UTS and cgroup namespaces to join (`SandboxBuilder::join_namespace`).
+    pub joins: Vec<std::os::fd::OwnedFd>,
     /// Bring the loopback interface of the new network namespace up.
     pub loopback_up: bool,
     /// What to write to `net.ipv4.ping_group_range` in the new network namespace (see
@@ -317,6 +319,7 @@ impl Plan {
     pub fn own_fds(&self) -> impl Iterator<Item = RawFd> + '_ {
         self.join_net
             .iter()
+            .chain(&self.joins)
             .chain(&self.init_image)
             .chain(self.passed_fds.iter().map(|(fd, _)| fd))
             .map(|fd| fd.as_raw_fd())

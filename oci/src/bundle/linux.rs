@@ -132,11 +132,17 @@ fn namespaces(bundle: &Bundle, linux: &Linux, b: &mut SandboxBuilder) -> Result<
         }
         match ns.path() {
             Some(path) if flag == Namespace::NET => network = Network::join_path(path),
+            // As a pod's containers share the pause container's: its kind is checked against
+            // the file when the sandbox is built.
+            Some(path) if (Namespace::IPC | Namespace::UTS | Namespace::CGROUP).contains(flag) => {
+                b.join_namespace(path);
+            }
             Some(path) => {
                 return Err(unsupported(
                     format!("linux.namespaces[{i}].path"),
                     path.display(),
-                    "Palisade joins an existing namespace only for the network",
+                    "Palisade joins an existing namespace by path only for the network, IPC, \
+                     UTS and cgroup kinds",
                 ))
             }
             None if flag == Namespace::NET => {
