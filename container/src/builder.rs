@@ -792,7 +792,22 @@ impl SandboxBuilder {
         let socket_factory = matches!(net, Some(NetPlan::Forward(..))) && user_ns;
         let user = user_ns.then(|| self.user_plan());
         let ping_group_range = loopback_up.then(|| ping_group_range(user.as_ref()));
-        let sysctls = derive::sysctls(&iso.sysctls, namespaces, join_net.is_some())?;
+        // A joined network namespace is the sandbox's own only if it is not the caller's: the
+        // host's `net.*` parameters are never the sandbox's to set.
+        let joins_other_network = match &join_net {
+            Some(fd) => {
+                let joined = palisade_ns::NsFile::from_fd(fd.try_clone().map_err(|source| {
+                    Error::Setup {
+                        what: "duplicate the network namespace to join",
+                        source,
+                    }
+                })?)?
+                .id()?;
+                joined != palisade_ns::NsId::of(std::process::id() as i32, Namespace::NET)?
+            }
+            None => false,
+        };
+        let sysctls = derive::sysctls(&iso.sysctls, namespaces, joins_other_network)?;
 
         // The root, the mounts the child makes, and the command's privileges.
         // A group of its own, the namespace rooted there, and a pure v2 host: its limits are

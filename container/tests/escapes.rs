@@ -20,7 +20,7 @@
 //! | `net_l2` | a sandbox given `CAP_NET_RAW` forges frames on its bridge: a gratuitous ARP for the gateway's or another sandbox's address, a made-up MAC or source address, VLAN-tagged frames, an IPv6 router advertisement that would give the host's bridge and the other sandboxes an address and a default route |
 //! | `net_state` | an emptied or corrupt bridge state file hands a running sandbox's address to the next, whose end takes the first's `eth0`; a corrupt state at teardown turns the exit status into an error |
 //! | `defaults` | the caller's environment and the host's secrets and home directories reach a default sandbox |
-//! | `input` | hostnames that are none, a memory limit too small to start, a volume mode that is none |
+//! | `input` | hostnames that are none, a memory limit too small to start, a volume mode that is none, a sysctl with the host's network namespace joined by path |
 //! | `state` | a named sandbox's command writes a forged status through PID 1's descriptor of its record; a started program keeps the start gate; a stale record's pid signals whoever has that pid now; a link planted at a name's place makes the record elsewhere |
 //! | `exhaustion` | a sandbox writes until the host's memory is gone, through its throwaway layer or `/tmp` |
 

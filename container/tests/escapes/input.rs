@@ -97,3 +97,33 @@ fn a_volume_mode_that_is_no_mode_is_refused() {
     let (code, stderr) = run_example(&["--memory", "1", "--", "true"]);
     assert_eq!(code, 125, "{stderr}");
 }
+
+/// A sysctl from an untrusted config (OCI's `linux.sysctl`) with the host's own network
+/// namespace joined by path would set the host's `net.*` parameters: refused. The host's value
+/// is read before and after.
+#[test]
+fn a_sysctl_never_reaches_the_hosts_network_namespace() {
+    require_root!();
+    let path = "/proc/sys/net/ipv4/ip_forward";
+    let before = std::fs::read_to_string(path).unwrap();
+    let flipped = if before.trim() == "1" { "0" } else { "1" };
+    let host = format!("/proc/{}/ns/net", std::process::id());
+    let err = Sandbox::builder("true")
+        .network(palisade::Network::join_path(&host))
+        .sysctl("net.ipv4.ip_forward", flipped)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidValue { what: "sysctl", .. }),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(path).unwrap(), before);
+    // Positive control: in a network namespace of its own, the same parameter is set there.
+    let out = Sandbox::builder("cat")
+        .arg(path)
+        .sysctl("net.ipv4.ip_forward", flipped)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), flipped);
+    assert_eq!(std::fs::read_to_string(path).unwrap(), before);
+}
