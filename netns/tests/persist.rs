@@ -9,16 +9,13 @@
 
 mod common;
 
-use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsFd;
-use std::os::linux::fs::MetadataExt;
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{in_host, subnet, Reaped};
+use common::{in_host, leftovers, listen_in, netns_inode, subnet, Outside, Reaped};
 use palisade_netns::bridge::{gc_dir, Bridge};
 use palisade_netns::ipam::{Allocator, Owner};
 use palisade_netns::link::Netlink;
@@ -32,17 +29,11 @@ const SUBNET: &str = "10.254.7.0/24";
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 254, 7, 1);
 /// The first address handed out on [`SUBNET`].
 const FIRST: Ipv4Addr = Ipv4Addr::new(10, 254, 7, 2);
-const CLIENT_HOST: &str = "192.168.79.1";
-const CLIENT: &str = "192.168.79.2";
 
 const ENV_NETNS: &str = "PALISADE_TEST_PERSIST_NETNS";
 const ENV_SANDBOX: &str = "PALISADE_TEST_PERSIST_SANDBOX";
 const ENV_STATE: &str = "PALISADE_TEST_PERSIST_STATE";
 const ENV_MODE: &str = "PALISADE_TEST_PERSIST_MODE";
-
-fn netns_inode(path: &str) -> u64 {
-    std::fs::metadata(path).unwrap().st_ino()
-}
 
 fn the_bridge(state: &Path) -> Bridge {
     Bridge::new(BRIDGE)
@@ -180,60 +171,6 @@ fn start_manager(pid: u32, state: &Path, mode: &str) -> (Reaped, u16) {
         }
     }
     panic!("the manager exited before it was ready");
-}
-
-/// The throwaway host's outside: a client on a link of its own, `pal-up`.
-struct Outside {
-    client: Reaped,
-}
-
-impl Outside {
-    fn new() -> Outside {
-        let client = Reaped::sandbox();
-        let mut nl = Netlink::open().unwrap();
-        nl.add_veth_peer_in("pal-up", "eth0", client.pid()).unwrap();
-        nl.add_address("pal-up", CLIENT_HOST.parse().unwrap(), 24)
-            .unwrap();
-        nl.set_up("pal-up").unwrap();
-        let ns = File::open(format!("/proc/{}/ns/net", client.pid())).unwrap();
-        let mut c = Netlink::open_in(ns.as_fd()).unwrap();
-        c.add_address("eth0", CLIENT.parse().unwrap(), 24).unwrap();
-        c.set_up("eth0").unwrap();
-        // The throwaway host's own setting, so that DNAT of what arrives there is forwarded.
-        std::fs::write("/proc/sys/net/ipv4/conf/pal-up/forwarding", "1").unwrap();
-        Outside { client }
-    }
-
-    /// Whether a TCP connection from outside to the host's `port` reaches a listener.
-    fn reaches(&self, port: u16) -> bool {
-        let to = SocketAddr::new(CLIENT_HOST.parse().unwrap(), port);
-        in_netns_of(self.client.pid(), || {
-            TcpStream::connect_timeout(&to, Duration::from_secs(2)).is_ok()
-        })
-    }
-}
-
-impl Drop for Outside {
-    fn drop(&mut self) {
-        if let Ok(mut nl) = Netlink::open() {
-            let _ = nl.delete_link("pal-up");
-        }
-    }
-}
-
-/// A listener on port 8080 of the sandbox `pid`: a connection to it completes without `accept`.
-fn listen_in(pid: u32) -> TcpListener {
-    in_netns_of(pid, || TcpListener::bind(("0.0.0.0", 8080)).unwrap())
-}
-
-/// The links and tables of Palisade's left in the throwaway host, but the outside's link.
-fn leftovers() -> (Vec<String>, Vec<String>) {
-    let (links, tables) = common::links_and_tables();
-    let links = links
-        .into_iter()
-        .filter(|n| n.starts_with("pal") && n != "pal-up")
-        .collect();
-    (links, tables)
 }
 
 /// The state files left in `state`.

@@ -124,3 +124,71 @@ pub fn host_with_peer(routed: &[&str]) -> Reaped {
     }
     peer
 }
+
+/// The outside's address on its link to the throwaway host, and the host's there.
+pub const CLIENT: &str = "192.168.78.2";
+/// The throwaway host's address on the outside's link.
+pub const CLIENT_HOST: &str = "192.168.78.1";
+
+/// The throwaway host's outside: a client on a link of its own, `pal-up`.
+pub struct Outside {
+    client: Reaped,
+}
+
+impl Outside {
+    pub fn new() -> Outside {
+        let client = Reaped::sandbox();
+        let mut nl = Netlink::open().unwrap();
+        nl.add_veth_peer_in("pal-up", "eth0", client.pid()).unwrap();
+        nl.add_address("pal-up", CLIENT_HOST.parse().unwrap(), 24)
+            .unwrap();
+        nl.set_up("pal-up").unwrap();
+        let ns = File::open(format!("/proc/{}/ns/net", client.pid())).unwrap();
+        let mut c = Netlink::open_in(ns.as_fd()).unwrap();
+        c.add_address("eth0", CLIENT.parse().unwrap(), 24).unwrap();
+        c.set_up("eth0").unwrap();
+        // The throwaway host's own setting, so that DNAT of what arrives there is forwarded
+        // (a manager without ports does not turn it on).
+        std::fs::write("/proc/sys/net/ipv4/conf/pal-up/forwarding", "1").unwrap();
+        Outside { client }
+    }
+
+    /// Whether a TCP connection from outside to the host's `port` reaches a listener.
+    pub fn reaches(&self, port: u16) -> bool {
+        let to = std::net::SocketAddr::new(CLIENT_HOST.parse().unwrap(), port);
+        palisade_test_support::in_netns_of(self.client.pid(), || {
+            std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_secs(2)).is_ok()
+        })
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        if let Ok(mut nl) = Netlink::open() {
+            let _ = nl.delete_link("pal-up");
+        }
+    }
+}
+
+/// A listener on port 8080 of the sandbox `pid`: a connection to it completes without `accept`.
+pub fn listen_in(pid: u32) -> std::net::TcpListener {
+    palisade_test_support::in_netns_of(pid, || {
+        std::net::TcpListener::bind(("0.0.0.0", 8080)).unwrap()
+    })
+}
+
+/// The links and tables of Palisade's left in the throwaway host, but the outside's link.
+pub fn leftovers() -> (Vec<String>, Vec<String>) {
+    let (links, tables) = links_and_tables();
+    let links = links
+        .into_iter()
+        .filter(|n| n.starts_with("pal") && n != "pal-up")
+        .collect();
+    (links, tables)
+}
+
+/// The inode of the namespace file at `path`: its identity.
+pub fn netns_inode(path: &str) -> u64 {
+    use std::os::linux::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().st_ino()
+}
