@@ -318,13 +318,7 @@ impl Bridge {
     /// As [`Bridge::prepare`]'s state and netlink errors; a corrupt state file is rebuilt from
     /// the bridge's veths first (see the [module documentation](self)).
     pub fn cleanup(&self) -> Result<()> {
-        let (alloc, _) = Allocator::open_inner(
-            &self.state_dir,
-            &self.name,
-            self.subnet,
-            self.lock_timeout,
-            true,
-        )?;
+        let alloc = self.state()?;
         let _lock = alloc.lock()?;
         remove_stale_tables()?;
         let mut nl = Netlink::open()?;
@@ -333,6 +327,18 @@ impl Bridge {
             remove_network(&mut nl, self, &alloc)?;
         }
         Ok(())
+    }
+
+    /// The bridge's address allocator over its state directory, made if missing.
+    fn state(&self) -> Result<Allocator> {
+        let (alloc, _) = Allocator::open_inner(
+            &self.state_dir,
+            &self.name,
+            self.subnet,
+            self.lock_timeout,
+            true,
+        )?;
+        Ok(alloc)
     }
 
     /// Tears down the persistent attachment ([`PreparedBridge::persistent`]) of the sandbox
@@ -354,13 +360,7 @@ impl Bridge {
     /// as [`Bridge::cleanup`]; every step is tried and the first error is returned.
     pub fn detach_sandbox(&self, owner: &Owner) -> Result<()> {
         validate_name(&self.name)?;
-        let (alloc, _) = Allocator::open_inner(
-            &self.state_dir,
-            &self.name,
-            self.subnet,
-            self.lock_timeout,
-            true,
-        )?;
+        let alloc = self.state()?;
         // Read before taking the lock, which `leases` takes itself: the address of the lease if
         // its veth is gone. A corrupt file is rebuilt from the veths below.
         let recorded = alloc.leases().unwrap_or_default();
