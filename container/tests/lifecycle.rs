@@ -311,39 +311,6 @@ fn create_and_start_in_one_process_reports_the_exec() {
 }
 
 #[test]
-fn a_reused_pid_is_not_mistaken_for_the_sandbox() {
-    require_root!();
-    let root = TempDir::new("state");
-    let name = "pal-reused";
-    let _cleanup = Cleanup(root.path(), name);
-    let mut child = sh("exec sleep 300")
-        .name(name)
-        .state_root(root.path())
-        .spawn()
-        .unwrap();
-    let state_file = root.path().join(name).join("state.json");
-    let recorded = std::fs::read_to_string(&state_file).unwrap();
-    let mut json: serde_json::Value = serde_json::from_str(&recorded).unwrap();
-    // Positive control: as recorded, it runs.
-    assert_eq!(
-        Sandbox::open_in(root.path(), name).unwrap().status(),
-        Status::Running
-    );
-    // The pid of a live process (this one) with another start time: not the sandbox.
-    json["process"]["pid"] = std::process::id().into();
-    std::fs::write(&state_file, serde_json::to_vec(&json).unwrap()).unwrap();
-    let mut h = Sandbox::open_in(root.path(), name).unwrap();
-    assert_eq!(h.status(), Status::Stopped);
-    assert!(matches!(
-        h.kill(Signal::SIGKILL),
-        Err(Error::NotRunning { .. })
-    ));
-    std::fs::write(&state_file, recorded).unwrap();
-    child.kill(Signal::SIGKILL).unwrap();
-    child.wait().unwrap();
-}
-
-#[test]
 fn a_sandbox_whose_owner_was_killed_is_stopped_and_deleted_cleanly() {
     require_root!();
     let root = TempDir::new("state");

@@ -126,6 +126,11 @@ fn a_stale_record_never_signals_the_process_that_reused_its_pid() {
     let state_file = root.path().join(name).join("state.json");
     let recorded = std::fs::read_to_string(&state_file).unwrap();
     let mut json: serde_json::Value = serde_json::from_str(&recorded).unwrap();
+    // As recorded, it runs.
+    assert_eq!(
+        Sandbox::open_in(root.path(), name).unwrap().status(),
+        Status::Running
+    );
     // The record now names the bystander's pid, as after the sandbox's pid was reused.
     json["process"]["pid"] = bystander.id().into();
     std::fs::write(&state_file, serde_json::to_vec(&json).unwrap()).unwrap();
