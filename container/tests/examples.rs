@@ -228,7 +228,8 @@ fn a_detached_sandbox_is_entered_listed_and_stopped() {
             text(&out.stdout)
         );
     } else {
-        eprintln!("script(1) is missing (util-linux): exec -it not checked");
+        // Said as a skip (a failure where CI forbids skipping), not in passing.
+        palisade_test_support::skip("script(1) is missing (util-linux): exec -it not checked");
     }
 
     // stop removes it: ps -a no longer lists it.
