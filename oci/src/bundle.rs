@@ -99,6 +99,7 @@ use crate::error::{Error, Result};
 mod linux;
 mod mounts;
 mod process;
+mod resources;
 
 /// An OCI runtime bundle: its directory and `config.json`.
 #[derive(Debug, Clone)]
