@@ -1005,9 +1005,18 @@ pub(crate) fn list(root: &Path) -> Result<Vec<Handle>> {
     Ok(handles)
 }
 
-/// The pid of a child of `parent`, from `/proc/<pid>/stat` (field 4, `proc(5)`): the command of
-/// an init, whose only child it is while it waits to start or runs.
+/// The pid of a child of `parent`: the command of an init, whose only child it is while it
+/// waits to start or runs.
+///
+/// The init has one thread, so its thread's `children` file lists every child it has
+/// (`proc(5)`, `/proc/<pid>/task/<tid>/children`): one read, whatever runs on the host. Where
+/// the kernel lacks that file (`CONFIG_PROC_CHILDREN`), each process's parent is read from its
+/// `stat` (field 4).
 pub(crate) fn child_of(parent: u32) -> Option<u32> {
+    if let Ok(children) = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+    {
+        return children.split_whitespace().next()?.parse().ok();
+    }
     let parent_of = |pid: u32| -> Option<u32> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // The command name may hold spaces and parentheses: the fields follow its last ')'.
@@ -1015,13 +1024,6 @@ pub(crate) fn child_of(parent: u32) -> Option<u32> {
             .and_then(|(_, rest)| rest.split_whitespace().nth(1))
             .and_then(|p| p.parse::<u32>().ok())
     };
-    // The command was cloned right after the init, so its pid is almost always the next one
-    // (pids are handed out in order, `proc(5)` `/proc/sys/kernel/ns_last_pid`): one read
-    // instead of one per process of the host.
-    let next = parent.checked_add(1)?;
-    if parent_of(next) == Some(parent) {
-        return Some(next);
-    }
     let entries = std::fs::read_dir("/proc").ok()?;
     entries
         .flatten()
