@@ -634,11 +634,12 @@ impl Cgroup {
         }
     }
 
-    /// Sets limits. All are validated and translated for the backend before the first is
-    /// written; a limit for a controller the group did not join is refused. A device policy
-    /// replaces the one set before: on cgroup v2 its eBPF program is loaded before anything is
-    /// written and attached last, and the previous program is detached after the new one is
-    /// attached, so the group is never without one.
+    /// Sets limits. All are validated and translated for the backend, and their files found,
+    /// before the first is written: a limit for a controller the group did not join, or whose
+    /// file this kernel lacks ([`Error::Unsupported`]), is refused with nothing written. A
+    /// device policy replaces the one set before: on cgroup v2 its eBPF program is loaded before
+    /// anything is written and attached last, and the previous program is detached after the
+    /// new one is attached, so the group is never without one.
     pub fn apply(&self, resources: &[Resource]) -> Result<()> {
         let mut writes: Vec<(PathBuf, String, &'static str)> = Vec::new();
         let mut programs: Vec<OwnedFd> = Vec::new();
@@ -655,19 +656,36 @@ impl Cgroup {
             })?;
             if let (true, Resource::Devices(policy)) = (dir.is_unified(), r) {
                 programs.push(bpf::load(policy)?);
-            } else if dir.is_unified() {
-                writes.push((dir.path.join(r.v2_file()), r.v2_value(), r.v2_file()));
+                continue;
+            }
+            let files = if dir.is_unified() {
+                vec![(r.v2_file_name(), r.v2_value())]
             } else {
-                for (file, value) in r.v1_writes(memory_max)? {
-                    writes.push((dir.path.join(file), value, r.v2_file()));
+                r.v1_writes(memory_max)?
+            };
+            // Every file is found before the first write, so that a setting this kernel lacks
+            // changes nothing.
+            for (file, value) in files {
+                let path = dir.path.join(&*file);
+                if path.exists() {
+                    writes.push((path, value, r.v2_file()));
+                    continue;
+                }
+                match r.fallback(&file) {
+                    Some((other, value)) if dir.path.join(other).exists() => {
+                        writes.push((dir.path.join(other), value, r.v2_file()));
+                    }
+                    _ => {
+                        return Err(Error::Unsupported {
+                            setting: r.v2_file(),
+                            path,
+                        })
+                    }
                 }
             }
         }
         self.order_memsw(&mut writes)?;
-        for (path, value, setting) in writes {
-            if !path.exists() {
-                return Err(Error::Unsupported { setting, path });
-            }
+        for (path, value, _) in writes {
             write_file(&path, &value)?;
         }
         for program in programs {

@@ -83,6 +83,15 @@ pub enum Error {
         /// The file that would carry it.
         path: PathBuf,
     },
+    /// A cgroup v2 file name that is no setting this crate applies
+    /// ([`Resource::parse_v2`](crate::Resource::parse_v2)).
+    #[error("{file:?} is not a cgroup v2 setting palisade-cgroup applies: {reason}")]
+    UnknownSetting {
+        /// The file name as given.
+        file: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
     /// The caller's own cgroup could not be found in `/proc/self/cgroup`.
     #[error(
         "cannot find this process's cgroup for the {hierarchy} hierarchy in /proc/self/cgroup"

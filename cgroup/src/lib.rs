@@ -1,10 +1,11 @@
 //! Control groups for Palisade sandboxes: how much a sandbox may use (`cgroups(7)`).
 //!
 //! A [`Cgroup`] is created with typed limits ([`Resource`], built from [`Bytes`], [`CpuMax`],
-//! [`Weight`], [`CpuSet`], [`IoMax`]), which are validated before anything is written. It
-//! reports typed [`Stats`], [`MemoryEvents`] (OOM kills) and [`Events`], can be frozen, thawed
-//! and killed as a whole, and hands out an open directory descriptor for `clone3(2)`'s
-//! `CLONE_INTO_CGROUP`, so that a child is born inside its group.
+//! [`Weight`], [`CpuSet`], [`IoMax`], [`HugePageSize`], [`RdmaMax`], or parsed from cgroup v2
+//! file names and values with [`Resource::parse_v2`]), which are validated before anything is
+//! written. It reports typed [`Stats`], [`MemoryEvents`] (OOM kills) and [`Events`], can be
+//! frozen, thawed and killed as a whole, and hands out an open directory descriptor for
+//! `clone3(2)`'s `CLONE_INTO_CGROUP`, so that a child is born inside its group.
 //!
 //! ```no_run
 //! use palisade_cgroup::{Bytes, Cgroup, Resource};
@@ -32,7 +33,10 @@
 //!   in the unified tree — for `cgroup.kill`, `cgroup.freeze`, `cgroup.events` and
 //!   `CLONE_INTO_CGROUP` — and one in each v1 hierarchy whose controller it needs, where the same
 //!   [`Resource`]s are written as their v1 equivalents (`memory.limit_in_bytes`,
-//!   `cpu.cfs_quota_us`, `cpu.shares`, `blkio.throttle.*`, `pids.max`, `cpuset.cpus`).
+//!   `cpu.cfs_quota_us`, `cpu.shares`, `blkio.throttle.*`, `blkio.bfq.weight`, `pids.max`,
+//!   `cpuset.cpus`, `hugetlb.<size>.limit_in_bytes`, `rdma.max`). A controller no v1
+//!   hierarchy carries may still be on the cgroup2 mount (hybrid hosts often have `hugetlb`
+//!   there), and is used there.
 //! - **cgroup v1**: as hybrid, with the v1 `freezer` for freezing and a kill loop instead of
 //!   `cgroup.kill`.
 //!
@@ -94,4 +98,4 @@ pub use resource::{Controller, Resource, MIN_MEMORY_MAX};
 pub use stats::{
     CpuStats, Events, IoDeviceStats, IoStats, MemoryEvents, MemoryStats, PidsStats, Stats,
 };
-pub use units::{Bytes, CpuMax, CpuSet, Device, IoMax, Max, Weight};
+pub use units::{Bytes, CpuMax, CpuSet, Device, HugePageSize, IoMax, Max, RdmaMax, Weight};

@@ -238,9 +238,240 @@ impl Weight {
     pub fn to_cpu_shares(self) -> u64 {
         2 + (u64::from(self.0) - 1) * 262_142 / 9_999
     }
-    /// The cgroup v1 `blkio.weight` equivalent (10..=1000).
+    /// The cgroup v1 `blkio.weight` equivalent (10..=1000), by the linear mapping between the
+    /// two ranges, rounded to the nearest: the inverse of
+    /// [`from_blkio_weight`](Self::from_blkio_weight).
     pub fn to_blkio_weight(self) -> u64 {
-        10 + (u64::from(self.0) - 1) * 990 / 9_999
+        10 + ((u64::from(self.0) - 1) * 990 + 9_999 / 2) / 9_999
+    }
+
+    /// The weight for a cgroup v1 `blkio.weight` of `weight` (10..=1000, the range of the OCI
+    /// runtime specification's `blockIO.weight`), by the linear mapping between the two ranges,
+    /// rounded to the nearest. [`to_blkio_weight`](Self::to_blkio_weight) gives `weight` back.
+    pub fn from_blkio_weight(weight: u16) -> Result<Weight> {
+        if !(10..=1000).contains(&weight) {
+            return Err(Error::invalid(
+                "blkio weight",
+                weight,
+                "must be in 10..=1000",
+            ));
+        }
+        let w = 1 + ((u64::from(weight) - 10) * 9_999 + 990 / 2) / 990;
+        // At most 1 + 990 * 9999 / 990 = 10000.
+        Ok(Weight(w as u16))
+    }
+}
+
+/// A huge page size the kernel offers (`/sys/kernel/mm/hugepages/hugepages-<n>kB`), which names
+/// the hugetlb controller's files: `hugetlb.2MB.max` (cgroup v2),
+/// `hugetlb.2MB.limit_in_bytes` (v1). See the kernel's `admin-guide/mm/hugetlbpage.rst` and
+/// `admin-guide/cgroup-v1/hugetlb.rst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HugePageSize(u64);
+
+impl HugePageSize {
+    /// Where the kernel lists the sizes it supports, one directory each.
+    const SYSFS: &'static str = "/sys/kernel/mm/hugepages";
+
+    /// A size of `bytes`: a power of two, from 4 KiB (one base page) up. Whether this kernel
+    /// offers it is [`supported`](Self::supported)'s question.
+    pub fn new(bytes: u64) -> Result<HugePageSize> {
+        if bytes < 4096 || !bytes.is_power_of_two() {
+            return Err(Error::invalid(
+                "huge page size",
+                bytes,
+                "must be a power of two of at least 4 KiB",
+            ));
+        }
+        Ok(HugePageSize(bytes))
+    }
+
+    /// The size in bytes.
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+
+    /// The sizes this kernel offers, ascending, from the directories of
+    /// `/sys/kernel/mm/hugepages`; none if the kernel has no huge page support.
+    pub fn supported() -> Result<Vec<HugePageSize>> {
+        let dir = Path::new(Self::SYSFS);
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(Error::Io {
+                    op: "read",
+                    path: dir.to_owned(),
+                    source,
+                })
+            }
+        };
+        let mut sizes = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| Error::Io {
+                op: "read",
+                path: dir.to_owned(),
+                source,
+            })?;
+            let name = entry.file_name();
+            let kib = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("hugepages-"))
+                .and_then(|n| n.strip_suffix("kB"))
+                .and_then(|n| n.parse::<u64>().ok());
+            let size = kib
+                .and_then(|k| k.checked_mul(1024))
+                .and_then(|b| HugePageSize::new(b).ok());
+            match size {
+                Some(size) => sizes.push(size),
+                None => {
+                    return Err(Error::Parse {
+                        path: entry.path(),
+                        reason: "expected a directory named hugepages-<size>kB".to_owned(),
+                    })
+                }
+            }
+        }
+        sizes.sort_unstable();
+        Ok(sizes)
+    }
+
+    /// Whether this kernel offers the size ([`supported`](Self::supported)).
+    pub fn is_supported(self) -> Result<bool> {
+        Ok(Self::supported()?.contains(&self))
+    }
+}
+
+/// Parses the spelling of the kernel's hugetlb file names and of the OCI runtime
+/// specification's `pageSize`: a number and `KB`, `MB` or `GB` (binary units; the unit's case
+/// is ignored), e.g. `64KB`, `2MB`, `1GB`.
+impl FromStr for HugePageSize {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<HugePageSize> {
+        let bad = |reason| Error::invalid("huge page size", s, reason);
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let shift = match unit.to_ascii_uppercase().as_str() {
+            "KB" => 10,
+            "MB" => 20,
+            "GB" => 30,
+            _ => return Err(bad("expected a number and KB, MB or GB, e.g. 2MB")),
+        };
+        let n: u64 = num.parse().map_err(|_| bad("no number"))?;
+        let bytes = n.checked_mul(1 << shift).ok_or_else(|| bad("too large"))?;
+        HugePageSize::new(bytes)
+    }
+}
+
+/// The kernel's name for the size in hugetlb file names (its `mem_fmt`): the largest of `GB`,
+/// `MB`, `KB` that divides it.
+impl fmt::Display for HugePageSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        if b % (1 << 30) == 0 {
+            write!(f, "{}GB", b >> 30)
+        } else if b % (1 << 20) == 0 {
+            write!(f, "{}MB", b >> 20)
+        } else {
+            write!(f, "{}KB", b >> 10)
+        }
+    }
+}
+
+/// RDMA limits for one device (`rdma.max`, in cgroup v2 and the v1 `rdma` hierarchy; see the
+/// kernel's `admin-guide/cgroup-v1/rdma.rst`): how many HCA handles and HCA objects the group
+/// may hold. A limit left unset is not written, so the kernel keeps the one in force.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RdmaMax {
+    device: String,
+    hca_handles: Option<Max<u32>>,
+    hca_objects: Option<Max<u32>>,
+}
+
+impl RdmaMax {
+    /// The kernel's `IB_DEVICE_NAME_MAX`, with the terminating NUL.
+    const NAME_MAX: usize = 64;
+    /// The kernel parses each limit as an `int`.
+    const LIMIT_MAX: u32 = i32::MAX as u32;
+
+    /// No limit yet on the RDMA device `device` (as `/sys/class/infiniband` names it, e.g.
+    /// `mlx5_0`). The name must be one word the `rdma.max` line can carry: not empty, at most
+    /// 63 bytes, no whitespace, `=` or control characters.
+    pub fn new(device: impl Into<String>) -> Result<RdmaMax> {
+        let device = device.into();
+        let bad = device.is_empty()
+            || device.len() >= Self::NAME_MAX
+            || device
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '=');
+        if bad {
+            return Err(Error::invalid(
+                "RDMA device name",
+                device,
+                "must be one word of 1 to 63 bytes, without whitespace or `=`",
+            ));
+        }
+        Ok(RdmaMax {
+            device,
+            hca_handles: None,
+            hca_objects: None,
+        })
+    }
+
+    fn limit(what: &'static str, limit: Max<u32>) -> Result<Max<u32>> {
+        match limit {
+            Max::Limit(n) if n > Self::LIMIT_MAX => Err(Error::invalid(
+                what,
+                n,
+                "is above the kernel's limit (2147483647)",
+            )),
+            other => Ok(other),
+        }
+    }
+
+    /// Limits the HCA handles (`hca_handle`).
+    pub fn hca_handles(self, limit: Max<u32>) -> Result<RdmaMax> {
+        Ok(RdmaMax {
+            hca_handles: Some(Self::limit("RDMA hca_handle limit", limit)?),
+            ..self
+        })
+    }
+
+    /// Limits the HCA objects (`hca_object`).
+    pub fn hca_objects(self, limit: Max<u32>) -> Result<RdmaMax> {
+        Ok(RdmaMax {
+            hca_objects: Some(Self::limit("RDMA hca_object limit", limit)?),
+            ..self
+        })
+    }
+
+    /// The device's name.
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// Whether no limit is set (such a line would change nothing).
+    pub fn is_empty(&self) -> bool {
+        self.hca_handles.is_none() && self.hca_objects.is_none()
+    }
+}
+
+/// The `rdma.max` line: `mlx5_0 hca_handle=2 hca_object=max`, with the limits that are set.
+impl fmt::Display for RdmaMax {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.device)?;
+        for (key, limit) in [
+            ("hca_handle", self.hca_handles),
+            ("hca_object", self.hca_objects),
+        ] {
+            match limit {
+                Some(Max::Limit(n)) => write!(f, " {key}={n}")?,
+                Some(Max::Unlimited) => write!(f, " {key}=max")?,
+                None => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -527,6 +758,59 @@ mod tests {
         assert_eq!(Weight::new(10000).unwrap().to_cpu_shares(), 262_144);
         assert_eq!(Weight::new(1).unwrap().to_blkio_weight(), 10);
         assert_eq!(Weight::new(10000).unwrap().to_blkio_weight(), 1000);
+        for blkio in 10..=1000u16 {
+            let w = Weight::from_blkio_weight(blkio).unwrap();
+            assert_eq!(w.to_blkio_weight(), u64::from(blkio), "{w:?}");
+        }
+        assert_eq!(Weight::from_blkio_weight(10).unwrap().get(), 1);
+        assert_eq!(Weight::from_blkio_weight(1000).unwrap().get(), 10000);
+        assert!(Weight::from_blkio_weight(9).is_err() && Weight::from_blkio_weight(1001).is_err());
+    }
+
+    #[test]
+    fn huge_page_sizes() {
+        let two: HugePageSize = "2MB".parse().unwrap();
+        assert_eq!(two.bytes(), 2 << 20);
+        assert_eq!(two.to_string(), "2MB");
+        assert_eq!("1gb".parse::<HugePageSize>().unwrap().to_string(), "1GB");
+        assert_eq!("64KB".parse::<HugePageSize>().unwrap().to_string(), "64KB");
+        assert_eq!("2048KB".parse::<HugePageSize>().unwrap(), two);
+        for bad in [
+            "",
+            "2",
+            "MB",
+            "3MB",
+            "2 MB",
+            "2MiB",
+            "-2MB",
+            "1KB",
+            "99999999999GB",
+        ] {
+            assert!(bad.parse::<HugePageSize>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rdma_lines() {
+        let r = RdmaMax::new("mlx5_0")
+            .unwrap()
+            .hca_handles(Max::Limit(2))
+            .unwrap()
+            .hca_objects(Max::Unlimited)
+            .unwrap();
+        assert_eq!(r.to_string(), "mlx5_0 hca_handle=2 hca_object=max");
+        let only = RdmaMax::new("hfi1_0").unwrap();
+        assert!(only.is_empty());
+        let r = only.hca_objects(Max::Limit(7)).unwrap();
+        assert_eq!(r.to_string(), "hfi1_0 hca_object=7");
+        for bad in ["", "a b", "a=b", "a\nb", &"x".repeat(64)] {
+            assert!(RdmaMax::new(bad).is_err(), "{bad:?}");
+        }
+        assert!(RdmaMax::new("x".repeat(63)).is_ok());
+        assert!(RdmaMax::new("m")
+            .unwrap()
+            .hca_handles(Max::Limit(1 << 31))
+            .is_err());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use palisade_cgroup::{
     Backend, Bytes, Cgroup, Controller, CpuSet, Device, DeviceAccess, DevicePolicy, DeviceRule,
-    Error, Hierarchy, IoMax, Owner, Resource, Served,
+    Error, Hierarchy, HugePageSize, IoMax, Max, Owner, RdmaMax, Resource, Served,
 };
 use palisade_test_support::{is_root, require_root, TempDir};
 
@@ -1017,6 +1017,483 @@ fn a_path_that_climbs_out_of_the_cgroup_file_system_makes_nothing() {
                 Err(Error::InvalidPath(_))
             ),
             "{bad}"
+        );
+    }
+}
+
+/// A block device of this machine: the first whole disk of `/proc/partitions`, else any device
+/// in `/sys/block` (the v2 guest boots from 9p and has only loop devices).
+fn block_device() -> Option<Device> {
+    let partitions = std::fs::read_to_string("/proc/partitions").unwrap_or_default();
+    let disk = partitions.lines().skip(2).find_map(|l| {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        let [major, minor, _, name] = words.as_slice() else {
+            return None;
+        };
+        // A whole disk has its own /sys/block entry; partitions do not.
+        Path::new("/sys/block")
+            .join(name)
+            .exists()
+            .then(|| format!("{major}:{minor}").parse().ok())?
+    });
+    disk.or_else(|| {
+        std::fs::read_dir("/sys/block")
+            .ok()?
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("dev")).ok())
+            .find_map(|d| d.trim().parse::<Device>().ok())
+    })
+}
+
+/// The name of the block device `dev` in `/sys/block`.
+fn block_name(dev: Device) -> Option<String> {
+    std::fs::read_dir("/sys/block").ok()?.find_map(|e| {
+        let e = e.ok()?;
+        let text = std::fs::read_to_string(e.path().join("dev")).ok()?;
+        (text.trim() == dev.to_string()).then(|| e.file_name().to_string_lossy().into_owned())
+    })
+}
+
+/// The text of `file` in whichever of `group`'s directories has it.
+fn read_in(group: &Cgroup, file: &str) -> Option<String> {
+    group
+        .dirs()
+        .map(|d| d.join(file))
+        .find(|p| p.exists())
+        .map(|p| std::fs::read_to_string(p).unwrap())
+}
+
+#[test]
+fn io_weights_and_throttles_are_written_and_read_back() {
+    require_root!();
+    let parent = test_parent("blkio");
+    let group = Cgroup::builder()
+        .inside(&parent)
+        .controller(Controller::Io)
+        .create()
+        .unwrap();
+    let dir = group
+        .dirs()
+        .find(|d| {
+            ["io.max", "blkio.throttle.read_bps_device"]
+                .iter()
+                .any(|f| d.join(f).exists())
+        })
+        .unwrap()
+        .to_owned();
+    let v2 = dir.join("io.max").exists();
+
+    // The default weight, in whichever file this kernel serves it: blk-iocost's io.weight,
+    // else BFQ's (which takes the v1 range, as blkio.bfq.weight does).
+    let weight = palisade_cgroup::Weight::from_blkio_weight(300).unwrap();
+    let providers = [
+        "io.weight",
+        "io.bfq.weight",
+        "blkio.weight",
+        "blkio.bfq.weight",
+    ];
+    let provider = providers.iter().find(|f| dir.join(f).exists());
+    match (group.apply(&[Resource::IoWeight(weight)]), provider) {
+        (Ok(()), Some(&file)) => {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            let want = match file {
+                "io.weight" => format!("default {}", weight.get()),
+                "io.bfq.weight" => "default 300".to_owned(),
+                _ => "300".to_owned(),
+            };
+            assert_eq!(text.lines().next(), Some(want.as_str()), "{file}: {text}");
+        }
+        (Err(Error::Unsupported { setting, path }), None) => {
+            assert_eq!(setting, "io.weight");
+            assert!(path.starts_with(&dir), "{}", path.display());
+        }
+        (other, provider) => panic!("{other:?} with {provider:?}"),
+    }
+
+    let Some(dev) = block_device() else {
+        panic!("no block device in /proc/partitions or /sys/block");
+    };
+    // All four limits: v2 writes one io.max line, v1 one line in each throttle file.
+    let limit = IoMax::new(dev)
+        .read_bps(Bytes::mib(1))
+        .unwrap()
+        .write_bps(Bytes::mib(2))
+        .unwrap()
+        .read_iops(100)
+        .unwrap()
+        .write_iops(200)
+        .unwrap();
+    group.apply(&[Resource::IoMax(limit)]).unwrap();
+    if v2 {
+        let text = std::fs::read_to_string(dir.join("io.max")).unwrap();
+        assert!(
+            text.lines()
+                .any(|l| l == format!("{dev} rbps=1048576 wbps=2097152 riops=100 wiops=200")),
+            "{text}"
+        );
+    } else {
+        for (file, value) in [
+            ("blkio.throttle.read_bps_device", 1 << 20),
+            ("blkio.throttle.write_bps_device", 2 << 20),
+            ("blkio.throttle.read_iops_device", 100),
+            ("blkio.throttle.write_iops_device", 200),
+        ] {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            assert_eq!(text.trim(), format!("{dev} {value}"), "{file}");
+        }
+    }
+    // Limits left unset are lifted: the device's line goes away.
+    group.apply(&[Resource::IoMax(IoMax::new(dev))]).unwrap();
+    for file in [
+        "io.max",
+        "blkio.throttle.read_bps_device",
+        "blkio.throttle.write_iops_device",
+    ] {
+        if let Some(text) = read_in(&group, file) {
+            assert!(!text.contains(&format!("{dev} ")), "{file}: {text}");
+        }
+    }
+
+    // A device's own weight needs its queue to run the weight policy (BFQ as its scheduler, or
+    // io.cost enabled on it); otherwise the kernel refuses it, and the error names the file.
+    let scheduler = block_name(dev)
+        .and_then(|n| std::fs::read_to_string(format!("/sys/block/{n}/queue/scheduler")).ok())
+        .unwrap_or_default();
+    // io.cost.qos is the root group's.
+    let qos = dir
+        .ancestors()
+        .map(|a| a.join("io.cost.qos"))
+        .find(|f| f.exists());
+    let cost_enabled = qos
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with(&format!("{dev} enable=1")));
+    let r = group.apply(&[Resource::IoDeviceWeight(dev, weight)]);
+    if provider.is_none() {
+        assert!(matches!(r, Err(Error::Unsupported { .. })), "{r:?}");
+    } else if scheduler.contains("[bfq]") || cost_enabled {
+        r.unwrap();
+        let text = read_in(&group, "io.weight")
+            .or_else(|| read_in(&group, "io.bfq.weight"))
+            .or_else(|| read_in(&group, "blkio.bfq.weight_device"))
+            .unwrap_or_default();
+        assert!(text.contains(&format!("{dev} ")), "{text}");
+    } else {
+        let err = r.unwrap_err();
+        assert_eq!(err.errno(), Some(libc::EOPNOTSUPP), "{err}");
+        assert!(
+            matches!(&err, Error::Write { value, .. } if value.starts_with(&format!("{dev} "))),
+            "{err}"
+        );
+        assert!(err.to_string().contains("weight"), "{err}");
+    }
+}
+
+/// A size this kernel offers no huge pages of.
+fn absent_huge_page_size() -> HugePageSize {
+    let offered = HugePageSize::supported().unwrap();
+    (12..40)
+        .map(|shift| HugePageSize::new(1 << shift).unwrap())
+        .find(|s| !offered.contains(s))
+        .unwrap()
+}
+
+#[test]
+fn hugetlb_limits_per_page_size() {
+    require_root!();
+    let hier = Hierarchy::detect().unwrap();
+    let sizes = HugePageSize::supported().unwrap();
+    let Some(&size) = sizes.first() else {
+        panic!("this kernel offers no huge pages (/sys/kernel/mm/hugepages is empty)");
+    };
+    if hier.served(Controller::Hugetlb).is_none() {
+        // No hugetlb controller anywhere (never the case on cgroup v2 with it built in): the
+        // limit is refused before anything is made.
+        assert_ne!(hier.backend(), Backend::V2);
+        let parent = test_parent("huge");
+        let before = children(&parent);
+        let err = Cgroup::builder()
+            .inside(&parent)
+            .resource(Resource::HugetlbMax(size, Max::Limit(Bytes::mib(4))))
+            .create()
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::ControllerUnavailable {
+                    controller: Controller::Hugetlb,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(children(&parent), before);
+        return;
+    }
+    let parent = test_parent("huge");
+    let group = Cgroup::builder()
+        .inside(&parent)
+        .resources(sizes.iter().flat_map(|&s| {
+            [
+                Resource::HugetlbMax(s, Max::Limit(Bytes(4 * s.bytes()))),
+                Resource::HugetlbRsvdMax(s, Max::Limit(Bytes(8 * s.bytes()))),
+            ]
+        }))
+        .create()
+        .unwrap();
+    let file = |s: HugePageSize| match group.served(Controller::Hugetlb) {
+        Some(Served::V2) => format!("hugetlb.{s}.max"),
+        _ => format!("hugetlb.{s}.limit_in_bytes"),
+    };
+    let rsvd_file = |s: HugePageSize| match group.served(Controller::Hugetlb) {
+        Some(Served::V2) => format!("hugetlb.{s}.rsvd.max"),
+        _ => format!("hugetlb.{s}.rsvd.limit_in_bytes"),
+    };
+    for &s in &sizes {
+        let text = read_in(&group, &file(s)).unwrap();
+        assert_eq!(text.trim(), (4 * s.bytes()).to_string(), "{}", file(s));
+        let text = read_in(&group, &rsvd_file(s)).unwrap();
+        assert_eq!(text.trim(), (8 * s.bytes()).to_string(), "{}", rsvd_file(s));
+    }
+    // The kernel keeps whole pages; lifted again with `max`.
+    group
+        .apply(&[Resource::HugetlbMax(
+            size,
+            Max::Limit(Bytes(size.bytes() + 1)),
+        )])
+        .unwrap();
+    assert_eq!(
+        read_in(&group, &file(size)).unwrap().trim(),
+        size.bytes().to_string()
+    );
+    group
+        .apply(&[Resource::HugetlbMax(size, Max::Unlimited)])
+        .unwrap();
+    let lifted = read_in(&group, &file(size)).unwrap();
+    assert!(
+        lifted.trim() == "max" || lifted.trim().parse::<u64>().unwrap() > 1 << 60,
+        "{lifted}"
+    );
+    // A page size this kernel does not offer has no file: refused, naming it, before anything
+    // is written (the pids limit given with it is not set).
+    let absent = absent_huge_page_size();
+    let pids_before = read_in(&group, "pids.max");
+    let err = group
+        .apply(&[
+            Resource::pids_max(77),
+            Resource::HugetlbMax(absent, Max::Limit(Bytes(0))),
+        ])
+        .unwrap_err();
+    assert!(pids_before.is_some());
+    assert_eq!(read_in(&group, "pids.max"), pids_before);
+    match &err {
+        Error::Unsupported { path, .. } => {
+            assert!(path.ends_with(file(absent)), "{}", path.display())
+        }
+        other => panic!("{other}"),
+    }
+    if std::env::var_os("PALISADE_IN_VM").is_some() {
+        // Only in the throwaway guest: reserving huge pages would take the host's memory.
+        hugetlb_limit_is_enforced(&group, size);
+    }
+}
+
+/// A process of `group` that maps and touches two huge pages of `size` runs to the end under
+/// limits of two pages (the positive control); under a fault limit of one page it is killed
+/// with `SIGBUS` at the second page, and under a reservation limit of one page its `mmap(2)`
+/// fails.
+fn hugetlb_limit_is_enforced(group: &Cgroup, size: HugePageSize) {
+    let nr = format!(
+        "/sys/kernel/mm/hugepages/hugepages-{}kB/nr_hugepages",
+        size.bytes() >> 10
+    );
+    std::fs::write(&nr, "4").unwrap();
+    let touch_two = |pages: u64, reserved: u64| -> std::process::ExitStatus {
+        group
+            .apply(&[
+                Resource::HugetlbMax(size, Max::Limit(Bytes(pages * size.bytes()))),
+                Resource::HugetlbRsvdMax(size, Max::Limit(Bytes(reserved * size.bytes()))),
+            ])
+            .unwrap();
+        let mut fds = [0; 2];
+        // SAFETY: pipe(2) fills the two-element array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: the child makes system calls only (read, mmap, stores, _exit) before it ends.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let mut b = 0u8;
+            // SAFETY: reads one byte into `b`; then maps and touches two fresh huge pages.
+            unsafe {
+                libc::read(fds[0], (&mut b as *mut u8).cast(), 1);
+                let len = 2 * size.bytes() as usize;
+                let p = libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB,
+                    -1,
+                    0,
+                );
+                if p == libc::MAP_FAILED {
+                    libc::_exit(3);
+                }
+                let p = p.cast::<u8>();
+                p.write_volatile(1);
+                p.add(size.bytes() as usize).write_volatile(1);
+                libc::_exit(0);
+            }
+        }
+        group.add_process(pid).unwrap();
+        // SAFETY: writes one byte from a local; closes the pipe's two ends, which are ours.
+        unsafe {
+            libc::write(fds[1], b"g".as_ptr().cast(), 1);
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        std::process::ExitStatus::from_raw(status)
+    };
+    let within = touch_two(2, 2);
+    assert_eq!(within.code(), Some(0), "{within:?}");
+    let beyond = touch_two(1, 2);
+    assert_eq!(beyond.signal(), Some(libc::SIGBUS), "{beyond:?}");
+    // The child's exit code 3: its mmap(2) failed.
+    let unreserved = touch_two(2, 1);
+    assert_eq!(unreserved.code(), Some(3), "{unreserved:?}");
+    std::fs::write(&nr, "0").unwrap();
+}
+
+#[test]
+fn rdma_limits_name_the_device() {
+    require_root!();
+    let hier = Hierarchy::detect().unwrap();
+    let limit = RdmaMax::new("palnosuchdev0")
+        .unwrap()
+        .hca_handles(Max::Limit(2))
+        .unwrap();
+    let parent = test_parent("rdma");
+    if hier.served(Controller::Rdma).is_none() {
+        // This kernel has no rdma controller, or no hierarchy carries it (never the case on
+        // cgroup v2 with it built in): refused before anything is made.
+        assert_ne!(hier.backend(), Backend::V2);
+        let before = children(&parent);
+        let err = Cgroup::builder()
+            .inside(&parent)
+            .resource(Resource::RdmaMax(limit))
+            .create()
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::ControllerUnavailable {
+                    controller: Controller::Rdma,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(children(&parent), before);
+        return;
+    }
+    let group = Cgroup::builder()
+        .inside(&parent)
+        .controller(Controller::Rdma)
+        .create()
+        .unwrap();
+    // A device the kernel does not know is refused (ENODEV), and the error names it.
+    let err = group.apply(&[Resource::RdmaMax(limit)]).unwrap_err();
+    assert_eq!(err.errno(), Some(libc::ENODEV), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("palnosuchdev0") && message.contains("rdma.max"),
+        "{message}"
+    );
+    // Positive control: a device this machine has takes the limit.
+    let real = std::fs::read_dir("/sys/class/infiniband")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find_map(|e| e.file_name().into_string().ok());
+    if let Some(name) = real {
+        let limit = RdmaMax::new(name.as_str())
+            .unwrap()
+            .hca_objects(Max::Limit(9))
+            .unwrap();
+        group.apply(&[Resource::RdmaMax(limit)]).unwrap();
+        let text = read_in(&group, "rdma.max").unwrap();
+        assert!(
+            text.contains(&format!("{name} ")) && text.contains("hca_object=9"),
+            "{text}"
+        );
+    } else {
+        let text = read_in(&group, "rdma.max").unwrap();
+        assert_eq!(text.trim(), "", "no RDMA device, yet rdma.max has lines");
+    }
+    // Values the file could not carry never reach it.
+    assert!(RdmaMax::new("two words").is_err());
+    assert!(matches!(
+        Resource::RdmaMax(RdmaMax::new("x").unwrap()).validate(),
+        Err(Error::InvalidValue { .. })
+    ));
+}
+
+#[test]
+fn v2_files_are_applied_as_typed_settings() {
+    require_root!();
+    let hier = Hierarchy::detect().unwrap();
+    let parent = test_parent("unified");
+    // What a caller's map of v2 file names may hold, as the resources they set: all of them on
+    // cgroup v2, those of controllers the unified hierarchy serves (or v1 spells alike) here.
+    let mut settings: Vec<(String, &str)> = vec![("pids.max".to_owned(), "42")];
+    if hier.served(Controller::Hugetlb) == Some(Served::V2) {
+        let size = HugePageSize::supported().unwrap()[0];
+        settings.push((format!("hugetlb.{size}.max"), "0"));
+    }
+    if hier.backend() == Backend::V2 {
+        for (file, value) in [
+            ("memory.max", "67108864"),
+            ("memory.high", "max"),
+            ("cpu.max", "50000 100000"),
+            ("cpu.weight", "50"),
+            ("cpuset.cpus", "0"),
+        ] {
+            settings.push((file.to_owned(), value));
+        }
+    }
+    let mut resources = Vec::new();
+    for (file, value) in &settings {
+        resources.extend(Resource::parse_v2(file, value).unwrap());
+    }
+    let group = Cgroup::builder()
+        .inside(&parent)
+        .resources(resources)
+        .create()
+        .unwrap();
+    if hier.backend() == Backend::V2 {
+        let dir = group.unified_dir().unwrap();
+        for (file, value) in &settings {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            assert_eq!(text.trim(), *value, "{file}");
+        }
+    } else {
+        assert_eq!(read_in(&group, "pids.max").unwrap().trim(), "42");
+    }
+    // Names that are no setting are refused before anything is written.
+    for file in [
+        "cgroup.procs",
+        "cgroup.subtree_control",
+        "../pids.max",
+        "a/pids.max",
+    ] {
+        assert!(
+            matches!(
+                Resource::parse_v2(file, "1"),
+                Err(Error::UnknownSetting { .. })
+            ),
+            "{file}"
         );
     }
 }
