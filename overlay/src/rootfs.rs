@@ -1,12 +1,15 @@
 //! The sandbox's root file system and mount table, as a plan computed before the clone.
 //!
 //! A [`Rootfs`] says what the sandbox's `/` is (the host's `/` under a throwaway writable layer,
-//! a directory, or an overlay of layers) and what is mounted in it (volumes, tmpfs). Its
-//! [`plan`](Rootfs::plan) turns that into a list of [`Op`]s with every path already a C string,
-//! which the sandbox child carries out with [`RootfsPlan::apply`], in order, in its own mount
-//! namespace. The child does all the mounting, so the same plan works for a privileged caller
-//! and, with [`Rootfs::plan_rootless`], inside a user namespace the caller created without
-//! privilege.
+//! a directory, or an overlay of layers) and what is mounted in it ([`Volume`]s, [`Tmpfs`]
+//! mounts, [`Device`] nodes). Its [`plan`](Rootfs::plan) turns that into a list of [`Op`]s with
+//! every path already a C string, which the sandbox child carries out with
+//! [`RootfsPlan::apply`], in order, in its own mount namespace. The child does all the mounting,
+//! so the same plan works for a privileged caller and, with [`Rootfs::plan_rootless`], inside a
+//! user namespace the caller created without privilege. The one exception is an id-mapped
+//! volume ([`MountIdMap`]): the kernel maps only a mount not yet attached, so the caller makes a
+//! detached, id-mapped copy for each spawn before the clone ([`RootfsPlan::prepare`]) and the
+//! child attaches it.
 //!
 //! The order follows `mount_namespaces(7)` and `pivot_root(2)`:
 //!
@@ -16,24 +19,30 @@
 //!    overlay with its writable layer on that tmpfs, or a bind of a directory;
 //! 3. mount `/proc`, a minimal `/dev` (device nodes bound from the host's, which also works in a
 //!    user namespace, `devpts`, `shm`, `mqueue`), `/sys` read-only and a tmpfs `/tmp` in the new
-//!    root, bind the volumes and mount the extra tmpfs — while the host's paths can still be
-//!    reached, and the host's `/proc` is still visible (a user namespace may mount `proc` only
-//!    then, `mount_namespaces(7)`);
+//!    root, bind the volumes (each then given its attributes and propagation with
+//!    `mount_setattr(2)`, always `nodev`), mount the extra tmpfs and bind the extra device
+//!    nodes — while the host's paths can still be reached, and the host's `/proc` is still
+//!    visible (a user namespace may mount `proc` only then, `mount_namespaces(7)`);
 //! 4. `pivot_root` into the new root and detach the old one — from then on every path, symbolic
 //!    links included, resolves inside the new root;
 //! 5. mask the paths runc masks and make the kernel tunables read-only;
-//! 6. make the root read-only, if asked.
+//! 6. give the root its propagation type ([`Rootfs::root_propagation`]), and make it read-only,
+//!    if asked.
 
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::mount;
+pub use crate::mount::sys::{MountAttr, MountAttrChange, Propagation};
 
 mod apply;
+mod idmap;
 
 pub use apply::ApplyFailure;
+pub use idmap::PreparedMounts;
 
 /// Paths hidden from the sandbox, as runc and Docker hide them: files are covered with
 /// `/dev/null`, directories with an empty read-only tmpfs.
@@ -97,15 +106,134 @@ pub enum Access {
     ReadOnly,
 }
 
-/// A bind mount from the host into the sandbox.
+/// A bind mount from the host into the sandbox ([`Rootfs::volume_with`]).
+///
+/// The bind is a copy of the host's mount (`open_tree(2)` with `OPEN_TREE_CLONE`), so it starts
+/// with the host mount's attributes; [`top`](Self::top) then changes those of the bound mount
+/// itself and [`tree`](Self::tree) those of every mount of the bound tree (`mount_setattr(2)`,
+/// `AT_RECURSIVE`), the tree first. Every mount of it is `nodev` whatever they say: a device
+/// node reaches the sandbox only as a [`Device`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Volume {
     /// The host path (a directory or a file).
     pub host: PathBuf,
     /// Where it appears in the sandbox (absolute).
     pub guest: PathBuf,
-    /// Whether the sandbox may only read it.
+    /// Whether the sandbox may only read it: `MOUNT_ATTR_RDONLY` on every mount of the tree.
     pub read_only: bool,
+    /// Whether the mounts below `host` are bound too (`rbind`, the default) or only the mount
+    /// holding `host` (`bind`), which shows the directories the host mounted over.
+    pub recursive: bool,
+    /// Attributes and propagation of the bound mount itself (see `mount_setattr(2)`; its
+    /// `propagation` is made in the sandbox's own mount namespace, see
+    /// [`Rootfs::root_propagation`]).
+    pub top: MountAttrChange,
+    /// Attributes and propagation of every mount of the bound tree.
+    pub tree: MountAttrChange,
+    /// Maps the ids of the bound mount (an id-mapped mount, `mount_setattr(2)`
+    /// `MOUNT_ATTR_IDMAP`), prepared by the caller for each spawn
+    /// ([`RootfsPlan::prepare`]).
+    pub id_map: Option<MountIdMap>,
+}
+
+/// One range of a [`MountIdMap`]: a line of a user namespace's `uid_map` or `gid_map`
+/// (`user_namespaces(7)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IdRange {
+    /// The first id of the range as the file system stores it.
+    pub stored: u32,
+    /// The first id of the range as the mount shows it (a kernel id of the caller's user
+    /// namespace).
+    pub shown: u32,
+    /// The number of ids.
+    pub count: u32,
+}
+
+/// The id maps of an id-mapped volume: a file the file system says `stored + k` owns is shown
+/// owned by `shown + k` through the mount, and a file `shown + k` makes through it is stored
+/// owned by `stored + k`; ids outside every range show as the overflow id (65534) and cannot
+/// make files. These are the maps of the user namespace the mount is mapped through, written as
+/// `stored shown count` (`mount_setattr(2)`, "Extensible argument: idmapped mounts").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountIdMap {
+    /// The user id ranges (at most 340, as for a user namespace).
+    pub uid: Vec<IdRange>,
+    /// The group id ranges.
+    pub gid: Vec<IdRange>,
+    /// Map every mount of the bound tree, not only the bound mount itself.
+    pub recursive: bool,
+}
+
+impl Volume {
+    /// `host` bound recursively at `guest`, read-only with [`Access::ReadOnly`], its other
+    /// attributes the host mount's.
+    pub fn new(host: impl Into<PathBuf>, guest: impl Into<PathBuf>, access: Access) -> Volume {
+        Volume {
+            host: host.into(),
+            guest: guest.into(),
+            read_only: access == Access::ReadOnly,
+            recursive: true,
+            top: MountAttrChange::default(),
+            tree: MountAttrChange::default(),
+            id_map: None,
+        }
+    }
+}
+
+/// Options of a [`Tmpfs`] beyond its mode, size and `noexec` ([`Rootfs::tmpfs_with_options`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TmpfsOptions {
+    /// The bound on its number of inodes (`nr_inodes=`, `tmpfs(5)`); `None`: the kernel's
+    /// default (half the host's pages of memory).
+    pub nr_inodes: Option<u64>,
+    /// The owner of its root directory (`uid=`).
+    pub uid: Option<u32>,
+    /// The group of its root directory (`gid=`).
+    pub gid: Option<u32>,
+    /// Attributes and propagation of the mount, set once it is mounted (`mount_setattr(2)`):
+    /// `MOUNT_ATTR_RDONLY`, the access-time ones, `MOUNT_ATTR_NOSYMFOLLOW`. `nosuid` and
+    /// `nodev` stay whatever it says.
+    pub attrs: MountAttrChange,
+}
+
+/// The kind of a [`Device`] node (`mknod(2)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeviceKind {
+    /// A character device (`S_IFCHR`).
+    Char,
+    /// A block device (`S_IFBLK`).
+    Block,
+    /// A named pipe (`S_IFIFO`), which has no device number.
+    Fifo,
+}
+
+/// A device node made in the sandbox ([`Rootfs::device`]), at a path resolved inside its root.
+///
+/// Without a user namespace the child makes the node with `mknod(2)` on a small tmpfs of its
+/// own (mounted without `nodev`, in the staging area the sandbox never sees), with exactly this
+/// mode and owner, and binds it onto the path: every other mount of the sandbox being `nodev`,
+/// only a node bound in this way opens. In a user namespace, where `mknod(2)` of a device is
+/// refused (`user_namespaces(7)`), the host's node at the same path is bound instead (it must
+/// exist and have the same kind and numbers; its own mode and owner stay). A FIFO is always
+/// made.
+///
+/// Whether the sandbox may open the device is also up to its device policy (the cgroup's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// Where it appears in the sandbox (absolute, without `.` or `..`).
+    pub guest: PathBuf,
+    /// Its kind.
+    pub kind: DeviceKind,
+    /// Its major number (0 for a FIFO).
+    pub major: u32,
+    /// Its minor number (0 for a FIFO).
+    pub minor: u32,
+    /// Its permission bits (at most `0o777`).
+    pub mode: u32,
+    /// Its owner.
+    pub uid: u32,
+    /// Its group.
+    pub gid: u32,
 }
 
 /// An empty tmpfs mounted in the sandbox ([`Rootfs::tmpfs_with`]): always `nosuid` and `nodev`.
@@ -139,7 +267,11 @@ impl Tmpfs {
 pub struct Rootfs {
     source: RootSource,
     volumes: Vec<Volume>,
-    tmpfs: Vec<Tmpfs>,
+    tmpfs: Vec<(Tmpfs, TmpfsOptions)>,
+    devices: Vec<Device>,
+    /// The propagation type given to the root (and, if recursive, every mount of the
+    /// sandbox) once it is built.
+    propagation: Option<(Propagation, bool)>,
     read_only: bool,
     mask: bool,
     /// Show the host's data and secrets ([`HOST_DATA_DIRS`], [`HOST_SECRETS`]) in a
@@ -186,6 +318,8 @@ impl Rootfs {
             source,
             volumes: Vec::new(),
             tmpfs: Vec::new(),
+            devices: Vec::new(),
+            propagation: None,
             read_only: false,
             mask: true,
             host_data: false,
@@ -245,16 +379,34 @@ impl Rootfs {
 
     /// Binds `host` (recursively) at `guest` in the sandbox.
     pub fn volume(
-        mut self,
+        self,
         host: impl Into<PathBuf>,
         guest: impl Into<PathBuf>,
         access: Access,
     ) -> Rootfs {
-        self.volumes.push(Volume {
-            host: host.into(),
-            guest: guest.into(),
-            read_only: access == Access::ReadOnly,
-        });
+        self.volume_with(Volume::new(host, guest, access))
+    }
+
+    /// Binds a host path as `volume` describes it (recursion, attributes, propagation).
+    pub fn volume_with(mut self, volume: Volume) -> Rootfs {
+        self.volumes.push(volume);
+        self
+    }
+
+    /// Makes a device node in the sandbox (see [`Device`]).
+    pub fn device(mut self, device: Device) -> Rootfs {
+        self.devices.push(device);
+        self
+    }
+
+    /// Gives the sandbox's root mount (with `recursive`, every mount of the sandbox) the
+    /// propagation type `propagation` once the root is built, after the pivot
+    /// (`mount_namespaces(7)`). Every mount was made private first, so a shared mount is
+    /// shared only with the copies of it in mount namespaces made from the sandbox's (the
+    /// sandbox's own `unshare(2)`, or a nested sandbox): nothing propagates to or from the
+    /// host. Default: every mount stays private.
+    pub fn root_propagation(mut self, propagation: Propagation, recursive: bool) -> Rootfs {
+        self.propagation = Some((propagation, recursive));
         self
     }
 
@@ -265,8 +417,13 @@ impl Rootfs {
     }
 
     /// Mounts an empty tmpfs as `tmpfs` describes it (its mode, size and `noexec`).
-    pub fn tmpfs_with(mut self, tmpfs: Tmpfs) -> Rootfs {
-        self.tmpfs.push(tmpfs);
+    pub fn tmpfs_with(self, tmpfs: Tmpfs) -> Rootfs {
+        self.tmpfs_with_options(tmpfs, TmpfsOptions::default())
+    }
+
+    /// Mounts an empty tmpfs as `tmpfs` and `options` describe it.
+    pub fn tmpfs_with_options(mut self, tmpfs: Tmpfs, options: TmpfsOptions) -> Rootfs {
+        self.tmpfs.push((tmpfs, options));
         self
     }
 
@@ -373,26 +530,38 @@ impl Rootfs {
                     reason: "must be valid UTF-8",
                 });
             }
+            check_change("volume", &v.guest, &v.top)?;
+            check_change("volume", &v.guest, &v.tree)?;
             used.push(v.host.clone());
             volumes.push((v, meta.is_dir(), guest_path("volume", &v.guest)?));
         }
+        let devices = self
+            .devices
+            .iter()
+            .map(|d| Ok((d, check_device(d, userxattr)?)))
+            .collect::<Result<Vec<_>>>()?;
         let tmpfs = self
             .tmpfs
             .iter()
-            .map(|t| {
-                if t.mode > 0o7777 || t.size == Some(0) {
+            .map(|(t, o)| {
+                if t.mode > 0o7777 || t.size == Some(0) || o.nr_inodes == Some(0) {
                     return Err(Error::InvalidValue {
                         what: "tmpfs",
                         value: format!("{} mode {:o} size {:?}", t.guest.display(), t.mode, t.size),
-                        reason: "a mode is at most 07777, and a size more than 0",
+                        reason: "a mode is at most 07777, a size and a number of inodes more \
+                                 than 0",
                     });
                 }
-                Ok((t, guest_path("tmpfs", &t.guest)?))
+                check_change("tmpfs", &t.guest, &o.attrs)?;
+                Ok((t, o, guest_path("tmpfs", &t.guest)?))
             })
             .collect::<Result<Vec<_>>>()?;
         let staging = staging_dir(&used)?;
         let root = format!("{staging}/root");
-        let mut p = Planner { ops: Vec::new() };
+        let mut p = Planner {
+            ops: Vec::new(),
+            userns: userxattr,
+        };
 
         p.push(Op::MakePrivate);
         // The scratch space: the throwaway layer and /tmp share this one bounded tmpfs.
@@ -549,6 +718,7 @@ impl Rootfs {
             p.hide_with_mounts(&staging)?;
         }
 
+        let mut prepare = Vec::new();
         for (v, is_dir, guest) in &volumes {
             if *is_dir {
                 p.mkdir_all(guest)?;
@@ -558,25 +728,56 @@ impl Rootfs {
                 }
                 p.push(Op::CreateFile { at: p.at(guest)? });
             }
-            p.mount(
-                &v.host.to_string_lossy(),
-                p.at(guest)?,
-                "",
-                BIND | REC,
-                None,
-                false,
-            )?;
-            let ro = if v.read_only {
-                libc::MOUNT_ATTR_RDONLY
-            } else {
-                0
-            };
-            p.set_attr(p.at(guest)?, ro | NODEV_ATTR, true);
+            let rec = if v.recursive { REC } else { 0 };
+            match &v.id_map {
+                Some(map) => {
+                    let slot = u32::try_from(prepare.len()).unwrap_or(u32::MAX);
+                    prepare.push(idmap::Prepare {
+                        host: c(&v.host.to_string_lossy())?,
+                        recursive: v.recursive,
+                        recursive_idmap: map.recursive,
+                        uid_map: map_text(&v.guest, &map.uid)?,
+                        gid_map: map_text(&v.guest, &map.gid)?,
+                    });
+                    p.push(Op::AttachPrepared {
+                        slot,
+                        target: p.at(guest)?,
+                    });
+                }
+                None => p.mount(
+                    &v.host.to_string_lossy(),
+                    p.at(guest)?,
+                    "",
+                    BIND | rec,
+                    None,
+                    false,
+                )?,
+            }
+            // The top mount's change, then the tree's, which holds read-only and nodev: no
+            // option undoes them.
+            let mut tree = v.tree;
+            if v.read_only {
+                tree.set |= MountAttr::RDONLY;
+                tree.clear -= MountAttr::RDONLY;
+            }
+            tree.set |= MountAttr::NODEV;
+            tree.clear -= MountAttr::NODEV;
+            p.change(p.at(guest)?, &v.top, false);
+            p.change(p.at(guest)?, &tree, true);
         }
-        for (t, guest) in &tmpfs {
+        for (t, o, guest) in &tmpfs {
             p.mkdir_all(guest)?;
             let noexec = if t.noexec { NOEXEC } else { 0 };
-            let data = format!("mode={:o},size={}", t.mode, t.size.unwrap_or(self.scratch));
+            let mut data = format!("mode={:o},size={}", t.mode, t.size.unwrap_or(self.scratch));
+            if let Some(n) = o.nr_inodes {
+                data.push_str(&format!(",nr_inodes={n}"));
+            }
+            if let Some(uid) = o.uid {
+                data.push_str(&format!(",uid={uid}"));
+            }
+            if let Some(gid) = o.gid {
+                data.push_str(&format!(",gid={gid}"));
+            }
             p.mount(
                 "tmpfs",
                 p.at(guest)?,
@@ -585,6 +786,17 @@ impl Rootfs {
                 Some(&data),
                 false,
             )?;
+            let mut attrs = o.attrs;
+            attrs.clear -= MountAttr::NOSUID | MountAttr::NODEV;
+            if t.noexec {
+                attrs.clear -= MountAttr::NOEXEC;
+            }
+            if attrs != MountAttrChange::default() {
+                p.change(p.at(guest)?, &attrs, false);
+            }
+        }
+        if !devices.is_empty() {
+            p.devices(&devices, &staging)?;
         }
 
         p.push(Op::PivotRoot {
@@ -616,8 +828,17 @@ impl Rootfs {
                     bind: true,
                     recursive: true,
                     attr: libc::MOUNT_ATTR_RDONLY,
+                    clear: 0,
+                    propagation: None,
                 });
             }
+        }
+        if let Some((propagation, recursive)) = self.propagation {
+            let change = MountAttrChange {
+                propagation: Some(propagation),
+                ..MountAttrChange::default()
+            };
+            p.change(At::Root(c(".")?), &change, recursive);
         }
         if self.read_only {
             p.set_attr(At::Root(c(".")?), libc::MOUNT_ATTR_RDONLY, false);
@@ -625,8 +846,113 @@ impl Rootfs {
         Ok(RootfsPlan {
             rootfs: self.clone(),
             ops: p.ops,
+            slots: idmap::Slots::new(prepare.len()),
+            prepare,
         })
     }
+}
+
+/// Refuses a change `mount_setattr(2)` would refuse: unknown bits, or an access-time mode set
+/// or cleared without clearing all of `MOUNT_ATTR__ATIME`, or more than one mode set.
+fn check_change(what: &'static str, guest: &Path, change: &MountAttrChange) -> Result<()> {
+    let atime = MountAttr::ATIME_MASK;
+    let known = MountAttr::all();
+    let modes = change.set & atime;
+    let ok = known.contains(change.set)
+        && known.contains(change.clear)
+        && (!(change.set | change.clear).intersects(atime) || change.clear.contains(atime))
+        && (modes.is_empty() || modes == MountAttr::NOATIME || modes == MountAttr::STRICTATIME);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidValue {
+            what,
+            value: format!("{} {change:?}", guest.display()),
+            reason: "mount attributes mount_setattr(2) refuses: an access-time mode needs all \
+                     of MOUNT_ATTR__ATIME cleared, and only one may be set",
+        })
+    }
+}
+
+/// The most ranges a user namespace's map takes (`user_namespaces(7)`).
+const MAX_ID_RANGES: usize = 340;
+
+/// A map as `uid_map` takes it: one `stored shown count` line per range, none empty or
+/// overflowing.
+fn map_text(guest: &Path, ranges: &[IdRange]) -> Result<String> {
+    let ok = !ranges.is_empty()
+        && ranges.len() <= MAX_ID_RANGES
+        && ranges.iter().all(|r| {
+            r.count > 0
+                && r.stored.checked_add(r.count - 1).is_some()
+                && r.shown.checked_add(r.count - 1).is_some()
+        });
+    if !ok {
+        return Err(Error::InvalidValue {
+            what: "id-mapped volume",
+            value: format!("{} {ranges:?}", guest.display()),
+            reason: "needs 1 to 340 ranges of uids and of gids, none empty or past 2^32",
+        });
+    }
+    Ok(ranges
+        .iter()
+        .map(|r| format!("{} {} {}\n", r.stored, r.shown, r.count))
+        .collect())
+}
+
+/// Whether the child makes the node itself (else it binds the host's).
+fn made_here(d: &Device, userns: bool) -> bool {
+    !userns || d.kind == DeviceKind::Fifo
+}
+
+/// Checks a device node and returns its path in the sandbox: permission bits only, an owner
+/// and group that are ids, and, where the host's node is bound, a host node of the same kind
+/// and numbers at the same path.
+fn check_device(d: &Device, userns: bool) -> Result<String> {
+    let bad = |reason| Error::InvalidValue {
+        what: "device node",
+        value: format!(
+            "{} {:?} {}:{} mode {:o} owner {}:{}",
+            d.guest.display(),
+            d.kind,
+            d.major,
+            d.minor,
+            d.mode,
+            d.uid,
+            d.gid
+        ),
+        reason,
+    };
+    if d.mode > 0o777 {
+        return Err(bad("its mode has only permission bits (at most 0777)"));
+    }
+    if d.uid == u32::MAX || d.gid == u32::MAX {
+        return Err(bad("-1 is no user or group id"));
+    }
+    if d.kind == DeviceKind::Fifo && (d.major, d.minor) != (0, 0) {
+        return Err(bad("a FIFO has no device number"));
+    }
+    let guest = guest_path("device node", &d.guest)?;
+    if !made_here(d, userns) {
+        use std::os::unix::fs::FileTypeExt;
+        let meta = std::fs::metadata(&guest).map_err(|source| Error::Io {
+            op: "find the host's device node (a user namespace cannot make one)",
+            path: PathBuf::from(&guest),
+            source,
+        })?;
+        let kind = if d.kind == DeviceKind::Char {
+            meta.file_type().is_char_device()
+        } else {
+            meta.file_type().is_block_device()
+        };
+        if !kind || meta.rdev() != libc::makedev(d.major, d.minor) {
+            return Err(bad(
+                "in a user namespace the host's node at this path is bound, and it is not \
+                 this device",
+            ));
+        }
+    }
+    Ok(guest)
 }
 
 /// The smallest scratch space accepted.
@@ -731,6 +1057,8 @@ fn guest_path(what: &'static str, p: &Path) -> Result<String> {
 
 struct Planner {
     ops: Vec<Op>,
+    /// Whether the plan is for a sandbox in a user namespace of its own.
+    userns: bool,
 }
 
 impl Planner {
@@ -808,7 +1136,71 @@ impl Planner {
             bind: false,
             recursive,
             attr,
+            clear: 0,
+            propagation: None,
         });
+    }
+
+    /// Changes an existing mount in the new root as `change` says; nothing if it says nothing.
+    fn change(&mut self, at: At, change: &MountAttrChange, recursive: bool) {
+        if *change == MountAttrChange::default() {
+            return;
+        }
+        self.push(Op::SetAttr {
+            at,
+            on: KernelFs::Any,
+            bind: false,
+            recursive,
+            attr: change.set.bits(),
+            clear: change.clear.bits(),
+            propagation: change.propagation,
+        });
+    }
+
+    /// The device nodes: each made on a tmpfs of their own in the staging area (without
+    /// `nodev`, unlike every mount of the sandbox) or, for a device in a user namespace, the
+    /// host's node, bound onto an empty file at its path in the root.
+    fn devices(&mut self, devices: &[(&Device, String)], staging: &str) -> Result<()> {
+        let dir = format!("{staging}/devices");
+        if devices.iter().any(|(d, _)| made_here(d, self.userns)) {
+            self.mkdir_at(&dir, 0o755)?;
+            self.mount(
+                "tmpfs",
+                At::Host(c(&dir)?),
+                "tmpfs",
+                NOSUID | NOEXEC,
+                Some("mode=755,size=64k"),
+                false,
+            )?;
+        }
+        for (i, (d, guest)) in devices.iter().enumerate() {
+            let source = if made_here(d, self.userns) {
+                let node = format!("{dir}/{i}");
+                let (kind, dev) = match d.kind {
+                    DeviceKind::Char => (libc::S_IFCHR, libc::makedev(d.major, d.minor)),
+                    DeviceKind::Block => (libc::S_IFBLK, libc::makedev(d.major, d.minor)),
+                    DeviceKind::Fifo => (libc::S_IFIFO, 0),
+                };
+                self.push(Op::Mknod {
+                    at: At::Host(c(&node)?),
+                    mode: kind | d.mode,
+                    dev,
+                    uid: d.uid,
+                    gid: d.gid,
+                });
+                node
+            } else {
+                guest.clone()
+            };
+            if let Some(parent) = Path::new(guest).parent() {
+                self.mkdir_all(&parent.to_string_lossy())?;
+            }
+            self.push(Op::CreateFile {
+                at: self.at(guest)?,
+            });
+            self.mount(&source, self.at(guest)?, "", BIND, None, false)?;
+        }
+        Ok(())
     }
 
     /// Leaves the host's data and secrets out of a host overlay, in its throwaway upper layer
@@ -1111,8 +1503,32 @@ pub enum Op {
         /// The file system it must be on.
         on: KernelFs,
     },
-    /// Sets `MOUNT_ATTR_*` flags (`mount_setattr(2)`) on the mount at `at`, after binding it
-    /// onto itself if `bind` (so that it becomes a mount of its own). With `bind`, a missing
+    /// `mknod(2)` of a node (`mode` holds its type and permissions, exactly, whatever the
+    /// umask), then `chown(2)` of it to `uid`:`gid` (`fchownat(2)`, not following a link).
+    /// An existing entry fails the spawn.
+    Mknod {
+        /// The node (in the staging area).
+        at: At,
+        /// `S_IFCHR`, `S_IFBLK` or `S_IFIFO`, and the permission bits.
+        mode: u32,
+        /// The device number (`makedev(3)`), 0 for a FIFO.
+        dev: u64,
+        /// Its owner.
+        uid: u32,
+        /// Its group.
+        gid: u32,
+    },
+    /// Attaches (`move_mount(2)`) the detached mount [`RootfsPlan::prepare`] made for this
+    /// spawn in slot `slot` onto `target`; `EBADF` if none was prepared.
+    AttachPrepared {
+        /// The prepared mount's index.
+        slot: u32,
+        /// The mount point.
+        target: At,
+    },
+    /// Changes the mount at `at` (`mount_setattr(2)`): sets the `MOUNT_ATTR_*` flags `attr`,
+    /// clears those of `clear`, and gives it the propagation type `propagation`; after binding
+    /// it onto itself if `bind` (so that it becomes a mount of its own). With `bind`, a missing
     /// path is skipped; one on another file system than `on` fails the spawn.
     SetAttr {
         /// The path.
@@ -1125,6 +1541,11 @@ pub enum Op {
         recursive: bool,
         /// The `MOUNT_ATTR_*` flags to set.
         attr: u64,
+        /// The `MOUNT_ATTR_*` flags to clear (all of `MOUNT_ATTR__ATIME` to change the
+        /// access-time mode).
+        clear: u64,
+        /// The new propagation type, if any.
+        propagation: Option<Propagation>,
     },
 }
 
@@ -1166,9 +1587,21 @@ impl Op {
                 format!("mount {} on {}", s(fstype), target.describe())
             }
             Op::Mask { at, on } => format!("mask {}{}", at.describe(), on_fs(*on)),
-            Op::SetAttr { at, on, attr, .. } => {
+            Op::Mknod { at, .. } => format!("make the device node {}", at.describe()),
+            Op::AttachPrepared { target, .. } => {
+                format!("attach an id-mapped mount onto {}", target.describe())
+            }
+            Op::SetAttr {
+                at,
+                on,
+                attr,
+                propagation,
+                ..
+            } => {
                 let what = if attr & libc::MOUNT_ATTR_RDONLY != 0 {
                     "make read-only"
+                } else if propagation.is_some() {
+                    "change the mount flags or propagation of"
                 } else {
                     "set mount flags on"
                 };
@@ -1192,12 +1625,40 @@ pub struct RootfsPlan {
     rootfs: Rootfs,
     /// The ops, in order.
     pub ops: Vec<Op>,
+    /// The id-mapped volumes, which each spawn prepares.
+    prepare: Vec<idmap::Prepare>,
+    /// Where the child finds them.
+    slots: Arc<idmap::Slots>,
 }
 
 impl RootfsPlan {
     /// The description the plan was made from.
     pub fn rootfs(&self) -> &Rootfs {
         &self.rootfs
+    }
+
+    /// Whether a spawn must [`prepare`](Self::prepare) the plan (it has id-mapped volumes).
+    pub fn needs_prepare(&self) -> bool {
+        !self.prepare.is_empty()
+    }
+
+    /// The caller's part of one spawn, before the clone: a detached, id-mapped copy of each
+    /// id-mapped volume (`open_tree(2)`, a user namespace with its maps made by a short-lived
+    /// child of the caller, `mount_setattr(2)` with `MOUNT_ATTR_IDMAP`), its descriptor
+    /// numbered `floor` or above, for [`apply`](Self::apply) to attach. Nothing to do, and no
+    /// lock taken, without id-mapped volumes.
+    ///
+    /// The result must live until the child has applied the plan, and its
+    /// [`fds`](PreparedMounts::fds) must stay open in the child; meanwhile other spawns of the
+    /// same plan wait in this call. Making id-mapped mounts takes `CAP_SYS_ADMIN` in the
+    /// initial user namespace, and a file system that supports them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Mount`] naming the system call and the host path, [`Error::Io`] for the user
+    /// namespace's maps.
+    pub fn prepare(&self, floor: std::os::fd::RawFd) -> Result<PreparedMounts<'_>> {
+        idmap::prepare(&self.prepare, &self.slots, floor)
     }
 }
 
@@ -1332,6 +1793,71 @@ mod tests {
             Rootfs::host().scratch_size(1).plan(),
             Err(Error::InvalidValue { .. })
         ));
+    }
+
+    #[test]
+    fn options_become_ops_in_their_order() {
+        let dir = std::env::temp_dir();
+        let mut v = Volume::new(&dir, "/data", Access::ReadOnly);
+        v.recursive = false;
+        v.top.set = MountAttr::NOSUID;
+        v.tree.clear = MountAttr::NOEXEC | MountAttr::NODEV;
+        let options = TmpfsOptions {
+            nr_inodes: Some(8),
+            uid: Some(7),
+            gid: Some(9),
+            ..TmpfsOptions::default()
+        };
+        let plan = Rootfs::host()
+            .volume_with(v)
+            .tmpfs_with_options(Tmpfs::new("/scratch"), options)
+            .root_propagation(Propagation::Shared, true)
+            .read_only(true)
+            .plan()
+            .unwrap();
+        let pos = |f: &dyn Fn(&Op) -> bool| plan.ops.iter().position(f).unwrap();
+        // A plain bind, its top mount's change, then the tree's: read-only and nodev whatever
+        // the tree's change clears.
+        let bind = pos(&|o| {
+            matches!(o, Op::Mount { target, flags, .. }
+                if *target == root("data") && *flags == libc::MS_BIND)
+        });
+        let Op::SetAttr {
+            attr, recursive, ..
+        } = &plan.ops[bind + 1]
+        else {
+            panic!("{:?}", plan.ops[bind + 1])
+        };
+        assert_eq!((*attr, *recursive), (libc::MOUNT_ATTR_NOSUID, false));
+        let Op::SetAttr {
+            attr,
+            clear,
+            recursive,
+            ..
+        } = &plan.ops[bind + 2]
+        else {
+            panic!("{:?}", plan.ops[bind + 2])
+        };
+        assert_eq!(
+            (*attr, *clear, *recursive),
+            (
+                libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NODEV,
+                libc::MOUNT_ATTR_NOEXEC,
+                true
+            )
+        );
+        assert!(plan
+            .ops
+            .iter()
+            .any(|o| matches!(o, Op::Mount { data: Some(d), .. }
+            if d.to_str().unwrap().ends_with(",nr_inodes=8,uid=7,gid=9"))));
+        // The root's propagation after the pivot, before it is made read-only.
+        let pivot = pos(&|o| matches!(o, Op::PivotRoot { .. }));
+        let shared = pos(&|o| {
+            matches!(o, Op::SetAttr { propagation: Some(Propagation::Shared), recursive: true, at, .. }
+                if *at == root("."))
+        });
+        assert!(pivot < shared && shared == plan.ops.len() - 2);
     }
 
     #[test]

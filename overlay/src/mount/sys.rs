@@ -373,6 +373,44 @@ pub fn mount_setattr_cstr(
     }
 }
 
+/// `mount_setattr(2)` with `MOUNT_ATTR_IDMAP`: makes the detached mount `tree` (with
+/// `recursive`, every mount of it) an id-mapped mount, its ids mapped through the maps of the
+/// user namespace `userns` (Linux 5.12+; the file system must support it). The mount must not
+/// be attached yet, nor id-mapped already.
+pub fn mount_setattr_idmap(
+    tree: BorrowedFd<'_>,
+    recursive: bool,
+    userns: BorrowedFd<'_>,
+) -> io::Result<()> {
+    let attr = RawMountAttr {
+        attr_set: libc::MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        // A descriptor is never negative.
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    let mut flags = MountSetattrFlags::EMPTY_PATH;
+    if recursive {
+        flags |= MountSetattrFlags::RECURSIVE;
+    }
+    // SAFETY: the path is an empty NUL-terminated string and `attr` a `struct mount_attr` of
+    // the size passed; both outlive the call, which only reads them.
+    let ret = unsafe {
+        syscalls::syscall5(
+            syscalls::Sysno::mount_setattr,
+            tree.as_raw_fd() as usize,
+            c"".as_ptr() as usize,
+            flags.bits() as usize,
+            std::ptr::from_ref(&attr) as usize,
+            std::mem::size_of::<RawMountAttr>(),
+        )
+    };
+    match ret {
+        Ok(_) => Ok(()),
+        Err(e) => Err(io::Error::from_raw_os_error(e.into_raw())),
+    }
+}
+
 /// `umount2(2)`: unmounts the mount at `target`.
 pub fn umount2(target: &Path, flags: UnmountFlags) -> io::Result<()> {
     let target = path_cstring(target)?;

@@ -6,20 +6,22 @@
 //! [`At::RootStrict`]), and the mount goes onto exactly the object opened: a bind is cloned with
 //! `open_tree(2)` and attached to the descriptor with `move_mount(2)`, a new file system is
 //! mounted on `.` after `fchdir(2)` to it. Directories and files are created with `mkdirat(2)`
-//! and `openat2(2)` in a parent opened the same way.
+//! and `openat2(2)` in a parent opened the same way. Device nodes are made with `mknodat(2)` in
+//! the plan's own staging area only, and bound into the root like a volume.
 
 use std::ffi::CStr;
 use std::fmt;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, XattrFlags, CWD};
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Uid, XattrFlags, CWD};
 use rustix::io::Errno;
 use rustix::mount::{
     FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MountPropagationFlags, MoveMountFlags,
     OpenTreeFlags, UnmountFlags,
 };
 
+use super::idmap::Slots;
 use super::{At, KernelFs, Op, RootfsPlan};
 use crate::mount::sys::{mount_setattr_cstr, MountAttr, MountAttrChange, MountSetattrFlags};
 
@@ -80,7 +82,7 @@ impl RootfsPlan {
     /// the parent prepared, which `rustix` passes through without copying (`path::Arg` for
     /// `&CStr` hands the string itself to the call). The calls used are, each one system call
     /// of the same name: `rustix::fs::{openat, openat2, mkdirat, symlinkat, mknodat, lsetxattr,
-    /// statat, fstatfs}`, `rustix::process::{umask, chdir, fchdir, pivot_root}`,
+    /// statat, fstatfs, chownat}`, `rustix::process::{umask, chdir, fchdir, pivot_root}`,
     /// `rustix::mount::{mount, mount_change, unmount, fsopen, fsconfig_set_string,
     /// fsconfig_set_flag, fsconfig_create, fsmount, open_tree, move_mount}` and
     /// `rustix::io::try_close`. Descriptors are closed with `rustix::io::try_close` rather than
@@ -92,6 +94,9 @@ impl RootfsPlan {
     ///
     /// The plan must stay alive and unchanged until the call returns (in a `CLONE_VM` child, the
     /// parent must not free or modify it before the child has executed the program or exited).
+    /// A plan with id-mapped volumes needs a [`RootfsPlan::prepare`] of this spawn first, alive
+    /// as long, its descriptors open in the calling process: [`Op::AttachPrepared`] reads their
+    /// numbers with an atomic load and attaches them, `EBADF` without one.
     pub fn apply(&self) -> Result<(), ApplyFailure> {
         let saved = rustix::process::umask(Mode::empty());
         let result = self.run();
@@ -103,7 +108,7 @@ impl RootfsPlan {
         let mut root: Option<Fd> = None;
         let mut index = 0u32;
         for op in &self.ops {
-            step(op, &mut root).map_err(|errno| ApplyFailure { index, errno })?;
+            step(op, &mut root, &self.slots).map_err(|errno| ApplyFailure { index, errno })?;
             index = index.saturating_add(1);
         }
         // Mounts went onto `.`: back to the root (`/` after the pivot).
@@ -158,15 +163,26 @@ fn open(at: &At, root: Option<&Fd>, flags: OFlags, mode: Mode) -> Result<Fd, Err
             flags | OFlags::NOFOLLOW,
         ),
     };
-    rustix::fs::openat2(
-        dirfd,
-        path.as_c_str(),
-        OFlags::CLOEXEC | flags,
-        mode,
-        resolve,
-    )
-    .map(Fd::new)
+    // With `..` in the path (an image's link climbing out, clamped at the root), openat2(2)
+    // fails with EAGAIN when a rename or mount anywhere on the host raced with the lookup,
+    // and asks for a retry.
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(
+            dirfd,
+            path.as_c_str(),
+            OFlags::CLOEXEC | flags,
+            mode,
+            resolve,
+        ) {
+            Err(Errno::AGAIN) if tries < OPENAT2_RETRIES => tries += 1,
+            r => return r.map(Fd::new),
+        }
+    }
 }
+
+/// How often [`open`] retries a lookup the host's renames and mounts raced with.
+const OPENAT2_RETRIES: u32 = 128;
 
 /// Opens `at` as an `O_PATH` descriptor.
 fn open_path(at: &At, root: Option<&Fd>) -> Result<Fd, Errno> {
@@ -238,8 +254,23 @@ fn mount_flags(flags: libc::c_ulong) -> Result<MountFlags, Errno> {
 }
 
 /// One op.
-fn step(op: &Op, root: &mut Option<Fd>) -> Result<(), Errno> {
+fn step(op: &Op, root: &mut Option<Fd>, slots: &Slots) -> Result<(), Errno> {
     match op {
+        Op::AttachPrepared { slot, target } => {
+            let raw = slots.get(*slot).ok_or(Errno::BADF)?;
+            // SAFETY: the descriptor is the prepared mount's, which the caller keeps open in this
+            // process until it has applied the plan (`RootfsPlan::prepare`); it is only
+            // borrowed here, never closed.
+            let tree = unsafe { BorrowedFd::borrow_raw(raw) };
+            let target = open_path(target, root.as_ref())?;
+            rustix::mount::move_mount(
+                tree,
+                c"",
+                &target,
+                c"",
+                MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+            )
+        }
         Op::MakePrivate => rustix::mount::mount_change(
             c"/",
             MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
@@ -371,12 +402,41 @@ fn step(op: &Op, root: &mut Option<Fd>) -> Result<(), Errno> {
                 bind_onto(&target, c"/dev/null", false)
             }
         }
+        Op::Mknod {
+            at,
+            mode,
+            dev,
+            uid,
+            gid,
+        } => {
+            let (dir, name) = match at {
+                At::Host(path) => (CWD, path.as_c_str()),
+                At::Root(_) | At::RootStrict(_) => return Err(Errno::INVAL),
+            };
+            rustix::fs::mknodat(
+                dir,
+                name,
+                FileType::from_raw_mode(*mode),
+                Mode::from_raw_mode(*mode),
+                *dev,
+            )?;
+            // The plan refused -1, the one value `from_raw_unchecked` must not get.
+            rustix::fs::chownat(
+                dir,
+                name,
+                Some(Uid::from_raw_unchecked(*uid)),
+                Some(Gid::from_raw_unchecked(*gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+        }
         Op::SetAttr {
             at,
             on,
             bind,
             recursive,
             attr,
+            clear,
+            propagation,
         } => {
             let target = match open_path(at, root.as_ref()) {
                 Err(Errno::NOENT) if *bind => return Ok(()),
@@ -385,7 +445,8 @@ fn step(op: &Op, root: &mut Option<Fd>) -> Result<(), Errno> {
             check_fs(&target, *on)?;
             let change = MountAttrChange {
                 set: MountAttr::from_bits_retain(*attr),
-                ..MountAttrChange::default()
+                clear: MountAttr::from_bits_retain(*clear),
+                propagation: *propagation,
             };
             let mut flags = MountSetattrFlags::EMPTY_PATH;
             if *recursive {
