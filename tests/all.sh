@@ -3,12 +3,13 @@
 # again in a pure cgroup v2 QEMU guest (tests/vm/cgroup-v2.sh). Installs what the tests use and a
 # fresh Debian machine lacks: busybox-static, the payload of the OCI image tests and of the OCI
 # runtime's bundles; podman, containerd and runc, the real clients of palisade-oci and its
-# control (each test runs its own podman or containerd, with a storage and state of its own).
+# control (each test runs its own podman or containerd, with a storage and state of its own);
+# protoc, with which the CRI client of the containerd CRI test is generated at build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for pkg in busybox-static podman runc containerd; do
+for pkg in busybox-static podman runc containerd protobuf-compiler; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -8,14 +8,14 @@
 
 mod common;
 
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use palisade::overlay::image::{ImageConfig, LayerBuilder, LayoutWriter};
 use palisade_test_support::{require_root, TempDir};
+
+use common::containerd;
 
 /// The runtimes under test: the control first.
 fn runtimes() -> [(&'static str, PathBuf); 2] {
@@ -52,32 +52,7 @@ impl Containerd {
         let dir = TempDir::new("containerd");
         let at = |sub: &str| dir.path().join(sub).display().to_string();
         let host_dirs = common::HostDirs::acquire();
-        // Every plugin that would otherwise write outside `dir` is pointed into it or disabled
-        // (the snapshotters this test does not use probe their default roots).
-        let config = format!(
-            r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.zfs",
-]
-[grpc]
-  address = "{grpc}"
-[ttrpc]
-  address = "{ttrpc}"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{opt}"
-"#,
-            root = at("root"),
-            state = at("state"),
-            grpc = at("c.sock"),
-            ttrpc = at("t.sock"),
-            opt = at("opt"),
-        );
+        let config = containerd::base_config(dir.path(), &["io.containerd.grpc.v1.cri"]);
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
         let wrapper = dir.path().join("runtime.sh");
         std::fs::write(
@@ -143,18 +118,7 @@ disabled_plugins = [
 
     /// Writes the busybox image as an OCI layout, tars it and imports it.
     fn import_busybox(&self) {
-        let layout = self.dir.path().join("layout");
-        busybox_layout(&layout);
-        let archive = self.dir.path().join("busybox.tar");
-        let tar = Command::new("tar")
-            .arg("-C")
-            .arg(&layout)
-            .arg("-cf")
-            .arg(&archive)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(tar.success(), "tar: {tar}");
+        let archive = containerd::busybox_archive(self.dir.path(), IMAGE, &["/bin/sh"]);
         self.ok(&["image", "import", archive.to_str().unwrap()]);
         let images = self.ok(&["image", "ls", "-q"]);
         assert_eq!(images.trim(), IMAGE, "{}", self.diagnostics());
@@ -263,51 +227,6 @@ disabled_plugins = [
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-
-    /// The sockets of this instance's shims, as the `address` files of their bundles name them
-    /// (`unix:///run/containerd/s/<hash>`).
-    fn shim_sockets(&self) -> Vec<PathBuf> {
-        let bundles = self
-            .dir
-            .path()
-            .join("state/io.containerd.runtime.v2.task")
-            .join(NAMESPACE);
-        std::fs::read_dir(bundles)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|b| std::fs::read_to_string(b.path().join("address")).ok())
-            .filter_map(|a| a.trim().strip_prefix("unix://").map(PathBuf::from))
-            .filter(|p| p.starts_with("/run/containerd/s/"))
-            .collect()
-    }
-
-    /// The processes (pid, argv) whose command line has `-address` naming this instance's
-    /// socket: its runc shims, which outlive containerd by design.
-    fn shims(&self) -> Vec<(i32, Vec<String>)> {
-        let socket = self.socket().display().to_string();
-        std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-                let mut raw = Vec::new();
-                std::fs::File::open(e.path().join("cmdline"))
-                    .ok()?
-                    .read_to_end(&mut raw)
-                    .ok()?;
-                let argv: Vec<String> = raw
-                    .split(|&b| b == 0)
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect();
-                let ours = argv
-                    .windows(2)
-                    .any(|w| w[0] == "-address" && w[1] == socket);
-                ours.then_some((pid, argv))
-            })
-            .collect()
-    }
 }
 
 impl Drop for Containerd {
@@ -351,44 +270,16 @@ impl Drop for Containerd {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        // Its shims, then whatever containers they still held, through the runtime. A shim
-        // that containerd did not shut down leaves its socket and the containers' fifos in
-        // `/run/containerd`: those it holds open, and the socket its bundle names.
-        let mut host_files: Vec<PathBuf> = self.shim_sockets();
-        for (pid, _) in self.shims() {
-            host_files.extend(
-                std::fs::read_dir(format!("/proc/{pid}/fd"))
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-                    .filter(|f| f.starts_with("/run/containerd/fifo/")),
-            );
-            // SAFETY: kill(2) on a process found by its command line naming our socket.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        for f in &host_files {
-            let _ = std::fs::remove_file(f);
-            if f.starts_with("/run/containerd/fifo/") {
-                // The fifo's own directory, once its three fifos are gone.
-                let _ = f.parent().map(std::fs::remove_dir);
-            }
-        }
-        let runtime_root = self.runc_root().join(NAMESPACE);
-        for entry in std::fs::read_dir(&runtime_root)
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let _ = Command::new(&self.wrapper)
-                .arg("--root")
-                .arg(&runtime_root)
-                .args(["delete", "--force"])
-                .arg(entry.file_name())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
+        // Its shims, then whatever containers they still held, through the runtime.
+        containerd::kill_shims(
+            &self.socket(),
+            &self
+                .dir
+                .path()
+                .join("state/io.containerd.runtime.v2.task")
+                .join(NAMESPACE),
+        );
+        containerd::delete_containers(&self.wrapper, &self.runc_root().join(NAMESPACE));
         // Its mounts (snapshots, the containers' root file systems), deepest first.
         common::unmount_under(self.dir.path());
         // Its cgroups, deepest first, in every hierarchy (empty once its containers are gone).
@@ -396,45 +287,11 @@ impl Drop for Containerd {
     }
 }
 
-/// An OCI layout of one image, tagged with its full name: the static busybox at `/bin/busybox`
-/// and links to the tools the tests use, `sh` as its command.
-fn busybox_layout(dir: &Path) {
-    let mut layer = LayerBuilder::new();
-    layer.dir("/", 0o755);
-    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "run"] {
-        layer.dir(d, if d == "tmp" { 0o1777 } else { 0o755 });
-    }
-    layer.file_from("/bin/busybox", "/usr/bin/busybox", 0o755);
-    for tool in [
-        "sh", "echo", "id", "hostname", "cat", "ls", "sleep", "tty", "ps",
-    ] {
-        layer.symlink(format!("/bin/{tool}"), "busybox");
-    }
-    layer
-        .file("/etc/passwd", "root:x:0:0:root:/:/bin/sh\n", 0o644)
-        .file("/etc/group", "root:x:0:\n", 0o644);
-    let mut config = ImageConfig::default();
-    config.cmd = vec!["/bin/sh".to_owned()];
-    config.env = vec!["PATH=/bin".to_owned()];
-    config.working_dir = Some("/".to_owned());
-    let mut writer = LayoutWriter::create(dir).unwrap();
-    writer.add_layer(&layer).unwrap();
-    writer.finish(Some(IMAGE), &config).unwrap();
-    // ctr finds images by the full name in the index's `org.opencontainers.image.ref.name`.
-    let index = std::fs::read_to_string(dir.join("index.json")).unwrap();
-    assert!(index.contains(IMAGE), "{index}");
-}
-
-fn have_containerd() -> bool {
-    Command::new("containerd").arg("--version").output().is_ok()
-        && Command::new("ctr").arg("--version").output().is_ok()
-}
-
 /// Skips (or, under CI, fails) when containerd or ctr is missing.
 macro_rules! require_containerd {
     () => {
         require_root!();
-        if !have_containerd() {
+        if !containerd::have_containerd() {
             palisade_test_support::skip("needs containerd and ctr (apt-get install containerd)");
             return;
         }

@@ -2,6 +2,8 @@
 //! client left under the test's own directory and cgroup parent.
 #![allow(dead_code)]
 
+pub mod containerd;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
