@@ -199,6 +199,7 @@ impl ProcessSpec {
 struct IsolationSpec {
     namespaces: Namespace,
     hostname: Option<OsString>,
+    domainname: Option<OsString>,
     uid_map: Option<IdMap>,
     gid_map: Option<IdMap>,
     time_offsets: Option<TimeOffsets>,
@@ -244,6 +245,7 @@ impl SandboxBuilder {
             isolation: IsolationSpec {
                 namespaces: Sandbox::DEFAULT_NAMESPACES,
                 hostname: None,
+                domainname: None,
                 uid_map: None,
                 gid_map: None,
                 time_offsets: None,
@@ -369,6 +371,16 @@ impl SandboxBuilder {
     /// Sets the hostname seen inside the sandbox; needs [`Namespace::UTS`] (on by default).
     pub fn hostname(&mut self, name: impl AsRef<OsStr>) -> &mut Self {
         self.isolation.hostname = Some(name.as_ref().to_owned());
+        self
+    }
+
+    /// Sets the NIS domain name seen inside the sandbox (`setdomainname(2)`, `domainname(1)`,
+    /// `/proc/sys/kernel/domainname`), at most 64 bytes; like the
+    /// [`hostname`](Self::hostname), it needs a UTS namespace of the sandbox's own
+    /// ([`Namespace::UTS`], on by default, and not [joined](Self::join_namespace)), so that the
+    /// host's stays as it is.
+    pub fn domainname(&mut self, name: impl AsRef<OsStr>) -> &mut Self {
+        self.isolation.domainname = Some(name.as_ref().to_owned());
         self
     }
 
@@ -766,6 +778,7 @@ impl SandboxBuilder {
         let namespaces = derive::implied_namespaces(iso.namespaces, has_maps);
         let (namespaces, joins) = derive::joins(namespaces, &iso.joins)?;
         let hostname = derive::hostname(iso.hostname.as_deref(), namespaces)?;
+        let domainname = derive::domainname(iso.domainname.as_deref(), namespaces)?;
         let (namespaces, time_offsets) = derive::time_namespace(namespaces, iso.time_offsets)?;
         let namespaces = derive::network_namespace(namespaces, &iso.network);
         let user_ns = namespaces.contains(Namespace::USER);
@@ -855,6 +868,7 @@ impl SandboxBuilder {
                 .map(|d| cstring("working directory", d.as_os_str()))
                 .transpose()?,
             hostname,
+            domainname,
             user,
             time_offsets,
             unshare_cgroup_ns,

@@ -42,6 +42,30 @@ pub(crate) fn hostname(name: Option<&OsStr>, namespaces: Namespace) -> Result<Op
     crate::spawn::plan::cstring("hostname", name).map(Some)
 }
 
+/// The NIS domain name, checked as the [`hostname`] is: it needs a UTS namespace of the
+/// sandbox's own, and fits the kernel's 64 bytes (`setdomainname(2)`, `__NEW_UTS_LEN`).
+pub(crate) fn domainname(name: Option<&OsStr>, namespaces: Namespace) -> Result<Option<CString>> {
+    let Some(name) = name else {
+        return Ok(None);
+    };
+    let invalid = |reason| Error::InvalidValue {
+        what: "domain name",
+        value: name.to_string_lossy().into(),
+        reason,
+    };
+    if !namespaces.contains(Namespace::UTS) {
+        return Err(invalid(
+            "setting the domain name needs a UTS namespace of the sandbox's own",
+        ));
+    }
+    if name.len() > 64 {
+        return Err(invalid(
+            "longer than the kernel's 64 bytes (setdomainname(2))",
+        ));
+    }
+    crate::spawn::plan::cstring("domain name", name).map(Some)
+}
+
 /// Checks a hostname the way `hostname(7)` describes valid ones (RFC 1123): dot-separated
 /// labels of letters, digits and hyphens, none starting or ending with a hyphen, each at most
 /// 63 bytes, 64 in all (`HOST_NAME_MAX`, `sethostname(2)`).
@@ -421,6 +445,21 @@ mod tests {
             Some(CString::new("box").unwrap())
         );
         assert!(hostname(Some(OsStr::new("-box")), Namespace::UTS).is_err());
+    }
+
+    #[test]
+    fn a_domain_name_needs_a_uts_namespace_of_its_own() {
+        assert_eq!(domainname(None, Namespace::empty()).unwrap(), None);
+        assert!(domainname(Some(OsStr::new("nis")), Namespace::empty()).is_err());
+        assert_eq!(
+            domainname(Some(OsStr::new("nis.example")), Namespace::UTS).unwrap(),
+            Some(CString::new("nis.example").unwrap())
+        );
+        let long = "d".repeat(65);
+        assert!(domainname(Some(OsStr::new(&long)), Namespace::UTS).is_err());
+        assert!(domainname(Some(OsStr::new("a\0b")), Namespace::UTS).is_err());
+        // A joined UTS namespace is not the sandbox's own: `joins` takes it out of the set.
+        assert!(domainname(Some(OsStr::new("nis")), Namespace::PID).is_err());
     }
 
     #[test]

@@ -249,6 +249,23 @@ pub enum ChildStep {
     /// Joining a namespace given by path (`setns(2)`,
     /// [`SandboxBuilder::join_namespace`](crate::SandboxBuilder::join_namespace)).
     JoinNamespace,
+    /// `setdomainname(2)` ([`SandboxBuilder::domainname`](crate::SandboxBuilder::domainname)).
+    Domainname,
+    /// `ioprio_set(2)` of the command
+    /// ([`SandboxBuilder::io_priority`](crate::SandboxBuilder::io_priority)).
+    IoPriority,
+    /// `sched_setattr(2)` of the command
+    /// ([`SandboxBuilder::scheduler`](crate::SandboxBuilder::scheduler)).
+    Scheduler,
+    /// `sched_setaffinity(2)` of the command
+    /// ([`SandboxBuilder::cpu_affinity`](crate::SandboxBuilder::cpu_affinity)).
+    CpuAffinity,
+    /// `sched_setaffinity(2)` of the sandbox child, first thing after the clone
+    /// ([`SandboxBuilder::initial_cpu_affinity`](crate::SandboxBuilder::initial_cpu_affinity)).
+    InitialCpuAffinity,
+    /// `personality(2)` of the command
+    /// ([`SandboxBuilder::personality`](crate::SandboxBuilder::personality)).
+    Personality,
 }
 
 impl ChildStep {
@@ -287,6 +304,12 @@ impl ChildStep {
             Enter,
             Sysctl,
             JoinNamespace,
+            Domainname,
+            IoPriority,
+            Scheduler,
+            CpuAffinity,
+            InitialCpuAffinity,
+            Personality,
         ]
         .into_iter()
         .find(|s| *s as u32 == raw)
@@ -328,6 +351,12 @@ impl fmt::Display for ChildStep {
             ChildStep::Enter => "join the sandbox's namespaces",
             ChildStep::Sysctl => "set the kernel parameter",
             ChildStep::JoinNamespace => "join the namespace",
+            ChildStep::Domainname => "set the NIS domain name",
+            ChildStep::IoPriority => "set its I/O priority",
+            ChildStep::Scheduler => "set its scheduling policy",
+            ChildStep::CpuAffinity => "set its CPU affinity",
+            ChildStep::InitialCpuAffinity => "set its initial CPU affinity",
+            ChildStep::Personality => "set its personality",
         })
     }
 }
@@ -338,12 +367,12 @@ mod tests {
 
     #[test]
     fn steps_round_trip_through_their_wire_number() {
-        for raw in 1..=32 {
+        for raw in 1..=38 {
             let step = ChildStep::from_raw(raw).unwrap();
             assert_eq!(step as u32, raw);
         }
         assert_eq!(ChildStep::from_raw(0), None);
-        assert_eq!(ChildStep::from_raw(33), None);
+        assert_eq!(ChildStep::from_raw(39), None);
         // The numbers are the wire format between child and parent: new steps go at the end.
         assert_eq!(ChildStep::Network as u32, 16);
         assert_eq!(ChildStep::Seccomp as u32, 17);
@@ -352,6 +381,7 @@ mod tests {
         assert_eq!(ChildStep::Terminal as u32, 29);
         assert_eq!(ChildStep::Sysctl as u32, 31);
         assert_eq!(ChildStep::JoinNamespace as u32, 32);
+        assert_eq!(ChildStep::Personality as u32, 38);
     }
 
     #[test]

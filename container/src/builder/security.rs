@@ -2,10 +2,13 @@
 //! `no_new_privs` and the syscall filter, recorded in its security spec and prepared
 //! (`crate::security`) when the sandbox is built.
 
+use palisade_cgroup::CpuSet;
 use palisade_seccomp::Profile;
 
 use super::SandboxBuilder;
-use crate::security::{Capabilities, Capability, Rlimit};
+use crate::security::{
+    CapSets, Capabilities, Capability, IoPriority, Personality, Rlimit, Scheduler,
+};
 
 /// Privileges: capabilities, user, groups, resource limits, `no_new_privs` and the syscall
 /// filter. See [`crate::security`] for what each becomes and the order the child applies them.
@@ -40,6 +43,7 @@ impl SandboxBuilder {
     /// bounds what set-user-ID programs and file capabilities can grant. Calls apply in order:
     /// the last `cap_add` or `cap_drop` of a capability wins.
     pub fn cap_add(&mut self, cap: Capability) -> &mut Self {
+        self.leave_exact_sets();
         self.security.caps.insert(cap);
         self.security.added.insert(cap);
         self
@@ -49,6 +53,7 @@ impl SandboxBuilder {
     /// cannot hold it, nor gain it by executing a set-user-ID program or one with file
     /// capabilities (it leaves the bounding set).
     pub fn cap_drop(&mut self, cap: Capability) -> &mut Self {
+        self.leave_exact_sets();
         self.security.caps.remove(cap);
         self.security.added.remove(cap);
         self
@@ -57,6 +62,7 @@ impl SandboxBuilder {
     /// Removes every capability (`docker run --cap-drop ALL`); [`cap_add`](Self::cap_add) then
     /// grants single ones back.
     pub fn cap_drop_all(&mut self) -> &mut Self {
+        self.security.exact = None;
         self.security.caps = Capabilities::empty();
         self.security.added = Capabilities::empty();
         self
@@ -65,8 +71,77 @@ impl SandboxBuilder {
     /// Sets the sandbox's capabilities to exactly `caps`, as [`cap_drop_all`](Self::cap_drop_all)
     /// followed by [`cap_add`](Self::cap_add) of each: a non-root user holds them all.
     pub fn capabilities(&mut self, caps: Capabilities) -> &mut Self {
+        self.security.exact = None;
         self.security.caps = caps;
         self.security.added = caps;
+        self
+    }
+
+    /// Sets the command's five capability sets exactly, as an OCI runtime's
+    /// `process.capabilities` gives them, for root and any other user alike; see [`CapSets`]
+    /// for the kernel's rules, which [`build`](Self::build) checks, and for what the command
+    /// holds once it has executed its program. The default seccomp profile allows what the
+    /// bounding set's capabilities exist for.
+    ///
+    /// A later [`cap_add`](Self::cap_add) or [`cap_drop`](Self::cap_drop) goes back to the
+    /// sandbox's one set, starting from these sets' bounding set and the ambient capabilities as
+    /// the added ones; a later [`capabilities`](Self::capabilities) or
+    /// [`cap_drop_all`](Self::cap_drop_all) replaces them.
+    pub fn capability_sets(&mut self, sets: CapSets) -> &mut Self {
+        self.security.caps = sets.bounding;
+        self.security.added = sets.ambient;
+        self.security.exact = Some(sets);
+        self
+    }
+
+    /// Back to the one-set model (see [`capability_sets`](Self::capability_sets)).
+    fn leave_exact_sets(&mut self) {
+        self.security.exact = None;
+    }
+
+    /// The command's I/O priority (`ioprio_set(2)`, `ionice(1)`), set right before it is
+    /// executed (its init and the setup before keep the caller's). The real-time class takes
+    /// `CAP_SYS_ADMIN` or `CAP_SYS_NICE` on the host; without, the spawn fails with
+    /// [`ChildStep::IoPriority`](crate::ChildStep::IoPriority) and `EPERM`.
+    pub fn io_priority(&mut self, priority: IoPriority) -> &mut Self {
+        self.security.sched.io_priority = Some(priority);
+        self
+    }
+
+    /// The command's scheduling policy and parameters (`sched_setattr(2)`, `sched(7)`), set right
+    /// before it is executed, while it still holds the caller's privileges: a real-time or
+    /// deadline policy, or a nice value below the caller's, takes `CAP_SYS_NICE` on the host (or
+    /// a matching `RLIMIT_RTPRIO`/`RLIMIT_NICE`); a refusal fails the spawn with
+    /// [`ChildStep::Scheduler`](crate::ChildStep::Scheduler). [`build`](Self::build) checks
+    /// the ranges.
+    pub fn scheduler(&mut self, scheduler: Scheduler) -> &mut Self {
+        self.security.sched.scheduler = Some(scheduler);
+        self
+    }
+
+    /// The CPUs the command may run on (`sched_setaffinity(2)`, `taskset(1)`), set as the last
+    /// step before its exec that its seccomp filter does not judge. Within the sandbox's
+    /// [`cpuset`](Self::cpuset), if any: the kernel refuses a set with no CPU of it
+    /// ([`ChildStep::CpuAffinity`](crate::ChildStep::CpuAffinity), `EINVAL`).
+    pub fn cpu_affinity(&mut self, cpus: CpuSet) -> &mut Self {
+        self.security.sched.final_affinity = Some(cpus);
+        self
+    }
+
+    /// The CPUs the sandbox child runs on from its first step after the clone, while it sets the
+    /// sandbox up (the init keeps them), until [`cpu_affinity`](Self::cpu_affinity) applies to
+    /// the command: OCI's `execCPUAffinity.initial`, which keeps a runtime's work off the CPUs
+    /// reserved for the workload.
+    pub fn initial_cpu_affinity(&mut self, cpus: CpuSet) -> &mut Self {
+        self.security.sched.initial_affinity = Some(cpus);
+        self
+    }
+
+    /// The command's execution domain and personality flags (`personality(2)`), set right before
+    /// it is executed, e.g. [`ExecDomain::Linux32`](crate::security::ExecDomain::Linux32), with
+    /// which `uname -m` reports `i686` on x86-64.
+    pub fn personality(&mut self, personality: Personality) -> &mut Self {
+        self.security.sched.personality = Some(personality);
         self
     }
 

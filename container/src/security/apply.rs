@@ -10,8 +10,9 @@ use std::os::fd::OwnedFd;
 
 use rustix::io::Errno;
 use rustix::process::{Gid, Resource, Rlimit, Uid};
-use rustix::thread::{CapabilitySet, CapabilitySets};
+use rustix::thread::{CapabilitySet, CapabilitySets, CpuSet};
 
+use super::sched::{self, SchedAttr};
 use super::SecurityPlan;
 use crate::error::ChildStep;
 
@@ -86,19 +87,46 @@ impl SecurityPlan {
                 .map_err(at(ChildStep::Rlimit))?;
         }
 
-        // 2. Without no_new_privs, the filter goes in while CAP_SYS_ADMIN is still held.
+        // 2. The command's personality, I/O priority and scheduling, while CAP_SYS_NICE and
+        // CAP_SYS_ADMIN are still held and before any filter judges the calls; its final CPU
+        // affinity too when a filter goes in next.
+        if filter {
+            let s = &self.sched;
+            if let Some(persona) = s.personality {
+                calls
+                    .set_personality(persona)
+                    .map_err(at(ChildStep::Personality))?;
+            }
+            if let Some(ioprio) = s.io_priority {
+                calls
+                    .set_io_priority(ioprio)
+                    .map_err(at(ChildStep::IoPriority))?;
+            }
+            if let Some(attr) = &s.scheduler {
+                calls
+                    .set_scheduler(attr)
+                    .map_err(at(ChildStep::Scheduler))?;
+            }
+            if let (Some(cpus), false) = (&s.final_affinity, self.no_new_privs) {
+                calls
+                    .set_affinity(cpus)
+                    .map_err(at(ChildStep::CpuAffinity))?;
+            }
+        }
+
+        // 3. Without no_new_privs, the filter goes in while CAP_SYS_ADMIN is still held.
         if !self.no_new_privs && filter {
             *listener = self.load_seccomp(calls)?;
         }
 
-        // 3. The bounding set, while CAP_SETPCAP is still effective.
+        // 4. The bounding set, while CAP_SETPCAP is still effective.
         for cap in bits(self.bounding_drop) {
             calls
                 .drop_bounding(cap)
                 .map_err(at(ChildStep::BoundingSet))?;
         }
 
-        // 4. User and groups, while CAP_SETUID and CAP_SETGID are still effective.
+        // 5. User and groups, while CAP_SETUID and CAP_SETGID are still effective.
         if self.keep_caps {
             calls.keep_caps().map_err(at(ChildStep::KeepCaps))?;
         }
@@ -109,7 +137,7 @@ impl SecurityPlan {
             calls.set_ids(uid, gid).map_err(at(ChildStep::SetUser))?;
         }
 
-        // 5. Permitted, effective and inheritable sets (capset(2), version 3: 64-bit sets).
+        // 6. Permitted, effective and inheritable sets (capset(2), version 3: 64-bit sets).
         let sets = CapabilitySets {
             effective: CapabilitySet::from_bits_retain(self.caps.effective),
             permitted: CapabilitySet::from_bits_retain(self.caps.permitted),
@@ -117,7 +145,7 @@ impl SecurityPlan {
         };
         calls.set_caps(sets).map_err(at(ChildStep::Capabilities))?;
 
-        // 6. Ambient set: each raised capability must be permitted and inheritable by now.
+        // 7. Ambient set: each raised capability must be permitted and inheritable by now.
         match calls.clear_ambient() {
             // A kernel without ambient capabilities (before 4.3) has none to clear.
             Err(Errno::INVAL) if self.caps.ambient == 0 => {}
@@ -129,11 +157,17 @@ impl SecurityPlan {
                 .map_err(at(ChildStep::AmbientCapabilities))?;
         }
 
-        // 7. and 8. no_new_privs, then the filter, last.
+        // 8. to 10. no_new_privs, then the final CPU affinity, the last call before the exec
+        // that no filter judges, then the filter, last.
         if self.no_new_privs || !filter {
             calls.no_new_privs().map_err(at(ChildStep::NoNewPrivs))?;
         }
         if self.no_new_privs && filter {
+            if let Some(cpus) = &self.sched.final_affinity {
+                calls
+                    .set_affinity(cpus)
+                    .map_err(at(ChildStep::CpuAffinity))?;
+            }
             *listener = self.load_seccomp(calls)?;
         }
         Ok(())
@@ -178,6 +212,14 @@ pub(super) trait Calls {
     fn raise_ambient(&mut self, cap: CapabilitySet) -> Result<(), Errno>;
     /// `prctl(PR_SET_NO_NEW_PRIVS, 1)`.
     fn no_new_privs(&mut self) -> Result<(), Errno>;
+    /// `personality(2)`.
+    fn set_personality(&mut self, persona: u32) -> Result<(), Errno>;
+    /// `ioprio_set(2)` of the calling thread.
+    fn set_io_priority(&mut self, ioprio: u32) -> Result<(), Errno>;
+    /// `sched_setattr(2)` of the calling thread.
+    fn set_scheduler(&mut self, attr: &SchedAttr) -> Result<(), Errno>;
+    /// `sched_setaffinity(2)` of the calling thread.
+    fn set_affinity(&mut self, cpus: &CpuSet) -> Result<(), Errno>;
 }
 
 /// The kernel's calls, each one rustix call (or palisade-seccomp's loader): no allocation, no
@@ -230,5 +272,21 @@ impl Calls for Kernel {
 
     fn no_new_privs(&mut self) -> Result<(), Errno> {
         rustix::thread::set_no_new_privs(true)
+    }
+
+    fn set_personality(&mut self, persona: u32) -> Result<(), Errno> {
+        sched::set_personality(persona)
+    }
+
+    fn set_io_priority(&mut self, ioprio: u32) -> Result<(), Errno> {
+        sched::set_io_priority(ioprio)
+    }
+
+    fn set_scheduler(&mut self, attr: &SchedAttr) -> Result<(), Errno> {
+        sched::set_scheduler(attr)
+    }
+
+    fn set_affinity(&mut self, cpus: &CpuSet) -> Result<(), Errno> {
+        rustix::thread::sched_setaffinity(None, cpus)
     }
 }

@@ -280,6 +280,69 @@ impl FromStr for Capabilities {
     }
 }
 
+/// The five capability sets of a process, given exactly
+/// ([`SandboxBuilder::capability_sets`](crate::SandboxBuilder::capability_sets)), as an OCI
+/// runtime's `process.capabilities` gives them.
+///
+/// The child applies them as they are, within the kernel's rules, which
+/// [`SandboxBuilder::build`](crate::SandboxBuilder::build) checks: `effective` within
+/// `permitted` and `inheritable` within `bounding` (`capset(2)`), `ambient` within `permitted`
+/// and `inheritable` (`prctl(2)`, `PR_CAP_AMBIENT_RAISE`). What the command holds once it has
+/// executed its program is then the kernel's transformation of these sets (`capabilities(7)`,
+/// "Transformation of capabilities during execve()"): for a program without file capabilities,
+/// root's permitted and effective sets become `bounding`, `inheritable` and `ambient` together,
+/// and another user's become `ambient`; the inheritable, bounding and ambient sets stay as
+/// given. So the sets show exactly as given after the exec when, for root, `permitted` and
+/// `effective` are the union of the other three, and for another user, they equal `ambient`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct CapSets {
+    /// The bounding set: what any later `execve(2)` can grant at most.
+    pub bounding: Capabilities,
+    /// The effective set, what the kernel checks; within `permitted`.
+    pub effective: Capabilities,
+    /// The permitted set.
+    pub permitted: Capabilities,
+    /// The inheritable set, kept across `execve(2)`; within `bounding`.
+    pub inheritable: Capabilities,
+    /// The ambient set, kept across `execve(2)` of a program without file capabilities; within
+    /// `permitted` and `inheritable`.
+    pub ambient: Capabilities,
+}
+
+impl CapSets {
+    /// Checks the kernel's rules (see the type's documentation): names the first set that
+    /// breaks one and the capabilities that do.
+    pub(crate) fn check(&self) -> Result<()> {
+        let rules = [
+            (
+                self.effective.difference(self.permitted),
+                "effective capabilities must be permitted: capset(2) refuses the others",
+            ),
+            (
+                self.inheritable.difference(self.bounding),
+                "inheritable capabilities must be in the bounding set: capset(2) refuses the \
+                 others",
+            ),
+            (
+                self.ambient
+                    .difference(self.permitted.intersection(self.inheritable)),
+                "ambient capabilities must be permitted and inheritable: prctl(2) refuses to \
+                 raise the others",
+            ),
+        ];
+        for (extra, reason) in rules {
+            if !extra.is_empty() {
+                return Err(Error::InvalidValue {
+                    what: "capability sets",
+                    value: extra.to_string(),
+                    reason,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

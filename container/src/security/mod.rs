@@ -49,6 +49,20 @@
 //! cannot grant what it lacks (`capset(2)`). In a user namespace all of this is relative to that
 //! namespace, where the sandbox starts with every capability (`user_namespaces(7)`).
 //!
+//! [`capability_sets`](crate::SandboxBuilder::capability_sets) gives the five sets exactly
+//! instead ([`CapSets`], as an OCI runtime's configuration does), for root and any other user:
+//! they are applied as given (less what the kernel does not know or the child does not hold,
+//! as above), and `execve(2)` then transforms them by the kernel's rules, described there. The
+//! default seccomp profile follows their bounding set.
+//!
+//! # Scheduling and personality
+//!
+//! The command's I/O priority ([`IoPriority`]), scheduling policy ([`Scheduler`]), CPU affinity
+//! and personality ([`Personality`]) are set by the command itself among these last steps; the
+//! sandbox's init keeps the caller's (or the initial CPU affinity, which the child sets first
+//! thing after the clone), and so does a command run in the sandbox later
+//! ([`Child::exec`](crate::Child::exec)), as `runc exec` does without a process of its own.
+//!
 //! # Order
 //!
 //! The child applies the plan as its very last step before `execve(2)`, after the mounts, the
@@ -57,15 +71,20 @@
 //!
 //! 1. **Resource limits**, `prlimit(2)` on itself. Raising a hard limit takes
 //!    `CAP_SYS_RESOURCE` (`setrlimit(2)`), which the capability steps may drop.
-//! 2. **The seccomp filter, when `no_new_privs` is off.** Without `no_new_privs`, `seccomp(2)`
+//! 2. **Personality, I/O priority and scheduling policy**: `personality(2)`, `ioprio_set(2)`,
+//!    `sched_setattr(2)`. A real-time class or policy, or a lower nice value, takes
+//!    `CAP_SYS_NICE` or `CAP_SYS_ADMIN` (`sched(7)`, `ioprio_set(2)`), which step 6 may drop; and
+//!    no filter judges them yet. With `no_new_privs` off, the final CPU affinity
+//!    (`sched_setaffinity(2)`) too, since the filter goes in next.
+//! 3. **The seccomp filter, when `no_new_privs` is off.** Without `no_new_privs`, `seccomp(2)`
 //!    accepts a filter only from a thread with `CAP_SYS_ADMIN` in its user namespace, which step
-//!    5 takes away. The filter then also judges the calls of steps 3 to 6 (`prctl`, `setgroups`,
+//!    6 takes away. The filter then also judges the calls of steps 4 to 7 (`prctl`, `setgroups`,
 //!    `setresgid`, `setresuid`, `capset`), which the default profile allows; a custom profile
 //!    must allow them too.
-//! 3. **The bounding set**: `prctl(PR_CAPBSET_DROP)` for each capability outside the set. It
-//!    takes `CAP_SETPCAP` (`prctl(2)`), which step 5 may drop. Dropping from the bounding set
+//! 4. **The bounding set**: `prctl(PR_CAPBSET_DROP)` for each capability outside the set. It
+//!    takes `CAP_SETPCAP` (`prctl(2)`), which step 6 may drop. Dropping from the bounding set
 //!    leaves the current sets alone; it caps what any later `execve(2)` can grant.
-//! 4. **User and groups**: `setgroups(2)`, `setresgid(2)`, then `setresuid(2)`. They take
+//! 5. **User and groups**: `setgroups(2)`, `setresgid(2)`, then `setresuid(2)`. They take
 //!    `CAP_SETGID` and `CAP_SETUID`, which the new sets may lack, and the groups go first
 //!    because changing the user from root to another clears the effective set
 //!    (`capabilities(7)`, "Effect of user ID changes on capabilities"). That change clears the
@@ -73,17 +92,19 @@
 //!    new user keeps capabilities. The raw `setresuid` changes the calling thread only, which
 //!    is the whole process here (the child is single-threaded); `setresuid(2)` explains why
 //!    libc's wrapper signals every thread.
-//! 5. **Permitted, effective and inheritable sets**, `capset(2)`: after the user switch, which
+//! 6. **Permitted, effective and inheritable sets**, `capset(2)`: after the user switch, which
 //!    needed the capabilities this may drop, and which cleared the effective set.
-//! 6. **Ambient set**: cleared, then each capability raised with `prctl(PR_CAP_AMBIENT)`, which
-//!    requires it to be permitted and inheritable already, i.e. after step 5.
-//! 7. **`no_new_privs`**, `prctl(PR_SET_NO_NEW_PRIVS)` (if on): from here `execve(2)` grants no
+//! 7. **Ambient set**: cleared, then each capability raised with `prctl(PR_CAP_AMBIENT)`, which
+//!    requires it to be permitted and inheritable already, i.e. after step 6.
+//! 8. **`no_new_privs`**, `prctl(PR_SET_NO_NEW_PRIVS)` (if on): from here `execve(2)` grants no
 //!    set-user-ID, set-group-ID or file capabilities (`prctl(2)`).
-//! 8. **The seccomp filter, when `no_new_privs` is on**: last, now allowed without
-//!    `CAP_SYS_ADMIN` (`seccomp(2)`), so that it judges only what is left: the `execve(2)`, and
-//!    on failure the `write(2)` of the error report and `exit_group(2)` (with a user-notification
-//!    listener, also the `sendmsg(2)` and `close(2)` that hand it to the parent). A custom
-//!    profile need not allow the privileged calls above.
+//! 9. **The final CPU affinity, when `no_new_privs` is on**: `sched_setaffinity(2)`, the last
+//!    call before the exec that no filter judges.
+//! 10. **The seccomp filter, when `no_new_privs` is on**: last, now allowed without
+//!     `CAP_SYS_ADMIN` (`seccomp(2)`), so that it judges only what is left: the `execve(2)`,
+//!     and on failure the `write(2)` of the error report and `exit_group(2)` (with a
+//!     user-notification listener, also the `sendmsg(2)` and `close(2)` that hand it to the
+//!     parent). A custom profile need not allow the privileged calls above.
 //!
 //! A profile with [`Action::UserNotify`] rules (or the `NEW_LISTENER` flag) is loaded with
 //! `SECCOMP_FILTER_FLAG_NEW_LISTENER`, and the listener it returns is handed to the parent;
@@ -92,14 +113,17 @@
 mod apply;
 mod capabilities;
 mod rlimit;
+mod sched;
 
 use std::sync::OnceLock;
 
 use palisade_seccomp::{Action, Arch, BpfProgram, LoadFlags, Profile, SeccompData};
 use rustix::process::{Gid, Uid};
 
-pub use capabilities::{parse_capability, Capabilities, Capability};
+pub use capabilities::{parse_capability, CapSets, Capabilities, Capability};
 pub use rlimit::{Rlimit, RlimitResource};
+pub(crate) use sched::SchedSpec;
+pub use sched::{ExecDomain, IoClass, IoPriority, Personality, SchedFlags, SchedPolicy, Scheduler};
 
 use crate::error::{ChildStep, Error, Result};
 
@@ -115,6 +139,11 @@ pub(crate) struct SecuritySpec {
     /// Those of `caps` given explicitly ([`cap_add`](crate::SandboxBuilder::cap_add)), which a
     /// non-root user keeps.
     pub(crate) added: Capabilities,
+    /// The five sets exactly ([`capability_sets`](crate::SandboxBuilder::capability_sets)),
+    /// which replace what `caps` and `added` make; `caps` is then their bounding set.
+    pub(crate) exact: Option<CapSets>,
+    /// Scheduling, CPU affinity and personality of the command.
+    pub(crate) sched: SchedSpec,
     /// `(uid, gid)` to switch to.
     pub(crate) user: Option<(u32, u32)>,
     /// Supplementary groups to set.
@@ -133,6 +162,8 @@ impl Default for SecuritySpec {
         SecuritySpec {
             caps: Capabilities::docker_default(),
             added: Capabilities::empty(),
+            exact: None,
+            sched: SchedSpec::default(),
             user: None,
             groups: None,
             rlimits: Vec::new(),
@@ -192,6 +223,25 @@ impl CapMasks {
     }
 }
 
+impl CapMasks {
+    /// The sets given exactly, checked (see [`CapSets`]), on a kernel whose highest capability
+    /// is `last_cap`, in a child that starts out holding `held`: as for
+    /// [`compute`](Self::compute), what the kernel does not know is left out, and so is, from
+    /// every set but the bounding set, what the child does not hold.
+    pub(crate) fn exact(sets: &CapSets, last_cap: u32, held: u64) -> Result<CapMasks> {
+        sets.check()?;
+        let valid = valid_mask(last_cap);
+        let grantable = |set: Capabilities| set.bits() & valid & held;
+        Ok(CapMasks {
+            bounding: sets.bounding.bits() & valid,
+            permitted: grantable(sets.permitted),
+            effective: grantable(sets.effective),
+            inheritable: grantable(sets.inheritable),
+            ambient: grantable(sets.ambient),
+        })
+    }
+}
+
 /// The capabilities numbered 0 to `last_cap`.
 fn valid_mask(last_cap: u32) -> u64 {
     u64::MAX >> (63 - last_cap.min(63))
@@ -218,6 +268,9 @@ pub(crate) struct SecurityPlan {
     rlimit_spec: Vec<Rlimit>,
     /// Whether the filter (if any) lets `read(2)` through.
     read_allowed: bool,
+    /// Scheduling, CPU affinity and personality, for the sandbox's command only (neither its
+    /// init nor a command run in the sandbox later takes them).
+    sched: sched::SchedPlan,
 }
 
 impl SecuritySpec {
@@ -287,7 +340,11 @@ impl SecuritySpec {
         } else {
             held_by_caller()
         };
-        let caps = CapMasks::compute(self.caps, self.added, self.root(), last, held);
+        let caps = match &self.exact {
+            Some(sets) => CapMasks::exact(sets, last, held)?,
+            None => CapMasks::compute(self.caps, self.added, self.root(), last, held),
+        };
+        let sched = self.sched.prepare()?;
         let groups = match (&self.groups, self.user) {
             (Some(groups), _) => Some(groups.clone()),
             // A new user starts without the caller's groups. In a user namespace setgroups(2)
@@ -343,6 +400,7 @@ impl SecuritySpec {
             seccomp_flags,
             rlimit_spec: self.rlimits.clone(),
             read_allowed,
+            sched,
         })
     }
 }
@@ -362,8 +420,12 @@ impl SecurityPlan {
         caps: Option<Capabilities>,
         user_ns: bool,
     ) -> Result<SecurityPlan> {
+        let mut base = self.clone();
+        // A command run later starts from the scheduling of whoever runs it, as with `runc
+        // exec`: the sandbox command's is its own.
+        base.sched = sched::SchedPlan::default();
         if user.is_none() && caps.is_none() {
-            return Ok(self.clone());
+            return Ok(base);
         }
         let sandbox = Capabilities::from_bits_truncate(self.caps.bounding);
         let set = match caps {
@@ -406,7 +468,7 @@ impl SecurityPlan {
         let last = last_cap();
         let held = if user_ns { u64::MAX } else { held_by_caller() };
         let masks = CapMasks::compute(set, added, root, last, held);
-        let mut plan = self.clone();
+        let mut plan = base;
         plan.bounding_drop = valid_mask(last) & !masks.bounding;
         plan.keep_caps = !root && masks.permitted != 0;
         plan.caps = masks;
@@ -416,6 +478,69 @@ impl SecurityPlan {
             plan.user = user;
         }
         Ok(plan)
+    }
+}
+
+impl SecurityPlan {
+    /// This plan with the supplementary groups `groups`, for a command run in the sandbox
+    /// ([`Exec::groups`](crate::Exec::groups)): only groups the command of `sandbox` could
+    /// take itself, any with `CAP_SETGID` in its bounding set, its own groups and gid without.
+    pub(crate) fn with_groups(mut self, groups: &[u32], sandbox: &SecurityPlan) -> Result<Self> {
+        let refuse = |reason| Error::InvalidValue {
+            what: "supplementary groups of an exec",
+            value: groups
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            reason,
+        };
+        if groups.len() > NGROUPS_MAX {
+            return Err(refuse("more than setgroups(2) takes (NGROUPS_MAX)"));
+        }
+        if groups.contains(&u32::MAX) {
+            return Err(refuse("-1 (4294967295) is not a group"));
+        }
+        let may_set = sandbox.caps.bounding & Capability::CAP_SETGID.bitmask() != 0;
+        let gid = sandbox.user.map_or(0, |(_, g)| g.as_raw());
+        let own = |g: &u32| *g == gid || sandbox.groups.iter().flatten().any(|o| o.as_raw() == *g);
+        if !may_set && !groups.iter().all(own) {
+            return Err(refuse(
+                "more than the sandbox's command may hold: it has no CAP_SETGID, and they are \
+                 not among its own groups",
+            ));
+        }
+        self.groups = Some(groups.iter().map(|&g| Gid::from_raw_unchecked(g)).collect());
+        Ok(self)
+    }
+
+    /// The limit the plan sets for `resource`, if it sets one.
+    pub(crate) fn rlimit(&self, resource: RlimitResource) -> Option<Rlimit> {
+        self.rlimit_spec
+            .iter()
+            .rev()
+            .find(|l| l.resource == resource)
+            .copied()
+    }
+
+    /// This plan with `limit` in place of its own for that resource.
+    pub(crate) fn with_rlimit(mut self, limit: Rlimit) -> Result<Self> {
+        limit.validate()?;
+        self.rlimit_spec.retain(|l| l.resource != limit.resource);
+        self.rlimit_spec.push(limit);
+        self.rlimits = self
+            .rlimit_spec
+            .iter()
+            .copied()
+            .map(Rlimit::to_kernel)
+            .collect();
+        Ok(self)
+    }
+
+    /// This plan with `no_new_privs` (`prctl(2)`), which it may gain and never lose.
+    pub(crate) fn with_no_new_privs(mut self) -> Self {
+        self.no_new_privs = true;
+        self
     }
 }
 
@@ -525,6 +650,8 @@ impl SecurityPlan {
             seccomp_flags,
             rlimit_spec,
             read_allowed: r.read_allowed,
+            // Not recorded: only the sandbox's own command takes them (see `narrowed`).
+            sched: sched::SchedPlan::default(),
         })
     }
 }
@@ -642,6 +769,12 @@ impl SecurityPlan {
         self.caps.bounding & Capability::CAP_SYS_PTRACE.bitmask() != 0
     }
 
+    /// The CPUs the sandbox child runs on from its first step (`execCPUAffinity.initial`), if
+    /// given.
+    pub(crate) fn initial_affinity(&self) -> Option<&rustix::thread::CpuSet> {
+        self.sched.initial_affinity.as_ref()
+    }
+
     /// Whether the command may still wait on the init's gate with `read(2)` once its filter is
     /// in (see `spawn::init`); with no filter, trivially.
     pub(crate) fn filter_allows_read(&self) -> bool {
@@ -668,7 +801,7 @@ impl SecurityPlan {
                 let list: Vec<String> = self.rlimit_spec.iter().map(Rlimit::to_string).collect();
                 Some(list.join(" "))
             }
-            _ => None,
+            _ => self.sched.describe(step),
         }
     }
 }

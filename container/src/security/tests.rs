@@ -826,6 +826,18 @@ mod order {
         fn no_new_privs(&mut self) -> Result<(), Errno> {
             self.call("nnp")
         }
+        fn set_personality(&mut self, _: u32) -> Result<(), Errno> {
+            self.call("personality")
+        }
+        fn set_io_priority(&mut self, _: u32) -> Result<(), Errno> {
+            self.call("ioprio")
+        }
+        fn set_scheduler(&mut self, _: &crate::security::sched::SchedAttr) -> Result<(), Errno> {
+            self.call("scheduler")
+        }
+        fn set_affinity(&mut self, _: &rustix::thread::CpuSet) -> Result<(), Errno> {
+            self.call("affinity")
+        }
     }
 
     /// The calls `plan` makes, deduplicated where a step repeats (one per capability).
@@ -903,6 +915,73 @@ mod order {
         assert_eq!(calls.last(), Some(&"nnp"));
     }
 
+    fn scheduled(b: &mut crate::SandboxBuilder) {
+        full(b);
+        b.personality(Personality::new(ExecDomain::Linux32))
+            .io_priority(IoPriority::new(IoClass::BestEffort, 7).unwrap())
+            .scheduler(Scheduler::new(SchedPolicy::Batch).nice(5))
+            .cpu_affinity("0".parse().unwrap());
+    }
+
+    #[test]
+    fn scheduling_comes_while_privileged_and_the_affinity_last_before_the_filter() {
+        let plan = plan_of(scheduled);
+        assert_eq!(
+            order_of(&plan, true, None),
+            [
+                "rlimit",
+                "personality",
+                "ioprio",
+                "scheduler",
+                "bounding",
+                "keepcaps",
+                "groups",
+                "user",
+                "caps",
+                "clear-ambient",
+                "ambient",
+                "nnp",
+                "affinity",
+                "filter"
+            ]
+        );
+        let plan = plan_of(|b| {
+            scheduled(b);
+            b.no_new_privs(false);
+        });
+        assert_eq!(
+            order_of(&plan, true, None)[..6],
+            [
+                "rlimit",
+                "personality",
+                "ioprio",
+                "scheduler",
+                "affinity",
+                "filter"
+            ]
+        );
+        let mut rec = Recorder {
+            fail_at: Some("scheduler"),
+            ..Recorder::default()
+        };
+        let failure = plan.steps(&mut rec, true, &mut None).unwrap_err();
+        assert_eq!(failure, (ChildStep::Scheduler, Errno::PERM));
+    }
+
+    #[test]
+    fn neither_the_init_nor_a_later_command_takes_the_scheduling() {
+        let plan = plan_of(scheduled);
+        let calls = order_of(&plan, false, None);
+        for call in ["personality", "ioprio", "scheduler", "affinity"] {
+            assert!(!calls.contains(&call), "{calls:?}");
+        }
+        let exec = plan.narrowed(None, None, false).unwrap();
+        let calls = order_of(&exec, true, None);
+        assert!(!calls.contains(&"scheduler"), "{calls:?}");
+        let recorded = SecurityPlan::from_record(plan.to_record()).unwrap();
+        assert!(!order_of(&recorded, true, None).contains(&"ioprio"));
+    }
+
     #[test]
     fn a_failed_step_ends_the_sequence_and_names_itself() {
         let plan = plan_of(full);
@@ -917,4 +996,117 @@ mod order {
         let failure = plan.steps(&mut rec, true, &mut None).unwrap_err();
         assert_eq!(failure, (ChildStep::Capabilities, Errno::PERM));
     }
+}
+
+fn sets(b: &str, e: &str, p: &str, i: &str, a: &str) -> CapSets {
+    CapSets {
+        bounding: b.parse().unwrap(),
+        effective: e.parse().unwrap(),
+        permitted: p.parse().unwrap(),
+        inheritable: i.parse().unwrap(),
+        ambient: a.parse().unwrap(),
+    }
+}
+
+#[test]
+fn exact_sets_follow_the_kernels_rules() {
+    let ok = sets(
+        "kill,chown,net_admin",
+        "kill",
+        "kill,chown",
+        "chown",
+        "chown",
+    );
+    let plan = plan_of(|b| {
+        b.capability_sets(ok);
+    });
+    assert_eq!(plan.caps.bounding & DOCKER, ok.bounding.bits() & DOCKER);
+    assert_eq!(plan.caps.ambient, ok.ambient.bits());
+    assert_eq!(plan.caps.inheritable, ok.inheritable.bits());
+    assert_eq!(plan.caps.effective, ok.effective.bits());
+    for bad in [
+        sets("kill", "kill", "", "", ""),
+        sets("kill", "", "", "chown", ""),
+        sets("kill", "", "kill", "", "kill"),
+        sets("kill", "", "", "kill", "kill"),
+    ] {
+        let spec = spec_of(|b| {
+            b.capability_sets(bad);
+        });
+        let result = spec.prepare(SecurityContext {
+            user_ns: false,
+            setgroups_denied: false,
+        });
+        assert_eq!(invalid_what(result), "capability sets", "{bad:?}");
+    }
+    // The simple model again after the exact one: the last call wins.
+    let spec = spec_of(|b| {
+        b.capability_sets(ok).cap_add(Capability::CAP_KILL);
+    });
+    assert!(spec.exact.is_none());
+}
+
+/// Exact sets, applied and executed: what the shell then holds (after the kernel's
+/// transformation at execve(2), which these sets survive unchanged).
+fn applied_exactly(uid: u32, given: CapSets) -> BTreeMap<String, String> {
+    let plan = plan_of(|b| {
+        b.capability_sets(given).user(uid, uid).no_new_privs(true);
+    });
+    applied(&plan, || {})
+}
+
+#[test]
+fn exact_sets_reach_root_and_another_user_as_given() {
+    if !root() {
+        return;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let held = mask(&fields(&status), "CapPrm");
+    let wanted = |names: &str| names.parse::<Capabilities>().unwrap().bits();
+    // Root: permitted and effective are the union of the bounding, inheritable and ambient sets.
+    let root_sets = sets(
+        "chown,kill,net_bind_service",
+        "chown,kill,net_bind_service",
+        "chown,kill,net_bind_service",
+        "kill,net_bind_service",
+        "kill",
+    );
+    // Another user: permitted and effective are the ambient set.
+    let user_sets = sets(
+        "chown,kill,net_bind_service,sys_time",
+        "kill,net_bind_service",
+        "kill,net_bind_service",
+        "kill,net_bind_service,chown",
+        "kill,net_bind_service",
+    );
+    for (uid, given) in [(0, root_sets), (1000, user_sets)] {
+        if wanted("chown,kill,net_bind_service,sys_time") & !held != 0 {
+            return;
+        }
+        let got = applied_exactly(uid, given);
+        assert_eq!(got["uid"], uid.to_string());
+        for (field, set) in [
+            ("CapBnd", given.bounding),
+            ("CapPrm", given.permitted),
+            ("CapEff", given.effective),
+            ("CapInh", given.inheritable),
+            ("CapAmb", given.ambient),
+        ] {
+            assert_eq!(mask(&got, field), set.bits(), "uid {uid} {field}: {got:?}");
+        }
+    }
+}
+
+#[test]
+fn the_default_filter_follows_the_exact_bounding_set() {
+    let mount = |bounding: &str| {
+        let plan = plan_of(|b| {
+            b.capability_sets(sets(bounding, "", "", "", ""));
+        });
+        let program = plan.seccomp.as_ref().expect("the default filter");
+        action(program, libc::SYS_mount).is_ok_and(allowed)
+    };
+    // Docker's rule: mount(2) is allowed to a command that can hold CAP_SYS_ADMIN.
+    assert!(mount("sys_admin,kill"));
+    assert!(!mount("kill"));
 }

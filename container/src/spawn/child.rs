@@ -46,6 +46,11 @@ pub(crate) fn start(plan: &Plan, fds: &ChildFds) -> ! {
 /// The child's steps, in order, ending in the exec of the program or of the init.
 fn run(plan: &Plan, fds: &ChildFds) -> Step<Infallible> {
     use ChildStep::*;
+    // Before anything else the child does: the sandbox's setup runs on these CPUs
+    // (`execCPUAffinity.initial`), the command switches to its own just before its exec.
+    if let Some(cpus) = plan.security.initial_affinity() {
+        rustix::thread::sched_setaffinity(None, cpus).in_step(InitialCpuAffinity)?;
+    }
     // Nothing of the caller's crosses unless named: its descriptors (close-on-exec or not, and
     // those other threads were opening during the clone) go before any path is looked up, so
     // none of them can serve as a way back to the host (`/proc/self/fd/N`, `openat` of `..`
@@ -129,6 +134,9 @@ fn run(plan: &Plan, fds: &ChildFds) -> Step<Infallible> {
 
     if let Some(name) = &plan.hostname {
         rustix::system::sethostname(name.as_bytes()).in_step(Hostname)?;
+    }
+    if let Some(name) = &plan.domainname {
+        rustix::system::setdomainname(name.as_bytes()).in_step(Domainname)?;
     }
 
     if let Some(rootfs) = &plan.rootfs {

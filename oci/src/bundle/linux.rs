@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use oci_spec::runtime::{Linux, LinuxIdMapping, LinuxNamespaceType, LinuxPersonalityDomain};
+use oci_spec::runtime::{Linux, LinuxIdMapping, LinuxNamespaceType};
 use palisade::cgroup::Resource;
 use palisade::seccomp::JsonOptions;
 use palisade::{
@@ -80,16 +80,7 @@ fn refuse_unsupported(linux: &Linux) -> Result<()> {
             "Palisade does not set NUMA memory policies (set_mempolicy(2))",
         ));
     }
-    if let Some(p) = linux.personality() {
-        let flags = p.flags().as_deref().unwrap_or_default();
-        if p.domain() != LinuxPersonalityDomain::PerLinux || !flags.is_empty() {
-            return Err(unsupported(
-                "linux.personality",
-                format!("{} {flags:?}", p.domain()),
-                "only the native LINUX personality without flags is supported",
-            ));
-        }
-    }
+    // `linux.personality` is applied with the process (`process::apply`).
     if let Some(label) = linux.mount_label().as_deref().filter(|l| !l.is_empty()) {
         if selinux_enabled() {
             return Err(unsupported(

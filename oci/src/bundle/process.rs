@@ -1,6 +1,14 @@
-//! `process`: the command, its environment, user, capabilities, limits and terminal.
+//! `process`: the command, its environment, user, capabilities, limits, terminal, scheduling
+//! and CPU affinity; and `linux.personality`, which applies to the process too.
 
-use oci_spec::runtime::{LinuxCapabilities, Process};
+use oci_spec::runtime::{
+    IOPriorityClass, LinuxCapabilities, LinuxPersonalityDomain, LinuxSchedulerFlag,
+    LinuxSchedulerPolicy, Process,
+};
+use palisade::cgroup::CpuSet;
+use palisade::security::{
+    CapSets, ExecDomain, IoClass, IoPriority, Personality, SchedFlags, SchedPolicy, Scheduler,
+};
 use palisade::{Capabilities, Rlimit, RlimitResource, SandboxBuilder, TerminalSize};
 
 use super::{apparmor_enabled, selinux_enabled, unsupported, Bundle};
@@ -37,7 +45,7 @@ pub(super) fn apply(bundle: &Bundle, p: &Process, b: &mut SandboxBuilder) -> Res
         ));
     }
 
-    capabilities(p.capabilities().as_ref(), user.uid() == 0, b)?;
+    capabilities(p.capabilities().as_ref(), b)?;
 
     for (i, limit) in p.rlimits().iter().flatten().enumerate() {
         let name = limit.typ().to_string();
@@ -88,11 +96,6 @@ pub(super) fn apply(bundle: &Bundle, p: &Process, b: &mut SandboxBuilder) -> Res
             ));
         }
     }
-    refuse_scheduling(p)
-}
-
-/// Scheduling and Windows-only fields, which Palisade does not set.
-fn refuse_scheduling(p: &Process) -> Result<()> {
     if let Some(line) = p.command_line().as_deref() {
         return Err(unsupported(
             "process.commandLine",
@@ -100,26 +103,128 @@ fn refuse_scheduling(p: &Process) -> Result<()> {
             "a Windows field: a Linux process takes args",
         ));
     }
+    scheduling(bundle, p, b)?;
+    personality(bundle, b)
+}
+
+/// `ioPriority`, `scheduler` and `execCPUAffinity`.
+fn scheduling(bundle: &Bundle, p: &Process, b: &mut SandboxBuilder) -> Result<()> {
     if let Some(io) = p.io_priority() {
-        return Err(unsupported(
-            "process.ioPriority",
-            format!("{io:?}"),
-            "Palisade does not set I/O priorities (ioprio_set(2))",
-        ));
+        let class = match io.class() {
+            IOPriorityClass::IoprioClassRt => IoClass::RealTime,
+            IOPriorityClass::IoprioClassBe => IoClass::BestEffort,
+            IOPriorityClass::IoprioClassIdle => IoClass::Idle,
+        };
+        let level = u8::try_from(io.priority())
+            .ok()
+            .and_then(|level| IoPriority::new(class, level).ok())
+            .ok_or_else(|| {
+                bundle.config(format!(
+                    "process.ioPriority.priority {} is not 0 to 7 (ioprio_set(2))",
+                    io.priority()
+                ))
+            })?;
+        b.io_priority(level);
     }
     if let Some(s) = p.scheduler() {
-        return Err(unsupported(
-            "process.scheduler",
-            format!("{s:?}"),
-            "Palisade does not set scheduling policies (sched_setattr(2))",
-        ));
+        b.scheduler(scheduler(bundle, s)?);
     }
     if let Some(a) = p.exec_cpu_affinity() {
-        return Err(unsupported(
-            "process.execCPUAffinity",
-            format!("{a:?}"),
-            "Palisade does not set CPU affinities (sched_setaffinity(2))",
-        ));
+        let list = |field: &str, text: &str| {
+            text.parse::<CpuSet>().map_err(|e| {
+                bundle.config(format!("process.execCPUAffinity.{field} {text:?}: {e}"))
+            })
+        };
+        if let Some(initial) = a.initial() {
+            b.initial_cpu_affinity(list("initial", initial)?);
+        }
+        if let Some(last) = a.cpu_affinity_final() {
+            b.cpu_affinity(list("final", last)?);
+        }
+    }
+    Ok(())
+}
+
+/// `process.scheduler` as Palisade's [`Scheduler`]; the ranges are checked when the sandbox is
+/// built.
+fn scheduler(bundle: &Bundle, s: &oci_spec::runtime::Scheduler) -> Result<Scheduler> {
+    let policy = match s.policy() {
+        LinuxSchedulerPolicy::SchedOther => SchedPolicy::Other,
+        LinuxSchedulerPolicy::SchedBatch => SchedPolicy::Batch,
+        LinuxSchedulerPolicy::SchedIdle => SchedPolicy::Idle,
+        LinuxSchedulerPolicy::SchedFifo => SchedPolicy::Fifo,
+        LinuxSchedulerPolicy::SchedRr => SchedPolicy::RoundRobin,
+        LinuxSchedulerPolicy::SchedDeadline => SchedPolicy::Deadline,
+        LinuxSchedulerPolicy::SchedIso => {
+            return Err(unsupported(
+                "process.scheduler.policy",
+                "SCHED_ISO",
+                "not a policy of the Linux kernel (sched(7))",
+            ))
+        }
+    };
+    let mut flags = SchedFlags::EMPTY;
+    for flag in s.flags().iter().flatten() {
+        flags |= match flag {
+            LinuxSchedulerFlag::SchedResetOnFork => SchedFlags::RESET_ON_FORK,
+            LinuxSchedulerFlag::SchedFlagReclaim => SchedFlags::RECLAIM,
+            LinuxSchedulerFlag::SchedFlagDLOverrun => SchedFlags::DL_OVERRUN,
+            LinuxSchedulerFlag::SchedFlagKeepPolicy => SchedFlags::KEEP_POLICY,
+            LinuxSchedulerFlag::SchedFlagKeepParams => SchedFlags::KEEP_PARAMS,
+            LinuxSchedulerFlag::SchedFlagUtilClampMin
+            | LinuxSchedulerFlag::SchedFlagUtilClampMax => {
+                return Err(unsupported(
+                    "process.scheduler.flags",
+                    flag,
+                    "a utilization clamp needs its bounds, which the configuration cannot give",
+                ))
+            }
+        };
+    }
+    let priority = u32::try_from(s.priority().unwrap_or(0)).map_err(|_| {
+        bundle.config(format!(
+            "process.scheduler.priority {:?} is negative",
+            s.priority()
+        ))
+    })?;
+    Ok(Scheduler::new(policy)
+        .nice(s.nice().unwrap_or(0))
+        .priority(priority)
+        .flags(flags)
+        .deadline(
+            s.runtime().unwrap_or(0),
+            s.deadline().unwrap_or(0),
+            s.period().unwrap_or(0),
+        ))
+}
+
+/// `linux.personality`: its domain and the flags `personality(2)` names.
+fn personality(bundle: &Bundle, b: &mut SandboxBuilder) -> Result<()> {
+    let Some(p) = bundle
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.personality().as_ref())
+    else {
+        return Ok(());
+    };
+    let domain = match p.domain() {
+        LinuxPersonalityDomain::PerLinux => ExecDomain::Linux,
+        LinuxPersonalityDomain::PerLinux32 => ExecDomain::Linux32,
+    };
+    let mut persona = Personality::new(domain);
+    for flag in p.flags().iter().flatten() {
+        persona = persona.flag(flag).map_err(|_| {
+            unsupported(
+                "linux.personality.flags",
+                flag,
+                "not a flag of personality(2) (ADDR_NO_RANDOMIZE, UNAME26, …)",
+            )
+        })?;
+    }
+    // The native domain without flags is every process's already.
+    if persona != Personality::new(ExecDomain::Linux) {
+        b.personality(persona);
     }
     Ok(())
 }
@@ -150,18 +255,16 @@ fn set(caps: Option<&LinuxCapabilities>, name: &'static str) -> Result<Capabilit
     Ok(out)
 }
 
-/// Maps the five capability sets onto Palisade's one set and its explicit part; see the
+/// The five capability sets, applied exactly ([`SandboxBuilder::capability_sets`]); see the
 /// module documentation of [`crate::bundle`] for the rules and why.
-fn capabilities(
-    caps: Option<&LinuxCapabilities>,
-    root: bool,
-    b: &mut SandboxBuilder,
-) -> Result<()> {
-    let bounding = set(caps, "bounding")?;
-    let effective = set(caps, "effective")?;
-    let inheritable = set(caps, "inheritable")?;
-    let permitted = set(caps, "permitted")?;
-    let ambient = set(caps, "ambient")?;
+fn capabilities(caps: Option<&LinuxCapabilities>, b: &mut SandboxBuilder) -> Result<()> {
+    let mut sets = CapSets {
+        bounding: set(caps, "bounding")?,
+        effective: set(caps, "effective")?,
+        permitted: set(caps, "permitted")?,
+        inheritable: set(caps, "inheritable")?,
+        ambient: set(caps, "ambient")?,
+    };
     let outside = |name: &str, s: Capabilities, of: Capabilities, reason| {
         let extra = s.difference(of);
         if extra.is_empty() {
@@ -176,62 +279,22 @@ fn capabilities(
     };
     outside(
         "effective",
-        effective,
-        permitted,
+        sets.effective,
+        sets.permitted,
         "not permitted: capset(2) refuses an effective capability that is not permitted",
     )?;
-    if root {
-        if !inheritable.is_empty() {
-            return Err(unsupported(
-                "process.capabilities.inheritable",
-                inheritable,
-                "Palisade leaves root's inheritable set empty",
-            ));
-        }
-        outside(
-            "permitted",
-            permitted,
-            bounding,
-            "not in the bounding set: root holds exactly its bounding set after execve(2)",
-        )?;
-        b.capabilities(bounding);
-        return Ok(());
-    }
     outside(
-        "ambient",
-        ambient,
-        permitted.intersection(inheritable),
-        "not permitted and inheritable: the kernel refuses to raise it (prctl(2))",
+        "inheritable",
+        sets.inheritable,
+        sets.bounding,
+        "not in the bounding set: capset(2) refuses to make it inheritable",
     )?;
-    outside(
-        "ambient",
-        ambient,
-        bounding,
-        "not in the bounding set: Palisade grants a non-root user only capabilities of its \
-         bounding set",
-    )?;
-    if inheritable != ambient {
-        return Err(unsupported(
-            "process.capabilities.inheritable",
-            inheritable,
-            "Palisade gives a non-root user the same inheritable and ambient sets",
-        ));
-    }
-    outside(
-        "bounding",
-        bounding.difference(ambient),
-        Capabilities::docker_default(),
-        "Palisade cannot keep a capability beyond Docker's defaults in a non-root user's \
-         bounding set without granting it as ambient",
-    )?;
-    // From Docker's set (the builder's start), drop what the bounding set lacks, then grant
-    // the ambient ones, which joins them to the set.
-    for cap in Capabilities::docker_default().difference(bounding) {
-        b.cap_drop(cap);
-    }
-    for cap in ambient {
-        b.cap_add(cap);
-    }
+    // The kernel raises an ambient capability only if it is permitted and inheritable
+    // (prctl(2)); runc leaves the others out, and so does this runtime.
+    sets.ambient = sets
+        .ambient
+        .intersection(sets.permitted.intersection(sets.inheritable));
+    b.capability_sets(sets);
     Ok(())
 }
 
@@ -245,53 +308,66 @@ mod tests {
     }
 
     #[test]
-    fn root_takes_the_bounding_set() {
+    fn the_five_sets_are_taken_exactly() {
         let mut b = palisade::Sandbox::builder("true");
         let c = caps(
             r#"{"bounding":["CAP_KILL","CAP_SYS_ADMIN"],"effective":["CAP_KILL"],
-                "permitted":["CAP_KILL"],"ambient":["CAP_KILL"]}"#,
+                "permitted":["CAP_KILL"],"inheritable":["CAP_KILL"],"ambient":["CAP_KILL"]}"#,
         );
-        capabilities(Some(&c), true, &mut b).unwrap();
-        let c = caps(r#"{"bounding":["CAP_KILL"],"inheritable":["CAP_KILL"]}"#);
-        let err = capabilities(Some(&c), true, &mut b).unwrap_err();
-        assert!(err.to_string().contains("inheritable"), "{err}");
-        let c = caps(r#"{"bounding":["CAP_KILL"],"permitted":["CAP_CHOWN"]}"#);
-        let err = capabilities(Some(&c), true, &mut b).unwrap_err();
-        assert!(err.to_string().contains("permitted"), "{err}");
-        capabilities(None, true, &mut b).unwrap();
-    }
-
-    #[test]
-    fn non_root_keeps_its_ambient_set() {
-        let mut b = palisade::Sandbox::builder("true");
-        let c = caps(
-            r#"{"bounding":["CAP_KILL","CAP_NET_ADMIN"],"permitted":["CAP_NET_ADMIN"],
-                "effective":["CAP_NET_ADMIN"],"inheritable":["CAP_NET_ADMIN"],
-                "ambient":["CAP_NET_ADMIN"]}"#,
-        );
-        capabilities(Some(&c), false, &mut b).unwrap();
+        capabilities(Some(&c), &mut b).unwrap();
         // containerd's for a non-root user: no ambient set.
         let c =
             caps(r#"{"bounding":["CAP_KILL"],"permitted":["CAP_KILL"],"effective":["CAP_KILL"]}"#);
-        capabilities(Some(&c), false, &mut b).unwrap();
+        capabilities(Some(&c), &mut b).unwrap();
+        // An ambient capability the kernel would not raise is left out, as runc does.
+        let c = caps(r#"{"bounding":["CAP_KILL"],"ambient":["CAP_KILL"]}"#);
+        capabilities(Some(&c), &mut b).unwrap();
+        capabilities(None, &mut b).unwrap();
         for (json, field) in [
-            (r#"{"bounding":["CAP_NET_ADMIN"]}"#, "bounding"),
-            (
-                r#"{"ambient":["CAP_KILL"],"bounding":["CAP_KILL"]}"#,
-                "ambient",
-            ),
-            (
-                r#"{"bounding":["CAP_KILL"],"permitted":["CAP_KILL"],"inheritable":["CAP_KILL"]}"#,
-                "inheritable",
-            ),
             (r#"{"effective":["CAP_KILL"]}"#, "effective"),
+            (r#"{"inheritable":["CAP_KILL"]}"#, "inheritable"),
         ] {
-            let err = capabilities(Some(&caps(json)), false, &mut b).unwrap_err();
+            let err = capabilities(Some(&caps(json)), &mut b).unwrap_err();
             assert!(
                 err.to_string()
                     .contains(&format!("process.capabilities.{field}")),
                 "{json}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn schedulers_map_onto_palisades() {
+        let dir = std::env::temp_dir();
+        let bundle = Bundle {
+            dir: dir.clone(),
+            spec: oci_spec::runtime::Spec::default(),
+        };
+        let s: oci_spec::runtime::Scheduler = serde_json::from_str(
+            r#"{"policy":"SCHED_FIFO","priority":10,"flags":["SCHED_RESET_ON_FORK"]}"#,
+        )
+        .unwrap();
+        let got = scheduler(&bundle, &s).unwrap();
+        assert_eq!(
+            got,
+            Scheduler::new(SchedPolicy::Fifo)
+                .priority(10)
+                .flags(SchedFlags::RESET_ON_FORK)
+        );
+        for (json, field) in [
+            (r#"{"policy":"SCHED_ISO"}"#, "process.scheduler.policy"),
+            (
+                r#"{"policy":"SCHED_OTHER","flags":["SCHED_FLAG_UTIL_CLAMP_MIN"]}"#,
+                "process.scheduler.flags",
+            ),
+            (
+                r#"{"policy":"SCHED_RR","priority":-1}"#,
+                "process.scheduler.priority",
+            ),
+        ] {
+            let s: oci_spec::runtime::Scheduler = serde_json::from_str(json).unwrap();
+            let err = scheduler(&bundle, &s).unwrap_err();
+            assert!(err.to_string().contains(field), "{json}: {err}");
         }
     }
 
