@@ -128,10 +128,13 @@ impl Bundle {
             path: path.clone(),
             source,
         })?;
-        let spec: Spec = serde_json::from_str(&text).map_err(|e| Error::Config {
+        let config = |e: serde_json::Error| Error::Config {
             path: path.clone(),
             message: e.to_string(),
-        })?;
+        };
+        let mut value: serde_json::Value = serde_json::from_str(&text).map_err(config)?;
+        spell_scheduler_flags(&mut value);
+        let spec: Spec = serde_json::from_value(value).map_err(config)?;
         let bundle = Bundle { dir, spec };
         bundle.check_version()?;
         let root = bundle.root_dir()?;
@@ -161,16 +164,6 @@ impl Bundle {
     pub fn builder(&self, id: &str, state_root: &Path) -> Result<SandboxBuilder> {
         let spec = &self.spec;
         refuse_other_platforms(spec)?;
-        if let Some(domain) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
-            return Err(unsupported(
-                "domainname",
-                domain,
-                "Palisade does not set a NIS domain name (setdomainname(2))",
-            ));
-        }
-        if let Some(hooks) = spec.hooks() {
-            refuse_hooks(hooks)?;
-        }
         let process = self.process()?;
         let args = process.args().as_deref().unwrap_or_default();
         let program = args
@@ -184,6 +177,9 @@ impl Bundle {
         process::apply(self, process, &mut b)?;
         if let Some(hostname) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
             b.hostname(hostname);
+        }
+        if let Some(domain) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
+            b.domainname(domain);
         }
         let mut annotations: Vec<_> = spec.annotations().iter().flatten().collect();
         annotations.sort();
@@ -269,6 +265,20 @@ impl Bundle {
     }
 }
 
+/// The specification spells the reset-on-fork flag of `process.scheduler.flags`
+/// `SCHED_FLAG_RESET_ON_FORK` (config.md, as `sched_setattr(2)` does); oci-spec 0.10 reads
+/// only `SCHED_RESET_ON_FORK`. The specification's spelling is given the crate's.
+fn spell_scheduler_flags(config: &mut serde_json::Value) {
+    let flags = config
+        .pointer_mut("/process/scheduler/flags")
+        .and_then(serde_json::Value::as_array_mut);
+    for flag in flags.into_iter().flatten() {
+        if flag == "SCHED_FLAG_RESET_ON_FORK" {
+            *flag = "SCHED_RESET_ON_FORK".into();
+        }
+    }
+}
+
 /// An [`Error::Unsupported`].
 fn unsupported(field: impl Into<String>, value: impl ToString, reason: &'static str) -> Error {
     Error::Unsupported {
@@ -276,26 +286,6 @@ fn unsupported(field: impl Into<String>, value: impl ToString, reason: &'static 
         value: value.to_string(),
         reason,
     }
-}
-
-/// `prestart`, `createRuntime`, `poststart` and `poststop` run on the host, in the runtime's
-/// namespace ([`crate::hooks`]); `createContainer` and `startContainer` run in the container's
-/// namespaces, which Palisade does not enter with a program resolved on the host.
-fn refuse_hooks(hooks: &oci_spec::runtime::Hooks) -> Result<()> {
-    let sets = [
-        ("hooks.createContainer", hooks.create_container()),
-        ("hooks.startContainer", hooks.start_container()),
-    ];
-    for (field, set) in sets {
-        if let Some(hook) = set.iter().flatten().next() {
-            return Err(unsupported(
-                field,
-                hook.path().display(),
-                "hooks that run in the container's namespaces are not supported",
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The sections for other platforms, which a Linux runtime cannot honour.

@@ -1,22 +1,33 @@
-//! The runtime specification's POSIX-platform hooks that run in the runtime's namespace:
-//! `prestart` (deprecated), `createRuntime`, `poststart` and `poststop`.
+//! The runtime specification's POSIX-platform hooks (config.md, "POSIX-platform Hooks").
 //!
-//! Each hook is a program on the host, run as a child of the runtime: `path` (absolute) is
-//! executed with `args` as its whole argument vector (`args[0]` is its `argv[0]`), exactly the
-//! environment of `env` and nothing of the runtime's, and the container's [`State`] as JSON on
-//! its standard input (`execve(2)`). With `timeout`, a hook still running after that many
-//! seconds is killed with its process group and counts as failed. The hooks of a stage run in
-//! order.
+//! Every hook is run with `args` as its whole argument vector (`args[0]` is its `argv[0]`;
+//! without `args`, `path` is), exactly the environment of `env` and nothing of the runtime's
+//! or the container's, and the container's [`State`] as JSON on its standard input
+//! (`execve(2)`). With `timeout`, a hook still running after that many seconds is killed and
+//! counts as failed. The hooks of a stage run in order. Where they run:
+//!
+//! | stage | when | where | `path` resolved |
+//! |---|---|---|---|
+//! | `prestart` (deprecated), `createRuntime` | `create`, the container's process waiting at its start gate | the runtime's namespaces, as its child | on the host |
+//! | `createContainer` | `create`, after `createRuntime` | the container's namespaces, cgroup and root, under its process's privileges ([`palisade::Exec`]) | on the host: opened there, and a sealed copy executed in the container ([`palisade::Exec::program_fd`]) |
+//! | `startContainer` | `start`, before the container's process runs | as `createContainer` | in the container's root |
+//! | `poststart` | `start`, once the process runs | as `prestart` | on the host |
+//! | `poststop` | `delete` | as `prestart` | on the host |
+//!
+//! A hook on the host runs in a process group of its own, killed whole at its timeout; a hook
+//! in the container is killed alone, and what it started is the container's, which its
+//! failure stops. A `createContainer` hook must be a static executable, not a script (refused):
+//! it is executed by descriptor in the container, where the kernel looks up an ELF
+//! interpreter, the dynamic loader the libraries, and the kernel would look up a script's
+//! interpreter (see [`palisade::Exec::program_fd`]).
 //!
 //! The specification (runtime.md, "Lifecycle") gives failures two meanings: a failing
-//! `prestart` or `createRuntime` hook fails `create` and stops its stage ([`run`]); a failing
-//! `poststart` or `poststop` hook is only a warning, and the remaining hooks still run
-//! ([`run_all`]).
-//!
-//! `createContainer` and `startContainer` run in the container's namespaces and are refused by
-//! [`Bundle::builder`](crate::Bundle::builder).
+//! `prestart`, `createRuntime`, `createContainer` or `startContainer` hook fails its command and
+//! stops its stage ([`run`], [`run_in`]); a failing `poststart` or `poststop` hook is only a
+//! warning, and the remaining hooks still run ([`run_all`]).
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -36,6 +47,12 @@ pub enum Stage {
     Prestart,
     /// `hooks.createRuntime`: during `create`, right after `prestart`.
     CreateRuntime,
+    /// `hooks.createContainer`: during `create`, after `createRuntime`, in the container's
+    /// namespaces ([`run_in`]).
+    CreateContainer,
+    /// `hooks.startContainer`: during `start`, before the container's process runs, in the
+    /// container's namespaces ([`run_in`]).
+    StartContainer,
     /// `hooks.poststart`: after `start` released the container's process, before it returns.
     Poststart,
     /// `hooks.poststop`: after the container is deleted, before `delete` returns.
@@ -48,6 +65,8 @@ impl Stage {
         match self {
             Stage::Prestart => "hooks.prestart",
             Stage::CreateRuntime => "hooks.createRuntime",
+            Stage::CreateContainer => "hooks.createContainer",
+            Stage::StartContainer => "hooks.startContainer",
             Stage::Poststart => "hooks.poststart",
             Stage::Poststop => "hooks.poststop",
         }
@@ -62,6 +81,8 @@ impl Stage {
         let set = match self {
             Stage::Prestart => hooks.prestart(),
             Stage::CreateRuntime => hooks.create_runtime(),
+            Stage::CreateContainer => hooks.create_container(),
+            Stage::StartContainer => hooks.start_container(),
             Stage::Poststart => hooks.poststart(),
             Stage::Poststop => hooks.poststop(),
         };
@@ -129,6 +150,17 @@ pub enum HookError {
         status: ExitStatus,
         /// The start of what it wrote to its standard error.
         stderr: String,
+    },
+    /// The hook could not be started in the container (its program missing there, not
+    /// executable, a script by descriptor, …), or waiting for it failed.
+    #[error("{hook} {path}: {source}")]
+    Container {
+        /// The hook.
+        hook: String,
+        /// Its program.
+        path: PathBuf,
+        /// Palisade's error.
+        source: Box<palisade::Error>,
     },
     /// The program was still running after its `timeout`, and was killed.
     #[error("{hook} {path}: timed out after {seconds}s")]
@@ -209,18 +241,7 @@ fn run_hook(name: &str, hook: &Hook, input: &[u8]) -> Result<(), HookError> {
             source,
         }
     };
-    if !path.is_absolute() {
-        return Err(invalid("path must be absolute".to_owned()));
-    }
-    let timeout = match hook.timeout() {
-        None => None,
-        Some(secs) if secs > 0 => Some(secs as u64),
-        Some(secs) => {
-            return Err(invalid(format!(
-                "timeout must be greater than zero, not {secs}"
-            )))
-        }
-    };
+    let timeout = checked_timeout(hook).map_err(invalid)?;
     let mut cmd = command(path, hook).map_err(invalid)?;
     let mut child = cmd.spawn().map_err(io_error("run"))?;
     if let Some(mut stdin) = child.stdin.take() {
@@ -263,6 +284,154 @@ fn run_hook(name: &str, hook: &Hook, input: &[u8]) -> Result<(), HookError> {
     })
 }
 
+/// The hook's timeout, once its `path` and `timeout` are checked: the path must be absolute,
+/// the timeout positive.
+fn checked_timeout(hook: &Hook) -> Result<Option<u64>, String> {
+    if !hook.path().is_absolute() {
+        return Err("path must be absolute".to_owned());
+    }
+    match hook.timeout() {
+        None => Ok(None),
+        Some(secs) if secs > 0 => Ok(Some(secs as u64)),
+        Some(secs) => Err(format!("timeout must be greater than zero, not {secs}")),
+    }
+}
+
+/// The hook's environment, `KEY=VALUE` entries split.
+fn environment(hook: &Hook) -> Result<Vec<(&str, &str)>, String> {
+    hook.env()
+        .iter()
+        .flatten()
+        .map(|entry| {
+            entry
+                .split_once('=')
+                .ok_or_else(|| format!("env entry {entry:?} is not KEY=VALUE"))
+        })
+        .collect()
+}
+
+/// Runs the hooks of `stage` (`createContainer` or `startContainer`) in `spec` in the
+/// container, in order, each with `state` on its standard input, and stops at the first that
+/// fails. `exec` starts a command in the container: [`palisade::Child::exec`] or
+/// [`palisade::Handle::exec`] of it. Each hook joins the container's namespaces, cgroup and root
+/// under its process's privileges, filter and limits (never more), not dumpable until its
+/// program runs, with no descriptor of the runtime's but its standard input (the state) and
+/// error (quoted when it fails); its standard output is `/dev/null`.
+///
+/// For `createContainer`, `path` is opened on the host (`O_RDONLY`, close-on-exec) and a sealed
+/// copy of it executed in the container ([`palisade::Exec::program_fd`]); for
+/// `startContainer`, `path` is looked up in the container's root.
+///
+/// # Errors
+///
+/// The first failure, as a [`HookError`] naming the hook.
+pub fn run_in<'a>(
+    spec: &Spec,
+    stage: Stage,
+    state: &State,
+    exec: &dyn Fn(&OsStr) -> palisade::Exec<'a>,
+) -> Result<(), HookError> {
+    let input = state_input(state);
+    for (i, hook) in stage.hooks(spec).iter().enumerate() {
+        let name = format!("{}[{i}]", stage.field());
+        run_in_container(&name, stage == Stage::CreateContainer, hook, &input, exec)?;
+    }
+    Ok(())
+}
+
+/// Runs one hook in the container, its program the host's (`on_host`) or the container's.
+fn run_in_container<'a>(
+    name: &str,
+    on_host: bool,
+    hook: &Hook,
+    input: &[u8],
+    exec: &dyn Fn(&OsStr) -> palisade::Exec<'a>,
+) -> Result<(), HookError> {
+    let path = hook.path();
+    let invalid = |message: String| HookError::Invalid {
+        hook: name.to_owned(),
+        path: path.clone(),
+        message,
+    };
+    let failed = |source| HookError::Container {
+        hook: name.to_owned(),
+        path: path.clone(),
+        source: Box::new(source),
+    };
+    let timeout = checked_timeout(hook).map_err(invalid)?;
+    let env = environment(hook).map_err(invalid)?;
+    let (argv0, rest) = match hook.args().as_deref().and_then(<[String]>::split_first) {
+        Some((argv0, rest)) => (OsStr::new(argv0.as_str()), rest),
+        None => (path.as_os_str(), &[][..]),
+    };
+    let mut cmd = if on_host {
+        // Opened here, in the runtime's mount namespace: the path is the host's.
+        let file = std::fs::File::open(path).map_err(|source| HookError::Io {
+            hook: name.to_owned(),
+            path: path.clone(),
+            what: "open",
+            source,
+        })?;
+        let mut cmd = exec(argv0);
+        cmd.program_fd(file);
+        cmd
+    } else {
+        let mut cmd = exec(path.as_os_str());
+        cmd.arg0(argv0);
+        cmd
+    };
+    cmd.args(rest).env_clear();
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    cmd.stdin(palisade::Stdio::piped())
+        .stdout(palisade::Stdio::null())
+        .stderr(palisade::Stdio::piped());
+    let mut child = cmd.spawn().map_err(failed)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let input = input.to_owned();
+        // As for a hook on the host: a hook that never reads cannot outlast its timeout.
+        thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+    }
+    let stderr = child.stderr.take().map(collect);
+    let status = match timeout {
+        None => child.wait().map_err(failed)?,
+        Some(secs) => {
+            let deadline = Instant::now() + Duration::from_secs(secs);
+            loop {
+                if let Some(status) = child.try_wait().map_err(failed)? {
+                    break status;
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    let _ = child.kill(palisade::Signal::SIGKILL);
+                    let _ = child.wait();
+                    return Err(HookError::TimedOut {
+                        hook: name.to_owned(),
+                        path: path.clone(),
+                        seconds: secs,
+                    });
+                }
+                thread::sleep(POLL.min(deadline - now));
+            }
+        }
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let stderr = stderr
+        .and_then(|rx| rx.recv_timeout(OUTPUT_GRACE).ok())
+        .unwrap_or_default();
+    Err(HookError::Failed {
+        hook: name.to_owned(),
+        path: path.clone(),
+        status: std::os::unix::process::ExitStatusExt::from_raw(status.into_raw()),
+        stderr,
+    })
+}
+
 /// The hook's command: its program, argument vector and environment only, its standard input
 /// a pipe, its output captured, in a process group of its own so that a timeout kills what it
 /// started too.
@@ -272,10 +441,7 @@ fn command(path: &Path, hook: &Hook) -> Result<Command, String> {
         cmd.arg0(argv0).args(rest);
     }
     cmd.env_clear();
-    for entry in hook.env().iter().flatten() {
-        let (key, value) = entry
-            .split_once('=')
-            .ok_or_else(|| format!("env entry {entry:?} is not KEY=VALUE"))?;
+    for (key, value) in environment(hook)? {
         cmd.env(key, value);
     }
     cmd.stdin(Stdio::piped())

@@ -550,10 +550,10 @@ fn update_changes_the_limits() {
     // A field Palisade does not apply is refused by name, and nothing changes.
     let refused = env.oci_stdin(
         &["update", "-r", "-", &id],
-        r#"{"pids":{"limit":11},"blockIO":{"weight":100}}"#,
+        r#"{"pids":{"limit":11},"blockIO":{"leafWeight":100}}"#,
     );
     assert_eq!(refused.code, 1, "{refused:?}");
-    assert!(refused.err.contains("blockIO"), "{refused:?}");
+    assert!(refused.err.contains("blockIO.leafWeight"), "{refused:?}");
     assert_eq!(pids_max(&env, &id), "9");
     let bad = env.oci(&["update", "--memory", "lots", &id]);
     assert!(bad.code == 1 && bad.err.contains("--memory"), "{bad:?}");
@@ -674,4 +674,191 @@ fn a_container_joins_anothers_ipc_and_uts_namespaces_by_path() {
     let ran = second.oci(&["run", &b, "--bundle", second.bundle()]).ok();
     let ipc = std::fs::read_link(format!("/proc/{pid}/ns/ipc")).unwrap();
     assert_eq!(ran.out, format!("pal-box\n{}\n", ipc.display()), "{ran:?}");
+}
+
+/// What an exec's shell sees of itself: its `/proc/self/status` and `/proc/self/limits`.
+fn exec_self(env: &Env, args: &[&str]) -> Ran {
+    let mut all = vec!["exec"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["sh", "-c", "cat /proc/self/status /proc/self/limits"]);
+    env.oci(&all)
+}
+
+/// The value of the line `prefix` of an exec's status or limits, whitespace-joined.
+fn line(ran: &Ran, prefix: &str) -> String {
+    let found = ran
+        .out
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no {prefix}: {ran:?}"));
+    found.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Writes an OCI process file running the shell of [`exec_self`], with `extra` merged in.
+fn process_file(env: &Env, name: &str, extra: Value) -> String {
+    let mut json = serde_json::json!({
+        "args": ["sh", "-c", "cat /proc/self/status /proc/self/limits"],
+        "env": ["PATH=/bin"],
+        "cwd": "/",
+        "user": { "uid": 0, "gid": 0 },
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        json[k] = v.clone();
+    }
+    let path = env.dir.path().join(name);
+    std::fs::write(&path, json.to_string()).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn exec_narrows_groups_limits_capabilities_and_no_new_privs() {
+    require_root!();
+    const KILL: u64 = 1 << 5;
+    let mut env = bundle_env("execnarrow", &["sleep", "1000"]);
+    // The container's process may set groups (CAP_SETGID) and runs without no_new_privs.
+    env.edit_config(|c| {
+        let caps = serde_json::json!(["CAP_KILL", "CAP_SETGID", "CAP_NET_BIND_SERVICE"]);
+        for set in ["bounding", "effective", "permitted"] {
+            c["process"]["capabilities"][set] = caps.clone();
+        }
+        c["process"]["noNewPrivileges"] = false.into();
+    });
+    let id = env.id("execnarrow");
+    create(&env, &id);
+    env.oci(&["start", &id]).ok();
+    let plain = exec_self(&env, &[&id]).ok();
+    assert_eq!(line(&plain, "NoNewPrivs:"), "0");
+    assert_eq!(line(&plain, "Max open files"), "1024 1024 files");
+
+    // The flags: groups, no_new_privs.
+    let flags = exec_self(
+        &env,
+        &[
+            "--user",
+            "1000:1000",
+            "-g",
+            "1234",
+            "--additional-gids",
+            "5678",
+            "--no-new-privs",
+            &id,
+        ],
+    )
+    .ok();
+    assert_eq!(line(&flags, "Groups:"), "1234 5678");
+    assert_eq!(line(&flags, "NoNewPrivs:"), "1");
+    assert_eq!(line(&flags, "Uid:"), "1000 1000 1000 1000");
+
+    // The process file: groups, capabilities, limits, no_new_privs; an AppArmor profile means
+    // nothing on a host without AppArmor, as for create.
+    let kill = serde_json::json!(["CAP_KILL"]);
+    let file = process_file(
+        &env,
+        "narrow.json",
+        serde_json::json!({
+            "user": { "uid": 0, "gid": 0, "additionalGids": [42] },
+            "capabilities": { "bounding": kill, "effective": kill, "permitted": kill },
+            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 512, "soft": 256 }],
+            "noNewPrivileges": true,
+            "apparmorProfile": "pal-profile",
+        }),
+    );
+    let from_file = env.oci(&["exec", "--process", &file, &id]).ok();
+    assert_eq!(line(&from_file, "Groups:"), "42");
+    assert_eq!(line(&from_file, "CapEff:"), format!("{KILL:016x}"));
+    assert_eq!(line(&from_file, "CapBnd:"), format!("{KILL:016x}"));
+    assert_eq!(line(&from_file, "NoNewPrivs:"), "1");
+    assert_eq!(line(&from_file, "Max open files"), "256 512 files");
+
+    // Never more than the container's process: refused, by name.
+    for (name, extra, want) in [
+        (
+            "raise.json",
+            serde_json::json!({"rlimits": [{"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 4096}]}),
+            "rlimit of an exec",
+        ),
+        (
+            "admin.json",
+            serde_json::json!({"capabilities": {"bounding": ["CAP_SYS_ADMIN"]}}),
+            "CAP_SYS_ADMIN",
+        ),
+        (
+            "inheritable.json",
+            serde_json::json!({"capabilities": {"bounding": kill, "inheritable": kill}}),
+            "process.capabilities.inheritable",
+        ),
+        (
+            "ioprio.json",
+            serde_json::json!({"ioPriority": {"class": "IOPRIO_CLASS_IDLE", "priority": 0}}),
+            "process.ioPriority",
+        ),
+    ] {
+        let file = process_file(&env, name, extra);
+        let ran = env.oci(&["exec", "--process", &file, &id]);
+        assert_eq!(ran.code, 1, "{name}: {ran:?}");
+        assert!(ran.err.contains(want), "{name}: {ran:?}");
+    }
+}
+
+#[test]
+fn exec_groups_need_cap_setgid() {
+    require_root!();
+    // The default bundle's process holds no CAP_SETGID: it could not take another group.
+    let mut env = bundle_env("execgid", &["sleep", "1000"]);
+    let id = env.id("execgid");
+    create(&env, &id);
+    env.oci(&["start", &id]).ok();
+    let ran = exec_self(&env, &["-g", "1234", &id]);
+    assert_eq!(ran.code, 1, "{ran:?}");
+    assert!(
+        ran.err.contains("supplementary groups of an exec"),
+        "{ran:?}"
+    );
+    // Control: without it, the exec runs.
+    exec_self(&env, &[&id]).ok();
+}
+
+#[test]
+fn exec_preserve_fds_reach_the_process() {
+    require_root!();
+    let mut env = bundle_env("execfds", &["sleep", "1000"]);
+    let id = env.id("execfds");
+    create(&env, &id);
+    env.oci(&["start", &id]).ok();
+    let target = env.dir.path().join("fd3");
+    // The host's shell opens descriptor 3 and executes the runtime with it, as a shim does.
+    let status = Command::new("sh")
+        .args(["-c", "exec 3>\"$0\"; exec \"$@\""])
+        .arg(&target)
+        .arg(BIN)
+        .args([
+            "--root",
+            env.root.to_str().unwrap(),
+            "exec",
+            "--preserve-fds",
+            "1",
+        ])
+        .args([id.as_str(), "sh", "-c", "echo pal-via-fd >&3"])
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "pal-via-fd\n");
+    // Without --preserve-fds, descriptor 3 of the runtime does not reach it.
+    let status = Command::new("sh")
+        .args(["-c", "exec 3>\"$0\"; exec \"$@\""])
+        .arg(&target)
+        .arg(BIN)
+        .args(["--root", env.root.to_str().unwrap(), "exec"])
+        .args([id.as_str(), "sh", "-c", "echo leaked >&3"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "{status:?}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "");
+    // Without descriptor 3 open, the option is refused.
+    let ran = env.oci(&["exec", "--preserve-fds", "1", &id, "echo"]);
+    assert_eq!(ran.code, 1, "{ran:?}");
+    assert!(ran.err.contains("descriptor 3 is not open"), "{ran:?}");
 }

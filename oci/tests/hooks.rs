@@ -1,7 +1,8 @@
-//! The runtime's hooks of `config.json` (`prestart`, `createRuntime`, `poststart`,
-//! `poststop`), run on the host by the `palisade-oci` binary around a busybox container: shell
-//! scripts the tests write log what they read on their standard input and in their
-//! environment.
+//! The runtime's hooks of `config.json`, run by the `palisade-oci` binary around a busybox
+//! container: `prestart`, `createRuntime`, `poststart` and `poststop` on the host,
+//! `createContainer` and `startContainer` in the container. Shell scripts the tests write log
+//! what they read on their standard input and in their environment; the hooks in the container
+//! log into a directory of the test's bound into it.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -357,16 +358,310 @@ fn failing_poststart_and_poststop_hooks_only_warn() {
     }
 }
 
+/// What a hook in the container logs, as busybox's `sh -c` with `$0` its `argv[0]`, `$1`
+/// its name and `$2` a path of the host's, into the directory bound at `/pal-out`: the line
+/// `NAME argv0=… host=… mnt=… sees=yes|no env=$FOO` in the shared log (`sees`: whether `$2`
+/// exists where it runs), its standard input in `NAME.json`, its initial environment
+/// in `NAME.env`, its privileges in `NAME.status` and its cgroups in `NAME.cgroup`. The tools are the container's busybox.
+const IN_CONTAINER: &str = r#"bb=/bin/busybox
+input=$($bb cat)
+mnt=$($bb stat -L -c %i /proc/self/ns/mnt)
+sees=no
+[ -e "$2" ] && sees=yes
+echo "$1 argv0=$0 host=$($bb hostname) mnt=$mnt sees=$sees env=$FOO" >> /pal-out/hooks.log
+printf '%s' "$input" > /pal-out/$1.json
+$bb tr '\0' '\n' < /proc/$$/environ > /pal-out/$1.env
+$bb grep -E '^(CapEff|CapBnd|NoNewPrivs|Uid):' /proc/self/status > /pal-out/$1.status
+$bb cat /proc/self/cgroup > /pal-out/$1.cgroup
+"#;
+
+/// A bundle whose container binds the test's `out` directory at `/pal-out`, where every hook
+/// logs (those on the host into the same `hooks.log`), and named `pal-hooked`.
+fn bound_env(tag: &str, args: &[&str]) -> (Env, PathBuf) {
+    let mut env = Env::new(tag, args);
+    let out = env.dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::create_dir(env.bundle.join("rootfs/pal-out")).unwrap();
+    env.log = out.join("hooks.log");
+    env.edit_config(|c| {
+        c["hostname"] = "pal-hooked".into();
+        c["mounts"].as_array_mut().unwrap().push(
+            json!({"destination": "/pal-out", "type": "bind", "source": out,
+                "options": ["rbind", "rw"]}),
+        );
+    });
+    (env, out)
+}
+
+/// The host's static busybox, copied where only the host sees it: the test's directory.
+fn host_only_busybox(env: &Env) -> PathBuf {
+    let path = env.dir.path().join("pal-hook-busybox");
+    std::fs::copy("/usr/bin/busybox", &path).unwrap();
+    path
+}
+
+/// A `createContainer` hook: the host-only busybox as `sh`, logging as `name`.
+fn in_container(program: &Path, name: &str) -> Value {
+    json!({
+        "path": program,
+        "args": ["sh", "-c", IN_CONTAINER, format!("pal-{name}"), name, program],
+        "env": ["FOO=in"],
+    })
+}
+
+/// The mount namespace inode of process `pid`, from its `/proc` link: `mnt:[N]`.
+fn mnt_inode(pid: u32) -> String {
+    let link = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+    let link = link.to_string_lossy();
+    link.trim_start_matches("mnt:[")
+        .trim_end_matches(']')
+        .to_owned()
+}
+
 #[test]
-fn hooks_in_the_container_namespaces_are_refused() {
+fn all_six_hooks_run_in_order_and_where_the_spec_says() {
     require_root!();
-    let mut env = Env::new("refused", &["sleep", "1000"]);
-    for field in ["createContainer", "startContainer"] {
-        env.hooks(json!({ field: [{"path": "/bin/true"}] }));
-        let id = env.id(field);
-        let ran = env.create(&id);
-        assert_eq!(ran.code, 1, "{ran:?}");
-        assert!(ran.err.contains(&format!("hooks.{field}")), "{ran:?}");
-        assert_eq!(env.oci(&["state", &id]).code, 1);
+    let (mut env, out) = bound_env("six", &["sleep", "1000"]);
+    let busybox = host_only_busybox(&env);
+    // A startContainer hook that only the container's root holds.
+    std::fs::copy("/usr/bin/busybox", env.bundle.join("rootfs/pal-start")).unwrap();
+    assert!(!Path::new("/pal-start").exists());
+    env.hooks(json!({
+        "prestart": [env.logger("prestart")],
+        "createRuntime": [env.logger("createRuntime")],
+        "createContainer": [in_container(&busybox, "createContainer")],
+        "startContainer": [{
+            "path": "/pal-start",
+            "args": ["sh", "-c", IN_CONTAINER, "pal-startContainer", "startContainer", busybox],
+            "env": ["FOO=in"],
+        }],
+        "poststart": [env.logger("poststart")],
+        "poststop": [env.logger("poststop")],
+    }));
+    let id = env.id("six");
+    env.create(&id).ok();
+    let pid = env.state(&id)["pid"].as_u64().unwrap() as u32;
+    let names = |env: &Env| -> Vec<String> {
+        env.logged()
+            .iter()
+            .map(|l| l.split(' ').next().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        names(&env),
+        ["prestart", "createRuntime", "createContainer"]
+    );
+    env.oci(&["start", &id]).ok();
+    assert_eq!(
+        names(&env),
+        [
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "startContainer",
+            "poststart"
+        ]
+    );
+    // In the container: its hostname and mount namespace, argv[0] and env as given.
+    let mnt = mnt_inode(pid);
+    assert_ne!(mnt, mnt_inode(std::process::id()));
+    let logged = env.logged();
+    for (line, name, status) in [
+        (&logged[2], "createContainer", "creating"),
+        (&logged[3], "startContainer", "created"),
+    ] {
+        assert_eq!(
+            *line,
+            format!("{name} argv0=pal-{name} host=pal-hooked mnt={mnt} sees=no env=in"),
+            "{logged:?}"
+        );
+        let state: Value =
+            serde_json::from_slice(&std::fs::read(out.join(format!("{name}.json"))).unwrap())
+                .unwrap();
+        assert_eq!(state["status"], status, "{state}");
+        assert_eq!(state["id"], id.as_str(), "{state}");
+        assert_eq!(state["pid"], pid, "{state}");
+        // Exactly the hook's environment: nothing of the runtime's or the container's.
+        let hook_env = std::fs::read_to_string(out.join(format!("{name}.env"))).unwrap();
+        assert_eq!(hook_env.trim(), "FOO=in", "{name}: {hook_env:?}");
+        // The container's cgroup (it has no cgroup namespace: the paths are the host's).
+        let cgroup = std::fs::read_to_string(out.join(format!("{name}.cgroup"))).unwrap();
+        let its = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        assert_eq!(cgroup, its, "{name}");
+        assert!(cgroup.contains(&id), "{cgroup}");
     }
+
+    env.oci(&["kill", &id, "KILL"]).ok();
+    env.wait_status(&id, "stopped");
+    env.oci(&["delete", &id]).ok();
+    assert_eq!(names(&env).last().map(String::as_str), Some("poststop"));
+    assert_eq!(names(&env).len(), 6);
+}
+
+#[test]
+fn a_hook_in_the_container_holds_no_more_than_its_process() {
+    require_root!();
+    let (mut env, out) = bound_env("caps", &["sleep", "1000"]);
+    let busybox = host_only_busybox(&env);
+    let chown = json!(["CAP_CHOWN"]);
+    env.edit_config(|c| {
+        c["process"]["capabilities"] = json!({
+            "bounding": chown, "effective": chown, "permitted": chown,
+        });
+        c["process"]["noNewPrivileges"] = true.into();
+    });
+    env.hooks(json!({
+        "createContainer": [in_container(&busybox, "createContainer")],
+    }));
+    let id = env.id("caps");
+    env.create(&id).ok();
+    let status = std::fs::read_to_string(out.join("createContainer.status")).unwrap();
+    // Positive control: the runtime that ran it holds every capability.
+    let ours = std::fs::read_to_string("/proc/self/status").unwrap();
+    assert!(!ours.contains("CapEff:\t0000000000000001"), "{ours}");
+    for want in [
+        "CapEff:\t0000000000000001",
+        "CapBnd:\t0000000000000001",
+        "NoNewPrivs:\t1",
+    ] {
+        assert!(status.contains(want), "{want} in {status}");
+    }
+}
+
+#[test]
+fn a_failing_create_container_hook_destroys_the_container() {
+    require_root!();
+    let (mut env, _) = bound_env("cc-fail", &["sleep", "1000"]);
+    let busybox = host_only_busybox(&env);
+    env.hooks(json!({
+        "createRuntime": [env.logger("createRuntime")],
+        "createContainer": [{
+            "path": busybox,
+            "args": ["sh", "-c", "echo setup broke >&2; exit 3"],
+        }],
+        "poststart": [env.logger("poststart")],
+    }));
+    let id = env.id("ccfail");
+    let ran = env.create(&id);
+    assert_eq!(ran.code, 1, "{ran:?}");
+    assert!(
+        ran.err.contains(&format!(
+            "hooks.createContainer[0] {}: exit status: 3",
+            busybox.display()
+        )),
+        "{ran:?}"
+    );
+    assert!(ran.err.contains("setup broke"), "{ran:?}");
+    let logged = env.logged();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    let (_, _, pid, _, _) = fields(&logged[0]);
+    env.assert_gone(&id, pid, &env.kept("createRuntime", "cgroup"));
+}
+
+#[test]
+fn a_create_container_hook_that_times_out_is_killed_and_fails_create() {
+    require_root!();
+    let (mut env, _) = bound_env("cc-timeout", &["sleep", "1000"]);
+    let busybox = host_only_busybox(&env);
+    env.hooks(json!({
+        "createRuntime": [env.logger("createRuntime")],
+        "createContainer": [{"path": busybox, "args": ["sleep", "5"], "timeout": 1}],
+    }));
+    let id = env.id("cctimeout");
+    let began = Instant::now();
+    let ran = env.create(&id);
+    let took = began.elapsed();
+    assert_eq!(ran.code, 1, "{ran:?}");
+    assert!(
+        ran.err.contains(&format!(
+            "hooks.createContainer[0] {}: timed out after 1s",
+            busybox.display()
+        )),
+        "{ran:?}"
+    );
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+        "took {took:?}"
+    );
+    let (_, _, pid, _, _) = fields(&env.logged()[0]);
+    env.assert_gone(&id, pid, &env.kept("createRuntime", "cgroup"));
+}
+
+#[test]
+fn a_script_cannot_be_a_create_container_hook() {
+    require_root!();
+    let (mut env, _) = bound_env("cc-script", &["sleep", "1000"]);
+    let script = env.script("pal-hook.sh", "#!/bin/sh\nexit 0\n");
+    env.hooks(json!({
+        "createRuntime": [env.logger("createRuntime")],
+        "createContainer": [{"path": script}],
+    }));
+    let id = env.id("ccscript");
+    let ran = env.create(&id);
+    assert_eq!(ran.code, 1, "{ran:?}");
+    assert!(
+        ran.err.contains("hooks.createContainer[0]") && ran.err.contains("script"),
+        "{ran:?}"
+    );
+    let (_, _, pid, _, _) = fields(&env.logged()[0]);
+    env.assert_gone(&id, pid, &env.kept("createRuntime", "cgroup"));
+}
+
+#[test]
+fn a_failing_start_container_hook_fails_start_and_stops_the_container() {
+    require_root!();
+    let (mut env, _) = bound_env("sc-fail", &["sleep", "1000"]);
+    let fail = env.bundle.join("rootfs/pal-fail");
+    std::fs::write(&fail, "#!/bin/sh\necho start broke >&2\nexit 4\n").unwrap();
+    std::fs::set_permissions(&fail, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    env.hooks(json!({
+        "createRuntime": [env.logger("createRuntime")],
+        "startContainer": [{"path": "/pal-fail"}],
+        "poststart": [env.logger("poststart")],
+        "poststop": [env.logger("poststop")],
+    }));
+    let id = env.id("scfail");
+    env.create(&id).ok();
+    let ran = env.oci(&["start", &id]);
+    assert_eq!(ran.code, 1, "{ran:?}");
+    assert!(
+        ran.err
+            .contains("hooks.startContainer[0] /pal-fail: exit status: 4"),
+        "{ran:?}"
+    );
+    assert!(ran.err.contains("start broke"), "{ran:?}");
+    // Stopped, its process never run; poststart not run; delete runs poststop.
+    assert_eq!(env.status(&id), "stopped");
+    let logged = env.logged();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    env.oci(&["delete", &id]).ok();
+    let logged = env.logged();
+    assert_eq!(fields(&logged[1]).0, "poststop", "{logged:?}");
+    let (_, _, pid, _, _) = fields(&logged[0]);
+    env.assert_gone(&id, pid, &env.kept("createRuntime", "cgroup"));
+}
+
+#[test]
+fn a_start_container_hook_that_times_out_fails_run_and_leaves_nothing() {
+    require_root!();
+    let (mut env, _) = bound_env("sc-timeout", &["echo", "never"]);
+    env.hooks(json!({
+        "createRuntime": [env.logger("createRuntime")],
+        "startContainer": [{"path": "/bin/sleep", "args": ["sleep", "5"], "timeout": 1}],
+        "poststop": [env.logger("poststop")],
+    }));
+    let id = env.id("sctimeout");
+    let ran = env.oci(&["run", &id, "--bundle", env.bundle()]);
+    assert_eq!(ran.code, 1, "{ran:?}");
+    assert!(
+        ran.err
+            .contains("hooks.startContainer[0] /bin/sleep: timed out after 1s"),
+        "{ran:?}"
+    );
+    assert!(!ran.out.contains("never"), "{ran:?}");
+    let logged = env.logged();
+    let names: Vec<String> = logged.iter().map(|l| fields(l).0).collect();
+    assert_eq!(names, ["createRuntime", "poststop"], "{logged:?}");
+    let (_, _, pid, _, _) = fields(&logged[0]);
+    env.assert_gone(&id, pid, &env.kept("createRuntime", "cgroup"));
 }

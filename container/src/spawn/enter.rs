@@ -23,13 +23,20 @@
 //! namespace to read it: a rootless sandbox never has that, and the default capabilities do not
 //! include `CAP_SYS_PTRACE`. A sandbox given `CAP_SYS_PTRACE` outside a user namespace of its
 //! own could attach to an exec in that window.
+//!
+//! An exec only ever narrows the sandbox command's privileges: another user, fewer
+//! capabilities, supplementary groups the command could give itself, lower resource limits,
+//! `no_new_privs` ([`Exec::user`], [`Exec::capabilities`], [`Exec::groups`], [`Exec::rlimit`],
+//! [`Exec::no_new_privs`]); anything more is refused with [`Error::InvalidValue`] before the
+//! clone. Of the caller's descriptors only those named with [`Exec::inherit_fd`] cross, and
+//! [`Exec::program_fd`] runs a sealed copy of a program of the caller's file system.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -38,11 +45,12 @@ use palisade_ns::{clone3, CloneArgs, Forked, Namespace, NsId, SetGroups};
 use rustix::thread::ThreadNameSpaceType;
 
 use super::exec::exec;
-use super::plan::{cstring, Command, ExecPlan};
-use super::step::{finish, ChildFds, Exit, InStep, Step};
+use super::plan::{cstring, dup_above, CStringArray, Command, ExecPlan};
+use super::step::{finish, ChildFailure, ChildFds, Exit, InStep, Step};
 use super::{control_pair, lift, pipe_above, read_child_report, receive_handover, resolve_stdio};
 use crate::entry::Entry;
 use crate::error::{ChildStep, Context, Error, Result};
+use crate::security::{Rlimit, SecurityPlan};
 use crate::terminal::TerminalSize;
 use crate::{Child, Output, Stdio};
 
@@ -66,7 +74,11 @@ pub struct Exec<'a> {
     sandbox: &'a dyn Target,
     program: OsString,
     args: Vec<OsString>,
+    /// `argv[0]` instead of the program's name.
+    arg0: Option<OsString>,
     env: BTreeMap<OsString, Option<OsString>>,
+    /// Start from an empty environment instead of the sandbox command's.
+    env_clear: bool,
     cwd: Option<OsString>,
     stdio: [Stdio; 3],
     tty: Option<TerminalSize>,
@@ -74,6 +86,16 @@ pub struct Exec<'a> {
     user: Option<(u32, u32)>,
     /// The exact capabilities, at most the sandbox command's.
     caps: Option<crate::Capabilities>,
+    /// Supplementary groups instead of those the user switch leaves.
+    groups: Option<Vec<u32>>,
+    /// Limits over the sandbox command's, one per resource.
+    rlimits: Vec<Rlimit>,
+    /// Set `no_new_privs` even if the sandbox's command runs without it.
+    no_new_privs: bool,
+    /// The caller's descriptors to pass, by the number they get.
+    fds: BTreeMap<RawFd, Arc<OwnedFd>>,
+    /// The program as a file of the caller's, executed instead of a path in the sandbox.
+    program_fd: Option<Arc<OwnedFd>>,
 }
 
 impl crate::Handle {
@@ -163,12 +185,19 @@ impl<'a> Exec<'a> {
             sandbox,
             program: program.to_owned(),
             args: Vec::new(),
+            arg0: None,
             env: BTreeMap::new(),
+            env_clear: false,
             cwd: None,
             stdio: [Stdio::inherit(), Stdio::inherit(), Stdio::inherit()],
             tty: None,
             user: None,
             caps: None,
+            groups: None,
+            rlimits: Vec::new(),
+            no_new_privs: false,
+            fds: BTreeMap::new(),
+            program_fd: None,
         }
     }
 }
@@ -188,6 +217,24 @@ impl Exec<'_> {
     {
         self.args
             .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets `argv[0]`, which is the program's name (as given) unless set here, as
+    /// [`CommandExt::arg0`](std::os::unix::process::CommandExt::arg0) does.
+    pub fn arg0(&mut self, arg0: impl AsRef<OsStr>) -> &mut Self {
+        self.arg0 = Some(arg0.as_ref().to_owned());
+        self
+    }
+
+    /// Starts from an empty environment instead of the sandbox command's (not even `PATH`,
+    /// so that a program without a `/` is looked up in `/usr/local/bin:/usr/bin:/bin`), and
+    /// forgets the variables set before, as
+    /// [`Command::env_clear`](std::process::Command::env_clear) does: those set with
+    /// [`env`](Self::env) afterwards make all of it.
+    pub fn env_clear(&mut self) -> &mut Self {
+        self.env_clear = true;
+        self.env.clear();
         self
     }
 
@@ -211,6 +258,74 @@ impl Exec<'_> {
     /// seccomp filter applies unchanged.
     pub fn capabilities(&mut self, caps: crate::Capabilities) -> &mut Self {
         self.caps = Some(caps);
+        self
+    }
+
+    /// Sets the command's supplementary groups (`setgroups(2)`), instead of the sandbox
+    /// command's (or none, after a [`user`](Self::user) switch). Only groups the command could
+    /// hold itself: refused with [`Error::InvalidValue`] at the spawn unless the sandbox's
+    /// capabilities include `CAP_SETGID` (with which its command may take any group of its user
+    /// namespace) or they are among the command's own groups and its gid, and in a user
+    /// namespace that denies `setgroups(2)` (`user_namespaces(7)`).
+    pub fn groups(&mut self, groups: impl IntoIterator<Item = u32>) -> &mut Self {
+        self.groups = Some(groups.into_iter().collect());
+        self
+    }
+
+    /// Sets a resource limit (`setrlimit(2)`) for the command, replacing the sandbox command's
+    /// for that resource; the last one given per resource counts. It may only lower what the
+    /// sandbox holds: a hard limit above the current hard limit of the sandbox's first process
+    /// (`prlimit(2)`) is refused with [`Error::InvalidValue`] at the spawn, as is a soft limit
+    /// above its hard one.
+    pub fn rlimit(&mut self, limit: Rlimit) -> &mut Self {
+        self.rlimits.retain(|l| l.resource != limit.resource);
+        self.rlimits.push(limit);
+        self
+    }
+
+    /// With `true`, the command runs with `no_new_privs` (`prctl(2)` `PR_SET_NO_NEW_PRIVS`:
+    /// `execve(2)` grants no set-user-ID, set-group-ID or file capabilities) even if the
+    /// sandbox's command runs without it. `false` (the default) keeps the sandbox command's
+    /// setting: an exec cannot lift it.
+    pub fn no_new_privs(&mut self, on: bool) -> &mut Self {
+        self.no_new_privs = on;
+        self
+    }
+
+    /// Passes the caller's descriptor `fd` to the command as number `child_fd` (3 or above, at
+    /// most 65536), as [`SandboxBuilder::inherit_fd`](crate::SandboxBuilder::inherit_fd) does
+    /// for the sandbox's command (runc's `exec --preserve-fds`). Nothing else of the caller's
+    /// crosses: every other descriptor is closed in the cloned process before it joins the
+    /// sandbox. Passing a second descriptor as the same number replaces the first.
+    pub fn inherit_fd(&mut self, child_fd: RawFd, fd: impl Into<OwnedFd>) -> &mut Self {
+        self.fds.insert(child_fd, Arc::new(fd.into()));
+        self
+    }
+
+    /// Executes the file `fd` refers to, opened by the caller (in the caller's mount namespace,
+    /// `O_RDONLY` or `O_PATH`), instead of looking the program up in the sandbox; the name
+    /// given to [`exec`](Child::exec) stays `argv[0]`. Everything else is as for any exec: the
+    /// sandbox's namespaces, cgroup and root, the command's privileges and filter, not dumpable
+    /// until the program runs.
+    ///
+    /// The file is copied, before the clone, into a sealed memory file (`memfd_create(2)`,
+    /// "File sealing"), and the copy is executed (`execveat(2)` with `AT_EMPTY_PATH`). The
+    /// copy is what makes this safe: a process of the sandbox that may trace the exec reaches
+    /// its program through `/proc/<pid>/exe` (`proc(5)`), and finds a sealed copy there, never
+    /// the caller's file, which it could reopen for writing (runc's CVE-2019-5736). The copy
+    /// carries no set-user-ID or set-group-ID bit and no file capability: it grants nothing
+    /// the command's privileges do not.
+    ///
+    /// The file must be a regular file the caller may execute (`access(2)` `X_OK`), not on a
+    /// `noexec` mount, and an executable that needs nothing of the caller's file system: the
+    /// kernel looks up an ELF interpreter, and the dynamic loader the libraries, in the
+    /// sandbox's root, so a static executable is the one that runs anywhere. A script (`#!`)
+    /// is refused with [`Error::InvalidValue`] at the spawn: executed by descriptor, its
+    /// interpreter would be the sandbox's, reading the script through `/dev/fd/<n>`, a
+    /// descriptor the exec would have to leave open in the sandbox (`execveat(2)`, `ENOENT`
+    /// otherwise).
+    pub fn program_fd(&mut self, fd: impl Into<OwnedFd>) -> &mut Self {
+        self.program_fd = Some(Arc::new(fd.into()));
         self
     }
 
@@ -284,14 +399,24 @@ impl Exec<'_> {
             entry
                 .security
                 .narrowed(self.user, self.caps, join.contains(Namespace::USER))?;
-        let mut env = entry.env.clone();
+        let security = self.narrow_further(security, &entry, sandbox.pid())?;
+        let mut env = if self.env_clear {
+            BTreeMap::new()
+        } else {
+            entry.env.clone()
+        };
         for (k, v) in &self.env {
             match v {
                 Some(v) => env.insert(k.clone(), v.clone()),
                 None => env.remove(k),
             };
         }
-        let plan = ExecPlan::new(&self.program, &self.args, env)?;
+        let mut plan = ExecPlan::new(&self.program, &self.args, env)?;
+        if let Some(arg0) = &self.arg0 {
+            let mut argv = vec![cstring("argument", arg0)?];
+            argv.extend(plan.argv.strings().iter().skip(1).cloned());
+            plan.argv = CStringArray::new(argv);
+        }
         let cwd = match &self.cwd {
             Some(dir) => cstring("working directory", dir)?,
             None => entry.cwd.clone().unwrap_or_else(|| CString::from(c"/")),
@@ -302,7 +427,28 @@ impl Exec<'_> {
             entry.own_root,
             self.stdio.iter().all(Stdio::is_inherit),
         )?;
-        let floor = 3;
+        // Every descriptor the cloned process works with sits above every passed one's number.
+        let mut floor = 3;
+        for &target in self.fds.keys() {
+            if !(3..=MAX_PASSED_FD).contains(&target) {
+                return Err(Error::InvalidValue {
+                    what: "descriptor number of an exec",
+                    value: target.to_string(),
+                    reason: "must be 3 or above (0 to 2 are stdio) and at most 65536",
+                });
+            }
+            floor = floor.max(target + 1);
+        }
+        let passed = self
+            .fds
+            .iter()
+            .map(|(&target, fd)| Ok((above(fd.as_fd(), floor)?, target)))
+            .collect::<Result<Vec<(OwnedFd, RawFd)>>>()?;
+        let program = self
+            .program_fd
+            .as_ref()
+            .map(|fd| lift(sealed_copy(fd.as_fd(), &self.program)?, floor))
+            .transpose()?;
         let stdio = resolve_stdio(&self.stdio, floor)?;
         let group = sandbox.group();
         let into = group.and_then(|g| g.clone_into_fd());
@@ -355,6 +501,8 @@ impl Exec<'_> {
                 .flatten()
                 .map(|fd| fd.as_raw_fd()),
         )
+        .chain(passed.iter().map(|(fd, _)| fd.as_raw_fd()))
+        .chain(program.iter().map(AsRawFd::as_raw_fd))
         .collect();
         keep.sort_unstable();
         keep.dedup();
@@ -366,6 +514,7 @@ impl Exec<'_> {
                 exec: &plan,
                 security: &security,
                 tty,
+                program: program.as_ref().map(AsFd::as_fd),
             },
             target: target.as_fd(),
             join: ThreadNameSpaceType::from_bits_retain(join.bits() as u32),
@@ -374,6 +523,7 @@ impl Exec<'_> {
             pid_w: pid_w.as_fd(),
             fork,
             die_with_parent: entry.die_with_parent,
+            passed: &passed,
         };
 
         // 2. The clone (fork-like: the command may fork once more, which copies it anyway).
@@ -387,7 +537,7 @@ impl Exec<'_> {
             Forked::Child => enter(&ctx),
             Forked::Parent(cloned) => cloned,
         };
-        drop((err_w, pid_w, target));
+        drop((err_w, pid_w, target, passed, program));
         let [stdin, stdout, stderr] = stdio;
         drop((stdin.child, stdout.child, stderr.child));
         let sync_w = sync.map(|(_child_end, w)| w);
@@ -450,15 +600,45 @@ impl Exec<'_> {
         Ok(handle)
     }
 
+    /// `plan` (the command's, narrowed to this exec's user and capabilities) with this exec's
+    /// groups, limits and `no_new_privs`, each checked to give nothing the sandbox's command
+    /// could not take itself: see [`groups`](Self::groups), [`rlimit`](Self::rlimit).
+    fn narrow_further(&self, plan: SecurityPlan, entry: &Entry, pid: u32) -> Result<SecurityPlan> {
+        let mut plan = plan;
+        if let Some(groups) = &self.groups {
+            if matches!(entry.become_root, Some((_, _, false))) {
+                return Err(Error::InvalidValue {
+                    what: "supplementary groups of an exec",
+                    value: format!("{groups:?}"),
+                    reason: "the sandbox's user namespace denies setgroups(2)",
+                });
+            }
+            plan = plan.with_groups(groups, &entry.security)?;
+        }
+        for limit in &self.rlimits {
+            check_rlimit(limit, entry.security.rlimit(limit.resource), pid)?;
+            plan = plan.with_rlimit(*limit)?;
+        }
+        if self.no_new_privs {
+            plan = plan.with_no_new_privs();
+        }
+        Ok(plan)
+    }
+
     /// The error of a child's report (or of a cloned process that ended without one).
     fn report(&self, report: Option<(ChildStep, u32, i32)>) -> Error {
         match report {
-            Some((step, _, errno)) => Error::Child {
+            Some((step, index, errno)) => Error::Child {
                 step,
                 context: Context {
                     subject: match step {
                         ChildStep::Exec => Some(self.program.to_string_lossy().into_owned()),
                         ChildStep::Chdir => self.cwd.as_ref().map(|d| d.to_string_lossy().into()),
+                        ChildStep::PassFds => self
+                            .fds
+                            .keys()
+                            .nth(index as usize)
+                            .map(|n| format!("descriptor {n}")),
                         _ => None,
                     },
                 },
@@ -469,6 +649,47 @@ impl Exec<'_> {
             },
         }
     }
+}
+
+/// Refuses a limit that would raise the hard limit the sandbox's command holds for its
+/// resource: the one its plan sets (`planned`), or else the one it inherited from the sandbox's
+/// first process (`pid`), read with `prlimit(2)`.
+fn check_rlimit(limit: &Rlimit, planned: Option<Rlimit>, pid: u32) -> Result<()> {
+    limit.validate()?;
+    let ceiling = match planned {
+        Some(planned) => planned.hard,
+        None => {
+            let mut now = libc::rlimit64 {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: prlimit64(2) with no new limit only writes the current one into `now`.
+            let ret = unsafe {
+                libc::prlimit64(
+                    pid as libc::pid_t,
+                    limit.resource.as_raw() as libc::__rlimit_resource_t,
+                    std::ptr::null(),
+                    &mut now,
+                )
+            };
+            if ret != 0 {
+                return Err(Error::Process {
+                    call: "prlimit",
+                    pid: pid as i32,
+                    source: io::Error::last_os_error(),
+                });
+            }
+            now.rlim_max
+        }
+    };
+    if ceiling != Rlimit::INFINITY && limit.hard > ceiling {
+        return Err(Error::InvalidValue {
+            what: "rlimit of an exec",
+            value: limit.to_string(),
+            reason: "raises the sandbox's hard limit for the resource",
+        });
+    }
+    Ok(())
 }
 
 /// The namespaces of the process `pid` that are not the caller's.
@@ -497,6 +718,8 @@ struct EnterCtx<'a> {
     pid_w: BorrowedFd<'a>,
     fork: bool,
     die_with_parent: bool,
+    /// The caller's descriptors for the command, each above every number it is placed on.
+    passed: &'a [(OwnedFd, RawFd)],
 }
 
 /// The cloned process: joins the sandbox and executes the command, or forks it in the
@@ -567,8 +790,134 @@ fn enter_steps(ctx: &EnterCtx<'_>) -> Step<Infallible> {
             process::install_fd(*fd, target as RawFd).in_step(ChildStep::Stdio)?;
         }
     }
+    // Every source sits above every target (the parent saw to it): no placement overwrites a
+    // descriptor still to be placed. The sources are close-on-exec and go with the exec.
+    for (i, (source, target)) in ctx.passed.iter().enumerate() {
+        process::install_fd(source.as_fd(), *target)
+            .map_err(|e| ChildFailure::at(ChildStep::PassFds, i as u32, e))?;
+    }
     rustix::process::chdir(ctx.cwd.as_c_str()).in_step(ChildStep::Chdir)?;
     exec(ctx.command, ctx.fds, None)
+}
+
+/// The highest descriptor number an exec may pass, as for the sandbox's command.
+const MAX_PASSED_FD: RawFd = 65536;
+
+/// A close-on-exec duplicate of `fd` at `floor` or above.
+fn above(fd: BorrowedFd<'_>, floor: RawFd) -> Result<OwnedFd> {
+    dup_above(fd.as_raw_fd(), floor).map_err(|source| Error::Setup {
+        what: "duplicate a descriptor passed to an exec",
+        source,
+    })
+}
+
+/// The seals that make a copied program immutable: no write, resize or further change of
+/// seals (`memfd_create(2)`, "File sealing").
+const SEALS: libc::c_int =
+    libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+
+/// The program of [`Exec::program_fd`] checked and copied into a sealed, close-on-exec memory
+/// file: a regular file the caller may execute, on a mount that allows it, and no script.
+fn sealed_copy(fd: BorrowedFd<'_>, program: &OsStr) -> Result<OwnedFd> {
+    let name = || program.to_string_lossy().into_owned();
+    let io_error = |what: &'static str| {
+        move |e: rustix::io::Errno| Error::Setup {
+            what,
+            source: e.into(),
+        }
+    };
+    let stat = rustix::fs::fstat(fd).map_err(io_error("stat the program descriptor"))?;
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(Error::InvalidValue {
+            what: "program descriptor",
+            value: name(),
+            reason: "is not a regular file",
+        });
+    }
+    // What the kernel would check of the file itself (`execve(2)`, EACCES): execute
+    // permission for the caller, and a mount without `noexec`.
+    let denied = |reason| Error::InvalidValue {
+        what: "program descriptor",
+        value: name(),
+        reason,
+    };
+    // SAFETY: faccessat2(2) reads the static empty path and takes integers; it checks the file
+    // `fd` refers to (`AT_EMPTY_PATH`) with the effective ids, as `execve(2)` does
+    // (`AT_EACCESS`). rustix does not pass `AT_EMPTY_PATH` on.
+    let access = unsafe {
+        libc::syscall(
+            libc::SYS_faccessat2,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::X_OK,
+            libc::AT_EMPTY_PATH | libc::AT_EACCESS,
+        )
+    };
+    if access != 0 {
+        return Err(denied("is not executable by the caller (access(2) X_OK)"));
+    }
+    let vfs = rustix::fs::fstatvfs(fd).map_err(io_error("stat the program's file system"))?;
+    if vfs.f_flag.contains(rustix::fs::StatVfsMountFlags::NOEXEC) {
+        return Err(denied("is on a noexec mount"));
+    }
+    // An `O_PATH` descriptor cannot be read: a new open file description of the same file,
+    // for reading, through its `/proc/self/fd` link (`proc(5)`).
+    let mut source = match rustix::fs::fcntl_getfl(fd) {
+        Ok(flags) if !flags.contains(rustix::fs::OFlags::PATH) => {
+            File::from(fd.try_clone_to_owned().map_err(|source| Error::Setup {
+                what: "duplicate the program descriptor",
+                source,
+            })?)
+        }
+        _ => File::from(
+            rustix::fs::open(
+                format!("/proc/self/fd/{}", fd.as_raw_fd()),
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(io_error("reopen the program descriptor for reading"))?,
+        ),
+    };
+    let mut magic = [0u8; 2];
+    let read = std::os::unix::fs::FileExt::read_at(&source, &mut magic, 0);
+    if read.as_ref().is_ok_and(|&n| n == 2) && magic == *b"#!" {
+        return Err(Error::InvalidValue {
+            what: "program descriptor",
+            value: name(),
+            reason: "is a script (#!): its interpreter would be looked up in the sandbox, and                      the script left open there; name its interpreter's executable instead",
+        });
+    }
+    let copy_error = |source| Error::Setup {
+        what: "copy the program into a sealed memory file",
+        source,
+    };
+    let memfd = memfd().map_err(copy_error)?;
+    let mut copy = File::from(memfd);
+    io::copy(&mut source, &mut copy).map_err(copy_error)?;
+    // SAFETY: fcntl(2) F_ADD_SEALS takes an integer argument and acts on our descriptor only.
+    if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } < 0 {
+        return Err(copy_error(io::Error::last_os_error()));
+    }
+    Ok(copy.into())
+}
+
+/// A new close-on-exec memory file that allows sealing, marked executable (`MFD_EXEC`, Linux
+/// 6.3, which `vm.memfd_noexec` may require; older kernels refuse the flag with `EINVAL`, and
+/// every memfd is executable there).
+fn memfd() -> io::Result<OwnedFd> {
+    let name = c"palisade-exec";
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    // SAFETY: memfd_create(2) reads the static name and returns a new descriptor or -1.
+    let mut fd = unsafe { libc::memfd_create(name.as_ptr(), flags | libc::MFD_EXEC) };
+    if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+        // SAFETY: as above.
+        fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
+    }
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is new and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// What an exec takes from the sandbox of `plan`.

@@ -17,7 +17,7 @@ use crate::terminal::TerminalSize;
 
 /// Sends `data` and the descriptor `fd` as `SCM_RIGHTS` (`unix(7)`) on the socket `sock`,
 /// without blocking, with the ancillary buffer on this stack.
-pub(super) fn send_with_fd(
+fn send_with_fd(
     sock: BorrowedFd<'_>,
     data: &[u8],
     fd: BorrowedFd<'_>,
@@ -32,8 +32,8 @@ pub(super) fn send_with_fd(
     rustix::net::sendmsg(sock, &[IoSlice::new(data)], &mut control, flags).map(drop)
 }
 
-/// Restores the signal state a fresh program expects and executes the program, trying each
-/// `PATH` candidate as `execvp(3)` does.
+/// Restores the signal state a fresh program expects and executes the program: the one named
+/// by descriptor, or else each `PATH` candidate in turn, as `execvp(3)` does.
 ///
 /// A command started by the init passes its `gate`: it executes nothing of its own before
 /// end-of-file there (see [`init`](super::init)). It confines itself first when its filter lets it wait on the
@@ -88,6 +88,11 @@ pub(super) fn exec(
         argv.in_step(ChildStep::Exec)?,
         envp.in_step(ChildStep::Exec)?,
     );
+    if let Some(program) = plan.program {
+        return Err(
+            ChildFailure::new(ChildStep::Exec, process::fexecve(program, argv, envp)).into(),
+        );
+    }
     let mut reported = Errno::NOENT;
     for path in exec.candidates.strings() {
         match process::execve(path, argv, envp) {

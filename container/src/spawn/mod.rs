@@ -122,8 +122,17 @@ impl Sandbox {
             status,
             gate.child,
         )?;
+        // This spawn's detached id-mapped mounts, which the child attaches: prepared before
+        // the clone, kept open in the child, alive in this frame until the exec is confirmed.
+        let prepared = plan
+            .rootfs
+            .as_ref()
+            .map(|r| r.prepare(plan.fd_floor))
+            .transpose()?;
         // These three live in this frame until the exec is confirmed: the child reads them.
-        let keep = ends.keep(plan, &stdio);
+        let mut keep = ends.keep(plan, &stdio);
+        keep.extend(prepared.iter().flat_map(|p| p.fds()));
+        keep.sort_unstable();
         let fds = ends.child_fds(&stdio, &keep);
         let ctx = ChildCtx { plan, fds: &fds };
         // Declared before the handle, so that on an early return the child is killed and reaped

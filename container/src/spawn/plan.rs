@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -187,6 +187,9 @@ pub(crate) struct Command<'a> {
     pub exec: &'a ExecPlan,
     pub security: &'a crate::security::SecurityPlan,
     pub tty: Option<crate::terminal::TerminalSize>,
+    /// The program as a descriptor, executed instead of a path of `exec` (`execveat(2)`):
+    /// [`Exec::program_fd`](crate::Exec::program_fd).
+    pub program: Option<BorrowedFd<'a>>,
 }
 
 /// The complete recipe for one kind of sandbox child.
@@ -197,6 +200,8 @@ pub(crate) struct Plan {
     pub exec: ExecPlan,
     pub cwd: Option<CString>,
     pub hostname: Option<CString>,
+    /// The NIS domain name to set in the sandbox's UTS namespace (`setdomainname(2)`).
+    pub domainname: Option<CString>,
     pub user: Option<UserPlan>,
     /// `timens_offsets` contents; set when the child creates its time namespace itself.
     pub time_offsets: Option<CString>,
@@ -312,6 +317,7 @@ impl Plan {
             exec: &self.exec,
             security: &self.security,
             tty: self.tty,
+            program: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! A container is a named, detached palisade sandbox under the state root: `create` makes it
 //! with its command waiting at its start gate and exits, leaving it to any later invocation.
 
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -197,6 +198,13 @@ fn make(
             log.debug(format_args!("running {}", stage.field()));
             hooks::run(bundle.spec(), stage, &state).map_err(CliError::msg)?;
         }
+        if !Stage::CreateContainer.hooks(bundle.spec()).is_empty() {
+            // In the container's namespaces, while its process still waits at the gate.
+            log.debug(format_args!("running {}", Stage::CreateContainer.field()));
+            let exec = |program: &OsStr| child.exec(program);
+            hooks::run_in(bundle.spec(), Stage::CreateContainer, &state, &exec)
+                .map_err(CliError::msg)?;
+        }
         if let Some(path) = &args.pid_file {
             // The container's first process, as runc's: the shim or conmon, the parent it is
             // reparented to once this process exits, reaps it (it exits with the command's
@@ -237,6 +245,12 @@ pub fn start(global: &Global, log: &mut Logger, id: &str) -> Result<()> {
     let mut h = open(global, id)?;
     match status_of(&mut h) {
         "created" => {
+            if let Err(e) = start_hooks(log, &h) {
+                // As the specification asks: an error, and the container stopped (its
+                // `delete` runs the poststop hooks).
+                stop(&mut h);
+                return Err(e);
+            }
             h.start()?;
             let state = hook_state(&h, "running");
             later_hooks(log, Stage::Poststart, &state);
@@ -258,6 +272,20 @@ pub fn run(
 ) -> Result<i32> {
     let id = args.create.id.clone();
     let (mut child, pty) = make(global, log, &args.create, preserved, args.detach)?;
+    // The startContainer hooks, as `start` runs them. A failure stops the container, which
+    // `run` then deletes as it would once it stopped, its poststop hooks included.
+    let hooked = match Sandbox::open_in(&global.root, &id) {
+        Ok(h) => start_hooks(log, &h).map_err(|e| (Some(hook_state(&h, "stopped")), e)),
+        Err(e) => Err((None, e.into())),
+    };
+    if let Err((state, e)) = hooked {
+        drop(child);
+        remove(global, &id);
+        if let Some(state) = state {
+            later_hooks(log, Stage::Poststop, &state);
+        }
+        return Err(e);
+    }
     if let Err(e) = child.start() {
         drop(child);
         remove(global, &id);
@@ -371,6 +399,31 @@ fn hook_state(h: &Handle, status: &str) -> hooks::State {
         pid: super::query::state_pid(state, status),
         bundle,
         annotations,
+    }
+}
+
+/// Runs the `startContainer` hooks of the created container `h`, from the bundle recorded at
+/// create, in its namespaces; the first failure fails `start`. A bundle that cannot be read
+/// fails it too: its hooks must run before the container's process does.
+fn start_hooks(log: &mut Logger, h: &Handle) -> Result<()> {
+    let state = hook_state(h, "created");
+    if state.bundle.is_empty() {
+        return Ok(());
+    }
+    let bundle = Bundle::load(&state.bundle)?;
+    let stage = Stage::StartContainer;
+    if stage.hooks(bundle.spec()).is_empty() {
+        return Ok(());
+    }
+    log.debug(format_args!("running {}", stage.field()));
+    let exec = |program: &OsStr| h.exec(program);
+    hooks::run_in(bundle.spec(), stage, &state, &exec).map_err(CliError::msg)
+}
+
+/// Stops a created container whose start failed: SIGKILL, and waits until it has stopped.
+fn stop(h: &mut Handle) {
+    if h.kill(Signal::SIGKILL).is_ok() {
+        let _ = h.wait();
     }
 }
 

@@ -262,6 +262,7 @@ pub fn main() -> i32 {
     let preserved = match &cli.command {
         Some(Command::Create(a)) => a.preserve_fds,
         Some(Command::Run(a)) => a.create.preserve_fds,
+        Some(Command::Exec(a)) => a.preserve_fds,
         _ => 0,
     };
     let preserved = lifecycle::take_preserved_fds(preserved);
@@ -317,7 +318,7 @@ fn run(cli: Cli, log: &mut Logger, preserved: Vec<std::os::fd::OwnedFd>) -> Resu
         Command::Ps(args) => query::ps(global, args).map(|()| 0),
         Command::Pause(args) => lifecycle::pause(global, &args.id).map(|()| 0),
         Command::Resume(args) => lifecycle::resume(global, &args.id).map(|()| 0),
-        Command::Exec(args) => exec::exec(global, args),
+        Command::Exec(args) => exec::exec(global, args, preserved),
         Command::Update(args) => update::update(global, args).map(|()| 0),
         Command::Events(args) => events::events(global, args).map(|()| 0),
         Command::Spec(args) => info::spec(args).map(|()| 0),
