@@ -136,8 +136,15 @@ impl Sandbox {
             None
         };
 
-        // 2. The clone.
-        let cloned = clone_child(&ctx, stack.as_ref(), into)?;
+        // 2. The clone (in a joined PID namespace, if the sandbox joins one).
+        let cloned = {
+            let _pid_ns = plan
+                .join_pid
+                .as_ref()
+                .map(PidNsForChildren::enter)
+                .transpose()?;
+            clone_child(&ctx, stack.as_ref(), into)?
+        };
         let born_inside = into.is_some();
         let ends = ends.into_parent();
         let [stdin, stdout, stderr] = stdio;
@@ -517,6 +524,37 @@ fn attach_network(
             Ok(None)
         }
         other => Ok(other),
+    }
+}
+
+/// The spawning thread's PID namespace for its children (`pid_for_children`), switched to a
+/// joined one for the clone and back when dropped.
+///
+/// `setns(2)` with `CLONE_NEWPID` changes only where the thread's next children are born, never
+/// the thread itself, and acts on the calling thread alone, so other threads of the caller are
+/// untouched. Going back is always allowed (the namespace left is the thread's active one or a
+/// descendant of it, `pid_namespaces(7)`), so the switch back cannot fail for want of
+/// privilege; should the kernel still refuse it, the process aborts rather than let this
+/// thread's later children be born in the sandbox's namespace.
+struct PidNsForChildren(palisade_ns::NsFile);
+
+impl PidNsForChildren {
+    fn enter(target: &OwnedFd) -> Result<PidNsForChildren> {
+        // Where this thread's children are born now: its own namespace, unless its caller
+        // moved it (then that one, which `setns(2)` accepted before and accepts again).
+        let own = palisade_ns::NsFile::open_path("/proc/thread-self/ns/pid_for_children")
+            .or_else(|_| palisade_ns::NsFile::open_current(Namespace::PID))?;
+        palisade_ns::setns(target.as_fd(), Namespace::PID)?;
+        Ok(PidNsForChildren(own))
+    }
+}
+
+impl Drop for PidNsForChildren {
+    fn drop(&mut self) {
+        if self.0.setns().is_err() {
+            eprintln!("palisade: cannot return to the thread's own PID namespace after a spawn");
+            std::process::abort();
+        }
     }
 }
 
