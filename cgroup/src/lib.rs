@@ -73,6 +73,7 @@
 
 mod bpf;
 mod cgroup;
+pub mod child;
 mod devices;
 mod devnum;
 mod error;

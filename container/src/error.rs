@@ -249,6 +249,8 @@ pub enum ChildStep {
     /// Joining a namespace given by path (`setns(2)`,
     /// [`SandboxBuilder::join_namespace`](crate::SandboxBuilder::join_namespace)).
     JoinNamespace,
+    /// Moving itself into the sandbox's cgroup v1 groups (`cgroups(7)`, their `tasks` files).
+    Cgroup,
 }
 
 impl ChildStep {
@@ -287,6 +289,7 @@ impl ChildStep {
             Enter,
             Sysctl,
             JoinNamespace,
+            Cgroup,
         ]
         .into_iter()
         .find(|s| *s as u32 == raw)
@@ -328,6 +331,7 @@ impl fmt::Display for ChildStep {
             ChildStep::Enter => "join the sandbox's namespaces",
             ChildStep::Sysctl => "set the kernel parameter",
             ChildStep::JoinNamespace => "join the namespace",
+            ChildStep::Cgroup => "join its cgroup",
         })
     }
 }
@@ -338,12 +342,12 @@ mod tests {
 
     #[test]
     fn steps_round_trip_through_their_wire_number() {
-        for raw in 1..=32 {
+        for raw in 1..=33 {
             let step = ChildStep::from_raw(raw).unwrap();
             assert_eq!(step as u32, raw);
         }
         assert_eq!(ChildStep::from_raw(0), None);
-        assert_eq!(ChildStep::from_raw(33), None);
+        assert_eq!(ChildStep::from_raw(34), None);
         // The numbers are the wire format between child and parent: new steps go at the end.
         assert_eq!(ChildStep::Network as u32, 16);
         assert_eq!(ChildStep::Seccomp as u32, 17);
@@ -352,6 +356,7 @@ mod tests {
         assert_eq!(ChildStep::Terminal as u32, 29);
         assert_eq!(ChildStep::Sysctl as u32, 31);
         assert_eq!(ChildStep::JoinNamespace as u32, 32);
+        assert_eq!(ChildStep::Cgroup as u32, 33);
     }
 
     #[test]

@@ -50,6 +50,13 @@ fn run(plan: &Plan, fds: &ChildFds) -> Step<Infallible> {
     // those other threads were opening during the clone) go before any path is looked up, so
     // none of them can serve as a way back to the host (`/proc/self/fd/N`, `openat` of `..`
     // from a directory descriptor).
+    // Into the sandbox's v1 groups before anything else runs here (the unified one, if any,
+    // it was born in or is moved to by the parent): through descriptors, so no path is looked
+    // up before the caller's descriptors are gone.
+    for (i, tasks) in fds.cgroup_tasks.iter().enumerate() {
+        palisade_cgroup::child::enter_v1(tasks.as_fd())
+            .map_err(|e| ChildFailure::at(Cgroup, i as u32, e))?;
+    }
     process::close_all_but(fds.keep);
 
     if plan.death_signal {

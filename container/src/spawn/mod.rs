@@ -40,6 +40,7 @@ use crate::process::NetHandle;
 use crate::state::{ProcessId, Record, Reservation, State, Status};
 use crate::stdio::{pipe, Resolved};
 use crate::{Child, Sandbox};
+use palisade_cgroup::Cgroup;
 use palisade_netns::forward::{BoundPort, Target};
 use palisade_netns::{Forwarder, ForwarderLimits, PreparedBridge};
 use palisade_seccomp::notify::Listener;
@@ -102,13 +103,20 @@ impl Sandbox {
             .filter(|c| c.clone_into)
             .and(group.as_ref())
             .and_then(|g| g.clone_into_fd());
+        // The v1 groups the child moves itself into, first thing: cheaper than moving it from
+        // here (see `palisade_cgroup::child::enter_v1`).
+        let v1_tasks = group
+            .as_ref()
+            .map(Cgroup::v1_task_files)
+            .transpose()?
+            .unwrap_or_default();
         let net = self.bind_network()?;
         // The child waits on the sync pipe while the parent finishes what only it can do: write
-        // the id maps, attach it to the cgroups `CLONE_INTO_CGROUP` did not cover, attach it to
-        // its bridge.
+        // the id maps, attach it to the unified group when `CLONE_INTO_CGROUP` did not, attach
+        // it to its bridge.
         let must_attach = group
             .as_ref()
-            .is_some_and(|g| into.is_none() || g.needs_v1_attach());
+            .is_some_and(|g| into.is_none() && g.has_unified());
         let bridge = matches!(net, Some(PreparedNet::Bridge(_)));
         let gate = StartGate::open(create, reservation.as_ref(), plan.fd_floor)?;
         let status = reservation
@@ -124,7 +132,8 @@ impl Sandbox {
         )?;
         // These three live in this frame until the exec is confirmed: the child reads them.
         let keep = ends.keep(plan, &stdio);
-        let fds = ends.child_fds(&stdio, &keep);
+        let mut fds = ends.child_fds(&stdio, &keep);
+        fds.cgroup_tasks = &v1_tasks;
         let ctx = ChildCtx { plan, fds: &fds };
         // Declared before the handle, so that on an early return the child is killed and reaped
         // before its stack is unmapped.
@@ -160,12 +169,8 @@ impl Sandbox {
         handle.set_cgroup(group);
 
         // 3. While the child waits: cgroups, id maps, the bridge; then release it.
-        if let Some(g) = handle.group() {
-            if !born_inside {
-                g.add_process(pid)?;
-            } else if g.needs_v1_attach() {
-                g.attach_v1(pid)?;
-            }
+        if let Some(g) = handle.group().filter(|g| !born_inside && g.has_unified()) {
+            g.attach_unified(pid)?;
         }
         if let Some(user) = &plan.user {
             write_id_maps(pid, user)?;
@@ -458,6 +463,7 @@ impl Ends {
             parent_pidfd: self.parent_pidfd.as_ref().map(OwnedFd::as_fd),
             parent_pid: std::process::id() as libc::pid_t,
             start: self.start.as_ref().map(OwnedFd::as_fd),
+            cgroup_tasks: &[],
         }
     }
 
