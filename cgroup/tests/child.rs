@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use palisade_cgroup::{child, Cgroup, Controller, Hierarchy};
-use palisade_test_support::{is_root, require_root};
+use palisade_test_support::require_root;
 
 #[test]
 fn a_new_process_moves_itself_into_each_v1_hierarchy_of_its_group() {
