@@ -77,6 +77,7 @@
 
 mod bpf;
 mod cgroup;
+pub mod child;
 mod devices;
 mod devnum;
 mod error;

@@ -464,13 +464,24 @@ impl SandboxBuilder {
     }
 
     /// Joins the namespace at `path` (a `/proc/<pid>/ns/<kind>` file or a bind mount of one)
-    /// instead of creating one of that kind: an IPC, UTS or cgroup namespace, as the containers
-    /// of a Kubernetes pod share theirs (OCI's `linux.namespaces[].path`). Its kind is asked of
-    /// the kernel at [`build`](Self::build) (`ioctl_ns(2)`); other kinds are refused there
-    /// (join a network namespace with [`Network::join`](palisade_netns::Network)), and so is a
-    /// hostname with a joined UTS namespace: the hostname is that namespace's. The child joins
-    /// it first thing (`setns(2)`), which needs `CAP_SYS_ADMIN` over the namespace's owner:
-    /// a sandbox with a user namespace of its own cannot join one of the host's.
+    /// instead of creating one of that kind, as the containers of a Kubernetes pod share theirs
+    /// (OCI's `linux.namespaces[].path`). Its kind is asked of the kernel at
+    /// [`build`](Self::build) (`ioctl_ns(2)`), one namespace per kind:
+    ///
+    /// - IPC, UTS, cgroup and time: the child joins it first thing (`setns(2)`). A hostname
+    ///   with a joined UTS namespace is refused (the hostname is that namespace's), and so are
+    ///   [`time_offsets`](Self::time_offsets) with a joined time namespace (only a new one takes
+    ///   offsets, `time_namespaces(7)`).
+    /// - PID: the sandbox's first process is born in it (`pid_namespaces(7)`: the spawning
+    ///   thread's namespace for children is switched for the clone only). The sandbox still has
+    ///   its init, which is then not PID 1 there: when its caller dies it kills the command, not
+    ///   the namespace's other processes, which belong to whoever made it.
+    /// - Network: refused; join one with [`Network::join`](palisade_netns::Network).
+    /// - User and mount: refused; the sandbox's id maps, privileges and root are set up in
+    ///   namespaces of its own.
+    ///
+    /// Joining needs `CAP_SYS_ADMIN` over the namespace's owner: a sandbox with a user
+    /// namespace of its own cannot join one of the host's.
     pub fn join_namespace(&mut self, path: impl Into<PathBuf>) -> &mut Self {
         self.isolation.joins.push(path.into());
         self
@@ -776,13 +787,16 @@ impl SandboxBuilder {
         // Namespaces: which the clone creates, which the child makes itself.
         let has_maps = iso.uid_map.is_some() || iso.gid_map.is_some();
         let namespaces = derive::implied_namespaces(iso.namespaces, has_maps);
-        let (namespaces, joins) = derive::joins(namespaces, &iso.joins)?;
+        let (namespaces, joins) =
+            derive::joins(namespaces, &iso.joins, iso.time_offsets.is_some())?;
         let hostname = derive::hostname(iso.hostname.as_deref(), namespaces)?;
         let domainname = derive::domainname(iso.domainname.as_deref(), namespaces)?;
         let (namespaces, time_offsets) = derive::time_namespace(namespaces, iso.time_offsets)?;
         let namespaces = derive::network_namespace(namespaces, &iso.network);
         let user_ns = namespaces.contains(Namespace::USER);
-        let pid_ns = namespaces.contains(Namespace::PID);
+        // Its own PID namespace, or one it joins: either way it has an init, and a `/proc` of
+        // that namespace.
+        let pid_ns = namespaces.contains(Namespace::PID) || joins.pid.is_some();
         let mount_ns = namespaces.contains(Namespace::MOUNT);
         let loopback_up = namespaces.contains(Namespace::NET);
         let init = pid_ns && self.lifecycle.init;
@@ -873,7 +887,8 @@ impl SandboxBuilder {
             time_offsets,
             unshare_cgroup_ns,
             join_net,
-            joins,
+            joins: joins.child,
+            join_pid: joins.pid,
             loopback_up,
             ping_group_range,
             sysctls,
@@ -889,7 +904,9 @@ impl SandboxBuilder {
             fd_floor: fds.floor,
             // The child shares our memory only until it executes the init (or the command):
             // nothing of the sandbox's own runs before that (see `spawn::init`).
-            share_memory: self.lifecycle.share_memory,
+            // Joining a time namespace needs a process that shares its memory with no other
+            // (`setns(2)`, EUSERS otherwise): a fork-like clone.
+            share_memory: self.lifecycle.share_memory && !joins.kinds.contains(Namespace::TIME),
             init_signals: init_signals(),
             security: Arc::new(security),
             tty,

@@ -130,18 +130,38 @@ pub(crate) fn cgroup_namespace(namespaces: Namespace, has_group: bool) -> (Names
     }
 }
 
-/// The namespaces the sandbox joins by path instead of creating its own
-/// ([`SandboxBuilder::join_namespace`](crate::SandboxBuilder::join_namespace)): each opened and
-/// its kind asked of the kernel (`ioctl_ns(2)`), one per kind, only of the kinds a process can
-/// join for itself (IPC, UTS, cgroup) — a network namespace is joined with
-/// [`Network::join`](palisade_netns::Network). Returns the namespaces still to create, and
-/// the joined ones' descriptors.
+/// The namespaces a sandbox joins by path instead of creating its own
+/// ([`SandboxBuilder::join_namespace`](crate::SandboxBuilder::join_namespace)).
+#[derive(Debug)]
+pub(crate) struct Joins {
+    /// The kinds joined.
+    pub kinds: Namespace,
+    /// IPC, UTS, cgroup and time namespaces: the child joins them itself (`setns(2)`).
+    pub child: Vec<std::os::fd::OwnedFd>,
+    /// A PID namespace: the spawning thread joins it for its children only
+    /// (`pid_for_children`, `pid_namespaces(7)`) around the clone, so that the sandbox's first
+    /// process is born in it.
+    pub pid: Option<std::os::fd::OwnedFd>,
+}
+
+/// Opens the namespaces to join, one per kind, asking the kernel each one's kind
+/// (`ioctl_ns(2)`). Returns the namespaces still to create, and the joins.
+///
+/// Refused: a network namespace (joined with [`Network::join`](palisade_netns::Network)); a
+/// user namespace, whose id maps and privileges every other step relies on, and a mount
+/// namespace, which the sandbox's root would be set up in and so changed for everyone in it;
+/// a joined time namespace with offsets of the sandbox's own (`offsets`), which only a new
+/// one can take.
 pub(crate) fn joins(
     namespaces: Namespace,
     paths: &[std::path::PathBuf],
-) -> Result<(Namespace, Vec<std::os::fd::OwnedFd>)> {
-    let mut joined = Namespace::empty();
-    let mut fds = Vec::with_capacity(paths.len());
+    offsets: bool,
+) -> Result<(Namespace, Joins)> {
+    let mut joins = Joins {
+        kinds: Namespace::empty(),
+        child: Vec::new(),
+        pid: None,
+    };
     for path in paths {
         let file = palisade_ns::NsFile::open_path(path)?;
         let invalid = |reason| Error::InvalidValue {
@@ -153,19 +173,28 @@ pub(crate) fn joins(
         if kind == Namespace::NET {
             return Err(invalid("a network namespace is joined with Network::join"));
         }
-        if !(Namespace::IPC | Namespace::UTS | Namespace::CGROUP).contains(kind) {
+        if kind == Namespace::USER || kind == Namespace::MOUNT {
             return Err(invalid(
-                "only IPC, UTS and cgroup namespaces can be joined by path (a PID, time, mount \
-                 or user namespace changes what the sandbox's own steps rely on)",
+                "a user or mount namespace cannot be joined: the sandbox's id maps, privileges \
+                 and root are set up in namespaces of its own",
             ));
         }
-        if joined.contains(kind) {
+        if kind == Namespace::TIME && offsets {
+            return Err(invalid(
+                "time offsets are set only in a new time namespace (time_namespaces(7))",
+            ));
+        }
+        if joins.kinds.contains(kind) {
             return Err(invalid("a namespace of this kind is joined already"));
         }
-        joined |= kind;
-        fds.push(std::os::fd::OwnedFd::from(file));
+        joins.kinds |= kind;
+        if kind == Namespace::PID {
+            joins.pid = Some(file.into());
+        } else {
+            joins.child.push(file.into());
+        }
     }
-    Ok((namespaces - joined, fds))
+    Ok((namespaces - joins.kinds, joins))
 }
 
 /// What the parent does for the sandbox's network around the clone: attach it to a bridge, or

@@ -266,6 +266,8 @@ pub enum ChildStep {
     /// `personality(2)` of the command
     /// ([`SandboxBuilder::personality`](crate::SandboxBuilder::personality)).
     Personality,
+    /// Moving itself into the sandbox's cgroup v1 groups (`cgroups(7)`, their `tasks` files).
+    Cgroup,
 }
 
 impl ChildStep {
@@ -310,6 +312,7 @@ impl ChildStep {
             CpuAffinity,
             InitialCpuAffinity,
             Personality,
+            Cgroup,
         ]
         .into_iter()
         .find(|s| *s as u32 == raw)
@@ -357,6 +360,7 @@ impl fmt::Display for ChildStep {
             ChildStep::CpuAffinity => "set its CPU affinity",
             ChildStep::InitialCpuAffinity => "set its initial CPU affinity",
             ChildStep::Personality => "set its personality",
+            ChildStep::Cgroup => "join its cgroup",
         })
     }
 }
@@ -367,13 +371,13 @@ mod tests {
 
     #[test]
     fn steps_round_trip_through_their_wire_number() {
-        for raw in 1..=38 {
+        for raw in 1..=39 {
             let step = ChildStep::from_raw(raw).unwrap();
             assert_eq!(step as u32, raw);
         }
         assert_eq!(ChildStep::from_raw(0), None);
-        assert_eq!(ChildStep::from_raw(39), None);
-        // The numbers are the wire format between child and parent: new steps go at the end.
+        assert_eq!(ChildStep::from_raw(40), None);
+                // The numbers are the wire format between child and parent: new steps go at the end.
         assert_eq!(ChildStep::Network as u32, 16);
         assert_eq!(ChildStep::Seccomp as u32, 17);
         assert_eq!(ChildStep::NoNewPrivs as u32, 25);
@@ -382,6 +386,7 @@ mod tests {
         assert_eq!(ChildStep::Sysctl as u32, 31);
         assert_eq!(ChildStep::JoinNamespace as u32, 32);
         assert_eq!(ChildStep::Personality as u32, 38);
+        assert_eq!(ChildStep::Cgroup as u32, 39);
     }
 
     #[test]

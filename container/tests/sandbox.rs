@@ -660,6 +660,62 @@ fn sysctls_are_set_in_the_sandboxs_own_namespaces_only() {
 }
 
 #[test]
+fn a_sandbox_joins_anothers_pid_and_time_namespaces_by_path() {
+    require_root!();
+    let ten_days = 10 * 86_400;
+    // The pod's first sandbox: a PID namespace of its own and a clock ten days ahead.
+    let mut first = sh("exec sleep 300")
+        .time_offsets(TimeOffsets::both(Offset::secs(ten_days)))
+        .spawn()
+        .unwrap();
+    let command = first.command_id();
+    let ns = |kind: &str| format!("/proc/{command}/ns/{kind}");
+    let link = |kind: &str| std::fs::read_link(ns(kind)).unwrap().display().to_string();
+    let mut second = sh(
+        "readlink /proc/self/ns/pid /proc/self/ns/time; cat /proc/uptime; \
+         for p in /proc/[0-9]*; do cat $p/comm; done",
+    );
+    second.join_namespace(ns("pid")).join_namespace(ns("time"));
+    let for_children = || std::fs::read_link("/proc/thread-self/ns/pid_for_children").unwrap();
+    let before = for_children();
+    let out = stdout_of(&mut second);
+    // The spawning thread's children are born in its own namespace again.
+    assert_eq!(for_children(), before);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], link("pid"), "{out}");
+    assert_eq!(lines[1], link("time"), "{out}");
+    let uptime: f64 = lines[2].split_whitespace().next().unwrap().parse().unwrap();
+    assert!(uptime >= ten_days as f64, "uptime {uptime}");
+    // Its own /proc is that namespace's: the first sandbox's processes are in it.
+    assert!(lines[3..].contains(&"sleep"), "{out}");
+    assert!(lines[3..].contains(&"palisade-init"), "{out}");
+    // The second's init is no PID 1 there, and its end took nothing else with it.
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first sandbox was killed"
+    );
+    assert!(std::path::Path::new(&format!("/proc/{command}")).exists());
+    // Offsets of its own with a joined time namespace: refused before anything runs.
+    let err = sh("true")
+        .join_namespace(ns("time"))
+        .time_offsets(TimeOffsets::both(Offset::secs(1)))
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidValue {
+                what: "namespace to join",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    first.kill(palisade::Signal::SIGKILL).unwrap();
+    first.wait().unwrap();
+}
+
+#[test]
 fn a_sandbox_joins_anothers_ipc_and_uts_namespaces_by_path() {
     require_root!();
     // The pod's first sandbox, whose namespaces the second shares.
@@ -681,7 +737,8 @@ fn a_sandbox_joins_anothers_ipc_and_uts_namespaces_by_path() {
     // and a file that is no namespace: refused before anything runs.
     for (paths, what) in [
         (vec![ns("uts")], "hostname"),
-        (vec![ns("pid")], "namespace to join"),
+        (vec![ns("user")], "namespace to join"),
+        (vec![ns("mnt")], "namespace to join"),
         (vec![ns("net")], "namespace to join"),
         (vec![ns("ipc"), ns("ipc")], "namespace to join"),
     ] {

@@ -530,8 +530,9 @@ fn refusals_name_the_field() {
             "linux.resources.blockIO.leafWeight",
         ),
         (
-            "pid namespace path",
-            Box::new(|v| v["linux"]["namespaces"][0]["path"] = json!("/proc/1/ns/pid")),
+            // A path of another kind than its entry's.
+            "namespace path",
+            Box::new(|v| v["linux"]["namespaces"][0]["path"] = json!("/proc/1/ns/net")),
             "linux.namespaces[0].path",
         ),
         (
@@ -571,7 +572,7 @@ fn refusals_name_the_field() {
         assert!(message.contains(field), "{what}: {message}");
         match what {
             "version" | "namespace type" | "capability" | "rlimit" | "empty args"
-            | "propagation" => {
+            | "propagation" | "namespace path" => {
                 assert!(matches!(err, Error::Config { .. }), "{what}: {err:?}")
             }
             "sysctl" => assert!(

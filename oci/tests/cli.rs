@@ -650,7 +650,7 @@ fn exec_adds_capabilities() {
 }
 
 #[test]
-fn a_container_joins_anothers_ipc_and_uts_namespaces_by_path() {
+fn a_container_joins_anothers_ipc_uts_and_pid_namespaces_by_path() {
     require_root!();
     // A pod: the first container's namespaces, which the second names by path.
     let mut first = bundle_env("pod-first", &["sleep", "1000"]);
@@ -658,22 +658,64 @@ fn a_container_joins_anothers_ipc_and_uts_namespaces_by_path() {
     create(&first, &a);
     first.oci(&["start", &a]).ok();
     let pid = first.state(&a)["pid"].as_u64().unwrap();
-    let mut second = bundle_env(
-        "pod-second",
-        &["sh", "-c", "hostname; readlink /proc/self/ns/ipc"],
-    );
+    let script = "hostname; readlink /proc/self/ns/ipc; readlink /proc/self/ns/pid; \
+                  for p in /proc/[0-9]*; do cat $p/comm; done";
+    let mut second = bundle_env("pod-second", &["sh", "-c", script]);
+    let namespaces = |ipc: &str| {
+        serde_json::json!([
+            {"type": "pid", "path": format!("/proc/{pid}/ns/pid")},
+            {"type": "mount"}, {"type": "network"},
+            {"type": "ipc", "path": format!("/proc/{pid}/ns/{ipc}")},
+            {"type": "uts", "path": format!("/proc/{pid}/ns/uts")},
+        ])
+    };
     second.edit_config(|c| {
         c.as_object_mut().unwrap().remove("hostname");
-        c["linux"]["namespaces"] = serde_json::json!([
-            {"type": "pid"}, {"type": "mount"}, {"type": "network"},
-            {"type": "ipc", "path": format!("/proc/{pid}/ns/ipc")},
-            {"type": "uts", "path": format!("/proc/{pid}/ns/uts")},
-        ]);
+        c["linux"]["namespaces"] = namespaces("ipc");
     });
     let b = second.id("pod-second");
     let ran = second.oci(&["run", &b, "--bundle", second.bundle()]).ok();
-    let ipc = std::fs::read_link(format!("/proc/{pid}/ns/ipc")).unwrap();
-    assert_eq!(ran.out, format!("pal-box\n{}\n", ipc.display()), "{ran:?}");
+    let link = |kind: &str| {
+        std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+            .unwrap()
+            .display()
+            .to_string()
+    };
+    let lines: Vec<&str> = ran.out.lines().collect();
+    assert_eq!(
+        lines[..3],
+        ["pal-box", &link("ipc"), &link("pid")],
+        "{ran:?}"
+    );
+    // The first container's command is among the processes the second sees.
+    assert!(lines[3..].contains(&"sleep"), "{ran:?}");
+    assert!(
+        first.state(&a)["status"] == "running",
+        "the first container was ended"
+    );
+
+    // A path of another kind than its entry says, and a user namespace by path: refused by
+    // name, with nothing left.
+    second.edit_config(|c| c["linux"]["namespaces"] = namespaces("pid"));
+    let wrong = second.oci(&["run", &b, "--bundle", second.bundle()]);
+    assert_eq!(wrong.code, 1, "{wrong:?}");
+    assert!(
+        wrong.err.contains("linux.namespaces[3].path") && wrong.err.contains("not a ipc"),
+        "{wrong:?}"
+    );
+    second.edit_config(|c| {
+        c["linux"]["namespaces"] = serde_json::json!([
+            {"type": "mount"}, {"type": "user", "path": format!("/proc/{pid}/ns/user")},
+        ]);
+    });
+    let user = second.oci(&["run", &b, "--bundle", second.bundle()]);
+    assert_eq!(user.code, 1, "{user:?}");
+    assert!(user.err.contains("linux.namespaces[1].path"), "{user:?}");
+    assert_eq!(
+        second.oci(&["list", "-q"]).ok().out.trim(),
+        "",
+        "something was left"
+    );
 }
 
 /// What an exec's shell sees of itself: its `/proc/self/status` and `/proc/self/limits`.

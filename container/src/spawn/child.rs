@@ -46,8 +46,16 @@ pub(crate) fn start(plan: &Plan, fds: &ChildFds) -> ! {
 /// The child's steps, in order, ending in the exec of the program or of the init.
 fn run(plan: &Plan, fds: &ChildFds) -> Step<Infallible> {
     use ChildStep::*;
-    // Before anything else the child does: the sandbox's setup runs on these CPUs
-    // (`execCPUAffinity.initial`), the command switches to its own just before its exec.
+    // Into the sandbox's v1 groups before anything else runs here (the unified one, if any,
+    // it was born in or is moved to by the parent): through descriptors, so no path is looked
+    // up before the caller's descriptors are gone.
+    for (i, tasks) in fds.cgroup_tasks.iter().enumerate() {
+        palisade_cgroup::child::enter_v1(tasks.as_fd())
+            .map_err(|e| ChildFailure::at(Cgroup, i as u32, e))?;
+    }
+    // Then the sandbox's setup runs on these CPUs (`execCPUAffinity.initial`; after joining a
+    // cpuset group, which would set its own, `cpuset(7)`), the command switches to its own
+    // just before its exec.
     if let Some(cpus) = plan.security.initial_affinity() {
         rustix::thread::sched_setaffinity(None, cpus).in_step(InitialCpuAffinity)?;
     }

@@ -452,7 +452,13 @@ impl Exec<'_> {
         let stdio = resolve_stdio(&self.stdio, floor)?;
         let group = sandbox.group();
         let into = group.and_then(|g| g.clone_into_fd());
-        let must_attach = group.is_some_and(|g| into.is_none() || g.needs_v1_attach());
+        // It moves itself into the v1 groups (`palisade_cgroup::child::enter_v1`); the unified
+        // one it is born in, or moved to from here.
+        let v1_tasks = group
+            .map(palisade_cgroup::Cgroup::v1_task_files)
+            .transpose()?
+            .unwrap_or_default();
+        let must_attach = group.is_some_and(|g| into.is_none() && g.has_unified());
         let sync = must_attach
             .then(|| pipe_above("create the sync pipe", floor))
             .transpose()?;
@@ -484,6 +490,7 @@ impl Exec<'_> {
             parent_pidfd: None,
             parent_pid: std::process::id() as libc::pid_t,
             start: None,
+            cgroup_tasks: &v1_tasks,
         };
         let mut keep: Vec<RawFd> = [
             0,
@@ -573,11 +580,7 @@ impl Exec<'_> {
 
         // 4. While it waits: the v1 controllers' groups; then release it.
         if let Some(g) = group.filter(|_| must_attach) {
-            if into.is_none() {
-                g.add_process(pid)?;
-            } else {
-                g.attach_v1(pid)?;
-            }
+            g.attach_unified(pid)?;
         }
         if let Some(sync_w) = sync_w {
             File::from(sync_w)
@@ -730,6 +733,11 @@ fn enter(ctx: &EnterCtx<'_>) -> ! {
 }
 
 fn enter_steps(ctx: &EnterCtx<'_>) -> Step<Infallible> {
+    // As the sandbox's own first process does (see `child::run`).
+    for (i, tasks) in ctx.fds.cgroup_tasks.iter().enumerate() {
+        palisade_cgroup::child::enter_v1(tasks.as_fd())
+            .map_err(|e| ChildFailure::at(ChildStep::Cgroup, i as u32, e))?;
+    }
     process::close_all_but(ctx.fds.keep);
     // This process is a copy of the caller's memory until it executes the command, and from the
     // next step it is among the sandbox's processes, which run already: not dumpable, so that

@@ -40,6 +40,7 @@ use crate::process::NetHandle;
 use crate::state::{ProcessId, Record, Reservation, State, Status};
 use crate::stdio::{pipe, Resolved};
 use crate::{Child, Sandbox};
+use palisade_cgroup::Cgroup;
 use palisade_netns::forward::{BoundPort, Target};
 use palisade_netns::{Forwarder, ForwarderLimits, PreparedBridge};
 use palisade_seccomp::notify::Listener;
@@ -102,13 +103,20 @@ impl Sandbox {
             .filter(|c| c.clone_into)
             .and(group.as_ref())
             .and_then(|g| g.clone_into_fd());
+        // The v1 groups the child moves itself into, first thing: cheaper than moving it from
+        // here (see `palisade_cgroup::child::enter_v1`).
+        let v1_tasks = group
+            .as_ref()
+            .map(Cgroup::v1_task_files)
+            .transpose()?
+            .unwrap_or_default();
         let net = self.bind_network()?;
         // The child waits on the sync pipe while the parent finishes what only it can do: write
-        // the id maps, attach it to the cgroups `CLONE_INTO_CGROUP` did not cover, attach it to
-        // its bridge.
+        // the id maps, attach it to the unified group when `CLONE_INTO_CGROUP` did not, attach
+        // it to its bridge.
         let must_attach = group
             .as_ref()
-            .is_some_and(|g| into.is_none() || g.needs_v1_attach());
+            .is_some_and(|g| into.is_none() && g.has_unified());
         let bridge = matches!(net, Some(PreparedNet::Bridge(_)));
         let gate = StartGate::open(create, reservation.as_ref(), plan.fd_floor)?;
         let status = reservation
@@ -133,7 +141,8 @@ impl Sandbox {
         let mut keep = ends.keep(plan, &stdio);
         keep.extend(prepared.iter().flat_map(|p| p.fds()));
         keep.sort_unstable();
-        let fds = ends.child_fds(&stdio, &keep);
+        let mut fds = ends.child_fds(&stdio, &keep);
+        fds.cgroup_tasks = &v1_tasks;
         let ctx = ChildCtx { plan, fds: &fds };
         // Declared before the handle, so that on an early return the child is killed and reaped
         // before its stack is unmapped.
@@ -145,8 +154,15 @@ impl Sandbox {
             None
         };
 
-        // 2. The clone.
-        let cloned = clone_child(&ctx, stack.as_ref(), into)?;
+        // 2. The clone (in a joined PID namespace, if the sandbox joins one).
+        let cloned = {
+            let _pid_ns = plan
+                .join_pid
+                .as_ref()
+                .map(PidNsForChildren::enter)
+                .transpose()?;
+            clone_child(&ctx, stack.as_ref(), into)?
+        };
         let born_inside = into.is_some();
         let ends = ends.into_parent();
         let [stdin, stdout, stderr] = stdio;
@@ -162,12 +178,8 @@ impl Sandbox {
         handle.set_cgroup(group);
 
         // 3. While the child waits: cgroups, id maps, the bridge; then release it.
-        if let Some(g) = handle.group() {
-            if !born_inside {
-                g.add_process(pid)?;
-            } else if g.needs_v1_attach() {
-                g.attach_v1(pid)?;
-            }
+        if let Some(g) = handle.group().filter(|g| !born_inside && g.has_unified()) {
+            g.attach_unified(pid)?;
         }
         if let Some(user) = &plan.user {
             write_id_maps(pid, user)?;
@@ -460,6 +472,7 @@ impl Ends {
             parent_pidfd: self.parent_pidfd.as_ref().map(OwnedFd::as_fd),
             parent_pid: std::process::id() as libc::pid_t,
             start: self.start.as_ref().map(OwnedFd::as_fd),
+            cgroup_tasks: &[],
         }
     }
 
@@ -526,6 +539,37 @@ fn attach_network(
             Ok(None)
         }
         other => Ok(other),
+    }
+}
+
+/// The spawning thread's PID namespace for its children (`pid_for_children`), switched to a
+/// joined one for the clone and back when dropped.
+///
+/// `setns(2)` with `CLONE_NEWPID` changes only where the thread's next children are born, never
+/// the thread itself, and acts on the calling thread alone, so other threads of the caller are
+/// untouched. Going back is always allowed (the namespace left is the thread's active one or a
+/// descendant of it, `pid_namespaces(7)`), so the switch back cannot fail for want of
+/// privilege; should the kernel still refuse it, the process aborts rather than let this
+/// thread's later children be born in the sandbox's namespace.
+struct PidNsForChildren(palisade_ns::NsFile);
+
+impl PidNsForChildren {
+    fn enter(target: &OwnedFd) -> Result<PidNsForChildren> {
+        // Where this thread's children are born now: its own namespace, unless its caller
+        // moved it (then that one, which `setns(2)` accepted before and accepts again).
+        let own = palisade_ns::NsFile::open_path("/proc/thread-self/ns/pid_for_children")
+            .or_else(|_| palisade_ns::NsFile::open_current(Namespace::PID))?;
+        palisade_ns::setns(target.as_fd(), Namespace::PID)?;
+        Ok(PidNsForChildren(own))
+    }
+}
+
+impl Drop for PidNsForChildren {
+    fn drop(&mut self) {
+        if self.0.setns().is_err() {
+            eprintln!("palisade: cannot return to the thread's own PID namespace after a spawn");
+            std::process::abort();
+        }
     }
 }
 

@@ -210,8 +210,11 @@ pub(crate) struct Plan {
     pub unshare_cgroup_ns: bool,
     /// A network namespace to join (`setns(2)`) instead of creating one.
     pub join_net: Option<std::os::fd::OwnedFd>,
-    /// IPC, UTS and cgroup namespaces to join (`SandboxBuilder::join_namespace`).
+    /// IPC, UTS, cgroup and time namespaces the child joins (`SandboxBuilder::join_namespace`).
     pub joins: Vec<std::os::fd::OwnedFd>,
+    /// A PID namespace the first process is born in: the spawning thread's namespace for
+    /// children around the clone.
+    pub join_pid: Option<std::os::fd::OwnedFd>,
     /// Bring the loopback interface of the new network namespace up.
     pub loopback_up: bool,
     /// What to write to `net.ipv4.ping_group_range` in the new network namespace (see

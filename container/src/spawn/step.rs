@@ -40,6 +40,10 @@ pub(crate) struct ChildFds<'a> {
     /// The read end of a created command's start gate: the command reports that it is ready and
     /// waits for a byte there before its last steps.
     pub start: Option<BorrowedFd<'a>>,
+    /// The v1 `tasks` files of the sandbox's group, which the child writes itself into before
+    /// anything else (`palisade_cgroup::child::enter_v1`); closed with the caller's other
+    /// descriptors right after.
+    pub cgroup_tasks: &'a [std::os::fd::OwnedFd],
 }
 
 /// The number of an optional descriptor, `-1` for none: for the init program's argv and for

@@ -116,18 +116,30 @@ fn namespaces(bundle: &Bundle, linux: &Linux, b: &mut SandboxBuilder) -> Result<
         }
         match ns.path() {
             Some(path) if flag == Namespace::NET => network = Network::join_path(path),
-            // As a pod's containers share the pause container's: its kind is checked against
-            // the file when the sandbox is built.
-            Some(path) if (Namespace::IPC | Namespace::UTS | Namespace::CGROUP).contains(flag) => {
-                b.join_namespace(path);
-            }
+            // As a pod's containers share the pause container's; the builder refuses user and
+            // mount namespaces by path.
             Some(path) => {
-                return Err(unsupported(
-                    format!("linux.namespaces[{i}].path"),
-                    path.display(),
-                    "Palisade joins an existing namespace by path only for the network, IPC, \
-                     UTS and cgroup kinds",
-                ))
+                let field = format!("linux.namespaces[{i}].path");
+                if flag == Namespace::USER || flag == Namespace::MOUNT {
+                    return Err(unsupported(
+                        field,
+                        path.display(),
+                        "Palisade sets up the container's id maps, privileges and root in user \
+                         and mount namespaces of its own",
+                    ));
+                }
+                let found = palisade::ns::NsFile::open_path(path)
+                    .map_err(|e| bundle.config(format!("{field}: {e}")))?
+                    .kind();
+                if found != flag {
+                    return Err(bundle.config(format!(
+                        "{field}: {} is a {} namespace, not a {} namespace",
+                        path.display(),
+                        found.proc_name().unwrap_or("different"),
+                        ns.typ()
+                    )));
+                }
+                b.join_namespace(path);
             }
             None if flag == Namespace::NET => {
                 set |= flag;
