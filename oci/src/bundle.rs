@@ -3,10 +3,10 @@
 //!
 //! [`Bundle::load`] reads and checks `config.json` with the `oci-spec` crate;
 //! [`Bundle::builder`] turns every field into the builder call that applies it, or refuses it
-//! with [`Error::Unsupported`] naming the field by its JSON path (`linux.resources.blockIO`,
-//! `mounts[3].options`). Absent, empty and default values are always accepted. Unknown
-//! properties are ignored, as the runtime specification requires ("Extensibility" in its
-//! `config.md`).
+//! with [`Error::Unsupported`] naming the field by its JSON path
+//! (`linux.resources.blockIO.leafWeight`, `mounts[3].options[1]`). Absent, empty and default
+//! values are always accepted. Unknown properties are ignored, as the runtime specification
+//! requires ("Extensibility" in its `config.md`).
 //!
 //! # What is applied
 //!
@@ -15,49 +15,48 @@
 //! | `process.args`, `env`, `cwd` | the program (`args[0]`, searched in the container's `PATH`), its arguments, exactly `env`, the working directory |
 //! | `process.user` | [`user`](SandboxBuilder::user), [`groups`](SandboxBuilder::groups) (`additionalGids`, empty when absent) |
 //! | `process.user.umask`, `process.oomScoreAdj` | exposed ([`Bundle::umask`], [`Bundle::oom_score_adj`]) for the caller to apply |
-//! | `process.capabilities` | the sandbox's capability set; see [below](#capabilities) |
+//! | `process.capabilities` | the five sets exactly ([`capability_sets`](SandboxBuilder::capability_sets)); see [below](#capabilities) |
 //! | `process.rlimits` | [`rlimit`](SandboxBuilder::rlimit) |
 //! | `process.noNewPrivileges` | [`no_new_privs`](SandboxBuilder::no_new_privs) (off when absent, as in runc) |
 //! | `process.terminal`, `consoleSize` | [`tty`](SandboxBuilder::tty), [`tty_size`](SandboxBuilder::tty_size) |
+//! | `process.ioPriority` | [`io_priority`](SandboxBuilder::io_priority): `IOPRIO_CLASS_RT`, `IOPRIO_CLASS_BE`, `IOPRIO_CLASS_IDLE`, priority 0 to 7 |
+//! | `process.scheduler` | [`scheduler`](SandboxBuilder::scheduler): `SCHED_OTHER`, `SCHED_BATCH`, `SCHED_IDLE`, `SCHED_FIFO`, `SCHED_RR`, `SCHED_DEADLINE` with `nice`, `priority`, `runtime`, `deadline`, `period` and the flags but the utilization clamps (`SCHED_ISO` and `SCHED_FLAG_UTIL_CLAMP_*` are refused); the kernel decides what the caller may set |
+//! | `process.execCPUAffinity` | `initial`: [`initial_cpu_affinity`](SandboxBuilder::initial_cpu_affinity) (the container's processes from the clone on, its init included); `final`: [`cpu_affinity`](SandboxBuilder::cpu_affinity) (the command, just before its exec) |
 //! | `process.apparmorProfile`, `selinuxLabel`, `linux.mountLabel` | ignored where the host has no such LSM (as runc does), refused where it has |
 //! | `root` | [`Rootfs::dir`](palisade::Rootfs::dir) of `root.path` (relative to the bundle), read-only with `root.readonly` |
 //! | `mounts` | see [`mounts`](self#mounts) |
-//! | `hostname`, `annotations` | [`hostname`](SandboxBuilder::hostname), [`annotation`](SandboxBuilder::annotation) |
-//! | `linux.namespaces` | exactly those namespaces; a `network` path is joined ([`Network::join_path`](palisade::Network::join_path)); no `network` entry shares the host's |
+//! | `hostname`, `domainname`, `annotations` | [`hostname`](SandboxBuilder::hostname), [`domainname`](SandboxBuilder::domainname) (both need the container's own `uts` namespace), [`annotation`](SandboxBuilder::annotation) |
+//! | `hooks` | not the builder's: the runtime runs all six ([`crate::hooks`]) |
+//! | `linux.namespaces` | exactly those namespaces; no `network` entry shares the host's. A `path` is joined ([`join_namespace`](SandboxBuilder::join_namespace), or [`Network::join_path`](palisade::Network::join_path) for a network), once its kind is checked against its entry's: `pid`, `network`, `ipc`, `uts`, `cgroup` and `time`, as a pod's containers share theirs; a `user` or `mount` path is refused (the container's id maps, privileges and root are set up in namespaces of its own) |
 //! | `linux.uidMappings`, `gidMappings` | [`IdMap`](palisade::IdMap)s (a user namespace without them maps root to the caller, Palisade's default) |
 //! | `linux.timeOffsets` | [`TimeOffsets`](palisade::TimeOffsets) |
-//! | `linux.resources` | `memory.limit`, `reservation` (`memory.low`), `swap` (`useHierarchy` and `checkBeforeUpdate` have no effect on cgroup v2 and are ignored); `cpu.shares` (as a weight, runc's conversion), `quota`/`period`, `cpus`, `mems`; `pids.limit`; `devices` (a device policy in order, then runc's always-allowed devices) |
+//! | `linux.sysctl` | [`sysctl`](SandboxBuilder::sysctl): parameters of the container's own network, IPC and UTS namespaces; the host's are refused when the sandbox is built |
+//! | `linux.resources` | `memory.limit`, `reservation` (`memory.low`), `swap` (`useHierarchy` and `checkBeforeUpdate` have no effect on cgroup v2 and are ignored); `cpu.shares` (as a weight, runc's conversion), `quota`/`period`, `cpus`, `mems`; `pids.limit`; `devices` (a device policy in order, then runc's always-allowed devices); `blockIO.weight` and `weightDevice[].weight` (`io.weight`, or BFQ's `io.bfq.weight`/`blkio.bfq.weight` where io.cost is absent), `throttleRead/WriteBps/IOPSDevice` (one `io.max` line per device, v1 `blkio.throttle.*_device`); `hugepageLimits` (`hugetlb.<size>.rsvd.max` and `.max`, page sizes checked against `/sys/kernel/mm/hugepages`) where the host has the hugetlb controller; `rdma` (`rdma.max` per device) where it has the rdma controller; `unified` on a pure cgroup v2 host, each key parsed into its typed setting (`bundle/resources.rs` lists the mapping). The same mapping serves `update` |
 //! | `linux.cgroupsPath` | an absolute path: its parent becomes the [`cgroup_parent`](SandboxBuilder::cgroup_parent) (the group itself is named after the container) |
 //! | `linux.maskedPaths`, `readonlyPaths` | Palisade's own masks when they cover them; none at all when both lists are empty |
-//! | `linux.devices` | accepted for the nodes Palisade's `/dev` always has |
+//! | `linux.devices` | device nodes at their paths, resolved inside the root: made with `mknod(2)` on a tmpfs of Palisade's own and bound there (in a user namespace, the host's node at the same path is bound); `fileMode` 0666 and `uid`/`gid` 0 by default, permission bits only; each `c`, `u` and `b` device gets an `rwm` allow rule appended to the device policy, as runc appends it |
 //! | `linux.seccomp` | the profile, through [`Profile::from_json`](palisade::Profile::from_json); no filter when absent |
-//! | `linux.rootfsPropagation` | `private`, `rprivate`, `slave`, `rslave` (Palisade's mounts are private) |
-//! | `linux.personality` | `LINUX` without flags |
+//! | `linux.rootfsPropagation` | `private`, `rprivate`, `slave`, `rslave` (every mount stays private); `shared`, `unbindable` (for the root) and `rshared`, `runbindable` (for every mount), applied in the container's own mount namespace once the root is built: shared with namespaces made from it, never with the host's |
+//! | `linux.personality` | [`personality`](SandboxBuilder::personality): `LINUX` or `LINUX32`, with the flags `personality(2)` names (`ADDR_NO_RANDOMIZE`, `UNAME26`, …) |
 //!
-//! Refused when set: `domainname`, `hooks.createContainer`, `hooks.startContainer`,
-//! `linux.sysctl`, `linux.resources.blockIO`, `hugepageLimits`, `network`, `rdma`, `unified`,
-//! `linux.intelRdt`, `linux.memoryPolicy`, `linux.netDevices`, `process.ioPriority`,
-//! `scheduler`, `execCPUAffinity`, a namespace `path` other than the network's, and the
-//! sections of other platforms. The other hooks are not the builder's: the runtime runs them
-//! (see [`crate::hooks`]).
+//! Refused when set, by name and with the reason: `linux.resources.blockIO.leafWeight` and
+//! `weightDevice[].leafWeight` (gone with CFQ), `linux.resources.network` (cgroup v1's
+//! `net_cls`/`net_prio`), `unified` off a pure cgroup v2 host or with a key Palisade does not
+//! apply, `hugepageLimits` and `rdma` where the host lacks the controller,
+//! `linux.intelRdt`, `linux.memoryPolicy`, `linux.netDevices`, `linux.seccomp.listenerPath`,
+//! a `user` or `mount` namespace `path`, and the sections of other platforms.
 //!
 //! # Capabilities
 //!
-//! Palisade describes one capability set: the bounding set, which root also holds as
-//! permitted and effective, and of which a non-root user holds, as permitted, effective,
-//! inheritable and ambient, only the capabilities given explicitly (see
-//! [`palisade::security`]). After `execve(2)` of a program without file capabilities
-//! (`capabilities(7)`, "Transformation of capabilities during execve()"):
-//!
-//! - root's permitted and effective sets are its bounding set (plus its inheritable set), so
-//!   the bundle's `bounding` becomes the set; `effective` and `permitted` must lie within it,
-//!   and `inheritable` must be empty; `ambient` is ignored, as runc ignores a capability it
-//!   cannot raise (one not inheritable, `prctl(2)`).
-//! - another user's permitted and effective sets become its ambient set, so `ambient` becomes
-//!   the explicitly given capabilities; it must lie within `permitted`, `inheritable` and
-//!   `bounding`, `inheritable` must equal it, and the rest of `bounding` must be among Docker's
-//!   defaults (Palisade has no way to grant a non-root user a bounding capability beyond
-//!   those without giving it as ambient too).
+//! The five sets are applied as given ([`CapSets`](palisade::security::CapSets)), for root and
+//! any other user. `effective` must lie within `permitted`, and `inheritable` within `bounding`
+//! (`capset(2)` refuses the rest). An `ambient` capability that is not both permitted and
+//! inheritable is left out, as runc leaves it (the kernel refuses to raise it, `prctl(2)`).
+//! What the command then holds is the kernel's transformation at `execve(2)` of a program
+//! without file capabilities (`capabilities(7)`): root's permitted and effective sets become
+//! `bounding` ∪ `inheritable` ∪ `ambient` (within `bounding`), another user's become `ambient`,
+//! and `bounding`, `inheritable` and `ambient` stay as given. With `noNewPrivileges` off, a
+//! set-user-ID-root program gains nothing beyond `bounding`.
 //!
 //! # Mounts
 //!
@@ -77,16 +76,26 @@
 //! | `/dev/shm` | `tmpfs` | `nosuid`, `noexec`, `nodev`, `mode=1777`, `size=65536k`, `rw` |
 //! | `/dev/mqueue` | `mqueue` | `nosuid`, `noexec`, `nodev`, `relatime`, `rw` |
 //! | `/sys` | `sysfs` | must be `ro`; `nosuid`, `noexec`, `nodev`, `relatime` |
-//! | `/sys/fs/cgroup` | `cgroup`, `cgroup2` | must be `ro`; `nosuid`, `noexec`, `nodev`, `relatime`, `private`, `rprivate` — **not mounted**: Palisade mounts no cgroup file system, and the directory stays sysfs's empty mount point |
+//! | `/sys/fs/cgroup` | `cgroup`, `cgroup2` | must be `ro`; `nosuid`, `noexec`, `nodev`, `relatime`, `private`, `rprivate`: a read-only cgroup2 mount of the container's own group on a pure cgroup v2 host ([`Rootfs::cgroup2`](palisade::Rootfs::cgroup2)); on hybrid and v1 hosts the directory stays sysfs's empty mount point |
 //!
 //! Bind mounts (type `bind`, or an option `bind`/`rbind`) become
-//! [`volume`](SandboxBuilder::volume)s (always recursive and `nodev`), read-only with `ro`; a
-//! relative source is relative to the bundle. Their accepted options are `bind`, `rbind`, `ro`,
-//! `rw`, `nodev`, `relatime`, `private`, `rprivate`, and `nosuid` when `noNewPrivileges` is on
-//! (under which set-user-ID bits grant nothing anyway, `prctl(2)`). Other tmpfs mounts become
-//! [`tmpfs`](SandboxBuilder::tmpfs) (mode 1777, `nosuid`, `nodev`), accepting `nosuid`, `nodev`,
-//! `mode=1777`, `rw`, `relatime`. Palisade binds every volume before it mounts any tmpfs, so a
-//! bind mount and a tmpfs nested the other way round are refused. Everything else is refused.
+//! [`volume`](SandboxBuilder::volume)s, `nodev` always; a relative source is relative to the
+//! bundle, and the destination is resolved inside the root. An engine's bind at `/dev/shm`
+//! (podman's directory, a Kubernetes pod's shared one) is bound over Palisade's own. `bind`
+//! binds the source's mount alone, `rbind` the mounts below it too. `ro` makes every mount of
+//! the tree read-only. `rw`, `nosuid`/`suid`, `noexec`/`exec`, `nosymfollow`/`symfollow`,
+//! `noatime`, `relatime`, `strictatime`, `atime`, `norelatime`, `nostrictatime`,
+//! `nodiratime`/`diratime` and a propagation type (`private`, `shared`, `slave`,
+//! `unbindable`) apply to the bound mount itself. The same options prefixed with `r` (`rro`,
+//! `rnosuid`, `rshared`, …) apply to every mount of the tree (`mount_setattr(2)`). Propagation
+//! is made in the container's own mount namespace, whose mounts are all private first: nothing
+//! propagates to or from the host. `uidMappings`/`gidMappings` (or `idmap`/`ridmap` with the
+//! container's maps) make an id-mapped mount, with `containerID` the id stored on disk and
+//! `hostID` the id shown. `dev`/`rdev` are refused. Other tmpfs mounts become tmpfs (`nosuid`,
+//! `nodev`) with `mode=`, `size=`, `nr_inodes=`, `uid=`, `gid=`, `noexec`/`exec`, `ro`/`rw`, the
+//! access-time options, `nosymfollow` and propagation types. Palisade binds every volume before
+//! it mounts any tmpfs, so a bind mount and a tmpfs nested the other way round are refused.
+//! Everything else is refused by name.
 
 use std::fs;
 use std::path::{Path, PathBuf};

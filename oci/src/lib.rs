@@ -2,7 +2,8 @@
 //!
 //! [`bundle`] maps an OCI runtime bundle (`config.json`, read with the `oci-spec` crate) to a
 //! [`palisade::SandboxBuilder`], applying each field or refusing it by name; [`hooks`] runs the
-//! hooks of `config.json` that run in the runtime's namespace.
+//! six hooks of `config.json`, on the host or in the container as the specification places
+//! them.
 
 pub mod bundle;
 pub mod error;

@@ -65,13 +65,20 @@ pub fn features() -> Result<()> {
     let doc = json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": OCI_VERSION,
-        // Hooks are refused by the bundle.
-        "hooks": [],
+        "hooks": [
+            "prestart", "createRuntime", "createContainer", "startContainer", "poststart",
+            "poststop"
+        ],
         // The options of the mounts the bundle accepts (filesystem-specific data left out, as
         // the specification asks).
         "mountOptions": [
-            "bind", "nodev", "noexec", "nosuid", "private", "rbind", "relatime", "ro",
-            "rprivate", "rw", "strictatime"
+            "atime", "bind", "diratime", "exec", "idmap", "noatime", "nodev", "nodiratime",
+            "noexec", "norelatime", "nostrictatime", "nosuid", "nosymfollow", "private",
+            "ratime", "rbind", "rdiratime", "relatime", "rexec", "ridmap", "rnoatime",
+            "rnodev", "rnodiratime", "rnoexec", "rnorelatime", "rnostrictatime", "rnosuid",
+            "rnosymfollow", "ro", "rprivate", "rrelatime", "rro", "rrw", "rshared", "rslave",
+            "rstrictatime", "rsuid", "rsymfollow", "runbindable", "rw", "shared", "slave",
+            "strictatime", "suid", "symfollow", "unbindable"
         ],
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts", "time"],
@@ -81,7 +88,7 @@ pub fn features() -> Result<()> {
                 "v2": true,
                 "systemd": false,
                 "systemdUser": false,
-                "rdma": false
+                "rdma": true
             },
             "seccomp": {
                 "enabled": true,
@@ -97,6 +104,8 @@ pub fn features() -> Result<()> {
                 "archs": ["SCMP_ARCH_AARCH64", "SCMP_ARCH_X86_64"]
             },
             "apparmor": { "enabled": false },
+            "intelRdt": { "enabled": false },
+            "mountExtensions": { "idmap": { "enabled": true } },
             "selinux": { "enabled": false }
         },
         "annotations": {
