@@ -110,6 +110,8 @@ mod mounts;
 mod process;
 mod resources;
 
+pub use process::{capability_set, check_labels, rlimits};
+
 /// An OCI runtime bundle: its directory and `config.json`.
 #[derive(Debug, Clone)]
 pub struct Bundle {

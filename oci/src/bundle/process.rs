@@ -9,6 +9,8 @@ use palisade::cgroup::CpuSet;
 use palisade::security::{
     CapSets, ExecDomain, IoClass, IoPriority, Personality, SchedFlags, SchedPolicy, Scheduler,
 };
+use std::path::Path;
+
 use palisade::{Capabilities, Rlimit, RlimitResource, SandboxBuilder, TerminalSize};
 
 use super::{apparmor_enabled, selinux_enabled, unsupported, Bundle};
@@ -47,19 +49,8 @@ pub(super) fn apply(bundle: &Bundle, p: &Process, b: &mut SandboxBuilder) -> Res
 
     capabilities(p.capabilities().as_ref(), b)?;
 
-    for (i, limit) in p.rlimits().iter().flatten().enumerate() {
-        let name = limit.typ().to_string();
-        let resource: RlimitResource = name
-            .parse()
-            .map_err(|_| unsupported(format!("process.rlimits[{i}].type"), &name, "unknown"))?;
-        if limit.soft() > limit.hard() {
-            return Err(bundle.config(format!(
-                "process.rlimits[{i}]: {name} soft limit {} exceeds its hard limit {}",
-                limit.soft(),
-                limit.hard()
-            )));
-        }
-        b.rlimit(Rlimit::new(resource, limit.soft(), limit.hard()));
+    for limit in rlimits(p, &bundle.config_path())? {
+        b.rlimit(limit);
     }
     b.no_new_privs(p.no_new_privileges().unwrap_or(false));
 
@@ -78,24 +69,11 @@ pub(super) fn apply(bundle: &Bundle, p: &Process, b: &mut SandboxBuilder) -> Res
         }
     }
 
-    if let Some(profile) = p.apparmor_profile().as_deref().filter(|s| !s.is_empty()) {
-        if apparmor_enabled() {
-            return Err(unsupported(
-                "process.apparmorProfile",
-                profile,
-                "Palisade does not apply AppArmor profiles, and AppArmor is enabled here",
-            ));
-        }
-    }
-    if let Some(label) = p.selinux_label().as_deref().filter(|s| !s.is_empty()) {
-        if selinux_enabled() {
-            return Err(unsupported(
-                "process.selinuxLabel",
-                label,
-                "Palisade does not apply SELinux labels, and SELinux is enabled here",
-            ));
-        }
-    }
+    check_labels(
+        p.apparmor_profile().as_deref(),
+        p.selinux_label().as_deref(),
+        ["process.apparmorProfile", "process.selinuxLabel"],
+    )?;
     if let Some(line) = p.command_line().as_deref() {
         return Err(unsupported(
             "process.commandLine",
@@ -229,11 +207,63 @@ fn personality(bundle: &Bundle, b: &mut SandboxBuilder) -> Result<()> {
     Ok(())
 }
 
-/// One of the five sets, as Palisade's type; absent is empty.
-fn set(caps: Option<&LinuxCapabilities>, name: &'static str) -> Result<Capabilities> {
-    let Some(caps) = caps else {
-        return Ok(Capabilities::empty());
-    };
+/// `process.rlimits` as Palisade's limits, for `create` and for a process file of `exec`: each
+/// type known, its soft limit at most its hard one ([`Error::Config`](crate::Error::Config)
+/// about `source` otherwise).
+pub fn rlimits(p: &Process, source: &Path) -> Result<Vec<Rlimit>> {
+    let mut out = Vec::new();
+    for (i, limit) in p.rlimits().iter().flatten().enumerate() {
+        let name = limit.typ().to_string();
+        let resource: RlimitResource = name
+            .parse()
+            .map_err(|_| unsupported(format!("process.rlimits[{i}].type"), &name, "unknown"))?;
+        if limit.soft() > limit.hard() {
+            return Err(crate::Error::Config {
+                path: source.to_owned(),
+                message: format!(
+                    "process.rlimits[{i}]: {name} soft limit {} exceeds its hard limit {}",
+                    limit.soft(),
+                    limit.hard()
+                ),
+            });
+        }
+        out.push(Rlimit::new(resource, limit.soft(), limit.hard()));
+    }
+    Ok(out)
+}
+
+/// Refuses a security label this host would enforce and Palisade does not apply, naming its
+/// field (`fields`: the AppArmor profile's, the SELinux label's); one for an LSM the host lacks
+/// means nothing here and is ignored, as runc ignores it.
+pub fn check_labels(
+    apparmor: Option<&str>,
+    selinux: Option<&str>,
+    fields: [&str; 2],
+) -> Result<()> {
+    if let Some(profile) = apparmor.filter(|s| !s.is_empty()) {
+        if apparmor_enabled() {
+            return Err(unsupported(
+                fields[0],
+                profile,
+                "Palisade does not apply AppArmor profiles, and AppArmor is enabled here",
+            ));
+        }
+    }
+    if let Some(label) = selinux.filter(|s| !s.is_empty()) {
+        if selinux_enabled() {
+            return Err(unsupported(
+                fields[1],
+                label,
+                "Palisade does not apply SELinux labels, and SELinux is enabled here",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One of the five capability sets of `process.capabilities` (`name`: `bounding`,
+/// `effective`, `inheritable`, `permitted` or `ambient`), as Palisade's type; absent is empty.
+pub fn capability_set(caps: &LinuxCapabilities, name: &'static str) -> Result<Capabilities> {
     let list = match name {
         "bounding" => caps.bounding(),
         "effective" => caps.effective(),
@@ -253,6 +283,11 @@ fn set(caps: Option<&LinuxCapabilities>, name: &'static str) -> Result<Capabilit
         out.insert(cap);
     }
     Ok(out)
+}
+
+/// One of the five sets; absent is empty.
+fn set(caps: Option<&LinuxCapabilities>, name: &'static str) -> Result<Capabilities> {
+    caps.map_or(Ok(Capabilities::empty()), |c| capability_set(c, name))
 }
 
 /// The five capability sets, applied exactly ([`SandboxBuilder::capability_sets`]); see the

@@ -20,7 +20,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 use oci_spec::runtime::{LinuxCapabilities, Process};
-use palisade::{Capabilities, Rlimit, RlimitResource, Stdio, TerminalSize};
+use palisade::{Capabilities, Rlimit, Stdio, TerminalSize};
+use palisade_oci::bundle::{capability_set, check_labels, rlimits};
 
 use super::lifecycle::forward_signals;
 use super::{open, status_of, write_pid_file, CliError, Global, Result};
@@ -124,64 +125,6 @@ fn unsupported(
     CliError::msg(format!("{field}: unsupported value {value}: {why}"))
 }
 
-/// Whether AppArmor is enabled on this host (its module parameter), as `create` checks it.
-fn apparmor_enabled() -> bool {
-    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
-        .is_ok_and(|s| s.trim() == "Y")
-}
-
-/// Whether SELinux is enabled on this host (its file system is mounted), as `create` checks it.
-fn selinux_enabled() -> bool {
-    std::path::Path::new("/sys/fs/selinux/enforce").exists()
-}
-
-/// Refuses a security label this host would enforce and Palisade does not apply; one for an
-/// LSM the host lacks means nothing here and is ignored, as `create` does.
-fn check_labels(apparmor: Option<&str>, selinux: Option<&str>, what: [&str; 2]) -> Result<()> {
-    if let Some(profile) = apparmor.filter(|s| !s.is_empty()) {
-        if apparmor_enabled() {
-            return Err(unsupported(
-                what[0],
-                profile,
-                "Palisade does not apply AppArmor profiles, and AppArmor is enabled here",
-            ));
-        }
-    }
-    if let Some(label) = selinux.filter(|s| !s.is_empty()) {
-        if selinux_enabled() {
-            return Err(unsupported(
-                what[1],
-                label,
-                "Palisade does not apply SELinux labels, and SELinux is enabled here",
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// One of the five capability sets of the process file, as Palisade's type; absent is empty.
-fn cap_set(caps: &LinuxCapabilities, name: &'static str) -> Result<Capabilities> {
-    let list = match name {
-        "bounding" => caps.bounding(),
-        "effective" => caps.effective(),
-        "inheritable" => caps.inheritable(),
-        "permitted" => caps.permitted(),
-        _ => caps.ambient(),
-    };
-    let mut out = Capabilities::empty();
-    for cap in list.iter().flatten() {
-        let cap = palisade::parse_capability(&cap.to_string()).map_err(|_| {
-            unsupported(
-                format!("process.capabilities.{name}"),
-                cap,
-                "a capability Palisade does not know",
-            )
-        })?;
-        out.insert(cap);
-    }
-    Ok(out)
-}
-
 /// The process file's capability sets as the exact set of the exec (see the module
 /// documentation), given the container's bounding set; `None` keeps the container's.
 fn capabilities(
@@ -196,7 +139,7 @@ fn capabilities(
         "permitted",
         "ambient",
     ]
-    .map(|n| cap_set(caps, n));
+    .map(|n| capability_set(caps, n).map_err(CliError::from));
     let (bounding, effective, inheritable, permitted, ambient) =
         (bounding?, effective?, inheritable?, permitted?, ambient?);
     let outside = |name: &str, s: Capabilities, of: Capabilities, why: &str| {
@@ -271,21 +214,7 @@ fn from_process_file(path: &std::path::Path, container_pid: u32) -> Result<Job> 
         })?,
         None => None,
     };
-    let mut rlimits = Vec::new();
-    for (i, limit) in p.rlimits().iter().flatten().enumerate() {
-        let name = limit.typ().to_string();
-        let resource: RlimitResource = name
-            .parse()
-            .map_err(|_| unsupported(format!("process.rlimits[{i}].type"), &name, "unknown"))?;
-        if limit.soft() > limit.hard() {
-            return Err(CliError::msg(format!(
-                "process.rlimits[{i}]: {name} soft limit {} exceeds its hard limit {}",
-                limit.soft(),
-                limit.hard()
-            )));
-        }
-        rlimits.push(Rlimit::new(resource, limit.soft(), limit.hard()));
-    }
+    let rlimits = rlimits(&p, path)?;
     check_labels(
         p.apparmor_profile().as_deref(),
         p.selinux_label().as_deref(),
