@@ -244,14 +244,8 @@ fn run_hook(name: &str, hook: &Hook, input: &[u8]) -> Result<(), HookError> {
     let timeout = checked_timeout(hook).map_err(invalid)?;
     let mut cmd = command(path, hook).map_err(invalid)?;
     let mut child = cmd.spawn().map_err(io_error("run"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let input = input.to_owned();
-        // Written by a thread, so that a hook that never reads cannot outlast its timeout;
-        // one that exits without reading only makes the write fail (EPIPE), which is its
-        // business.
-        thread::spawn(move || {
-            let _ = stdin.write_all(&input);
-        });
+    if let Some(stdin) = child.stdin.take() {
+        feed(stdin, input);
     }
     let stderr = child.stderr.take().map(collect);
     let status = match timeout {
@@ -282,6 +276,16 @@ fn run_hook(name: &str, hook: &Hook, input: &[u8]) -> Result<(), HookError> {
         status,
         stderr,
     })
+}
+
+/// Writes the state to a hook's standard input from a thread, so that a hook that never reads
+/// cannot outlast its timeout; one that exits without reading only makes the write fail
+/// (`EPIPE`), which is its business.
+fn feed(mut stdin: impl Write + Send + 'static, input: &[u8]) {
+    let input = input.to_owned();
+    thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
 }
 
 /// The hook's timeout, once its `path` and `timeout` are checked: the path must be absolute,
@@ -388,12 +392,8 @@ fn run_in_container<'a>(
         .stdout(palisade::Stdio::null())
         .stderr(palisade::Stdio::piped());
     let mut child = cmd.spawn().map_err(failed)?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let input = input.to_owned();
-        // As for a hook on the host: a hook that never reads cannot outlast its timeout.
-        thread::spawn(move || {
-            let _ = stdin.write_all(&input);
-        });
+    if let Some(stdin) = child.stdin.take() {
+        feed(stdin, input);
     }
     let stderr = child.stderr.take().map(collect);
     let status = match timeout {

@@ -36,7 +36,7 @@ use std::convert::Infallible;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -819,11 +819,6 @@ fn above(fd: BorrowedFd<'_>, floor: RawFd) -> Result<OwnedFd> {
     })
 }
 
-/// The seals that make a copied program immutable: no write, resize or further change of
-/// seals (`memfd_create(2)`, "File sealing").
-const SEALS: libc::c_int =
-    libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
-
 /// The program of [`Exec::program_fd`] checked and copied into a sealed, close-on-exec memory
 /// file: a regular file the caller may execute, on a mount that allows it, and no script.
 fn sealed_copy(fd: BorrowedFd<'_>, program: &OsStr) -> Result<OwnedFd> {
@@ -892,40 +887,15 @@ fn sealed_copy(fd: BorrowedFd<'_>, program: &OsStr) -> Result<OwnedFd> {
         return Err(Error::InvalidValue {
             what: "program descriptor",
             value: name(),
-            reason: "is a script (#!): its interpreter would be looked up in the sandbox, and                      the script left open there; name its interpreter's executable instead",
+            reason: "is a script (#!): its interpreter would be looked up in the sandbox, and \
+                     the script left open there; name its interpreter's executable instead",
         });
     }
     let copy_error = |source| Error::Setup {
         what: "copy the program into a sealed memory file",
         source,
     };
-    let memfd = memfd().map_err(copy_error)?;
-    let mut copy = File::from(memfd);
-    io::copy(&mut source, &mut copy).map_err(copy_error)?;
-    // SAFETY: fcntl(2) F_ADD_SEALS takes an integer argument and acts on our descriptor only.
-    if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } < 0 {
-        return Err(copy_error(io::Error::last_os_error()));
-    }
-    Ok(copy.into())
-}
-
-/// A new close-on-exec memory file that allows sealing, marked executable (`MFD_EXEC`, Linux
-/// 6.3, which `vm.memfd_noexec` may require; older kernels refuse the flag with `EINVAL`, and
-/// every memfd is executable there).
-fn memfd() -> io::Result<OwnedFd> {
-    let name = c"palisade-exec";
-    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
-    // SAFETY: memfd_create(2) reads the static name and returns a new descriptor or -1.
-    let mut fd = unsafe { libc::memfd_create(name.as_ptr(), flags | libc::MFD_EXEC) };
-    if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-        // SAFETY: as above.
-        fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
-    }
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the descriptor is new and owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    super::init_image::sealed_copy_of(c"palisade-exec", &mut source).map_err(copy_error)
 }
 
 /// What an exec takes from the sandbox of `plan`.

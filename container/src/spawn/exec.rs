@@ -17,11 +17,7 @@ use crate::terminal::TerminalSize;
 
 /// Sends `data` and the descriptor `fd` as `SCM_RIGHTS` (`unix(7)`) on the socket `sock`,
 /// without blocking, with the ancillary buffer on this stack.
-fn send_with_fd(
-    sock: BorrowedFd<'_>,
-    data: &[u8],
-    fd: BorrowedFd<'_>,
-) -> rustix::io::Result<()> {
+fn send_with_fd(sock: BorrowedFd<'_>, data: &[u8], fd: BorrowedFd<'_>) -> rustix::io::Result<()> {
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     let fds = [fd];

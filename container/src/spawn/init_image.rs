@@ -44,8 +44,9 @@
 //!
 //! The source, `container/init/main.rs`, documents the same contract.
 
+use std::ffi::CStr;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// The `palisade-init` program: a static, non-PIE x86_64 or aarch64 ELF without interpreter.
@@ -59,11 +60,17 @@ const SEALS: libc::c_int =
 /// A close-on-exec memfd holding [`INIT_ELF`], sealed against any change, ready for
 /// `execveat(2)`. Made in the parent, before the sandbox's first process starts.
 pub(crate) fn sealed_memfd() -> io::Result<OwnedFd> {
-    let name = c"palisade-init";
+    sealed_copy_of(c"palisade-init", &mut { INIT_ELF })
+}
+
+/// A close-on-exec memfd named `name` holding what `contents` reads, sealed against any change
+/// ([`SEALS`]), ready for `execveat(2)`: the init's image, or a program an exec runs by
+/// descriptor.
+pub(crate) fn sealed_copy_of(name: &CStr, contents: &mut impl Read) -> io::Result<OwnedFd> {
     let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
     // MFD_EXEC (Linux 6.3) says the file is to be executed, as `vm.memfd_noexec` wants it said;
     // older kernels refuse the unknown flag with EINVAL, and every memfd is executable there.
-    // SAFETY: memfd_create(2) reads the static name and returns a new descriptor or -1.
+    // SAFETY: memfd_create(2) reads the NUL-terminated name and returns a new descriptor or -1.
     let mut fd = unsafe { libc::memfd_create(name.as_ptr(), flags | libc::MFD_EXEC) };
     if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
         // SAFETY: as above.
@@ -74,7 +81,7 @@ pub(crate) fn sealed_memfd() -> io::Result<OwnedFd> {
     }
     // SAFETY: the descriptor is new and owned by nobody else; closed on every error below.
     let mut file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    file.write_all(INIT_ELF)?;
+    io::copy(contents, &mut file)?;
     // SAFETY: fcntl(2) F_ADD_SEALS takes an integer argument and acts on our descriptor only.
     if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } < 0 {
         return Err(io::Error::last_os_error());
@@ -91,6 +98,7 @@ mod tests {
     use super::*;
     use palisade_ns::child::{decimal, fexecve, ExecArray};
     use std::ffi::c_char;
+    use std::io::Write;
     use std::os::fd::{AsFd, BorrowedFd, RawFd};
     use std::time::{Duration, Instant};
 
