@@ -377,7 +377,7 @@ mod tests {
         }
         assert_eq!(ChildStep::from_raw(0), None);
         assert_eq!(ChildStep::from_raw(40), None);
-                // The numbers are the wire format between child and parent: new steps go at the end.
+        // The numbers are the wire format between child and parent: new steps go at the end.
         assert_eq!(ChildStep::Network as u32, 16);
         assert_eq!(ChildStep::Seccomp as u32, 17);
         assert_eq!(ChildStep::NoNewPrivs as u32, 25);

@@ -175,10 +175,14 @@ fn user_namespace(uid_map: &str, gid_map: &str) -> Result<OwnedFd> {
     let (wait_r, _wait_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| io("create a pipe", String::new())(e.into()))?;
     let raw_wait = wait_r.as_raw_fd();
+    // SAFETY: getpid(2) takes nothing.
+    let parent = unsafe { libc::getpid() };
     // SAFETY: a fork-like clone (no CLONE_VM, no new stack: the child runs on a copy of this
-    // stack). The child calls only read(2) and _exit(2), both async-signal-safe, so the locks
-    // other threads held at the clone do not matter to it; the read returns when the write end
-    // closes, and the parent kills it first anyway.
+    // stack). The child calls only prctl(2), getppid(2), read(2) and _exit(2), all
+    // async-signal-safe, so the locks other threads held at the clone do not matter to it. It
+    // holds a copy of the pipe's write end too, so the read never ends by itself: the parent
+    // kills it, or the kernel does when the parent dies first (`PR_SET_PDEATHSIG`), so that a
+    // caller killed meanwhile leaves no process behind.
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,
@@ -193,6 +197,10 @@ fn user_namespace(uid_map: &str, gid_map: &str) -> Result<OwnedFd> {
         let mut byte = 0u8;
         // SAFETY: see above; `byte` is a live local.
         unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != parent {
+                libc::_exit(0);
+            }
             libc::read(raw_wait, std::ptr::from_mut(&mut byte).cast(), 1);
             libc::_exit(0);
         }
