@@ -476,9 +476,14 @@ impl SandboxBuilder {
     ///   thread's namespace for children is switched for the clone only). The sandbox still has
     ///   its init, which is then not PID 1 there: when its caller dies it kills the command, not
     ///   the namespace's other processes, which belong to whoever made it.
+    /// - User: the child joins it first (its supplementary groups dropped before, while it
+    ///   may), becomes its root, and creates its other namespaces in it, so that they are that
+    ///   namespace's (`user_namespaces(7)`); with a PID namespace of its own, it forks its first
+    ///   process there once more, as the caller's child. Id maps are refused with it: only a new
+    ///   namespace takes them. Its groups may not ping (`net.ipv4.ping_group_range` keeps the
+    ///   kernel's default).
     /// - Network: refused; join one with [`Network::join`](palisade_netns::Network).
-    /// - User and mount: refused; the sandbox's id maps, privileges and root are set up in
-    ///   namespaces of its own.
+    /// - Mount: refused; the sandbox's root is set up in a mount namespace of its own.
     ///
     /// Joining needs `CAP_SYS_ADMIN` over the namespace's owner: a sandbox with a user
     /// namespace of its own cannot join one of the host's.
@@ -788,12 +793,15 @@ impl SandboxBuilder {
         let has_maps = iso.uid_map.is_some() || iso.gid_map.is_some();
         let namespaces = derive::implied_namespaces(iso.namespaces, has_maps);
         let (namespaces, joins) =
-            derive::joins(namespaces, &iso.joins, iso.time_offsets.is_some())?;
+            derive::joins(namespaces, &iso.joins, has_maps, iso.time_offsets.is_some())?;
         let hostname = derive::hostname(iso.hostname.as_deref(), namespaces)?;
         let domainname = derive::domainname(iso.domainname.as_deref(), namespaces)?;
         let (namespaces, time_offsets) = derive::time_namespace(namespaces, iso.time_offsets)?;
         let namespaces = derive::network_namespace(namespaces, &iso.network);
-        let user_ns = namespaces.contains(Namespace::USER);
+        // Its own user namespace, or one it joins: either way its root and privileges are
+        // those of a user namespace (only a new one gets id maps written).
+        let joins_user = joins.user.is_some();
+        let user_ns = namespaces.contains(Namespace::USER) || joins_user;
         // Its own PID namespace, or one it joins: either way it has an init, and a `/proc` of
         // that namespace.
         let pid_ns = namespaces.contains(Namespace::PID) || joins.pid.is_some();
@@ -817,8 +825,11 @@ impl SandboxBuilder {
             _ => None,
         };
         let socket_factory = matches!(net, Some(NetPlan::Forward(..))) && user_ns;
-        let user = user_ns.then(|| self.user_plan());
-        let ping_group_range = loopback_up.then(|| ping_group_range(user.as_ref()));
+        let user = (user_ns && !joins_user).then(|| self.user_plan());
+        // In a joined user namespace the groups that may ping are not known here (its gid map
+        // is its maker's): the kernel's default (none) stays.
+        let ping_group_range =
+            (loopback_up && !joins_user).then(|| ping_group_range(user.as_ref()));
         // A joined network namespace is the sandbox's own only if it is not the caller's: the
         // host's `net.*` parameters are never the sandbox's to set.
         let joins_other_network = match &join_net {
@@ -873,7 +884,19 @@ impl SandboxBuilder {
             self.stdio.iter().all(Stdio::is_inherit),
         )?;
         let plan = Plan {
-            clone_namespaces: namespaces,
+            // In a joined user namespace the child creates the rest itself, so that they are
+            // that namespace's (`user_namespaces(7)`).
+            clone_namespaces: if joins_user {
+                Namespace::empty()
+            } else {
+                namespaces
+            },
+            unshare_in_user: if joins_user {
+                namespaces
+            } else {
+                Namespace::empty()
+            },
+            join_user: joins.user,
             exec: self.exec_plan()?,
             cwd: self
                 .process

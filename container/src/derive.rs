@@ -138,6 +138,8 @@ pub(crate) struct Joins {
     pub kinds: Namespace,
     /// IPC, UTS, cgroup and time namespaces: the child joins them itself (`setns(2)`).
     pub child: Vec<std::os::fd::OwnedFd>,
+    /// A user namespace: the child joins it first, and creates its other namespaces in it.
+    pub user: Option<std::os::fd::OwnedFd>,
     /// A PID namespace: the spawning thread joins it for its children only
     /// (`pid_for_children`, `pid_namespaces(7)`) around the clone, so that the sandbox's first
     /// process is born in it.
@@ -148,18 +150,19 @@ pub(crate) struct Joins {
 /// (`ioctl_ns(2)`). Returns the namespaces still to create, and the joins.
 ///
 /// Refused: a network namespace (joined with [`Network::join`](palisade_netns::Network)); a
-/// user namespace, whose id maps and privileges every other step relies on, and a mount
-/// namespace, which the sandbox's root would be set up in and so changed for everyone in it;
-/// a joined time namespace with offsets of the sandbox's own (`offsets`), which only a new
-/// one can take.
+/// mount namespace, which the sandbox's root would be set up in and so changed for everyone in
+/// it; a joined user namespace with id maps of the sandbox's own (`maps`), which only a new
+/// one takes; a joined time namespace with offsets of the sandbox's own (`offsets`), likewise.
 pub(crate) fn joins(
     namespaces: Namespace,
     paths: &[std::path::PathBuf],
+    maps: bool,
     offsets: bool,
 ) -> Result<(Namespace, Joins)> {
     let mut joins = Joins {
         kinds: Namespace::empty(),
         child: Vec::new(),
+        user: None,
         pid: None,
     };
     for path in paths {
@@ -173,10 +176,15 @@ pub(crate) fn joins(
         if kind == Namespace::NET {
             return Err(invalid("a network namespace is joined with Network::join"));
         }
-        if kind == Namespace::USER || kind == Namespace::MOUNT {
+        if kind == Namespace::MOUNT {
             return Err(invalid(
-                "a user or mount namespace cannot be joined: the sandbox's id maps, privileges \
-                 and root are set up in namespaces of its own",
+                "a mount namespace cannot be joined: the sandbox's root is set up in a mount \
+                 namespace of its own",
+            ));
+        }
+        if kind == Namespace::USER && maps {
+            return Err(invalid(
+                "id maps are written only for a new user namespace (user_namespaces(7))",
             ));
         }
         if kind == Namespace::TIME && offsets {
@@ -190,6 +198,8 @@ pub(crate) fn joins(
         joins.kinds |= kind;
         if kind == Namespace::PID {
             joins.pid = Some(file.into());
+        } else if kind == Namespace::USER {
+            joins.user = Some(file.into());
         } else {
             joins.child.push(file.into());
         }

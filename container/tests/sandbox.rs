@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
@@ -660,6 +660,91 @@ fn sysctls_are_set_in_the_sandboxs_own_namespaces_only() {
 }
 
 #[test]
+fn a_sandbox_joins_anothers_user_namespace_and_makes_its_own_in_it() {
+    require_root!();
+    // A pod's user namespace, root mapped to 100000, as a Kubernetes pod without host users.
+    let map = IdMap::new([IdMapping::new(0, 100_000, 65_536)]).unwrap();
+    let mut first = sh("exec sleep 300")
+        .uid_map(map.clone())
+        .gid_map(map.clone())
+        .spawn()
+        .unwrap();
+    let command = first.command_id();
+    let ns = format!("/proc/{command}/ns/user");
+    let link = |path: &str| std::fs::read_link(path).unwrap().display().to_string();
+    // Its hostname and /proc need privilege over its UTS, mount and PID namespaces: those it
+    // made in the joined one.
+    let mut second = sh(
+        "readlink /proc/self/ns/user; id -u; cat /proc/self/uid_map; \
+         readlink /proc/self/ns/net; hostname; cat /proc/1/comm; grep Groups /proc/self/status",
+    );
+    second.join_namespace(&ns).hostname("pal-joined-user");
+    let mut child = second.stdout(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{out}");
+    let lines: Vec<String> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(lines[0], link(&ns), "{out}");
+    assert_eq!(lines[1], "0", "{out}");
+    assert_eq!(lines[2], "0 100000 65536", "{out}");
+    assert_ne!(lines[3], link(&format!("/proc/{command}/ns/net")), "{out}");
+    assert_eq!(lines[4], "pal-joined-user", "{out}");
+    // A PID namespace of its own, its init the first process there, the caller's child.
+    assert_eq!(lines[5], "palisade-init", "{out}");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    assert!(status.is_empty() || status.contains(&format!("PPid:\t{}", std::process::id())));
+    // None of the caller's supplementary groups came along.
+    assert_eq!(lines[6], "Groups:", "{out}");
+    // A command run in such a sandbox later is its root too, without the caller's groups.
+    let mut third = sh("exec sleep 300");
+    third.join_namespace(&ns);
+    let mut third = third.spawn().unwrap();
+    let out = third
+        .exec("sh")
+        .args([
+            "-c",
+            "id -u; grep Groups /proc/self/status; readlink /proc/self/ns/user",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(lines, ["0", "Groups:", &link(&ns)], "{out:?}");
+    third.kill(palisade::Signal::SIGKILL).unwrap();
+    third.wait().unwrap();
+    // Id maps of its own with a joined user namespace: refused before anything runs.
+    let err = sh("true")
+        .join_namespace(&ns)
+        .uid_map(map.clone())
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidValue {
+                what: "namespace to join",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    first.kill(palisade::Signal::SIGKILL).unwrap();
+    first.wait().unwrap();
+}
+
+#[test]
 fn a_sandbox_joins_anothers_pid_and_time_namespaces_by_path() {
     require_root!();
     let ten_days = 10 * 86_400;
@@ -737,7 +822,6 @@ fn a_sandbox_joins_anothers_ipc_and_uts_namespaces_by_path() {
     // and a file that is no namespace: refused before anything runs.
     for (paths, what) in [
         (vec![ns("uts")], "hostname"),
-        (vec![ns("user")], "namespace to join"),
         (vec![ns("mnt")], "namespace to join"),
         (vec![ns("net")], "namespace to join"),
         (vec![ns("ipc"), ns("ipc")], "namespace to join"),

@@ -694,8 +694,8 @@ fn a_container_joins_anothers_ipc_uts_and_pid_namespaces_by_path() {
         "the first container was ended"
     );
 
-    // A path of another kind than its entry says, and a user namespace by path: refused by
-    // name, with nothing left.
+    // A path of another kind than its entry says, a mount namespace by path, and maps that are
+    // not those of the user namespace joined: refused by name, with nothing left.
     second.edit_config(|c| c["linux"]["namespaces"] = namespaces("pid"));
     let wrong = second.oci(&["run", &b, "--bundle", second.bundle()]);
     assert_eq!(wrong.code, 1, "{wrong:?}");
@@ -704,13 +704,22 @@ fn a_container_joins_anothers_ipc_uts_and_pid_namespaces_by_path() {
         "{wrong:?}"
     );
     second.edit_config(|c| {
+        c["linux"]["namespaces"] =
+            serde_json::json!([{"type": "mount", "path": format!("/proc/{pid}/ns/mnt")}]);
+    });
+    let mount = second.oci(&["run", &b, "--bundle", second.bundle()]);
+    assert_eq!(mount.code, 1, "{mount:?}");
+    assert!(mount.err.contains("linux.namespaces[0].path"), "{mount:?}");
+    second.edit_config(|c| {
         c["linux"]["namespaces"] = serde_json::json!([
             {"type": "mount"}, {"type": "user", "path": format!("/proc/{pid}/ns/user")},
         ]);
+        c["linux"]["uidMappings"] =
+            serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
     });
-    let user = second.oci(&["run", &b, "--bundle", second.bundle()]);
-    assert_eq!(user.code, 1, "{user:?}");
-    assert!(user.err.contains("linux.namespaces[1].path"), "{user:?}");
+    let maps = second.oci(&["run", &b, "--bundle", second.bundle()]);
+    assert_eq!(maps.code, 1, "{maps:?}");
+    assert!(maps.err.contains("linux.uidMappings"), "{maps:?}");
     assert_eq!(
         second.oci(&["list", "-q"]).ok().out.trim(),
         "",

@@ -65,6 +65,43 @@ fn run(plan: &Plan, fds: &ChildFds) -> Step<Infallible> {
     // from a directory descriptor).
     process::close_all_but(fds.keep);
 
+    if let Some(user) = &plan.join_user {
+        // The user namespace first, then the others, made in it so that they are its own and
+        // its root is privileged over them (`user_namespaces(7)`).
+        // The caller's supplementary groups go first, while it may still drop them: the
+        // joined namespace may deny setgroups(2) (`user_namespaces(7)`), and its groups would
+        // then come along. A caller without CAP_SETGID keeps its own, as with any sandbox.
+        match rustix::thread::set_thread_groups(&[]) {
+            Ok(()) | Err(Errno::PERM) => {}
+            Err(e) => return Err(ChildFailure::new(SetGroups, e).into()),
+        }
+        let user_kind = Some(rustix::thread::LinkNameSpaceType::User);
+        rustix::thread::move_into_link_name_space(user.as_fd(), user_kind)
+            .in_step(JoinNamespace)?;
+        let flags =
+            rustix::thread::UnshareFlags::from_bits_retain(plan.unshare_in_user.as_raw() as u32);
+        // SAFETY: the new namespaces are this process's alone; no other thread shares the
+        // flags' effects (unshare(2)).
+        unsafe { rustix::thread::unshare_unsafe(flags) }.in_step(JoinNamespace)?;
+        // Its root, as a child writing id maps becomes the root of its new namespace: the
+        // caller's ids are not that namespace's (the kernel shows them as the overflow ids).
+        let (uid, gid) = (rustix::process::Uid::ROOT, rustix::process::Gid::ROOT);
+        rustix::thread::set_thread_res_gid(gid, gid, gid).in_step(SetGid)?;
+        rustix::thread::set_thread_res_uid(uid, uid, uid).in_step(SetUid)?;
+        if let Some(pid_w) = fds.pid_w {
+            // The new PID namespace is for children only: its first process is a sibling,
+            // the caller's child as a cloned one would be, which goes on from here.
+            // SAFETY: the copy only makes typed, errno-free calls and executes or exits.
+            if let Some(pid) = unsafe { process::fork_sibling() }.in_step(InitFork)? {
+                return Err(match rustix::io::write(pid_w, &pid.to_ne_bytes()) {
+                    Ok(4) => Exit::Quietly(0),
+                    Ok(_) => Exit::Quietly(1),
+                    Err(e) => ChildFailure::new(InitFork, e).into(),
+                });
+            }
+        }
+    }
+
     if plan.death_signal {
         rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
             .in_step(DeathSignal)?;

@@ -491,6 +491,7 @@ impl Exec<'_> {
             parent_pid: std::process::id() as libc::pid_t,
             start: None,
             cgroup_tasks: &v1_tasks,
+            pid_w: None,
         };
         let mut keep: Vec<RawFd> = [
             0,
@@ -745,6 +746,15 @@ fn enter_steps(ctx: &EnterCtx<'_>) -> Step<Infallible> {
     // the caller's user namespace. `execve(2)` makes the command dumpable again.
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
         .in_step(ChildStep::Enter)?;
+    // In a user namespace that denies setgroups(2), the caller's supplementary groups could not
+    // be dropped once inside: they go first, while they may (a caller without CAP_SETGID keeps
+    // its own, as with any sandbox).
+    if matches!(ctx.become_root, Some((_, _, false))) {
+        match rustix::thread::set_thread_groups(&[]) {
+            Ok(()) | Err(rustix::io::Errno::PERM) => {}
+            Err(e) => return Err(ChildFailure::new(ChildStep::SetGroups, e).into()),
+        }
+    }
     // Every namespace at once; the mount namespace's root becomes this process's root and
     // working directory.
     rustix::thread::move_into_thread_name_spaces(ctx.target, ctx.join).in_step(ChildStep::Enter)?;
@@ -907,10 +917,13 @@ pub(crate) fn entry_of(plan: &super::plan::Plan) -> Entry {
             cwd: plan.cwd.clone(),
             die_with_parent: plan.death_signal || plan.death_pipe.is_some(),
             own_root: plan.rootfs.is_some(),
-            become_root: plan
-                .user
-                .as_ref()
-                .map(|u| (u.root_uid, u.root_gid, u.setgroups == SetGroups::Allow)),
+            // In a joined user namespace the child became its root; whether it allows
+            // setgroups(2) is its maker's choice, so the groups go before joining it.
+            become_root: match (&plan.user, &plan.join_user) {
+                (Some(u), _) => Some((u.root_uid, u.root_gid, u.setgroups == SetGroups::Allow)),
+                (None, Some(_)) => Some((true, true, false)),
+                (None, None) => None,
+            },
         }
     }
 }

@@ -168,6 +168,35 @@ impl Sandbox {
         let [stdin, stdout, stderr] = stdio;
         drop((stdin.child, stdout.child, stderr.child));
         let (pid, pidfd) = cloned.into_parts();
+        // In a joined user namespace with a PID namespace of its own, the cloned process forks
+        // the sandbox's first process, our child too, reports its pid and leaves.
+        let (pid, pidfd) = match ends.pid_r {
+            None => (pid, pidfd),
+            Some(pid_r) => {
+                let mut buf = [0u8; 4];
+                let read = File::from(pid_r).read_exact(&mut buf);
+                let _ = rustix::process::waitid(
+                    rustix::process::WaitId::PidFd(pidfd.as_fd()),
+                    rustix::process::WaitIdOptions::EXITED,
+                );
+                if let Err(source) = read {
+                    // It failed before the fork: its report says why.
+                    return Err(match read_report(&mut File::from(ends.err_r))? {
+                        Report::Failed(step, index, errno) => Error::Child {
+                            step,
+                            context: self.context(step, index),
+                            source: io::Error::from_raw_os_error(errno),
+                        },
+                        _ => Error::Setup {
+                            what: "read the pid of the sandbox's first process",
+                            source,
+                        },
+                    });
+                }
+                let pid = i32::from_ne_bytes(buf);
+                (pid, pidfd_open(pid)?)
+            }
+        };
         // Until the exec is confirmed, dropping the handle kills and reaps the child.
         let mut handle = Child::new(
             pid,
@@ -389,11 +418,14 @@ struct Ends {
     death: Option<OwnedFd>,
     /// The read end of a created command's start gate.
     start: Option<OwnedFd>,
+    /// The pipe on which a child in a joined user namespace reports its sibling's pid.
+    pid: Option<(OwnedFd, OwnedFd)>,
 }
 
 /// The parent's ends, once the child has its own.
 struct ParentEnds {
     sync_w: Option<OwnedFd>,
+    pid_r: Option<OwnedFd>,
     err_r: OwnedFd,
     control: Option<OwnedFd>,
     report_r: Option<OwnedFd>,
@@ -427,7 +459,11 @@ impl Ends {
                 })
                 .transpose()?,
         };
-        let parent_pidfd = (plan.death_signal && plan.clone_namespaces.contains(Namespace::PID))
+        let pid = plan
+            .forks_in_user()
+            .then(|| pipe_above("create the pid pipe", floor))
+            .transpose()?;
+        let parent_pidfd = (plan.death_signal && plan.new_pid_namespace())
             .then(|| lift(pidfd_open(std::process::id() as libc::pid_t)?, floor))
             .transpose()?;
         // The init's own description of the death pipe: the signal it asks for on it
@@ -452,6 +488,7 @@ impl Ends {
             parent_pidfd,
             death,
             start,
+            pid,
         })
     }
 
@@ -473,6 +510,7 @@ impl Ends {
             parent_pid: std::process::id() as libc::pid_t,
             start: self.start.as_ref().map(OwnedFd::as_fd),
             cgroup_tasks: &[],
+            pid_w: self.pid.as_ref().map(|(_, w)| w.as_fd()),
         }
     }
 
@@ -487,6 +525,7 @@ impl Ends {
             fds.death,
             fds.parent_pidfd,
             fds.start,
+            fds.pid_w,
         ];
         let mut keep: Vec<RawFd> = [0, 1, 2, fds.err_w.as_raw_fd()]
             .into_iter()
@@ -508,6 +547,7 @@ impl Ends {
     fn into_parent(self) -> ParentEnds {
         ParentEnds {
             sync_w: self.sync.map(|(_child_end, w)| w),
+            pid_r: self.pid.map(|(r, _child_end)| r),
             err_r: self.err.0,
             control: self.control.map(|(parent, _child_end)| parent),
             report_r: self.report.map(|(r, _child_end)| r),

@@ -197,6 +197,12 @@ pub(crate) struct Command<'a> {
 pub(crate) struct Plan {
     /// Namespaces created by the clone itself.
     pub clone_namespaces: Namespace,
+    /// A user namespace the child joins first thing (`setns(2)`), before it creates
+    /// [`unshare_in_user`](Self::unshare_in_user) there; with a new PID namespace among them it
+    /// then forks once more, as a sibling, to be its first process.
+    pub join_user: Option<std::os::fd::OwnedFd>,
+    /// The namespaces the child creates itself once in [`join_user`](Self::join_user).
+    pub unshare_in_user: Namespace,
     pub exec: ExecPlan,
     pub cwd: Option<CString>,
     pub hostname: Option<CString>,
@@ -314,6 +320,18 @@ impl CgroupPlan {
 }
 
 impl Plan {
+    /// Whether the sandbox's first process is in a new PID namespace, made by the clone or by
+    /// the child in a joined user namespace.
+    pub fn new_pid_namespace(&self) -> bool {
+        (self.clone_namespaces | self.unshare_in_user).contains(Namespace::PID)
+    }
+
+    /// Whether the child forks once more after joining a user namespace, as its new PID
+    /// namespace's first process, and reports that process's pid.
+    pub fn forks_in_user(&self) -> bool {
+        self.join_user.is_some() && self.unshare_in_user.contains(Namespace::PID)
+    }
+
     /// The command's part of the plan.
     pub fn command(&self) -> Command<'_> {
         Command {
@@ -328,6 +346,7 @@ impl Plan {
     pub fn own_fds(&self) -> impl Iterator<Item = RawFd> + '_ {
         self.join_net
             .iter()
+            .chain(&self.join_user)
             .chain(&self.joins)
             .chain(&self.init_image)
             .chain(self.passed_fds.iter().map(|(fd, _)| fd))

@@ -44,6 +44,9 @@ pub(crate) struct ChildFds<'a> {
     /// anything else (`palisade_cgroup::child::enter_v1`); closed with the caller's other
     /// descriptors right after.
     pub cgroup_tasks: &'a [std::os::fd::OwnedFd],
+    /// Write end of the pipe on which a child that joined a user namespace reports the pid of
+    /// its sibling, the new PID namespace's first process (see `Plan::forks_in_user`).
+    pub pid_w: Option<BorrowedFd<'a>>,
 }
 
 /// The number of an optional descriptor, `-1` for none: for the init program's argv and for

@@ -97,6 +97,7 @@ fn refuse_unsupported(linux: &Linux) -> Result<()> {
 fn namespaces(bundle: &Bundle, linux: &Linux, b: &mut SandboxBuilder) -> Result<()> {
     let mut set = Namespace::empty();
     let mut network = Network::host();
+    let mut joined_user = None;
     for (i, ns) in linux.namespaces().iter().flatten().enumerate() {
         let flag = match ns.typ() {
             LinuxNamespaceType::Mount => Namespace::MOUNT,
@@ -116,16 +117,14 @@ fn namespaces(bundle: &Bundle, linux: &Linux, b: &mut SandboxBuilder) -> Result<
         }
         match ns.path() {
             Some(path) if flag == Namespace::NET => network = Network::join_path(path),
-            // As a pod's containers share the pause container's; the builder refuses user and
-            // mount namespaces by path.
+            // As a pod's containers share the pause container's; a mount namespace is refused.
             Some(path) => {
                 let field = format!("linux.namespaces[{i}].path");
-                if flag == Namespace::USER || flag == Namespace::MOUNT {
+                if flag == Namespace::MOUNT {
                     return Err(unsupported(
                         field,
                         path.display(),
-                        "Palisade sets up the container's id maps, privileges and root in user \
-                         and mount namespaces of its own",
+                        "Palisade sets up the container's root in a mount namespace of its own",
                     ));
                 }
                 let found = palisade::ns::NsFile::open_path(path)
@@ -138,6 +137,9 @@ fn namespaces(bundle: &Bundle, linux: &Linux, b: &mut SandboxBuilder) -> Result<
                         found.proc_name().unwrap_or("different"),
                         ns.typ()
                     )));
+                }
+                if flag == Namespace::USER {
+                    joined_user = Some(path.clone());
                 }
                 b.join_namespace(path);
             }
@@ -163,10 +165,16 @@ fn namespaces(bundle: &Bundle, linux: &Linux, b: &mut SandboxBuilder) -> Result<
         let Some(mappings) = mappings.as_deref().filter(|m| !m.is_empty()) else {
             continue;
         };
+        let map = id_map(mappings).map_err(|e| bundle.config(format!("{field}: {e}")))?;
+        if let Some(path) = &joined_user {
+            // A joined namespace has its maps: those given must be them (an engine gives them
+            // for its id-mapped mounts), and are not written again.
+            joined_maps_match(path, field, &map)?;
+            continue;
+        }
         if !user {
             return Err(bundle.config(format!("{field} is set without a user namespace")));
         }
-        let map = id_map(mappings).map_err(|e| bundle.config(format!("{field}: {e}")))?;
         if field == "linux.uidMappings" {
             b.uid_map(map);
         } else {
@@ -198,6 +206,40 @@ fn namespaces(bundle: &Bundle, linux: &Linux, b: &mut SandboxBuilder) -> Result<
         b.time_offsets(t);
     }
     b.namespaces(set).network(network);
+    Ok(())
+}
+
+/// Checks that the user namespace joined at `path` has the map `map` of `field`: read from its
+/// process's `uid_map` or `gid_map` (`user_namespaces(7)`), so only a `/proc/<pid>/ns/user`
+/// path can be checked.
+fn joined_maps_match(path: &Path, field: &str, map: &IdMap) -> Result<()> {
+    let file = if field == "linux.uidMappings" {
+        "uid_map"
+    } else {
+        "gid_map"
+    };
+    let refuse = |reason| unsupported(field, path.display(), reason);
+    let process = path
+        .strip_prefix("/proc")
+        .ok()
+        .and_then(|rest| rest.to_str())
+        .and_then(|rest| rest.strip_suffix("/ns/user"))
+        .filter(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| {
+            refuse("the maps of a user namespace joined by a path other than /proc/<pid>/ns/user cannot be checked")
+        })?;
+    let text = std::fs::read_to_string(format!("/proc/{process}/{file}"))
+        .map_err(|_| refuse("the joined namespace's maps cannot be read"))?;
+    let has = IdMap::new(text.lines().filter_map(|line| {
+        let mut n = line.split_whitespace().map(|n| n.parse::<u32>().ok());
+        Some(IdMapping::new(n.next()??, n.next()??, n.next()??))
+    }))
+    .map_err(|_| refuse("the joined namespace's maps cannot be read"))?;
+    if has.mappings() != map.mappings() {
+        return Err(refuse(
+            "differs from the maps of the user namespace joined by linux.namespaces",
+        ));
+    }
     Ok(())
 }
 
