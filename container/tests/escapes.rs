@@ -23,6 +23,7 @@
 //! | `input` | hostnames that are none, a memory limit too small to start, a volume mode that is none, a sysctl with the host's network namespace joined by path |
 //! | `state` | a named sandbox's command writes a forged status through PID 1's descriptor of its record; a started program keeps the start gate; a stale record's pid signals whoever has that pid now; a link planted at a name's place makes the record elsewhere |
 //! | `exhaustion` | a sandbox writes until the host's memory is gone, through its throwaway layer or `/tmp` |
+//! | `joins` | a spawn into a pod's PID namespace leaves the caller's thread making its later children there, where the pod sees and signals them |
 
 mod common;
 
@@ -62,6 +63,9 @@ mod exhaustion;
 
 #[path = "escapes/state.rs"]
 mod state;
+
+#[path = "escapes/joins.rs"]
+mod joins;
 
 #[path = "escapes/network.rs"]
 mod network;
