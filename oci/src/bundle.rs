@@ -27,7 +27,7 @@
 //! | `mounts` | see [`mounts`](self#mounts) |
 //! | `hostname`, `domainname`, `annotations` | [`hostname`](SandboxBuilder::hostname), [`domainname`](SandboxBuilder::domainname) (both need the container's own `uts` namespace), [`annotation`](SandboxBuilder::annotation) |
 //! | `hooks` | not the builder's: the runtime runs all six ([`crate::hooks`]) |
-//! | `linux.namespaces` | exactly those namespaces; no `network` entry shares the host's. A `path` is joined ([`join_namespace`](SandboxBuilder::join_namespace), or [`Network::join_path`](palisade::Network::join_path) for a network), once its kind is checked against its entry's: `pid`, `network`, `ipc`, `uts`, `cgroup` and `time`, as a pod's containers share theirs; a `user` or `mount` path is refused (the container's id maps, privileges and root are set up in namespaces of its own) |
+//! | `linux.namespaces` | exactly those namespaces; no `network` entry shares the host's. A `path` is joined ([`join_namespace`](SandboxBuilder::join_namespace), or [`Network::join_path`](palisade::Network::join_path) for a network), once its kind is checked against its entry's: `pid`, `network`, `ipc`, `uts`, `cgroup`, `time` and `user`, as a pod's containers share theirs (with a joined `user` namespace, `uidMappings`/`gidMappings` must be its own, read from `/proc/<pid>/uid_map`, and are not written again); a `mount` path is refused (the container's root is set up in a mount namespace of its own) |
 //! | `linux.uidMappings`, `gidMappings` | [`IdMap`](palisade::IdMap)s (a user namespace without them maps root to the caller, Palisade's default) |
 //! | `linux.timeOffsets` | [`TimeOffsets`](palisade::TimeOffsets) |
 //! | `linux.sysctl` | [`sysctl`](SandboxBuilder::sysctl): parameters of the container's own network, IPC and UTS namespaces; the host's are refused when the sandbox is built |
@@ -44,7 +44,7 @@
 //! `net_cls`/`net_prio`), `unified` off a pure cgroup v2 host or with a key Palisade does not
 //! apply, `hugepageLimits` and `rdma` where the host lacks the controller,
 //! `linux.intelRdt`, `linux.memoryPolicy`, `linux.netDevices`, `linux.seccomp.listenerPath`,
-//! a `user` or `mount` namespace `path`, and the sections of other platforms.
+//! a `mount` namespace `path`, and the sections of other platforms.
 //!
 //! # Capabilities
 //!
