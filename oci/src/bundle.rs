@@ -93,9 +93,9 @@
 //! container's maps) make an id-mapped mount, with `containerID` the id stored on disk and
 //! `hostID` the id shown. `dev`/`rdev` are refused. Other tmpfs mounts become tmpfs (`nosuid`,
 //! `nodev`) with `mode=`, `size=`, `nr_inodes=`, `uid=`, `gid=`, `noexec`/`exec`, `ro`/`rw`, the
-//! access-time options, `nosymfollow` and propagation types. Palisade binds every volume before
-//! it mounts any tmpfs, so a bind mount and a tmpfs nested the other way round are refused.
-//! Everything else is refused by name.
+//! access-time options, `nosymfollow` and propagation types. Bind mounts and tmpfs are mounted
+//! in the bundle's order, after Palisade's own file systems: one of those inside a bind mount
+//! or tmpfs given before it is refused. Everything else is refused by name.
 
 use std::fs;
 use std::path::{Path, PathBuf};

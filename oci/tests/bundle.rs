@@ -681,13 +681,21 @@ fn more_fields_map() {
     }));
     assert!(err.to_string().contains("mounts[7].options[1]"), "{err}");
 
-    // A bind mount inside an earlier tmpfs: Palisade would mount the tmpfs over it.
-    let err = refusal(&edited(RUNC_SPEC, |v| {
+    // A bind mount inside an earlier tmpfs is mounted in that order; one of Palisade's own
+    // file systems inside an earlier bind mount would be mounted first, under it: refused.
+    builds(edited(RUNC_SPEC, |v| {
         let mounts = v["mounts"].as_array_mut().unwrap();
         mounts.push(json!({"destination": "/srv", "type": "tmpfs"}));
         mounts.push(json!({"destination": "/srv/data", "type": "bind", "source": "rootfs"}));
     }));
-    assert!(err.to_string().contains("mounts[8]"), "{err}");
+    let err = refusal(&edited(RUNC_SPEC, |v| {
+        let mounts = v["mounts"].as_array_mut().unwrap();
+        let mqueue = mounts.remove(4);
+        assert_eq!(mqueue["destination"], "/dev/mqueue");
+        mounts.push(json!({"destination": "/dev/mqueue", "type": "bind", "source": "rootfs"}));
+        mounts.push(mqueue);
+    }));
+    assert!(err.to_string().contains("mounts["), "{err}");
 
     // A read-write sysfs, and a non-root user's bounding capability beyond Docker's.
     let err = refusal(&edited(RUNC_SPEC, |v| {

@@ -47,7 +47,8 @@ fn bind_and_tmpfs_options_are_applied() {
     std::fs::write(source.path().join("file"), "from the host\n").unwrap();
     let mut env = bundle_env(
         "mnt-opts",
-        "cat /data/file /flat/file; stat -c '%u:%g %a' /run/pal; cat /proc/self/mountinfo",
+        "cat /data/file /flat/file /nest/data/file; stat -c '%u:%g %a' /run/pal; \
+         cat /proc/self/mountinfo",
     );
     env.edit_config(|c| {
         let mounts = c["mounts"].as_array_mut().unwrap();
@@ -64,12 +65,18 @@ fn bind_and_tmpfs_options_are_applied() {
             "options": ["nosuid", "nodev", "mode=750", "uid=1234", "gid=99", "nr_inodes=16",
                         "ro", "strictatime"]}),
         );
+        // In the bundle's order: a bind mount inside a tmpfs given before it.
+        mounts.push(json!({"destination": "/nest", "type": "tmpfs", "source": "tmpfs"}));
+        mounts.push(
+            json!({"destination": "/nest/data", "type": "bind", "source": source.path(),
+            "options": ["rbind"]}),
+        );
     });
     let id = env.id("mnt-opts");
     let ran = env.oci(&["run", &id, "--bundle", env.bundle()]).ok();
     let out = ran.out;
     assert!(
-        out.starts_with("from the host\nfrom the host\n1234:99 750\n"),
+        out.starts_with("from the host\nfrom the host\nfrom the host\n1234:99 750\n"),
         "{out}"
     );
     let (data, data_fields) = mount_line(&out, "/data");

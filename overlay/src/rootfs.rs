@@ -20,8 +20,8 @@
 //! 3. mount `/proc`, a minimal `/dev` (device nodes bound from the host's, which also works in a
 //!    user namespace, `devpts`, `shm`, `mqueue`), `/sys` read-only and a tmpfs `/tmp` in the new
 //!    root, bind the volumes (each then given its attributes and propagation with
-//!    `mount_setattr(2)`, always `nodev`), mount the extra tmpfs and bind the extra device
-//!    nodes — while the host's paths can still be reached, and the host's `/proc` is still
+//!    `mount_setattr(2)`, always `nodev`) and mount the extra tmpfs, in the order given (a later
+//!    one may go inside an earlier one), and bind the extra device nodes — while the host's paths can still be reached, and the host's `/proc` is still
 //!    visible (a user namespace may mount `proc` only then, `mount_namespaces(7)`);
 //! 4. `pivot_root` into the new root and detach the old one — from then on every path, symbolic
 //!    links included, resolves inside the new root;
@@ -266,8 +266,9 @@ impl Tmpfs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rootfs {
     source: RootSource,
-    volumes: Vec<Volume>,
-    tmpfs: Vec<(Tmpfs, TmpfsOptions)>,
+    /// The volumes and tmpfs mounts, in the order given: a later one may be mounted inside an
+    /// earlier one.
+    mounts: Vec<Extra>,
     devices: Vec<Device>,
     /// The propagation type given to the root (and, if recursive, every mount of the
     /// sandbox) once it is built.
@@ -281,6 +282,20 @@ pub struct Rootfs {
     scratch: u64,
     /// Mount the cgroup2 file system at `/sys/fs/cgroup`.
     cgroup2: bool,
+}
+
+/// A mount of the sandbox besides Palisade's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Extra {
+    Volume(Volume),
+    Tmpfs(Tmpfs, TmpfsOptions),
+}
+
+/// An [`Extra`] once checked: a volume with whether its source is a directory, or a tmpfs; each
+/// with its path in the root.
+enum Checked<'a> {
+    Volume(&'a Volume, bool, String),
+    Tmpfs(&'a Tmpfs, &'a TmpfsOptions, String),
 }
 
 /// The default bound on a sandbox's scratch space (its throwaway writable layer and `/tmp`):
@@ -316,8 +331,7 @@ impl Rootfs {
     fn with(source: RootSource) -> Rootfs {
         Rootfs {
             source,
-            volumes: Vec::new(),
-            tmpfs: Vec::new(),
+            mounts: Vec::new(),
             devices: Vec::new(),
             propagation: None,
             read_only: false,
@@ -389,7 +403,7 @@ impl Rootfs {
 
     /// Binds a host path as `volume` describes it (recursion, attributes, propagation).
     pub fn volume_with(mut self, volume: Volume) -> Rootfs {
-        self.volumes.push(volume);
+        self.mounts.push(Extra::Volume(volume));
         self
     }
 
@@ -423,7 +437,7 @@ impl Rootfs {
 
     /// Mounts an empty tmpfs as `tmpfs` and `options` describe it.
     pub fn tmpfs_with_options(mut self, tmpfs: Tmpfs, options: TmpfsOptions) -> Rootfs {
-        self.tmpfs.push((tmpfs, options));
+        self.mounts.push(Extra::Tmpfs(tmpfs, options));
         self
     }
 
@@ -516,46 +530,51 @@ impl Rootfs {
                 reason: "must be at least 1 MiB",
             });
         }
-        let mut volumes = Vec::new();
-        for v in &self.volumes {
-            let meta = std::fs::metadata(&v.host).map_err(|source| Error::Io {
-                op: "find volume",
-                path: v.host.clone(),
-                source,
-            })?;
-            if v.host.to_str().is_none() {
-                return Err(Error::InvalidValue {
-                    what: "volume",
-                    value: v.host.display().to_string(),
-                    reason: "must be valid UTF-8",
-                });
-            }
-            check_change("volume", &v.guest, &v.top)?;
-            check_change("volume", &v.guest, &v.tree)?;
-            used.push(v.host.clone());
-            volumes.push((v, meta.is_dir(), guest_path("volume", &v.guest)?));
-        }
         let devices = self
             .devices
             .iter()
             .map(|d| Ok((d, check_device(d, userxattr)?)))
             .collect::<Result<Vec<_>>>()?;
-        let tmpfs = self
-            .tmpfs
-            .iter()
-            .map(|(t, o)| {
-                if t.mode > 0o7777 || t.size == Some(0) || o.nr_inodes == Some(0) {
-                    return Err(Error::InvalidValue {
-                        what: "tmpfs",
-                        value: format!("{} mode {:o} size {:?}", t.guest.display(), t.mode, t.size),
-                        reason: "a mode is at most 07777, a size and a number of inodes more \
-                                 than 0",
-                    });
+        let mut mounts = Vec::new();
+        for m in &self.mounts {
+            mounts.push(match m {
+                Extra::Volume(v) => {
+                    let meta = std::fs::metadata(&v.host).map_err(|source| Error::Io {
+                        op: "find volume",
+                        path: v.host.clone(),
+                        source,
+                    })?;
+                    if v.host.to_str().is_none() {
+                        return Err(Error::InvalidValue {
+                            what: "volume",
+                            value: v.host.display().to_string(),
+                            reason: "must be valid UTF-8",
+                        });
+                    }
+                    check_change("volume", &v.guest, &v.top)?;
+                    check_change("volume", &v.guest, &v.tree)?;
+                    used.push(v.host.clone());
+                    Checked::Volume(v, meta.is_dir(), guest_path("volume", &v.guest)?)
                 }
-                check_change("tmpfs", &t.guest, &o.attrs)?;
-                Ok((t, o, guest_path("tmpfs", &t.guest)?))
-            })
-            .collect::<Result<Vec<_>>>()?;
+                Extra::Tmpfs(t, o) => {
+                    if t.mode > 0o7777 || t.size == Some(0) || o.nr_inodes == Some(0) {
+                        return Err(Error::InvalidValue {
+                            what: "tmpfs",
+                            value: format!(
+                                "{} mode {:o} size {:?}",
+                                t.guest.display(),
+                                t.mode,
+                                t.size
+                            ),
+                            reason: "a mode is at most 07777, a size and a number of inodes \
+                                     more than 0",
+                        });
+                    }
+                    check_change("tmpfs", &t.guest, &o.attrs)?;
+                    Checked::Tmpfs(t, o, guest_path("tmpfs", &t.guest)?)
+                }
+            });
+        }
         let staging = staging_dir(&used)?;
         let root = format!("{staging}/root");
         let mut p = Planner {
@@ -719,80 +738,85 @@ impl Rootfs {
         }
 
         let mut prepare = Vec::new();
-        for (v, is_dir, guest) in &volumes {
-            if *is_dir {
-                p.mkdir_all(guest)?;
-            } else {
-                if let Some(parent) = Path::new(guest).parent() {
-                    p.mkdir_all(&parent.to_string_lossy())?;
+        for m in &mounts {
+            match m {
+                Checked::Volume(v, is_dir, guest) => {
+                    if *is_dir {
+                        p.mkdir_all(guest)?;
+                    } else {
+                        if let Some(parent) = Path::new(guest).parent() {
+                            p.mkdir_all(&parent.to_string_lossy())?;
+                        }
+                        p.push(Op::CreateFile { at: p.at(guest)? });
+                    }
+                    let rec = if v.recursive { REC } else { 0 };
+                    match &v.id_map {
+                        Some(map) => {
+                            let slot = u32::try_from(prepare.len()).unwrap_or(u32::MAX);
+                            prepare.push(idmap::Prepare {
+                                host: c(&v.host.to_string_lossy())?,
+                                recursive: v.recursive,
+                                recursive_idmap: map.recursive,
+                                uid_map: map_text(&v.guest, &map.uid)?,
+                                gid_map: map_text(&v.guest, &map.gid)?,
+                            });
+                            p.push(Op::AttachPrepared {
+                                slot,
+                                target: p.at(guest)?,
+                            });
+                        }
+                        None => p.mount(
+                            &v.host.to_string_lossy(),
+                            p.at(guest)?,
+                            "",
+                            BIND | rec,
+                            None,
+                            false,
+                        )?,
+                    }
+                    // The top mount's change, then the tree's, which holds read-only and nodev: no
+                    // option undoes them.
+                    let mut tree = v.tree;
+                    if v.read_only {
+                        tree.set |= MountAttr::RDONLY;
+                        tree.clear -= MountAttr::RDONLY;
+                    }
+                    tree.set |= MountAttr::NODEV;
+                    tree.clear -= MountAttr::NODEV;
+                    p.change(p.at(guest)?, &v.top, false);
+                    p.change(p.at(guest)?, &tree, true);
                 }
-                p.push(Op::CreateFile { at: p.at(guest)? });
-            }
-            let rec = if v.recursive { REC } else { 0 };
-            match &v.id_map {
-                Some(map) => {
-                    let slot = u32::try_from(prepare.len()).unwrap_or(u32::MAX);
-                    prepare.push(idmap::Prepare {
-                        host: c(&v.host.to_string_lossy())?,
-                        recursive: v.recursive,
-                        recursive_idmap: map.recursive,
-                        uid_map: map_text(&v.guest, &map.uid)?,
-                        gid_map: map_text(&v.guest, &map.gid)?,
-                    });
-                    p.push(Op::AttachPrepared {
-                        slot,
-                        target: p.at(guest)?,
-                    });
+                Checked::Tmpfs(t, o, guest) => {
+                    p.mkdir_all(guest)?;
+                    let noexec = if t.noexec { NOEXEC } else { 0 };
+                    let mut data =
+                        format!("mode={:o},size={}", t.mode, t.size.unwrap_or(self.scratch));
+                    if let Some(n) = o.nr_inodes {
+                        data.push_str(&format!(",nr_inodes={n}"));
+                    }
+                    if let Some(uid) = o.uid {
+                        data.push_str(&format!(",uid={uid}"));
+                    }
+                    if let Some(gid) = o.gid {
+                        data.push_str(&format!(",gid={gid}"));
+                    }
+                    p.mount(
+                        "tmpfs",
+                        p.at(guest)?,
+                        "tmpfs",
+                        NOSUID | NODEV | noexec,
+                        Some(&data),
+                        false,
+                    )?;
+                    let mut attrs = o.attrs;
+                    attrs.clear -= MountAttr::NOSUID | MountAttr::NODEV;
+                    if t.noexec {
+                        attrs.clear -= MountAttr::NOEXEC;
+                    }
+                    if attrs != MountAttrChange::default() {
+                        p.change(p.at(guest)?, &attrs, false);
+                    }
                 }
-                None => p.mount(
-                    &v.host.to_string_lossy(),
-                    p.at(guest)?,
-                    "",
-                    BIND | rec,
-                    None,
-                    false,
-                )?,
-            }
-            // The top mount's change, then the tree's, which holds read-only and nodev: no
-            // option undoes them.
-            let mut tree = v.tree;
-            if v.read_only {
-                tree.set |= MountAttr::RDONLY;
-                tree.clear -= MountAttr::RDONLY;
-            }
-            tree.set |= MountAttr::NODEV;
-            tree.clear -= MountAttr::NODEV;
-            p.change(p.at(guest)?, &v.top, false);
-            p.change(p.at(guest)?, &tree, true);
-        }
-        for (t, o, guest) in &tmpfs {
-            p.mkdir_all(guest)?;
-            let noexec = if t.noexec { NOEXEC } else { 0 };
-            let mut data = format!("mode={:o},size={}", t.mode, t.size.unwrap_or(self.scratch));
-            if let Some(n) = o.nr_inodes {
-                data.push_str(&format!(",nr_inodes={n}"));
-            }
-            if let Some(uid) = o.uid {
-                data.push_str(&format!(",uid={uid}"));
-            }
-            if let Some(gid) = o.gid {
-                data.push_str(&format!(",gid={gid}"));
-            }
-            p.mount(
-                "tmpfs",
-                p.at(guest)?,
-                "tmpfs",
-                NOSUID | NODEV | noexec,
-                Some(&data),
-                false,
-            )?;
-            let mut attrs = o.attrs;
-            attrs.clear -= MountAttr::NOSUID | MountAttr::NODEV;
-            if t.noexec {
-                attrs.clear -= MountAttr::NOEXEC;
-            }
-            if attrs != MountAttrChange::default() {
-                p.change(p.at(guest)?, &attrs, false);
             }
         }
         if !devices.is_empty() {

@@ -461,8 +461,9 @@ fn volume(bundle: &Bundle, linux: &Linux, field: &str, m: &Mount) -> Result<Volu
     Ok(v)
 }
 
-/// Palisade mounts its own file systems first, then the volumes, then the tmpfs: refuses an
-/// entry whose place in that order would hide what the bundle's order shows, or the reverse.
+/// Palisade mounts its own file systems first, then the bind mounts and tmpfs in the bundle's
+/// order: refuses an entry whose place in that order would hide what the bundle's order shows,
+/// or the reverse.
 fn check_order(
     field: &str,
     kind: &Kind,
@@ -472,8 +473,7 @@ fn check_order(
     // Palisade's rank of each kind of mount.
     let rank = |k: &Kind| match k {
         Kind::Standard(_) => 0,
-        Kind::Bind => 1,
-        Kind::Tmpfs => 2,
+        Kind::Bind | Kind::Tmpfs => 1,
     };
     for (j, earlier, earlier_dest) in seen {
         let nested = dest.starts_with(earlier_dest) || earlier_dest.starts_with(dest);
@@ -485,8 +485,8 @@ fn check_order(
                     dest.display(),
                     earlier_dest.display()
                 ),
-                "Palisade would mount the two in the other order (its kernel file systems, \
-                 then bind mounts, then tmpfs)",
+                "Palisade would mount the two in the other order (its own kernel file \
+                 systems before the bundle's bind mounts and tmpfs)",
             ));
         }
     }
