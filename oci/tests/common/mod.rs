@@ -71,13 +71,15 @@ pub fn remove_cgroups(parent: &str) {
 
 /// The host directories the clients make beside the test's own (the shim's sockets under
 /// `/run/containerd`, `/run/runc` and `/run/libpod` of podman's exit command, which passes no
-/// runtime root or temporary directory on), deepest first.
-const HOST_DIRS: [&str; 5] = [
+/// runtime root or temporary directory on), deepest first, and podman's lock file in
+/// `/dev/shm` (its shared-memory locks, which no storage option moves).
+const HOST_DIRS: [&str; 6] = [
     "/run/containerd/s",
     "/run/containerd/fifo",
     "/run/containerd",
     "/run/runc",
     "/run/libpod",
+    "/dev/shm/libpod_lock",
 ];
 
 /// Which of [`HOST_DIRS`] existed before this test binary's first client, and how many clients
@@ -109,8 +111,13 @@ impl Drop for HostDirs {
         let mut state = HOST_DIRS_STATE.lock().unwrap_or_else(|e| e.into_inner());
         state.0 -= 1;
         if state.0 == 0 {
-            for dir in &state.1 {
-                let _ = std::fs::remove_dir(dir);
+            for path in &state.1 {
+                let path = Path::new(path);
+                let _ = if path.is_dir() {
+                    std::fs::remove_dir(path)
+                } else {
+                    std::fs::remove_file(path)
+                };
             }
         }
     }
