@@ -679,7 +679,22 @@ fn a_sandbox_joins_anothers_user_namespace_and_makes_its_own_in_it() {
          readlink /proc/self/ns/net; hostname; cat /proc/1/comm; grep Groups /proc/self/status",
     );
     second.join_namespace(&ns).hostname("pal-joined-user");
-    let mut child = second.stdout(Stdio::piped()).spawn().unwrap();
+    // This thread holds a supplementary group (per thread: the raw setgroups(2), not libc's,
+    // which would change every thread's), which nothing in the sandbox may keep.
+    let group = [rustix::process::Gid::from_raw(4242)];
+    rustix::thread::set_thread_groups(&group).unwrap();
+    // The control: a plain child of this thread has it.
+    let plain = std::process::Command::new("grep")
+        .args(["Groups", "/proc/self/status"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&plain.stdout).contains("4242"),
+        "{plain:?}"
+    );
+    let spawned = second.stdout(Stdio::piped()).spawn();
+    rustix::thread::set_thread_groups(&[]).unwrap();
+    let mut child = spawned.unwrap();
     let pid = child.id();
     let mut out = String::new();
     child
@@ -708,14 +723,16 @@ fn a_sandbox_joins_anothers_user_namespace_and_makes_its_own_in_it() {
     let mut third = sh("exec sleep 300");
     third.join_namespace(&ns);
     let mut third = third.spawn().unwrap();
+    rustix::thread::set_thread_groups(&group).unwrap();
     let out = third
         .exec("sh")
         .args([
             "-c",
             "id -u; grep Groups /proc/self/status; readlink /proc/self/ns/user",
         ])
-        .output()
-        .unwrap();
+        .output();
+    rustix::thread::set_thread_groups(&[]).unwrap();
+    let out = out.unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<String> = text
         .lines()
