@@ -75,7 +75,7 @@ impl Sandbox {
     /// The namespaces each spawned sandbox is created in.
     pub fn namespaces(&self) -> Namespace {
         let time = self.plan.time_offsets.is_some();
-        self.plan.clone_namespaces
+        self.plan.namespaces
             | if time {
                 Namespace::TIME
             } else {
@@ -884,18 +884,7 @@ impl SandboxBuilder {
             self.stdio.iter().all(Stdio::is_inherit),
         )?;
         let plan = Plan {
-            // In a joined user namespace the child creates the rest itself, so that they are
-            // that namespace's (`user_namespaces(7)`).
-            clone_namespaces: if joins_user {
-                Namespace::empty()
-            } else {
-                namespaces
-            },
-            unshare_in_user: if joins_user {
-                namespaces
-            } else {
-                Namespace::empty()
-            },
+            namespaces,
             join_user: joins.user,
             exec: self.exec_plan()?,
             cwd: self
@@ -1241,7 +1230,7 @@ mod tests {
             Namespace::PID | Namespace::USER | Namespace::TIME
         );
         // The time namespace is created by the child, after the clone, to set its offsets.
-        assert!(!sandbox.plan.clone_namespaces.contains(Namespace::TIME));
+        assert!(!sandbox.plan.clone_namespaces().contains(Namespace::TIME));
         let user = sandbox.plan.user.as_ref().unwrap();
         assert!(user.root_uid);
         assert_eq!(user.uid_map, IdMap::root_to(1000));

@@ -679,6 +679,13 @@ fn a_sandbox_joins_anothers_user_namespace_and_makes_its_own_in_it() {
          readlink /proc/self/ns/net; hostname; cat /proc/1/comm; grep Groups /proc/self/status",
     );
     second.join_namespace(&ns).hostname("pal-joined-user");
+    // The namespaces it gets new are made in the joined one, not by the clone: still its own.
+    let made = second.build().unwrap().namespaces();
+    assert!(
+        made.contains(Namespace::NET | Namespace::MOUNT | Namespace::PID),
+        "{made:?}"
+    );
+    assert!(!made.contains(Namespace::USER), "{made:?}");
     // This thread holds a supplementary group (per thread: the raw setgroups(2), not libc's,
     // which would change every thread's), which nothing in the sandbox may keep.
     let group = [rustix::process::Gid::from_raw(4242)];

@@ -79,7 +79,7 @@ fn run(plan: &Plan, fds: &ChildFds) -> Step<Infallible> {
         rustix::thread::move_into_link_name_space(user.as_fd(), user_kind)
             .in_step(JoinNamespace)?;
         let flags =
-            rustix::thread::UnshareFlags::from_bits_retain(plan.unshare_in_user.as_raw() as u32);
+            rustix::thread::UnshareFlags::from_bits_retain(plan.namespaces.as_raw() as u32);
         // SAFETY: the new namespaces are this process's alone; no other thread shares the
         // flags' effects (unshare(2)).
         unsafe { rustix::thread::unshare_unsafe(flags) }.in_step(JoinNamespace)?;

@@ -620,7 +620,7 @@ fn clone_child(
     stack: Option<&ChildStack>,
     into: Option<BorrowedFd<'_>>,
 ) -> Result<ClonedChild> {
-    let mut args = CloneArgs::new(ctx.plan.clone_namespaces).clear_signal_handlers(true);
+    let mut args = CloneArgs::new(ctx.plan.clone_namespaces()).clear_signal_handlers(true);
     if let Some(dir) = into {
         args = args.into_cgroup(dir);
     }

@@ -195,14 +195,14 @@ pub(crate) struct Command<'a> {
 /// The complete recipe for one kind of sandbox child.
 #[derive(Debug)]
 pub(crate) struct Plan {
-    /// Namespaces created by the clone itself.
-    pub clone_namespaces: Namespace,
+    /// The namespaces the sandbox gets new: made by the clone itself, or, with
+    /// [`join_user`](Self::join_user), by the child once it is in that user namespace (see
+    /// [`clone_namespaces`](Self::clone_namespaces)).
+    pub namespaces: Namespace,
     /// A user namespace the child joins first thing (`setns(2)`), before it creates
-    /// [`unshare_in_user`](Self::unshare_in_user) there; with a new PID namespace among them it
-    /// then forks once more, as a sibling, to be its first process.
+    /// [`namespaces`](Self::namespaces) there; with a new PID namespace among them it then
+    /// forks once more, as a sibling, to be its first process.
     pub join_user: Option<std::os::fd::OwnedFd>,
-    /// The namespaces the child creates itself once in [`join_user`](Self::join_user).
-    pub unshare_in_user: Namespace,
     pub exec: ExecPlan,
     pub cwd: Option<CString>,
     pub hostname: Option<CString>,
@@ -320,16 +320,25 @@ impl CgroupPlan {
 }
 
 impl Plan {
-    /// Whether the sandbox's first process is in a new PID namespace, made by the clone or by
-    /// the child in a joined user namespace.
+    /// The namespaces the clone creates: none in a joined user namespace, where the child
+    /// creates them itself so that they are that namespace's (`user_namespaces(7)`).
+    pub fn clone_namespaces(&self) -> Namespace {
+        if self.join_user.is_some() {
+            Namespace::empty()
+        } else {
+            self.namespaces
+        }
+    }
+
+    /// Whether the sandbox's first process is in a new PID namespace.
     pub fn new_pid_namespace(&self) -> bool {
-        (self.clone_namespaces | self.unshare_in_user).contains(Namespace::PID)
+        self.namespaces.contains(Namespace::PID)
     }
 
     /// Whether the child forks once more after joining a user namespace, as its new PID
     /// namespace's first process, and reports that process's pid.
     pub fn forks_in_user(&self) -> bool {
-        self.join_user.is_some() && self.unshare_in_user.contains(Namespace::PID)
+        self.join_user.is_some() && self.new_pid_namespace()
     }
 
     /// The command's part of the plan.
