@@ -264,6 +264,17 @@ fn run_hook(name: &str, hook: &Hook, input: &[u8]) -> Result<(), HookError> {
             }
         },
     };
+    outcome(name, path, status, stderr)
+}
+
+/// A hook's end: success, or [`HookError::Failed`] with the start of its standard error
+/// (`stderr`, from [`collect`]), waited for a little after its exit.
+fn outcome(
+    name: &str,
+    path: &Path,
+    status: ExitStatus,
+    stderr: Option<mpsc::Receiver<String>>,
+) -> Result<(), HookError> {
     if status.success() {
         return Ok(());
     }
@@ -272,7 +283,7 @@ fn run_hook(name: &str, hook: &Hook, input: &[u8]) -> Result<(), HookError> {
         .unwrap_or_default();
     Err(HookError::Failed {
         hook: name.to_owned(),
-        path: path.clone(),
+        path: path.to_owned(),
         status,
         stderr,
     })
@@ -418,18 +429,8 @@ fn run_in_container<'a>(
             }
         }
     };
-    if status.success() {
-        return Ok(());
-    }
-    let stderr = stderr
-        .and_then(|rx| rx.recv_timeout(OUTPUT_GRACE).ok())
-        .unwrap_or_default();
-    Err(HookError::Failed {
-        hook: name.to_owned(),
-        path: path.clone(),
-        status: std::os::unix::process::ExitStatusExt::from_raw(status.into_raw()),
-        stderr,
-    })
+    let status = std::os::unix::process::ExitStatusExt::from_raw(status.into_raw());
+    outcome(name, path, status, stderr)
 }
 
 /// The hook's command: its program, argument vector and environment only, its standard input

@@ -78,8 +78,7 @@ fn run(plan: &Plan, fds: &ChildFds) -> Step<Infallible> {
         let user_kind = Some(rustix::thread::LinkNameSpaceType::User);
         rustix::thread::move_into_link_name_space(user.as_fd(), user_kind)
             .in_step(JoinNamespace)?;
-        let flags =
-            rustix::thread::UnshareFlags::from_bits_retain(plan.namespaces.as_raw() as u32);
+        let flags = rustix::thread::UnshareFlags::from_bits_retain(plan.namespaces.as_raw() as u32);
         // SAFETY: the new namespaces are this process's alone; no other thread shares the
         // flags' effects (unshare(2)).
         unsafe { rustix::thread::unshare_unsafe(flags) }.in_step(JoinNamespace)?;
