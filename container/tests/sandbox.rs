@@ -676,7 +676,8 @@ fn a_sandbox_joins_anothers_user_namespace_and_makes_its_own_in_it() {
     // made in the joined one.
     let mut second = sh(
         "readlink /proc/self/ns/user; id -u; cat /proc/self/uid_map; \
-         readlink /proc/self/ns/net; hostname; cat /proc/1/comm; grep Groups /proc/self/status",
+         readlink /proc/self/ns/net; hostname; cat /proc/1/comm; grep Groups /proc/self/status; \
+         read x",
     );
     second.join_namespace(&ns).hostname("pal-joined-user");
     // The namespaces it gets new are made in the joined one, not by the clone: still its own.
@@ -699,10 +700,18 @@ fn a_sandbox_joins_anothers_user_namespace_and_makes_its_own_in_it() {
         String::from_utf8_lossy(&plain.stdout).contains("4242"),
         "{plain:?}"
     );
-    let spawned = second.stdout(Stdio::piped()).spawn();
+    let spawned = second.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn();
     rustix::thread::set_thread_groups(&[]).unwrap();
     let mut child = spawned.unwrap();
-    let pid = child.id();
+    // Its first process's parent, while its command waits on stdin.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let parent = status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    child.stdin.take().unwrap().write_all(b"\n").unwrap();
     let mut out = String::new();
     child
         .stdout
@@ -720,10 +729,11 @@ fn a_sandbox_joins_anothers_user_namespace_and_makes_its_own_in_it() {
     assert_eq!(lines[2], "0 100000 65536", "{out}");
     assert_ne!(lines[3], link(&format!("/proc/{command}/ns/net")), "{out}");
     assert_eq!(lines[4], "pal-joined-user", "{out}");
-    // A PID namespace of its own, its init the first process there, the caller's child.
+    // A PID namespace of its own, its init the first process there, and the caller's child:
+    // its parent, read while the command runs, is this process (the pidfd wait above would
+    // fail for another's child).
     assert_eq!(lines[5], "palisade-init", "{out}");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    assert!(status.is_empty() || status.contains(&format!("PPid:\t{}", std::process::id())));
+    assert_eq!(parent, std::process::id().to_string(), "{out}");
     // None of the caller's supplementary groups came along.
     assert_eq!(lines[6], "Groups:", "{out}");
     // A command run in such a sandbox later is its root too, without the caller's groups.
