@@ -9,12 +9,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{in_host, leftovers, listen_in, netns_inode, subnet, Outside, Reaped};
+use common::{in_host, leftovers, listen_in, subnet, Outside, Reaped};
 use palisade_netns::bridge::{gc_dir, Bridge};
 use palisade_netns::ipam::{Allocator, Owner};
 use palisade_netns::nft::{table_name, Dnat, Nftables, SandboxNat};
@@ -138,12 +137,7 @@ fn manager_process() {
     ) else {
         return;
     };
-    // Never act on any network namespace but the test's throwaway one.
-    assert_eq!(
-        netns_inode("/proc/thread-self/ns/net").to_string(),
-        netns,
-        "not in the test's network namespace"
-    );
+    common::assert_manager_netns(&netns);
     let pid: u32 = pid.parse().unwrap();
     let bridge = the_bridge(state.as_ref());
     let (_att, _old_style, port) = if owned == "1" {
@@ -172,35 +166,12 @@ fn manager_process() {
 /// Runs [`manager_process`] in the calling thread's (throwaway) network namespace for the
 /// sandbox `pid`; returns it with the host port it published.
 fn start_manager(pid: u32, state: &std::path::Path, owned: bool) -> (Reaped, u16) {
-    let mut manager = Reaped(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "manager_process",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(
-                ENV_NETNS,
-                netns_inode("/proc/thread-self/ns/net").to_string(),
-            )
-            .env(ENV_SANDBOX, pid.to_string())
-            .env(ENV_STATE, state)
-            .env(ENV_OWNED, if owned { "1" } else { "0" })
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = manager.0.stdout.take().unwrap();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        // The harness's "test manager_process ... " precedes it on the same line.
-        if let Some((_, port)) = line.split_once("ready ") {
-            return (manager, port.parse().unwrap());
-        }
-    }
-    panic!("the manager exited before it was ready");
+    let env = [
+        (ENV_SANDBOX, pid.to_string()),
+        (ENV_STATE, state.display().to_string()),
+        (ENV_OWNED, if owned { "1" } else { "0" }.to_owned()),
+    ];
+    common::start_manager("manager_process", ENV_NETNS, &env, false)
 }
 
 #[test]

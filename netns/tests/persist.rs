@@ -9,13 +9,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{in_host, leftovers, listen_in, netns_inode, subnet, Outside, Reaped};
+use common::{in_host, leftovers, listen_in, subnet, Outside, Reaped};
 use palisade_netns::bridge::{gc_dir, Bridge};
 use palisade_netns::ipam::{Allocator, Owner};
 use palisade_netns::link::Netlink;
@@ -100,12 +99,7 @@ fn persistent_manager_process() {
     ) else {
         return;
     };
-    // Never act on any network namespace but the test's throwaway one.
-    assert_eq!(
-        netns_inode("/proc/thread-self/ns/net").to_string(),
-        netns,
-        "not in the test's network namespace"
-    );
+    common::assert_manager_netns(&netns);
     let pid: u32 = pid.parse().unwrap();
     let prepared = the_bridge(state.as_ref())
         .prepare(&[PortMap::new(0, 8080, Proto::Tcp)])
@@ -137,40 +131,17 @@ fn persistent_manager_process() {
 /// Runs [`persistent_manager_process`] in the calling thread's (throwaway) network namespace for
 /// the sandbox `pid`; returns it with the host port it published.
 fn start_manager(pid: u32, state: &Path, mode: &str) -> (Reaped, u16) {
-    let mut manager = Reaped(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "persistent_manager_process",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(
-                ENV_NETNS,
-                netns_inode("/proc/thread-self/ns/net").to_string(),
-            )
-            .env(ENV_SANDBOX, pid.to_string())
-            .env(ENV_STATE, state)
-            .env(ENV_MODE, mode)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = manager.0.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        // The harness's "test persistent_manager_process ... " precedes it on the same line.
-        if let Some((_, port)) = line.split_once("ready ") {
-            if mode == "release" {
-                // Read to the end, so that the harness's last words do not meet a closed pipe.
-                lines.for_each(drop);
-            }
-            return (manager, port.parse().unwrap());
-        }
-    }
-    panic!("the manager exited before it was ready");
+    let env = [
+        (ENV_SANDBOX, pid.to_string()),
+        (ENV_STATE, state.display().to_string()),
+        (ENV_MODE, mode.to_owned()),
+    ];
+    common::start_manager(
+        "persistent_manager_process",
+        ENV_NETNS,
+        &env,
+        mode == "release",
+    )
 }
 
 /// The state files left in `state`.

@@ -192,3 +192,59 @@ pub fn netns_inode(path: &str) -> u64 {
     use std::os::linux::fs::MetadataExt;
     std::fs::metadata(path).unwrap().st_ino()
 }
+
+/// Starts the ignored test `name` of this test binary as a process of its own (a "manager"
+/// that must outlive nothing of the test's but what it is given), with `env` and, as
+/// `netns_var`, the identity of the calling thread's network namespace, which the manager
+/// checks with [`assert_manager_netns`]. Returns it once it printed `ready <port>`, and the
+/// port. With `drain`, the rest of its output is read first, so that a manager that exits on
+/// its own does not meet a closed pipe.
+pub fn start_manager(
+    name: &str,
+    netns_var: &str,
+    env: &[(&str, String)],
+    drain: bool,
+) -> (Reaped, u16) {
+    use std::io::{BufRead, BufReader};
+    let mut manager = Reaped(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                name,
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(
+                netns_var,
+                netns_inode("/proc/thread-self/ns/net").to_string(),
+            )
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = manager.0.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        // The harness's "test NAME ... " precedes it on the same line.
+        if let Some((_, port)) = line.split_once("ready ") {
+            if drain {
+                lines.for_each(drop);
+            }
+            return (manager, port.parse().unwrap());
+        }
+    }
+    panic!("the manager {name} exited before it was ready");
+}
+
+/// In a manager process: never act on any network namespace but the test's throwaway one,
+/// whose identity `netns` the test passed on.
+pub fn assert_manager_netns(netns: &str) {
+    assert_eq!(
+        netns_inode("/proc/thread-self/ns/net").to_string(),
+        netns,
+        "not in the test's network namespace"
+    );
+}
