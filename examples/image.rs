@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use palisade::overlay::image::{ImageConfig, LayerBuilder, LayerStore, LayoutWriter};
+use palisade::image::{ImageConfig, LayerBuilder, LayerStore, LayoutWriter};
 
 /// Build, import and list OCI images.
 #[derive(Debug, Parser)]

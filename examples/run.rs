@@ -35,9 +35,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use palisade::cgroup::{Bytes, CpuSet, DeviceRule};
+use palisade::image::{LayerStore, OpaqueXattr, StoreOptions};
 use palisade::netns::ipam::Subnet;
 use palisade::netns::{Bridge, Network, PortMap};
-use palisade::overlay::image::{LayerStore, OpaqueXattr, StoreOptions};
 use palisade::overlay::rootfs::{Access, Rootfs};
 use palisade::seccomp::{JsonOptions, Profile};
 use palisade::{
@@ -444,7 +444,7 @@ fn run(opts: &Options) -> Result<u8, Error> {
                 };
                 let options = StoreOptions::new().opaque_xattr(xattr);
                 let store = LayerStore::open_with(&opts.store, options)?;
-                Rootfs::image(&store.import(dir, tag)?)
+                Rootfs::layers(store.import(dir, tag)?.lower_dirs())
             }
             (None, None) => Rootfs::host().show_host_data(opts.host_data),
         };

@@ -4,12 +4,14 @@
 # fresh Debian machine lacks: busybox-static, the payload of the OCI image tests and of the OCI
 # runtime's bundles; podman, containerd and runc, the real clients of palisade-oci and its
 # control (each test runs its own podman or containerd, with a storage and state of its own);
-# protoc, with which the CRI client of the containerd CRI test is generated at build.
+# protoc, with which the CRI client of the containerd CRI test is generated at build;
+# docker-registry and skopeo, the registry the image pulls are tested against and the tool that
+# pushes the fixtures into it (each test runs its own registry on a loopback port).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for pkg in busybox-static podman runc containerd protobuf-compiler; do
+for pkg in busybox-static podman runc containerd protobuf-compiler docker-registry skopeo; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

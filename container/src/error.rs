@@ -45,6 +45,10 @@ pub enum Error {
     /// kernel refused, …), or its description was invalid.
     #[error(transparent)]
     Rootfs(#[from] palisade_overlay::Error),
+    /// Reading, pulling or storing an OCI image failed, or its config could not be applied
+    /// to a sandbox.
+    #[error(transparent)]
+    Image(#[from] palisade_image::Error),
     /// Opening the network namespace to join failed, or it is not one.
     #[error(transparent)]
     Network(#[from] palisade_netns::Error),
@@ -127,6 +131,7 @@ impl Error {
             Error::Namespace(e) => e.errno(),
             Error::Cgroup(e) => e.errno(),
             Error::Rootfs(e) => e.errno(),
+            Error::Image(e) => e.errno(),
             Error::Network(e) => e.errno(),
             Error::Seccomp(palisade_seccomp::Error::Sys { source, .. }) => source.raw_os_error(),
             Error::Seccomp(_) => None,

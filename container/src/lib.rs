@@ -2,7 +2,7 @@
 //! [`std::process::Command`].
 //!
 //! A sandbox is a process with kernel-enforced boundaries. This crate composes Palisade's
-//! primitive crates — re-exported as [`ns`], [`cgroup`], [`overlay`], [`netns`] and [`seccomp`] —
+//! primitive crates — re-exported as [`ns`], [`cgroup`], [`overlay`], [`image`], [`netns`] and [`seccomp`] —
 //! into one spawn: everything is prepared before the clone, and the child only makes system calls
 //! until it executes the program.
 //!
@@ -100,8 +100,8 @@ pub use palisade_ns::{IdMap, IdMapping, Namespace, Offset, TimeOffsets};
 // The leaf crates' types that the builder's methods take, at the root so that the docs show
 // them beside the builder.
 pub use palisade_cgroup::Bytes;
+pub use palisade_image::{Image, LayerStore};
 pub use palisade_netns::{Network, PortMap, Proto};
-pub use palisade_overlay::image::LayerStore;
 pub use palisade_overlay::rootfs::{Access, Rootfs};
 pub use palisade_seccomp::Profile;
 pub use process::{Child, Output};
@@ -120,6 +120,9 @@ pub use palisade_cgroup as cgroup;
 
 /// Root filesystems ([`palisade_overlay`]).
 pub use palisade_overlay as overlay;
+
+/// OCI images: layouts, registry pulls and the layer store ([`palisade_image`]).
+pub use palisade_image as image;
 
 /// Networking ([`palisade_netns`]).
 pub use palisade_netns as netns;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use palisade::overlay::image::{
+use palisade::image::{
     Image, ImageConfig, LayerBuilder, LayerStore, LayoutWriter, OpaqueXattr, StoreOptions,
 };
 use palisade::overlay::rootfs::Rootfs;
@@ -72,7 +72,7 @@ fn a_command_runs_from_a_test_built_image() {
         ])
         .env_clear()
         .env("PATH", "/bin")
-        .rootfs(Rootfs::image(&image))
+        .rootfs(Rootfs::layers(image.lower_dirs()))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output()
@@ -122,7 +122,7 @@ fn sandboxes_from_one_image_share_layers_not_writes() {
             ])
             .env_clear()
             .env("PATH", "/bin")
-            .rootfs(Rootfs::image(&image))
+            .rootfs(Rootfs::layers(image.lower_dirs()))
             .stdout(Stdio::piped())
             .spawn()
             .unwrap()
@@ -171,7 +171,7 @@ fn rootless_image_inner() {
         .env_clear()
         .env("PATH", "/bin")
         .rootless()
-        .rootfs(Rootfs::image(&image))
+        .rootfs(Rootfs::layers(image.lower_dirs()))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output()

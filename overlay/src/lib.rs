@@ -2,13 +2,10 @@
 //!
 //! - [`mount`]: overlayfs mounts with many lower layers, through `fsopen(2)`/`fsconfig(2)`/
 //!   `fsmount(2)`/`move_mount(2)` with a `mount(2)` fallback.
-//! - [`image`]: OCI image layouts imported into a content-addressed layer store, with OCI
-//!   whiteouts converted to overlayfs ones and path-traversal checks.
 //! - [`rootfs`]: the sandbox's root and mount table, planned before the clone and carried out by
 //!   the child.
 
 mod error;
-pub mod image;
 pub mod mount;
 pub mod rootfs;
 

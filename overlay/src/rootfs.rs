@@ -370,13 +370,6 @@ impl Rootfs {
         })
     }
 
-    /// An imported OCI image's layers (see [`LayerStore::import`](crate::image::LayerStore::import))
-    /// under a throwaway writable layer: two sandboxes from one image share its layers, each
-    /// with its own writes.
-    pub fn image(image: &crate::image::Image) -> Rootfs {
-        Rootfs::layers(image.lower_dirs())
-    }
-
     /// Keeps the sandbox's writes in `upper` (with `work`, an empty directory on the same file
     /// system) instead of a throwaway layer. Only for [`layers`](Self::layers).
     pub fn upper(mut self, upper: impl Into<PathBuf>, work: impl Into<PathBuf>) -> Rootfs {
@@ -489,7 +482,7 @@ impl Rootfs {
 
     /// As [`plan`](Self::plan), for a sandbox in a user namespace of its own (rootless): the
     /// overlay is mounted with `userxattr`, so image layers must mark opaque directories with
-    /// `user.overlay.opaque` ([`OpaqueXattr::User`](crate::image::OpaqueXattr::User)). The host
+    /// `user.overlay.opaque` (`palisade_image::OpaqueXattr::User`). The host
     /// root ([`Rootfs::host`]) is then a read-only bind of `/` rather than an overlay: in a user
     /// namespace the host's submounts are locked, and overlayfs refuses such a tree as a layer.
     pub fn plan_rootless(&self) -> Result<RootfsPlan> {

@@ -14,10 +14,10 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use palisade::overlay::image::{
+use palisade::image::Error;
+use palisade::image::{
     Compression, ImageConfig, LayerBuilder, LayerStore, LayoutWriter, StoreOptions,
 };
-use palisade::overlay::Error;
 
 use palisade_test_support::{require_root, TempDir};
 

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use palisade::overlay::image::{ImageConfig, LayerBuilder, LayoutWriter};
+use palisade::image::{ImageConfig, LayerBuilder, LayoutWriter};
 
 /// Whether Debian's containerd and its `ctr` are installed.
 pub fn have_containerd() -> bool {

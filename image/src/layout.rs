@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use super::digest::Digest;
-use super::ImageConfig;
+use crate::digest::Digest;
+use crate::ImageConfig;
 use crate::{Error, Result};
 
 /// The annotation that tags a manifest in `index.json` (OCI image-spec, "Pre-Defined

@@ -11,7 +11,7 @@
 //! The output is deterministic: every entry has uid and gid 0, no user or group name, the same
 //! modification time (0 unless [`LayerBuilder::mtime`] says otherwise), and entries are written
 //! in the order they were given, so the same layer built twice, in one layout or in two, has
-//! the same `diff_id` and blob digest — which is what lets a [`LayerStore`](super::LayerStore)
+//! the same `diff_id` and blob digest — which is what lets a [`LayerStore`](crate::LayerStore)
 //! share it between images. Configs carry no `created` time or `history` for the same reason.
 //!
 //! See [`LayoutWriter`] for an example.
@@ -28,9 +28,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use super::digest::Digest;
-use super::layout::{oci_arch, REF_NAME};
-use super::ImageConfig;
+use crate::digest::Digest;
+use crate::layout::{oci_arch, REF_NAME};
+use crate::ImageConfig;
 use crate::{Error, Result};
 
 const OCI_LAYOUT_VERSION: &str = "1.0.0";
@@ -119,7 +119,7 @@ enum Entry {
 /// and [`opaque`](Self::opaque)) are refused when the layer is written. Entries are written in
 /// the order they are given. Parent directories are not added implicitly: a file whose
 /// directory has no entry of its own gets one from whoever unpacks the layer (the
-/// [`LayerStore`](super::LayerStore) makes it with mode `0755`), so give directories whose mode
+/// [`LayerStore`](crate::LayerStore) makes it with mode `0755`), so give directories whose mode
 /// matters, before their contents.
 ///
 /// Every entry is owned by uid and gid 0 and has the builder's modification time.
@@ -209,7 +209,7 @@ impl LayerBuilder {
 
     /// Deletes `path` (and, for a directory, all it holds) of the layers below: writes the
     /// whiteout file `.wh.NAME` in its directory (OCI image-spec, "Image Layer Filesystem
-    /// Changeset" § "Whiteouts"). The [`LayerStore`](super::LayerStore) turns it into an
+    /// Changeset" § "Whiteouts"). The [`LayerStore`](crate::LayerStore) turns it into an
     /// overlayfs whiteout, a character device 0:0 named `NAME`.
     pub fn whiteout(&mut self, path: impl AsRef<Path>) -> &mut LayerBuilder {
         self.entries.push(Entry::Whiteout {
@@ -221,7 +221,7 @@ impl LayerBuilder {
     /// Makes the directory `dir` opaque: what the layers below have in it is hidden, only what
     /// this layer puts there is seen. Writes the marker `DIR/.wh..wh..opq` (OCI image-spec,
     /// "Image Layer Filesystem Changeset" § "Opaque Whiteout"), which the
-    /// [`LayerStore`](super::LayerStore) turns into the overlayfs opaque xattr on `DIR`. Give
+    /// [`LayerStore`](crate::LayerStore) turns into the overlayfs opaque xattr on `DIR`. Give
     /// `dir` its own [`dir`](Self::dir) entry too, to choose its mode.
     pub fn opaque(&mut self, dir: impl AsRef<Path>) -> &mut LayerBuilder {
         self.entries.push(Entry::Opaque {
@@ -262,7 +262,7 @@ impl LayerBuilder {
 #[non_exhaustive]
 pub struct WrittenLayer {
     /// The digest of the blob (of the compressed stream): the layer's name in the manifest and
-    /// the key of a [`LayerStore`](super::LayerStore).
+    /// the key of a [`LayerStore`](crate::LayerStore).
     pub digest: Digest,
     /// The digest of the uncompressed tar stream (OCI image-spec, "Image Configuration" §
     /// "Layer DiffID").
@@ -308,11 +308,11 @@ struct IndexEntry {
 /// The output is deterministic: layer entries have uid and gid 0, no user or group names and
 /// one modification time, in the order given, and configs have no `created` time or `history`.
 /// The same [`LayerBuilder`] written twice, in one layout or in two, gives the same `diff_id` and
-/// blob digest, so a [`LayerStore`](super::LayerStore) unpacks it once for every image that has
+/// blob digest, so a [`LayerStore`](crate::LayerStore) unpacks it once for every image that has
 /// it; the same layers and config give the same manifest digest.
 ///
 /// ```no_run
-/// use palisade_overlay::image::{Compression, ImageConfig, LayerBuilder, LayoutWriter};
+/// use palisade_image::{Compression, ImageConfig, LayerBuilder, LayoutWriter};
 ///
 /// let mut base = LayerBuilder::new();
 /// base.dir("/bin", 0o755)
@@ -331,7 +331,7 @@ struct IndexEntry {
 /// layout.add_layer(&top)?;
 /// let manifest = layout.finish(Some("latest"), &config)?;
 /// println!("wrote manifest {manifest}");
-/// # Ok::<(), palisade_overlay::Error>(())
+/// # Ok::<(), palisade_image::Error>(())
 /// ```
 #[derive(Debug)]
 pub struct LayoutWriter {

@@ -11,11 +11,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use palisade_overlay::image::{
+use palisade_image::Error;
+use palisade_image::{
     Compression, Digest, ImageConfig, LayerBuilder, LayerStore, LayoutWriter, OpaqueXattr,
     StoreOptions, WrittenLayer, DEFAULT_MAX_EXPANDED_SIZE,
 };
-use palisade_overlay::Error;
 use palisade_test_support::{is_root, require_root, run_ignored_test_as, TempDir};
 use serde_json::{json, Value};
 use sha2::Digest as _;
@@ -1794,7 +1794,7 @@ fn private_test_image(dir: PathBuf) -> Layout {
     Layout::image(dir, &[(&entries, Comp::Gzip), (&second, Comp::Plain)], None)
 }
 
-fn check_private_store(store: &LayerStore, image: &palisade_overlay::image::Image) {
+fn check_private_store(store: &LayerStore, image: &palisade_image::Image) {
     assert_private(store);
     assert_eq!(store_dirs(store).len(), 7, "{:?}", store_dirs(store));
     // The layers' own trees keep the image's modes: the root of the first is 0750, that of

@@ -20,8 +20,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::digest::{Digest, HashingReader};
-use super::sys;
+use crate::digest::{Digest, HashingReader};
+use crate::sys;
 use crate::{Error, Result};
 
 /// The OCI whiteout prefix.

@@ -1,4 +1,5 @@
-//! OCI image layouts imported into a content-addressed layer store.
+//! OCI images for Palisade sandboxes: image layouts read and written, and imported into a
+//! content-addressed layer store whose layer directories become overlayfs lower layers.
 //!
 //! [`LayerStore::import`] reads an OCI image layout directory (OCI image-spec, "Image Layout":
 //! `oci-layout`, `index.json`, `blobs/sha256/…`), picks an image by tag, follows nested image
@@ -18,7 +19,7 @@
 //! Unpacking never writes outside the layer's directory and never follows a symbolic link of
 //! the layer: entries with `..` components or absolute paths, hard links to outside the layer
 //! or to something not yet extracted, and entries whose parent is a symbolic link (such as
-//! `evil -> /etc` followed by `evil/passwd`) are refused with [`Error::UnsafeEntry`](crate::Error::UnsafeEntry).
+//! `evil -> /etc` followed by `evil/passwd`) are refused with [`Error::UnsafeEntry`].
 //! Symbolic links themselves may point anywhere: their targets are only resolved at run time,
 //! inside the sandbox's root.
 //!
@@ -42,27 +43,32 @@
 //!   disk.
 //!
 //! ```no_run
-//! use palisade_overlay::image::LayerStore;
+//! use palisade_image::LayerStore;
 //!
 //! let store = LayerStore::open("/var/lib/palisade/layers")?;
 //! let image = store.import("/tmp/alpine-oci", Some("3.20"))?;
 //! let lower: Vec<_> = image.lower_dirs(); // top layer first, as overlayfs wants
 //! println!("{:?} runs {:?}", lower, image.config.process_args());
-//! # Ok::<(), palisade_overlay::Error>(())
+//! # Ok::<(), palisade_image::Error>(())
 //! ```
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod archive;
 mod digest;
+mod error;
 mod extract;
 mod layout;
+pub mod registry;
 mod store;
 mod sys;
+mod users;
 mod writer;
 mod zstd;
 
 pub use digest::Digest;
+pub use error::{Error, Result};
 pub use store::LayerStore;
 pub use writer::{Compression, LayerBuilder, LayoutWriter, WrittenLayer};
 
@@ -133,7 +139,7 @@ impl StoreOptions {
     /// counts with its logical size (its length, holes included), although it is unpacked with
     /// holes; directories, links and other nodes count nothing. A file that an entry later in
     /// the archive replaces still counts. An import that would cross the bound fails with
-    /// [`Error::ExpandedSizeExceeded`](crate::Error::ExpandedSizeExceeded), before the entry
+    /// [`Error::ExpandedSizeExceeded`], before the entry
     /// that crosses it is written, and leaves nothing of that layer in the store (layers of the
     /// image unpacked before it stay: they are whole). The default is
     /// [`DEFAULT_MAX_EXPANDED_SIZE`]; `u64::MAX` means no bound.

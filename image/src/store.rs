@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use super::digest::{Digest, HashingReader};
-use super::extract::{extract_layer, ExtractOptions, Extracted};
-use super::layout::{Compression, LayerRef, Layout};
-use super::{sys, Image, Layer, OpaqueXattr, StoreOptions};
+use crate::digest::{Digest, HashingReader};
+use crate::extract::{extract_layer, ExtractOptions, Extracted};
+use crate::layout::{Compression, LayerRef, Layout};
+use crate::{sys, Image, Layer, OpaqueXattr, StoreOptions};
 use crate::{Error, Result};
 
 /// The file that records a store's settings.
@@ -57,7 +57,7 @@ struct LayerMeta {
 /// `diff_id` is checked too (against the config's `rootfs.diff_ids`) and kept with the layer.
 ///
 /// On disk, under the root (every directory but the layers' `diff/` trees mode `0700`, see the
-/// [module documentation](super)):
+/// [crate documentation](crate)):
 ///
 /// ```text
 /// store.json                     settings fixed at creation (the opaque xattr name)
@@ -208,7 +208,7 @@ impl LayerStore {
     ///
     /// The root and every directory of the store's own are made (or, in a store that has other
     /// modes, changed to) mode `0700`, owner only, whether the store is root's or an
-    /// unprivileged user's: see the [module documentation](super). The root's parents, made
+    /// unprivileged user's: see the [crate documentation](crate). The root's parents, made
     /// when missing, get the usual modes.
     ///
     /// # Errors
@@ -522,7 +522,7 @@ impl LayerStore {
                 Compression::Gzip => Ok(Box::new(flate2::read::MultiGzDecoder::new(
                     BufReader::new(&mut blob),
                 ))),
-                Compression::Zstd => Ok(Box::new(super::zstd::ZstdReader::new(BufReader::new(
+                Compression::Zstd => Ok(Box::new(crate::zstd::ZstdReader::new(BufReader::new(
                     &mut blob,
                 )))),
             };

@@ -18,7 +18,7 @@ const HEX_LEN: usize = 64;
 /// The OCI image-spec ("Descriptors" § "Digests") allows other algorithms and registers
 /// `sha512`; only `sha256` is accepted here, in its canonical lowercase form (the spec's
 /// registered pattern is `[a-f0-9]{64}`). A `Digest` names files: `blobs/sha256/<hex>` in an
-/// image layout and a layer's directory in the [`LayerStore`](super::LayerStore), so anything
+/// image layout and a layer's directory in the [`LayerStore`](crate::LayerStore), so anything
 /// that is not exactly that form is refused with [`Error::InvalidDigest`] — this is what keeps
 /// a crafted digest such as `sha256:../../etc` from becoming a path.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -1,0 +1,1 @@
+//! Imports of `docker save` archives (docker-archive) and tars of OCI layouts (oci-archive).

@@ -1,0 +1,1 @@
+//! Pulls from registries (OCI distribution spec).
