@@ -177,9 +177,17 @@ fn remove_tree(path: &Path) -> Result<()> {
 }
 
 /// A directory in `tmp/` removed on drop unless kept.
-struct TmpDir {
+pub(crate) struct TmpDir {
     path: PathBuf,
     keep: bool,
+}
+
+impl TmpDir {
+    /// The directory.
+    #[allow(dead_code)] // until pulls and archive imports use it
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 impl Drop for TmpDir {
@@ -296,6 +304,22 @@ impl LayerStore {
         self.root
             .join("tmp")
             .join(format!("{TMP_PREFIX}{what}-{}-{n}", std::process::id()))
+    }
+
+    /// Makes a private directory in the store's `tmp/` for work of this process (`what` names
+    /// it), removed when the returned value is dropped; if the process dies first, the store
+    /// collects it.
+    #[allow(dead_code)] // until pulls and archive imports use it
+    pub(crate) fn scratch_dir(&self, what: &str) -> Result<TmpDir> {
+        let dir = TmpDir {
+            path: self.tmp_path(what),
+            keep: false,
+        };
+        fs::DirBuilder::new()
+            .mode(PRIVATE)
+            .create(&dir.path)
+            .map_err(io_error("create", &dir.path))?;
+        Ok(dir)
     }
 
     fn layer_dir(&self, digest: &Digest) -> PathBuf {
