@@ -5,6 +5,9 @@
 //! cargo run --release --example run -- --hostname box -- sh -c 'hostname; echo $$'
 //! cargo run --release --example run -- --memory 64M --cpus 1.5 --pids-limit 64 -- sh -c 'tail /dev/zero'
 //! cargo run --release --example run -- -d --name web -- sleep 1000
+//! cargo run --release --example run -- --image /tmp/busybox-oci --user nobody -- id
+//! cargo run --release --example run -- --image alpine -- echo hi
+//! cargo run --release --example run -- --image localhost:5000/busybox --insecure -- echo hi
 //! ```
 //!
 //! The command runs confined as `docker run` confines a container: Docker's default
@@ -26,6 +29,19 @@
 //! the name (`pal-` and 8 random hex digits without `--name`) and exits; the sandbox's stdio is
 //! `/dev/null`, since nothing can attach to it later. `-d --rm` marks it `palisade.rm=true`, and
 //! `ps` and `stop` remove it once it has exited.
+//!
+//! `--image` takes an OCI image layout directory (`DIR[:TAG]`, imported into the layer store), or
+//! else a registry reference (`alpine`, `ghcr.io/o/r:tag`, `localhost:5000/x@sha256:…`): the
+//! image recorded under that name in the store, pulled first when it is not there, as
+//! `docker run` does (`--pull always` pulls anyway; `--insecure` allows a plain-HTTP registry,
+//! `--platform` picks from a multi-platform image). The pulled layers are verified against their
+//! digests before anything of them is stored or run.
+//!
+//! With `--image`, the image's config applies as with `docker run`: its `Env` (under `-e`), its
+//! `WorkingDir` (unless `-w`), its `User` (unless `--user`), and with no command after `--` its
+//! `Entrypoint` and `Cmd`; a command replaces `Cmd`, `--entrypoint` replaces `Entrypoint`.
+//! `--user` takes names, resolved with the `/etc/passwd` and `/etc/group` of the sandbox's root
+//! (the image's, the `--rootfs` directory's, or the host's).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -35,7 +51,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use palisade::cgroup::{Bytes, CpuSet, DeviceRule};
-use palisade::image::{LayerStore, OpaqueXattr, StoreOptions};
+use palisade::image::{
+    Image, LayerStore, NoProgress, OpaqueXattr, Platform, PullOptions, Reference, StoreOptions,
+};
 use palisade::netns::ipam::Subnet;
 use palisade::netns::{Bridge, Network, PortMap};
 use palisade::overlay::rootfs::{Access, Rootfs};
@@ -83,7 +101,7 @@ struct Options {
     /// --device-cgroup-rule); the sandbox gets a cgroup that enforces it.
     #[arg(long = "device-cgroup-rule", value_name = "RULE")]
     device_rules: Vec<DeviceRule>,
-    /// Working directory inside the sandbox.
+    /// Working directory inside the sandbox (default: the image's WorkingDir, else `/`).
     #[arg(long, short = 'w', value_name = "DIR")]
     workdir: Option<String>,
     /// Give the command a terminal of the sandbox's own (`/dev/pts/0` inside), of this terminal's
@@ -123,11 +141,34 @@ struct Options {
     /// writable layer).
     #[arg(long, value_name = "DIR")]
     rootfs: Option<std::path::PathBuf>,
-    /// Use an OCI image layout directory as the root file system, imported into the layer store
-    /// first (TAG: the `org.opencontainers.image.ref.name` annotation; optional if the layout
-    /// holds one image).
-    #[arg(long, value_name = "OCI_LAYOUT_DIR[:TAG]", conflicts_with = "rootfs")]
+    /// Use an image as the root file system and apply its config (Env, WorkingDir, User, and
+    /// with no command its Entrypoint and Cmd): an OCI image layout directory, imported into the
+    /// layer store first (TAG: the `org.opencontainers.image.ref.name` annotation; optional if
+    /// the layout holds one image), or a registry reference, pulled if the store lacks it.
+    #[arg(
+        long,
+        value_name = "OCI_LAYOUT_DIR[:TAG]|REF",
+        conflicts_with = "rootfs"
+    )]
     image: Option<String>,
+    /// With a registry --image: `missing` (pull only when the store lacks it) or `always`.
+    #[arg(
+        long,
+        value_name = "POLICY",
+        default_value = "missing",
+        requires = "image"
+    )]
+    pull: PullPolicy,
+    /// With a registry --image: allow a plain-HTTP registry.
+    #[arg(long, requires = "image")]
+    insecure: bool,
+    /// With a registry --image: the platform to take from a multi-platform image.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", requires = "image")]
+    platform: Option<Platform>,
+    /// With --image: run this program instead of the image's Entrypoint (and without its Cmd:
+    /// the command after `--` follows it), as docker's --entrypoint; `''` clears it.
+    #[arg(long, value_name = "CMD", requires = "image")]
+    entrypoint: Option<String>,
     /// The layer store for --image (rootless, a store of its own: it marks opaque directories
     /// with `user.overlay.opaque`).
     #[arg(long, value_name = "DIR", default_value = "/var/lib/palisade/layers")]
@@ -145,8 +186,11 @@ struct Options {
     /// of the sandbox's own.
     #[arg(long)]
     host_mounts: bool,
-    /// Run the command as this user (and group; default: the same number), e.g. `1000:1000`.
-    #[arg(long, short = 'u', value_name = "UID[:GID]")]
+    /// Run the command as this user, as docker's --user: `USER[:GROUP]`, names or ids, e.g.
+    /// `1000:1000` or `app`. Names are resolved with the /etc/passwd and /etc/group of the
+    /// sandbox's root, which also give a user its group (a uid without an entry gets group 0),
+    /// supplementary groups and HOME.
+    #[arg(long, short = 'u', value_name = "USER[:GROUP]")]
     user: Option<String>,
     /// Supplementary groups of the user given with --user.
     #[arg(long = "group-add", value_name = "GID")]
@@ -183,8 +227,8 @@ struct Options {
     /// (only named sandboxes are recorded).
     #[arg(long = "label", short = 'l', value_name = "KEY=VALUE")]
     labels: Vec<String>,
-    /// The command and its arguments.
-    #[arg(required = true, trailing_var_arg = true)]
+    /// The command and its arguments (with --image, optional: the image's default).
+    #[arg(required_unless_present = "image", trailing_var_arg = true)]
     command: Vec<String>,
 }
 
@@ -316,8 +360,18 @@ fn network_mode(mode: &str) -> Result<Network, Error> {
 /// are applied before adds, so `--cap-drop ALL --cap-add NET_BIND_SERVICE` keeps one.
 fn security(builder: &mut SandboxBuilder, opts: &Options) -> Result<(), Error> {
     if let Some(user) = &opts.user {
-        let (uid, gid) = common::parse_user(user)?;
-        builder.user(uid, gid);
+        let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        match user.split_once(':') {
+            // Both ids given: nothing to look up.
+            Some((uid, gid)) if numeric(uid) && numeric(gid) => {
+                let (uid, gid) = common::parse_user(user)?;
+                builder.user(uid, gid);
+            }
+            // Resolved when the sandbox is built, in its root.
+            _ => {
+                builder.user_name(user);
+            }
+        }
     }
     if !opts.group_add.is_empty() {
         builder.groups(opts.group_add.iter().copied());
@@ -383,10 +437,82 @@ fn security(builder: &mut SandboxBuilder, opts: &Options) -> Result<(), Error> {
     Ok(())
 }
 
+/// When `run` pulls a registry `--image`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum PullPolicy {
+    /// Only when the store has no image of that name (or lacks one of its layers).
+    Missing,
+    /// Every time (layers already stored are not fetched again).
+    Always,
+}
+
+/// The `--image`: an OCI image layout directory imported into the layer store, or a registry
+/// reference: the image recorded under it, pulled when missing.
+fn import_image(spec: &str, opts: &Options) -> Result<Image, Error> {
+    let (dir, tag) = match spec.rsplit_once(':') {
+        Some((dir, tag)) if !tag.contains('/') => (dir, Some(tag)),
+        _ => (spec, None),
+    };
+    // Rootless overlays read `user.overlay.*` xattrs (`userxattr`).
+    let xattr = if opts.rootless {
+        OpaqueXattr::User
+    } else {
+        OpaqueXattr::Trusted
+    };
+    let options = StoreOptions::new().opaque_xattr(xattr);
+    let store = LayerStore::open_with(&opts.store, options)?;
+    if std::path::Path::new(dir).is_dir() {
+        return Ok(store.import(dir, tag)?);
+    }
+    let reference: Reference = spec.parse()?;
+    if opts.pull == PullPolicy::Missing {
+        match store.image(&reference.to_string()) {
+            Ok(Some(image)) => return Ok(image),
+            // A layer of it was removed or quarantined: the pull stores it again.
+            Ok(None) | Err(palisade::image::Error::LayerMissing { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut pull = PullOptions::new().insecure(opts.insecure);
+    if let Some(platform) = &opts.platform {
+        pull = pull.platform(platform.clone());
+    }
+    eprintln!("pulling {reference}");
+    Ok(store.pull(&reference, &pull, &NoProgress)?)
+}
+
 fn run(opts: &Options) -> Result<u8, Error> {
-    let (program, args) = opts.command.split_first().expect("clap requires a command");
-    let mut builder = Sandbox::builder(program);
-    builder.args(args).init(!opts.no_init);
+    let image = match (&opts.image, opts.host_mounts) {
+        (Some(spec), false) => Some(import_image(spec, opts)?),
+        _ => None,
+    };
+    let mut builder = match &image {
+        // The image's command, Entrypoint and Cmd replaced as docker replaces them, and its
+        // config's defaults.
+        Some(image) => {
+            let entrypoint = opts.entrypoint.as_ref().map(|e| {
+                if e.is_empty() {
+                    vec![]
+                } else {
+                    vec![e.clone()]
+                }
+            });
+            Sandbox::from_image(image, entrypoint.as_deref(), &opts.command)?
+        }
+        None => {
+            let Some((program, args)) = opts.command.split_first() else {
+                return Err(Error::InvalidValue {
+                    what: "command",
+                    value: String::new(),
+                    reason: "a command is needed without --image",
+                });
+            };
+            let mut builder = Sandbox::builder(program);
+            builder.args(args);
+            builder
+        }
+    };
+    builder.init(!opts.no_init);
     let name = match (&opts.name, opts.detach) {
         (Some(name), _) => Some(name.clone()),
         (None, true) => Some(generated_name()),
@@ -429,23 +555,10 @@ fn run(opts: &Options) -> Result<u8, Error> {
     if opts.host_mounts {
         builder.host_mounts();
     } else {
-        let mut rootfs = match (&opts.rootfs, &opts.image) {
+        let mut rootfs = match (&opts.rootfs, &image) {
             (Some(dir), _) => Rootfs::dir(dir),
-            (None, Some(image)) => {
-                let (dir, tag) = match image.rsplit_once(':') {
-                    Some((dir, tag)) if !tag.contains('/') => (dir, Some(tag)),
-                    _ => (image.as_str(), None),
-                };
-                // Rootless overlays read `user.overlay.*` xattrs (`userxattr`).
-                let xattr = if opts.rootless {
-                    OpaqueXattr::User
-                } else {
-                    OpaqueXattr::Trusted
-                };
-                let options = StoreOptions::new().opaque_xattr(xattr);
-                let store = LayerStore::open_with(&opts.store, options)?;
-                Rootfs::layers(store.import(dir, tag)?.lower_dirs())
-            }
+            // The image's layers, as `Sandbox::from_image` set them, with the volumes below.
+            (None, Some(image)) => Rootfs::layers(image.lower_dirs()),
             (None, None) => Rootfs::host().show_host_data(opts.host_data),
         };
         for v in &opts.volumes {

@@ -23,6 +23,7 @@ use crate::spawn::plan::{
 use crate::terminal::TerminalSize;
 use crate::{Child, ExitStatus, Output, Stdio};
 
+mod image;
 mod security;
 
 /// A sandbox recipe, prepared and ready to [`spawn`](Sandbox::spawn) any number of times.
@@ -105,6 +106,8 @@ pub struct SandboxBuilder {
     limits: LimitSpec,
     /// Capabilities, user, rlimits, no_new_privs and seccomp (see [`crate::security`]).
     pub(crate) security: SecuritySpec,
+    /// An image's config defaults, and a user given by name (see `image`).
+    image: image::ImageSpec,
 }
 
 /// The sandbox's cgroup: limits, and where the group goes.
@@ -270,6 +273,7 @@ impl SandboxBuilder {
             },
             limits: LimitSpec::default(),
             security: SecuritySpec::default(),
+            image: image::ImageSpec::default(),
         }
     }
 
@@ -295,8 +299,10 @@ impl SandboxBuilder {
     ///
     /// Nothing of the caller's environment crosses unless named: a sandbox starts from Docker's
     /// environment, `PATH` (Docker's default), `HOSTNAME` (the sandbox's), `HOME` (`/root` for
-    /// root, `/` for another [`user`](Self::user)) and, when the command's stdin or stdout is
-    /// the caller's terminal, the caller's `TERM`; then come these edits.
+    /// root, `/` for another [`user`](Self::user), the home directory of a user given by
+    /// [name](Self::user_name)) and, when the command's stdin or stdout is the caller's
+    /// terminal, the caller's `TERM`; then the [image](Self::image)'s `Env`; then come these
+    /// edits, which win whatever the order of the calls.
     /// [`env_inherit`](Self::env_inherit) passes one of the caller's variables,
     /// [`env_inherit_all`](Self::env_inherit_all) all of them, and
     /// [`env_clear`](Self::env_clear) starts from nothing.
@@ -342,14 +348,15 @@ impl SandboxBuilder {
         self
     }
 
-    /// Starts from an empty environment (not even `PATH`).
+    /// Starts from an empty environment (not even `PATH`, nor the [image](Self::image)'s `Env`).
     pub fn env_clear(&mut self) -> &mut Self {
         self.process.env_base = EnvBase::Empty;
         self.process.env.clear();
         self
     }
 
-    /// The working directory of the command, resolved inside the sandbox.
+    /// The working directory of the command, resolved inside the sandbox (default: the
+    /// [image](Self::image)'s `WorkingDir`, else the sandbox's `/`).
     pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self {
         self.process.cwd = Some(dir.as_ref().to_owned());
         self
@@ -856,11 +863,27 @@ impl SandboxBuilder {
                 .is_some_and(|c| c.hierarchy.backend() == palisade_cgroup::Backend::V2);
         let rootfs = derive::root(&iso.rootfs, mount_ns, iso.scratch, user_ns, own_cgroup_view)?;
         let duties = derive::host_mount_duties(mount_ns, pid_ns, rootfs.is_some());
-        let security = self.security.prepare(SecurityContext {
+        let setgroups_denied = user
+            .as_ref()
+            .is_some_and(|u| u.setgroups == SetGroups::Deny);
+        // A user given by name, the caller's or the image's, read from the root's files.
+        let named_user = self.named_user()?;
+        let named_security;
+        let security_spec = match &named_user {
+            Some(named) => {
+                let mut spec = self.security.clone();
+                spec.user = Some((named.uid, named.gid));
+                if spec.groups.is_none() && !named.groups.is_empty() && !setgroups_denied {
+                    spec.groups = Some(named.groups.clone());
+                }
+                named_security = spec;
+                &named_security
+            }
+            None => &self.security,
+        };
+        let security = security_spec.prepare(SecurityContext {
             user_ns,
-            setgroups_denied: user
-                .as_ref()
-                .is_some_and(|u| u.setgroups == SetGroups::Deny),
+            setgroups_denied,
         })?;
 
         // Descriptors and lifetime.
@@ -886,11 +909,9 @@ impl SandboxBuilder {
         let plan = Plan {
             namespaces,
             join_user: joins.user,
-            exec: self.exec_plan()?,
+            exec: self.exec_plan(named_user.as_ref())?,
             cwd: self
-                .process
-                .cwd
-                .as_ref()
+                .working_dir()
                 .map(|d| cstring("working directory", d.as_os_str()))
                 .transpose()?,
             hostname,
@@ -1063,18 +1084,23 @@ impl SandboxBuilder {
         }
     }
 
-    fn exec_plan(&self) -> Result<ExecPlan> {
+    /// The program, arguments and environment; `named`: the user resolved by name, if any.
+    fn exec_plan(&self, named: Option<&palisade_image::User>) -> Result<ExecPlan> {
         let p = &self.process;
-        ExecPlan::new(&p.program, &p.args, self.environment())
+        ExecPlan::new(&p.program, &p.args, self.environment(named))
     }
 
-    fn environment(&self) -> BTreeMap<OsString, OsString> {
+    /// The base, then the image's `Env`, then the caller's edits.
+    fn environment(&self, named: Option<&palisade_image::User>) -> BTreeMap<OsString, OsString> {
         let p = &self.process;
         let mut env: BTreeMap<OsString, OsString> = match p.env_base {
             EnvBase::Empty => BTreeMap::new(),
             EnvBase::Caller => std::env::vars_os().collect(),
-            EnvBase::Minimal => self.minimal_environment(),
+            EnvBase::Minimal => self.minimal_environment(named),
         };
+        if p.env_base != EnvBase::Empty {
+            env.extend(self.image_env().iter().cloned());
+        }
         for (k, v) in &p.env {
             match v {
                 Some(v) => env.insert(k.clone(), v.clone()),
@@ -1084,9 +1110,12 @@ impl SandboxBuilder {
         env
     }
 
-    /// Docker's environment for a container: `PATH`, `HOSTNAME`, `HOME`, and `TERM` when the
-    /// command talks to the caller's terminal.
-    fn minimal_environment(&self) -> BTreeMap<OsString, OsString> {
+    /// Docker's environment for a container: `PATH`, `HOSTNAME`, `HOME` (the home directory of
+    /// a user resolved by name), and `TERM` when the command talks to the caller's terminal.
+    fn minimal_environment(
+        &self,
+        named: Option<&palisade_image::User>,
+    ) -> BTreeMap<OsString, OsString> {
         let mut env = BTreeMap::new();
         env.insert("PATH".into(), DEFAULT_PATH.into());
         let hostname = match &self.isolation.hostname {
@@ -1096,8 +1125,12 @@ impl SandboxBuilder {
         if let Some(h) = hostname {
             env.insert("HOSTNAME".into(), h);
         }
-        let root = self.security.user_id().is_none_or(|uid| uid == 0);
-        env.insert("HOME".into(), if root { "/root" } else { "/" }.into());
+        let home = match named {
+            Some(user) => image::home(user),
+            None if self.security.user_id().is_none_or(|uid| uid == 0) => "/root".into(),
+            None => "/".into(),
+        };
+        env.insert("HOME".into(), home);
         let terminal = [(0, &self.stdio[0]), (1, &self.stdio[1])]
             .into_iter()
             // SAFETY: isatty only inspects the descriptor.
@@ -1138,7 +1171,7 @@ mod tests {
     fn environment_is_dockers_minimal_one_then_edited() {
         let mut b = Sandbox::builder("true");
         b.hostname("box").env("PALISADE_A", "1");
-        let env = b.environment();
+        let env = b.environment(None);
         let keys: Vec<_> = env.keys().map(|k| k.to_str().unwrap()).collect();
         // TERM only when the command talks to a terminal, which the test harness is not.
         let keys: Vec<_> = keys.into_iter().filter(|k| *k != "TERM").collect();
@@ -1147,19 +1180,19 @@ mod tests {
         assert_eq!(env[OsStr::new("HOME")], "/root");
         assert_eq!(env[OsStr::new("PATH")], DEFAULT_PATH);
         b.user(1000, 1000);
-        assert_eq!(b.environment()[OsStr::new("HOME")], "/");
+        assert_eq!(b.environment(None)[OsStr::new("HOME")], "/");
 
         // One variable, or all of them, only when asked for.
         let mut b = Sandbox::builder("true");
         b.env_inherit("CARGO_PKG_NAME")
             .env_inherit("PALISADE_SURELY_UNSET");
-        let env = b.environment();
+        let env = b.environment(None);
         assert_eq!(env[OsStr::new("CARGO_PKG_NAME")], "palisade");
         assert!(!env.contains_key(OsStr::new("PALISADE_SURELY_UNSET")));
         let mut b = Sandbox::builder("true");
         b.env_inherit_all().env_remove("HOME");
         assert_eq!(
-            b.environment().len(),
+            b.environment(None).len(),
             std::env::vars_os().filter(|(k, _)| k != "HOME").count()
         );
 
@@ -1168,7 +1201,7 @@ mod tests {
             .env_clear()
             .env("PATH", "/a::/b")
             .env("Y", "2");
-        let plan = b.exec_plan().unwrap();
+        let plan = b.exec_plan(None).unwrap();
         assert_eq!(strings(&plan.envp), ["PATH=/a::/b", "Y=2"]);
         assert_eq!(strings(&plan.candidates), ["/a/true", "./true", "/b/true"]);
         assert_eq!(strings(&plan.argv), ["true"]);
@@ -1211,7 +1244,7 @@ mod tests {
     fn a_program_with_a_slash_is_not_searched() {
         let plan = Sandbox::builder("./bin/tool")
             .arg("-x")
-            .exec_plan()
+            .exec_plan(None)
             .unwrap();
         assert_eq!(strings(&plan.candidates), ["./bin/tool"]);
         assert_eq!(strings(&plan.argv), ["./bin/tool", "-x"]);

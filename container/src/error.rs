@@ -45,8 +45,10 @@ pub enum Error {
     /// kernel refused, …), or its description was invalid.
     #[error(transparent)]
     Rootfs(#[from] palisade_overlay::Error),
-    /// Reading, pulling or storing an OCI image failed, or its config could not be applied
-    /// to a sandbox.
+    /// Reading, pulling or storing an OCI image failed, or its config could not be applied to a
+    /// sandbox ([`SandboxBuilder::image`](crate::SandboxBuilder::image),
+    /// [`SandboxBuilder::user_name`](crate::SandboxBuilder::user_name),
+    /// [`Sandbox::from_image`](crate::Sandbox::from_image)).
     #[error(transparent)]
     Image(#[from] palisade_image::Error),
     /// Opening the network namespace to join failed, or it is not one.

@@ -24,6 +24,7 @@
 //! | `state` | a named sandbox's command writes a forged status through PID 1's descriptor of its record; a started program keeps the start gate; a stale record's pid signals whoever has that pid now; a link planted at a name's place makes the record elsewhere |
 //! | `exhaustion` | a sandbox writes until the host's memory is gone, through its throwaway layer or `/tmp` |
 //! | `joins` | a spawn into a pod's PID namespace leaves the caller's thread making its later children there, where the pod sees and signals them |
+//! | `image_user` | an image's `/etc/passwd`, `/etc/group` or `/etc` links to the host's so that its `User` resolves to host users; a whiteout of `/etc/passwd` is ignored; a link loop, a FIFO or a huge passwd hangs or floods the build |
 
 mod common;
 
@@ -81,3 +82,6 @@ mod net_forwarder;
 
 #[path = "escapes/net_nat.rs"]
 mod net_nat;
+
+#[path = "escapes/image_user.rs"]
+mod image_user;

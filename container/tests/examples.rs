@@ -6,49 +6,19 @@
 //! every `[[example]]`; with `--test examples` alone, build them first with
 //! `cargo build -p palisade --examples`).
 
+mod common;
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use common::example;
 use palisade::Sandbox;
 use palisade_test_support::{require_root, TempDir};
 
 /// How long one run of an example may take before the test gives up on it.
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The built example `name`, checked to exist and to be newer than its source.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    // <target>/<profile>/deps/examples-<hash> -> <target>/<profile>/examples/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test runs from <target>/<profile>/deps")
-        .join("examples");
-    let bin = dir.join(name);
-    let built = std::fs::metadata(&bin).and_then(|m| m.modified());
-    let Ok(built) = built else {
-        panic!(
-            "the example binary {} is missing: build the examples first \
-             (`cargo build -p palisade --examples`; a `cargo test` without --test builds them too)",
-            bin.display()
-        );
-    };
-    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples")
-        .join(format!("{name}.rs"));
-    if let Ok(changed) = std::fs::metadata(&source).and_then(|m| m.modified()) {
-        assert!(
-            changed <= built,
-            "the example binary {} is older than {}: rebuild the examples \
-             (`cargo build -p palisade --examples`)",
-            bin.display(),
-            source.display()
-        );
-    }
-    bin
-}
 
 /// The example `name` with its stdio null (run captures stdout and stderr).
 fn cmd(name: &str) -> Command {

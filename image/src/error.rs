@@ -159,9 +159,175 @@ pub enum Error {
         source: io::Error,
     },
     // --- registry pulls (registry/) ---
+    /// An image reference was refused: it does not follow the grammar of
+    /// [`Reference`](crate::registry::Reference).
+    #[error("invalid image reference {value:?}: {reason}")]
+    InvalidReference {
+        /// The reference as given.
+        value: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A request to a registry failed before an answer was read whole: the connection was
+    /// refused, dropped or timed out, TLS failed, the host is unknown.
+    #[error("registry request {url}: {source}")]
+    RegistryTransport {
+        /// The URL asked for (it never holds credentials).
+        url: String,
+        /// What went wrong; an OS error where there is one.
+        source: io::Error,
+    },
+    /// A registry answered with an HTTP status other than the one expected (distribution
+    /// spec, "Error Codes": the registry's own error code and message follow the status).
+    #[error("registry request {url}: HTTP {status}: {message}")]
+    RegistryStatus {
+        /// The URL asked for.
+        url: String,
+        /// The HTTP status code.
+        status: u16,
+        /// The registry's error codes and messages, when it gave any.
+        message: String,
+    },
+    /// A registry (or its token server) refused the credentials, or demanded some when none
+    /// were available.
+    #[error("registry {registry}: not authorized: {reason}")]
+    RegistryAuth {
+        /// The registry (`host[:port]`).
+        registry: String,
+        /// What was refused. Credentials are never part of it.
+        reason: String,
+    },
+    /// What a registry sent cannot be used: a manifest, index or token answer that does not
+    /// parse, lacks a field, is larger than the bound, or has an unexpected media type.
+    #[error("{what} from {url}: {reason}")]
+    InvalidRegistryResponse {
+        /// What was read: `"manifest"`, `"token answer"`, …
+        what: &'static str,
+        /// The URL it came from.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An image index (manifest list) of a registry has no manifest for the platform asked
+    /// for.
+    #[error("image index {index} has no manifest for {platform} (it has {available:?})")]
+    PlatformNotFound {
+        /// The index's digest.
+        index: crate::Digest,
+        /// The platform looked for, `os/architecture[/variant]`.
+        platform: String,
+        /// The platforms the index lists.
+        available: Vec<String>,
+    },
+    /// A Docker client configuration file (`config.json`) with registry credentials cannot be
+    /// used.
+    #[error("registry credentials in {}: {reason}", path.display())]
+    CredentialsFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (never the credentials themselves).
+        reason: String,
+    },
     // --- the store's image records, verification and recovery (store) ---
+    /// An image recorded in the [`LayerStore`](crate::LayerStore) (or about to be) has a layer
+    /// that is not in the store: removed, or quarantined by
+    /// [`LayerStore::verify`](crate::LayerStore::verify). Importing or pulling the image again
+    /// stores it again.
+    #[error("image {image:?}: layer {layer} is not in the store (removed or quarantined): import or pull the image again")]
+    LayerMissing {
+        /// The name the image is recorded under.
+        image: String,
+        /// The missing layer.
+        layer: crate::Digest,
+    },
     // --- docker-archive and oci-archive imports (archive.rs) ---
+    /// An image archive could not be read: an I/O error, bad compression, a malformed or
+    /// truncated tar stream.
+    #[error("cannot read the image archive {}: {source}", path.display())]
+    ArchiveRead {
+        /// The archive file.
+        path: PathBuf,
+        /// The error from the file, the decompressor or the tar reader.
+        source: io::Error,
+    },
+    /// An image archive is neither a docker-archive nor an oci-archive, or its `manifest.json`,
+    /// `oci-layout`, `index.json` or an image manifest in it is malformed.
+    #[error("invalid image archive {}: {reason}", path.display())]
+    InvalidArchive {
+        /// The archive file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file the archive's own manifest names cannot be used: it is absent, its name escapes
+    /// the archive with `..` or is absolute, it is a chain of links that loops or leaves the
+    /// archive, or it is not a regular file.
+    #[error("image archive {}: refused entry {entry:?}: {reason}", path.display())]
+    ArchiveEntry {
+        /// The archive file.
+        path: PathBuf,
+        /// The name as the archive's manifest gives it.
+        entry: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A part of an image archive is larger than what is read of it: a JSON document (over a
+    /// few MiB), or a compressed archive that expands beyond its bound.
+    #[error("image archive {}: {what} is larger than the limit of {limit} bytes", path.display())]
+    ArchiveTooLarge {
+        /// The archive file.
+        path: PathBuf,
+        /// What is too large: `"manifest.json"`, `"config"`, `"decompressed archive"`, …
+        what: &'static str,
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// No image of the archive has the name asked for.
+    #[error("no image named {name:?} in {} (images: {available:?})", path.display())]
+    ArchiveImageNotFound {
+        /// The archive file.
+        path: PathBuf,
+        /// The name asked for.
+        name: String,
+        /// The names the archive's images have.
+        available: Vec<String>,
+    },
+    /// No name was given and the archive holds several images.
+    #[error("{} holds several images: name one of {images:?}", path.display())]
+    AmbiguousArchive {
+        /// The archive file.
+        path: PathBuf,
+        /// Each image: its names, or for one without a name its config or manifest.
+        images: Vec<String>,
+    },
     // --- files and users of an image's root (users.rs) ---
+    /// A user name of a user spec is not in the root's `/etc/passwd` (or the root has none).
+    #[error("no user {name:?} in the root's /etc/passwd (user spec {spec:?})")]
+    UnknownUser {
+        /// The user spec as given, e.g. `"app:staff"`.
+        spec: String,
+        /// The name looked for.
+        name: String,
+    },
+    /// A group name of a user spec is not in the root's `/etc/group` (or the root has none).
+    #[error("no group {name:?} in the root's /etc/group (user spec {spec:?})")]
+    UnknownGroup {
+        /// The user spec as given.
+        spec: String,
+        /// The name looked for.
+        name: String,
+    },
+    /// A file read from an image's root is larger than the bound on such reads.
+    #[error("{path} in the root is larger than {limit} bytes")]
+    FileTooLarge {
+        /// The path inside the root.
+        path: String,
+        /// The bound, in bytes.
+        limit: u64,
+    },
+    /// Neither the image (`Entrypoint`, `Cmd`) nor the caller gave a command to run.
+    #[error("no command to run: the image has no Entrypoint or Cmd and none was given")]
+    NoCommand,
 }
 
 impl Error {
@@ -170,7 +336,9 @@ impl Error {
         match self {
             Error::Io { source, .. }
             | Error::LayerArchive { source, .. }
-            | Error::Extract { source, .. } => source.raw_os_error(),
+            | Error::Extract { source, .. }
+            | Error::RegistryTransport { source, .. }
+            | Error::ArchiveRead { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }

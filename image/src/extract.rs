@@ -184,7 +184,7 @@ struct Extractor<'a> {
 
 /// Whether `data` is all zero bytes. Compares the slice with itself shifted by one byte, which
 /// is a `memcmp` and so fast even without optimizations.
-fn all_zero(data: &[u8]) -> bool {
+pub(crate) fn all_zero(data: &[u8]) -> bool {
     match data.split_first() {
         None => true,
         Some((&first, rest)) => first == 0 && rest == &data[..rest.len()],

@@ -159,6 +159,9 @@ struct RawRunConfig {
     labels: Option<BTreeMap<String, String>>,
     #[serde(rename = "StopSignal", default)]
     stop_signal: Option<String>,
+    /// A map whose values are empty objects (OCI image-spec, "Image Configuration").
+    #[serde(rename = "ExposedPorts", default)]
+    exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -481,6 +484,7 @@ impl Layout {
             user: non_empty(run.user),
             labels: run.labels.unwrap_or_default(),
             stop_signal: non_empty(run.stop_signal),
+            exposed_ports: run.exposed_ports.unwrap_or_default().into_keys().collect(),
             os: non_empty(config.os),
             architecture: non_empty(config.architecture),
         };

@@ -67,9 +67,17 @@ mod users;
 mod writer;
 mod zstd;
 
+pub use archive::ArchiveFormat;
 pub use digest::Digest;
 pub use error::{Error, Result};
-pub use store::LayerStore;
+pub use registry::{
+    Credentials, LayerOutcome, NoProgress, Platform, Progress, PullOptions, Reference,
+};
+pub use store::{
+    DamagedRecord, ImageRecord, IncompleteImage, LayerCheck, LayerDamage, LayerStore,
+    QuarantinedLayer, VerifyReport, MAX_IMAGE_NAME,
+};
+pub use users::{read_file, resolve_user, User, MAX_FILE_SIZE, MAX_SYMLINK_HOPS};
 pub use writer::{Compression, LayerBuilder, LayoutWriter, WrittenLayer};
 
 /// The xattr that marks a directory opaque in an unpacked layer (kernel documentation
@@ -204,6 +212,10 @@ pub struct ImageConfig {
     pub labels: BTreeMap<String, String>,
     /// `StopSignal`, e.g. `SIGTERM`.
     pub stop_signal: Option<String>,
+    /// `ExposedPorts`: the ports the image's program listens on, as the image spells them
+    /// (`80/tcp`, `53/udp`), sorted. Documentation only: nothing is published unless the caller
+    /// publishes it.
+    pub exposed_ports: Vec<String>,
     /// `os` of the image (`linux`).
     pub os: Option<String>,
     /// `architecture` of the image (`amd64`, …).

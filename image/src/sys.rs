@@ -220,3 +220,102 @@ pub(crate) fn flock_exclusive(fd: BorrowedFd<'_>, nonblocking: bool) -> io::Resu
 pub(crate) fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
+
+/// `fsync(2)`: makes the file's (or directory's) data and metadata durable.
+pub(crate) fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
+    retry(|| rustix::fs::fsync(fd))
+}
+
+/// `syncfs(2)`: makes everything written to the file system that holds `fd` durable, and
+/// reports a write-back error of that file system since the descriptor was opened.
+pub(crate) fn syncfs(fd: BorrowedFd<'_>) -> io::Result<()> {
+    retry(|| rustix::fs::syncfs(fd))
+}
+
+/// `fgetxattr(2)`; `Ok(None)` when the file has no such xattr (`ENODATA`) or its file system
+/// has none (`EOPNOTSUPP`).
+pub(crate) fn fgetxattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<Vec<u8>>> {
+    // Overlayfs's xattrs are a few bytes; a larger value is read as it is, up to 64 KiB, the
+    // limit of xattr values on Linux (`xattr(7)`).
+    let mut value = Vec::with_capacity(256);
+    loop {
+        match retry(|| rustix::fs::fgetxattr(fd, name, &mut value)) {
+            Ok(_) => return Ok(Some(value)),
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) && value.capacity() < 65536 => {
+                value = Vec::with_capacity(65536);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `readlinkat(2)`: the target of the symbolic link `name` in `dir`.
+pub(crate) fn readlinkat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
+    Ok(rustix::fs::readlinkat(dir, name, Vec::new())?.into_bytes())
+}
+
+/// `fstat(2)`.
+pub(crate) fn fstat(fd: BorrowedFd<'_>) -> io::Result<rustix::fs::Stat> {
+    Ok(rustix::fs::fstat(fd)?)
+}
+
+/// The names in the directory `dir` (`getdents64(2)`), without `.` and `..`, unsorted.
+pub(crate) fn dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
+    let mut reader = rustix::fs::Dir::read_from(dir)?;
+    let mut names = Vec::new();
+    while let Some(entry) = reader.read() {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name != c"." && name != c".." {
+            names.push(name.to_owned());
+        }
+    }
+    Ok(names)
+}
+
+/// The start time of process `pid`, in clock ticks after boot: field 22 (`starttime`) of
+/// `/proc/PID/stat` (`proc_pid_stat(5)`). With the pid, it names a process for good: a pid is
+/// reused, a (pid, start time) pair is not. `Ok(None)` when there is no such process.
+pub(crate) fn process_start_time(pid: u32) -> io::Result<Option<u64>> {
+    let path = format!("/proc/{pid}/stat");
+    let text = match std::fs::read(&path) {
+        Ok(text) => text,
+        // ESRCH: the process exited between the lookup and the read.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ESRCH)) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    let malformed = || io::Error::new(io::ErrorKind::InvalidData, format!("malformed {path}"));
+    // Field 2, the command name, is in parentheses and may hold spaces and parentheses: the
+    // fields after it start after the last `)`.
+    let close = text
+        .iter()
+        .rposition(|&b| b == b')')
+        .ok_or_else(malformed)?;
+    let rest = text.get(close + 1..).ok_or_else(malformed)?;
+    // After the name come fields 3 (state), 4, …: field 22 is the 20th of them.
+    let field = rest
+        .split(|&b| b == b' ')
+        .filter(|f| !f.is_empty())
+        .nth(19)
+        .ok_or_else(malformed)?;
+    std::str::from_utf8(field)
+        .ok()
+        .and_then(|f| f.trim().parse().ok())
+        .map(Some)
+        .ok_or_else(malformed)
+}
+
+/// `lseek(2)` with `SEEK_DATA`: the first offset at or after `offset` that holds data, or
+/// `None` when only a hole follows (`ENXIO`). A file system without holes reports every offset
+/// before the end as data.
+pub(crate) fn seek_data(fd: BorrowedFd<'_>, offset: u64) -> io::Result<Option<u64>> {
+    match rustix::fs::seek(fd, rustix::fs::SeekFrom::Data(offset)) {
+        Ok(at) => Ok(Some(at)),
+        Err(rustix::io::Errno::NXIO) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}

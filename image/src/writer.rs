@@ -506,6 +506,11 @@ impl LayoutWriter {
                 working_dir: non_empty(&config.working_dir),
                 labels: &config.labels,
                 stop_signal: non_empty(&config.stop_signal),
+                exposed_ports: config
+                    .exposed_ports
+                    .iter()
+                    .map(|port| (port.as_str(), Empty {}))
+                    .collect(),
             },
             rootfs: Rootfs {
                 kind: "layers",
@@ -1083,7 +1088,13 @@ struct RunConfig<'a> {
     labels: &'a BTreeMap<String, String>,
     #[serde(rename = "StopSignal", skip_serializing_if = "Option::is_none")]
     stop_signal: Option<&'a str>,
+    #[serde(rename = "ExposedPorts", skip_serializing_if = "BTreeMap::is_empty")]
+    exposed_ports: BTreeMap<&'a str, Empty>,
 }
+
+/// The empty object the values of `ExposedPorts` are.
+#[derive(Serialize)]
+struct Empty {}
 
 /// `rootfs` of an image config.
 #[derive(Serialize)]

@@ -1756,7 +1756,7 @@ fn mode_of(path: &Path) -> u32 {
 }
 
 /// Every directory of the store's own: the root, `layers/`, `layers/sha256/`, each layer's
-/// directory, `locks/`, `tmp/` and what is in it.
+/// directory, `locks/`, `images/`, `quarantine/`, `tmp/` and what is in it.
 fn store_dirs(store: &LayerStore) -> Vec<PathBuf> {
     let root = store.root();
     let mut dirs = vec![
@@ -1764,6 +1764,8 @@ fn store_dirs(store: &LayerStore) -> Vec<PathBuf> {
         root.join("layers"),
         root.join("layers/sha256"),
         root.join("locks"),
+        root.join("images"),
+        root.join("quarantine"),
         root.join("tmp"),
     ];
     for parent in [root.join("layers/sha256"), root.join("tmp")] {
@@ -1796,7 +1798,7 @@ fn private_test_image(dir: PathBuf) -> Layout {
 
 fn check_private_store(store: &LayerStore, image: &palisade_image::Image) {
     assert_private(store);
-    assert_eq!(store_dirs(store).len(), 7, "{:?}", store_dirs(store));
+    assert_eq!(store_dirs(store).len(), 9, "{:?}", store_dirs(store));
     // The layers' own trees keep the image's modes: the root of the first is 0750, that of
     // the second (no entry for it) 0755.
     assert_eq!(mode_of(&image.layers[0].path), 0o750);
@@ -1837,11 +1839,19 @@ fn a_loose_store_is_tightened_when_opened() {
         store.import(&layout.dir, None).unwrap()
     };
     // What an older version of the store left: everything world-readable and traversable,
-    // and a leftover temporary directory.
+    // and a temporary directory of a live process (this one), which opening leaves alone; one
+    // of no known owner is collected.
+    let start = own_start_time();
+    let live = root.join(format!(
+        "tmp/palisade-work-{}-{start}-0",
+        std::process::id()
+    ));
+    fs::create_dir(&live).unwrap();
     fs::create_dir(root.join("tmp/palisade-leftover")).unwrap();
     let store = LayerStore::open(&root).unwrap();
+    assert!(!root.join("tmp/palisade-leftover").exists());
     let dirs = store_dirs(&store);
-    assert_eq!(dirs.len(), 8, "{dirs:?}");
+    assert_eq!(dirs.len(), 10, "{dirs:?}");
     for dir in &dirs {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
     }
@@ -1853,6 +1863,15 @@ fn a_loose_store_is_tightened_when_opened() {
     assert_eq!(mode_of(&image.layers[0].path), 0o750);
     assert_eq!(mode_of(&image.layers[1].path), 0o755);
     assert_eq!(store.import(&layout.dir, None).unwrap(), image);
+    assert!(live.exists());
+}
+
+/// This process's start time: field 22 of `/proc/self/stat` (`proc_pid_stat(5)`), which the
+/// store puts in its temporary names.
+fn own_start_time() -> u64 {
+    let stat = fs::read_to_string("/proc/self/stat").unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 1..];
+    after.split_whitespace().nth(19).unwrap().parse().unwrap()
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! namespaces of their own, and hand-made Ethernet frames ([`frames`]).
 
 pub mod frames;
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 

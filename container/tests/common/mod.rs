@@ -1,7 +1,7 @@
 //! Helpers of the `palisade` integration tests (included as `mod common;`).
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use palisade::overlay::rootfs::Access;
 use palisade::{Sandbox, SandboxBuilder};
@@ -61,4 +61,37 @@ pub fn assert_no_network_leftovers() {
     let mut tables = nft.tables().unwrap();
     tables.extend(nft.bridge_tables().unwrap());
     assert_eq!(tables, Vec::<String>::new(), "nftables tables left behind");
+}
+
+/// The built example `name`, checked to exist and to be newer than its source.
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    // <target>/<profile>/deps/examples-<hash> -> <target>/<profile>/examples/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test runs from <target>/<profile>/deps")
+        .join("examples");
+    let bin = dir.join(name);
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified());
+    let Ok(built) = built else {
+        panic!(
+            "the example binary {} is missing: build the examples first \
+             (`cargo build -p palisade --examples`; a `cargo test` without --test builds them too)",
+            bin.display()
+        );
+    };
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(format!("{name}.rs"));
+    if let Ok(changed) = std::fs::metadata(&source).and_then(|m| m.modified()) {
+        assert!(
+            changed <= built,
+            "the example binary {} is older than {}: rebuild the examples \
+             (`cargo build -p palisade --examples`)",
+            bin.display(),
+            source.display()
+        );
+    }
+    bin
 }

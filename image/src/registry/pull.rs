@@ -1,0 +1,1007 @@
+//! The pull itself: manifest resolution, the blob cache, resumable layer downloads, and the
+//! scratch layout handed to [`LayerStore::import`].
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use ureq::http::StatusCode;
+
+use super::client::{read_document, status_error, Client, MANIFEST_ACCEPT, MAX_DOCUMENT};
+use super::{LayerOutcome, Platform, Progress, PullOptions, Reference};
+use crate::layout::{Compression, REF_NAME};
+use crate::{sys, Digest, Error, Image, LayerStore, Result};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+
+/// How deep image indexes may nest.
+const MAX_INDEX_DEPTH: usize = 4;
+/// The mode of the pull's directories.
+const PRIVATE: u32 = 0o700;
+/// The size of the reads of a download.
+const CHUNK: usize = 64 << 10;
+
+static NEXT_TMP: AtomicU64 = AtomicU64::new(0);
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A content descriptor of a manifest or index (OCI image-spec, "Content Descriptors").
+#[derive(Deserialize)]
+struct RawDescriptor {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    digest: String,
+    size: u64,
+    #[serde(default)]
+    platform: Option<RawPlatform>,
+}
+
+#[derive(Deserialize)]
+struct RawPlatform {
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawIndex {
+    #[serde(default)]
+    manifests: Vec<RawDescriptor>,
+}
+
+#[derive(Deserialize)]
+struct RawManifest {
+    #[serde(rename = "mediaType", default)]
+    media_type: Option<String>,
+    config: Option<RawDescriptor>,
+    layers: Option<Vec<RawDescriptor>>,
+    #[serde(default)]
+    manifests: Option<Vec<RawDescriptor>>,
+}
+
+/// A checked descriptor.
+#[derive(Clone, Debug)]
+struct Desc {
+    media_type: String,
+    digest: Digest,
+    size: u64,
+}
+
+impl Desc {
+    fn from_raw(raw: &RawDescriptor) -> Result<Desc> {
+        Ok(Desc {
+            media_type: raw.media_type.clone(),
+            digest: Digest::parse(&raw.digest)?,
+            size: raw.size,
+        })
+    }
+}
+
+/// The store's directories of the pull: the blob cache and the downloads.
+struct Dirs {
+    blobs: PathBuf,
+    downloads: PathBuf,
+}
+
+/// Makes a private directory (its parent exists), or checks the one there is a directory and
+/// not a symbolic link, and gives it mode `0700`.
+fn private_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match fs::DirBuilder::new().mode(PRIVATE).create(path) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_err("create", path)(e)),
+    }
+    let meta = fs::symlink_metadata(path).map_err(io_err("stat", path))?;
+    if !meta.is_dir() {
+        return Err(io_err("use as a store directory", path)(
+            io::Error::from_raw_os_error(libc::ENOTDIR),
+        ));
+    }
+    if meta.permissions().mode() & 0o7777 != PRIVATE {
+        fs::set_permissions(path, fs::Permissions::from_mode(PRIVATE))
+            .map_err(io_err("chmod", path))?;
+    }
+    Ok(())
+}
+
+/// `fsync(2)` of a directory, so that a rename into it survives a crash.
+fn sync_dir(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("sync", path))
+}
+
+/// Opens a file of the store's own without following a symbolic link.
+fn open_nofollow(path: &Path, write: bool, create: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(write)
+        .create(create)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+impl Dirs {
+    fn open(root: &Path) -> Result<Dirs> {
+        let blobs_root = root.join("blobs");
+        let blobs = blobs_root.join("sha256");
+        let downloads = root.join("downloads");
+        for dir in [&blobs_root, &blobs, &downloads] {
+            private_dir(dir)?;
+        }
+        let dirs = Dirs { blobs, downloads };
+        dirs.collect_dead_writers()?;
+        Ok(dirs)
+    }
+
+    /// Removes the cache's temporary files left by processes that died writing them
+    /// (`.tmp-<pid>-<n>` of a pid that no longer runs).
+    fn collect_dead_writers(&self) -> Result<()> {
+        for entry in fs::read_dir(&self.blobs).map_err(io_err("read", &self.blobs))? {
+            let entry = entry.map_err(io_err("read", &self.blobs))?;
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(".tmp-"))
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+                let path = entry.path();
+                match fs::remove_file(&path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(io_err("remove", &path)(e))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Empties the cache and the downloads, but for downloads in progress (locked). Lock
+    /// files stay (they are empty).
+    fn clear(&self) -> Result<()> {
+        for entry in fs::read_dir(&self.blobs).map_err(io_err("read", &self.blobs))? {
+            let path = entry.map_err(io_err("read", &self.blobs))?.path();
+            let is_tmp = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(".tmp-"));
+            if !is_tmp {
+                remove_if_there(&path)?;
+            }
+        }
+        for entry in fs::read_dir(&self.downloads).map_err(io_err("read", &self.downloads))? {
+            let name = entry.map_err(io_err("read", &self.downloads))?.file_name();
+            let Some(hex) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("sha256-"))
+                .and_then(|n| n.strip_suffix(".lock"))
+            else {
+                continue;
+            };
+            let Ok(digest) = Digest::parse(&format!("sha256:{hex}")) else {
+                continue;
+            };
+            let path = self.lock_path(&digest);
+            let fd =
+                OwnedFd::from(open_nofollow(&path, true, false).map_err(io_err("open", &path))?);
+            if !sys::flock_exclusive(fd.as_fd(), true).map_err(io_err("lock", &path))? {
+                continue; // A pull is downloading it.
+            }
+            remove_if_there(&self.partial_path(&digest))?;
+            remove_if_there(&self.done_path(&digest))?;
+            // The lock file stays: removing it while another puller may have it open would let
+            // a third make a new one and download the layer alongside the second.
+        }
+        Ok(())
+    }
+
+    fn blob(&self, digest: &Digest) -> PathBuf {
+        self.blobs.join(digest.hex())
+    }
+
+    /// A cached document, if there is one whose content still has its digest (a damaged one
+    /// is removed, and fetched again).
+    fn cached(&self, digest: &Digest) -> Result<Option<Vec<u8>>> {
+        let path = self.blob(digest);
+        let file = match open_nofollow(&path, false, false) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("open", &path)(e)),
+        };
+        let mut bytes = Vec::new();
+        file.take(MAX_DOCUMENT + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io_err("read", &path))?;
+        if Digest::of(&bytes) == *digest {
+            return Ok(Some(bytes));
+        }
+        fs::remove_file(&path).map_err(io_err("remove", &path))?;
+        Ok(None)
+    }
+
+    /// Caches a verified document: written aside, made durable, renamed into place.
+    fn cache(&self, digest: &Digest, bytes: &[u8]) -> Result<()> {
+        let tmp = self.blobs.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            NEXT_TMP.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| {
+                f.write_all(bytes)?;
+                f.sync_all()
+            })
+            .map_err(io_err("write", &tmp))
+            .and_then(|()| {
+                let dest = self.blob(digest);
+                fs::rename(&tmp, &dest).map_err(io_err("rename into place", &dest))
+            });
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written?;
+        sync_dir(&self.blobs)
+    }
+
+    fn lock_path(&self, digest: &Digest) -> PathBuf {
+        self.downloads.join(format!("sha256-{}.lock", digest.hex()))
+    }
+
+    fn partial_path(&self, digest: &Digest) -> PathBuf {
+        self.downloads
+            .join(format!("sha256-{}.partial", digest.hex()))
+    }
+
+    fn done_path(&self, digest: &Digest) -> PathBuf {
+        self.downloads.join(format!("sha256-{}", digest.hex()))
+    }
+
+    /// Takes the layer's download lock (`flock(2)`), released when the descriptor is dropped.
+    fn lock(&self, digest: &Digest) -> Result<OwnedFd> {
+        let path = self.lock_path(digest);
+        let fd = OwnedFd::from(open_nofollow(&path, true, true).map_err(io_err("open", &path))?);
+        sys::flock_exclusive(fd.as_fd(), false).map_err(io_err("lock", &path))?;
+        Ok(fd)
+    }
+}
+
+/// The media type of a manifest or index: the `Content-Type` if it is one of the four, else
+/// its `mediaType` field, else what its fields say.
+fn media_type_of(content_type: Option<&str>, manifest: &RawManifest) -> String {
+    let known = [OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_LIST];
+    let header = content_type
+        .map(|c| c.split(';').next().unwrap_or(c).trim())
+        .filter(|c| known.contains(c));
+    match (header, &manifest.media_type) {
+        (Some(h), _) => h.to_owned(),
+        (None, Some(m)) if !m.is_empty() => m.clone(),
+        _ if manifest.manifests.is_some() => OCI_INDEX.to_owned(),
+        _ => OCI_MANIFEST.to_owned(),
+    }
+}
+
+/// A manifest or index, verified.
+struct Document {
+    media_type: String,
+    bytes: Vec<u8>,
+    digest: Digest,
+    parsed: RawManifest,
+}
+
+fn parse_document(url: &str, bytes: &[u8]) -> Result<RawManifest> {
+    serde_json::from_slice(bytes).map_err(|e| Error::InvalidRegistryResponse {
+        what: "manifest",
+        url: url.to_owned(),
+        reason: format!("bad JSON: {e}"),
+    })
+}
+
+/// Fetches the manifest named `reference` (a tag or a digest), from the cache when its digest
+/// is known and cached. `expected` is the digest and size it must have, when known.
+fn fetch_manifest(
+    client: &Client,
+    dirs: &Dirs,
+    reference: &str,
+    expected: Option<&Desc>,
+    media_type_hint: Option<&str>,
+) -> Result<Document> {
+    let url = client.url(&format!("manifests/{reference}"));
+    if let Some(expected) = expected {
+        if let Some(bytes) = dirs.cached(&expected.digest)? {
+            let parsed = parse_document(&url, &bytes)?;
+            return Ok(Document {
+                media_type: media_type_of(media_type_hint, &parsed),
+                bytes,
+                digest: expected.digest.clone(),
+                parsed,
+            });
+        }
+        if expected.size > MAX_DOCUMENT {
+            return Err(Error::InvalidRegistryResponse {
+                what: "manifest",
+                url,
+                reason: format!(
+                    "{} bytes, more than the limit of {MAX_DOCUMENT}",
+                    expected.size
+                ),
+            });
+        }
+    }
+    let answer = client.get(
+        &format!("manifests/{reference}"),
+        &[("Accept", MANIFEST_ACCEPT)],
+    )?;
+    if answer.response.status() != StatusCode::OK {
+        return Err(status_error(&answer.url, answer.response));
+    }
+    let header = |name: &str| {
+        answer
+            .response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let content_type = header("content-type");
+    let announced = header("docker-content-digest");
+    let bytes = read_document(&url, answer.response, "manifest")?;
+    let digest = Digest::of(&bytes);
+    if let Some(expected) = expected {
+        if bytes.len() as u64 != expected.size {
+            return Err(Error::SizeMismatch {
+                what: "manifest",
+                digest: expected.digest.clone(),
+                expected: expected.size,
+                actual: bytes.len() as u64,
+            });
+        }
+        if digest != expected.digest {
+            return Err(Error::DigestMismatch {
+                what: "manifest",
+                expected: expected.digest.clone(),
+                actual: digest,
+            });
+        }
+    } else if let Some(announced) = announced.as_deref() {
+        // Only a sha256 digest can be compared; another algorithm says nothing here.
+        if let Ok(announced) = Digest::parse(announced.trim()) {
+            if announced != digest {
+                return Err(Error::DigestMismatch {
+                    what: "manifest",
+                    expected: announced,
+                    actual: digest,
+                });
+            }
+        }
+    }
+    let parsed = parse_document(&url, &bytes)?;
+    let media_type = media_type_of(content_type.as_deref().or(media_type_hint), &parsed);
+    // A document that says it is something else than it was served as is refused, rather than
+    // read as one or the other.
+    if let Some(own) = parsed.media_type.as_deref().filter(|m| !m.is_empty()) {
+        if own != media_type {
+            return Err(Error::InvalidRegistryResponse {
+                what: "manifest",
+                url,
+                reason: format!("served as {media_type} but its mediaType is {own}"),
+            });
+        }
+    }
+    dirs.cache(&digest, &bytes)?;
+    Ok(Document {
+        media_type,
+        bytes,
+        digest,
+        parsed,
+    })
+}
+
+/// Resolves a reference to the platform's image manifest, following image indexes.
+fn resolve(
+    client: &Client,
+    dirs: &Dirs,
+    reference: &Reference,
+    platform: &Platform,
+) -> Result<Document> {
+    let pinned = reference.digest().map(|d| Desc {
+        media_type: String::new(),
+        digest: d.clone(),
+        // Unknown: checked by digest only.
+        size: 0,
+    });
+    let mut doc = match &pinned {
+        // A digest pins the bytes: the cache may answer, and the digest is checked.
+        Some(pinned) => match dirs.cached(&pinned.digest)? {
+            Some(bytes) => {
+                let url = client.url(&format!("manifests/{}", pinned.digest));
+                let parsed = parse_document(&url, &bytes)?;
+                Document {
+                    media_type: media_type_of(None, &parsed),
+                    bytes,
+                    digest: pinned.digest.clone(),
+                    parsed,
+                }
+            }
+            None => {
+                let doc = fetch_manifest(client, dirs, pinned.digest.as_str(), None, None)?;
+                if doc.digest != pinned.digest {
+                    return Err(Error::DigestMismatch {
+                        what: "manifest",
+                        expected: pinned.digest.clone(),
+                        actual: doc.digest,
+                    });
+                }
+                doc
+            }
+        },
+        None => fetch_manifest(client, dirs, reference.manifest_reference(), None, None)?,
+    };
+    for _ in 0..=MAX_INDEX_DEPTH {
+        match doc.media_type.as_str() {
+            OCI_MANIFEST | DOCKER_MANIFEST => return Ok(doc),
+            OCI_INDEX | DOCKER_LIST => {
+                let index: RawIndex = serde_json::from_slice(&doc.bytes).map_err(|e| {
+                    Error::InvalidRegistryResponse {
+                        what: "image index",
+                        url: client.url(&format!("manifests/{}", doc.digest)),
+                        reason: format!("bad JSON: {e}"),
+                    }
+                })?;
+                let mut best: Option<(u8, &RawDescriptor)> = None;
+                for entry in &index.manifests {
+                    let Some(p) = &entry.platform else { continue };
+                    if let Some(rank) = platform.rank(&p.os, &p.architecture, p.variant.as_deref())
+                    {
+                        if best.is_none_or(|(r, _)| rank < r) {
+                            best = Some((rank, entry));
+                        }
+                    }
+                }
+                let Some((_, entry)) = best else {
+                    return Err(Error::PlatformNotFound {
+                        index: doc.digest.clone(),
+                        platform: platform.to_string(),
+                        available: index
+                            .manifests
+                            .iter()
+                            .filter_map(|m| m.platform.as_ref())
+                            .map(|p| match &p.variant {
+                                Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                                None => format!("{}/{}", p.os, p.architecture),
+                            })
+                            .collect(),
+                    });
+                };
+                let desc = Desc::from_raw(entry)?;
+                doc = fetch_manifest(
+                    client,
+                    dirs,
+                    desc.digest.as_str(),
+                    Some(&desc),
+                    Some(&desc.media_type),
+                )?;
+            }
+            other => {
+                return Err(Error::UnsupportedMediaType {
+                    what: "manifest",
+                    media_type: other.to_owned(),
+                })
+            }
+        }
+    }
+    Err(Error::InvalidRegistryResponse {
+        what: "image index",
+        url: client.url(&format!("manifests/{}", reference.manifest_reference())),
+        reason: format!("image indexes nest more than {MAX_INDEX_DEPTH} deep"),
+    })
+}
+
+/// The config blob: from the cache, or fetched, verified and cached.
+fn fetch_config(client: &Client, dirs: &Dirs, desc: &Desc) -> Result<Vec<u8>> {
+    if let Some(bytes) = dirs.cached(&desc.digest)? {
+        return Ok(bytes);
+    }
+    let path = format!("blobs/{}", desc.digest);
+    let url = client.url(&path);
+    if desc.size > MAX_DOCUMENT {
+        return Err(Error::InvalidRegistryResponse {
+            what: "config",
+            url,
+            reason: format!("{} bytes, more than the limit of {MAX_DOCUMENT}", desc.size),
+        });
+    }
+    let answer = client.get(&path, &[])?;
+    if answer.response.status() != StatusCode::OK {
+        return Err(status_error(&answer.url, answer.response));
+    }
+    let bytes = read_document(&answer.url, answer.response, "config")?;
+    if bytes.len() as u64 != desc.size {
+        return Err(Error::SizeMismatch {
+            what: "config",
+            digest: desc.digest.clone(),
+            expected: desc.size,
+            actual: bytes.len() as u64,
+        });
+    }
+    let actual = Digest::of(&bytes);
+    if actual != desc.digest {
+        return Err(Error::DigestMismatch {
+            what: "config",
+            expected: desc.digest.clone(),
+            actual,
+        });
+    }
+    dirs.cache(&desc.digest, &bytes)?;
+    Ok(bytes)
+}
+
+/// How one attempt at a layer download ended badly.
+enum Failure {
+    /// The connection dropped or stalled: what arrived is kept, and another attempt resumes.
+    Retry(Error),
+    /// Nothing more to try.
+    Fatal(Error),
+}
+
+/// The sha256 and length of the first bytes of `file`, up to `limit`.
+fn hash_prefix(file: &mut File, path: &Path, limit: u64) -> Result<(Sha256, u64)> {
+    file.seek(SeekFrom::Start(0))
+        .map_err(io_err("seek", path))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut reader = (&mut *file).take(limit);
+    let mut total = 0u64;
+    loop {
+        let n = reader.read(&mut buf).map_err(io_err("read", path))?;
+        let Some(data) = buf.get(..n) else { break };
+        if n == 0 {
+            break;
+        }
+        hasher.update(data);
+        total += n as u64;
+    }
+    Ok((hasher, total))
+}
+
+/// Empties a partial download.
+fn restart(file: &File, path: &Path) -> Result<()> {
+    file.set_len(0).map_err(io_err("truncate", path))
+}
+
+/// One download attempt into the partial file: resumes from what it holds. Returns whether
+/// it resumed (asked only for the rest).
+fn attempt(
+    client: &Client,
+    desc: &Desc,
+    partial: &Path,
+    progress: &dyn Progress,
+    first: bool,
+) -> std::result::Result<bool, Failure> {
+    let fatal = Failure::Fatal;
+    let mut file = open_nofollow(partial, true, true)
+        .map_err(io_err("open", partial))
+        .map_err(fatal)?;
+    let len = file
+        .metadata()
+        .map_err(io_err("stat", partial))
+        .map_err(fatal)?
+        .len();
+    if len > desc.size {
+        restart(&file, partial).map_err(fatal)?;
+    }
+    let (mut hasher, mut have) = hash_prefix(&mut file, partial, desc.size).map_err(fatal)?;
+    if first {
+        progress.layer_start(&desc.digest, desc.size, have);
+    }
+    let mut from_zero_once = false;
+    loop {
+        if have == desc.size {
+            let actual = Digest::from_sha256(hasher.clone().finalize().into());
+            if actual == desc.digest {
+                // Whole already (an empty blob needs nothing at all).
+                return Ok(desc.size > 0);
+            }
+            // Complete but wrong: the bytes on disk are bad, start over.
+            restart(&file, partial).map_err(fatal)?;
+            (hasher, have) = (Sha256::new(), 0);
+        }
+        let path = format!("blobs/{}", desc.digest);
+        let range = format!("bytes={have}-");
+        let headers: Vec<(&str, &str)> = if have > 0 {
+            vec![("Range", range.as_str())]
+        } else {
+            Vec::new()
+        };
+        let answer = client.get(&path, &headers).map_err(|e| match e {
+            Error::RegistryTransport { .. } => Failure::Retry(e),
+            e => Failure::Fatal(e),
+        })?;
+        let status = answer.response.status();
+        let resumed = match status {
+            StatusCode::PARTIAL_CONTENT if have > 0 => {
+                let content_range = answer
+                    .response
+                    .headers()
+                    .get("content-range")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if !content_range.starts_with(&format!("bytes {have}-")) {
+                    // Not the range asked for: start over, asking for everything.
+                    restart(&file, partial).map_err(fatal)?;
+                    (hasher, have) = (Sha256::new(), 0);
+                    continue;
+                }
+                true
+            }
+            StatusCode::OK => {
+                if have > 0 {
+                    // The registry sends the whole blob: it replaces what is on disk.
+                    restart(&file, partial).map_err(fatal)?;
+                    (hasher, have) = (Sha256::new(), 0);
+                }
+                false
+            }
+            StatusCode::RANGE_NOT_SATISFIABLE if have > 0 => {
+                restart(&file, partial).map_err(fatal)?;
+                (hasher, have) = (Sha256::new(), 0);
+                continue;
+            }
+            _ => return Err(Failure::Fatal(status_error(&answer.url, answer.response))),
+        };
+        let url = answer.url;
+        file.seek(SeekFrom::Start(have))
+            .map_err(io_err("seek", partial))
+            .map_err(fatal)?;
+        let remaining = desc.size - have;
+        // One byte more than the descriptor allows, to notice a blob that is too long.
+        let mut body = answer
+            .response
+            .into_body()
+            .into_with_config()
+            .reader()
+            .take(remaining + 1);
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = match body.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    let _ = file.sync_data();
+                    return Err(Failure::Retry(Error::RegistryTransport { url, source }));
+                }
+            };
+            let Some(data) = buf.get(..n) else { break };
+            if n == 0 {
+                break;
+            }
+            if have + n as u64 > desc.size {
+                let _ = restart(&file, partial);
+                return Err(Failure::Fatal(Error::SizeMismatch {
+                    what: "layer",
+                    digest: desc.digest.clone(),
+                    expected: desc.size,
+                    actual: have + n as u64,
+                }));
+            }
+            file.write_all(data)
+                .map_err(io_err("write", partial))
+                .map_err(fatal)?;
+            hasher.update(data);
+            have += n as u64;
+            progress.layer_progress(&desc.digest, have);
+        }
+        if have < desc.size {
+            let _ = file.sync_data();
+            return Err(Failure::Retry(Error::RegistryTransport {
+                url,
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the answer ended after {have} of {} bytes", desc.size),
+                ),
+            }));
+        }
+        let actual = Digest::from_sha256(hasher.clone().finalize().into());
+        if actual == desc.digest {
+            file.sync_all()
+                .map_err(io_err("sync", partial))
+                .map_err(fatal)?;
+            return Ok(resumed);
+        }
+        restart(&file, partial).map_err(fatal)?;
+        if resumed && !from_zero_once {
+            // The bytes kept from before may be what is wrong: once more, from zero.
+            from_zero_once = true;
+            (hasher, have) = (Sha256::new(), 0);
+            continue;
+        }
+        let _ = fs::remove_file(partial);
+        return Err(Failure::Fatal(Error::DigestMismatch {
+            what: "layer",
+            expected: desc.digest.clone(),
+            actual,
+        }));
+    }
+}
+
+/// Makes sure a verified blob of the layer is linked at `dest` (unless the store holds the
+/// layer), downloading or resuming it under the layer's download lock.
+fn fetch_layer(
+    store: &LayerStore,
+    client: &Client,
+    dirs: &Dirs,
+    desc: &Desc,
+    dest: &Path,
+    options: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<LayerOutcome> {
+    let _lock = dirs.lock(&desc.digest)?;
+    if store.layer(&desc.digest)?.is_some() {
+        return Ok(LayerOutcome::InStore);
+    }
+    let done = dirs.done_path(&desc.digest);
+    let mut outcome = None;
+    if let Ok(mut file) = open_nofollow(&done, false, false) {
+        // Left by a pull that did not unpack it: used if it still verifies.
+        let (hasher, len) = hash_prefix(&mut file, &done, desc.size + 1)?;
+        if len == desc.size && Digest::from_sha256(hasher.finalize().into()) == desc.digest {
+            outcome = Some(LayerOutcome::Reused);
+        } else {
+            fs::remove_file(&done).map_err(io_err("remove", &done))?;
+        }
+    }
+    let outcome = match outcome {
+        Some(outcome) => outcome,
+        None => {
+            let partial = dirs.partial_path(&desc.digest);
+            let mut tries = 0;
+            let resumed = loop {
+                match attempt(client, desc, &partial, progress, tries == 0) {
+                    Ok(resumed) => break resumed || tries > 0,
+                    Err(Failure::Retry(e)) if tries >= options.retries => return Err(e),
+                    Err(Failure::Retry(_)) => tries += 1,
+                    Err(Failure::Fatal(e)) => return Err(e),
+                }
+            };
+            fs::rename(&partial, &done).map_err(io_err("rename into place", &done))?;
+            sync_dir(&dirs.downloads)?;
+            if resumed {
+                LayerOutcome::Resumed
+            } else {
+                LayerOutcome::Fetched
+            }
+        }
+    };
+    fs::hard_link(&done, dest).map_err(io_err("link", dest))?;
+    Ok(outcome)
+}
+
+/// Removes a file of the pull's own, if it is there.
+fn remove_if_there(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Empties the pull cache of the store at `root` (see [`LayerStore::clear_pull_cache`]).
+pub(super) fn clear_cache(root: &Path) -> Result<()> {
+    Dirs::open(root)?.clear()
+}
+
+/// Removes the verified download of a layer the pull is done with.
+fn forget_download(dirs: &Dirs, digest: &Digest) -> Result<()> {
+    let _lock = dirs.lock(digest)?;
+    let done = dirs.done_path(digest);
+    match fs::remove_file(&done) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &done)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Fetches the layers the store lacks, `concurrency` at a time, each linked into `blobs`.
+fn fetch_layers(
+    store: &LayerStore,
+    client: &Client,
+    dirs: &Dirs,
+    layers: &[Desc],
+    blobs: &Path,
+    options: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<Digest>> {
+    let mut seen = HashSet::new();
+    let mut todo = Vec::new();
+    for desc in layers {
+        if !seen.insert(desc.digest.clone()) {
+            continue;
+        }
+        if store.layer(&desc.digest)?.is_some() {
+            progress.layer_done(&desc.digest, LayerOutcome::InStore);
+        } else {
+            todo.push(desc);
+        }
+    }
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Mutex<Vec<(usize, Result<LayerOutcome>)>> = Mutex::new(Vec::new());
+    let workers = options.concurrency.max(1).min(todo.len());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(desc) = todo.get(i) else { break };
+                if failed.load(Ordering::Relaxed) {
+                    break;
+                }
+                let dest = blobs.join(desc.digest.hex());
+                let result = fetch_layer(store, client, dirs, desc, &dest, options, progress);
+                match &result {
+                    Ok(outcome) => progress.layer_done(&desc.digest, *outcome),
+                    Err(_) => failed.store(true, Ordering::Relaxed),
+                }
+                if let Ok(mut results) = results.lock() {
+                    results.push((i, result));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    results.sort_by_key(|(i, _)| *i);
+    let mut fetched = Vec::new();
+    let mut first_error = None;
+    for (i, result) in results {
+        match result {
+            Ok(LayerOutcome::InStore) => {}
+            Ok(_) => {
+                if let Some(desc) = todo.get(i) {
+                    fetched.push(desc.digest.clone());
+                }
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        for digest in &fetched {
+            let _ = forget_download(dirs, digest);
+        }
+        return Err(e);
+    }
+    Ok(fetched)
+}
+
+/// Writes a file of the scratch layout.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(io_err("write", path))
+}
+
+pub(super) fn pull(
+    store: &LayerStore,
+    reference: &Reference,
+    options: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<Image> {
+    let dirs = Dirs::open(store.root())?;
+    let client = Client::new(reference, options)?;
+    let doc = resolve(&client, &dirs, reference, &options.platform)?;
+    progress.manifest(reference, &doc.digest);
+    let manifest_url = client.url(&format!("manifests/{}", doc.digest));
+    let invalid = |reason: &str| Error::InvalidRegistryResponse {
+        what: "manifest",
+        url: manifest_url.clone(),
+        reason: reason.to_owned(),
+    };
+    let config = Desc::from_raw(
+        doc.parsed
+            .config
+            .as_ref()
+            .ok_or_else(|| invalid("no config"))?,
+    )?;
+    if !matches!(config.media_type.as_str(), OCI_CONFIG | DOCKER_CONFIG) {
+        return Err(Error::UnsupportedMediaType {
+            what: "config",
+            media_type: config.media_type,
+        });
+    }
+    let layers = doc
+        .parsed
+        .layers
+        .as_ref()
+        .ok_or_else(|| invalid("no layers"))?
+        .iter()
+        .map(Desc::from_raw)
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(layer) = layers
+        .iter()
+        .find(|l| Compression::of_media_type(&l.media_type).is_none())
+    {
+        return Err(Error::UnsupportedMediaType {
+            what: "layer",
+            media_type: layer.media_type.clone(),
+        });
+    }
+    let config_bytes = fetch_config(&client, &dirs, &config)?;
+
+    // The scratch layout: what import reads (OCI image-spec, "Image Layout").
+    let scratch = store.scratch_dir("pull")?;
+    let dir = scratch.path();
+    let blobs = dir.join("blobs").join("sha256");
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE)
+        .create(&blobs)
+        .map_err(io_err("create", &blobs))?;
+    write_file(
+        &dir.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
+    write_file(&blobs.join(doc.digest.hex()), &doc.bytes)?;
+    write_file(&blobs.join(config.digest.hex()), &config_bytes)?;
+    let ref_name = reference.to_string();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{
+            "mediaType": doc.media_type,
+            "digest": doc.digest.as_str(),
+            "size": doc.bytes.len(),
+            "annotations": BTreeMap::from([(REF_NAME, ref_name.as_str())]),
+        }],
+    });
+    write_file(&dir.join("index.json"), index.to_string().as_bytes())?;
+
+    let fetched = fetch_layers(store, &client, &dirs, &layers, &blobs, options, progress)?;
+    progress.unpacking();
+    let imported = store.import(dir, Some(&ref_name));
+    let mut cleanup = Ok(());
+    for digest in &fetched {
+        let removed = forget_download(&dirs, digest);
+        if cleanup.is_ok() {
+            cleanup = removed;
+        }
+    }
+    let image = imported?;
+    cleanup?;
+    // As `docker pull`: the image is known by its name afterwards (`LayerStore::image`).
+    store.tag(&ref_name, &image)?;
+    Ok(image)
+}
