@@ -9,7 +9,7 @@
 //! `index.json` written here too: an OCI image layout that [`LayerStore::import`] then checks
 //! and unpacks. No name, link or type of the archive ever becomes a path on the host.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::digest::{Digest, HashingReader};
-use crate::layout::{oci_arch, REF_NAME};
+use crate::spec::{self, Descriptor, Unpicked, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, REF_NAME};
 use crate::{Error, Image, LayerStore, Result};
 
 /// The largest JSON document of an archive read (`manifest.json`, `oci-layout`, `index.json`,
@@ -27,8 +27,6 @@ use crate::{Error, Image, LayerStore, Result};
 const MAX_JSON: u64 = 4 << 20;
 /// How many links a name may go through, as Linux's `MAXSYMLINKS` (`path_resolution(7)`).
 const MAX_LINKS: u32 = 40;
-/// How deep image indexes may nest in an oci-archive.
-const MAX_INDEX_DEPTH: usize = 4;
 /// The first bytes of a gzip member (RFC 1952, section 2.3.1).
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// The first bytes of a Zstandard frame (RFC 8878, section 3.1.1).
@@ -38,12 +36,6 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 const DECOMPRESSED_SLACK: u64 = 64 << 20;
 /// The annotation containerd and Docker 25+ give an image's full reference in `index.json`.
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 
 /// The kind of image archive, told apart by the files at its top.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -482,6 +474,11 @@ impl<'a> Source<'a> {
             .map_err(|e| invalid(self.path, format!("{name}: bad JSON: {e}")))
     }
 
+    /// The error of the archive's JSON document `name`: `InvalidArchive`, naming both.
+    fn invalid<'b>(&'b self, name: &'b str) -> impl Fn(String) -> Error + 'b {
+        move |reason| invalid(self.path, format!("{name}: {reason}"))
+    }
+
     /// Copies the regular file `name` of the archive into the layout's blobs, named by the
     /// digest of what was copied.
     fn copy(&mut self, name: &str) -> Result<Blob> {
@@ -613,38 +610,14 @@ fn decompress(outer: Outer, file: File, path: &Path, scratch: &Path, limit: u64)
     Ok(dest)
 }
 
-/// A descriptor (OCI image-spec, "Content Descriptors") as an oci-archive's JSON has it.
-#[derive(Deserialize, Clone)]
-struct RawDescriptor {
-    #[serde(rename = "mediaType", default)]
-    media_type: String,
-    digest: String,
-    size: u64,
-    #[serde(default)]
-    annotations: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    platform: Option<RawPlatform>,
-}
-
-#[derive(Deserialize, Clone)]
-struct RawPlatform {
-    #[serde(default)]
-    os: String,
-    #[serde(default)]
-    architecture: String,
-}
-
-impl RawDescriptor {
-    fn annotation(&self, key: &str) -> Option<&str> {
-        self.annotations.as_ref()?.get(key).map(String::as_str)
-    }
-
-    /// Whether the descriptor is the image `name`: its `org.opencontainers.image.ref.name` is
-    /// `name`, or it or the full reference containerd and Docker record name the same image
-    /// once both are spelled in full (see [`canonical_reference`]).
+/// How an entry of an oci-archive's `index.json` is named: its tag
+/// (`org.opencontainers.image.ref.name`) and the full reference containerd and Docker record.
+impl Descriptor {
+    /// Whether the entry is the image `name`: its tag is `name`, or it or the full reference
+    /// name the same image once both are spelled in full (see [`canonical_reference`]).
     fn is_named(&self, name: &str) -> bool {
         let wanted = canonical_reference(name);
-        let ref_name = self.annotation(REF_NAME);
+        let ref_name = self.ref_name();
         ref_name == Some(name)
             || [ref_name, self.annotation(CONTAINERD_NAME)]
                 .into_iter()
@@ -652,41 +625,18 @@ impl RawDescriptor {
                 .any(|n| canonical_reference(n) == wanted)
     }
 
+    /// The entry's names, or its digest when it has none.
     fn names(&self) -> String {
-        let names: Vec<&str> = [self.annotation(REF_NAME), self.annotation(CONTAINERD_NAME)]
+        let names: Vec<&str> = [self.ref_name(), self.annotation(CONTAINERD_NAME)]
             .into_iter()
             .flatten()
             .collect();
         if names.is_empty() {
-            self.digest.clone()
+            self.digest.to_string()
         } else {
             names.join(" ")
         }
     }
-
-    fn for_this_platform(&self) -> bool {
-        self.platform
-            .as_ref()
-            .is_some_and(|p| p.os == "linux" && p.architecture == oci_arch())
-    }
-
-    fn digest(&self) -> Result<Digest> {
-        Digest::parse(&self.digest)
-    }
-}
-
-#[derive(Deserialize)]
-struct RawIndex {
-    #[serde(default)]
-    manifests: Vec<RawDescriptor>,
-}
-
-#[derive(Deserialize)]
-struct RawManifest {
-    #[serde(rename = "mediaType", default)]
-    media_type: String,
-    config: RawDescriptor,
-    layers: Vec<RawDescriptor>,
 }
 
 /// One image of a docker-archive's `manifest.json`.
@@ -836,27 +786,13 @@ impl Source<'_> {
     }
 
     /// Reads the JSON blob of `descriptor`, checked against its size and digest.
-    fn read_blob(&self, descriptor: &RawDescriptor, what: &'static str) -> Result<Vec<u8>> {
-        let digest = descriptor.digest()?;
-        let name = format!("blobs/sha256/{}", digest.hex());
+    fn read_blob(&self, descriptor: &Descriptor, what: &'static str) -> Result<Vec<u8>> {
+        let name = format!("blobs/sha256/{}", descriptor.digest.hex());
         let (_, size) = self.entry(&name)?;
-        if size != descriptor.size {
-            return Err(Error::SizeMismatch {
-                what,
-                digest,
-                expected: descriptor.size,
-                actual: size,
-            });
-        }
+        // Before reading: an entry of another size is not read at all.
+        descriptor.check_size(what, size)?;
         let bytes = self.read_json(&name, what)?;
-        let actual = Digest::of(&bytes);
-        if actual != digest {
-            return Err(Error::DigestMismatch {
-                what,
-                expected: digest,
-                actual,
-            });
-        }
+        descriptor.verify(what, &bytes)?;
         Ok(bytes)
     }
 
@@ -876,110 +812,70 @@ impl Source<'_> {
             ));
         }
         let bytes = self.read_json("index.json", "index.json")?;
-        let index: RawIndex = self.parse("index.json", &bytes)?;
-        let all = index.manifests;
-        let mut candidates: Vec<RawDescriptor> = match name {
+        let all = spec::parse_index(&bytes, &self.invalid("index.json"))?.manifests;
+        let candidates: Vec<Descriptor> = match name {
             Some(name) => {
                 let found: Vec<_> = all.iter().filter(|d| d.is_named(name)).cloned().collect();
                 if found.is_empty() {
                     return Err(Error::ArchiveImageNotFound {
                         path: self.path.to_path_buf(),
                         name: name.to_owned(),
-                        available: all.iter().map(RawDescriptor::names).collect(),
+                        available: all.iter().map(Descriptor::names).collect(),
                     });
                 }
                 found
             }
             None => all,
         };
-        if candidates.len() > 1 && candidates.iter().all(|d| d.platform.is_some()) {
-            // One image for several platforms, listed in index.json itself.
-            candidates.retain(RawDescriptor::for_this_platform);
-            candidates.truncate(1);
-            if candidates.is_empty() {
-                return Err(Error::NoMatchingPlatform {
-                    index: "index.json".into(),
-                    os: "linux",
-                    architecture: oci_arch(),
-                });
-            }
-        }
-        if candidates.len() > 1 {
-            return Err(Error::AmbiguousArchive {
-                path: self.path.to_path_buf(),
-                images: candidates.iter().map(RawDescriptor::names).collect(),
-            });
-        }
-        let Some(mut descriptor) = candidates.into_iter().next() else {
-            return Err(invalid(self.path, "index.json lists no manifest"));
-        };
-        for _ in 0..=MAX_INDEX_DEPTH {
-            match descriptor.media_type.as_str() {
-                OCI_MANIFEST | DOCKER_MANIFEST => return self.oci_manifest(descriptor),
-                OCI_INDEX | DOCKER_LIST => {
-                    let bytes = self.read_blob(&descriptor, "image index")?;
-                    let index: RawIndex = self.parse(&descriptor.digest, &bytes)?;
-                    descriptor = index
-                        .manifests
-                        .into_iter()
-                        .find(RawDescriptor::for_this_platform)
-                        .ok_or_else(|| Error::NoMatchingPlatform {
-                            index: descriptor.digest.clone(),
-                            os: "linux",
-                            architecture: oci_arch(),
-                        })?;
-                }
-                other => {
-                    return Err(Error::UnsupportedMediaType {
-                        what: "manifest",
-                        media_type: other.to_owned(),
-                    })
-                }
-            }
-        }
-        Err(invalid(
-            self.path,
-            format!("image indexes nest more than {MAX_INDEX_DEPTH} deep"),
-        ))
+        let manifest = spec::choose_manifest(
+            candidates,
+            |unpicked| match unpicked {
+                Unpicked::Empty => invalid(self.path, "index.json lists no manifest"),
+                Unpicked::Ambiguous(candidates) => Error::AmbiguousArchive {
+                    path: self.path.to_path_buf(),
+                    images: candidates.iter().map(Descriptor::names).collect(),
+                },
+            },
+            |d| {
+                let bytes = self.read_blob(d, "image index")?;
+                spec::parse_index(&bytes, &self.invalid(d.digest.as_str()))
+            },
+            || {
+                invalid(
+                    self.path,
+                    format!(
+                        "image indexes nest more than {} deep",
+                        spec::MAX_INDEX_DEPTH
+                    ),
+                )
+            },
+        )?;
+        self.oci_manifest(manifest)
     }
 
     /// Copies an image manifest of an oci-archive, its config and its layers, each checked
     /// against its descriptor.
-    fn oci_manifest(&mut self, descriptor: RawDescriptor) -> Result<Value> {
+    fn oci_manifest(&mut self, descriptor: Descriptor) -> Result<Value> {
         let bytes = self.read_blob(&descriptor, "manifest")?;
-        let manifest: RawManifest = self.parse(&descriptor.digest, &bytes)?;
+        let manifest = spec::parse_manifest(&bytes, &self.invalid(descriptor.digest.as_str()))?;
         self.write_blob(&bytes)?;
         let config = self.read_blob(&manifest.config, "config")?;
         self.write_blob(&config)?;
         for layer in &manifest.layers {
-            let digest = layer.digest()?;
-            let name = format!("blobs/sha256/{}", digest.hex());
+            let name = format!("blobs/sha256/{}", layer.digest.hex());
             let (_, size) = self.entry(&name)?;
-            if size != layer.size {
-                return Err(Error::SizeMismatch {
-                    what: "layer",
-                    digest,
-                    expected: layer.size,
-                    actual: size,
-                });
-            }
+            layer.check_size("layer", size)?;
             let blob = self.copy(&name)?;
-            if blob.digest != digest {
-                return Err(Error::DigestMismatch {
-                    what: "layer",
-                    expected: digest,
-                    actual: blob.digest,
-                });
-            }
+            layer.check_digest("layer", blob.digest)?;
         }
         let media_type = if descriptor.media_type.is_empty() {
-            manifest.media_type
+            manifest.media_type.unwrap_or_default()
         } else {
             descriptor.media_type
         };
         Ok(json!({
             "mediaType": media_type,
-            "digest": descriptor.digest,
+            "digest": descriptor.digest.as_str(),
             "size": descriptor.size,
         }))
     }

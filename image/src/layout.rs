@@ -13,121 +13,11 @@ use crate::digest::Digest;
 use crate::ImageConfig;
 use crate::{Error, Result};
 
-/// The annotation that tags a manifest in `index.json` (OCI image-spec, "Pre-Defined
-/// Annotation Keys").
-pub(crate) const REF_NAME: &str = "org.opencontainers.image.ref.name";
+use crate::spec::{self, Unpicked};
+pub(crate) use crate::spec::{oci_arch, Compression, Descriptor, REF_NAME};
 
 /// The largest JSON document (index, manifest, config) read into memory.
 const MAX_JSON: u64 = 16 << 20;
-
-/// How deep image indexes may nest before the layout is refused.
-const MAX_INDEX_DEPTH: usize = 4;
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-
-/// How a layer blob is compressed, from its media type (OCI image-spec, "Image Layer
-/// Filesystem Changeset" § "Representation"; Docker image manifest v2 schema 2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Compression {
-    /// A plain tar stream.
-    None,
-    /// gzip (RFC 1952), possibly several members.
-    Gzip,
-    /// Zstandard (RFC 8878), possibly several frames.
-    Zstd,
-}
-
-impl Compression {
-    /// The compression of a layer media type, or `None` when the media type is not a layer one.
-    pub(crate) fn of_media_type(media_type: &str) -> Option<Compression> {
-        Some(match media_type {
-            "application/vnd.oci.image.layer.v1.tar"
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
-            | "application/vnd.docker.image.rootfs.diff.tar" => Compression::None,
-            "application/vnd.oci.image.layer.v1.tar+gzip"
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-            | "application/vnd.docker.image.rootfs.diff.tar.gzip"
-            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Compression::Gzip,
-            "application/vnd.oci.image.layer.v1.tar+zstd"
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
-            | "application/vnd.docker.image.rootfs.diff.tar.zstd" => Compression::Zstd,
-            _ => return None,
-        })
-    }
-}
-
-/// A content descriptor (OCI image-spec, "Content Descriptors") as it is in the JSON.
-#[derive(Deserialize)]
-struct RawDescriptor {
-    #[serde(rename = "mediaType", default)]
-    media_type: String,
-    digest: String,
-    size: u64,
-    #[serde(default)]
-    annotations: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    platform: Option<Platform>,
-}
-
-/// A platform (OCI image-spec, "Image Index" § `platform`).
-#[derive(Deserialize, Clone, Debug)]
-struct Platform {
-    #[serde(default)]
-    architecture: String,
-    #[serde(default)]
-    os: String,
-}
-
-/// A validated content descriptor.
-#[derive(Clone, Debug)]
-pub(crate) struct Descriptor {
-    pub(crate) media_type: String,
-    pub(crate) digest: Digest,
-    pub(crate) size: u64,
-    annotations: BTreeMap<String, String>,
-    platform: Option<Platform>,
-}
-
-impl Descriptor {
-    fn from_raw(raw: RawDescriptor) -> Result<Descriptor> {
-        Ok(Descriptor {
-            media_type: raw.media_type,
-            digest: Digest::parse(&raw.digest)?,
-            size: raw.size,
-            annotations: raw.annotations.unwrap_or_default(),
-            platform: raw.platform,
-        })
-    }
-
-    fn ref_name(&self) -> Option<&str> {
-        self.annotations.get(REF_NAME).map(String::as_str)
-    }
-
-    fn matches_platform(&self) -> bool {
-        self.platform
-            .as_ref()
-            .is_some_and(|p| p.os == "linux" && p.architecture == oci_arch())
-    }
-}
-
-/// An image index (OCI image-spec, "Image Index"), also `index.json` and Docker manifest lists.
-#[derive(Deserialize)]
-struct RawIndex {
-    #[serde(default)]
-    manifests: Vec<RawDescriptor>,
-}
-
-/// An image manifest (OCI image-spec, "Image Manifest"; Docker v2 schema 2).
-#[derive(Deserialize)]
-struct RawManifest {
-    config: Option<RawDescriptor>,
-    layers: Option<Vec<RawDescriptor>>,
-}
 
 /// An image config (OCI image-spec, "Image Configuration"), the fields that are read.
 #[derive(Deserialize, Default)]
@@ -186,21 +76,6 @@ pub(crate) struct Resolved {
     pub(crate) config_digest: Digest,
     pub(crate) config: ImageConfig,
     pub(crate) layers: Vec<LayerRef>,
-}
-
-/// This machine's architecture in OCI/Go spelling (OCI image-spec, "Image Index" §
-/// `platform.architecture`, which uses Go's `GOARCH` values).
-pub(crate) fn oci_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "x86" => "386",
-        "aarch64" => "arm64",
-        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
-        "powerpc64" => "ppc64",
-        "loongarch64" => "loong64",
-        "mips64" if cfg!(target_endian = "little") => "mips64le",
-        other => other,
-    }
 }
 
 /// An OCI image layout directory.
@@ -264,23 +139,12 @@ impl Layout {
                 reason: format!("{what} blob is not a regular file"),
             });
         }
-        if meta.len() != descriptor.size {
-            return Err(Error::SizeMismatch {
-                what,
-                digest: descriptor.digest.clone(),
-                expected: descriptor.size,
-                actual: meta.len(),
-            });
-        }
+        descriptor.check_size(what, meta.len())?;
         Ok(file)
     }
 
-    /// Reads a JSON blob, checks its size and digest, and parses it.
-    fn read_json_blob<T: DeserializeOwned>(
-        &self,
-        descriptor: &Descriptor,
-        what: &'static str,
-    ) -> Result<T> {
+    /// Reads a JSON blob whole and checks its size and digest.
+    fn read_json_bytes(&self, descriptor: &Descriptor, what: &'static str) -> Result<Vec<u8>> {
         if descriptor.size > MAX_JSON {
             return Err(Error::InvalidImage {
                 path: self.blob_path(&descriptor.digest),
@@ -301,23 +165,16 @@ impl Layout {
                 path: path.clone(),
                 source,
             })?;
-        if bytes.len() as u64 != descriptor.size {
-            return Err(Error::SizeMismatch {
-                what,
-                digest: descriptor.digest.clone(),
-                expected: descriptor.size,
-                actual: bytes.len() as u64,
-            });
+        descriptor.verify(what, &bytes)?;
+        Ok(bytes)
+    }
+
+    /// The error of a JSON document of the layout: `InvalidImage` naming its path.
+    fn invalid(path: &Path) -> impl Fn(String) -> Error + '_ {
+        move |reason| Error::InvalidImage {
+            path: path.to_path_buf(),
+            reason,
         }
-        let actual = Digest::of(&bytes);
-        if actual != descriptor.digest {
-            return Err(Error::DigestMismatch {
-                what,
-                expected: descriptor.digest.clone(),
-                actual,
-            });
-        }
-        parse_json(&path, &bytes)
     }
 
     /// Finds the image: the manifest of `index.json` tagged `tag` (or its only manifest), then,
@@ -325,13 +182,8 @@ impl Layout {
     pub(crate) fn resolve(&self, tag: Option<&str>) -> Result<Resolved> {
         let index_path = self.dir.join("index.json");
         let bytes = read_limited(&index_path)?;
-        let index: RawIndex = parse_json(&index_path, &bytes)?;
-        let all = index
-            .manifests
-            .into_iter()
-            .map(Descriptor::from_raw)
-            .collect::<Result<Vec<_>>>()?;
-        let mut candidates: Vec<Descriptor> = match tag {
+        let all = spec::parse_index(&bytes, &Layout::invalid(&index_path))?.manifests;
+        let candidates: Vec<Descriptor> = match tag {
             Some(tag) => {
                 let found: Vec<Descriptor> = all
                     .iter()
@@ -353,90 +205,44 @@ impl Layout {
             }
             None => all,
         };
-        if candidates.is_empty() {
-            return Err(Error::InvalidImage {
-                path: index_path,
-                reason: "index.json lists no manifest".into(),
-            });
-        }
-        if candidates.len() > 1 && candidates.iter().all(|d| d.platform.is_some()) {
-            // A multi-platform index.json: the platform chooses.
-            candidates.retain(Descriptor::matches_platform);
-            candidates.truncate(1);
-            if candidates.is_empty() {
-                return Err(Error::NoMatchingPlatform {
-                    index: "index.json".into(),
-                    os: "linux",
-                    architecture: oci_arch(),
-                });
-            }
-        }
-        if candidates.len() > 1 {
-            return Err(Error::AmbiguousImage {
+        let manifest = spec::choose_manifest(
+            candidates,
+            |unpicked| match unpicked {
+                Unpicked::Empty => Error::InvalidImage {
+                    path: index_path.clone(),
+                    reason: "index.json lists no manifest".into(),
+                },
+                Unpicked::Ambiguous(candidates) => Error::AmbiguousImage {
+                    path: self.dir.clone(),
+                    count: candidates.len(),
+                },
+            },
+            |d| {
+                let bytes = self.read_json_bytes(d, "image index")?;
+                spec::parse_index(&bytes, &Layout::invalid(&self.blob_path(&d.digest)))
+            },
+            || Error::InvalidImage {
                 path: self.dir.clone(),
-                count: candidates.len(),
-            });
-        }
-        let mut descriptor = candidates.remove(0);
-        for _ in 0..=MAX_INDEX_DEPTH {
-            match descriptor.media_type.as_str() {
-                OCI_MANIFEST | DOCKER_MANIFEST => return self.read_image(descriptor),
-                OCI_INDEX | DOCKER_LIST => {
-                    let index: RawIndex = self.read_json_blob(&descriptor, "image index")?;
-                    let manifests = index
-                        .manifests
-                        .into_iter()
-                        .map(Descriptor::from_raw)
-                        .collect::<Result<Vec<_>>>()?;
-                    descriptor = manifests
-                        .into_iter()
-                        .find(Descriptor::matches_platform)
-                        .ok_or_else(|| Error::NoMatchingPlatform {
-                            index: descriptor.digest.to_string(),
-                            os: "linux",
-                            architecture: oci_arch(),
-                        })?;
-                }
-                other => {
-                    return Err(Error::UnsupportedMediaType {
-                        what: "manifest",
-                        media_type: other.to_owned(),
-                    })
-                }
-            }
-        }
-        Err(Error::InvalidImage {
-            path: self.dir.clone(),
-            reason: format!("image indexes nest more than {MAX_INDEX_DEPTH} deep"),
-        })
+                reason: format!(
+                    "image indexes nest more than {} deep",
+                    spec::MAX_INDEX_DEPTH
+                ),
+            },
+        )?;
+        self.read_image(manifest)
     }
 
     /// Reads a manifest and its config.
     fn read_image(&self, manifest_descriptor: Descriptor) -> Result<Resolved> {
         let manifest_path = self.blob_path(&manifest_descriptor.digest);
-        let manifest: RawManifest = self.read_json_blob(&manifest_descriptor, "manifest")?;
-        let invalid = |reason: &str| Error::InvalidImage {
-            path: manifest_path.clone(),
-            reason: reason.to_owned(),
-        };
-        let config_descriptor = Descriptor::from_raw(
-            manifest
-                .config
-                .ok_or_else(|| invalid("manifest has no config"))?,
-        )?;
-        let layers = manifest
-            .layers
-            .ok_or_else(|| invalid("manifest has no layers"))?;
-        if !matches!(
-            config_descriptor.media_type.as_str(),
-            OCI_CONFIG | DOCKER_CONFIG
-        ) {
-            return Err(Error::UnsupportedMediaType {
-                what: "config",
-                media_type: config_descriptor.media_type,
-            });
-        }
-        let config: RawConfigFile = self.read_json_blob(&config_descriptor, "config")?;
+        let bytes = self.read_json_bytes(&manifest_descriptor, "manifest")?;
+        let manifest = spec::parse_manifest(&bytes, &Layout::invalid(&manifest_path))?;
+        let compressions = manifest.compressions()?;
+        let config_descriptor = manifest.config;
+        let layers = manifest.layers;
+        let config_path = self.blob_path(&config_descriptor.digest);
+        let bytes = self.read_json_bytes(&config_descriptor, "config")?;
+        let config: RawConfigFile = parse_json(&config_path, &bytes)?;
         let diff_ids = config
             .rootfs
             .as_ref()
@@ -450,7 +256,7 @@ impl Layout {
             .unwrap_or_default();
         if !diff_ids.is_empty() && diff_ids.len() != layers.len() {
             return Err(Error::InvalidImage {
-                path: self.blob_path(&config_descriptor.digest),
+                path: config_path,
                 reason: format!(
                     "config lists {} diff_ids for a manifest of {} layers",
                     diff_ids.len(),
@@ -458,22 +264,16 @@ impl Layout {
                 ),
             });
         }
-        let mut refs = Vec::with_capacity(layers.len());
-        for (i, raw) in layers.into_iter().enumerate() {
-            let descriptor = Descriptor::from_raw(raw)?;
-            let compression =
-                Compression::of_media_type(&descriptor.media_type).ok_or_else(|| {
-                    Error::UnsupportedMediaType {
-                        what: "layer",
-                        media_type: descriptor.media_type.clone(),
-                    }
-                })?;
-            refs.push(LayerRef {
+        let refs = layers
+            .into_iter()
+            .zip(compressions)
+            .enumerate()
+            .map(|(i, (descriptor, compression))| LayerRef {
                 descriptor,
                 compression,
                 diff_id: diff_ids.get(i).cloned(),
-            });
-        }
+            })
+            .collect();
         let run = config.config.unwrap_or_default();
         let non_empty = |s: Option<String>| s.filter(|s| !s.is_empty());
         let image_config = ImageConfig {

@@ -1,5 +1,22 @@
-//! OCI images for Palisade sandboxes: image layouts read and written, and imported into a
-//! content-addressed layer store whose layer directories become overlayfs lower layers.
+//! OCI images for Palisade sandboxes, and for anything else that mounts image layers: images
+//! pulled from registries, imported from layouts and archives, and kept unpacked in a
+//! content-addressed [`LayerStore`] whose layer directories become overlayfs lower layers. The
+//! crate depends on no other Palisade crate: `palisade` composes it with `palisade-overlay`.
+//!
+//! - [`LayerStore::pull`] ([`registry`]): registry pulls (OCI distribution spec), every blob
+//!   verified while it streams in, resumable, authenticated, with [`Progress`] reports.
+//! - [`LayerStore::import`]: OCI image layouts; [`LayerStore::import_archive`]: `docker save`
+//!   archives and oci-archives ([`ArchiveFormat`]). [`LayoutWriter`] and [`LayerBuilder`] write
+//!   layouts.
+//! - The store records images by name ([`LayerStore::tag`], [`LayerStore::image`],
+//!   [`LayerStore::images`]), survives crashes (the leftovers of dead importers are collected,
+//!   layers are durable before they are published) and bit rot ([`LayerStore::verify`]
+//!   quarantines a damaged layer), and collects unused layers ([`LayerStore::gc`]).
+//! - [`Image::resolve_user`] and [`read_file`] read an image's `/etc/passwd` and other files
+//!   through its layers as overlayfs merges them, never following a link out of the image.
+//!
+//! `examples/pull.rs` pulls an image with this crate alone:
+//! `cargo run -p palisade-image --example pull -- localhost:5000/busybox /tmp/pal-store --insecure`.
 //!
 //! [`LayerStore::import`] reads an OCI image layout directory (OCI image-spec, "Image Layout":
 //! `oci-layout`, `index.json`, `blobs/sha256/…`), picks an image by tag, follows nested image
@@ -61,6 +78,7 @@ mod error;
 mod extract;
 mod layout;
 pub mod registry;
+mod spec;
 mod store;
 mod sys;
 mod users;

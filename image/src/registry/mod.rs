@@ -83,128 +83,18 @@ mod client;
 mod pull;
 mod reference;
 
+pub use crate::spec::Platform;
 pub use auth::Credentials;
 pub use reference::{Reference, DEFAULT_TAG, DOCKER_HUB, DOCKER_HUB_API};
 
-use crate::{Digest, Error, Image, LayerStore, Result};
+#[cfg(doc)]
+use crate::Error;
+use crate::{Digest, Image, LayerStore, Result};
 
 /// The default of [`PullOptions::concurrency`].
 pub const DEFAULT_CONCURRENCY: usize = 3;
 /// The default of [`PullOptions::retries`].
 pub const DEFAULT_RETRIES: u32 = 3;
-
-/// A platform (OCI image-spec, "Image Index" § `platform`): `os`, `architecture` and, for ARM,
-/// `variant`, in Go's spelling (`linux/amd64`, `linux/arm64/v8`, `linux/arm/v7`).
-///
-/// Choosing from an image index: the `os` and `architecture` must be equal. A platform with a
-/// variant takes the entry of that variant, or, for `arm64` asking `v8`, an entry without one
-/// (`v8` is the only `arm64` variant in use). A platform without a variant takes the first
-/// entry of its architecture, preferring one without a variant or, for `arm64`, with `v8`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Platform {
-    os: String,
-    architecture: String,
-    variant: Option<String>,
-}
-
-impl Platform {
-    /// `os/architecture[/variant]`.
-    pub fn new(os: &str, architecture: &str, variant: Option<&str>) -> Platform {
-        Platform {
-            os: os.to_owned(),
-            architecture: architecture.to_owned(),
-            variant: variant.map(str::to_owned),
-        }
-    }
-
-    /// This machine's: `linux` and its architecture (with `v8` for `arm64`, and for 32-bit
-    /// ARM the variant the crate was built for).
-    pub fn host() -> Platform {
-        let architecture = crate::layout::oci_arch();
-        let variant = match architecture {
-            "arm64" => Some("v8"),
-            "arm" if cfg!(target_feature = "v7") => Some("v7"),
-            "arm" => Some("v6"),
-            _ => None,
-        };
-        Platform::new("linux", architecture, variant)
-    }
-
-    /// Parses `os/architecture[/variant]`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidValue`] for anything else.
-    pub fn parse(value: &str) -> Result<Platform> {
-        let parts: Vec<&str> = value.split('/').collect();
-        let ok = |s: &&str| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        };
-        match parts.as_slice() {
-            [os, arch] if ok(os) && ok(arch) => Ok(Platform::new(os, arch, None)),
-            [os, arch, variant] if ok(os) && ok(arch) && ok(variant) => {
-                Ok(Platform::new(os, arch, Some(variant)))
-            }
-            _ => Err(Error::InvalidValue {
-                what: "platform",
-                value: value.to_owned(),
-                reason: "expected os/architecture[/variant] in lowercase, e.g. linux/arm64/v8",
-            }),
-        }
-    }
-
-    /// The operating system (`linux`).
-    pub fn os(&self) -> &str {
-        &self.os
-    }
-
-    /// The architecture (`amd64`, `arm64`, …).
-    pub fn architecture(&self) -> &str {
-        &self.architecture
-    }
-
-    /// The variant (`v8`, `v7`, …), if any.
-    pub fn variant(&self) -> Option<&str> {
-        self.variant.as_deref()
-    }
-
-    /// How well an index entry's platform fits: `None` if it does not, else a rank, lower
-    /// being better.
-    pub(crate) fn rank(&self, os: &str, architecture: &str, variant: Option<&str>) -> Option<u8> {
-        if os != self.os || architecture != self.architecture {
-            return None;
-        }
-        let arm64_v8 = |v: Option<&str>| architecture == "arm64" && matches!(v, None | Some("v8"));
-        match (&self.variant, variant) {
-            (Some(wanted), Some(v)) if wanted == v => Some(0),
-            (Some(_), _) if arm64_v8(self.variant.as_deref()) && arm64_v8(variant) => Some(1),
-            (Some(_), _) => None,
-            (None, None) => Some(0),
-            (None, v) if arm64_v8(v) => Some(0),
-            (None, Some(_)) => Some(1),
-        }
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(variant) = &self.variant {
-            write!(f, "/{variant}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::str::FromStr for Platform {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Platform> {
-        Platform::parse(s)
-    }
-}
 
 /// Settings of a pull ([`LayerStore::pull`]).
 #[derive(Clone, Debug)]
@@ -385,27 +275,5 @@ impl LayerStore {
     /// [`Error::Io`] when a file cannot be read or removed.
     pub fn clear_pull_cache(&self) -> Result<()> {
         pull::clear_cache(self.root())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn platforms() {
-        let p = Platform::parse("linux/arm64/v8").unwrap();
-        assert_eq!(p.to_string(), "linux/arm64/v8");
-        assert_eq!(p.rank("linux", "arm64", None), Some(1));
-        assert_eq!(p.rank("linux", "arm64", Some("v8")), Some(0));
-        assert_eq!(p.rank("linux", "amd64", None), None);
-        let arm = Platform::parse("linux/arm/v7").unwrap();
-        assert_eq!(arm.rank("linux", "arm", Some("v6")), None);
-        assert_eq!(arm.rank("linux", "arm", Some("v7")), Some(0));
-        let any_arm = Platform::parse("linux/arm").unwrap();
-        assert_eq!(any_arm.rank("linux", "arm", Some("v7")), Some(1));
-        assert_eq!(Platform::host().os(), "linux");
-        assert!(Platform::parse("linux").is_err());
-        assert!(Platform::parse("Linux/amd64").is_err());
     }
 }

@@ -10,24 +10,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use ureq::http::StatusCode;
 
 use super::client::{read_document, status_error, Client, MANIFEST_ACCEPT, MAX_DOCUMENT};
 use super::{LayerOutcome, Platform, Progress, PullOptions, Reference};
-use crate::layout::{Compression, REF_NAME};
+use crate::spec::{
+    self, Descriptor, RawDocument, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, REF_NAME,
+};
 use crate::{sys, Digest, Error, Image, LayerStore, Result};
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-
-/// How deep image indexes may nest.
-const MAX_INDEX_DEPTH: usize = 4;
 /// The mode of the pull's directories.
 const PRIVATE: u32 = 0o700;
 /// The size of the reads of a download.
@@ -40,61 +32,6 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Err
         op,
         path: path.to_path_buf(),
         source,
-    }
-}
-
-/// A content descriptor of a manifest or index (OCI image-spec, "Content Descriptors").
-#[derive(Deserialize)]
-struct RawDescriptor {
-    #[serde(rename = "mediaType", default)]
-    media_type: String,
-    digest: String,
-    size: u64,
-    #[serde(default)]
-    platform: Option<RawPlatform>,
-}
-
-#[derive(Deserialize)]
-struct RawPlatform {
-    #[serde(default)]
-    os: String,
-    #[serde(default)]
-    architecture: String,
-    #[serde(default)]
-    variant: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct RawIndex {
-    #[serde(default)]
-    manifests: Vec<RawDescriptor>,
-}
-
-#[derive(Deserialize)]
-struct RawManifest {
-    #[serde(rename = "mediaType", default)]
-    media_type: Option<String>,
-    config: Option<RawDescriptor>,
-    layers: Option<Vec<RawDescriptor>>,
-    #[serde(default)]
-    manifests: Option<Vec<RawDescriptor>>,
-}
-
-/// A checked descriptor.
-#[derive(Clone, Debug)]
-struct Desc {
-    media_type: String,
-    digest: Digest,
-    size: u64,
-}
-
-impl Desc {
-    fn from_raw(raw: &RawDescriptor) -> Result<Desc> {
-        Ok(Desc {
-            media_type: raw.media_type.clone(),
-            digest: Digest::parse(&raw.digest)?,
-            size: raw.size,
-        })
     }
 }
 
@@ -300,15 +237,15 @@ impl Dirs {
 
 /// The media type of a manifest or index: the `Content-Type` if it is one of the four, else
 /// its `mediaType` field, else what its fields say.
-fn media_type_of(content_type: Option<&str>, manifest: &RawManifest) -> String {
+fn media_type_of(content_type: Option<&str>, document: &RawDocument) -> String {
     let known = [OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_LIST];
     let header = content_type
         .map(|c| c.split(';').next().unwrap_or(c).trim())
         .filter(|c| known.contains(c));
-    match (header, &manifest.media_type) {
+    match (header, document.media_type()) {
         (Some(h), _) => h.to_owned(),
-        (None, Some(m)) if !m.is_empty() => m.clone(),
-        _ if manifest.manifests.is_some() => OCI_INDEX.to_owned(),
+        (None, Some(m)) => m.to_owned(),
+        _ if document.lists_manifests() => OCI_INDEX.to_owned(),
         _ => OCI_MANIFEST.to_owned(),
     }
 }
@@ -318,15 +255,20 @@ struct Document {
     media_type: String,
     bytes: Vec<u8>,
     digest: Digest,
-    parsed: RawManifest,
+    parsed: RawDocument,
 }
 
-fn parse_document(url: &str, bytes: &[u8]) -> Result<RawManifest> {
-    serde_json::from_slice(bytes).map_err(|e| Error::InvalidRegistryResponse {
+/// The error of a manifest or index the registry served at `url`.
+fn invalid_document(url: &str) -> impl Fn(String) -> Error + '_ {
+    move |reason| Error::InvalidRegistryResponse {
         what: "manifest",
         url: url.to_owned(),
-        reason: format!("bad JSON: {e}"),
-    })
+        reason,
+    }
+}
+
+fn parse_document(url: &str, bytes: &[u8]) -> Result<RawDocument> {
+    RawDocument::parse(bytes, &invalid_document(url))
 }
 
 /// Fetches the manifest named `reference` (a tag or a digest), from the cache when its digest
@@ -335,7 +277,7 @@ fn fetch_manifest(
     client: &Client,
     dirs: &Dirs,
     reference: &str,
-    expected: Option<&Desc>,
+    expected: Option<&Descriptor>,
     media_type_hint: Option<&str>,
 ) -> Result<Document> {
     let url = client.url(&format!("manifests/{reference}"));
@@ -380,21 +322,8 @@ fn fetch_manifest(
     let bytes = read_document(&url, answer.response, "manifest")?;
     let digest = Digest::of(&bytes);
     if let Some(expected) = expected {
-        if bytes.len() as u64 != expected.size {
-            return Err(Error::SizeMismatch {
-                what: "manifest",
-                digest: expected.digest.clone(),
-                expected: expected.size,
-                actual: bytes.len() as u64,
-            });
-        }
-        if digest != expected.digest {
-            return Err(Error::DigestMismatch {
-                what: "manifest",
-                expected: expected.digest.clone(),
-                actual: digest,
-            });
-        }
+        expected.check_size("manifest", bytes.len() as u64)?;
+        expected.check_digest("manifest", digest.clone())?;
     } else if let Some(announced) = announced.as_deref() {
         // Only a sha256 digest can be compared; another algorithm says nothing here.
         if let Ok(announced) = Digest::parse(announced.trim()) {
@@ -411,7 +340,7 @@ fn fetch_manifest(
     let media_type = media_type_of(content_type.as_deref().or(media_type_hint), &parsed);
     // A document that says it is something else than it was served as is refused, rather than
     // read as one or the other.
-    if let Some(own) = parsed.media_type.as_deref().filter(|m| !m.is_empty()) {
+    if let Some(own) = parsed.media_type() {
         if own != media_type {
             return Err(Error::InvalidRegistryResponse {
                 what: "manifest",
@@ -436,13 +365,15 @@ fn resolve(
     reference: &Reference,
     platform: &Platform,
 ) -> Result<Document> {
-    let pinned = reference.digest().map(|d| Desc {
+    let pinned = reference.digest().map(|d| Descriptor {
         media_type: String::new(),
         digest: d.clone(),
         // Unknown: checked by digest only.
         size: 0,
+        annotations: BTreeMap::new(),
+        platform: None,
     });
-    let mut doc = match &pinned {
+    let doc = match &pinned {
         // A digest pins the bytes: the cache may answer, and the digest is checked.
         Some(pinned) => match dirs.cached(&pinned.digest)? {
             Some(bytes) => {
@@ -457,80 +388,49 @@ fn resolve(
             }
             None => {
                 let doc = fetch_manifest(client, dirs, pinned.digest.as_str(), None, None)?;
-                if doc.digest != pinned.digest {
-                    return Err(Error::DigestMismatch {
-                        what: "manifest",
-                        expected: pinned.digest.clone(),
-                        actual: doc.digest,
-                    });
-                }
+                pinned.check_digest("manifest", doc.digest.clone())?;
                 doc
             }
         },
         None => fetch_manifest(client, dirs, reference.manifest_reference(), None, None)?,
     };
-    for _ in 0..=MAX_INDEX_DEPTH {
-        match doc.media_type.as_str() {
-            OCI_MANIFEST | DOCKER_MANIFEST => return Ok(doc),
-            OCI_INDEX | DOCKER_LIST => {
-                let index: RawIndex = serde_json::from_slice(&doc.bytes).map_err(|e| {
-                    Error::InvalidRegistryResponse {
-                        what: "image index",
-                        url: client.url(&format!("manifests/{}", doc.digest)),
-                        reason: format!("bad JSON: {e}"),
-                    }
-                })?;
-                let mut best: Option<(u8, &RawDescriptor)> = None;
-                for entry in &index.manifests {
-                    let Some(p) = &entry.platform else { continue };
-                    if let Some(rank) = platform.rank(&p.os, &p.architecture, p.variant.as_deref())
-                    {
-                        if best.is_none_or(|(r, _)| rank < r) {
-                            best = Some((rank, entry));
-                        }
-                    }
-                }
-                let Some((_, entry)) = best else {
-                    return Err(Error::PlatformNotFound {
-                        index: doc.digest.clone(),
-                        platform: platform.to_string(),
-                        available: index
-                            .manifests
-                            .iter()
-                            .filter_map(|m| m.platform.as_ref())
-                            .map(|p| match &p.variant {
-                                Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-                                None => format!("{}/{}", p.os, p.architecture),
-                            })
-                            .collect(),
-                    });
-                };
-                let desc = Desc::from_raw(entry)?;
-                doc = fetch_manifest(
-                    client,
-                    dirs,
-                    desc.digest.as_str(),
-                    Some(&desc),
-                    Some(&desc.media_type),
-                )?;
-            }
-            other => {
-                return Err(Error::UnsupportedMediaType {
-                    what: "manifest",
-                    media_type: other.to_owned(),
-                })
-            }
-        }
-    }
-    Err(Error::InvalidRegistryResponse {
-        what: "image index",
-        url: client.url(&format!("manifests/{}", reference.manifest_reference())),
-        reason: format!("image indexes nest more than {MAX_INDEX_DEPTH} deep"),
-    })
+    spec::follow_indexes(
+        doc,
+        |doc: &Document| doc.media_type.as_str(),
+        |doc| {
+            let index = doc.parsed.index()?;
+            let Some(entry) = platform.choose(&index.manifests) else {
+                return Err(Error::PlatformNotFound {
+                    index: doc.digest.clone(),
+                    platform: platform.to_string(),
+                    available: index
+                        .manifests
+                        .iter()
+                        .filter_map(|m| m.platform.as_ref().map(Platform::to_string))
+                        .collect(),
+                });
+            };
+            fetch_manifest(
+                client,
+                dirs,
+                entry.digest.as_str(),
+                Some(entry),
+                Some(&entry.media_type),
+            )
+        },
+        || Error::InvalidRegistryResponse {
+            what: "image index",
+            url: client.url(&format!("manifests/{}", reference.manifest_reference())),
+            reason: format!(
+                "image indexes nest more than {} deep",
+                spec::MAX_INDEX_DEPTH
+            ),
+        },
+    )
 }
 
 /// The config blob: from the cache, or fetched, verified and cached.
-fn fetch_config(client: &Client, dirs: &Dirs, desc: &Desc) -> Result<Vec<u8>> {
+fn fetch_config(client: &Client, dirs: &Dirs, desc: &Descriptor) -> Result<Vec<u8>> {
     if let Some(bytes) = dirs.cached(&desc.digest)? {
         return Ok(bytes);
     }
@@ -548,22 +448,7 @@ fn fetch_config(client: &Client, dirs: &Dirs, desc: &Desc) -> Result<Vec<u8>> {
         return Err(status_error(&answer.url, answer.response));
     }
     let bytes = read_document(&answer.url, answer.response, "config")?;
-    if bytes.len() as u64 != desc.size {
-        return Err(Error::SizeMismatch {
-            what: "config",
-            digest: desc.digest.clone(),
-            expected: desc.size,
-            actual: bytes.len() as u64,
-        });
-    }
-    let actual = Digest::of(&bytes);
-    if actual != desc.digest {
-        return Err(Error::DigestMismatch {
-            what: "config",
-            expected: desc.digest.clone(),
-            actual,
-        });
-    }
+    desc.verify("config", &bytes)?;
     dirs.cache(&desc.digest, &bytes)?;
     Ok(bytes)
 }
@@ -605,7 +490,7 @@ fn restart(file: &File, path: &Path) -> Result<()> {
 /// it resumed (asked only for the rest).
 fn attempt(
     client: &Client,
-    desc: &Desc,
+    desc: &Descriptor,
     partial: &Path,
     progress: &dyn Progress,
     first: bool,
@@ -762,7 +647,7 @@ fn fetch_layer(
     store: &LayerStore,
     client: &Client,
     dirs: &Dirs,
-    desc: &Desc,
+    desc: &Descriptor,
     dest: &Path,
     options: &PullOptions,
     progress: &dyn Progress,
@@ -836,7 +721,7 @@ fn fetch_layers(
     store: &LayerStore,
     client: &Client,
     dirs: &Dirs,
-    layers: &[Desc],
+    layers: &[Descriptor],
     blobs: &Path,
     options: &PullOptions,
     progress: &dyn Progress,
@@ -925,40 +810,9 @@ pub(super) fn pull(
     let doc = resolve(&client, &dirs, reference, &options.platform)?;
     progress.manifest(reference, &doc.digest);
     let manifest_url = client.url(&format!("manifests/{}", doc.digest));
-    let invalid = |reason: &str| Error::InvalidRegistryResponse {
-        what: "manifest",
-        url: manifest_url.clone(),
-        reason: reason.to_owned(),
-    };
-    let config = Desc::from_raw(
-        doc.parsed
-            .config
-            .as_ref()
-            .ok_or_else(|| invalid("no config"))?,
-    )?;
-    if !matches!(config.media_type.as_str(), OCI_CONFIG | DOCKER_CONFIG) {
-        return Err(Error::UnsupportedMediaType {
-            what: "config",
-            media_type: config.media_type,
-        });
-    }
-    let layers = doc
-        .parsed
-        .layers
-        .as_ref()
-        .ok_or_else(|| invalid("no layers"))?
-        .iter()
-        .map(Desc::from_raw)
-        .collect::<Result<Vec<_>>>()?;
-    if let Some(layer) = layers
-        .iter()
-        .find(|l| Compression::of_media_type(&l.media_type).is_none())
-    {
-        return Err(Error::UnsupportedMediaType {
-            what: "layer",
-            media_type: layer.media_type.clone(),
-        });
-    }
+    let manifest = doc.parsed.manifest(&invalid_document(&manifest_url))?;
+    manifest.compressions()?;
+    let (config, layers) = (manifest.config, manifest.layers);
     let config_bytes = fetch_config(&client, &dirs, &config)?;
 
     // The scratch layout: what import reads (OCI image-spec, "Image Layout").
