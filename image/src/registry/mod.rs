@@ -14,8 +14,11 @@
 //!    it streams to disk, and never read past its descriptor's size; a blob whose digest or
 //!    size differs is refused ([`Error::DigestMismatch`], [`Error::SizeMismatch`]) and nothing
 //!    of it is kept.
-//! 3. The verified blobs are linked into a scratch OCI image layout in the store, which
-//!    [`LayerStore::import`] unpacks (checking everything again, `diff_id`s included).
+//! 3. Each verified layer is unpacked into the store as soon as it has arrived, on the thread
+//!    that fetched it, so that unpacking overlaps the other downloads (checking the blob again
+//!    and its `diff_id`, as any import does). The blobs are linked into a scratch OCI image
+//!    layout in the store, which [`LayerStore::import`] then takes as a whole: the image's
+//!    expanded size is bounded there, each layer's alone while it unpacks.
 //!
 //! What the pull keeps, next to the store's own directories (all `0700`):
 //!
@@ -229,7 +232,8 @@ pub trait Progress: Sync {
         let _ = (layer, outcome);
     }
 
-    /// The layers are being unpacked into the store.
+    /// Every layer is fetched and unpacked (each is unpacked as soon as it has arrived): the
+    /// image is being checked as a whole and recorded.
     fn unpacking(&self) {}
 }
 

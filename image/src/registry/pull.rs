@@ -15,6 +15,7 @@ use ureq::http::StatusCode;
 
 use super::client::{read_document, status_error, Client, MANIFEST_ACCEPT, MAX_DOCUMENT};
 use super::{LayerOutcome, Platform, Progress, PullOptions, Reference};
+use crate::layout::{LayerRef, Layout};
 use crate::spec::{
     self, Descriptor, RawDocument, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, REF_NAME,
 };
@@ -584,7 +585,6 @@ fn attempt(
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(source) => {
-                    let _ = file.sync_data();
                     return Err(Failure::Retry(Error::RegistryTransport { url, source }));
                 }
             };
@@ -609,7 +609,6 @@ fn attempt(
             progress.layer_progress(&desc.digest, have);
         }
         if have < desc.size {
-            let _ = file.sync_data();
             return Err(Failure::Retry(Error::RegistryTransport {
                 url,
                 source: io::Error::new(
@@ -620,9 +619,9 @@ fn attempt(
         }
         let actual = Digest::from_sha256(hasher.clone().finalize().into());
         if actual == desc.digest {
-            file.sync_all()
-                .map_err(io_err("sync", partial))
-                .map_err(fatal)?;
+            // Not synced: a download is hashed again whenever it is used (resumed, reused, or
+            // unpacked), so one torn by a crash is found and fetched again, and the layer made
+            // from it is what is made durable.
             return Ok(resumed);
         }
         restart(&file, partial).map_err(fatal)?;
@@ -721,21 +720,22 @@ fn fetch_layers(
     store: &LayerStore,
     client: &Client,
     dirs: &Dirs,
-    layers: &[Descriptor],
+    layers: &[LayerRef],
     blobs: &Path,
     options: &PullOptions,
     progress: &dyn Progress,
 ) -> Result<Vec<Digest>> {
     let mut seen = HashSet::new();
     let mut todo = Vec::new();
-    for desc in layers {
+    for layer in layers {
+        let desc = &layer.descriptor;
         if !seen.insert(desc.digest.clone()) {
             continue;
         }
         if store.layer(&desc.digest)?.is_some() {
             progress.layer_done(&desc.digest, LayerOutcome::InStore);
         } else {
-            todo.push(desc);
+            todo.push(layer);
         }
     }
     let next = AtomicUsize::new(0);
@@ -746,12 +746,19 @@ fn fetch_layers(
         for _ in 0..workers {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(desc) = todo.get(i) else { break };
+                let Some(layer) = todo.get(i) else { break };
+                let desc = &layer.descriptor;
                 if failed.load(Ordering::Relaxed) {
                     break;
                 }
                 let dest = blobs.join(desc.digest.hex());
-                let result = fetch_layer(store, client, dirs, desc, &dest, options, progress);
+                // Each layer is unpacked as soon as it is here, on the thread that fetched it:
+                // unpacking overlaps the other downloads, and layers unpack side by side.
+                let result = fetch_layer(store, client, dirs, desc, &dest, options, progress)
+                    .and_then(|outcome| match outcome {
+                        LayerOutcome::InStore => Ok(outcome),
+                        _ => store.store_layer_blob(layer, &dest).map(|_| outcome),
+                    });
                 match &result {
                     Ok(outcome) => progress.layer_done(&desc.digest, *outcome),
                     Err(_) => failed.store(true, Ordering::Relaxed),
@@ -770,8 +777,8 @@ fn fetch_layers(
         match result {
             Ok(LayerOutcome::InStore) => {}
             Ok(_) => {
-                if let Some(desc) = todo.get(i) {
-                    fetched.push(desc.digest.clone());
+                if let Some(layer) = todo.get(i) {
+                    fetched.push(layer.descriptor.digest.clone());
                 }
             }
             Err(e) => {
@@ -812,7 +819,7 @@ pub(super) fn pull(
     let manifest_url = client.url(&format!("manifests/{}", doc.digest));
     let manifest = doc.parsed.manifest(&invalid_document(&manifest_url))?;
     manifest.compressions()?;
-    let (config, layers) = (manifest.config, manifest.layers);
+    let config = manifest.config;
     let config_bytes = fetch_config(&client, &dirs, &config)?;
 
     // The scratch layout: what import reads (OCI image-spec, "Image Layout").
@@ -842,9 +849,20 @@ pub(super) fn pull(
         }],
     });
     write_file(&dir.join("index.json"), index.to_string().as_bytes())?;
+    // The layers as import sees them (compression, diff_id), to unpack each as it arrives.
+    let resolved = Layout::open(dir)?.resolve(Some(&ref_name))?;
 
-    let fetched = fetch_layers(store, &client, &dirs, &layers, &blobs, options, progress)?;
+    let fetched = fetch_layers(
+        store,
+        &client,
+        &dirs,
+        &resolved.layers,
+        &blobs,
+        options,
+        progress,
+    )?;
     progress.unpacking();
+    // Every layer is in the store now: this checks the image as a whole (its expanded size).
     let imported = store.import(dir, Some(&ref_name));
     let mut cleanup = Ok(());
     for digest in &fetched {

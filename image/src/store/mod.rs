@@ -621,6 +621,29 @@ impl LayerStore {
     /// Returns the stored layer, unpacking it first if it is not there; the image's layers
     /// before it expanded to `before` bytes.
     fn ensure_layer(&self, layout: &Layout, layer: &LayerRef, before: u64) -> Result<Layer> {
+        self.ensure_layer_from(layer, before, || {
+            layout.open_blob(&layer.descriptor, "layer")
+        })
+    }
+
+    /// Stores the layer `layer` of an image from its blob at `blob` (a pull's download, which
+    /// the unpacking checks again like any blob), unless it is in the store already, and
+    /// returns it. The layer alone is held to [`StoreOptions::max_expanded_size`]; the image
+    /// as a whole is, when it is imported.
+    pub(crate) fn store_layer_blob(&self, layer: &LayerRef, blob: &Path) -> Result<Layer> {
+        self.ensure_layer_from(layer, 0, || {
+            File::open(blob).map_err(io_error("open", blob))
+        })
+    }
+
+    /// [`ensure_layer`](Self::ensure_layer) with the blob opened by `open`, once the layer is
+    /// known to be missing.
+    fn ensure_layer_from(
+        &self,
+        layer: &LayerRef,
+        before: u64,
+        open: impl FnOnce() -> Result<File>,
+    ) -> Result<Layer> {
         let digest = &layer.descriptor.digest;
         let check = |stored: Layer| match &layer.diff_id {
             Some(expected) if *expected != stored.diff_id => Err(Error::DigestMismatch {
@@ -641,7 +664,7 @@ impl LayerStore {
             }
             Stored::Absent => {}
         }
-        let file = layout.open_blob(&layer.descriptor, "layer")?;
+        let file = open()?;
         let mut tmp = TmpDir {
             path: self.tmp_path(digest.hex())?,
             keep: false,
