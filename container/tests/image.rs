@@ -11,6 +11,7 @@ use palisade::image::{
 };
 use palisade::overlay::rootfs::Rootfs;
 use palisade::{Sandbox, Stdio};
+use palisade_test_support::registry::Registry;
 use palisade_test_support::{is_root, require_root, run_ignored_test_as, TempDir};
 
 const BUSYBOX: &str = "/bin/busybox";
@@ -469,17 +470,24 @@ fn run_example(name: &str, args: &[&str]) -> (String, String) {
     (stdout, stderr)
 }
 
+/// A registry of the test's own (Debian's `docker-registry`) holding the busybox image as
+/// `name:latest`, and a temporary directory for the test.
+fn registry_with_busybox(name: &str) -> (Registry, TempDir) {
+    let registry = Registry::start();
+    let tmp = TempDir::new("image-pull");
+    let layout = tmp.path().join("layout");
+    busybox_image_in(&layout, LayerStore::open(tmp.path().join("build")).unwrap());
+    registry.push(&layout, "latest", name);
+    (registry, tmp)
+}
+
 /// `run --image localhost:PORT/busybox -- echo hi`, the docker habit: the image is pulled from a
 /// real registry (Debian's `docker-registry`) into the store, verified, recorded and run; the
 /// next run finds it by name and fetches nothing.
 #[test]
 fn the_run_example_pulls_a_missing_image_and_runs_it() {
     require_root!();
-    let registry = palisade_test_support::registry::Registry::start();
-    let tmp = TempDir::new("run-pull");
-    let layout = tmp.path().join("layout");
-    busybox_image_in(&layout, LayerStore::open(tmp.path().join("build")).unwrap());
-    registry.push(&layout, "latest", "busybox");
+    let (registry, tmp) = registry_with_busybox("busybox");
     let store = tmp.path().join("store");
     let store = store.to_str().unwrap();
     let reference = format!("{}/busybox", registry.addr());
@@ -522,11 +530,7 @@ fn the_run_example_pulls_a_missing_image_and_runs_it() {
 #[test]
 fn the_image_example_pulls_lists_inspects_verifies_and_removes() {
     require_root!();
-    let registry = palisade_test_support::registry::Registry::start();
-    let tmp = TempDir::new("image-example");
-    let layout = tmp.path().join("layout");
-    busybox_image_in(&layout, LayerStore::open(tmp.path().join("build")).unwrap());
-    registry.push(&layout, "latest", "pal/busybox");
+    let (registry, tmp) = registry_with_busybox("pal/busybox");
     let store = tmp.path().join("store");
     let store = store.to_str().unwrap();
     let reference = format!("{}/pal/busybox:latest", registry.addr());

@@ -1,9 +1,9 @@
 //! Reading an OCI image layout (OCI image-spec, "Image Layout"): `oci-layout`, `index.json`,
 //! image indexes, manifests and configs, every blob checked against its descriptor.
 
+use crate::sys;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -155,16 +155,8 @@ impl Layout {
             });
         }
         let path = self.blob_path(&descriptor.digest);
-        let mut file = self.open_blob(descriptor, what)?;
-        let mut bytes = Vec::new();
-        (&mut file)
-            .take(MAX_JSON + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|source| Error::Io {
-                op: "read",
-                path: path.clone(),
-                source,
-            })?;
+        let file = self.open_blob(descriptor, what)?;
+        let bytes = sys::read_bounded(file, MAX_JSON, &path)?;
         descriptor.verify(what, &bytes)?;
         Ok(bytes)
     }
@@ -310,14 +302,7 @@ fn read_limited(path: &Path) -> Result<Vec<u8>> {
             source,
         },
     })?;
-    let mut bytes = Vec::new();
-    file.take(MAX_JSON + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|source| Error::Io {
-            op: "read",
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let bytes = sys::read_bounded(file, MAX_JSON, path)?;
     if bytes.len() as u64 > MAX_JSON {
         return Err(Error::InvalidImage {
             path: path.to_path_buf(),

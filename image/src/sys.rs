@@ -319,3 +319,23 @@ pub(crate) fn seek_data(fd: BorrowedFd<'_>, offset: u64) -> io::Result<Option<u6
         Err(e) => Err(e.into()),
     }
 }
+
+/// Reads `reader` (the file `path`) to its end, but no more than `limit` + 1 bytes: a result
+/// longer than `limit` tells the caller the file is too large, without reading all of it.
+pub(crate) fn read_bounded(
+    reader: impl io::Read,
+    limit: u64,
+    path: &Path,
+) -> crate::Result<Vec<u8>> {
+    use io::Read as _;
+    let mut bytes = Vec::new();
+    reader
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|source| crate::Error::Io {
+            op: "read",
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(bytes)
+}

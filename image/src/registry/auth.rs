@@ -109,7 +109,6 @@ fn registry_aliases(registry: &str) -> Vec<&str> {
 /// The credentials for `registry` in the Docker client configuration file `path`; `None` when
 /// the file does not exist or has no usable entry for the registry.
 pub(crate) fn credentials_from_file(path: &Path, registry: &str) -> Result<Option<Credentials>> {
-    use std::io::Read;
     let bad = |reason: String| Error::CredentialsFile {
         path: path.to_path_buf(),
         reason,
@@ -125,14 +124,7 @@ pub(crate) fn credentials_from_file(path: &Path, registry: &str) -> Result<Optio
             })
         }
     };
-    let mut bytes = Vec::new();
-    file.take(MAX_CONFIG + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|source| Error::Io {
-            op: "read",
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let bytes = crate::sys::read_bounded(file, MAX_CONFIG, path)?;
     if bytes.len() as u64 > MAX_CONFIG {
         return Err(bad(format!("larger than {MAX_CONFIG} bytes")));
     }

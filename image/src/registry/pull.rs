@@ -175,10 +175,7 @@ impl Dirs {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_err("open", &path)(e)),
         };
-        let mut bytes = Vec::new();
-        file.take(MAX_DOCUMENT + 1)
-            .read_to_end(&mut bytes)
-            .map_err(io_err("read", &path))?;
+        let bytes = sys::read_bounded(file, MAX_DOCUMENT, &path)?;
         if Digest::of(&bytes) == *digest {
             return Ok(Some(bytes));
         }
