@@ -18,7 +18,9 @@ use base64::Engine as _;
 use palisade_image::registry::{
     Credentials, LayerOutcome, NoProgress, Platform, Progress, PullOptions, Reference,
 };
-use palisade_image::{Digest, Error, Image, ImageConfig, LayerBuilder, LayerStore, LayoutWriter};
+use palisade_image::{
+    Compression, Digest, Error, Image, ImageConfig, LayerBuilder, LayerStore, LayoutWriter,
+};
 use palisade_test_support::TempDir;
 use support::{Demand, Proxy, Registry, TokenServer};
 
@@ -310,6 +312,143 @@ fn multi_arch_index_picks_the_platform() {
         }
         other => panic!("expected PlatformNotFound, got {other:?}"),
     }
+}
+
+/// The manifest `name:tag` as the registry serves it for `accept`: its media type and digest.
+fn served_manifest(registry: &Registry, name: &str, tag: &str, accept: &str) -> (String, Digest) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+    let mut answer = agent
+        .get(format!(
+            "http://{}/v2/{name}/manifests/{tag}",
+            registry.addr()
+        ))
+        .header("Accept", accept)
+        .call()
+        .expect("get the manifest");
+    let media_type = answer
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = answer.body_mut().read_to_vec().expect("read the manifest");
+    (media_type, Digest::of(&body))
+}
+
+#[test]
+fn docker_schema_2_manifests_and_manifest_lists_and_zstd_layers() {
+    const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    let registry = Registry::start();
+    let tmp = TempDir::new("reg-docker");
+    let layout = tmp.path().join("layout");
+    let host = Platform::host();
+    let other = if host.architecture() == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let mut w = LayoutWriter::create(&layout).unwrap();
+    w.add_layer(&layer(&[("arch", host.architecture().as_bytes())]))
+        .unwrap();
+    w.finish_manifest(Some("host"), &config(Some(host.architecture())))
+        .unwrap();
+    w.add_layer(&layer(&[("arch", other.as_bytes())])).unwrap();
+    w.finish_manifest(Some("other"), &config(Some(other)))
+        .unwrap();
+    let mut zstd = layer(&[("etc/zstd", b"a zstd layer\n")]);
+    zstd.compression(Compression::Zstd);
+    let zstd_layer = w.add_layer(&zstd).unwrap();
+    w.finish_manifest(Some("zstd"), &config(None)).unwrap();
+    w.close().unwrap();
+
+    // skopeo converts to Docker v2 schema 2: the manifest and the layers' media types.
+    for tag in ["host", "other"] {
+        registry.push_with(&layout, tag, "test/docker", &["--format", "v2s2"]);
+    }
+    let (media_type, host_manifest) =
+        served_manifest(&registry, "test/docker", "host", DOCKER_MANIFEST);
+    assert_eq!(media_type, DOCKER_MANIFEST);
+    let (_, other_manifest) = served_manifest(&registry, "test/docker", "other", DOCKER_MANIFEST);
+    let store = LayerStore::open(tmp.path().join("store")).unwrap();
+    let image = store
+        .pull(
+            &reference(&format!("{}/test/docker:host", registry.addr())),
+            &insecure(),
+            &NoProgress,
+        )
+        .unwrap();
+    assert_eq!(image.manifest_digest, host_manifest);
+    assert_eq!(
+        file_in(&image, "arch").as_deref(),
+        Some(host.architecture().as_bytes())
+    );
+
+    // A Docker manifest list, put by hand, of the two.
+    let size = |d: &Digest| {
+        let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+        agent
+            .get(format!(
+                "http://{}/v2/test/docker/manifests/{d}",
+                registry.addr()
+            ))
+            .header("Accept", DOCKER_MANIFEST)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_vec()
+            .unwrap()
+            .len()
+    };
+    let mut host_platform = serde_json::json!({"os": "linux", "architecture": host.architecture()});
+    if let Some(v) = host.variant() {
+        host_platform["variant"] = v.into();
+    }
+    let list = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+        "manifests": [
+            {"mediaType": DOCKER_MANIFEST, "digest": other_manifest.as_str(),
+             "size": size(&other_manifest), "platform": {"os": "linux", "architecture": other}},
+            {"mediaType": DOCKER_MANIFEST, "digest": host_manifest.as_str(),
+             "size": size(&host_manifest), "platform": host_platform},
+        ],
+    });
+    let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+    agent
+        .put(format!(
+            "http://{}/v2/test/docker/manifests/list",
+            registry.addr()
+        ))
+        .header(
+            "Content-Type",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+        )
+        .send(list.to_string())
+        .expect("put the manifest list");
+    let r = reference(&format!("{}/test/docker:list", registry.addr()));
+    let store = LayerStore::open(tmp.path().join("store-list")).unwrap();
+    let image = store.pull(&r, &insecure(), &NoProgress).unwrap();
+    assert_eq!(image.manifest_digest, host_manifest);
+    let theirs = insecure().platform(Platform::new("linux", other, None));
+    let image = store.pull(&r, &theirs, &NoProgress).unwrap();
+    assert_eq!(image.manifest_digest, other_manifest);
+    assert_eq!(file_in(&image, "arch").as_deref(), Some(other.as_bytes()));
+
+    // A zstd layer (OCI `tar+zstd`), pushed as it is.
+    registry.push(&layout, "zstd", "test/zstd");
+    let image = store
+        .pull(
+            &reference(&format!("{}/test/zstd:zstd", registry.addr())),
+            &insecure(),
+            &NoProgress,
+        )
+        .unwrap();
+    // The blob the layout wrote, unconverted.
+    assert_eq!(image.layers[0].digest, zstd_layer.digest);
+    assert_eq!(
+        file_in(&image, "etc/zstd").as_deref(),
+        Some(&b"a zstd layer\n"[..])
+    );
 }
 
 #[test]

@@ -151,16 +151,18 @@ impl Registry {
 
     /// Pushes the image tagged `tag` of the OCI layout `layout` as `name:tag`.
     pub fn push(&self, layout: &Path, tag: &str, name: &str) {
-        skopeo(
-            &[
-                "copy",
-                "--quiet",
-                "--dest-tls-verify=false",
-                &format!("oci:{}:{tag}", layout.display()),
-                &format!("docker://{}/{name}:{tag}", self.addr()),
-            ],
-            self.dir.path(),
-        );
+        self.push_with(layout, tag, name, &[]);
+    }
+
+    /// [`push`](Self::push) with more options of `skopeo copy`, such as `--format v2s2` (Docker
+    /// v2 schema 2 manifests and media types).
+    pub fn push_with(&self, layout: &Path, tag: &str, name: &str, options: &[&str]) {
+        let source = format!("oci:{}:{tag}", layout.display());
+        let destination = format!("docker://{}/{name}:{tag}", self.addr());
+        let mut args = vec!["copy", "--quiet", "--dest-tls-verify=false"];
+        args.extend_from_slice(options);
+        args.extend([source.as_str(), destination.as_str()]);
+        skopeo(&args, self.dir.path());
     }
 }
 
