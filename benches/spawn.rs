@@ -265,7 +265,7 @@ fn network(c: &mut Criterion) {
     }
     group.finish();
     for mut child in [target, keeper] {
-        let _ = child.kill(palisade::Signal::SIGKILL);
+        let _ = child.signal(palisade::Signal::SIGKILL);
         let _ = child.wait();
     }
     let _ = std::fs::remove_dir_all(&state);
@@ -327,7 +327,7 @@ fn exec(c: &mut Criterion) {
         })
     });
     group.finish();
-    sandbox.kill(palisade::Signal::SIGKILL).unwrap();
+    sandbox.signal(palisade::Signal::SIGKILL).unwrap();
     sandbox.wait().unwrap();
 }
 

@@ -56,7 +56,7 @@ use palisade::image::{
 };
 use palisade::netns::ipam::Subnet;
 use palisade::netns::{Bridge, Network, PortMap};
-use palisade::overlay::rootfs::{Access, Rootfs};
+use palisade::overlay::rootfs::{Access, MountAttr, Rootfs, Tmpfs, TmpfsOptions};
 use palisade::seccomp::{JsonOptions, Profile};
 use palisade::{
     parse_capability, Capabilities, ChildStep, Error, Rlimit, Sandbox, SandboxBuilder, Stdio,
@@ -179,9 +179,23 @@ struct Options {
     /// Make the root file system read-only.
     #[arg(long)]
     read_only: bool,
-    /// Mount an empty tmpfs at this path.
-    #[arg(long, value_name = "PATH")]
-    tmpfs: Vec<std::path::PathBuf>,
+    /// Mount an empty tmpfs at this path, with options as docker's --tmpfs takes them:
+    /// `size=BYTES` (e.g. `64m`), `mode=OCTAL` (at most 7777), `uid=N`, `gid=N`, `noexec`,
+    /// `exec`, e.g. `/run:size=64m,mode=1777,uid=1000,gid=1000`. It replaces a mount at the same
+    /// place (the sandbox's /tmp or /dev/shm, or a volume).
+    #[arg(long, value_name = "PATH[:OPTIONS]")]
+    tmpfs: Vec<String>,
+    /// A mount as docker's --mount: `type=bind|tmpfs`, `source`/`src`, `target`/`dst`/
+    /// `destination`, `readonly`/`ro`, and for a tmpfs `tmpfs-size`, `tmpfs-mode`, e.g.
+    /// `type=bind,src=/srv/data,dst=/data,readonly`. `type=volume` (a named volume) is refused:
+    /// Palisade keeps no volumes of its own; bind a directory instead.
+    #[arg(long = "mount", value_name = "type=…,source=…,target=…")]
+    mounts: Vec<String>,
+    /// Read environment variables from a file, as docker's --env-file: `KEY=VALUE` lines (the
+    /// value taken as written, quotes included), `#` comments, blank lines; a bare `KEY`
+    /// passes the caller's value, if it has one. Applied before -e.
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_files: Vec<std::path::PathBuf>,
     /// Share the host's mount table (seen through a private copy) instead of a root file system
     /// of the sandbox's own.
     #[arg(long)]
@@ -258,6 +272,191 @@ fn parse_volume(spec: &str) -> Result<(&str, &str, Access), Error> {
         }
     }
     Ok((host, guest, access))
+}
+
+/// `PATH[:OPTIONS]` of --tmpfs: docker's `size`, `mode`, `uid`, `gid`, `noexec` and `exec`;
+/// anything else, a bad number, a mode above 7777 and a size of 0 are refused.
+fn parse_tmpfs(spec: &str) -> Result<(Tmpfs, TmpfsOptions), Error> {
+    let (path, options) = spec.split_once(':').unwrap_or((spec, ""));
+    let bad = |reason| Error::InvalidValue {
+        what: "tmpfs",
+        value: spec.to_owned(),
+        reason,
+    };
+    if path.is_empty() {
+        return Err(bad("expected PATH[:size=…,mode=…,uid=…,gid=…]"));
+    }
+    let mut tmpfs = Tmpfs::new(path);
+    let mut extra = TmpfsOptions::default();
+    for option in options.split(',').filter(|o| !o.is_empty()) {
+        match option.split_once('=') {
+            Some(("size", v)) => {
+                tmpfs.size = Some(
+                    parse_size(v)
+                        .ok_or_else(|| bad("size: a number of bytes above 0, e.g. 64m"))?,
+                )
+            }
+            Some(("mode", v)) => {
+                tmpfs.mode =
+                    parse_mode(v).ok_or_else(|| bad("mode: an octal mode, at most 7777"))?
+            }
+            Some(("uid", v)) => {
+                extra.uid = Some(parse_id(v).ok_or_else(|| bad("uid: a number below 4294967295"))?)
+            }
+            Some(("gid", v)) => {
+                extra.gid = Some(parse_id(v).ok_or_else(|| bad("gid: a number below 4294967295"))?)
+            }
+            None if option == "noexec" => tmpfs.noexec = true,
+            None if option == "exec" => tmpfs.noexec = false,
+            _ => {
+                return Err(bad(
+                    "unknown option: the options are size, mode, uid, gid, noexec and exec",
+                ))
+            }
+        }
+    }
+    Ok((tmpfs, extra))
+}
+
+/// A size as docker takes it: bytes, or with a binary unit (`k`, `m`, `g`, `t`, `b`); not 0.
+fn parse_size(v: &str) -> Option<u64> {
+    let bytes = v.parse::<Bytes>().ok()?.get();
+    (bytes > 0).then_some(bytes)
+}
+
+/// An octal mode of at most `07777`.
+fn parse_mode(v: &str) -> Option<u32> {
+    u32::from_str_radix(v, 8).ok().filter(|m| *m <= 0o7777)
+}
+
+/// A user or group id (-1 is none).
+fn parse_id(v: &str) -> Option<u32> {
+    v.parse::<u32>().ok().filter(|id| *id != u32::MAX)
+}
+
+/// A docker --mount: a bind or a tmpfs.
+enum MountSpec {
+    Bind(String, String, Access),
+    Tmpfs(Tmpfs, TmpfsOptions),
+}
+
+/// Parses docker's --mount syntax (`key=value` pairs, comma-separated; `readonly` alone).
+fn parse_mount(spec: &str) -> Result<MountSpec, Error> {
+    let bad = |reason| Error::InvalidValue {
+        what: "mount",
+        value: spec.to_owned(),
+        reason,
+    };
+    let (mut kind, mut source, mut target, mut read_only) = (None, None, None, false);
+    let (mut size, mut mode) = (None, None);
+    for field in spec.split(',') {
+        let (key, value) = match field.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (field, None),
+        };
+        match (key, value) {
+            ("type", Some(v)) => kind = Some(v),
+            ("source" | "src", Some(v)) => source = Some(v),
+            ("target" | "dst" | "destination", Some(v)) => target = Some(v),
+            ("readonly" | "ro", None | Some("true" | "1")) => read_only = true,
+            ("readonly" | "ro", Some("false" | "0")) => read_only = false,
+            ("tmpfs-size", Some(v)) => {
+                size = Some(
+                    parse_size(v)
+                        .ok_or_else(|| bad("tmpfs-size: a number of bytes above 0, e.g. 64m"))?,
+                )
+            }
+            ("tmpfs-mode", Some(v)) => {
+                mode = Some(
+                    parse_mode(v).ok_or_else(|| bad("tmpfs-mode: an octal mode, at most 7777"))?,
+                )
+            }
+            _ => {
+                return Err(bad(
+                    "unknown key or bad value: the keys are type, source (src), target (dst, \
+                     destination), readonly (ro), tmpfs-size and tmpfs-mode",
+                ))
+            }
+        }
+    }
+    let Some(target) = target.filter(|t| !t.is_empty()) else {
+        return Err(bad("a target is needed"));
+    };
+    match kind {
+        Some("bind") => {
+            let Some(source) = source.filter(|s| !s.is_empty()) else {
+                return Err(bad("a bind needs a source"));
+            };
+            if size.is_some() || mode.is_some() {
+                return Err(bad("tmpfs-size and tmpfs-mode are for type=tmpfs"));
+            }
+            let access = if read_only {
+                Access::ReadOnly
+            } else {
+                Access::ReadWrite
+            };
+            Ok(MountSpec::Bind(
+                source.to_owned(),
+                target.to_owned(),
+                access,
+            ))
+        }
+        Some("tmpfs") => {
+            if source.is_some() {
+                return Err(bad("a tmpfs takes no source"));
+            }
+            let mut tmpfs = Tmpfs::new(target);
+            tmpfs.size = size;
+            tmpfs.mode = mode.unwrap_or(tmpfs.mode);
+            let mut options = TmpfsOptions::default();
+            if read_only {
+                options.attrs.set = MountAttr::RDONLY;
+            }
+            Ok(MountSpec::Tmpfs(tmpfs, options))
+        }
+        Some("volume") => Err(bad(
+            "named volumes are not supported: Palisade keeps no volume store; create a \
+             directory and use type=bind,source=DIR",
+        )),
+        _ => Err(bad("type must be bind or tmpfs")),
+    }
+}
+
+/// The variables of a docker --env-file: `KEY=VALUE` lines, the value as written; a bare `KEY`
+/// takes the caller's value (and is left out if the caller has none); `#` comments and blank
+/// lines are skipped. Leading whitespace of a line is ignored, as docker ignores it.
+fn read_env_file(path: &std::path::Path) -> Result<Vec<(String, String)>, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Setup {
+        what: "read the --env-file",
+        source,
+    })?;
+    let mut vars = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = match line.split_once('=') {
+            Some((k, v)) => (k, Some(v.to_owned())),
+            None => (line.trim_end(), None),
+        };
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            return Err(Error::InvalidValue {
+                what: "--env-file line",
+                value: format!("{}:{}: {line}", path.display(), n + 1),
+                reason: "expected KEY=VALUE or KEY, the key without whitespace",
+            });
+        }
+        let value = match value {
+            Some(v) => v,
+            None => match std::env::var(key) {
+                Ok(v) => v,
+                Err(_) => continue,
+            },
+        };
+        vars.push((key.to_owned(), value));
+    }
+    Ok(vars)
 }
 
 /// The annotation by which `ps` and `stop` know a detached sandbox to remove once it exits.
@@ -566,7 +765,14 @@ fn run(opts: &Options) -> Result<u8, Error> {
             rootfs = rootfs.volume(host, guest, access);
         }
         for t in &opts.tmpfs {
-            rootfs = rootfs.tmpfs(t);
+            let (tmpfs, options) = parse_tmpfs(t)?;
+            rootfs = rootfs.tmpfs_with_options(tmpfs, options);
+        }
+        for m in &opts.mounts {
+            rootfs = match parse_mount(m)? {
+                MountSpec::Bind(host, guest, access) => rootfs.volume(host, guest, access),
+                MountSpec::Tmpfs(tmpfs, options) => rootfs.tmpfs_with_options(tmpfs, options),
+            };
         }
         builder.rootfs(rootfs.read_only(opts.read_only));
     }
@@ -585,6 +791,11 @@ fn run(opts: &Options) -> Result<u8, Error> {
     }
     if opts.inherit_env {
         builder.env_inherit_all();
+    }
+    for file in &opts.env_files {
+        for (key, value) in read_env_file(file)? {
+            builder.env(key, value);
+        }
     }
     for var in &opts.env {
         match var.split_once('=') {

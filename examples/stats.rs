@@ -64,7 +64,7 @@ fn main() -> Result<(), Error> {
         print_line(start, &last, &now);
         last = now;
     }
-    child.kill(Signal::SIGKILL)?;
+    child.signal(Signal::SIGKILL)?;
     let status = child.wait()?;
     println!("sandbox ended: {status}");
     Ok(())

@@ -20,4 +20,5 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cargo test --workspace
+cargo test -p palisade --features tokio --test async
 tests/vm/cgroup-v2.sh

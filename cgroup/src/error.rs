@@ -138,7 +138,10 @@ pub enum Error {
     #[error(transparent)]
     DeviceRule(#[from] DeviceRuleError),
     /// A memory limit below what a group needs to start a process at all.
-    #[error("{setting} of {value} bytes is below the minimum of {min} bytes (Docker's 6 MiB)")]
+    #[error(
+        "{setting} of {value} bytes is below the minimum of {min} bytes (Docker's 6 MiB: below \
+         it a group cannot reliably start a process at all); give at least {min} bytes"
+    )]
     MemoryTooSmall {
         /// The setting, `memory.max`.
         setting: &'static str,
@@ -146,6 +149,19 @@ pub enum Error {
         value: u64,
         /// The minimum, in bytes.
         min: u64,
+    },
+    /// A CPU bandwidth limit of more CPUs' worth of time than the host has CPUs online: the
+    /// group could never use it up, so the limit would limit nothing
+    /// ([`Resource::validate_on_host`](crate::Resource::validate_on_host)).
+    #[error(
+        "cpus {cpus} is more than the {online} CPU(s) online on this host \
+         (/sys/devices/system/cpu/online), so it would limit nothing: give at most {online}"
+    )]
+    CpusAboveHost {
+        /// The limit as given, in CPUs.
+        cpus: f64,
+        /// How many CPUs are online.
+        online: u32,
     },
     /// A group name that is empty, absolute, or contains `..` or a NUL byte.
     #[error("invalid cgroup name {0:?}: must be one path component, not `.`, `..` or `cgroup.*`")]

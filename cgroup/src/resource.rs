@@ -252,6 +252,37 @@ impl Resource {
         }
     }
 
+    /// [`validate`](Self::validate), then checks the value against this host: a CPU bandwidth
+    /// limit ([`CpuMax`](Self::CpuMax)) of more CPUs than are online
+    /// ([`CpuSet::online`]) is refused with [`Error::CpusAboveHost`], since the group could
+    /// never use it up (Docker refuses `--cpus` above the host's CPUs as well).
+    ///
+    /// Kept apart from [`validate`](Self::validate): a limit written for another machine (an
+    /// OCI bundle's) may still be applied as it is.
+    ///
+    /// ```no_run
+    /// use palisade_cgroup::{Error, Resource};
+    ///
+    /// let err = Resource::cpus(10_000.0)?.validate_on_host().unwrap_err();
+    /// assert!(matches!(err, Error::CpusAboveHost { .. }));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn validate_on_host(&self) -> Result<()> {
+        self.validate()?;
+        if let Resource::CpuMax(max) = self {
+            if let Some(cpus) = max.as_cpus() {
+                let online = CpuSet::online()?.len();
+                if cpus > online as f64 {
+                    return Err(Error::CpusAboveHost {
+                        cpus,
+                        online: u32::try_from(online).unwrap_or(u32::MAX),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The value written to [`v2_file`](Self::v2_file); for [`Devices`](Self::Devices), the
     /// policy's rules, one a line.
     pub fn v2_value(&self) -> String {
@@ -620,6 +651,27 @@ impl<T> Max<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_limits_are_checked_against_the_cpus_online() {
+        let online = CpuSet::online().unwrap().len();
+        assert!(online >= 1);
+        assert!(Resource::cpus(online as f64)
+            .unwrap()
+            .validate_on_host()
+            .is_ok());
+        assert!(Resource::cpus(0.01).unwrap().validate_on_host().is_ok());
+        match Resource::cpus(online as f64 + 0.01)
+            .unwrap()
+            .validate_on_host()
+        {
+            Err(Error::CpusAboveHost { online: n, .. }) => assert_eq!(n as usize, online),
+            other => panic!("{other:?}"),
+        }
+        // Other settings only get the checks of `validate`.
+        assert!(Resource::pids_max(1).validate_on_host().is_ok());
+        assert!(Resource::memory_max(Bytes(1)).validate_on_host().is_err());
+    }
 
     #[test]
     fn v2_spellings() {

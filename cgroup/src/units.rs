@@ -520,6 +520,26 @@ impl CpuSet {
     }
 }
 
+impl CpuSet {
+    /// The CPUs online on this host, from `/sys/devices/system/cpu/online` (the kernel's
+    /// `Documentation/ABI/testing/sysfs-devices-system-cpu`; what `sysconf(3)`'s
+    /// `_SC_NPROCESSORS_ONLN` counts).
+    pub fn online() -> Result<CpuSet> {
+        const ONLINE: &str = "/sys/devices/system/cpu/online";
+        let text = std::fs::read_to_string(ONLINE).map_err(|source| Error::Io {
+            op: "read",
+            path: ONLINE.into(),
+            source,
+        })?;
+        text.parse()
+    }
+
+    /// How many CPUs the set holds.
+    pub fn len(&self) -> usize {
+        self.ranges.iter().map(|&(a, b)| (b - a) as usize + 1).sum()
+    }
+}
+
 /// Parses the kernel's list format: `0-3,5,7-8`; whitespace around it is ignored, an empty
 /// string is the empty set.
 impl FromStr for CpuSet {
@@ -718,6 +738,14 @@ impl fmt::Display for IoMax {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn cpu_sets_count_their_cpus() {
+        assert_eq!("".parse::<CpuSet>().unwrap().len(), 0);
+        assert_eq!("0-3,5,7-8".parse::<CpuSet>().unwrap().len(), 7);
+        let online = CpuSet::online().unwrap();
+        assert!(!online.is_empty());
+    }
 
     #[test]
     fn sizes_parse_like_docker() {

@@ -33,6 +33,7 @@ pub const NR_EXIT_GROUP: usize = Sysno::exit_group as usize;
 pub const NR_PPOLL: usize = Sysno::ppoll as usize;
 pub const NR_SECCOMP: usize = Sysno::seccomp as usize;
 pub const NR_CLOSE_RANGE: usize = Sysno::close_range as usize;
+pub const NR_GETRUSAGE: usize = Sysno::getrusage as usize;
 
 #[cfg(target_arch = "x86_64")]
 pub const AUDIT_ARCH: u32 = s::AUDIT_ARCH_X86_64;
@@ -68,6 +69,11 @@ pub type KernelSigset = g::kernel_sigset_t;
 // wait4(2).
 pub const WNOHANG: usize = g::WNOHANG as usize;
 pub const WALL: usize = g::__WALL as usize;
+
+// getrusage(2).
+pub const RUSAGE_CHILDREN: i32 = g::RUSAGE_CHILDREN;
+pub type Rusage = g::rusage;
+pub type Timeval = g::__kernel_old_timeval;
 
 // fcntl(2).
 pub const F_GETFL: usize = g::F_GETFL as usize;

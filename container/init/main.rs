@@ -36,9 +36,14 @@
 //!   init kills the command and exits 125 without a status.
 //! - Loop on `rt_sigtimedwait(2)`:
 //!   - SIGCHLD: reap every child (`wait4(2)`, `WNOHANG | __WALL`). When the command is reaped,
-//!     write its raw wait status (4 native-endian bytes, the `i32` `wait4` stored) to the status fd
-//!     and exit with the shell form of it: the exit code, or 128 + the signal. No child left
-//!     without the command having been reaped (it was not ours): exit 125.
+//!     write its report to the status fd in one `write(2)` and exit with the shell form of its
+//!     status: the exit code, or 128 + the signal. The report is 28 native-endian bytes: the raw
+//!     wait status (the `i32` `wait4` stored), then the resource usage of every child reaped so
+//!     far, the command and the orphans alike, with their own reaped descendants
+//!     (`getrusage(2)`, `RUSAGE_CHILDREN`; not the init's own): user and system CPU time in
+//!     microseconds and the largest resident set in KiB, a `u64` each. Should `getrusage(2)`
+//!     fail, the report is the 4 bytes of the status alone. No child left without the command
+//!     having been reaped (it was not ours): exit 125.
 //!   - SIGIO: serve every pending control request, then check the death fd.
 //!     - Control: one request byte, 1 = IPv4 TCP socket, 2 = IPv4 UDP socket; any other byte or
 //!       length gets `EINVAL`. The answer is 4 native-endian bytes of errno (0 on success) with
@@ -294,11 +299,65 @@ fn reap(args: &Args) {
             return;
         }
         if pid == args.command as isize {
-            write_all(args.status, &status.to_ne_bytes());
+            report(args.status, status);
             let (termsig, code) = (status & 0x7f, (status >> 8) & 0xff);
             exit(if termsig == 0 { code } else { 128 + termsig });
         }
     }
+}
+
+/// The length of a report with usage: the status, then three `u64`.
+const REPORT_LEN: usize = 4 + 3 * 8;
+
+/// Writes the command's raw wait status and, if the kernel gives it, the usage of every child
+/// reaped so far (see the contract at the top).
+fn report(fd: i32, status: i32) {
+    let mut out = [0u8; REPORT_LEN];
+    let status = status.to_ne_bytes();
+    let mut len = status.len();
+    out[..len].copy_from_slice(&status);
+    if let Some(words) = children_usage() {
+        for word in words {
+            out[len..len + 8].copy_from_slice(&word.to_ne_bytes());
+            len += 8;
+        }
+    }
+    write_all(fd, &out[..len]);
+}
+
+/// User and system CPU time (microseconds) and the largest resident set (KiB) of the reaped
+/// children and their reaped descendants (`getrusage(2)`, `RUSAGE_CHILDREN`).
+fn children_usage() -> Option<[u64; 3]> {
+    let mut usage = core::mem::MaybeUninit::<Rusage>::zeroed();
+    // SAFETY: getrusage(2) writes one `struct rusage` into the live, properly sized buffer.
+    let ret = unsafe {
+        syscall(
+            NR_GETRUSAGE,
+            [
+                RUSAGE_CHILDREN as isize as usize,
+                usage.as_mut_ptr() as usize,
+                0,
+                0,
+                0,
+                0,
+            ],
+        )
+    };
+    if ret < 0 {
+        return None;
+    }
+    // SAFETY: zeroed, then filled by the kernel; every field is an integer.
+    let usage = unsafe { usage.assume_init() };
+    let micros = |tv: Timeval| {
+        (tv.tv_sec.max(0) as u64)
+            .saturating_mul(1_000_000)
+            .saturating_add(tv.tv_usec.max(0) as u64)
+    };
+    Some([
+        micros(usage.ru_utime),
+        micros(usage.ru_stime),
+        usage.ru_maxrss.max(0) as u64,
+    ])
 }
 
 /// Requests on the control socket, one byte each.
@@ -397,7 +456,7 @@ fn close_all_but(keep: [i32; 3]) {
 // --- Seccomp ---
 
 /// The system calls the init makes once the filter is installed.
-const ALLOWED: [usize; 18] = [
+const ALLOWED: [usize; 19] = [
     NR_RT_SIGTIMEDWAIT,
     NR_RT_SIGPROCMASK,
     NR_RT_SIGRETURN,
@@ -416,6 +475,7 @@ const ALLOWED: [usize; 18] = [
     NR_PPOLL,
     NR_GETPID,
     NR_CLOSE_RANGE,
+    NR_GETRUSAGE,
 ];
 
 /// Instructions before the allow list: load arch, check it, load nr, (x86_64) refuse x32.

@@ -23,8 +23,12 @@ use crate::spawn::plan::{
 use crate::terminal::TerminalSize;
 use crate::{Child, ExitStatus, Output, Stdio};
 
+mod checks;
+mod getters;
 mod image;
+mod mounts;
 mod security;
+mod timeout;
 
 /// A sandbox recipe, prepared and ready to [`spawn`](Sandbox::spawn) any number of times.
 ///
@@ -40,6 +44,8 @@ pub struct Sandbox {
     pub(crate) net: Option<NetPlan>,
     /// Where and as what a named sandbox is recorded.
     pub(crate) identity: Option<Identity>,
+    /// The wall-clock limit, from the spawn.
+    pub(crate) timeout: Option<std::time::Duration>,
 }
 
 /// A named sandbox's identity and what its record holds from the recipe.
@@ -97,7 +103,31 @@ impl Sandbox {
 /// assert_eq!(out.stdout, b"box\n");
 /// # Ok::<(), palisade::Error>(())
 /// ```
-#[derive(Debug)]
+///
+/// A builder is [`Clone`], so one prepared configuration can serve many requests, each clone
+/// edited on its own (its arguments, environment, limits) before it is built or spawned. A
+/// clone shares the descriptors the original was given (a [`Stdio`] made from a file or pipe,
+/// the descriptors of [`inherit_fd`](Self::inherit_fd)): each spawn installs duplicates of
+/// them, and each descriptor is closed when the last builder and [`Sandbox`] holding it go.
+///
+/// ```
+/// use palisade::Sandbox;
+///
+/// let mut template = Sandbox::builder("sh");
+/// template.arg("-c").hostname("worker").pids_max(64);
+/// let requests = ["echo one", "echo two"];
+/// let builders: Vec<_> = requests
+///     .iter()
+///     .map(|script| {
+///         let mut b = template.clone();
+///         b.arg(script);
+///         b
+///     })
+///     .collect();
+/// assert_eq!(builders[1].get_args().collect::<Vec<_>>(), ["-c", "echo two"]);
+/// assert_eq!(template.get_args().len(), 1);
+/// ```
+#[derive(Debug, Clone)]
 pub struct SandboxBuilder {
     process: ProcessSpec,
     isolation: IsolationSpec,
@@ -111,7 +141,7 @@ pub struct SandboxBuilder {
 }
 
 /// The sandbox's cgroup: limits, and where the group goes.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct LimitSpec {
     resources: Vec<Resource>,
     /// Kept as given until `build`, which validates it.
@@ -141,7 +171,7 @@ pub(crate) const DEFAULT_PATH: &str =
     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// What to run: program, arguments, environment, directory.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct ProcessSpec {
     program: OsString,
     args: Vec<OsString>,
@@ -198,7 +228,7 @@ impl ProcessSpec {
 }
 
 /// Which namespaces, and how they are configured.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct IsolationSpec {
     namespaces: Namespace,
     hostname: Option<OsString>,
@@ -220,7 +250,7 @@ struct IsolationSpec {
 }
 
 /// How the sandbox's processes live and die.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Lifecycle {
     init: bool,
     die_with_parent: bool,
@@ -231,6 +261,8 @@ struct Lifecycle {
     state_root: Option<PathBuf>,
     detach: bool,
     annotations: BTreeMap<String, String>,
+    /// The wall-clock limit (see `timeout`).
+    timeout: Option<std::time::Duration>,
 }
 
 impl SandboxBuilder {
@@ -270,6 +302,7 @@ impl SandboxBuilder {
                 state_root: None,
                 detach: false,
                 annotations: BTreeMap::new(),
+                timeout: None,
             },
             limits: LimitSpec::default(),
             security: SecuritySpec::default(),
@@ -698,14 +731,17 @@ impl SandboxBuilder {
     }
 
     /// Limits the sandbox to `cpus` CPUs' worth of time (`cpu.max`, e.g. `1.5`; v1 CFS quota).
-    /// Checked by [`build`](Self::build): it must be positive and finite.
+    /// Checked by [`build`](Self::build): it must be positive and finite, and at most the
+    /// number of CPUs online on this host (more could never bind:
+    /// [`CpusAboveHost`](palisade_cgroup::Error::CpusAboveHost)).
     pub fn cpus(&mut self, cpus: f64) -> &mut Self {
         self.limits.cpus = Some(cpus);
         self
     }
 
     /// Limits how many processes and threads the sandbox may hold at once (`pids.max`), its
-    /// init included.
+    /// init included: [`build`](Self::build) refuses a limit below 2 (1 without an
+    /// [init](Self::init)) with [`Error::PidsLimitTooLow`].
     pub fn pids_max(&mut self, max: u64) -> &mut Self {
         self.resource(Resource::PidsMax(Max::Limit(max)))
     }
@@ -816,6 +852,7 @@ impl SandboxBuilder {
         let loopback_up = namespaces.contains(Namespace::NET);
         let init = pid_ns && self.lifecycle.init;
         let cgroup = self.cgroup_plan(user_ns)?;
+        checks::limits(cgroup.as_ref(), init, self.limits.cpus)?;
         let (namespaces, unshare_cgroup_ns) =
             derive::cgroup_namespace(namespaces, cgroup.is_some());
 
@@ -881,6 +918,7 @@ impl SandboxBuilder {
             }
             None => &self.security,
         };
+        checks::ids_mapped(user.as_ref(), security_spec)?;
         let security = security_spec.prepare(SecurityContext {
             user_ns,
             setgroups_denied,
@@ -891,6 +929,7 @@ impl SandboxBuilder {
         let identity = self.identity()?;
         let detach = identity.as_ref().is_some_and(|i| i.detach);
         derive::detached_network(detach, net.as_ref())?;
+        timeout::check(self.lifecycle.timeout, detach)?;
         let watch = derive::death_watch(self.lifecycle.die_with_parent && !detach, init);
         let setup = |what| move |source| Error::Setup { what, source };
         let death_pipe = (watch == DeathWatch::Init)
@@ -953,6 +992,7 @@ impl SandboxBuilder {
             kill_on_drop: self.lifecycle.kill_on_drop && !detach,
             net,
             identity,
+            timeout: self.lifecycle.timeout,
         })
     }
 

@@ -124,6 +124,119 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+    // --- helper "errs": errors that say what to do (issue 17) ---
+    /// A `pids.max` limit too low for the sandbox to start its command
+    /// ([`SandboxBuilder::pids_max`](crate::SandboxBuilder::pids_max)): the limit counts every
+    /// process and thread of the sandbox, the init included. Refused by `build`.
+    ///
+    /// ```
+    /// use palisade::{Error, Sandbox};
+    ///
+    /// let err = Sandbox::builder("true").pids_max(1).build().unwrap_err();
+    /// assert!(matches!(err, Error::PidsLimitTooLow { limit: 1, minimum: 2 }));
+    /// assert!(err.to_string().contains("at least 2"));
+    /// ```
+    #[error(
+        "pids limit {limit} is too low to start the command: it counts every process of the \
+         sandbox, its init included, so it must be at least {minimum} (the init and the command, \
+         plus whatever the command starts); raise pids_max to {minimum} or more"
+    )]
+    PidsLimitTooLow {
+        /// The limit as given.
+        limit: u64,
+        /// The least that starts the command: 2 with an init, 1 without.
+        minimum: u64,
+    },
+    /// The user or a group the command is to run as has no mapping in the sandbox's new user
+    /// namespace, so the kernel would refuse to switch to it (`setresuid(2)`, `setresgid(2)`,
+    /// `setgroups(2)`: `EINVAL`). Refused by `build`.
+    ///
+    /// ```
+    /// use palisade::{Error, Sandbox};
+    ///
+    /// // A rootless sandbox maps only the caller, as its root.
+    /// let err = Sandbox::builder("id").rootless().user(1000, 1000).build().unwrap_err();
+    /// assert!(matches!(err, Error::Unmapped { kind: "uid", id: 1000, map: "uid_map", .. }));
+    /// ```
+    #[error(
+        "{kind} {id} is not mapped in the sandbox's user namespace, whose {map} maps only \
+         {mapped}: add a mapping of {kind} {id} with SandboxBuilder::{map} (an unprivileged caller \
+         may map only its own id; root may map any range), or run the command as a mapped {kind}"
+    )]
+    Unmapped {
+        /// `"uid"`, `"gid"` or `"supplementary gid"`.
+        kind: &'static str,
+        /// The id inside the namespace.
+        id: u32,
+        /// Which map lacks it: `"uid_map"` or `"gid_map"`.
+        map: &'static str,
+        /// The map's ranges, as `inside→outside (count ids)`.
+        mapped: String,
+    },
+    /// The clone was refused the privilege to create the sandbox's namespaces (`EPERM`): outside
+    /// a user namespace of its own, creating them needs `CAP_SYS_ADMIN` (`clone(2)`). The inner
+    /// error names them.
+    ///
+    /// ```no_run
+    /// use palisade::{Error, Sandbox};
+    ///
+    /// // Run by an unprivileged user:
+    /// match Sandbox::builder("true").status() {
+    ///     Err(Error::NeedsPrivilege { namespaces, .. }) => {
+    ///         eprintln!("no privilege for {namespaces}: trying rootless");
+    ///         Sandbox::builder("true").rootless().status()?;
+    ///     }
+    ///     other => {
+    ///         other?;
+    ///     }
+    /// }
+    /// # Ok::<(), Error>(())
+    /// ```
+    #[error(
+        "{source}; run as root, or call SandboxBuilder::rootless() (`run --rootless`) to create \
+         them in a new user namespace where the caller is root"
+    )]
+    NeedsPrivilege {
+        /// The namespaces the clone was to create.
+        namespaces: palisade_ns::Namespace,
+        /// The clone's error.
+        source: palisade_ns::Error,
+    },
+    /// Creating the sandbox's cgroup was refused (`EACCES`, `EPERM`, `EROFS`): the caller may
+    /// not create groups beneath its own, or beneath the
+    /// [`cgroup_parent`](crate::SandboxBuilder::cgroup_parent). An unprivileged caller needs a
+    /// delegated subtree (`cgroups(7)`, *Cgroups v2 delegation*).
+    ///
+    /// ```no_run
+    /// use palisade::cgroup::Bytes;
+    /// use palisade::{Error, Sandbox};
+    ///
+    /// // Run by an unprivileged user outside any delegated cgroup:
+    /// let err = Sandbox::builder("true")
+    ///     .rootless()
+    ///     .memory_max(Bytes::mib(64))
+    ///     .spawn()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, Error::CgroupNotDelegated { .. }));
+    /// assert!(err.to_string().contains("Delegate=yes"));
+    /// ```
+    #[error(
+        "{source}: this user may not create cgroups there, which a sandbox with limits (or \
+         cgroup(true)) needs. Run it in a cgroup subtree delegated to this user (systemd: a unit \
+         with Delegate=yes, e.g. `systemd-run --user --scope -p Delegate=yes …`) and, unless that \
+         is the caller's own group, point SandboxBuilder::cgroup_parent at it; or let root create \
+         a group owned by this user and pass that as cgroup_parent; or drop the limits"
+    )]
+    CgroupNotDelegated {
+        /// The cgroup error, naming the directory and the errno.
+        source: palisade_cgroup::Error,
+    },
+    // --- helper "wait": exit statuses as errors ---
+    /// The command ran but did not exit with code 0: from
+    /// [`ExitStatus::exit_ok`](crate::ExitStatus::exit_ok) with `?`. The inner error says how it
+    /// ended (code, signal, OOM kill, timeout).
+    #[error(transparent)]
+    Failed(#[from] crate::status::ExitStatusError),
 }
 
 impl Error {
@@ -135,6 +248,9 @@ impl Error {
             Error::Rootfs(e) => e.errno(),
             Error::Image(e) => e.errno(),
             Error::Network(e) => e.errno(),
+            Error::NeedsPrivilege { source, .. } => source.errno(),
+            Error::CgroupNotDelegated { source } => source.errno(),
+            Error::PidsLimitTooLow { .. } | Error::Unmapped { .. } => None,
             Error::Seccomp(palisade_seccomp::Error::Sys { source, .. }) => source.raw_os_error(),
             Error::Seccomp(_) => None,
             Error::Setup { source, .. }
@@ -147,7 +263,40 @@ impl Error {
             | Error::NameInUse { .. }
             | Error::NotFound { .. }
             | Error::NotCreated { .. }
-            | Error::StillRunning { .. } => None,
+            | Error::StillRunning { .. }
+            | Error::Failed(_) => None,
+        }
+    }
+}
+
+impl Error {
+    /// A failed clone of the sandbox child, with what to do when it lacked the privilege to
+    /// create the namespaces ([`Error::NeedsPrivilege`]): `EPERM` for namespaces other than a
+    /// user namespace, which only `CAP_SYS_ADMIN` allows (`clone(2)`).
+    pub(crate) fn from_clone(err: palisade_ns::Error) -> Error {
+        if let palisade_ns::Error::Clone { flags, source, .. } = &err {
+            let namespaces = palisade_ns::Namespace::from_bits_truncate(*flags);
+            if source.raw_os_error() == Some(libc::EPERM)
+                && !namespaces.is_empty()
+                && !namespaces.contains(palisade_ns::Namespace::USER)
+            {
+                return Error::NeedsPrivilege {
+                    namespaces,
+                    source: err,
+                };
+            }
+        }
+        Error::Namespace(err)
+    }
+
+    /// A failure to create the sandbox's cgroup, with what to do when the caller may not create
+    /// groups there ([`Error::CgroupNotDelegated`]).
+    pub(crate) fn from_cgroup_create(err: palisade_cgroup::Error) -> Error {
+        match err.errno() {
+            Some(libc::EACCES | libc::EPERM | libc::EROFS) => {
+                Error::CgroupNotDelegated { source: err }
+            }
+            _ => Error::Cgroup(err),
         }
     }
 }
@@ -394,6 +543,41 @@ mod tests {
         assert_eq!(ChildStep::JoinNamespace as u32, 32);
         assert_eq!(ChildStep::Personality as u32, 38);
         assert_eq!(ChildStep::Cgroup as u32, 39);
+    }
+
+    #[test]
+    fn privilege_and_delegation_failures_are_translated() {
+        let eperm = |flags: u64| palisade_ns::Error::Clone {
+            call: "clone3",
+            flags,
+            source: io::Error::from_raw_os_error(libc::EPERM),
+        };
+        let docker = palisade_ns::Namespace::MOUNT | palisade_ns::Namespace::PID;
+        let err = Error::from_clone(eperm(docker.bits()));
+        assert!(matches!(err, Error::NeedsPrivilege { namespaces, .. } if namespaces == docker));
+        assert_eq!(err.errno(), Some(libc::EPERM));
+        assert!(err.to_string().contains("rootless()"), "{err}");
+        // In a new user namespace privilege is not what is missing.
+        let user = docker | palisade_ns::Namespace::USER;
+        assert!(matches!(
+            Error::from_clone(eperm(user.bits())),
+            Error::Namespace(_)
+        ));
+
+        let denied = palisade_cgroup::Error::Io {
+            op: "create",
+            path: "/sys/fs/cgroup/x".into(),
+            source: io::Error::from_raw_os_error(libc::EACCES),
+        };
+        let err = Error::from_cgroup_create(denied);
+        assert!(matches!(err, Error::CgroupNotDelegated { .. }));
+        assert_eq!(err.errno(), Some(libc::EACCES));
+        let full = palisade_cgroup::Error::Io {
+            op: "create",
+            path: "/sys/fs/cgroup/x".into(),
+            source: io::Error::from_raw_os_error(libc::ENOSPC),
+        };
+        assert!(matches!(Error::from_cgroup_create(full), Error::Cgroup(_)));
     }
 
     #[test]

@@ -91,6 +91,8 @@ pub mod state;
 mod status;
 mod stdio;
 pub mod terminal;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 pub use builder::{Sandbox, SandboxBuilder};
 pub use error::{ChildStep, Context, Error, Result};
@@ -99,6 +101,8 @@ pub use nix::sys::signal::Signal;
 pub use palisade_ns::{IdMap, IdMapping, Namespace, Offset, TimeOffsets};
 // The leaf crates' types that the builder's methods take, at the root so that the docs show
 // them beside the builder.
+#[cfg(feature = "tokio")]
+pub use crate::tokio::AsyncChild;
 pub use palisade_cgroup::Bytes;
 pub use palisade_image::{Image, LayerStore};
 pub use palisade_netns::{Network, PortMap, Proto};
@@ -109,6 +113,7 @@ pub use security::{parse_capability, Capabilities, Capability, Rlimit, RlimitRes
 pub use spawn::enter::Exec;
 pub use state::{Handle, State, Status};
 pub use status::ExitStatus;
+pub use status::ExitStatusError;
 pub use stdio::Stdio;
 pub use terminal::{Pty, TerminalSize};
 

@@ -1,6 +1,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use palisade_cgroup::{Cgroup, MemoryEvents, Stats};
 use palisade_netns::{Attachment, Forwarder, PortMap};
@@ -16,6 +17,23 @@ use crate::{ExitStatus, Signal};
 /// PID namespace) or, without one, the command itself. Dropping a handle that has not been
 /// waited for kills and reaps the sandbox, unless
 /// [`kill_on_drop(false)`](crate::SandboxBuilder::kill_on_drop) was set.
+///
+/// Its descriptor ([`AsFd`]) is the process's pidfd (`pidfd_open(2)`), readable once the process
+/// has exited: an event loop can watch it and then call [`try_wait`](Self::try_wait).
+///
+/// # Wall-clock limit
+///
+/// A sandbox built with [`SandboxBuilder::timeout`](crate::SandboxBuilder::timeout) has a
+/// deadline, measured from the call to [`spawn`](crate::Sandbox::spawn) (or
+/// [`create`](crate::Sandbox::create)). The clock is kept by the waits of this handle, in the
+/// caller's process: [`wait`](Self::wait), [`wait_timeout`](Self::wait_timeout),
+/// [`wait_with_output`](Self::wait_with_output) (and so
+/// [`SandboxBuilder::output`](crate::SandboxBuilder::output) and
+/// [`status`](crate::SandboxBuilder::status)) poll the pidfd for at most the time left, and a
+/// wait that reaches the deadline [kills](Self::kill) the whole sandbox and returns a status
+/// whose [`timed_out`](crate::ExitStatus::timed_out) is true; [`try_wait`](Self::try_wait) does
+/// the same once the deadline has passed. A sandbox no wait looks at runs on past its deadline
+/// until the next wait, or until the handle is dropped (which kills it by default).
 #[derive(Debug)]
 pub struct Child {
     pid: libc::pid_t,
@@ -39,6 +57,10 @@ pub struct Child {
     entry: Option<std::sync::Arc<crate::entry::Entry>>,
     /// Whether the sandbox has an init, whose child the command is.
     has_init: bool,
+    /// When the sandbox's wall-clock limit runs out.
+    deadline: Option<Instant>,
+    /// Whether a wait killed it at its deadline.
+    timed_out: bool,
     /// A named sandbox's record.
     record: Option<crate::state::Record>,
     /// Whether it outlives this handle and this process.
@@ -95,6 +117,8 @@ impl Child {
             pid,
             pidfd,
             has_init: init_report.is_some(),
+            deadline: None,
+            timed_out: false,
             record: None,
             detached: false,
             pending: None,
@@ -158,6 +182,11 @@ impl Child {
             )),
             _ => None,
         }
+    }
+
+    /// Sets the wall-clock limit's deadline (see [`Child`]'s docs).
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
     }
 
     pub(crate) fn set_kill_on_drop(&mut self, kill: bool) {
@@ -288,6 +317,35 @@ impl Child {
         self.pidfd.as_fd()
     }
 
+    /// Kills the whole sandbox, like [`std::process::Child::kill`]: `SIGKILL` to every process
+    /// of its cgroup (`cgroup.kill`, if it has a group) and to its first process
+    /// (`pidfd_send_signal(2)`). With an init, the init is PID 1 of the sandbox's PID namespace,
+    /// and its death kills every other process of the namespace (`pid_namespaces(7)`); without
+    /// a PID namespace or a cgroup, only the process spawned is killed. Does nothing once the
+    /// sandbox has been waited for; [`wait`](Self::wait) for it afterwards.
+    ///
+    /// ```
+    /// # if unsafe { libc::geteuid() } != 0 {
+    /// #     eprintln!("SKIPPED: the Child::kill example needs root");
+    /// #     return Ok(());
+    /// # }
+    /// let mut child = palisade::Sandbox::builder("sleep").arg("100").spawn()?;
+    /// child.kill()?;
+    /// assert_eq!(child.wait()?.signal(), Some(libc::SIGKILL));
+    /// # Ok::<(), palisade::Error>(())
+    /// ```
+    pub fn kill(&self) -> Result<()> {
+        if self.status.is_some() {
+            return Ok(());
+        }
+        // The group first: it reaches what the first process's death would not (a sandbox
+        // without a PID namespace), and its v1 fallback lists the processes still alive.
+        let group = self.cgroup.as_ref().map(Cgroup::kill).transpose();
+        let sent = self.signal(Signal::SIGKILL);
+        group?;
+        sent
+    }
+
     /// Sends `signal` to the sandbox (`pidfd_send_signal(2)`). With an init, the init forwards
     /// it to the command (SIGKILL kills the whole sandbox). Does nothing once the sandbox has been
     /// waited for.
@@ -296,7 +354,20 @@ impl Child {
     /// names this process alone, never a later one that reuses its PID (`pidfd_open(2)`); once
     /// the process has been reaped the kernel answers `ESRCH` (`pidfd_send_signal(2)`), so the
     /// call is sound whatever it races with.
-    pub fn kill(&self, signal: Signal) -> Result<()> {
+    ///
+    /// ```
+    /// use palisade::{Sandbox, Signal};
+    ///
+    /// # if unsafe { libc::geteuid() } != 0 {
+    /// #     eprintln!("SKIPPED: the Child::signal example needs root");
+    /// #     return Ok(());
+    /// # }
+    /// let mut child = Sandbox::builder("sleep").arg("100").spawn()?;
+    /// child.signal(Signal::SIGTERM)?; // the init forwards it to `sleep`
+    /// assert_eq!(child.wait()?.signal(), Some(libc::SIGTERM));
+    /// # Ok::<(), palisade::Error>(())
+    /// ```
+    pub fn signal(&self, signal: Signal) -> Result<()> {
         if self.status.is_some() {
             return Ok(());
         }
@@ -308,48 +379,155 @@ impl Child {
     }
 
     /// Waits for the sandbox to exit and returns the command's status. Closes the command's
-    /// stdin first, if piped, so that it does not wait for input.
+    /// stdin first, if piped, so that it does not wait for input. At the sandbox's deadline
+    /// ([`SandboxBuilder::timeout`](crate::SandboxBuilder::timeout)) it kills the sandbox and
+    /// returns a [timed-out](crate::ExitStatus::timed_out) status.
     pub fn wait(&mut self) -> Result<ExitStatus> {
         drop(self.stdin.take());
-        match self.reap(0)? {
-            Some(status) => Ok(status),
-            None => unreachable!("a blocking waitpid returned no child"),
+        loop {
+            if let Some(status) = self.wait_until(None)? {
+                return Ok(status);
+            }
         }
     }
 
-    /// Returns the status if the sandbox has exited, without blocking.
+    /// Waits at most `timeout` for the sandbox to exit: `Some(status)` once it has (as
+    /// [`wait`](Self::wait)), `None` if it still runs when `timeout` has passed, the sandbox
+    /// untouched. It polls the pidfd (`poll(2)`: readable once the process has exited,
+    /// `pidfd_open(2)`), then reaps. Unlike `wait`, it leaves a piped stdin open, so the caller
+    /// can go on writing to it between waits. The sandbox's own deadline, if it comes first, ends
+    /// the wait as it ends [`wait`](Self::wait).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # if unsafe { libc::geteuid() } != 0 {
+    /// #     eprintln!("SKIPPED: the Child::wait_timeout example needs root");
+    /// #     return Ok(());
+    /// # }
+    /// let mut child = palisade::Sandbox::builder("sleep").arg("100").spawn()?;
+    /// assert_eq!(child.wait_timeout(Duration::from_millis(50))?, None);
+    /// child.kill()?;
+    /// let status = child.wait_timeout(Duration::from_secs(60))?;
+    /// assert_eq!(status.and_then(|s| s.signal()), Some(libc::SIGKILL));
+    /// # Ok::<(), palisade::Error>(())
+    /// ```
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
+        // A timeout too far to represent is no timeout.
+        self.wait_until(Instant::now().checked_add(timeout))
+    }
+
+    /// Returns the status if the sandbox has exited, without blocking; past its deadline, kills
+    /// it first (see [`Child`]'s docs).
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
-        self.reap(libc::WNOHANG)
+        self.wait_until(Some(Instant::now()))
+    }
+
+    /// Waits until the sandbox exits or `until` passes (`None`: no limit), whichever comes
+    /// first, and kills it at its deadline.
+    fn wait_until(&mut self, until: Option<Instant>) -> Result<Option<ExitStatus>> {
+        loop {
+            if let Some(status) = self.status {
+                return Ok(Some(status));
+            }
+            let limit = match (until, self.deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if self.poll_exit(limit)? {
+                if let Some(status) = self.reap(0)? {
+                    return Ok(Some(status));
+                }
+                continue;
+            }
+            let now = Instant::now();
+            if self.deadline.is_some_and(|d| now >= d) {
+                return self.expire().map(Some);
+            }
+            if until.is_some_and(|u| now >= u) {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Whether the sandbox's first process has exited, polling its pidfd until `until` at most.
+    fn poll_exit(&self, until: Option<Instant>) -> Result<bool> {
+        loop {
+            let left = until.map(|u| u.saturating_duration_since(Instant::now()));
+            let timespec = left.map(|d| rustix::event::Timespec {
+                tv_sec: d.as_secs().try_into().unwrap_or(i64::MAX),
+                tv_nsec: d.subsec_nanos().into(),
+            });
+            let mut fds = [rustix::event::PollFd::new(
+                &self.pidfd,
+                rustix::event::PollFlags::IN,
+            )];
+            match rustix::event::poll(&mut fds, timespec.as_ref()) {
+                Ok(0) => {
+                    // poll(2) may come back a little early: only a passed limit ends the wait.
+                    if until.is_none_or(|u| Instant::now() >= u) {
+                        return Ok(false);
+                    }
+                }
+                Ok(_) => return Ok(true),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(self.error("poll the pidfd of", e.into())),
+            }
+        }
+    }
+
+    /// Kills the sandbox at its deadline and reaps it.
+    fn expire(&mut self) -> Result<ExitStatus> {
+        self.timed_out = true;
+        self.kill()?;
+        loop {
+            if let Some(status) = self.reap(0)? {
+                return Ok(status);
+            }
+        }
     }
 
     /// Closes stdin, collects all of stdout and stderr (those piped), and waits for the sandbox.
+    ///
+    /// The pipes are read on threads of their own while this one waits, so that a sandbox
+    /// killed at its deadline ([`SandboxBuilder::timeout`](crate::SandboxBuilder::timeout)) ends
+    /// the reads too: with it die the last holders of the pipes' write ends (with a PID
+    /// namespace or a cgroup; see [`kill`](Self::kill)).
     pub fn wait_with_output(mut self) -> Result<Output> {
         drop(self.stdin.take());
         let (out, err) = (self.stdout.take(), self.stderr.take());
-        let read_all = |file: Option<File>| -> io::Result<Vec<u8>> {
+        let read_all = |mut file: File| -> io::Result<Vec<u8>> {
             let mut buf = Vec::new();
-            if let Some(mut f) = file {
-                f.read_to_end(&mut buf)?;
-            }
+            file.read_to_end(&mut buf)?;
             Ok(buf)
         };
-        let (stdout, stderr) = std::thread::scope(|s| {
-            let err_reader = s.spawn(|| read_all(err));
-            let stdout = read_all(out);
-            let stderr = err_reader
+        type Reader<'s> = Option<std::thread::ScopedJoinHandle<'s, io::Result<Vec<u8>>>>;
+        let joined = |reader: Reader<'_>| match reader {
+            Some(reader) => reader
                 .join()
-                .unwrap_or_else(|_| Err(io::Error::other("stderr reader panicked")));
-            (stdout, stderr)
+                .unwrap_or_else(|_| Err(io::Error::other("output reader panicked"))),
+            None => Ok(Vec::new()),
+        };
+        let (status, stdout, stderr) = std::thread::scope(|s| {
+            let out_reader = out.map(|f| s.spawn(move || read_all(f)));
+            let err_reader = err.map(|f| s.spawn(move || read_all(f)));
+            let status = self.wait();
+            if status.is_err() {
+                // Whatever failed, the readers must see end-of-file for the scope to end.
+                let _ = self.kill();
+            }
+            (status, joined(out_reader), joined(err_reader))
         });
         let read_err = |source| Error::Process {
             call: "read output of",
             pid: self.pid,
             source,
         };
+        let status = status?;
         let stdout = stdout.map_err(read_err)?;
         let stderr = stderr.map_err(read_err)?;
         Ok(Output {
-            status: self.wait()?,
+            status,
             stdout,
             stderr,
         })
@@ -360,27 +538,58 @@ impl Child {
             return Ok(Some(status));
         }
         let mut raw = 0;
+        // SAFETY: `rusage` is plain integers, for which all zeroes is a value.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
         loop {
-            // SAFETY: `raw` is a valid out-pointer; `pid` is our unreaped child.
-            let ret = unsafe { libc::waitpid(self.pid, &mut raw, flags) };
+            // SAFETY: `raw` and `usage` are valid out-pointers; `pid` is our unreaped child.
+            let ret = unsafe { libc::wait4(self.pid, &mut raw, flags, &mut usage) };
             match ret {
                 0 => return Ok(None),
                 -1 => {
                     let err = io::Error::last_os_error();
                     if err.kind() != io::ErrorKind::Interrupted {
-                        return Err(self.error("waitpid", err));
+                        return Err(self.error("wait4", err));
                     }
                 }
                 _ => break,
             }
         }
-        let mut status = self.init_report().unwrap_or(ExitStatus::from_raw(raw));
-        if let Some(events) = self
+        let mut status = match self.init_report() {
+            // The init's report counts the command and its descendants, not the init itself.
+            Some(status) if status.cpu_time().is_some() => status,
+            // Without a report (the init was killed, and reaped its children as it died,
+            // `pid_namespaces(7)`) or without an init, the first process's own usage and that of
+            // the children it reaped (`wait4(2)`).
+            report => {
+                let time = |tv: libc::timeval| {
+                    Duration::from_secs(tv.tv_sec.max(0) as u64)
+                        + Duration::from_micros(tv.tv_usec.max(0) as u64)
+                };
+                report.unwrap_or(ExitStatus::from_raw(raw)).with_usage(
+                    time(usage.ru_utime),
+                    time(usage.ru_stime),
+                    (usage.ru_maxrss.max(0) as u64).saturating_mul(1024),
+                )
+            }
+        };
+        if let Some(g) = &self.cgroup {
+            if let Some(events) = g.memory_events().ok().flatten() {
+                status = status.with_oom_kills(events.oom_kill);
+            }
+        }
+        // The group's own peak counts all of its processes at once, and nothing of the
+        // caller's; `ru_maxrss` counts what the command's first image shared with the caller,
+        // and is the sandbox's own only above the caller's peak (see `ExitStatus`'s docs).
+        let group_peak = self
             .cgroup
             .as_ref()
-            .and_then(|g| g.memory_events().ok().flatten())
-        {
-            status = status.with_oom_kills(events.oom_kill);
+            .and_then(|g| g.stats().ok()?.memory?.peak);
+        status = status.with_peak_memory(match group_peak {
+            Some(peak) => Some(peak.0),
+            None => status.peak_memory().filter(|&rss| rss > caller_peak()),
+        });
+        if self.timed_out {
+            status = status.with_timed_out();
         }
         self.status = Some(status);
         if let Some(record) = &self.record {
@@ -400,14 +609,21 @@ impl Child {
         Ok(Some(status))
     }
 
-    /// The command's status as the init reported it before exiting, if it did.
+    /// The command's status (and usage) as the init reported it before exiting, if it did.
     fn init_report(&mut self) -> Option<ExitStatus> {
-        let mut buf = [0u8; 4];
+        let mut buf = [0u8; crate::status::REPORT_LEN];
         let mut file = self.init_report.take()?;
-        match file.read(&mut buf) {
-            Ok(4) => Some(ExitStatus::from_raw(i32::from_ne_bytes(buf))),
-            _ => None,
+        let mut len = 0;
+        // The init wrote it in one write(2) and has exited: all of it is there, or nothing.
+        while len < buf.len() {
+            match file.read(&mut buf[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
         }
+        ExitStatus::from_report(&buf[..len])
     }
 
     fn error(&self, call: &'static str, source: io::Error) -> Error {
@@ -419,14 +635,46 @@ impl Child {
     }
 }
 
+/// The caller's own peak resident set in bytes (`getrusage(2)`, `RUSAGE_SELF`); `u64::MAX` if
+/// unknown, so that nothing is mistaken for the sandbox's.
+fn caller_peak() -> u64 {
+    // SAFETY: `rusage` is plain integers, for which all zeroes is a value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage(2) fills the live struct.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return u64::MAX;
+    }
+    (usage.ru_maxrss.max(0) as u64).saturating_mul(1024)
+}
+
+/// The sandbox's pidfd ([`Child::pidfd`]): readable once its first process has exited
+/// (`pidfd_open(2)`), for `poll(2)`, epoll or an async reactor.
+///
+/// ```
+/// use std::os::fd::AsFd;
+///
+/// # if unsafe { libc::geteuid() } != 0 {
+/// #     eprintln!("SKIPPED: the AsFd example needs root");
+/// #     return Ok(());
+/// # }
+/// let mut child = palisade::Sandbox::builder("true").spawn()?;
+/// let mut fds = [rustix::event::PollFd::new(&child, rustix::event::PollFlags::IN)];
+/// rustix::event::poll(&mut fds, None).map_err(std::io::Error::from).unwrap();
+/// assert!(child.try_wait()?.is_some_and(|s| s.success()));
+/// # let _ = child.as_fd();
+/// # Ok::<(), palisade::Error>(())
+/// ```
+impl AsFd for Child {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+}
+
 impl Drop for Child {
     fn drop(&mut self) {
         if self.kill_on_drop && self.status.is_none() {
             // The cgroup reaches every process of the sandbox, even without a PID namespace.
-            if let Some(g) = &self.cgroup {
-                let _ = g.kill();
-            }
-            let _ = self.kill(Signal::SIGKILL);
+            let _ = self.kill();
             let _ = self.reap(0);
         }
         if self.status.is_none() {

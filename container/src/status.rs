@@ -1,29 +1,160 @@
 use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
 
-/// How a sandboxed command ended: an exit code or a signal, decoded from the `wait(2)` status.
+/// How a sandboxed command ended: an exit code or a signal, decoded from the `wait(2)` status,
+/// with what it used on the way.
 ///
 /// Under the sandbox's init (see [`SandboxBuilder::init`](crate::SandboxBuilder::init)) this is
 /// the status of the command itself, which the init reports to the parent, not the init's own.
 ///
 /// A sandbox with a memory limit also reports whether the kernel's OOM killer killed any of its
-/// processes ([`oom_killed`](Self::oom_killed)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// processes ([`oom_killed`](Self::oom_killed)); one with a wall-clock limit, whether it was
+/// killed for passing it ([`timed_out`](Self::timed_out),
+/// [`SandboxBuilder::timeout`](crate::SandboxBuilder::timeout)).
+///
+/// # Resource usage
+///
+/// A status returned by a wait of [`Child`](crate::Child) carries the CPU time and the peak
+/// memory of the command and of its descendants, as `time(1)` reports them, whether or not the
+/// sandbox has limits:
+///
+/// - CPU time ([`user_time`](Self::user_time), [`system_time`](Self::system_time)) is the
+///   `getrusage(2)` sum over the command and every descendant that was waited for (by its
+///   parent, or by the init, which reaps orphans): the init reports its children's
+///   (`RUSAGE_CHILDREN`), its own set-up excluded; without an init it is the command's own
+///   (`wait4(2)`), which includes the few system calls that set the sandbox up before its
+///   `execve(2)`. An init killed before it could report (at a
+///   [timeout](crate::SandboxBuilder::timeout), by [`kill`](crate::Child::kill)) reaps every
+///   process of its namespace as it dies (`pid_namespaces(7)`), and its own `wait4(2)` usage,
+///   set-up included, is reported instead.
+/// - Peak memory ([`peak_memory`](Self::peak_memory)) is, with a cgroup, the group's peak
+///   charge (`memory.peak`, cgroup v2 since Linux 5.19; v1 `memory.max_usage_in_bytes`): all
+///   of the sandbox's processes together, page cache included. Without a cgroup (or without
+///   its memory controller) it is the largest resident set of any one of them (`ru_maxrss`,
+///   `getrusage(2)`). The kernel takes that figure at the command's `execve(2)` from the memory
+///   it had until then, which was the caller's (the spawn clones it with `CLONE_VM`), so it is
+///   never below the caller's own peak: it is reported only when it exceeds the caller's peak
+///   resident set (`RUSAGE_SELF`) and so can only be the sandbox's, and is `None` otherwise.
+///   Give the sandbox a cgroup ([`cgroup(true)`](crate::SandboxBuilder::cgroup)) for a figure
+///   always.
+///
+/// Usage is `None` for a status built with [`from_raw`](Self::from_raw) or read from a named
+/// sandbox's record. Equality and hashing compare the outcome (the wait status, the OOM kills,
+/// the timeout), never the usage.
+///
+/// ```
+/// use palisade::ExitStatus;
+///
+/// let status = ExitStatus::from_raw(0);
+/// assert!(status.success() && status.exit_ok().is_ok());
+/// assert_eq!(status.cpu_time(), None);
+/// ```
+#[derive(Debug, Clone, Copy)]
 pub struct ExitStatus {
     raw: libc::c_int,
     oom_kills: u64,
+    timed_out: bool,
+    user: Option<Duration>,
+    system: Option<Duration>,
+    peak: Option<u64>,
 }
+
+impl PartialEq for ExitStatus {
+    fn eq(&self, other: &Self) -> bool {
+        self.outcome() == other.outcome()
+    }
+}
+
+impl Eq for ExitStatus {}
+
+impl Hash for ExitStatus {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.outcome().hash(state);
+    }
+}
+
+/// The size of the init's report: the raw wait status (`i32`), then the user and system CPU
+/// time in microseconds and the largest resident set in KiB (`u64` each), all native-endian.
+pub(crate) const REPORT_LEN: usize = 4 + 3 * 8;
 
 impl ExitStatus {
     /// Wraps a raw `wait(2)` status.
+    ///
+    /// ```
+    /// let status = palisade::ExitStatus::from_raw(3 << 8);
+    /// assert_eq!(status.code(), Some(3));
+    /// ```
     pub fn from_raw(raw: libc::c_int) -> Self {
-        ExitStatus { raw, oom_kills: 0 }
+        ExitStatus {
+            raw,
+            oom_kills: 0,
+            timed_out: false,
+            user: None,
+            system: None,
+            peak: None,
+        }
+    }
+
+    /// Decodes the init's report ([`REPORT_LEN`] bytes; a bare status of 4 bytes carries no
+    /// usage). `None` for any other length.
+    pub(crate) fn from_report(bytes: &[u8]) -> Option<Self> {
+        let word = |at: usize| -> Option<u64> {
+            Some(u64::from_ne_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+        };
+        let raw = i32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
+        let status = ExitStatus::from_raw(raw);
+        match bytes.len() {
+            4 => Some(status),
+            REPORT_LEN => Some(status.with_usage(
+                Duration::from_micros(word(4)?),
+                Duration::from_micros(word(12)?),
+                word(20)?.saturating_mul(1024),
+            )),
+            _ => None,
+        }
+    }
+
+    /// Adds the usage `getrusage(2)` reports (`ru_maxrss` in bytes).
+    pub(crate) fn with_usage(self, user: Duration, system: Duration, max_rss: u64) -> Self {
+        ExitStatus {
+            user: Some(user),
+            system: Some(system),
+            peak: Some(max_rss),
+            ..self
+        }
+    }
+
+    /// Replaces the peak memory: with a better source's (the cgroup's), or with `None` when
+    /// it cannot be told apart from the caller's.
+    pub(crate) fn with_peak_memory(self, bytes: Option<u64>) -> Self {
+        ExitStatus {
+            peak: bytes,
+            ..self
+        }
     }
 
     pub(crate) fn with_oom_kills(self, oom_kills: u64) -> Self {
         ExitStatus { oom_kills, ..self }
     }
 
+    /// Marks the status as that of a sandbox killed at its deadline.
+    pub(crate) fn with_timed_out(self) -> Self {
+        ExitStatus {
+            timed_out: true,
+            ..self
+        }
+    }
+
+    fn outcome(&self) -> (libc::c_int, u64, bool) {
+        (self.raw, self.oom_kills, self.timed_out)
+    }
+
     /// The raw `wait(2)` status.
+    ///
+    /// ```
+    /// assert_eq!(palisade::ExitStatus::from_raw(9).into_raw(), 9);
+    /// ```
     pub fn into_raw(self) -> libc::c_int {
         self.raw
     }
@@ -40,9 +171,117 @@ impl ExitStatus {
         self.oom_kills
     }
 
+    /// Whether the sandbox was still running when its wall-clock limit
+    /// ([`SandboxBuilder::timeout`](crate::SandboxBuilder::timeout)) passed, and was killed for
+    /// it: the command then ends with `SIGKILL` (or, should it have exited in the same instant,
+    /// with its own status).
+    ///
+    /// ```
+    /// assert!(!palisade::ExitStatus::from_raw(0).timed_out());
+    /// ```
+    pub fn timed_out(&self) -> bool {
+        self.timed_out
+    }
+
+    /// The CPU time the command and its waited-for descendants spent in user mode (see
+    /// [resource usage](Self#resource-usage)); `None` when unknown.
+    ///
+    /// ```
+    /// # if unsafe { libc::geteuid() } != 0 {
+    /// #     eprintln!("SKIPPED: the ExitStatus usage example needs root");
+    /// #     return Ok(());
+    /// # }
+    /// let status = palisade::Sandbox::builder("true").status()?;
+    /// assert!(status.user_time().is_some());
+    /// # Ok::<(), palisade::Error>(())
+    /// ```
+    pub fn user_time(&self) -> Option<Duration> {
+        self.user
+    }
+
+    /// The CPU time they spent in the kernel; `None` when unknown.
+    ///
+    /// ```
+    /// # if unsafe { libc::geteuid() } != 0 {
+    /// #     eprintln!("SKIPPED: the ExitStatus usage example needs root");
+    /// #     return Ok(());
+    /// # }
+    /// let status = palisade::Sandbox::builder("true").status()?;
+    /// assert!(status.system_time().is_some());
+    /// # Ok::<(), palisade::Error>(())
+    /// ```
+    pub fn system_time(&self) -> Option<Duration> {
+        self.system
+    }
+
+    /// Their total CPU time, user and system; `None` when unknown.
+    ///
+    /// ```
+    /// # if unsafe { libc::geteuid() } != 0 {
+    /// #     eprintln!("SKIPPED: the ExitStatus usage example needs root");
+    /// #     return Ok(());
+    /// # }
+    /// let status = palisade::Sandbox::builder("sh")
+    ///     .args(["-c", "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done"])
+    ///     .status()?;
+    /// let cpu = status.cpu_time().expect("measured");
+    /// assert!(cpu > std::time::Duration::ZERO);
+    /// println!("{status:#}"); // exit status: 0 (user 0.150s, system 0.010s, peak 1.2 MiB)
+    /// # Ok::<(), palisade::Error>(())
+    /// ```
+    pub fn cpu_time(&self) -> Option<Duration> {
+        Some(self.user? + self.system?)
+    }
+
+    /// The sandbox's peak memory in bytes (see [resource usage](Self#resource-usage) for what
+    /// it counts with and without a cgroup); `None` when unknown, or when without a cgroup it
+    /// did not exceed the caller's own peak.
+    ///
+    /// ```
+    /// # if unsafe { libc::geteuid() } != 0 {
+    /// #     eprintln!("SKIPPED: the ExitStatus usage example needs root");
+    /// #     return Ok(());
+    /// # }
+    /// let status = palisade::Sandbox::builder("dd")
+    ///     .args(["if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"])
+    ///     .cgroup(true)
+    ///     .status()?;
+    /// assert!(status.peak_memory().is_some_and(|bytes| bytes >= 64 << 20));
+    /// # Ok::<(), palisade::Error>(())
+    /// ```
+    pub fn peak_memory(&self) -> Option<u64> {
+        self.peak
+    }
+
     /// Whether the command exited with code 0.
     pub fn success(&self) -> bool {
         self.code() == Some(0)
+    }
+
+    /// `Ok` if the command exited with code 0, else an error that says how it ended, as
+    /// std's (unstable) `ExitStatus::exit_ok`: `status.exit_ok()?` in a function returning
+    /// [`palisade::Result`](crate::Result) (it converts to [`Error::Failed`](crate::Error::Failed)).
+    ///
+    /// ```
+    /// use palisade::ExitStatus;
+    ///
+    /// let err = ExitStatus::from_raw(2 << 8).exit_ok().unwrap_err();
+    /// assert_eq!(err.code(), Some(2));
+    /// assert_eq!(err.to_string(), "the sandboxed command failed: exit status: 2");
+    /// assert!(ExitStatus::from_raw(0).exit_ok().is_ok());
+    ///
+    /// fn run() -> palisade::Result<()> {
+    ///     ExitStatus::from_raw(2 << 8).exit_ok()?;
+    ///     Ok(())
+    /// }
+    /// assert!(matches!(run(), Err(palisade::Error::Failed(e)) if e.code() == Some(2)));
+    /// ```
+    pub fn exit_ok(&self) -> Result<(), ExitStatusError> {
+        if self.success() {
+            Ok(())
+        } else {
+            Err(ExitStatusError(*self))
+        }
     }
 
     /// The exit code, if the command exited normally.
@@ -70,6 +309,9 @@ impl ExitStatus {
     }
 }
 
+/// Shows how the command ended (`exit status: 1`, `signal: 9 (SIGKILL)`, then `, OOM-killed`
+/// or `, timed out`); the alternate form (`{:#}`) adds the resource usage it knows, as
+/// `(user 0.310s, system 0.004s, peak 66.1 MiB)`.
 impl fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.code(), self.signal()) {
@@ -88,7 +330,85 @@ impl fmt::Display for ExitStatus {
         if self.oom_killed() {
             f.write_str(", OOM-killed")?;
         }
+        if self.timed_out {
+            f.write_str(", timed out")?;
+        }
+        if f.alternate() {
+            let mut parts = Vec::new();
+            if let Some(user) = self.user {
+                parts.push(format!("user {:.3}s", user.as_secs_f64()));
+            }
+            if let Some(system) = self.system {
+                parts.push(format!("system {:.3}s", system.as_secs_f64()));
+            }
+            if let Some(peak) = self.peak {
+                parts.push(format!("peak {:.1} MiB", peak as f64 / (1024.0 * 1024.0)));
+            }
+            if !parts.is_empty() {
+                write!(f, " ({})", parts.join(", "))?;
+            }
+        }
         Ok(())
+    }
+}
+
+/// A command that did not exit with code 0: what [`ExitStatus::exit_ok`] returns, saying how it
+/// ended instead.
+///
+/// ```
+/// let err = palisade::ExitStatus::from_raw(libc::SIGKILL).exit_ok().unwrap_err();
+/// assert_eq!((err.code(), err.signal()), (None, Some(9)));
+/// assert_eq!(err.to_string(), "the sandboxed command failed: signal: 9 (SIGKILL)");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[error("the sandboxed command failed: {0}")]
+pub struct ExitStatusError(ExitStatus);
+
+impl ExitStatusError {
+    /// The status, with its usage.
+    ///
+    /// ```
+    /// let status = palisade::ExitStatus::from_raw(1 << 8);
+    /// assert_eq!(status.exit_ok().unwrap_err().status(), status);
+    /// ```
+    pub fn status(&self) -> ExitStatus {
+        self.0
+    }
+
+    /// The exit code, if the command exited (with a code other than 0).
+    ///
+    /// ```
+    /// let err = palisade::ExitStatus::from_raw(1 << 8).exit_ok().unwrap_err();
+    /// assert_eq!(err.code(), Some(1));
+    /// ```
+    pub fn code(&self) -> Option<i32> {
+        self.0.code()
+    }
+
+    /// The signal that killed it, if one did.
+    ///
+    /// ```
+    /// let err = palisade::ExitStatus::from_raw(libc::SIGTERM).exit_ok().unwrap_err();
+    /// assert_eq!(err.signal(), Some(libc::SIGTERM));
+    /// ```
+    pub fn signal(&self) -> Option<i32> {
+        self.0.signal()
+    }
+
+    /// Whether it was killed at its deadline ([`ExitStatus::timed_out`]).
+    ///
+    /// ```
+    /// let err = palisade::ExitStatus::from_raw(libc::SIGKILL).exit_ok().unwrap_err();
+    /// assert!(!err.timed_out());
+    /// ```
+    pub fn timed_out(&self) -> bool {
+        self.0.timed_out()
+    }
+}
+
+impl From<ExitStatusError> for ExitStatus {
+    fn from(err: ExitStatusError) -> ExitStatus {
+        err.0
     }
 }
 
@@ -116,5 +436,35 @@ mod tests {
         let oom = killed.with_oom_kills(1);
         assert!(oom.oom_killed() && !killed.oom_killed());
         assert_eq!(oom.to_string(), "signal: 9 (SIGKILL), OOM-killed");
+        assert_eq!(
+            killed.with_timed_out().to_string(),
+            "signal: 9 (SIGKILL), timed out"
+        );
+    }
+
+    #[test]
+    fn reports_decode_with_and_without_usage() {
+        let mut report = Vec::new();
+        report.extend_from_slice(&(3i32 << 8).to_ne_bytes());
+        for word in [1_500_000u64, 250_000, 2048] {
+            report.extend_from_slice(&word.to_ne_bytes());
+        }
+        let status = ExitStatus::from_report(&report).unwrap();
+        assert_eq!(status.code(), Some(3));
+        assert_eq!(status.user_time(), Some(Duration::from_millis(1500)));
+        assert_eq!(status.system_time(), Some(Duration::from_millis(250)));
+        assert_eq!(status.cpu_time(), Some(Duration::from_millis(1750)));
+        assert_eq!(status.peak_memory(), Some(2 << 20));
+        assert_eq!(
+            format!("{status:#}"),
+            "exit status: 3 (user 1.500s, system 0.250s, peak 2.0 MiB)"
+        );
+        // Usage never makes two outcomes differ.
+        assert_eq!(status, ExitStatus::from_raw(3 << 8));
+
+        let bare = ExitStatus::from_report(&report[..4]).unwrap();
+        assert_eq!((bare.code(), bare.cpu_time()), (Some(3), None));
+        assert!(ExitStatus::from_report(&report[..7]).is_none());
+        assert!(ExitStatus::from_report(&[]).is_none());
     }
 }

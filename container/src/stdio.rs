@@ -1,20 +1,55 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::process::{ChildStderr, ChildStdin, ChildStdout};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
 /// What to connect one of the sandboxed command's standard streams to, as with
 /// [`std::process::Stdio`].
-#[derive(Debug)]
+///
+/// Besides [`inherit`](Self::inherit), [`null`](Self::null) and [`piped`](Self::piped), any
+/// open descriptor can be given: an [`OwnedFd`], a [`File`], or the pipe end of a
+/// [`std::process::Child`] ([`ChildStdin`], [`ChildStdout`], [`ChildStderr`]), which chains a
+/// sandbox to an ordinary process as a shell pipeline does:
+///
+/// ```no_run
+/// use std::process::{Command, Stdio as StdStdio};
+/// use palisade::{Sandbox, Stdio};
+///
+/// // `seq 3 | sandboxed wc -l`
+/// let mut seq = Command::new("seq").arg("3").stdout(StdStdio::piped()).spawn()?;
+/// let seq_out = seq.stdout.take().expect("piped");
+/// let out = Sandbox::builder("wc")
+///     .arg("-l")
+///     .stdin(seq_out)
+///     .stdout(Stdio::piped())
+///     .output()?;
+/// assert_eq!(out.stdout, b"3\n");
+/// seq.wait()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// There is no `From<std::process::Stdio>`: std gives no way, on stable Rust, to tell which
+/// of its kinds a `std::process::Stdio` is or to take the descriptor out of it (the conversion
+/// exists only the other way, `From<OwnedFd> for std::process::Stdio`). Give the descriptor
+/// itself instead. Likewise `std::io::PipeReader` and `PipeWriter` (Rust 1.87, above this
+/// crate's minimum) convert through [`OwnedFd`]: `Stdio::from(OwnedFd::from(reader))`.
+///
+/// A `Stdio` is [`Clone`]: a clone shares the descriptor it was given (each spawn duplicates
+/// it, `dup(2)`), so one configuration serves any number of sandboxes; the descriptor is closed
+/// when the last clone goes.
+#[derive(Debug, Clone)]
 pub struct Stdio(Kind);
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Kind {
     Inherit,
     Null,
     Piped,
-    Fd(OwnedFd),
+    /// Shared by clones of the configuration; each spawn installs a duplicate.
+    Fd(Arc<OwnedFd>),
 }
 
 impl Stdio {
@@ -34,17 +69,9 @@ impl Stdio {
         Stdio(Kind::Piped)
     }
 
-    /// A copy of this configuration; a descriptor is duplicated (`dup(2)`).
+    /// A copy of this configuration, sharing its descriptor (each spawn duplicates it).
     pub(crate) fn try_clone(&self) -> Result<Stdio> {
-        Ok(Stdio(match &self.0 {
-            Kind::Inherit => Kind::Inherit,
-            Kind::Null => Kind::Null,
-            Kind::Piped => Kind::Piped,
-            Kind::Fd(fd) => Kind::Fd(fd.try_clone().map_err(|source| Error::Setup {
-                what: "duplicate a stdio descriptor",
-                source,
-            })?),
-        }))
+        Ok(self.clone())
     }
 
     pub(crate) fn is_inherit(&self) -> bool {
@@ -55,14 +82,38 @@ impl Stdio {
 impl From<OwnedFd> for Stdio {
     /// The stream is connected to this open file descriptor (duplicated for each spawn).
     fn from(fd: OwnedFd) -> Stdio {
-        Stdio(Kind::Fd(fd))
+        Stdio(Kind::Fd(Arc::new(fd)))
     }
 }
 
 impl From<File> for Stdio {
     /// The stream is connected to this file (duplicated for each spawn).
     fn from(file: File) -> Stdio {
-        Stdio(Kind::Fd(file.into()))
+        Stdio::from(OwnedFd::from(file))
+    }
+}
+
+impl From<ChildStdin> for Stdio {
+    /// The stream is connected to the write end of a [`std::process::Child`]'s stdin pipe:
+    /// the sandboxed command's output feeds that process (duplicated for each spawn).
+    fn from(stdin: ChildStdin) -> Stdio {
+        Stdio::from(OwnedFd::from(stdin))
+    }
+}
+
+impl From<ChildStdout> for Stdio {
+    /// The stream is connected to the read end of a [`std::process::Child`]'s stdout pipe:
+    /// that process's output feeds the sandboxed command (duplicated for each spawn).
+    fn from(stdout: ChildStdout) -> Stdio {
+        Stdio::from(OwnedFd::from(stdout))
+    }
+}
+
+impl From<ChildStderr> for Stdio {
+    /// The stream is connected to the read end of a [`std::process::Child`]'s stderr pipe
+    /// (duplicated for each spawn).
+    fn from(stderr: ChildStderr) -> Stdio {
+        Stdio::from(OwnedFd::from(stderr))
     }
 }
 

@@ -118,7 +118,7 @@ fn stats_freeze_thaw_and_cgroup_namespace() {
     assert!(stats.memory.unwrap().current.0 > 0);
     child.freeze().unwrap();
     child.thaw().unwrap();
-    child.kill(palisade::Signal::SIGKILL).unwrap();
+    child.signal(palisade::Signal::SIGKILL).unwrap();
     assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
 }
 

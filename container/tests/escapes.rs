@@ -85,3 +85,6 @@ mod net_nat;
 
 #[path = "escapes/image_user.rs"]
 mod image_user;
+
+#[path = "escapes/mount_options.rs"]
+mod mount_options;

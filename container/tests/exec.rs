@@ -91,7 +91,7 @@ fn an_exec_joins_the_sandbox_and_holds_no_more_than_its_command() {
             .current_dir("/etc"),
     );
     assert_eq!(out, "pal-exec x\n/etc\n");
-    child.kill(Signal::SIGKILL).unwrap();
+    child.signal(Signal::SIGKILL).unwrap();
     child.wait().unwrap();
 }
 
@@ -115,7 +115,7 @@ fn an_exec_of_a_user_sandbox_runs_as_its_user_and_cannot_regain_capabilities() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("uid=0"), "{text}");
-    child.kill(Signal::SIGKILL).unwrap();
+    child.signal(Signal::SIGKILL).unwrap();
     child.wait().unwrap();
 }
 
@@ -155,9 +155,9 @@ fn exec_failures_are_typed_errors() {
         inner.exec("true").spawn(),
         Err(Error::InvalidValue { what: "exec", .. })
     ));
-    inner.kill(Signal::SIGKILL).unwrap();
+    inner.signal(Signal::SIGKILL).unwrap();
     inner.wait().unwrap();
-    child.kill(Signal::SIGKILL).unwrap();
+    child.signal(Signal::SIGKILL).unwrap();
     child.wait().unwrap();
     // A sandbox that has ended takes no more commands.
     assert!(matches!(
@@ -200,9 +200,9 @@ fn an_exec_can_have_a_terminal_and_be_waited_for_and_killed() {
     assert_eq!(exec.wait().unwrap().code(), Some(5));
     // Killed from outside, as any child.
     let mut sleeper = child.exec("sleep").arg("60").spawn().unwrap();
-    sleeper.kill(Signal::SIGTERM).unwrap();
+    sleeper.signal(Signal::SIGTERM).unwrap();
     assert_eq!(sleeper.wait().unwrap().signal(), Some(libc::SIGTERM));
-    child.kill(Signal::SIGKILL).unwrap();
+    child.signal(Signal::SIGKILL).unwrap();
     child.wait().unwrap();
 }
 
@@ -231,7 +231,7 @@ fn an_exec_into_a_rootless_sandbox_is_root_of_its_user_namespace() {
             .to_string_lossy(),
         "not the caller's"
     );
-    child.kill(Signal::SIGKILL).unwrap();
+    child.signal(Signal::SIGKILL).unwrap();
     child.wait().unwrap();
 }
 
@@ -259,7 +259,7 @@ fn an_exec_gets_none_of_the_callers_descriptors() {
     assert!(fds.starts_with(&[0, 1, 2]), "{fds:?}");
     // SAFETY: our own descriptor.
     unsafe { libc::close(leaked) };
-    child.kill(Signal::SIGKILL).unwrap();
+    child.signal(Signal::SIGKILL).unwrap();
     child.wait().unwrap();
 }
 
@@ -306,7 +306,7 @@ fn an_exec_may_run_as_another_user_or_with_fewer_capabilities_never_more() {
         ),
         "{err}"
     );
-    child.kill(Signal::SIGKILL).unwrap();
+    child.signal(Signal::SIGKILL).unwrap();
     child.wait().unwrap();
 }
 
@@ -394,7 +394,7 @@ fn an_exec_runs_a_sealed_copy_of_a_program_of_the_callers() {
         "{out:?}"
     );
     assert!(exec.wait().unwrap().success());
-    child.kill(Signal::SIGKILL).unwrap();
+    child.signal(Signal::SIGKILL).unwrap();
     child.wait().unwrap();
 }
 
@@ -438,7 +438,7 @@ fn a_program_by_descriptor_is_refused_unless_an_executable_it_may_run() {
             .program_fd(std::fs::File::open("/").unwrap()),
         "regular file",
     );
-    child.kill(Signal::SIGKILL).unwrap();
+    child.signal(Signal::SIGKILL).unwrap();
     child.wait().unwrap();
 }
 
@@ -469,7 +469,7 @@ fn a_setuid_program_by_descriptor_grants_nothing() {
     assert!(out.contains("Uid:\t1000\t1000\t1000\t1000"), "{out}");
     assert!(out.contains("NoNewPrivs:\t0"), "{out}");
     assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
-    child.kill(Signal::SIGKILL).unwrap();
+    child.signal(Signal::SIGKILL).unwrap();
     child.wait().unwrap();
 }
 
@@ -507,7 +507,7 @@ fn an_exec_gets_the_descriptors_it_is_given_and_no_others() {
             "{bad}: {err}"
         );
     }
-    child.kill(Signal::SIGKILL).unwrap();
+    child.signal(Signal::SIGKILL).unwrap();
     child.wait().unwrap();
 }
 
@@ -567,7 +567,7 @@ fn an_exec_narrows_groups_limits_and_no_new_privs_never_widens() {
         ),
         "{err}"
     );
-    child.kill(Signal::SIGKILL).unwrap();
+    child.signal(Signal::SIGKILL).unwrap();
     child.wait().unwrap();
 
     // Without CAP_SETGID, the command's own groups only.
@@ -590,6 +590,6 @@ fn an_exec_narrows_groups_limits_and_no_new_privs_never_widens() {
     // An exec cannot lift the command's no_new_privs.
     let kept = status(child.exec("sh").no_new_privs(false));
     assert!(kept.contains("NoNewPrivs:\t1"), "{kept}");
-    child.kill(Signal::SIGKILL).unwrap();
+    child.signal(Signal::SIGKILL).unwrap();
     child.wait().unwrap();
 }

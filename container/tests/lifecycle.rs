@@ -255,7 +255,7 @@ fn a_created_sandbox_killed_before_its_start_is_cleaned_up() {
         .cgroup
         .clone();
     assert!(!dirs.is_empty());
-    child.kill(Signal::SIGKILL).unwrap();
+    child.signal(Signal::SIGKILL).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.signal(), Some(libc::SIGKILL));
     drop(child);
@@ -434,7 +434,7 @@ fn an_exec_from_a_handle_cannot_exceed_the_sandboxs_capabilities() {
     assert_eq!(exec, command, "the exec is confined as the command");
     assert!(exec.contains("CapEff:\t0000000000000000"), "{exec}");
     assert!(exec.contains("Seccomp:\t2"), "{exec}");
-    child.kill(Signal::SIGKILL).unwrap();
+    child.signal(Signal::SIGKILL).unwrap();
     child.wait().unwrap();
 }
 
@@ -573,6 +573,6 @@ fn a_handle_updates_the_limits_of_a_running_sandbox() {
         .is_err());
     assert_eq!(pids_max().as_deref(), Some("7"));
     assert!(h.cgroup().is_some());
-    child.kill(Signal::SIGKILL).unwrap();
+    child.signal(Signal::SIGKILL).unwrap();
     child.wait().unwrap();
 }

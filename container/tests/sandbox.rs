@@ -223,7 +223,7 @@ fn init_forwards_sigterm_and_reports_the_commands_status() {
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
     assert_eq!(line, "ready\n");
-    child.kill(Signal::SIGTERM).unwrap();
+    child.signal(Signal::SIGTERM).unwrap();
     line.clear();
     reader.read_line(&mut line).unwrap();
     assert_eq!(line, "got-term\n");
@@ -240,7 +240,7 @@ fn a_signal_death_is_reported_as_a_signal_with_and_without_init() {
     let status = sh("kill -KILL $$; exit 4").init(false).status().unwrap();
     assert_eq!(status.code(), Some(4), "{status}");
     let mut child = sleeper(&mut Sandbox::builder("cat"));
-    child.kill(Signal::SIGKILL).unwrap();
+    child.signal(Signal::SIGKILL).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.signal(), Some(9), "{status}");
     assert_eq!(status.shell_code(), 137);
@@ -410,7 +410,7 @@ fn a_sandbox_outlives_the_thread_that_spawned_it() {
     // SAFETY: one valid pollfd; a pidfd polls readable when the process exits.
     let ready = unsafe { libc::poll(&mut pfd, 1, 500) };
     assert_eq!(ready, 0, "the sandbox died with its spawning thread");
-    child.kill(Signal::SIGKILL).unwrap();
+    child.signal(Signal::SIGKILL).unwrap();
     assert!(child.wait().unwrap().signal().is_some());
 }
 
@@ -551,7 +551,7 @@ fn the_fork_like_clone_path_works_too() {
         .share_memory(false)
         .spawn()
         .unwrap();
-    child.kill(Signal::SIGTERM).unwrap();
+    child.signal(Signal::SIGTERM).unwrap();
     assert_eq!(child.wait().unwrap().signal(), Some(15));
 }
 
@@ -588,7 +588,7 @@ fn network_none_host_and_join() {
     assert_eq!(joined, ns);
     let own = std::fs::read_link("/proc/self/ns/net").unwrap();
     assert_ne!(ns.trim(), own.to_string_lossy());
-    first.kill(Signal::SIGKILL).unwrap();
+    first.signal(Signal::SIGKILL).unwrap();
     first.wait().unwrap();
     // Joining something that is not a network namespace is refused before the spawn.
     let err = sh("true")
@@ -756,7 +756,7 @@ fn a_sandbox_joins_anothers_user_namespace_and_makes_its_own_in_it() {
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect();
     assert_eq!(lines, ["0", "Groups:", &link(&ns)], "{out:?}");
-    third.kill(palisade::Signal::SIGKILL).unwrap();
+    third.signal(palisade::Signal::SIGKILL).unwrap();
     third.wait().unwrap();
     // Id maps of its own with a joined user namespace: refused before anything runs.
     let err = sh("true")
@@ -774,7 +774,7 @@ fn a_sandbox_joins_anothers_user_namespace_and_makes_its_own_in_it() {
         ),
         "{err}"
     );
-    first.kill(palisade::Signal::SIGKILL).unwrap();
+    first.signal(palisade::Signal::SIGKILL).unwrap();
     first.wait().unwrap();
 }
 
@@ -830,7 +830,7 @@ fn a_sandbox_joins_anothers_pid_and_time_namespaces_by_path() {
         ),
         "{err}"
     );
-    first.kill(palisade::Signal::SIGKILL).unwrap();
+    first.signal(palisade::Signal::SIGKILL).unwrap();
     first.wait().unwrap();
 }
 
@@ -876,6 +876,6 @@ fn a_sandbox_joins_anothers_ipc_and_uts_namespaces_by_path() {
         .build()
         .unwrap_err();
     assert!(matches!(err, Error::Namespace(_)), "{err}");
-    first.kill(palisade::Signal::SIGKILL).unwrap();
+    first.signal(palisade::Signal::SIGKILL).unwrap();
     first.wait().unwrap();
 }

@@ -14,7 +14,7 @@ use common::{probe, sh, stdout_of};
 use palisade::overlay::rootfs::Access;
 use palisade::seccomp::notify::Response;
 use palisade::seccomp::{Action, JsonOptions, Profile, Rule};
-use palisade::{Capability, ChildStep, Error, Sandbox, SandboxBuilder, Stdio};
+use palisade::{Capability, Error, Sandbox, SandboxBuilder, Stdio};
 use palisade_test_support::{require_root, TempDir};
 
 /// The `key: value` lines of `/proc/self/status` named in `keys`, as the sandbox's shell sees
@@ -473,25 +473,25 @@ fn json_profiles_load_and_bad_ones_get_typed_errors() {
 }
 
 #[test]
-fn security_failures_in_the_child_are_typed_errors() {
+fn a_user_the_sandbox_cannot_become_is_a_typed_error_before_the_clone() {
     require_root!();
-    // In a user namespace that maps only root, uid 1000 does not exist: setresuid(2) fails.
+    // In a user namespace that maps only root, uid 1000 does not exist: setresuid(2) in the
+    // child would fail with EINVAL. `build` sees it first and names the missing mapping.
     let mut b = sh("true");
     b.rootless().user(1000, 1000);
     let err = b.spawn().unwrap_err();
-    match &err {
-        Error::Child { step, source, .. } => {
-            assert!(
-                matches!(
-                    step,
-                    ChildStep::SetUser | ChildStep::SetGid | ChildStep::SetUid
-                ),
-                "{err}"
-            );
-            assert_eq!(source.raw_os_error(), Some(libc::EINVAL), "{err}");
-        }
-        other => panic!("unexpected error: {other}"),
-    }
+    assert!(
+        matches!(
+            err,
+            Error::Unmapped {
+                kind: "uid",
+                id: 1000,
+                map: "uid_map",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 /// Changed only by a sandboxed command reaching into this process's memory.

@@ -11,8 +11,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// `clone3(2)` (or the `clone(2)` fallback) failed.
-    #[error("{call} with flags {flags:#x} failed: {source}")]
+    /// `clone3(2)` (or the `clone(2)` fallback) failed. Displays the namespaces it was to
+    /// create by name, and for `EPERM` what creating them takes.
+    #[error(
+        "{call} of a child in {} failed: {source}{}",
+        describe_new_namespaces(*flags),
+        clone_advice(*flags, source)
+    )]
     Clone {
         /// `"clone3"` or `"clone"`.
         call: &'static str,
@@ -142,11 +147,109 @@ impl Error {
     }
 }
 
+/// The kinds in the order `docker run` lists what it isolates, with the names `clone(2)` gives
+/// them (`CLONE_NEWNS` is the mount namespace).
+const NAMED_KINDS: [(Namespace, &str); 8] = [
+    (Namespace::MOUNT, "mount"),
+    (Namespace::UTS, "uts"),
+    (Namespace::IPC, "ipc"),
+    (Namespace::PID, "pid"),
+    (Namespace::NET, "net"),
+    (Namespace::CGROUP, "cgroup"),
+    (Namespace::USER, "user"),
+    (Namespace::TIME, "time"),
+];
+
+/// The namespace kinds among raw clone `flags`, by name: `"mount, pid, net"`.
+fn namespace_names(namespaces: Namespace) -> String {
+    NAMED_KINDS
+        .iter()
+        .filter(|(kind, _)| namespaces.contains(*kind))
+        .map(|(_, name)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `"new mount, pid namespaces"`, or `"its parent's namespaces"` when the flags ask for none.
+fn describe_new_namespaces(flags: u64) -> String {
+    let namespaces = namespaces_of(flags);
+    if namespaces.is_empty() {
+        "its parent's namespaces".to_owned()
+    } else {
+        format!("new {} namespaces", namespace_names(namespaces))
+    }
+}
+
+/// The namespace kinds among raw clone flags, which hold other bits too (and with `clone(2)`
+/// the exit signal, a number below 128, which leaves `CLONE_NEWTIME`'s bit clear).
+fn namespaces_of(flags: u64) -> Namespace {
+    Namespace::from_bits_truncate(flags)
+}
+
+/// What `EPERM` from a clone that creates namespaces means (`clone(2)`, `user_namespaces(7)`).
+fn clone_advice(flags: u64, source: &io::Error) -> &'static str {
+    let namespaces = namespaces_of(flags);
+    if source.raw_os_error() != Some(libc::EPERM) || namespaces.is_empty() {
+        return "";
+    }
+    if namespaces.contains(Namespace::USER) {
+        "; the kernel refused an unprivileged user namespace: check the sysctls \
+         user.max_user_namespaces, kernel.unprivileged_userns_clone and \
+         kernel.apparmor_restrict_unprivileged_userns"
+    } else {
+        "; creating namespaces needs CAP_SYS_ADMIN, unless the same call also creates a user \
+         namespace, in which the child holds it (user_namespaces(7))"
+    }
+}
+
 /// Turns a `-1` return into the current `errno` as an [`io::Error`].
 pub(crate) fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
     if ret == -1 {
         Err(io::Error::last_os_error())
     } else {
         Ok(ret)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clone_error(namespaces: Namespace, errno: i32) -> String {
+        Error::Clone {
+            call: "clone3",
+            flags: namespaces.bits() | 0x1000, // CLONE_PIDFD: not a namespace, not named
+            source: io::Error::from_raw_os_error(errno),
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn clone_errors_name_the_namespaces_and_what_they_need() {
+        let docker = Namespace::MOUNT
+            | Namespace::UTS
+            | Namespace::IPC
+            | Namespace::PID
+            | Namespace::NET
+            | Namespace::CGROUP;
+        let text = clone_error(docker, libc::EPERM);
+        assert!(
+            text.starts_with(
+                "clone3 of a child in new mount, uts, ipc, pid, net, cgroup namespaces failed: "
+            ),
+            "{text}"
+        );
+        assert!(text.contains("CAP_SYS_ADMIN"), "{text}");
+        assert!(!text.contains("0x"), "{text}");
+
+        let text = clone_error(docker | Namespace::USER, libc::EPERM);
+        assert!(text.contains("unprivileged_userns_clone"), "{text}");
+
+        // Other errors carry no advice they do not need.
+        let text = clone_error(Namespace::PID, libc::ENOMEM);
+        assert!(text.ends_with("(os error 12)"), "{text}");
+        let text = clone_error(Namespace::empty(), libc::EPERM);
+        assert!(text.contains("in its parent's namespaces"), "{text}");
+        assert!(!text.contains("CAP_SYS_ADMIN"), "{text}");
     }
 }

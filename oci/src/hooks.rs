@@ -417,7 +417,7 @@ fn run_in_container<'a>(
                 }
                 let now = Instant::now();
                 if now >= deadline {
-                    let _ = child.kill(palisade::Signal::SIGKILL);
+                    let _ = child.signal(palisade::Signal::SIGKILL);
                     let _ = child.wait();
                     return Err(HookError::TimedOut {
                         hook: name.to_owned(),

@@ -21,7 +21,9 @@
 //!    user namespace, `devpts`, `shm`, `mqueue`), `/sys` read-only and a tmpfs `/tmp` in the new
 //!    root, bind the volumes (each then given its attributes and propagation with
 //!    `mount_setattr(2)`, always `nodev`) and mount the extra tmpfs, in the order given (a later
-//!    one may go inside an earlier one), and bind the extra device nodes — while the host's paths can still be reached, and the host's `/proc` is still
+//!    one may go inside an earlier one; one at the place of a later one, or of the sandbox's
+//!    own `/tmp`, `/dev/shm`, `/dev/mqueue` or `/dev/pts`, is left out rather than hidden
+//!    under it), and bind the extra device nodes — while the host's paths can still be reached, and the host's `/proc` is still
 //!    visible (a user namespace may mount `proc` only then, `mount_namespaces(7)`);
 //! 4. `pivot_root` into the new root and detach the old one — from then on every path, symbolic
 //!    links included, resolves inside the new root;
@@ -83,7 +85,9 @@ pub enum RootSource {
     /// The host's root file system as a read-only lower layer, under a writable layer on a tmpfs
     /// that lives as long as the sandbox: the sandbox sees the host's files, and its writes go
     /// nowhere. Only the root file system itself: file systems mounted below it on the host
-    /// (`/proc`, `/home` on a partition of its own, …) are not included.
+    /// (`/proc`, `/home` on a partition of its own, …) are not included. In a user namespace,
+    /// each top-level directory is a layer of its own instead (see
+    /// [`Rootfs::plan_rootless`]), which includes a file system mounted on it.
     HostOverlay,
     /// A directory, bound (recursively) as the root. Writes land in it.
     Dir(PathBuf),
@@ -186,9 +190,10 @@ pub struct TmpfsOptions {
     /// The bound on its number of inodes (`nr_inodes=`, `tmpfs(5)`); `None`: the kernel's
     /// default (half the host's pages of memory).
     pub nr_inodes: Option<u64>,
-    /// The owner of its root directory (`uid=`).
+    /// The owner of its root directory (`uid=`), an id of the sandbox's user namespace (the
+    /// mount fails with `EINVAL` where it is not mapped).
     pub uid: Option<u32>,
-    /// The group of its root directory (`gid=`).
+    /// The group of its root directory (`gid=`), likewise.
     pub gid: Option<u32>,
     /// Attributes and propagation of the mount, set once it is mounted (`mount_setattr(2)`):
     /// `MOUNT_ATTR_RDONLY`, the access-time ones, `MOUNT_ATTR_NOSYMFOLLOW`. `nosuid` and
@@ -395,6 +400,13 @@ impl Rootfs {
     }
 
     /// Binds a host path as `volume` describes it (recursion, attributes, propagation).
+    ///
+    /// A volume or tmpfs at the same place as a later one is left out of the plan, and one at
+    /// the place of the sandbox's own `/tmp`, `/dev/shm`, `/dev/mqueue`, `/dev/pts` or a
+    /// device of [`DEVICES`] takes that mount's place: the mount a sandbox sees there is the
+    /// last one given, with nothing underneath. The sandbox's own `/proc`, `/dev` and `/sys`
+    /// cannot be replaced ([`plan`](Self::plan) refuses it). A missing mount point is
+    /// created, resolved inside the root.
     pub fn volume_with(mut self, volume: Volume) -> Rootfs {
         self.mounts.push(Extra::Volume(volume));
         self
@@ -428,7 +440,10 @@ impl Rootfs {
         self.tmpfs_with_options(tmpfs, TmpfsOptions::default())
     }
 
-    /// Mounts an empty tmpfs as `tmpfs` and `options` describe it.
+    /// Mounts an empty tmpfs as `tmpfs` and `options` describe it (`tmpfs(5)`: `mode=`,
+    /// `size=`, `nr_inodes=`, `uid=`, `gid=`), replacing a mount at its place as
+    /// [`volume_with`](Self::volume_with) says. [`plan`](Self::plan) refuses a mode above
+    /// `07777`, a size or number of inodes of 0, and an id of -1.
     pub fn tmpfs_with_options(mut self, tmpfs: Tmpfs, options: TmpfsOptions) -> Rootfs {
         self.mounts.push(Extra::Tmpfs(tmpfs, options));
         self
@@ -482,9 +497,21 @@ impl Rootfs {
 
     /// As [`plan`](Self::plan), for a sandbox in a user namespace of its own (rootless): the
     /// overlay is mounted with `userxattr`, so image layers must mark opaque directories with
-    /// `user.overlay.opaque` (`palisade_image::OpaqueXattr::User`). The host
-    /// root ([`Rootfs::host`]) is then a read-only bind of `/` rather than an overlay: in a user
-    /// namespace the host's submounts are locked, and overlayfs refuses such a tree as a layer.
+    /// `user.overlay.opaque` (`palisade_image::OpaqueXattr::User`).
+    ///
+    /// The host root ([`Rootfs::host`]) gets a throwaway writable layer too, built otherwise: in
+    /// a user namespace the mounts below the host's `/` are locked, and overlayfs refuses a
+    /// layer with locked mounts below it (`clone_private_mount()`), so `/` itself cannot be
+    /// the lower layer. The root is a directory of the scratch space instead, and each of the
+    /// host's top-level directories (`/usr`, `/etc`, `/opt`, …) an overlay of its own in it,
+    /// with its own writable layer on the scratch space; a directory with mounts below it is
+    /// bound read-only with them, a top-level link copied, a top-level file bound read-only.
+    /// The sandbox may then create anything at the top level and in the host's top-level
+    /// directories, and mount points anywhere (their parents are made in the writable layer
+    /// beforehand). Files and directories deeper down that belong to ids its user namespace
+    /// does not map (the host's root, for a caller mapped to root) show as owned by the
+    /// overflow id (65534, `user_namespaces(7)`) and stay read-only: overlayfs copies up no
+    /// file whose owner has no id in the mounter's namespace.
     pub fn plan_rootless(&self) -> Result<RootfsPlan> {
         self.plan_with(true)
     }
@@ -550,6 +577,13 @@ impl Rootfs {
                     Checked::Volume(v, meta.is_dir(), guest_path("volume", &v.guest)?)
                 }
                 Extra::Tmpfs(t, o) => {
+                    if o.uid == Some(u32::MAX) || o.gid == Some(u32::MAX) {
+                        return Err(Error::InvalidValue {
+                            what: "tmpfs",
+                            value: format!("{} uid {:?} gid {:?}", t.guest.display(), o.uid, o.gid),
+                            reason: "-1 is no user or group id",
+                        });
+                    }
                     if t.mode > 0o7777 || t.size == Some(0) || o.nr_inodes == Some(0) {
                         return Err(Error::InvalidValue {
                             what: "tmpfs",
@@ -568,11 +602,34 @@ impl Rootfs {
                 }
             });
         }
+        // A mount at the place of a later one would only lie hidden under it: the later one
+        // replaces it, Palisade's own (`/tmp`, `/dev/shm`, …) included.
+        let targets: Vec<&str> = mounts
+            .iter()
+            .map(|m| match m {
+                Checked::Volume(.., g) | Checked::Tmpfs(.., g) => g.as_str(),
+            })
+            .collect();
+        if let Some(t) = targets.iter().find(|t| OWN_FILE_SYSTEMS.contains(t)) {
+            return Err(Error::InvalidValue {
+                what: "mount target",
+                value: (*t).to_owned(),
+                reason: "the sandbox's own /proc, /dev and /sys cannot be replaced; mount \
+                         inside them instead",
+            });
+        }
+        let covered = |path: &str| targets.contains(&path);
+        let replaced: Vec<bool> = targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| targets.get(i + 1..).is_some_and(|later| later.contains(t)))
+            .collect();
         let staging = staging_dir(&used)?;
         let root = format!("{staging}/root");
         let mut p = Planner {
             ops: Vec::new(),
             userns: userxattr,
+            bound: Vec::new(),
         };
 
         p.push(Op::MakePrivate);
@@ -590,17 +647,13 @@ impl Rootfs {
         p.mkdir_at(&format!("{staging}/tmp"), 0o1777)?;
         let hide = matches!(self.source, RootSource::HostOverlay) && !self.host_data;
         match &self.source {
-            // In a user namespace the host's `/` carries locked submounts, which overlayfs
-            // refuses as a layer ("failed to clone lowerpath"): the root is then a read-only
-            // recursive bind of it instead, without a writable layer.
+            // In a user namespace the host's `/` carries locked submounts (`/proc`, `/sys`,
+            // `/dev`, …), and overlayfs refuses a layer with locked mounts below it ("failed to
+            // clone lowerpath", `clone_private_mount()`). Each of the host's top-level
+            // directories is then an overlay of its own on a directory of the scratch space,
+            // which is the root.
             RootSource::HostOverlay if userxattr => {
-                p.mount("/", At::Host(c(&root)?), "", BIND | REC, None, false)?;
-                p.push(Op::OpenRoot { path: c(&root)? });
-                p.set_attr(
-                    At::Root(c(".")?),
-                    libc::MOUNT_ATTR_RDONLY | NODEV_ATTR,
-                    true,
-                );
+                p.host_layers(&staging, &root, hide, &targets)?;
             }
             RootSource::HostOverlay => {
                 let upper = format!("{staging}/upper");
@@ -656,6 +709,9 @@ impl Rootfs {
             false,
         )?;
         for name in DEVICES {
+            if covered(&format!("/dev/{name}")) {
+                continue;
+            }
             let path = format!("dev/{name}");
             p.push(Op::CreateFile {
                 at: p.strict(&path)?,
@@ -670,7 +726,8 @@ impl Rootfs {
             )?;
         }
         p.mkdir("dev/pts")?;
-        p.mount(
+        p.mount_unless(
+            covered("/dev/pts"),
             "devpts",
             p.strict("dev/pts")?,
             "devpts",
@@ -679,7 +736,8 @@ impl Rootfs {
             false,
         )?;
         p.mkdir("dev/shm")?;
-        p.mount(
+        p.mount_unless(
+            covered("/dev/shm"),
             "shm",
             p.strict("dev/shm")?,
             "tmpfs",
@@ -689,7 +747,8 @@ impl Rootfs {
         )?;
         p.mkdir("dev/mqueue")?;
         // Needs an IPC namespace of the sandbox's own; without one it is left out.
-        p.mount(
+        p.mount_unless(
+            covered("/dev/mqueue"),
             "mqueue",
             p.strict("dev/mqueue")?,
             "mqueue",
@@ -708,7 +767,8 @@ impl Rootfs {
             true,
         )?;
         if self.cgroup2 {
-            p.mount(
+            p.mount_unless(
+                covered("/sys/fs/cgroup"),
                 "cgroup2",
                 p.strict("sys/fs/cgroup")?,
                 "cgroup2",
@@ -718,7 +778,8 @@ impl Rootfs {
             )?;
         }
         p.mkdir("tmp")?;
-        p.mount(
+        p.mount_unless(
+            covered("/tmp"),
             &format!("{staging}/tmp"),
             At::Root(c("tmp")?),
             "",
@@ -731,7 +792,10 @@ impl Rootfs {
         }
 
         let mut prepare = Vec::new();
-        for m in &mounts {
+        for (m, replaced) in mounts.iter().zip(replaced) {
+            if replaced {
+                continue;
+            }
             match m {
                 Checked::Volume(v, is_dir, guest) => {
                     if *is_dir {
@@ -972,6 +1036,9 @@ fn check_device(d: &Device, userns: bool) -> Result<String> {
     Ok(guest)
 }
 
+/// The sandbox's own kernel file systems, which no mount of the caller's may replace.
+const OWN_FILE_SYSTEMS: &[&str] = &["/proc", "/dev", "/sys"];
+
 /// The smallest scratch space accepted.
 const MIN_SCRATCH_SIZE: u64 = 1 << 20;
 
@@ -1076,6 +1143,9 @@ struct Planner {
     ops: Vec<Op>,
     /// Whether the plan is for a sandbox in a user namespace of its own.
     userns: bool,
+    /// The host's top-level directories a rootless host root binds read-only instead of
+    /// overlaying them (they have mounts below them).
+    bound: Vec<String>,
 }
 
 impl Planner {
@@ -1123,6 +1193,24 @@ impl Planner {
             self.mkdir(&prefix)?;
         }
         Ok(())
+    }
+
+    /// [`mount`](Self::mount), unless a mount of the caller's replaces it (`skip`).
+    #[allow(clippy::too_many_arguments)]
+    fn mount_unless(
+        &mut self,
+        skip: bool,
+        source: &str,
+        target: At,
+        fstype: &str,
+        flags: libc::c_ulong,
+        data: Option<&str>,
+        optional: bool,
+    ) -> Result<()> {
+        if skip {
+            return Ok(());
+        }
+        self.mount(source, target, fstype, flags, data, optional)
     }
 
     fn mount(
@@ -1244,6 +1332,7 @@ impl Planner {
                 self.push(Op::Opaque {
                     path,
                     mode: meta.mode() & 0o7777,
+                    userxattr: self.userns,
                 });
             } else {
                 self.push(Op::Whiteout { path });
@@ -1252,13 +1341,20 @@ impl Planner {
         Ok(())
     }
 
-    /// The same for a root that is a bind of the host's `/` (rootless): an empty directory of
-    /// the scratch space bound over each data directory and secret directory, `/dev/null`
-    /// over each secret file.
+    /// The same inside the host's directories that a rootless host root binds rather than
+    /// overlays ([`host_layers`](Self::host_layers)): an empty directory of the scratch space
+    /// bound over each secret directory, `/dev/null` over each secret file.
     fn hide_with_mounts(&mut self, staging: &str) -> Result<()> {
+        if self.bound.is_empty() {
+            return Ok(());
+        }
         let empty = format!("{staging}/empty");
         self.mkdir_at(&empty, 0o755)?;
+        let bound = std::mem::take(&mut self.bound);
         for host in hidden_host_paths() {
+            if !bound.iter().any(|b| host.starts_with(&format!("{b}/"))) {
+                continue;
+            }
             // /tmp has its own mount already.
             let Ok(meta) = std::fs::symlink_metadata(&host) else {
                 continue;
@@ -1273,6 +1369,163 @@ impl Planner {
             };
             let at = At::Root(c(host.trim_start_matches('/'))?);
             self.mount(source, at, "", BIND, None, false)?;
+        }
+        Ok(())
+    }
+
+    /// The host's system for a sandbox in a user namespace: the root is a directory of the
+    /// scratch space (bound onto itself, to be a mount `pivot_root(2)` takes), and each of the
+    /// host's top-level directories is in it as an overlay of its own, the host's directory the
+    /// lower layer of a writable layer `{staging}/upper/NAME` (overlayfs with `userxattr`,
+    /// mounted by the user namespace's root, `overlayfs(5)` since Linux 5.11). The host's
+    /// top-level links are copied, its data directories are empty directories (unless
+    /// `hide` is off), its top-level files are bound read-only. A directory with mounts below
+    /// it, which overlayfs refuses in a user namespace (they are locked), is bound read-only
+    /// with them instead. The secrets are whiteouts and opaque directories in the writable
+    /// layers, as for the privileged host root.
+    ///
+    /// The parents of the mount targets `targets` are made in the writable layers beforehand,
+    /// where the host has a directory or nothing, with the host's modes: the host's directories
+    /// belong to ids the user namespace does not map (shown as the overflow id), in which its
+    /// root may not create the mount points through the overlay.
+    fn host_layers(
+        &mut self,
+        staging: &str,
+        root: &str,
+        hide: bool,
+        targets: &[&str],
+    ) -> Result<()> {
+        let upper = format!("{staging}/upper");
+        let work = format!("{staging}/work");
+        self.mkdir_at(&upper, 0o755)?;
+        self.mkdir_at(&work, 0o755)?;
+        self.mount(root, At::Host(c(root)?), "", BIND, None, false)?;
+        if hide {
+            self.hide_in_upper(&upper)?;
+        }
+        let submounts = host_mount_points();
+        let mut entries: Vec<(String, std::fs::Metadata)> = std::fs::read_dir("/")
+            .map_err(|source| Error::Io {
+                op: "list the host's root directory",
+                path: PathBuf::from("/"),
+                source,
+            })?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let meta = e.metadata().ok()?;
+                Some((name, meta))
+            })
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, meta) in entries {
+            // The sandbox's own, made later.
+            if ["proc", "sys", "dev", "tmp"].contains(&name.as_str()) {
+                continue;
+            }
+            let host = format!("/{name}");
+            let target = format!("{root}/{name}");
+            let ty = meta.file_type();
+            // A mount of the caller's replaces it: only its mount point is made. The staging
+            // directory, covered by the scratch space in the sandbox's namespace, shows empty:
+            // as a layer or a bind it would be the scratch space itself.
+            if targets.contains(&host.as_str()) || host == staging {
+                if ty.is_dir() {
+                    self.mkdir_at(&target, meta.mode() & 0o7777)?;
+                } else if ty.is_file() {
+                    self.push(Op::CreateFile {
+                        at: At::Host(c(&target)?),
+                    });
+                }
+                continue;
+            }
+            if ty.is_symlink() {
+                let Ok(link) = std::fs::read_link(&host) else {
+                    continue;
+                };
+                self.push(Op::Symlink {
+                    target: CString::new(link.as_os_str().as_encoded_bytes()).map_err(|_| {
+                        Error::InvalidValue {
+                            what: "host link",
+                            value: host.clone(),
+                            reason: "its target contains a NUL byte",
+                        }
+                    })?,
+                    link: c(&target)?,
+                });
+            } else if ty.is_dir() {
+                let mode = meta.mode() & 0o7777;
+                if hide && HOST_DATA_DIRS.contains(&host.as_str()) {
+                    self.mkdir_at(&target, mode)?;
+                    continue;
+                }
+                self.mkdir_at(&target, 0o755)?;
+                let prefix = format!("{host}/");
+                if submounts.iter().any(|m| m.starts_with(&prefix)) {
+                    self.mount(&host, At::Host(c(&target)?), "", BIND | REC, None, false)?;
+                    self.set_attr(
+                        At::Host(c(&target)?),
+                        libc::MOUNT_ATTR_RDONLY | NODEV_ATTR,
+                        true,
+                    );
+                    self.bound.push(host);
+                    continue;
+                }
+                let (up, wk) = (format!("{upper}/{name}"), format!("{work}/{name}"));
+                // The merged directory shows its upper directory's mode.
+                self.mkdir_at(&up, mode)?;
+                self.mkdir_at(&wk, 0o755)?;
+                for t in targets.iter().filter(|t| t.starts_with(&prefix)) {
+                    self.parents_in_upper(&upper, t)?;
+                }
+                self.overlay_at(&[PathBuf::from(&host)], &up, &wk, &target, true)?;
+            } else if ty.is_file() {
+                self.push(Op::CreateFile {
+                    at: At::Host(c(&target)?),
+                });
+                self.mount(&host, At::Host(c(&target)?), "", BIND, None, false)?;
+                self.set_attr(
+                    At::Host(c(&target)?),
+                    libc::MOUNT_ATTR_RDONLY | NODEV_ATTR,
+                    false,
+                );
+            }
+        }
+        self.push(Op::OpenRoot { path: c(root)? });
+        Ok(())
+    }
+
+    /// The parent directories of `guest` (below its top-level directory) in the writable layer
+    /// `upper`, before the overlay is mounted: each with the mode of the host's directory, or
+    /// `0755` where the host has none. It stops at the first that is anything else on the
+    /// host (a link, which the sandbox resolves in its root, or a file), which the mount's own
+    /// steps then meet in the merged tree.
+    fn parents_in_upper(&mut self, upper: &str, guest: &str) -> Result<()> {
+        let Some((parents, _)) = guest.rsplit_once('/') else {
+            return Ok(());
+        };
+        let mut host = String::new();
+        let mut missing = false;
+        for (i, part) in parents.split('/').filter(|p| !p.is_empty()).enumerate() {
+            host.push('/');
+            host.push_str(part);
+            // The top-level directory is the layer itself.
+            if i == 0 {
+                continue;
+            }
+            let mode = if missing {
+                0o755
+            } else {
+                match std::fs::symlink_metadata(&host) {
+                    Ok(m) if m.is_dir() => m.mode() & 0o7777,
+                    Ok(_) => return Ok(()),
+                    Err(_) => {
+                        missing = true;
+                        0o755
+                    }
+                }
+            };
+            self.mkdir_at(&format!("{upper}{host}"), mode)?;
         }
         Ok(())
     }
@@ -1297,10 +1550,22 @@ impl Planner {
                 (format!("{staging}/upper"), work)
             }
         };
+        self.overlay_at(lower, &upper, &work, &format!("{staging}/root"), userxattr)
+    }
+
+    /// An overlay of `lower` under `upper` (with `work`) on `target`, in the staging area.
+    fn overlay_at(
+        &mut self,
+        lower: &[PathBuf],
+        upper: &str,
+        work: &str,
+        target: &str,
+        userxattr: bool,
+    ) -> Result<()> {
         // For kernels without `lowerdir+` (before 6.8): one option string, if it fits a page.
         let legacy = mount::Overlay::new()
             .lowers(lower.iter().cloned())
-            .upper(&upper, &work)
+            .upper(upper, work)
             .userxattr(userxattr)
             .legacy_options()
             .ok();
@@ -1316,9 +1581,9 @@ impl Planner {
             .collect::<Result<_>>()?;
         self.push(Op::Overlay {
             lowers,
-            upper: c(&upper)?,
-            work: c(&work)?,
-            target: c(&format!("{staging}/root"))?,
+            upper: c(upper)?,
+            work: c(work)?,
+            target: c(target)?,
             userxattr,
             legacy,
         });
@@ -1332,6 +1597,42 @@ fn split(path: &str) -> (&str, &str) {
         Some((parent, name)) => (parent, name),
         None => ("", path),
     }
+}
+
+/// The caller's mount points (`/proc/self/mountinfo`, `proc(5)`), unescaped; none if it cannot
+/// be read (then every directory is overlaid, and one with mounts below it fails the spawn).
+fn host_mount_points() -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .collect()
+}
+
+/// A mountinfo field with its octal escapes (`\040` for a space, …) decoded.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| b == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                let v = d.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
+                out.push(u8::try_from(v).unwrap_or(b'?'));
+                i += 4;
+            }
+            None => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// [`HOST_DATA_DIRS`], [`HOST_SECRETS`] and the SSH host private keys present on this host.
@@ -1474,7 +1775,8 @@ pub enum Op {
         /// The file.
         at: At,
     },
-    /// `symlink(target, link)` after the pivot; an existing link is fine.
+    /// `symlink(target, link)`, `link` as the child sees it (after the pivot, or in the staging
+    /// area before it); an existing link is fine.
     Symlink {
         /// What the link points to.
         target: CString,
@@ -1487,13 +1789,16 @@ pub enum Op {
         /// The path in the writable layer.
         path: CString,
     },
-    /// An empty opaque directory (`trusted.overlay.opaque` = `y`) in a writable layer, hiding
-    /// what the lower layers hold in it.
+    /// An empty opaque directory (`trusted.overlay.opaque` = `y`, or `user.overlay.opaque` for
+    /// an overlay mounted with `userxattr`) in a writable layer, hiding what the lower layers
+    /// hold in it.
     Opaque {
         /// The path in the writable layer.
         path: CString,
         /// Its mode.
         mode: u32,
+        /// Mark it with `user.overlay.opaque` (an overlay in a user namespace).
+        userxattr: bool,
     },
     /// `mount(source, target, fstype, flags, data)`, onto the resolved target.
     Mount {
@@ -1746,8 +2051,17 @@ mod tests {
             |o| matches!(o, Op::Overlay { userxattr: true, legacy: Some(l), .. }
                 if l.to_str().unwrap().contains("userxattr"))
         ));
+        // Rootless, the host's directories are each an overlay of their own, with `userxattr`.
         let host = Rootfs::host().plan_rootless().unwrap();
-        assert!(!host.ops.iter().any(|o| matches!(o, Op::Overlay { .. })));
+        assert!(host
+            .ops
+            .iter()
+            .any(|o| matches!(o, Op::Overlay { userxattr: true, lowers, .. }
+            if lowers == &[c("/usr").unwrap()])));
+        assert!(!host
+            .ops
+            .iter()
+            .any(|o| matches!(o, Op::Overlay { lowers, .. } if lowers == &[c("/").unwrap()])));
     }
 
     #[test]
@@ -1780,13 +2094,27 @@ mod tests {
             .unwrap();
         assert!(last_hide < overlay);
         assert!(hidden(&Rootfs::host().show_host_data(true).plan().unwrap()).is_empty());
-        // Rootless: binds over the same paths instead.
+        // Rootless: the data directories are empty directories of the scratch space, the
+        // secrets whiteouts in the writable layer of the host's /etc, marked for `userxattr`.
         let rootless = Rootfs::host().plan_rootless().unwrap();
         assert!(rootless
             .ops
             .iter()
-            .any(|o| matches!(o, Op::Mount { target, source, .. }
-                if *target == root("root") && source.to_bytes().ends_with(b"/empty"))));
+            .any(|o| matches!(o, Op::Mkdir { parent: At::Host(p), name, .. }
+                if p.to_bytes() == b"/mnt/root" && name.to_bytes() == b"root")));
+        assert!(!rootless
+            .ops
+            .iter()
+            .any(|o| matches!(o, Op::Overlay { lowers, .. }
+                if lowers == &[c("/root").unwrap()])));
+        assert!(hidden(&rootless).contains(&"/mnt/upper/etc/shadow".to_owned()));
+        assert!(rootless.ops.iter().all(|o| !matches!(
+            o,
+            Op::Opaque {
+                userxattr: false,
+                ..
+            }
+        )));
     }
 
     #[test]
@@ -1875,6 +2203,90 @@ mod tests {
                 if *at == root("."))
         });
         assert!(pivot < shared && shared == plan.ops.len() - 2);
+    }
+
+    #[test]
+    fn a_later_mount_replaces_an_earlier_one_at_the_same_place() {
+        let dir = std::env::temp_dir();
+        let plan = Rootfs::host()
+            .volume(&dir, "/data", Access::ReadOnly)
+            .tmpfs("/data")
+            .tmpfs("/tmp")
+            .tmpfs("/dev/shm")
+            .plan()
+            .unwrap();
+        let onto = |guest: &str| {
+            plan.ops
+                .iter()
+                .filter(|o| {
+                    matches!(o, Op::Mount { target, .. } if *target == root(guest)
+                    || *target == strict(guest))
+                })
+                .count()
+        };
+        assert_eq!(onto("data"), 1);
+        assert_eq!(onto("tmp"), 1);
+        assert_eq!(onto("dev/shm"), 1);
+        assert!(!plan
+            .ops
+            .iter()
+            .any(|o| matches!(o, Op::Mount { source, .. } if source.to_bytes() == b"/mnt/tmp")));
+        for own in ["/proc", "/dev", "/sys"] {
+            assert!(matches!(
+                Rootfs::host().tmpfs(own).plan(),
+                Err(Error::InvalidValue { .. })
+            ));
+        }
+        let options = TmpfsOptions {
+            uid: Some(u32::MAX),
+            ..TmpfsOptions::default()
+        };
+        assert!(Rootfs::host()
+            .tmpfs_with_options(Tmpfs::new("/x"), options)
+            .plan()
+            .is_err());
+    }
+
+    #[test]
+    fn a_rootless_host_root_makes_mount_points_in_its_writable_layers() {
+        let dir = std::env::temp_dir();
+        let plan = Rootfs::host()
+            .volume(&dir, "/usr/local/pal/x", Access::ReadOnly)
+            .volume(&dir, "/opt", Access::ReadOnly)
+            .plan_rootless()
+            .unwrap();
+        let pos = |f: &dyn Fn(&Op) -> bool| plan.ops.iter().position(f);
+        let made = |parent: &str, name: &str| {
+            pos(&|o| {
+                matches!(o, Op::Mkdir { parent: At::Host(p), name: n, .. }
+                if p.to_bytes() == parent.as_bytes() && n.to_bytes() == name.as_bytes())
+            })
+        };
+        let usr = pos(&|o| {
+            matches!(o, Op::Overlay { lowers, .. }
+            if lowers == &[c("/usr").unwrap()])
+        })
+        .unwrap();
+        // Below the layer's own top directory, before the overlay is mounted.
+        assert!(made("/mnt/upper/usr", "local").unwrap() < usr);
+        assert!(made("/mnt/upper/usr/local", "pal").unwrap() < usr);
+        assert!(made("/mnt/upper/usr/local/pal", "x").is_none());
+        // A volume at a top-level directory replaces its layer.
+        assert!(pos(&|o| matches!(o, Op::Overlay { lowers, .. }
+            if lowers == &[c("/opt").unwrap()]))
+        .is_none());
+        assert!(made("/mnt/root", "opt").is_some());
+        // The staging directory is never a layer, even with the host's data shown.
+        let shown = Rootfs::host().show_host_data(true).plan_rootless().unwrap();
+        assert!(!shown.ops.iter().any(|o| matches!(o,
+            Op::Overlay { lowers, .. } if lowers == &[c("/mnt").unwrap()])
+            || matches!(o, Op::Mount { source, .. } if source.to_bytes() == b"/mnt")));
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(unescape_mountinfo("/a\\040b\\011c"), "/a b\tc");
+        assert_eq!(unescape_mountinfo("/plain\\"), "/plain\\");
     }
 
     #[test]

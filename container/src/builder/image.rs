@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::Sandbox;
 
 /// What [`SandboxBuilder::image`] and [`SandboxBuilder::user_name`] recorded.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct ImageSpec {
     /// The image config's `Env`, `NAME=value` entries in its order.
     env: Vec<(OsString, OsString)>,
@@ -87,7 +87,7 @@ impl SandboxBuilder {
     ///
     /// The command stays the builder's: the image's `Entrypoint` and `Cmd` are not prepended
     /// (as with `docker run --entrypoint PROGRAM IMAGE ARGS…`); [`Sandbox::from_image`] runs
-    /// them. `StopSignal` is the caller's to send ([`Child::kill`](crate::Child::kill)), and
+    /// them. `StopSignal` is the caller's to send ([`Child::signal`](crate::Child::signal)), and
     /// `ExposedPorts` only documents ports: publish them with [`publish`](Self::publish).
     /// Calling this again replaces the image.
     pub fn image(&mut self, image: &Image) -> &mut Self {

@@ -25,7 +25,9 @@
 //! 3 or 4 fails, the command is killed before the gate could open.
 //!
 //! The init program reaps orphans, forwards signals, reports the command's wait status to the
-//! parent over a pipe and exits with the shell form of it; it makes sockets in the sandbox's
+//! parent over a pipe, with the CPU time and peak resident set of the children it reaped
+//! (`getrusage(2)`, `RUSAGE_CHILDREN`: its own set-up is not counted), and exits with the shell
+//! form of the status; it makes sockets in the sandbox's
 //! network namespace for a rootless sandbox's published ports (the [`SocketRequest`] protocol on
 //! the control socket); and it kills the sandbox when the caller process dies (end-of-file on
 //! the death pipe, whose write end only the caller holds).

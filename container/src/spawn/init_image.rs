@@ -551,6 +551,14 @@ mod tests {
             libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 3,
             "{status:#x}"
         );
+        // Then the usage of the reaped children, three `u64` (six 4-byte reads), and nothing
+        // more.
+        for _ in 0..6 {
+            assert!(
+                read_status(&status_r).is_some(),
+                "no usage after the status"
+            );
+        }
         assert_eq!(read_status(&status_r), None);
     }
 

@@ -84,6 +84,10 @@ impl Sandbox {
 
     /// The spawn, or with `create` the spawn up to the command's start gate.
     fn launch(&self, create: bool) -> Result<Child> {
+        // The wall-clock limit counts from here (see `SandboxBuilder::timeout`).
+        let deadline = self
+            .timeout
+            .and_then(|limit| std::time::Instant::now().checked_add(limit));
         let plan = &self.plan;
         // 0. A named sandbox takes its name first: of concurrent spawns with one name, one
         //    goes on.
@@ -253,6 +257,7 @@ impl Sandbox {
             self.take_control(&mut handle, control, net)?;
         }
         handle.set_kill_on_drop(self.kill_on_drop);
+        handle.set_deadline(deadline);
         let entry = enter::entry_of(plan);
         if let (Some(reservation), Some(identity)) = (reservation, &self.identity) {
             let record = self.record(reservation, identity, &handle, &entry, create)?;
@@ -639,12 +644,12 @@ fn clone_child(
         };
         match cloned {
             Err(e) if e.errno() == Some(libc::ENOSYS) => {}
-            other => return Ok(other?),
+            other => return other.map_err(Error::from_clone),
         }
     }
     // SAFETY: in the child, `child::start` makes only typed, errno-free calls on the prepared
     // plan and descriptors, and ends in execve(2) or exit; it never returns.
-    match unsafe { clone3(&args) }? {
+    match unsafe { clone3(&args) }.map_err(Error::from_clone)? {
         Forked::Child => child::start(ctx.plan, ctx.fds),
         Forked::Parent(cloned) => Ok(cloned),
     }

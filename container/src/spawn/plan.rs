@@ -315,7 +315,7 @@ impl CgroupPlan {
         if let Some(name) = &self.name {
             b = b.name(name);
         }
-        Ok(b.create()?)
+        b.create().map_err(Error::from_cgroup_create)
     }
 }
 

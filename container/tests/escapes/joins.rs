@@ -59,6 +59,6 @@ fn a_failed_spawn_into_a_joined_pid_namespace_leaves_the_callers_children_outsid
     assert_eq!(child_pid_ns(), own_link);
     assert_eq!(file.kind(), Namespace::PID);
 
-    pod.kill(palisade::Signal::SIGKILL).unwrap();
+    pod.signal(palisade::Signal::SIGKILL).unwrap();
     pod.wait().unwrap();
 }

@@ -131,7 +131,7 @@ fn a_sandbox_outlives_the_thread_that_spawned_it() {
     .unwrap();
     std::thread::sleep(Duration::from_secs(1));
     let status = child.try_wait().unwrap();
-    let _ = child.kill(Signal::SIGKILL);
+    let _ = child.signal(Signal::SIGKILL);
     let _ = child.wait();
     assert_eq!(
         status, None,
@@ -308,7 +308,7 @@ fn probe_caller_with_a_sandbox() {
     }
     println!("ready");
     std::thread::sleep(Duration::from_secs(60));
-    let _ = child.kill(Signal::SIGKILL);
+    let _ = child.signal(Signal::SIGKILL);
 }
 
 #[test]

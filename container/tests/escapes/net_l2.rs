@@ -249,7 +249,7 @@ fn a_sandbox_given_net_raw_cannot_forge_frames_on_its_bridge() {
         let routes =
             std::fs::read_to_string("/proc/thread-self/net/ipv6_route").unwrap_or_default();
         assert!(!routes.contains("20010db80bad"), "{routes}");
-        victim.kill(palisade::Signal::SIGKILL).unwrap();
+        victim.signal(palisade::Signal::SIGKILL).unwrap();
         victim.wait().unwrap();
     });
 }

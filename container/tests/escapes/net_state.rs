@@ -58,7 +58,7 @@ fn assert_private(dir: &Path) {
 }
 
 fn kill_and_wait(mut c: Child) {
-    c.kill(Signal::SIGKILL).unwrap();
+    c.signal(Signal::SIGKILL).unwrap();
     c.wait().unwrap();
 }
 
@@ -116,7 +116,7 @@ fn a_teardown_error_never_replaces_the_exit_status() {
 
         // Control: an intact state, SIGTERM, wait: the signal, and no clean-up error.
         let mut a = sleeper(net());
-        a.kill(Signal::SIGTERM).unwrap();
+        a.signal(Signal::SIGTERM).unwrap();
         let status = a.wait().unwrap();
         assert_eq!(status.signal(), Some(libc::SIGTERM), "{status}");
         assert_eq!(status.shell_code(), 143);
@@ -128,7 +128,7 @@ fn a_teardown_error_never_replaces_the_exit_status() {
         let mut a = sleeper(net());
         assert_private(state.path());
         std::fs::write(state_file(&state, "pal-ns1"), b"lease nonsense\n").unwrap();
-        a.kill(Signal::SIGTERM).unwrap();
+        a.signal(Signal::SIGTERM).unwrap();
         let status = a.wait().expect("the status, not the teardown's error");
         assert_eq!(status.signal(), Some(libc::SIGTERM), "{status}");
         assert_eq!(status.shell_code(), 143);

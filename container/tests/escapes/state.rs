@@ -57,7 +57,7 @@ fn the_command_cannot_reach_its_record_through_the_init() {
         }
     }
     assert_eq!(out, "", "the command reached PID 1's descriptors");
-    child.kill(Signal::SIGTERM).unwrap();
+    child.signal(Signal::SIGTERM).unwrap();
     let status = child.wait().unwrap();
     // The record holds the true status, not a forged one.
     let h = Sandbox::open_in(root.path(), name).unwrap();
@@ -172,7 +172,7 @@ fn a_stale_record_never_signals_the_process_that_reused_its_pid() {
         "killed by the signal"
     );
     std::fs::write(&state_file, recorded).unwrap();
-    sandbox.kill(Signal::SIGKILL).unwrap();
+    sandbox.signal(Signal::SIGKILL).unwrap();
     sandbox.wait().unwrap();
     Sandbox::open_in(root.path(), name)
         .unwrap()

@@ -347,18 +347,22 @@ fn step(op: &Op, root: &mut Option<Fd>, slots: &Slots) -> Result<(), Errno> {
             Mode::empty(),
             0,
         )),
-        Op::Opaque { path, mode } => {
+        Op::Opaque {
+            path,
+            mode,
+            userxattr,
+        } => {
             exists_ok(rustix::fs::mkdirat(
                 CWD,
                 path.as_c_str(),
                 Mode::from_raw_mode(*mode),
             ))?;
-            rustix::fs::lsetxattr(
-                path.as_c_str(),
-                c"trusted.overlay.opaque",
-                b"y",
-                XattrFlags::empty(),
-            )
+            let name = if *userxattr {
+                c"user.overlay.opaque"
+            } else {
+                c"trusted.overlay.opaque"
+            };
+            rustix::fs::lsetxattr(path.as_c_str(), name, b"y", XattrFlags::empty())
         }
         Op::Mount {
             source,
