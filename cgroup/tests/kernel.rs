@@ -237,7 +237,12 @@ fn cpu_quota_holds_a_busy_loop() {
         used > 0.1 && used < 0.9,
         "used {used:.2} CPUs under a 0.5 CPU quota"
     );
-    assert!(after.nr_throttled > before.nr_throttled, "{after:?}");
+    // Throttled, unless a loaded host gave the loops less than their quota to begin with (CI
+    // once saw 0.33 CPUs used and no throttling while five builds ran beside it).
+    assert!(
+        after.nr_throttled > before.nr_throttled || used < 0.45,
+        "used {used:.2} CPUs: {after:?}"
+    );
     group.kill().unwrap();
 }
 
