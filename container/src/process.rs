@@ -189,6 +189,11 @@ impl Child {
         self.deadline = deadline;
     }
 
+    /// The wall-clock limit's deadline, if the sandbox has one.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
     pub(crate) fn set_kill_on_drop(&mut self, kill: bool) {
         self.kill_on_drop = kill;
     }

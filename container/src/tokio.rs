@@ -203,21 +203,36 @@ impl AsyncChild {
     /// `waitpid(WNOHANG)`. Closes the command's stdin first, if piped, so that it does not wait
     /// for input. Cancel-safe: dropping the future changes nothing, and the status, once
     /// collected, is returned again by later calls.
+    ///
+    /// A sandbox with a wall-clock limit ([`SandboxBuilder::timeout`]) is killed at its
+    /// deadline, as the blocking waits do, and its status says
+    /// [`timed_out`](ExitStatus::timed_out); that takes tokio's timer, which a runtime built by
+    /// hand must enable (`enable_time`, or `enable_all`).
     pub async fn wait(&mut self) -> Result<ExitStatus> {
         drop(self.stdin.take());
+        let mut deadline = self.child.deadline();
         loop {
             if let Some(status) = self.child.try_wait()? {
                 return Ok(status);
             }
-            let mut ready = self
-                .exit
-                .readable()
-                .await
-                .map_err(|source| Error::Process {
-                    call: "poll pidfd of",
-                    pid: self.child.id() as i32,
-                    source,
-                })?;
+            let readable = self.exit.readable();
+            let ready = match deadline {
+                Some(at) => match ::tokio::time::timeout_at(at.into(), readable).await {
+                    Ok(ready) => ready,
+                    Err(_) => {
+                        // Past the deadline, `try_wait` kills the sandbox; its exit is then
+                        // waited for like any other.
+                        deadline = None;
+                        continue;
+                    }
+                },
+                None => readable.await,
+            };
+            let mut ready = ready.map_err(|source| Error::Process {
+                call: "poll pidfd of",
+                pid: self.child.id() as i32,
+                source,
+            })?;
             // Readable means exited, so the reap below finds it; only a wakeup of the
             // reactor's own makes it come back empty, and then readiness is polled afresh.
             match self.child.try_wait()? {

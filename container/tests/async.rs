@@ -169,6 +169,36 @@ async fn a_sleep_outlives_its_timeout_and_is_killed() {
     );
 }
 
+/// The builder's wall-clock limit holds for an async wait as for a blocking one: the sandbox is
+/// killed at its deadline and its status says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_wait_kills_the_sandbox_at_its_deadline() {
+    require_root!();
+    let mut child = Sandbox::builder("sleep")
+        .arg("600")
+        .timeout(Duration::from_millis(500))
+        .spawn_async()
+        .await
+        .unwrap();
+    let pidfd = child.as_fd().try_clone_to_owned().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("the wait ends at the sandbox's deadline")
+        .unwrap();
+    assert!(status.timed_out(), "{status}");
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+    assert!(reaped(&pidfd));
+    // Without a limit, the same wait is not cut short.
+    let mut child = Sandbox::builder("sleep")
+        .arg("600")
+        .spawn_async()
+        .await
+        .unwrap();
+    let waited = tokio::time::timeout(Duration::from_millis(700), child.wait()).await;
+    assert!(waited.is_err(), "sleep 600 ended: {waited:?}");
+    assert!(!child.kill().await.unwrap().timed_out());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdin_round_trips_through_stdout() {
     require_root!();

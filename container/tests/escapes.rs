@@ -25,6 +25,7 @@
 //! | `exhaustion` | a sandbox writes until the host's memory is gone, through its throwaway layer or `/tmp` |
 //! | `joins` | a spawn into a pod's PID namespace leaves the caller's thread making its later children there, where the pod sees and signals them |
 //! | `image_user` | an image's `/etc/passwd`, `/etc/group` or `/etc` links to the host's so that its `User` resolves to host users; a whiteout of `/etc/passwd` is ignored; a link loop, a FIFO or a huge passwd hangs or floods the build |
+//! | `mount_options` | an id-mapped volume hands the sandbox more than the volume's owner has (root's files, chown, creating as root); a tmpfs path full of option text injects mount options; a rootless sandbox's mount points, made through `/lib` or under `/usr/local`, appear on the host |
 
 mod common;
 

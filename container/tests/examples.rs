@@ -298,3 +298,34 @@ fn bad_usage_is_refused() {
     c.arg("--root").arg(root).arg("pal-none");
     assert_code(&run(c), 1, "stop of an unknown sandbox");
 }
+
+/// The code-execution example's four requests end the four ways a service sees, each reported
+/// with its output and its usage.
+#[test]
+fn the_code_execution_example_reports_exits_timeouts_and_oom() {
+    require_root!();
+    let out = run(cmd("code_exec"));
+    assert_code(&out, 0, "code_exec");
+    let report = text(&out.stdout);
+    let request = |i: usize| -> String {
+        let start = report
+            .find(&format!("[{i}] $ "))
+            .unwrap_or_else(|| panic!("no request {i}: {report}"));
+        let end = report[start + 1..]
+            .find("\n[")
+            .map_or(report.len(), |n| start + 1 + n);
+        report[start..end].to_owned()
+    };
+    let ok = request(0);
+    assert!(ok.contains("    exit status: 0\n"), "{ok}");
+    assert!(ok.contains("stdout: hello from the sandbox"), "{ok}");
+    assert!(!ok.contains("cpu unknown"), "{ok}");
+    let failed = request(1);
+    assert!(failed.contains("    exit status: 3\n"), "{failed}");
+    assert!(failed.contains("stderr: about to fail"), "{failed}");
+    let slow = request(2);
+    assert!(slow.contains("    timed out\n"), "{slow}");
+    let hungry = request(3);
+    assert!(hungry.contains("    killed: out of memory\n"), "{hungry}");
+    assert!(!hungry.contains("peak memory unknown"), "{hungry}");
+}
