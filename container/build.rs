@@ -35,12 +35,10 @@ const PASSED_ON: [&str; 8] = [
 
 fn main() {
     let manifest = PathBuf::from(var("CARGO_MANIFEST_DIR"));
-    let init = manifest.join("init");
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed=init/main.rs");
-    println!("cargo:rerun-if-changed=init/abi.rs");
-    println!("cargo:rerun-if-changed=init/Cargo.toml");
-    println!("cargo:rerun-if-changed=init/Cargo.lock");
+    for (file, _) in INIT_FILES {
+        println!("cargo:rerun-if-changed=init/{file}");
+    }
 
     let arch = var("CARGO_CFG_TARGET_ARCH");
     let os = var("CARGO_CFG_TARGET_OS");
@@ -52,6 +50,20 @@ fn main() {
     }
 
     let out = PathBuf::from(var("OUT_DIR"));
+    // The init's crate is built from a copy in `$OUT_DIR`: its manifest is kept as
+    // `Cargo.toml.in`, because cargo leaves a directory holding a `Cargo.toml` out of the
+    // package it makes of this crate (`cargo package`), and the build of a published crate
+    // would then find no init to build.
+    let init = out.join("init-src");
+    if let Err(e) = std::fs::create_dir_all(&init) {
+        fail(&format!("cannot create {}: {e}", init.display()));
+    }
+    for (file, copy) in INIT_FILES {
+        let from = manifest.join("init").join(file);
+        if let Err(e) = std::fs::copy(&from, init.join(copy)) {
+            fail(&format!("cannot copy {}: {e}", from.display()));
+        }
+    }
     let target_dir = out.join("init-target");
     let target = var("TARGET");
     let mut cargo = Command::new(var("CARGO"));
@@ -106,6 +118,14 @@ fn main() {
         fail(&format!("cannot copy {}: {e}", built.display()));
     }
 }
+
+/// The init crate's files in `init/`, and their names in the copy that is built.
+const INIT_FILES: [(&str, &str); 4] = [
+    ("Cargo.toml.in", "Cargo.toml"),
+    ("Cargo.lock", "Cargo.lock"),
+    ("main.rs", "main.rs"),
+    ("abi.rs", "abi.rs"),
+];
 
 /// Link arguments for a C compiler driver (`cc`): static, without start files or libraries.
 fn cc_link_args(cargo: &mut Command) {

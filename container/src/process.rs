@@ -189,7 +189,8 @@ impl Child {
         self.deadline = deadline;
     }
 
-    /// The wall-clock limit's deadline, if the sandbox has one.
+    /// The wall-clock limit's deadline, if the sandbox has one (for the async waits).
+    #[cfg(feature = "tokio")]
     pub(crate) fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
