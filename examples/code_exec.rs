@@ -20,7 +20,7 @@ use palisade::{Bytes, Sandbox, SandboxBuilder, Stdio};
 const MEMORY: Bytes = Bytes::mib(64);
 const PIDS: u64 = 32;
 const CPUS: f64 = 1.0;
-const TIMEOUT: Duration = Duration::from_secs(2);
+const TIMEOUT: Duration = Duration::from_secs(10);
 /// How much of each stream the report shows.
 const SHOWN: usize = 200;
 

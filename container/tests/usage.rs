@@ -88,22 +88,8 @@ fn a_command_that_touches_64_mib_reports_a_peak_of_at_least_that() {
 /// Runs the ignored test `name` of this file in a process of its own, and fails with its output
 /// unless it passes.
 fn run_probe(name: &str) {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            name,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{name}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (passed, output) = palisade_test_support::run_ignored_test(name);
+    assert!(passed, "{name}: {output}");
 }
 
 #[test]

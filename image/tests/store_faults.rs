@@ -17,22 +17,15 @@ use std::time::{Duration, Instant};
 use palisade_image::{
     Error, Image, ImageConfig, LayerBuilder, LayerStore, LayoutWriter, OpaqueXattr, StoreOptions,
 };
-use palisade_test_support::{require_root, run_ignored_test_as, TempDir};
+use palisade_test_support::{ignored_test_command, require_root, run_ignored_test_as, TempDir};
 use support::{
     build_image, child_env, own_start_time, tmp_entries, tree_listing, ChildGuard, Rng, StateGuard,
 };
 
 /// Runs the ignored test `name` of this binary as a child process, with `env`.
 fn spawn_child(name: &str, env: &[(&str, &Path)]) -> ChildGuard {
-    let mut command = Command::new(std::env::current_exe().unwrap());
+    let mut command = ignored_test_command(&std::env::current_exe().unwrap(), name);
     command
-        .args([
-            "--exact",
-            name,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -102,6 +102,34 @@ pub fn in_netns_of<T: Send>(pid: u32, f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
+/// A command that runs the ignored test `name` of the test binary `exe` alone, on one thread,
+/// its output not captured: how a test runs part of itself in a process of its own.
+pub fn ignored_test_command(exe: &Path, name: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(exe);
+    command.args([
+        "--exact",
+        name,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    command
+}
+
+/// Runs the ignored test `name` of this very test binary in a process of its own. Returns
+/// whether it passed, and its output, for the assertion message.
+pub fn run_ignored_test(name: &str) -> (bool, String) {
+    let out = ignored_test_command(&std::env::current_exe().unwrap(), name)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success() && text.contains("1 passed"), text)
+}
+
 /// Runs the ignored test `name` of this very test binary again as `uid`:`uid` (no passwd entry
 /// needed), from a copy the user can execute, with `env` set and `/` as its directory. Returns
 /// whether it passed, and its output, for the assertion message.
@@ -119,14 +147,7 @@ pub fn run_ignored_test_as(uid: u32, name: &str, env: &[(&str, &str)]) -> (bool,
     // (ETXTBSY): retry until those children have moved on.
     let mut attempts = 0;
     let out = loop {
-        let run = std::process::Command::new(&exe)
-            .args([
-                "--exact",
-                name,
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+        let run = ignored_test_command(&exe, name)
             .envs(env.iter().copied())
             .current_dir("/")
             .uid(uid)

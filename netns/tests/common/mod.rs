@@ -207,14 +207,7 @@ pub fn start_manager(
 ) -> (Reaped, u16) {
     use std::io::{BufRead, BufReader};
     let mut manager = Reaped(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                name,
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+        palisade_test_support::ignored_test_command(&std::env::current_exe().unwrap(), name)
             .env(
                 netns_var,
                 netns_inode("/proc/thread-self/ns/net").to_string(),
