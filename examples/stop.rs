@@ -67,7 +67,7 @@ fn stop(root: &Path, name: &str, grace: Duration) -> Result<(), Error> {
     if handle.status() == Status::Stopped {
         return handle.delete();
     }
-    match handle.kill(Signal::SIGTERM) {
+    match handle.signal(Signal::SIGTERM) {
         // It stopped meanwhile.
         Ok(()) | Err(Error::NotRunning { .. }) => {}
         Err(e) => return Err(e),

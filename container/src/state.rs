@@ -7,7 +7,7 @@
 //! | file         | what                                                                      |
 //! |--------------|---------------------------------------------------------------------------|
 //! | `state.json` | the [`State`]: pids and start times, cgroup, address, ports, annotations   |
-//! | `exit`       | the command's raw wait status (4 bytes), once it has exited               |
+//! | `exit`       | the init's report once the command has exited: its raw wait status (4 bytes), then its usage |
 //! | `start`      | a FIFO on which a [created](crate::Sandbox::create) command waits          |
 //! | `exec.json`  | what a command run in the sandbox from another process takes from it       |
 //!
@@ -34,7 +34,7 @@
 //! let out = web.exec("cat").arg("/proc/1/comm").output()?;
 //! assert_eq!(out.stdout, b"palisade-init\n");
 //! assert_eq!(Sandbox::list_in(&root)?.len(), 1);
-//! web.kill(Signal::SIGTERM)?;
+//! web.signal(Signal::SIGTERM)?;
 //! let exit = web.wait()?.expect("the init records the status");
 //! assert_eq!(exit.signal(), Some(libc::SIGTERM));
 //! web.delete()?;
@@ -745,10 +745,17 @@ impl Handle {
             })
     }
 
+    /// Kills the sandbox: SIGKILL to its first process, which ends the whole sandbox (see
+    /// [`signal`](Self::signal)), as [`Child::kill`](crate::Child::kill) does.
+    /// [`Error::NotRunning`] once it has stopped.
+    pub fn kill(&self) -> Result<()> {
+        self.signal(Signal::SIGKILL)
+    }
+
     /// Sends `signal` to the sandbox's first process (`pidfd_send_signal(2)`): its init
     /// forwards it to the command, and SIGKILL ends the whole sandbox. [`Error::NotRunning`] once
     /// it has stopped.
-    pub fn kill(&self, signal: Signal) -> Result<()> {
+    pub fn signal(&self, signal: Signal) -> Result<()> {
         let pidfd = self.running_pidfd()?;
         let sig = rustix::process::Signal::from_named_raw(signal as i32)
             .ok_or(rustix::io::Errno::INVAL)
@@ -911,7 +918,7 @@ impl Handle {
             let _ = g.kill();
         }
         if self.is_running() {
-            let _ = self.kill(Signal::SIGKILL);
+            let _ = self.kill();
             self.wait()?;
         }
         self.delete()

@@ -169,7 +169,7 @@ fn a_detached_sandbox_is_opened_entered_and_killed_from_another_process() {
     let taken = sh("true").name(name).state_root(root.path()).spawn();
     assert!(matches!(taken, Err(Error::NameInUse { .. })), "{taken:?}");
 
-    h.kill(Signal::SIGTERM).unwrap();
+    h.signal(Signal::SIGTERM).unwrap();
     let exit = h.wait().unwrap().expect("the init records the status");
     assert_eq!(exit.signal(), Some(libc::SIGTERM), "{exit}");
     assert_eq!(h.status(), Status::Stopped);
@@ -225,7 +225,7 @@ fn create_then_start_from_another_process() {
     assert!(matches!(h.start(), Err(Error::NotCreated { .. })));
     // Killed from here, a process that is not its parent: its init cannot report, and the
     // status is the kill's, as `docker kill` reports it.
-    h.kill(Signal::SIGKILL).unwrap();
+    h.kill().unwrap();
     let exit = h.wait().unwrap().expect("a status");
     assert_eq!(exit.signal(), Some(libc::SIGKILL));
     assert_eq!(

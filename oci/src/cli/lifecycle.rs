@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 use clap::Args;
-use palisade::{Child, Handle, Pty, Sandbox, Signal, Status, Stdio};
+use palisade::{Child, Handle, Pty, Sandbox, Status, Stdio};
 use palisade_oci::hooks::{self, Stage};
 use palisade_oci::Bundle;
 
@@ -377,14 +377,14 @@ pub fn kill(global: &Global, args: KillArgs) -> Result<()> {
             }
         }
         if h.status() != Status::Stopped {
-            let _ = h.kill(signal);
+            let _ = h.signal(signal);
         }
         return Ok(());
     }
     if h.status() == Status::Stopped {
         return Err(CliError::msg("container not running"));
     }
-    Ok(h.kill(signal)?)
+    Ok(h.signal(signal)?)
 }
 
 /// The state a hook reads of a created container, with `status`: the document `state`
@@ -422,7 +422,7 @@ fn start_hooks(log: &mut Logger, h: &Handle) -> Result<()> {
 
 /// Stops a created container whose start failed: SIGKILL, and waits until it has stopped.
 fn stop(h: &mut Handle) {
-    if h.kill(Signal::SIGKILL).is_ok() {
+    if h.kill().is_ok() {
         let _ = h.wait();
     }
 }
@@ -461,7 +461,7 @@ pub fn delete(global: &Global, log: &mut Logger, args: DeleteArgs) -> Result<()>
         "created" => h.force_delete()?,
         "paused" if args.force => {
             // A frozen process takes SIGKILL only once thawed on cgroup v1.
-            let _ = h.kill(Signal::SIGKILL);
+            let _ = h.kill();
             let _ = h.thaw();
             h.force_delete()?
         }
