@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::digest::{Digest, HashingReader};
+use crate::error::io_error;
 use crate::spec::{self, Descriptor, Unpicked, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, REF_NAME};
 use crate::{Error, Image, LayerStore, Result};
 
@@ -123,14 +124,6 @@ fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 
 fn read_error(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
     move |source| Error::ArchiveRead {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-fn io_error<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
-    move |source| Error::Io {
-        op,
         path: path.to_path_buf(),
         source,
     }

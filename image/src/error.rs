@@ -1,5 +1,5 @@
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -341,5 +341,17 @@ impl Error {
             | Error::ArchiveRead { source, .. } => source.raw_os_error(),
             _ => None,
         }
+    }
+}
+
+/// The [`Error::Io`] of `op` on `path`, for `map_err`.
+pub(crate) fn io_error<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
     }
 }

@@ -29,6 +29,7 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;
+use crate::error::io_error;
 use crate::layout::{oci_arch, REF_NAME};
 use crate::ImageConfig;
 use crate::{Error, Result};
@@ -339,14 +340,6 @@ pub struct LayoutWriter {
     pending: Vec<WrittenLayer>,
     manifests: Vec<IndexEntry>,
     tags: BTreeSet<String>,
-}
-
-fn io_error<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
-    move |source| Error::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 impl LayoutWriter {

@@ -15,10 +15,12 @@ use ureq::http::StatusCode;
 
 use super::client::{read_document, status_error, Client, MANIFEST_ACCEPT, MAX_DOCUMENT};
 use super::{LayerOutcome, Platform, Progress, PullOptions, Reference};
+use crate::error::io_error;
 use crate::layout::{LayerRef, Layout};
 use crate::spec::{
     self, Descriptor, RawDocument, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, REF_NAME,
 };
+use crate::store::fsync_dir;
 use crate::{sys, Digest, Error, Image, LayerStore, Result};
 
 /// The mode of the pull's directories.
@@ -27,14 +29,6 @@ const PRIVATE: u32 = 0o700;
 const CHUNK: usize = 64 << 10;
 
 static NEXT_TMP: AtomicU64 = AtomicU64::new(0);
-
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
-    move |source| Error::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
 
 /// The store's directories of the pull: the blob cache and the downloads.
 struct Dirs {
@@ -49,26 +43,19 @@ fn private_dir(path: &Path) -> Result<()> {
     match fs::DirBuilder::new().mode(PRIVATE).create(path) {
         Ok(()) => return Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(io_err("create", path)(e)),
+        Err(e) => return Err(io_error("create", path)(e)),
     }
-    let meta = fs::symlink_metadata(path).map_err(io_err("stat", path))?;
+    let meta = fs::symlink_metadata(path).map_err(io_error("stat", path))?;
     if !meta.is_dir() {
-        return Err(io_err("use as a store directory", path)(
+        return Err(io_error("use as a store directory", path)(
             io::Error::from_raw_os_error(libc::ENOTDIR),
         ));
     }
     if meta.permissions().mode() & 0o7777 != PRIVATE {
         fs::set_permissions(path, fs::Permissions::from_mode(PRIVATE))
-            .map_err(io_err("chmod", path))?;
+            .map_err(io_error("chmod", path))?;
     }
     Ok(())
-}
-
-/// `fsync(2)` of a directory, so that a rename into it survives a crash.
-fn sync_dir(path: &Path) -> Result<()> {
-    File::open(path)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("sync", path))
 }
 
 /// Opens a file of the store's own without following a symbolic link.
@@ -99,8 +86,8 @@ impl Dirs {
     /// Removes the cache's temporary files left by processes that died writing them
     /// (`.tmp-<pid>-<n>` of a pid that no longer runs).
     fn collect_dead_writers(&self) -> Result<()> {
-        for entry in fs::read_dir(&self.blobs).map_err(io_err("read", &self.blobs))? {
-            let entry = entry.map_err(io_err("read", &self.blobs))?;
+        for entry in fs::read_dir(&self.blobs).map_err(io_error("read", &self.blobs))? {
+            let entry = entry.map_err(io_error("read", &self.blobs))?;
             let name = entry.file_name();
             let Some(pid) = name
                 .to_str()
@@ -114,7 +101,7 @@ impl Dirs {
                 let path = entry.path();
                 match fs::remove_file(&path) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                        return Err(io_err("remove", &path)(e))
+                        return Err(io_error("remove", &path)(e))
                     }
                     _ => {}
                 }
@@ -126,8 +113,8 @@ impl Dirs {
     /// Empties the cache and the downloads, but for downloads in progress (locked). Lock
     /// files stay (they are empty).
     fn clear(&self) -> Result<()> {
-        for entry in fs::read_dir(&self.blobs).map_err(io_err("read", &self.blobs))? {
-            let path = entry.map_err(io_err("read", &self.blobs))?.path();
+        for entry in fs::read_dir(&self.blobs).map_err(io_error("read", &self.blobs))? {
+            let path = entry.map_err(io_error("read", &self.blobs))?.path();
             let is_tmp = path
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -136,8 +123,10 @@ impl Dirs {
                 remove_if_there(&path)?;
             }
         }
-        for entry in fs::read_dir(&self.downloads).map_err(io_err("read", &self.downloads))? {
-            let name = entry.map_err(io_err("read", &self.downloads))?.file_name();
+        for entry in fs::read_dir(&self.downloads).map_err(io_error("read", &self.downloads))? {
+            let name = entry
+                .map_err(io_error("read", &self.downloads))?
+                .file_name();
             let Some(hex) = name
                 .to_str()
                 .and_then(|n| n.strip_prefix("sha256-"))
@@ -150,8 +139,8 @@ impl Dirs {
             };
             let path = self.lock_path(&digest);
             let fd =
-                OwnedFd::from(open_nofollow(&path, true, false).map_err(io_err("open", &path))?);
-            if !sys::flock_exclusive(fd.as_fd(), true).map_err(io_err("lock", &path))? {
+                OwnedFd::from(open_nofollow(&path, true, false).map_err(io_error("open", &path))?);
+            if !sys::flock_exclusive(fd.as_fd(), true).map_err(io_error("lock", &path))? {
                 continue; // A pull is downloading it.
             }
             remove_if_there(&self.partial_path(&digest))?;
@@ -173,13 +162,13 @@ impl Dirs {
         let file = match open_nofollow(&path, false, false) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("open", &path)(e)),
+            Err(e) => return Err(io_error("open", &path)(e)),
         };
         let bytes = sys::read_bounded(file, MAX_DOCUMENT, &path)?;
         if Digest::of(&bytes) == *digest {
             return Ok(Some(bytes));
         }
-        fs::remove_file(&path).map_err(io_err("remove", &path))?;
+        fs::remove_file(&path).map_err(io_error("remove", &path))?;
         Ok(None)
     }
 
@@ -199,16 +188,16 @@ impl Dirs {
                 f.write_all(bytes)?;
                 f.sync_all()
             })
-            .map_err(io_err("write", &tmp))
+            .map_err(io_error("write", &tmp))
             .and_then(|()| {
                 let dest = self.blob(digest);
-                fs::rename(&tmp, &dest).map_err(io_err("rename into place", &dest))
+                fs::rename(&tmp, &dest).map_err(io_error("rename into place", &dest))
             });
         if written.is_err() {
             let _ = fs::remove_file(&tmp);
         }
         written?;
-        sync_dir(&self.blobs)
+        fsync_dir(&self.blobs)
     }
 
     fn lock_path(&self, digest: &Digest) -> PathBuf {
@@ -227,8 +216,8 @@ impl Dirs {
     /// Takes the layer's download lock (`flock(2)`), released when the descriptor is dropped.
     fn lock(&self, digest: &Digest) -> Result<OwnedFd> {
         let path = self.lock_path(digest);
-        let fd = OwnedFd::from(open_nofollow(&path, true, true).map_err(io_err("open", &path))?);
-        sys::flock_exclusive(fd.as_fd(), false).map_err(io_err("lock", &path))?;
+        let fd = OwnedFd::from(open_nofollow(&path, true, true).map_err(io_error("open", &path))?);
+        sys::flock_exclusive(fd.as_fd(), false).map_err(io_error("lock", &path))?;
         Ok(fd)
     }
 }
@@ -462,13 +451,13 @@ enum Failure {
 /// The sha256 and length of the first bytes of `file`, up to `limit`.
 fn hash_prefix(file: &mut File, path: &Path, limit: u64) -> Result<(Sha256, u64)> {
     file.seek(SeekFrom::Start(0))
-        .map_err(io_err("seek", path))?;
+        .map_err(io_error("seek", path))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let mut reader = (&mut *file).take(limit);
     let mut total = 0u64;
     loop {
-        let n = reader.read(&mut buf).map_err(io_err("read", path))?;
+        let n = reader.read(&mut buf).map_err(io_error("read", path))?;
         let Some(data) = buf.get(..n) else { break };
         if n == 0 {
             break;
@@ -481,7 +470,7 @@ fn hash_prefix(file: &mut File, path: &Path, limit: u64) -> Result<(Sha256, u64)
 
 /// Empties a partial download.
 fn restart(file: &File, path: &Path) -> Result<()> {
-    file.set_len(0).map_err(io_err("truncate", path))
+    file.set_len(0).map_err(io_error("truncate", path))
 }
 
 /// One download attempt into the partial file: resumes from what it holds. Returns whether
@@ -495,11 +484,11 @@ fn attempt(
 ) -> std::result::Result<bool, Failure> {
     let fatal = Failure::Fatal;
     let mut file = open_nofollow(partial, true, true)
-        .map_err(io_err("open", partial))
+        .map_err(io_error("open", partial))
         .map_err(fatal)?;
     let len = file
         .metadata()
-        .map_err(io_err("stat", partial))
+        .map_err(io_error("stat", partial))
         .map_err(fatal)?
         .len();
     if len > desc.size {
@@ -566,7 +555,7 @@ fn attempt(
         };
         let url = answer.url;
         file.seek(SeekFrom::Start(have))
-            .map_err(io_err("seek", partial))
+            .map_err(io_error("seek", partial))
             .map_err(fatal)?;
         let remaining = desc.size - have;
         // One byte more than the descriptor allows, to notice a blob that is too long.
@@ -599,7 +588,7 @@ fn attempt(
                 }));
             }
             file.write_all(data)
-                .map_err(io_err("write", partial))
+                .map_err(io_error("write", partial))
                 .map_err(fatal)?;
             hasher.update(data);
             have += n as u64;
@@ -660,7 +649,7 @@ fn fetch_layer(
         if len == desc.size && Digest::from_sha256(hasher.finalize().into()) == desc.digest {
             outcome = Some(LayerOutcome::Reused);
         } else {
-            fs::remove_file(&done).map_err(io_err("remove", &done))?;
+            fs::remove_file(&done).map_err(io_error("remove", &done))?;
         }
     }
     let outcome = match outcome {
@@ -676,8 +665,8 @@ fn fetch_layer(
                     Err(Failure::Fatal(e)) => return Err(e),
                 }
             };
-            fs::rename(&partial, &done).map_err(io_err("rename into place", &done))?;
-            sync_dir(&dirs.downloads)?;
+            fs::rename(&partial, &done).map_err(io_error("rename into place", &done))?;
+            fsync_dir(&dirs.downloads)?;
             if resumed {
                 LayerOutcome::Resumed
             } else {
@@ -685,14 +674,14 @@ fn fetch_layer(
             }
         }
     };
-    fs::hard_link(&done, dest).map_err(io_err("link", dest))?;
+    fs::hard_link(&done, dest).map_err(io_error("link", dest))?;
     Ok(outcome)
 }
 
 /// Removes a file of the pull's own, if it is there.
 fn remove_if_there(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", path)(e)),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error("remove", path)(e)),
         _ => Ok(()),
     }
 }
@@ -707,7 +696,7 @@ fn forget_download(dirs: &Dirs, digest: &Digest) -> Result<()> {
     let _lock = dirs.lock(digest)?;
     let done = dirs.done_path(digest);
     match fs::remove_file(&done) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &done)(e)),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error("remove", &done)(e)),
         _ => Ok(()),
     }
 }
@@ -800,7 +789,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
         .mode(0o600)
         .open(path)
         .and_then(|mut f| f.write_all(bytes))
-        .map_err(io_err("write", path))
+        .map_err(io_error("write", path))
 }
 
 pub(super) fn pull(
@@ -827,7 +816,7 @@ pub(super) fn pull(
         .recursive(true)
         .mode(PRIVATE)
         .create(&blobs)
-        .map_err(io_err("create", &blobs))?;
+        .map_err(io_error("create", &blobs))?;
     write_file(
         &dir.join("oci-layout"),
         br#"{"imageLayoutVersion":"1.0.0"}"#,

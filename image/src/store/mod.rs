@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{Digest, HashingReader};
+use crate::error::io_error;
 use crate::extract::{extract_layer, ExtractOptions, Extracted};
 use crate::layout::{Compression, LayerRef, Layout};
 use crate::{sys, Image, Layer, OpaqueXattr, StoreOptions};
@@ -138,14 +139,6 @@ pub struct LayerStore {
     options: StoreOptions,
 }
 
-fn io_error<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
-    move |source| Error::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Makes the store's own directory `path` (its parent must exist) mode `0700`, or, if it is
 /// there, tightens it to `0700`: an existing store of looser modes lets other users reach the
 /// layers' files (such as set-user-ID programs) through it. A symbolic link is refused, but for
@@ -257,7 +250,7 @@ impl Drop for TmpDir {
 }
 
 /// `fsync(2)`s the directory `path`: a rename or removal in it is durable once this returns.
-fn fsync_dir(path: &Path) -> Result<()> {
+pub(crate) fn fsync_dir(path: &Path) -> Result<()> {
     let dir = sys::open_dir_path(path).map_err(io_error("open", path))?;
     sys::fsync(dir.as_fd()).map_err(io_error("sync", path))
 }
