@@ -230,28 +230,91 @@ fn pull_by_tag_and_by_digest() {
     ));
 }
 
-#[test]
-fn multi_arch_index_picks_the_platform() {
-    let registry = Registry::start();
-    let tmp = TempDir::new("reg-multi");
-    let layout = tmp.path().join("layout");
+/// A layout being written with an image for this machine's architecture (tagged `host`) and
+/// one for another (`other`), each a layer holding the file `arch` that names it.
+struct TwoPlatforms {
+    host: Platform,
+    other: &'static str,
+    host_manifest: Digest,
+    other_manifest: Digest,
+    writer: LayoutWriter,
+}
+
+fn two_platforms(layout: &Path) -> TwoPlatforms {
     let host = Platform::host();
     let other = if host.architecture() == "arm64" {
         "amd64"
     } else {
         "arm64"
     };
-    let mut w = LayoutWriter::create(&layout).unwrap();
-    w.add_layer(&layer(&[("arch", host.architecture().as_bytes())]))
+    let mut writer = LayoutWriter::create(layout).unwrap();
+    writer
+        .add_layer(&layer(&[("arch", host.architecture().as_bytes())]))
         .unwrap();
-    let host_manifest = w
+    let host_manifest = writer
         .finish_manifest(Some("host"), &config(Some(host.architecture())))
         .unwrap();
-    w.add_layer(&layer(&[("arch", other.as_bytes())])).unwrap();
-    let other_manifest = w
+    writer
+        .add_layer(&layer(&[("arch", other.as_bytes())]))
+        .unwrap();
+    let other_manifest = writer
         .finish_manifest(Some("other"), &config(Some(other)))
         .unwrap();
-    w.close().unwrap();
+    TwoPlatforms {
+        host,
+        other,
+        host_manifest,
+        other_manifest,
+        writer,
+    }
+}
+
+/// Puts by hand (OCI distribution spec, "Pushing Manifests") the index `repo:tag` of media type
+/// `index_type`, listing `manifests` (digest, size, platform), each of `manifest_type`.
+fn put_index(
+    registry: &Registry,
+    repo: &str,
+    tag: &str,
+    index_type: &str,
+    manifest_type: &str,
+    manifests: [(&Digest, u64, &Platform); 2],
+) {
+    let manifests: Vec<serde_json::Value> = manifests
+        .iter()
+        .map(|(digest, size, platform)| {
+            let mut p = serde_json::json!({"os": platform.os(), "architecture": platform.architecture()});
+            if let Some(v) = platform.variant() {
+                p["variant"] = v.into();
+            }
+            serde_json::json!({"mediaType": manifest_type, "digest": digest.as_str(), "size": size, "platform": p})
+        })
+        .collect();
+    let index =
+        serde_json::json!({"schemaVersion": 2, "mediaType": index_type, "manifests": manifests});
+    let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+    agent
+        .put(format!(
+            "http://{}/v2/{repo}/manifests/{tag}",
+            registry.addr()
+        ))
+        .header("Content-Type", index_type)
+        .send(index.to_string())
+        .expect("put the index");
+}
+
+#[test]
+fn multi_arch_index_picks_the_platform() {
+    let registry = Registry::start();
+    let tmp = TempDir::new("reg-multi");
+    let layout = tmp.path().join("layout");
+    let TwoPlatforms {
+        host,
+        other,
+        host_manifest,
+        other_manifest,
+        writer,
+    } = two_platforms(&layout);
+    writer.close().unwrap();
     registry.push(&layout, "host", "test/multi");
     registry.push(&layout, "other", "test/multi");
 
@@ -261,29 +324,21 @@ fn multi_arch_index_picks_the_platform() {
             .unwrap()
             .len()
     };
-    let mut host_platform = serde_json::json!({"os": "linux", "architecture": host.architecture()});
-    if let Some(v) = host.variant() {
-        host_platform["variant"] = v.into();
-    }
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [
-            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": other_manifest.as_str(),
-             "size": size(&other_manifest), "platform": {"os": "linux", "architecture": other}},
-            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": host_manifest.as_str(),
-             "size": size(&host_manifest), "platform": host_platform},
+    put_index(
+        &registry,
+        "test/multi",
+        "multi",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        [
+            (
+                &other_manifest,
+                size(&other_manifest),
+                &Platform::new("linux", other, None),
+            ),
+            (&host_manifest, size(&host_manifest), &host),
         ],
-    });
-    let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
-    agent
-        .put(format!(
-            "http://{}/v2/test/multi/manifests/multi",
-            registry.addr()
-        ))
-        .header("Content-Type", "application/vnd.oci.image.index.v1+json")
-        .send(index.to_string())
-        .expect("put the index");
+    );
 
     let r = reference(&format!("{}/test/multi:multi", registry.addr()));
     let store = LayerStore::open(tmp.path().join("store")).unwrap();
@@ -341,20 +396,12 @@ fn docker_schema_2_manifests_and_manifest_lists_and_zstd_layers() {
     let registry = Registry::start();
     let tmp = TempDir::new("reg-docker");
     let layout = tmp.path().join("layout");
-    let host = Platform::host();
-    let other = if host.architecture() == "arm64" {
-        "amd64"
-    } else {
-        "arm64"
-    };
-    let mut w = LayoutWriter::create(&layout).unwrap();
-    w.add_layer(&layer(&[("arch", host.architecture().as_bytes())]))
-        .unwrap();
-    w.finish_manifest(Some("host"), &config(Some(host.architecture())))
-        .unwrap();
-    w.add_layer(&layer(&[("arch", other.as_bytes())])).unwrap();
-    w.finish_manifest(Some("other"), &config(Some(other)))
-        .unwrap();
+    let TwoPlatforms {
+        host,
+        other,
+        writer: mut w,
+        ..
+    } = two_platforms(&layout);
     let mut zstd = layer(&[("etc/zstd", b"a zstd layer\n")]);
     zstd.compression(Compression::Zstd);
     let zstd_layer = w.add_layer(&zstd).unwrap();
@@ -397,34 +444,23 @@ fn docker_schema_2_manifests_and_manifest_lists_and_zstd_layers() {
             .body_mut()
             .read_to_vec()
             .unwrap()
-            .len()
+            .len() as u64
     };
-    let mut host_platform = serde_json::json!({"os": "linux", "architecture": host.architecture()});
-    if let Some(v) = host.variant() {
-        host_platform["variant"] = v.into();
-    }
-    let list = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
-        "manifests": [
-            {"mediaType": DOCKER_MANIFEST, "digest": other_manifest.as_str(),
-             "size": size(&other_manifest), "platform": {"os": "linux", "architecture": other}},
-            {"mediaType": DOCKER_MANIFEST, "digest": host_manifest.as_str(),
-             "size": size(&host_manifest), "platform": host_platform},
+    put_index(
+        &registry,
+        "test/docker",
+        "list",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        DOCKER_MANIFEST,
+        [
+            (
+                &other_manifest,
+                size(&other_manifest),
+                &Platform::new("linux", other, None),
+            ),
+            (&host_manifest, size(&host_manifest), &host),
         ],
-    });
-    let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
-    agent
-        .put(format!(
-            "http://{}/v2/test/docker/manifests/list",
-            registry.addr()
-        ))
-        .header(
-            "Content-Type",
-            "application/vnd.docker.distribution.manifest.list.v2+json",
-        )
-        .send(list.to_string())
-        .expect("put the manifest list");
+    );
     let r = reference(&format!("{}/test/docker:list", registry.addr()));
     let store = LayerStore::open(tmp.path().join("store-list")).unwrap();
     let image = store.pull(&r, &insecure(), &NoProgress).unwrap();
