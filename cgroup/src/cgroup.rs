@@ -807,6 +807,17 @@ impl Cgroup {
         Ok(s)
     }
 
+    /// The group's peak memory use ([`MemoryStats::peak`](crate::MemoryStats::peak) alone, without
+    /// reading the rest of [`stats`](Self::stats)): `memory.peak` (v2, from Linux 5.19) or
+    /// `memory.max_usage_in_bytes` (v1). `None` without a memory controller or the file.
+    pub fn memory_peak(&self) -> Result<Option<crate::Bytes>> {
+        match self.controller_dir(Controller::Memory) {
+            Some(d) if d.is_unified() => stats::memory_peak_v2(&d.path),
+            Some(d) => stats::memory_peak_v1(&d.path),
+            None => Ok(None),
+        }
+    }
+
     /// Memory events: how often the limit was hit and how many processes the OOM killer
     /// killed. `None` if the group has no memory controller.
     pub fn memory_events(&self) -> Result<Option<MemoryEvents>> {

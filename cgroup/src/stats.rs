@@ -166,15 +166,24 @@ fn limit(path: &Path) -> Result<Option<u64>> {
     read_parsed(path, parse::max_value)
 }
 
-pub(crate) fn memory_v2(dir: &Path) -> Result<MemoryStats> {
+/// `memory.peak`, which kernels before 5.19 lack.
+pub(crate) fn memory_peak_v2(dir: &Path) -> Result<Option<Bytes>> {
     let peak = dir.join("memory.peak");
+    Ok(if peak.exists() {
+        Some(Bytes(single(&peak)?))
+    } else {
+        None
+    })
+}
+
+pub(crate) fn memory_peak_v1(dir: &Path) -> Result<Option<Bytes>> {
+    Ok(Some(Bytes(single(&dir.join("memory.max_usage_in_bytes"))?)))
+}
+
+pub(crate) fn memory_v2(dir: &Path) -> Result<MemoryStats> {
     Ok(MemoryStats {
         current: Bytes(single(&dir.join("memory.current"))?),
-        peak: if peak.exists() {
-            Some(Bytes(single(&peak)?))
-        } else {
-            None
-        },
+        peak: memory_peak_v2(dir)?,
         limit: limit(&dir.join("memory.max"))?.map(Bytes),
         stat: keyed(&dir.join("memory.stat"))?,
     })
@@ -183,7 +192,7 @@ pub(crate) fn memory_v2(dir: &Path) -> Result<MemoryStats> {
 pub(crate) fn memory_v1(dir: &Path) -> Result<MemoryStats> {
     Ok(MemoryStats {
         current: Bytes(single(&dir.join("memory.usage_in_bytes"))?),
-        peak: Some(Bytes(single(&dir.join("memory.max_usage_in_bytes"))?)),
+        peak: memory_peak_v1(dir)?,
         limit: limit(&dir.join("memory.limit_in_bytes"))?.map(Bytes),
         stat: keyed(&dir.join("memory.stat"))?,
     })

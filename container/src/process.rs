@@ -589,7 +589,7 @@ impl Child {
         let group_peak = self
             .cgroup
             .as_ref()
-            .and_then(|g| g.stats().ok()?.memory?.peak);
+            .and_then(|g| g.memory_peak().ok().flatten());
         status = status.with_peak_memory(match group_peak {
             Some(peak) => Some(peak.0),
             None => status.peak_memory().filter(|&rss| rss > caller_peak()),
