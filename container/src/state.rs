@@ -342,6 +342,20 @@ fn lock_dir(dir: &Path, blocking: bool) -> Result<Option<OwnedFd>> {
     }
 }
 
+/// [`lock_dir`] without blocking, tried again for a moment while it is held: a lock is held
+/// for as long as any copy of its open file is, and a process forked by another thread of its
+/// holder has one until it closes its descriptors (`flock(2)`), so a held lock may be a
+/// moment's copy rather than a maker or a starter. `None` if it is still held after that.
+fn lock_dir_soon(dir: &Path) -> Result<Option<OwnedFd>> {
+    for _ in 0..20 {
+        if let Some(lock) = lock_dir(dir, false)? {
+            return Ok(Some(lock));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    lock_dir(dir, false)
+}
+
 /// Writes `bytes` to `dir/name` atomically: a temporary file, `fsync(2)`, `rename(2)`.
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
@@ -653,7 +667,7 @@ impl Handle {
                 }
                 // Being made (its lock is held), removed meanwhile, or left half-made by a
                 // creator that died.
-                match lock_dir(&dir, false) {
+                match lock_dir_soon(&dir) {
                     Ok(Some(_)) => stale_state(id),
                     Ok(None) => {
                         return Err(Error::NotFound {
@@ -898,7 +912,7 @@ impl Handle {
     /// sandboxes, [`palisade_netns::gc`]), and its record. [`Error::StillRunning`] while it
     /// runs: [`kill`](Self::kill) it first, or use [`force_delete`](Self::force_delete).
     pub fn delete(mut self) -> Result<()> {
-        let Some(_lock) = lock_dir(&self.dir, false)? else {
+        let Some(_lock) = lock_dir_soon(&self.dir)? else {
             return Err(Error::StillRunning {
                 id: self.state.id.clone(),
             });

@@ -43,27 +43,41 @@ pub(crate) fn start(plan: &Plan, fds: &ChildFds) -> ! {
     finish(fds, exit)
 }
 
+/// Joins the sandbox's v1 groups through their `tasks` descriptors, then closes them (kept
+/// through the first close only for this).
+pub(super) fn enter_v1_groups(fds: &ChildFds) -> Step<()> {
+    for (i, tasks) in fds.cgroup_tasks.iter().enumerate() {
+        palisade_cgroup::child::enter_v1(tasks.as_fd())
+            .map_err(|e| ChildFailure::at(ChildStep::Cgroup, i as u32, e))?;
+    }
+    for tasks in fds.cgroup_tasks {
+        // SAFETY: the child's own copy of the descriptor (its table is not shared), used no
+        // more; the parent's stays open.
+        unsafe { process::close_raw(tasks.as_raw_fd()) };
+    }
+    Ok(())
+}
+
 /// The child's steps, in order, ending in the exec of the program or of the init.
 fn run(plan: &Plan, fds: &ChildFds) -> Step<Infallible> {
     use ChildStep::*;
+    // Nothing of the caller's crosses unless named: its descriptors (close-on-exec or not, and
+    // those other threads were opening during the clone) go first thing, before any path is
+    // looked up, so none of them can serve as a way back to the host (`/proc/self/fd/N`,
+    // `openat` of `..` from a directory descriptor). First thing also because this copy of the
+    // table shares the caller's open files: a lock another thread holds (`flock(2)` follows the
+    // open file, not the process) stays held while any copy is open.
+    process::close_all_but(fds.keep);
     // Into the sandbox's v1 groups before anything else runs here (the unified one, if any,
     // it was born in or is moved to by the parent): through descriptors, so no path is looked
-    // up before the caller's descriptors are gone.
-    for (i, tasks) in fds.cgroup_tasks.iter().enumerate() {
-        palisade_cgroup::child::enter_v1(tasks.as_fd())
-            .map_err(|e| ChildFailure::at(Cgroup, i as u32, e))?;
-    }
+    // up for it.
+    enter_v1_groups(fds)?;
     // Then the sandbox's setup runs on these CPUs (`execCPUAffinity.initial`; after joining a
     // cpuset group, which would set its own, `cpuset(7)`), the command switches to its own
     // just before its exec.
     if let Some(cpus) = plan.security.initial_affinity() {
         rustix::thread::sched_setaffinity(None, cpus).in_step(InitialCpuAffinity)?;
     }
-    // Nothing of the caller's crosses unless named: its descriptors (close-on-exec or not, and
-    // those other threads were opening during the clone) go before any path is looked up, so
-    // none of them can serve as a way back to the host (`/proc/self/fd/N`, `openat` of `..`
-    // from a directory descriptor).
-    process::close_all_but(fds.keep);
 
     if let Some(user) = &plan.join_user {
         // The user namespace first, then the others, made in it so that they are its own and

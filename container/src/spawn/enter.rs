@@ -511,6 +511,7 @@ impl Exec<'_> {
         )
         .chain(passed.iter().map(|(fd, _)| fd.as_raw_fd()))
         .chain(program.iter().map(AsRawFd::as_raw_fd))
+        .chain(v1_tasks.iter().map(AsRawFd::as_raw_fd))
         .collect();
         keep.sort_unstable();
         keep.dedup();
@@ -735,11 +736,8 @@ fn enter(ctx: &EnterCtx<'_>) -> ! {
 
 fn enter_steps(ctx: &EnterCtx<'_>) -> Step<Infallible> {
     // As the sandbox's own first process does (see `child::run`).
-    for (i, tasks) in ctx.fds.cgroup_tasks.iter().enumerate() {
-        palisade_cgroup::child::enter_v1(tasks.as_fd())
-            .map_err(|e| ChildFailure::at(ChildStep::Cgroup, i as u32, e))?;
-    }
     process::close_all_but(ctx.fds.keep);
+    super::child::enter_v1_groups(ctx.fds)?;
     // This process is a copy of the caller's memory until it executes the command, and from the
     // next step it is among the sandbox's processes, which run already: not dumpable, so that
     // none of them can read it (`ptrace(2)`, `/proc/<pid>/mem`) without `CAP_SYS_PTRACE` over

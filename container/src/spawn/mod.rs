@@ -144,6 +144,7 @@ impl Sandbox {
         // These three live in this frame until the exec is confirmed: the child reads them.
         let mut keep = ends.keep(plan, &stdio);
         keep.extend(prepared.iter().flat_map(|p| p.fds()));
+        keep.extend(v1_tasks.iter().map(AsRawFd::as_raw_fd));
         keep.sort_unstable();
         let mut fds = ends.child_fds(&stdio, &keep);
         fds.cgroup_tasks = &v1_tasks;
