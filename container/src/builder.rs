@@ -1079,11 +1079,26 @@ impl SandboxBuilder {
         {
             return Ok(None);
         }
-        let devices = l
-            .devices
-            .clone()
-            .unwrap_or_else(DevicePolicy::docker_default);
-        resources.push(Resource::Devices(devices));
+        // A device policy is written by CAP_SYS_ADMIN only (the v1 `devices` controller; on v2
+        // a BPF program, `bpf(2)`). A caller without it in the initial user namespace has no
+        // device the policy could take away from its sandbox: the sandbox is in a user
+        // namespace, where device nodes cannot be made (`mknod(2)` needs CAP_MKNOD in the
+        // initial one) and every file system it mounts is `nodev` (`user_namespaces(7)`), so
+        // only nodes the caller binds in are reachable, as they are to the caller itself.
+        match (&l.devices, caller_may_set_device_policy()) {
+            (Some(policy), true) => resources.push(Resource::Devices(policy.clone())),
+            (None, true) => resources.push(Resource::Devices(DevicePolicy::docker_default())),
+            (None, false) => {}
+            (Some(policy), false) => {
+                return Err(Error::InvalidValue {
+                    what: "device policy",
+                    value: policy.to_string(),
+                    reason: "only a caller with CAP_SYS_ADMIN in the initial user namespace may \
+                             set one; an unprivileged caller's sandbox reaches no device node but \
+                             those bound into it: bind in only the nodes it may use",
+                });
+            }
+        }
         for r in &resources {
             r.validate()?;
         }
@@ -1319,4 +1334,14 @@ mod tests {
         assert!(!first.stdio[1].is_inherit());
         assert!(!second.stdio[1].is_inherit());
     }
+}
+
+/// Whether this process may set a sandbox's device policy: it holds CAP_SYS_ADMIN in the
+/// initial user namespace, the one whose id map is the identity over every id
+/// (`user_namespaces(7)`).
+fn caller_may_set_device_policy() -> bool {
+    let initial = std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]);
+    initial
+        && caps::has_cap(None, caps::CapSet::Effective, Capability::CAP_SYS_ADMIN).unwrap_or(false)
 }

@@ -147,6 +147,24 @@ pub enum Error {
         /// The least that starts the command: 2 with an init, 1 without.
         minimum: u64,
     },
+    /// The sandbox could not start a process, though its own pids limit (if any) was high
+    /// enough to pass `build`: `fork(2)` failed with `EAGAIN`, which it gives when a `pids.max`
+    /// on the way up from the sandbox's group is reached (its own, counting every process and
+    /// thread of the sandbox, the init included; or one of its parent groups', e.g. the
+    /// [`cgroup_parent`](crate::SandboxBuilder::cgroup_parent)'s, shared with other sandboxes),
+    /// or when the user's `RLIMIT_NPROC` is (`getrlimit(2)`).
+    #[error(
+        "sandbox child failed to {step}: {source}: a limit on processes is reached: the \
+         sandbox's pids limit (pids_max counts every process and thread of the sandbox, its init \
+         included), a parent cgroup's pids.max (shared by every sandbox beneath it), or the \
+         user's RLIMIT_NPROC. Raise the one that applies, or run fewer processes"
+    )]
+    OutOfProcesses {
+        /// The step that could not start its process.
+        step: ChildStep,
+        /// The OS error (`EAGAIN`).
+        source: io::Error,
+    },
     /// The user or a group the command is to run as has no mapping in the sandbox's new user
     /// namespace, so the kernel would refuse to switch to it (`setresuid(2)`, `setresgid(2)`,
     /// `setgroups(2)`: `EINVAL`). Refused by `build`.
@@ -255,6 +273,7 @@ impl Error {
             Error::Seccomp(_) => None,
             Error::Setup { source, .. }
             | Error::Child { source, .. }
+            | Error::OutOfProcesses { source, .. }
             | Error::Process { source, .. }
             | Error::State { source, .. } => source.raw_os_error(),
             Error::InvalidValue { .. }
@@ -287,6 +306,20 @@ impl Error {
             }
         }
         Error::Namespace(err)
+    }
+
+    /// The error a sandbox child reported for `step`, with what to do when it could not start
+    /// a process for a limit on processes ([`Error::OutOfProcesses`]).
+    pub(crate) fn from_child(step: ChildStep, context: Context, errno: i32) -> Error {
+        let source = io::Error::from_raw_os_error(errno);
+        if step == ChildStep::InitFork && errno == libc::EAGAIN {
+            return Error::OutOfProcesses { step, source };
+        }
+        Error::Child {
+            step,
+            context,
+            source,
+        }
     }
 
     /// A failure to create the sandbox's cgroup, with what to do when the caller may not create

@@ -8,7 +8,7 @@ mod common;
 use common::sh;
 use palisade::cgroup::{Bytes, CpuSet, Error as CgroupError, Resource, MIN_MEMORY_MAX};
 use palisade::{Error, IdMap, IdMapping, Sandbox};
-use palisade_test_support::{require_root, run_ignored_test_as};
+use palisade_test_support::{require_root, run_ignored_test_as, run_ignored_test_as_in};
 
 /// The uid the unprivileged halves of these tests run as: no passwd entry needed.
 const UNPRIVILEGED: u32 = 64_017;
@@ -263,4 +263,179 @@ fn not_delegated_inner() {
     // Without the limit, the same sandbox starts.
     let status = sh("true").rootless().status().unwrap();
     assert!(status.success(), "{status}");
+}
+
+/// A group the test owns beneath the root of every cgroup hierarchy (each v1 one with
+/// controllers, and the unified one), for a sandbox's `cgroup_parent`; removed when dropped,
+/// with whatever the sandboxes left in it.
+struct ParentGroup {
+    name: String,
+    dirs: Vec<std::path::PathBuf>,
+}
+
+impl ParentGroup {
+    fn new(tag: &str) -> ParentGroup {
+        let name = format!("palisade-errs-{tag}-{}", std::process::id());
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mut group = ParentGroup {
+            name,
+            dirs: Vec::new(),
+        };
+        for line in mountinfo.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let Some(dash) = fields.iter().position(|f| *f == "-") else {
+                continue;
+            };
+            let (fstype, options) = (fields[dash + 1], fields.get(dash + 3).unwrap_or(&""));
+            let named = options.split(',').any(|o| o.starts_with("name="));
+            if !(fstype == "cgroup2" || fstype == "cgroup" && !named) {
+                continue;
+            }
+            let mount = std::path::Path::new(fields[4]);
+            let dir = mount.join(&group.name);
+            std::fs::create_dir(&dir).unwrap();
+            group.dirs.push(dir.clone());
+            // A v1 cpuset group takes no task before it has CPUs and memory nodes.
+            for file in ["cpuset.cpus", "cpuset.mems"] {
+                if fstype == "cgroup" && mount.join(file).exists() {
+                    let value = std::fs::read_to_string(mount.join(file)).unwrap();
+                    std::fs::write(dir.join(file), value.trim()).unwrap();
+                }
+            }
+        }
+        group
+    }
+
+    /// Its path as `cgroup_parent` takes it.
+    fn path(&self) -> String {
+        format!("/{}", self.name)
+    }
+
+    /// Writes `value` to its `file`, in the hierarchy that has it.
+    fn set(&self, file: &str, value: &str) {
+        let dir = self.dirs.iter().find(|d| d.join(file).exists()).unwrap();
+        std::fs::write(dir.join(file), value).unwrap();
+    }
+
+    /// Delegates it to `uid`, as root does for a user (`cgroups(7)`, "Cgroups v2
+    /// delegation"): its directory, so the user may make groups in it, and the files that move
+    /// processes into it.
+    fn delegate(&self, uid: u32) {
+        for dir in &self.dirs {
+            for path in [dir.clone(), dir.join("cgroup.procs"), dir.join("tasks")] {
+                if path.exists() {
+                    std::os::unix::fs::chown(&path, Some(uid), Some(uid)).unwrap();
+                }
+            }
+        }
+    }
+
+    /// Its `cgroup.procs` files, to start a process in it.
+    fn procs(&self) -> Vec<std::path::PathBuf> {
+        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+    }
+
+    /// Its directory in the v1 hierarchy of `controller`.
+    fn v1_dir(&self, controller: &str) -> &std::path::Path {
+        self.dirs
+            .iter()
+            .find(|d| d.parent().is_some_and(|m| m.ends_with(controller)))
+            .unwrap()
+    }
+}
+
+impl Drop for ParentGroup {
+    fn drop(&mut self) {
+        for dir in &self.dirs {
+            // Its processes are gone; a group is removed once empty, children first.
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for entry in entries.flatten() {
+                    if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                        let _ = std::fs::remove_dir(entry.path());
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+#[test]
+fn a_pids_limit_reached_at_run_time_names_the_limits() {
+    require_root!();
+    // The sandbox's own limit passes `build`; its parent's, shared, is reached when the init
+    // forks the command.
+    let parent = ParentGroup::new("pids");
+    parent.set("pids.max", "1");
+    let err = sh("exit 3")
+        .pids_max(8)
+        .cgroup_parent(parent.path())
+        .status()
+        .unwrap_err();
+    assert!(matches!(err, Error::OutOfProcesses { .. }), "{err:?}");
+    assert_eq!(err.errno(), Some(libc::EAGAIN));
+    let text = err.to_string();
+    assert!(text.contains("pids_max"), "{text}");
+    assert!(text.contains("parent cgroup's pids.max"), "{text}");
+    assert!(text.contains("RLIMIT_NPROC"), "{text}");
+    // The advice works: with the parent's limit raised, the same sandbox starts.
+    parent.set("pids.max", "8");
+    let status = sh("exit 3")
+        .pids_max(8)
+        .cgroup_parent(parent.path())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(3));
+}
+
+/// The positive control of `rootless_limits_without_delegation_explain_delegation`: done as
+/// its error says (root makes a group owned by the user and starts the user's process in it),
+/// the same rootless sandbox with the same limit starts, and the limit is applied.
+#[test]
+fn rootless_limits_in_a_delegated_group_work() {
+    require_root!();
+    let parent = ParentGroup::new("delegated");
+    parent.delegate(UNPRIVILEGED);
+    let (passed, text) = run_ignored_test_as_in(
+        UNPRIVILEGED,
+        &parent.procs(),
+        "delegated_inner",
+        &[
+            ("PALISADE_ERRS_INNER", "1"),
+            ("PALISADE_ERRS_PARENT", &parent.path()),
+            (
+                "PALISADE_ERRS_MEMORY",
+                parent.v1_dir("memory").to_str().unwrap(),
+            ),
+        ],
+    );
+    assert!(passed, "delegated_inner as uid {UNPRIVILEGED}:\n{text}");
+}
+
+#[test]
+#[ignore = "run by rootless_limits_in_a_delegated_group_work"]
+fn delegated_inner() {
+    assert_inner();
+    let parent = std::env::var("PALISADE_ERRS_PARENT").unwrap();
+    let memory = std::path::PathBuf::from(std::env::var_os("PALISADE_ERRS_MEMORY").unwrap());
+    let limit = Bytes::mib(64);
+    // As the error advises: cgroup_parent names the delegated group.
+    let mut child = sh("sleep 30")
+        .rootless()
+        .memory_max(limit)
+        .cgroup_parent(&parent)
+        .spawn()
+        .unwrap();
+    let limits: Vec<String> = std::fs::read_dir(&memory)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| std::fs::read_to_string(e.path().join("memory.limit_in_bytes")).ok())
+        .collect();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(limits, [format!("{}\n", limit.0)], "the sandbox's group");
+    // The caller's own group is the delegated one: beneath it by default.
+    let status = sh("exit 5").rootless().memory_max(limit).status().unwrap();
+    assert_eq!(status.code(), Some(5));
 }

@@ -134,6 +134,21 @@ pub fn run_ignored_test(name: &str) -> (bool, String) {
 /// needed), from a copy the user can execute, with `env` set and `/` as its directory. Returns
 /// whether it passed, and its output, for the assertion message.
 pub fn run_ignored_test_as(uid: u32, name: &str, env: &[(&str, &str)]) -> (bool, String) {
+    run_ignored_test_as_in(uid, &[], name, env)
+}
+
+/// [`run_ignored_test_as`], started in the cgroups whose `cgroup.procs` files `procs` names:
+/// it moves there while still root, then becomes `uid`, as a service manager starts a user's
+/// process in a group delegated to it (an unprivileged process may not move itself out of a
+/// group it does not own, `cgroups(7)`, "Cgroups v2 delegation").
+pub fn run_ignored_test_as_in(
+    uid: u32,
+    procs: &[PathBuf],
+    name: &str,
+    env: &[(&str, &str)],
+) -> (bool, String) {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
     let dir = TempDir::new("as-user");
@@ -142,18 +157,48 @@ pub fn run_ignored_test_as(uid: u32, name: &str, env: &[(&str, &str)]) -> (bool,
     for p in [dir.path(), &exe] {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+    // Made before the fork: the child only makes system calls.
+    let procs: Vec<CString> = procs
+        .iter()
+        .map(|p| CString::new(p.as_os_str().as_bytes()).unwrap())
+        .collect();
     // A child forked by another test thread while the copy was open for writing holds that
     // descriptor until its exec, and the kernel refuses to execute a file open for writing
     // (ETXTBSY): retry until those children have moved on.
     let mut attempts = 0;
     let out = loop {
-        let run = ignored_test_command(&exe, name)
-            .envs(env.iter().copied())
-            .current_dir("/")
-            .uid(uid)
-            .gid(uid)
-            .output();
-        match run {
+        let mut command = ignored_test_command(&exe, name);
+        command.envs(env.iter().copied()).current_dir("/");
+        if procs.is_empty() {
+            command.uid(uid).gid(uid);
+        } else {
+            let procs = procs.clone();
+            // SAFETY: the hook only makes system calls (open, write, close, setgroups, setgid,
+            // setuid) on memory made before the fork.
+            unsafe {
+                command.pre_exec(move || {
+                    for path in &procs {
+                        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                        if fd < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                        libc::close(fd);
+                        if written != 1 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    if libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setgid(uid) != 0
+                        || libc::setuid(uid) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        match command.output() {
             Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 100 => {
                 attempts += 1;
                 std::thread::sleep(std::time::Duration::from_millis(20));

@@ -633,9 +633,9 @@ impl Exec<'_> {
     /// The error of a child's report (or of a cloned process that ended without one).
     fn report(&self, report: Option<(ChildStep, u32, i32)>) -> Error {
         match report {
-            Some((step, index, errno)) => Error::Child {
+            Some((step, index, errno)) => Error::from_child(
                 step,
-                context: Context {
+                Context {
                     subject: match step {
                         ChildStep::Exec => Some(self.program.to_string_lossy().into_owned()),
                         ChildStep::Chdir => self.cwd.as_ref().map(|d| d.to_string_lossy().into()),
@@ -647,8 +647,8 @@ impl Exec<'_> {
                         _ => None,
                     },
                 },
-                source: io::Error::from_raw_os_error(errno),
-            },
+                errno,
+            ),
             None => Error::NotRunning {
                 pid: self.sandbox.pid() as i32,
             },

@@ -187,11 +187,9 @@ impl Sandbox {
                 if let Err(source) = read {
                     // It failed before the fork: its report says why.
                     return Err(match read_report(&mut File::from(ends.err_r))? {
-                        Report::Failed(step, index, errno) => Error::Child {
-                            step,
-                            context: self.context(step, index),
-                            source: io::Error::from_raw_os_error(errno),
-                        },
+                        Report::Failed(step, index, errno) => {
+                            Error::from_child(step, self.context(step, index), errno)
+                        }
                         _ => Error::Setup {
                             what: "read the pid of the sandbox's first process",
                             source,
@@ -234,11 +232,7 @@ impl Sandbox {
         match read_report(&mut err_r)? {
             Report::Failed(step, index, errno) => {
                 handle.wait()?;
-                return Err(Error::Child {
-                    step,
-                    context: self.context(step, index),
-                    source: io::Error::from_raw_os_error(errno),
-                });
+                return Err(Error::from_child(step, self.context(step, index), errno));
             }
             Report::Ready if create => {
                 let fifo = reservation.as_ref().map(|r| r.dir().join("start"));
@@ -692,11 +686,7 @@ impl Child {
             Report::Executed => Ok(()),
             Report::Failed(step, _, errno) => {
                 let _ = self.wait();
-                Err(Error::Child {
-                    step,
-                    context: Context::default(),
-                    source: io::Error::from_raw_os_error(errno),
-                })
+                Err(Error::from_child(step, Context::default(), errno))
             }
             Report::Ready => Err(Error::Setup {
                 what: "read the child's error pipe",
