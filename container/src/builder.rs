@@ -770,6 +770,12 @@ impl SandboxBuilder {
     /// for file systems the command mounts. Giving a policy here, or `CAP_SYS_ADMIN` outside a
     /// user namespace, gives the sandbox a cgroup for it.
     ///
+    /// Only a caller with `CAP_SYS_ADMIN` in the initial user namespace may write a policy to
+    /// a cgroup. An unprivileged caller's ([`rootless`](Self::rootless)) sandbox gets none, as
+    /// it needs none: in its user namespace no device node can be made and every file system it
+    /// mounts is `nodev` (`user_namespaces(7)`). Giving it a policy is refused by `build`
+    /// ([`Error::InvalidValue`]).
+    ///
     /// Allowing a device does not create its node: bind it in with a
     /// [`volume`](Self::volume).
     pub fn device(&mut self, rule: DeviceRule) -> &mut Self {

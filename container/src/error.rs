@@ -614,6 +614,19 @@ mod tests {
     }
 
     #[test]
+    fn a_fork_out_of_processes_names_the_limits() {
+        let err = Error::from_child(ChildStep::InitFork, Context::default(), libc::EAGAIN);
+        assert!(matches!(err, Error::OutOfProcesses { .. }), "{err:?}");
+        assert_eq!(err.errno(), Some(libc::EAGAIN));
+        assert!(err.to_string().contains("RLIMIT_NPROC"), "{err}");
+        // Another step's EAGAIN, or another errno of the fork, is the step's own error.
+        let exec = Error::from_child(ChildStep::Exec, Context::default(), libc::EAGAIN);
+        assert!(matches!(exec, Error::Child { .. }), "{exec:?}");
+        let nomem = Error::from_child(ChildStep::InitFork, Context::default(), libc::ENOMEM);
+        assert!(matches!(nomem, Error::Child { .. }), "{nomem:?}");
+    }
+
+    #[test]
     fn child_errors_read_well() {
         let err = Error::Child {
             step: ChildStep::Exec,

@@ -263,6 +263,23 @@ fn not_delegated_inner() {
     // Without the limit, the same sandbox starts.
     let status = sh("true").rootless().status().unwrap();
     assert!(status.success(), "{status}");
+    // A device policy it could not write is refused, not skipped.
+    let err = sh("true")
+        .rootless()
+        .device("c 1:3 rw".parse().unwrap())
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidValue {
+                what: "device policy",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("CAP_SYS_ADMIN"), "{err}");
 }
 
 /// A group the test owns beneath the root of every cgroup hierarchy (each v1 one with
