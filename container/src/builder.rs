@@ -1215,6 +1215,16 @@ fn host_name() -> Option<OsString> {
     Some(OsStr::from_bytes(name.to_bytes()).to_owned())
 }
 
+/// Whether this process may set a sandbox's device policy: it holds CAP_SYS_ADMIN in the
+/// initial user namespace, the one whose id map is the identity over every id
+/// (`user_namespaces(7)`).
+fn caller_may_set_device_policy() -> bool {
+    let initial = std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]);
+    initial
+        && caps::has_cap(None, caps::CapSet::Effective, Capability::CAP_SYS_ADMIN).unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1340,14 +1350,4 @@ mod tests {
         assert!(!first.stdio[1].is_inherit());
         assert!(!second.stdio[1].is_inherit());
     }
-}
-
-/// Whether this process may set a sandbox's device policy: it holds CAP_SYS_ADMIN in the
-/// initial user namespace, the one whose id map is the identity over every id
-/// (`user_namespaces(7)`).
-fn caller_may_set_device_policy() -> bool {
-    let initial = std::fs::read_to_string("/proc/self/uid_map")
-        .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]);
-    initial
-        && caps::has_cap(None, caps::CapSet::Effective, Capability::CAP_SYS_ADMIN).unwrap_or(false)
 }
