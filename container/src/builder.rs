@@ -247,6 +247,9 @@ struct IsolationSpec {
     sysctls: BTreeMap<String, String>,
     /// Namespaces to join by path.
     joins: Vec<PathBuf>,
+    /// The guest paths of [`SandboxBuilder::volume_owned`]'s volumes, whose id maps show the
+    /// sandbox's ids until `build` maps them to kernel ids.
+    owned_volumes: Vec<PathBuf>,
 }
 
 /// How the sandbox's processes live and die.
@@ -291,6 +294,7 @@ impl SandboxBuilder {
                 scratch: None,
                 sysctls: BTreeMap::new(),
                 joins: Vec::new(),
+                owned_volumes: Vec::new(),
             },
             stdio: [Stdio::inherit(), Stdio::inherit(), Stdio::inherit()],
             lifecycle: Lifecycle {
@@ -904,7 +908,16 @@ impl SandboxBuilder {
             && cgroup
                 .as_ref()
                 .is_some_and(|c| c.hierarchy.backend() == palisade_cgroup::Backend::V2);
-        let rootfs = derive::root(&iso.rootfs, mount_ns, iso.scratch, user_ns, own_cgroup_view)?;
+        let owned_root;
+        let root_choice = match (&iso.rootfs, &user) {
+            (RootChoice::Own(r), Some(user)) if !iso.owned_volumes.is_empty() => {
+                owned_root =
+                    RootChoice::Own(checks::owned_volumes(r.clone(), &iso.owned_volumes, user)?);
+                &owned_root
+            }
+            (choice, _) => choice,
+        };
+        let rootfs = derive::root(root_choice, mount_ns, iso.scratch, user_ns, own_cgroup_view)?;
         let duties = derive::host_mount_duties(mount_ns, pid_ns, rootfs.is_some());
         let setgroups_denied = user
             .as_ref()

@@ -182,7 +182,8 @@ pub enum Error {
          may map only its own id; root may map any range), or run the command as a mapped {kind}"
     )]
     Unmapped {
-        /// `"uid"`, `"gid"` or `"supplementary gid"`.
+        /// `"uid"`, `"gid"`, `"supplementary gid"`, or `"volume owner uid"`/`"gid"` (of
+        /// [`SandboxBuilder::volume_owned`](crate::SandboxBuilder::volume_owned)).
         kind: &'static str,
         /// The id inside the namespace.
         id: u32,

@@ -101,17 +101,36 @@ fn an_id_mapped_volume_is_owned_by_the_sandboxs_user() {
     let made = std::fs::metadata(dir.path().join("made")).unwrap();
     assert_eq!((made.uid(), made.gid()), (0, 0));
 
-    // In a user namespace: its root is kernel uid 100000, which the mount maps to the caller.
+    // In a user namespace, the ids are the sandbox's: its root (kernel uid 100000) owns the
+    // mount, and what it makes is the caller's.
     let map = IdMap::new([IdMapping::new(0, 100_000, 65_536)]).unwrap();
     let out = stdout_of(
         sh("id -u; echo ns > /data/from-ns; stat -c '%u' /data/from-ns")
             .uid_map(map.clone())
-            .gid_map(map)
-            .volume_owned(dir.path(), "/data", Access::ReadWrite, 100_000, 100_000),
+            .gid_map(map.clone())
+            .volume_owned(dir.path(), "/data", Access::ReadWrite, 0, 0),
     );
     assert_eq!(out, "0\n0\n");
     let made = std::fs::metadata(dir.path().join("from-ns")).unwrap();
     assert_eq!((made.uid(), made.gid()), (0, 0));
+    // An id the namespace does not map is named at build.
+    let err = sh("true")
+        .uid_map(map.clone())
+        .gid_map(map)
+        .volume_owned(dir.path(), "/data", Access::ReadWrite, 70_000, 0)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            palisade::Error::Unmapped {
+                kind: "volume owner uid",
+                id: 70_000,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]

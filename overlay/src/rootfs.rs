@@ -412,6 +412,15 @@ impl Rootfs {
         self
     }
 
+    /// The volumes, in the order given, to change before the root is planned (for example the
+    /// id maps of id-mapped ones, once the ids they show are known).
+    pub fn volumes_mut(&mut self) -> impl Iterator<Item = &mut Volume> {
+        self.mounts.iter_mut().filter_map(|m| match m {
+            Extra::Volume(v) => Some(v),
+            Extra::Tmpfs(..) => None,
+        })
+    }
+
     /// Makes a device node in the sandbox (see [`Device`]).
     pub fn device(mut self, device: Device) -> Rootfs {
         self.devices.push(device);

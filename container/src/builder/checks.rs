@@ -54,9 +54,37 @@ pub(super) fn ids_mapped(user: Option<&UserPlan>, security: &SecuritySpec) -> Re
     Ok(())
 }
 
-fn mapped(kind: &'static str, id: u32, map: &'static str, ids: &IdMap) -> Result<()> {
-    if ids.to_outside(id).is_some() {
-        return Ok(());
+/// Maps the ids the volumes given to
+/// [`volume_owned`](super::SandboxBuilder::volume_owned) (at the guest paths `owned`) show,
+/// given as the sandbox sees them, to the kernel ids of the caller's user namespace that an
+/// id-mapped mount shows (`mount_setattr(2)`), through the sandbox's new user namespace's maps.
+pub(super) fn owned_volumes(
+    mut rootfs: palisade_overlay::Rootfs,
+    owned: &[std::path::PathBuf],
+    user: &UserPlan,
+) -> Result<palisade_overlay::Rootfs> {
+    for volume in rootfs.volumes_mut() {
+        let Some(id_map) = volume
+            .id_map
+            .as_mut()
+            .filter(|_| owned.contains(&volume.guest))
+        else {
+            continue;
+        };
+        for range in &mut id_map.uid {
+            range.shown = mapped("volume owner uid", range.shown, "uid_map", &user.uid_map)?;
+        }
+        for range in &mut id_map.gid {
+            range.shown = mapped("volume owner gid", range.shown, "gid_map", &user.gid_map)?;
+        }
+    }
+    Ok(rootfs)
+}
+
+/// `id` outside the namespace whose map is `ids`, or [`Error::Unmapped`].
+fn mapped(kind: &'static str, id: u32, map: &'static str, ids: &IdMap) -> Result<u32> {
+    if let Some(outside) = ids.to_outside(id) {
+        return Ok(outside);
     }
     let mapped = ids
         .mappings()

@@ -46,12 +46,17 @@ impl SandboxBuilder {
     /// belong to the caller on the host. Other ids show as the overflow id (65534) through
     /// the mount and cannot make files.
     ///
-    /// `uid` and `gid` are kernel ids, as the host sees them: the sandbox's user itself without
-    /// a user namespace ([`user`](Self::user)), or the id its user maps to outside one (with
-    /// [`rootless`](Self::rootless), the caller's). The owner is read when this is called.
-    /// Making an id-mapped mount takes `CAP_SYS_ADMIN` in the initial user namespace (the
-    /// caller must be root), and a file system that supports them (ext4, xfs, btrfs, tmpfs,
-    /// …); the spawn fails naming `mount_setattr` otherwise.
+    /// `uid` and `gid` are ids as the sandbox sees them (usually its [`user`](Self::user)'s):
+    /// in a user namespace of its own, `build` maps them to kernel ids through its
+    /// [`uid_map`](Self::uid_map) and [`gid_map`](Self::gid_map) ([`Error::Unmapped`] if they
+    /// have no mapping); in a [joined](Self::join_namespace) one, give the kernel ids. The
+    /// owner is read when this is called. Making an id-mapped mount takes `CAP_SYS_ADMIN` in
+    /// the initial user namespace (the caller must be root: an unprivileged caller's sandbox
+    /// writes to the caller's directories as its root anyway, which maps to the caller), and a
+    /// file system that supports them (ext4, xfs, btrfs, tmpfs, …); the spawn fails naming
+    /// `mount_setattr` otherwise.
+    ///
+    /// [`Error::Unmapped`]: crate::Error::Unmapped
     pub fn volume_owned(
         &mut self,
         host: impl Into<PathBuf>,
@@ -76,6 +81,7 @@ impl SandboxBuilder {
                 gid: one(meta.gid(), gid),
                 recursive: false,
             });
+            self.isolation.owned_volumes.push(volume.guest.clone());
         }
         self.volume_with(volume)
     }
