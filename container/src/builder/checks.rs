@@ -5,6 +5,7 @@
 
 use palisade_cgroup::{Max, Resource};
 use palisade_ns::IdMap;
+use palisade_overlay::rootfs::Rootfs;
 
 use crate::error::{Error, Result};
 use crate::security::SecuritySpec;
@@ -59,10 +60,10 @@ pub(super) fn ids_mapped(user: Option<&UserPlan>, security: &SecuritySpec) -> Re
 /// given as the sandbox sees them, to the kernel ids of the caller's user namespace that an
 /// id-mapped mount shows (`mount_setattr(2)`), through the sandbox's new user namespace's maps.
 pub(super) fn owned_volumes(
-    mut rootfs: palisade_overlay::Rootfs,
+    mut rootfs: Rootfs,
     owned: &[std::path::PathBuf],
     user: &UserPlan,
-) -> Result<palisade_overlay::Rootfs> {
+) -> Result<Rootfs> {
     for volume in rootfs.volumes_mut() {
         let Some(id_map) = volume
             .id_map
