@@ -667,7 +667,7 @@ impl Handle {
                 }
                 // Being made (its lock is held), removed meanwhile, or left half-made by a
                 // creator that died.
-                match lock_dir_soon(&dir) {
+                match lock_dir(&dir, false) {
                     Ok(Some(_)) => stale_state(id),
                     Ok(None) => {
                         return Err(Error::NotFound {
