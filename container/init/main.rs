@@ -7,9 +7,13 @@
 //!
 //! # Contract
 //!
-//! - argv: `palisade-init <command-pid> <status-fd> <control-fd|-1> <death-fd|-1> <gate-fd|-1>`,
-//!   all decimal; the command pid is positive, the status fd non-negative. envp is empty and
-//!   unused. Bad argv: exit 125 before touching anything.
+//! - argv: `palisade-init <command-pid> <status-fd> <control-fd|-1> <death-fd|-1> <gate-fd|-1>
+//!   <time-left-ms|-1>`, exactly these six, all decimal; the command pid is positive, the status
+//!   fd non-negative, the time left non-negative or `-1` for no wall-clock limit. envp is empty
+//!   and unused. Bad argv: exit 125 before touching anything.
+//! - The time left is relative, in milliseconds: the init adds it to its own `CLOCK_MONOTONIC`
+//!   (`clock_gettime(2)`) first thing, because a time namespace (`time_namespaces(7)`) may shift
+//!   that clock against the caller's. It then waits with that deadline (below).
 //! - The gate descriptor, if given, is closed as soon as the init is not dumpable, before its
 //!   filter goes in: the sandbox passes it when its command cannot trace a non-dumpable process
 //!   (it has no `CAP_SYS_PTRACE`, `ptrace(2)`), so the command need not wait for the filter.
@@ -37,13 +41,21 @@
 //! - Loop on `rt_sigtimedwait(2)`:
 //!   - SIGCHLD: reap every child (`wait4(2)`, `WNOHANG | __WALL`). When the command is reaped,
 //!     write its report to the status fd in one `write(2)` and exit with the shell form of its
-//!     status: the exit code, or 128 + the signal. The report is 28 native-endian bytes: the raw
+//!     status: the exit code, or 128 + the signal. The report is 32 native-endian bytes: the raw
 //!     wait status (the `i32` `wait4` stored), then the resource usage of every child reaped so
 //!     far, the command and the orphans alike, with their own reaped descendants
 //!     (`getrusage(2)`, `RUSAGE_CHILDREN`; not the init's own): user and system CPU time in
-//!     microseconds and the largest resident set in KiB, a `u64` each. Should `getrusage(2)`
-//!     fail, the report is the 4 bytes of the status alone. No child left without the command
-//!     having been reaped (it was not ours): exit 125.
+//!     microseconds and the largest resident set in KiB, a `u64` each; then a `u32` of flags,
+//!     bit 0 ([`TIMED_OUT`]) set when the init killed the sandbox at its deadline. Should
+//!     `getrusage(2)` fail, the usage is left out: 8 bytes, the status and the flags. (Reports
+//!     of 4 and 28 bytes, without the flags, are those of earlier inits.) No child left without
+//!     the command having been reaped (it was not ours): exit 125.
+//!   - The deadline, if any: `rt_sigtimedwait(2)` waits at most until it (the time left is
+//!     computed afresh from `CLOCK_MONOTONIC` before each wait, so that no early return or
+//!     other signal stretches it). Once it has passed, the init kills the sandbox as on the
+//!     caller's death (`kill(-1, SIGKILL)` as PID 1, else only the command), keeps no deadline
+//!     any more, and goes on waiting: the command's report, once it is reaped, has
+//!     [`TIMED_OUT`] set (even if it exited on its own in that same instant).
 //!   - SIGIO: serve every pending control request, then check the death fd.
 //!     - Control: one request byte, 1 = IPv4 TCP socket, 2 = IPv4 UDP socket; any other byte or
 //!       length gets `EINVAL`. The answer is 4 native-endian bytes of errno (0 on success) with
@@ -56,6 +68,9 @@
 //!   - A forwarded signal: sent on to the command (`kill(2)`).
 //! - Before the first wait, the control requests and the death fd are checked, and exited
 //!   children reaped, once: what happened before `O_ASYNC` was set raised no signal.
+//! - Should `clock_gettime(2)` ever fail with a deadline to keep (it cannot for
+//!   `CLOCK_MONOTONIC` and a valid buffer), the init kills the command and exits 125 without a
+//!   status, as for a failed set-up: the limit could not be kept.
 #![no_std]
 #![no_main]
 // Stops LLVM from turning the loops of `memcpy` and friends into calls to themselves.
@@ -67,6 +82,10 @@ use core::panic::PanicInfo;
 
 mod abi;
 use abi::*;
+
+// clock_gettime(2), for the wall-clock limit: from the same crates as the rest of `abi`.
+const NR_CLOCK_GETTIME: usize = syscalls::Sysno::clock_gettime as usize;
+const CLOCK_MONOTONIC: usize = linux_raw_sys::general::CLOCK_MONOTONIC as usize;
 
 // --- Entry ---
 
@@ -107,13 +126,14 @@ unsafe extern "C" fn start(sp: *const usize) -> ! {
     let args = unsafe {
         let argc = *sp;
         let argv = sp.add(1) as *const *const u8;
-        if argc == 6 {
+        if argc == 7 {
             parse_args([
                 *argv.add(1),
                 *argv.add(2),
                 *argv.add(3),
                 *argv.add(4),
                 *argv.add(5),
+                *argv.add(6),
             ])
         } else {
             None
@@ -135,42 +155,49 @@ struct Args {
     death: i32,
     /// `-1`: no gate to open early.
     gate: i32,
+    /// Milliseconds until the wall-clock limit, from now; `-1`: no limit.
+    time_left: i64,
 }
 
 /// # Safety
 ///
 /// Each pointer is a NUL-terminated string.
-unsafe fn parse_args(argv: [*const u8; 5]) -> Option<Args> {
+unsafe fn parse_args(argv: [*const u8; 6]) -> Option<Args> {
     // SAFETY: as the caller promises.
-    let [command, status, control, death, gate] = unsafe { argv.map(|arg| parse_int(arg)) };
+    let [command, status, control, death, gate, time_left] =
+        unsafe { argv.map(|arg| parse_int(arg)) };
+    let int = |value: Option<i64>| value.and_then(|v| i32::try_from(v).ok());
     let args = Args {
-        command: command?,
-        status: status?,
-        control: control?,
-        death: death?,
-        gate: gate?,
+        command: int(command)?,
+        status: int(status)?,
+        control: int(control)?,
+        death: int(death)?,
+        gate: int(gate)?,
+        time_left: time_left?,
     };
     let fd_or_none = |fd: i32| fd >= -1;
     (args.command > 0
         && args.status >= 0
         && fd_or_none(args.control)
         && fd_or_none(args.death)
-        && fd_or_none(args.gate))
-    .then_some(args)
+        && fd_or_none(args.gate)
+        && args.time_left >= -1)
+        .then_some(args)
 }
 
-/// Parses a decimal `i32` with an optional leading `-`; nothing else is accepted.
+/// Parses a decimal `i64` with an optional leading `-`; nothing else is accepted.
 ///
 /// # Safety
 ///
 /// `s` is a NUL-terminated string.
-unsafe fn parse_int(s: *const u8) -> Option<i32> {
+unsafe fn parse_int(s: *const u8) -> Option<i64> {
     let mut i = 0;
     // SAFETY: reading up to and including the NUL.
     let negative = unsafe { *s } == b'-';
     if negative {
         i = 1;
     }
+    // Accumulated negatively when the number is, so that `i64::MIN` fits too.
     let mut value: i64 = 0;
     loop {
         // SAFETY: index `i` is at most one past the last digit read, i.e. at most the NUL.
@@ -178,18 +205,20 @@ unsafe fn parse_int(s: *const u8) -> Option<i32> {
         if c == 0 {
             break;
         }
-        if !c.is_ascii_digit() || value > i32::MAX as i64 {
+        if !c.is_ascii_digit() {
             return None;
         }
-        value = value * 10 + (c - b'0') as i64;
+        let digit = (c - b'0') as i64;
+        let shifted = value.checked_mul(10)?;
+        value = if negative {
+            shifted.checked_sub(digit)?
+        } else {
+            shifted.checked_add(digit)?
+        };
         i += 1;
     }
     let digits = if negative { i - 1 } else { i };
-    let value = if negative { -value } else { value };
-    if digits == 0 || value > i32::MAX as i64 || value < i32::MIN as i64 {
-        return None;
-    }
-    Some(value as i32)
+    (digits > 0).then_some(value)
 }
 
 // --- The init ---
@@ -215,6 +244,18 @@ const fn sig_bit(sig: i32) -> u64 {
 
 fn run(args: Args) -> ! {
     sigprocmask(BLOCKED);
+    // The deadline on this process's own clock, taken first: the caller counted the time left
+    // up to the exec.
+    let mut deadline = match args.time_left {
+        -1 => None,
+        left => match monotonic_ns() {
+            Some(now) => Some(now.saturating_add(left.saturating_mul(1_000_000))),
+            None => {
+                kill(args.command, SIGKILL);
+                exit(125);
+            }
+        },
+    };
     sigchld_default();
     set_name(b"palisade-init\0");
     if prctl(PR_SET_DUMPABLE, 0) < 0 {
@@ -244,16 +285,49 @@ fn run(args: Args) -> ! {
     }
     // Whatever happened before O_ASYNC was set raised no signal.
     serve_and_watch(&args, me);
-    reap(&args);
+    let mut timed_out = false;
+    reap(&args, timed_out);
     loop {
-        match sigtimedwait(WAITED) {
-            SIGCHLD => reap(&args),
+        // The wait ends at the deadline at the latest; the time left is taken afresh each time,
+        // so that neither the signals served meanwhile nor an early return stretch it.
+        let left = match deadline {
+            None => None,
+            Some(at) => {
+                let Some(now) = monotonic_ns() else {
+                    kill(args.command, SIGKILL);
+                    exit(125);
+                };
+                if now >= at {
+                    // The command's report, once it is reaped, says why it ended.
+                    kill_sandbox(&args, me);
+                    timed_out = true;
+                    deadline = None;
+                    continue;
+                }
+                Some(at - now)
+            }
+        };
+        match sigtimedwait(WAITED, left) {
+            SIGCHLD => reap(&args, timed_out),
             SIGIO => serve_and_watch(&args, me),
             sig if sig > 0 => {
                 kill(args.command, sig);
             }
+            // EAGAIN at the deadline, EINTR: the loop looks at the clock again.
             _ => {}
         }
+    }
+}
+
+/// Kills the sandbox: every process of the namespace as its PID 1, else only the command.
+fn kill_sandbox(args: &Args, me: isize) {
+    if me == 1 {
+        // Only as PID 1: kill(-1) reaches every process of our namespace and its descendants
+        // (not the init itself, `kill(2)`), but from outside a PID namespace it would reach the
+        // whole host.
+        kill(-1, SIGKILL);
+    } else {
+        kill(args.command, SIGKILL);
     }
 }
 
@@ -272,19 +346,14 @@ fn serve_and_watch(args: &Args, me: isize) {
         serve_sockets(args.control);
     }
     if args.death >= 0 && caller_died(args.death) {
-        if me == 1 {
-            // Only as PID 1: kill(-1) reaches every process of our namespace and its
-            // descendants, but from outside a PID namespace it would reach the whole host.
-            kill(-1, SIGKILL);
-        } else {
-            kill(args.command, SIGKILL);
-        }
+        kill_sandbox(args, me);
         exit(137);
     }
 }
 
-/// Reaps every child that has exited; on the command, reports its status and exits.
-fn reap(args: &Args) {
+/// Reaps every child that has exited; on the command, reports its status (killed at the
+/// deadline if `timed_out`) and exits.
+fn reap(args: &Args, timed_out: bool) {
     loop {
         let mut status = 0i32;
         let pid = wait4(-1, &mut status, WNOHANG | WALL);
@@ -299,19 +368,23 @@ fn reap(args: &Args) {
             return;
         }
         if pid == args.command as isize {
-            report(args.status, status);
+            report(args.status, status, if timed_out { TIMED_OUT } else { 0 });
             let (termsig, code) = (status & 0x7f, (status >> 8) & 0xff);
             exit(if termsig == 0 { code } else { 128 + termsig });
         }
     }
 }
 
-/// The length of a report with usage: the status, then three `u64`.
-const REPORT_LEN: usize = 4 + 3 * 8;
+/// The length of a report with usage: the status, three `u64`, then the flags (`u32`).
+const REPORT_LEN: usize = 4 + 3 * 8 + 4;
 
-/// Writes the command's raw wait status and, if the kernel gives it, the usage of every child
-/// reaped so far (see the contract at the top).
-fn report(fd: i32, status: i32) {
+/// The report's flag for a command killed at the deadline (`status.rs` reads it as
+/// `ExitStatus::timed_out`).
+const TIMED_OUT: u32 = 1;
+
+/// Writes the command's raw wait status, the usage of every child reaped so far if the kernel
+/// gives it, and `flags` (see the contract at the top).
+fn report(fd: i32, status: i32, flags: u32) {
     let mut out = [0u8; REPORT_LEN];
     let status = status.to_ne_bytes();
     let mut len = status.len();
@@ -322,6 +395,8 @@ fn report(fd: i32, status: i32) {
             len += 8;
         }
     }
+    out[len..len + 4].copy_from_slice(&flags.to_ne_bytes());
+    len += 4;
     write_all(fd, &out[..len]);
 }
 
@@ -455,8 +530,10 @@ fn close_all_but(keep: [i32; 3]) {
 
 // --- Seccomp ---
 
-/// The system calls the init makes once the filter is installed.
-const ALLOWED: [usize; 19] = [
+/// The system calls the init makes once the filter is installed. `clock_gettime(2)` is the
+/// system call itself: this program has no vDSO lookup, and even the vDSO's version falls back
+/// to the system call when the clock source cannot be read from user space (`vdso(7)`).
+const ALLOWED: [usize; 20] = [
     NR_RT_SIGTIMEDWAIT,
     NR_RT_SIGPROCMASK,
     NR_RT_SIGRETURN,
@@ -476,6 +553,7 @@ const ALLOWED: [usize; 19] = [
     NR_GETPID,
     NR_CLOSE_RANGE,
     NR_GETRUSAGE,
+    NR_CLOCK_GETTIME,
 ];
 
 /// Instructions before the allow list: load arch, check it, load nr, (x86_64) refuse x32.
@@ -689,15 +767,62 @@ fn sigprocmask(set: u64) {
     };
 }
 
-/// Waits for one of `set` (blocked) and returns it, or `-errno`.
-fn sigtimedwait(set: u64) -> i32 {
-    // SAFETY: rt_sigtimedwait(2) reads the set from this frame; no siginfo, no timeout.
+/// Waits for one of `set` (blocked) and returns it, or `-errno`: `-EAGAIN` once `timeout_ns`
+/// (`None`: no limit) has passed with none of them (`rt_sigtimedwait(2)`).
+fn sigtimedwait(set: u64, timeout_ns: Option<i64>) -> i32 {
+    let timeout = timeout_ns.map(|ns| Timespec {
+        tv_sec: ns / 1_000_000_000,
+        tv_nsec: ns % 1_000_000_000,
+    });
+    let timeout_ptr = match &timeout {
+        Some(t) => t as *const Timespec as usize,
+        None => 0,
+    };
+    // SAFETY: rt_sigtimedwait(2) reads the set and the timeout, if any, from this frame; no
+    // siginfo.
     unsafe {
         syscall(
             NR_RT_SIGTIMEDWAIT,
-            [&set as *const u64 as usize, 0, 0, SIGSET_SIZE, 0, 0],
+            [
+                &set as *const u64 as usize,
+                0,
+                timeout_ptr,
+                SIGSET_SIZE,
+                0,
+                0,
+            ],
         ) as i32
     }
+}
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds (`clock_gettime(2)`); `None` if the kernel refuses.
+fn monotonic_ns() -> Option<i64> {
+    let mut now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime(2) writes one `struct __kernel_timespec` into the live local.
+    let ret = unsafe {
+        syscall(
+            NR_CLOCK_GETTIME,
+            [
+                CLOCK_MONOTONIC,
+                &mut now as *mut Timespec as usize,
+                0,
+                0,
+                0,
+                0,
+            ],
+        )
+    };
+    if ret < 0 {
+        return None;
+    }
+    Some(
+        now.tv_sec
+            .saturating_mul(1_000_000_000)
+            .saturating_add(now.tv_nsec),
+    )
 }
 
 fn sigchld_default() {

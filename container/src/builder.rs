@@ -948,7 +948,7 @@ impl SandboxBuilder {
         let identity = self.identity()?;
         let detach = identity.as_ref().is_some_and(|i| i.detach);
         derive::detached_network(detach, net.as_ref())?;
-        timeout::check(self.lifecycle.timeout, detach)?;
+        timeout::check(self.lifecycle.timeout, detach, init)?;
         let watch = derive::death_watch(self.lifecycle.die_with_parent && !detach, init);
         let setup = |what| move |source| Error::Setup { what, source };
         let death_pipe = (watch == DeathWatch::Init)
@@ -987,6 +987,7 @@ impl SandboxBuilder {
             mount_proc: duties.mount_proc,
             rootfs,
             init,
+            timeout: self.lifecycle.timeout,
             socket_factory,
             death_signal: watch == DeathWatch::ParentDeathSignal,
             death_pipe,

@@ -32,8 +32,18 @@ use crate::{ExitStatus, Signal};
 /// [`status`](crate::SandboxBuilder::status)) poll the pidfd for at most the time left, and a
 /// wait that reaches the deadline [kills](Self::kill) the whole sandbox and returns a status
 /// whose [`timed_out`](crate::ExitStatus::timed_out) is true; [`try_wait`](Self::try_wait) does
-/// the same once the deadline has passed. A sandbox no wait looks at runs on past its deadline
-/// until the next wait, or until the handle is dropped (which kills it by default).
+/// the same once the deadline has passed.
+///
+/// A sandbox with an init (a PID namespace, new or joined: the default) is also killed by the
+/// init, in the sandbox, when the same limit has passed since the init started (a moment after
+/// the spawn: its set-up comes first), whether or not anything waits: a handle that is not
+/// waited on, dropped with [`kill_on_drop(false)`](crate::SandboxBuilder::kill_on_drop), or a
+/// [detached](crate::SandboxBuilder::detach) sandbox. Its status is then timed out too, here
+/// and through [`Handle::wait`](crate::Handle::wait). A handle that waits reaches the deadline
+/// first and kills the sandbox itself; whichever of the two kills it, the status says timed
+/// out. Without an init ([`init(false)`](crate::SandboxBuilder::init), or no PID namespace)
+/// only this handle's waits keep the clock: a sandbox no wait looks at runs on past its
+/// deadline until the next wait, or until the handle is dropped (which kills it by default).
 #[derive(Debug)]
 pub struct Child {
     pid: libc::pid_t,
@@ -458,28 +468,7 @@ impl Child {
 
     /// Whether the sandbox's first process has exited, polling its pidfd until `until` at most.
     fn poll_exit(&self, until: Option<Instant>) -> Result<bool> {
-        loop {
-            let left = until.map(|u| u.saturating_duration_since(Instant::now()));
-            let timespec = left.map(|d| rustix::event::Timespec {
-                tv_sec: d.as_secs().try_into().unwrap_or(i64::MAX),
-                tv_nsec: d.subsec_nanos().into(),
-            });
-            let mut fds = [rustix::event::PollFd::new(
-                &self.pidfd,
-                rustix::event::PollFlags::IN,
-            )];
-            match rustix::event::poll(&mut fds, timespec.as_ref()) {
-                Ok(0) => {
-                    // poll(2) may come back a little early: only a passed limit ends the wait.
-                    if until.is_none_or(|u| Instant::now() >= u) {
-                        return Ok(false);
-                    }
-                }
-                Ok(_) => return Ok(true),
-                Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(self.error("poll the pidfd of", e.into())),
-            }
-        }
+        poll_pidfd(self.pidfd.as_fd(), until).map_err(|e| self.error("poll the pidfd of", e))
     }
 
     /// Kills the sandbox at its deadline and reaps it.
@@ -615,21 +604,10 @@ impl Child {
         Ok(Some(status))
     }
 
-    /// The command's status (and usage) as the init reported it before exiting, if it did.
+    /// The command's status (usage, timed-out mark) as the init reported it before exiting, if
+    /// it did.
     fn init_report(&mut self) -> Option<ExitStatus> {
-        let mut buf = [0u8; crate::status::REPORT_LEN];
-        let mut file = self.init_report.take()?;
-        let mut len = 0;
-        // The init wrote it in one write(2) and has exited: all of it is there, or nothing.
-        while len < buf.len() {
-            match file.read(&mut buf[len..]) {
-                Ok(0) => break,
-                Ok(n) => len += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        ExitStatus::from_report(&buf[..len])
+        ExitStatus::read_report(&mut self.init_report.take()?)
     }
 
     fn error(&self, call: &'static str, source: io::Error) -> Error {
@@ -637,6 +615,35 @@ impl Child {
             call,
             pid: self.pid,
             source,
+        }
+    }
+}
+
+/// Whether the process of `pidfd` has exited, polling the pidfd (`poll(2)`: readable once the
+/// process has exited, `pidfd_open(2)`) until `until` at most (`None`: as long as it takes).
+/// `false` once `until` has passed with the process still running. The waits of [`Child`] and
+/// of [`Handle`](crate::Handle) share it.
+pub(crate) fn poll_pidfd(pidfd: BorrowedFd<'_>, until: Option<Instant>) -> io::Result<bool> {
+    loop {
+        let left = until.map(|u| u.saturating_duration_since(Instant::now()));
+        let timespec = left.map(|d| rustix::event::Timespec {
+            tv_sec: d.as_secs().try_into().unwrap_or(i64::MAX),
+            tv_nsec: d.subsec_nanos().into(),
+        });
+        let mut fds = [rustix::event::PollFd::new(
+            &pidfd,
+            rustix::event::PollFlags::IN,
+        )];
+        match rustix::event::poll(&mut fds, timespec.as_ref()) {
+            Ok(0) => {
+                // poll(2) may come back a little early: only a passed limit ends the wait.
+                if until.is_none_or(|u| Instant::now() >= u) {
+                    return Ok(false);
+                }
+            }
+            Ok(_) => return Ok(true),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
 }

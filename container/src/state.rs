@@ -7,7 +7,7 @@
 //! | file         | what                                                                      |
 //! |--------------|---------------------------------------------------------------------------|
 //! | `state.json` | the [`State`]: pids and start times, cgroup, address, ports, annotations   |
-//! | `exit`       | the init's report once the command has exited: its raw wait status (4 bytes), then its usage |
+//! | `exit`       | the command's status once it has exited: the init's report (its raw wait status, its usage, its flags, e.g. killed at the deadline; see `spawn/init.rs`), or the status and flags a handle that reaped the sandbox recorded |
 //! | `start`      | a FIFO on which a [created](crate::Sandbox::create) command waits          |
 //! | `exec.json`  | what a command run in the sandbox from another process takes from it       |
 //!
@@ -64,7 +64,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -563,7 +563,8 @@ impl Record {
     }
 }
 
-/// Records a raw wait status in the sandbox directory `dir`, unless one is there already.
+/// Records a status (the raw wait status and its flags: timed out or not, see
+/// [`ExitStatus::outcome_report`]) in the sandbox directory `dir`, unless one is there already.
 fn record_exit(dir: &Path, status: ExitStatus) {
     let path = dir.join(EXIT);
     if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
@@ -572,7 +573,7 @@ fn record_exit(dir: &Path, status: ExitStatus) {
             .custom_flags_nofollow()
             .open(&path)
         {
-            let _ = f.write_all(&status.into_raw().to_ne_bytes());
+            let _ = f.write_all(&status.outcome_report());
         }
     }
 }
@@ -607,11 +608,11 @@ fn read_state(dir: &Path, id: &str) -> Result<State> {
     Ok(state)
 }
 
+/// The status in the `exit` file, whole: the init's report with its usage and flags, or what a
+/// handle recorded ([`ExitStatus::read_report`]); `None` while there is none.
 fn read_exit(dir: &Path) -> Option<ExitStatus> {
-    let mut buf = [0u8; 4];
     let mut file = File::open(dir.join(EXIT)).ok()?;
-    file.read_exact(&mut buf).ok()?;
-    Some(ExitStatus::from_raw(i32::from_ne_bytes(buf)))
+    ExitStatus::read_report(&mut file)
 }
 
 /// Starts the created command of the sandbox whose `start` FIFO is `fifo`: one byte, which its
@@ -798,13 +799,79 @@ impl Handle {
 
     /// Waits until the sandbox stops (polling its pidfd, `pidfd_open(2)`; the process that
     /// spawned it reaps it too) and returns the command's status, if it was recorded: the init
-    /// records it; without one, only the spawning process's handle can. Killed with SIGKILL
-    /// through this handle, it is recorded as killed by SIGKILL. `None` when nothing could
-    /// report it, e.g. when the sandbox's owner died and took it along.
+    /// records it, with the usage of the command and its descendants
+    /// ([`ExitStatus::cpu_time`], [`peak_memory`](ExitStatus::peak_memory)) and whether it
+    /// killed the sandbox at its deadline ([`ExitStatus::timed_out`],
+    /// [`SandboxBuilder::timeout`](crate::SandboxBuilder::timeout)); without one, only the
+    /// spawning process's handle can. Killed with SIGKILL through this handle, it is recorded as
+    /// killed by SIGKILL. `None` when nothing could report it, e.g. when the sandbox's owner
+    /// died and took it along.
+    ///
+    /// A sandbox's wall-clock limit is kept by its init (without one, by the waits of the
+    /// spawning process's [`Child`](crate::Child)), never by this wait: a
+    /// [detached](crate::SandboxBuilder::detach) sandbox with a timeout is killed at its
+    /// deadline whether or not anything waits, and this wait returns its timed-out status.
     pub fn wait(&mut self) -> Result<Option<ExitStatus>> {
+        // Without a limit the wait only ends once the sandbox has stopped.
+        self.wait_until(None).map(Option::flatten)
+    }
+
+    /// Waits at most `timeout` for the sandbox to stop: as [`wait`](Self::wait) once it has,
+    /// `None` if it still runs when `timeout` has passed (the sandbox untouched). It polls the
+    /// pidfd (`poll(2)`: readable once the process has exited, `pidfd_open(2)`), as
+    /// [`Child::wait_timeout`](crate::Child::wait_timeout) does.
+    ///
+    /// A stopped sandbox whose status nothing recorded (see [`wait`](Self::wait)) gives `None`
+    /// too; [`status`](Self::status) tells the two apart.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use palisade::Sandbox;
+    ///
+    /// # if unsafe { libc::geteuid() } != 0 {
+    /// #     eprintln!("SKIPPED: the Handle::wait_timeout example needs root");
+    /// #     return Ok(());
+    /// # }
+    /// let root = std::env::temp_dir().join(format!("palisade-doc-wait-{}", std::process::id()));
+    /// let mut builder = Sandbox::builder("sleep");
+    /// builder.arg("100").name("napper").state_root(&root).detach(true);
+    /// drop(builder.spawn()?);
+    ///
+    /// let mut napper = Sandbox::open_in(&root, "napper")?;
+    /// assert_eq!(napper.wait_timeout(Duration::from_millis(50))?, None);
+    /// napper.kill()?;
+    /// let status = napper.wait_timeout(Duration::from_secs(60))?;
+    /// assert_eq!(status.and_then(|s| s.signal()), Some(libc::SIGKILL));
+    /// napper.delete()?;
+    /// std::fs::remove_dir(&root).ok();
+    /// # Ok::<(), palisade::Error>(())
+    /// ```
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
+        // A timeout too far to represent is no timeout.
+        let until = std::time::Instant::now().checked_add(timeout);
+        self.wait_until(until).map(Option::flatten)
+    }
+
+    /// Waits until the sandbox stops or `until` passes (`None`: no limit): `None` if it still
+    /// runs then, else its recorded status, if any (see [`wait`](Self::wait)).
+    fn wait_until(
+        &mut self,
+        until: Option<std::time::Instant>,
+    ) -> Result<Option<Option<ExitStatus>>> {
         if let Some(pidfd) = &self.pidfd {
-            // The spawning process may reap it here (`waitid(2)` with `P_PIDFD`); anyone else
-            // gets `ECHILD` and waits for readability.
+            let pid = self.state.process.pid as i32;
+            let stopped = crate::process::poll_pidfd(pidfd.as_fd(), until).map_err(|source| {
+                Error::Process {
+                    call: "poll the pidfd of",
+                    pid,
+                    source,
+                }
+            })?;
+            if !stopped {
+                return Ok(None);
+            }
+            // It has exited: the spawning process reaps it here (`waitid(2)` with `P_PIDFD`,
+            // which finds it at once); anyone else gets `ECHILD`.
             let reaped = rustix::process::waitid(
                 rustix::process::WaitId::PidFd(pidfd.as_fd()),
                 rustix::process::WaitIdOptions::EXITED,
@@ -818,25 +885,6 @@ impl Handle {
                     (None, None) => 0,
                 };
                 record_exit(&self.dir, ExitStatus::from_raw(raw));
-            }
-            if reaped.is_err() {
-                let mut poll = [rustix::event::PollFd::new(
-                    pidfd,
-                    rustix::event::PollFlags::IN,
-                )];
-                loop {
-                    match rustix::event::poll(&mut poll, None) {
-                        Ok(_) => break,
-                        Err(rustix::io::Errno::INTR) => {}
-                        Err(e) => {
-                            return Err(Error::Process {
-                                call: "poll the pidfd of",
-                                pid: self.state.process.pid as i32,
-                                source: e.into(),
-                            })
-                        }
-                    }
-                }
             }
         }
         self.pidfd = None;
@@ -858,7 +906,7 @@ impl Handle {
             record_exit(&self.dir, ExitStatus::from_raw(libc::SIGKILL));
             self.settle();
         }
-        Ok(self.state.exit)
+        Ok(Some(self.state.exit))
     }
 
     fn require_group(&self) -> Result<&palisade_cgroup::Cgroup> {

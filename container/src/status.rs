@@ -17,17 +17,19 @@ use std::time::Duration;
 ///
 /// A status returned by a wait of [`Child`](crate::Child) carries the CPU time and the peak
 /// memory of the command and of its descendants, as `time(1)` reports them, whether or not the
-/// sandbox has limits:
+/// sandbox has limits; one read from a named sandbox's record ([`Handle::wait`](crate::Handle::wait),
+/// [`State::exit`](crate::State::exit)) carries what its init reported:
 ///
 /// - CPU time ([`user_time`](Self::user_time), [`system_time`](Self::system_time)) is the
 ///   `getrusage(2)` sum over the command and every descendant that was waited for (by its
 ///   parent, or by the init, which reaps orphans): the init reports its children's
 ///   (`RUSAGE_CHILDREN`), its own set-up excluded; without an init it is the command's own
 ///   (`wait4(2)`), which includes the few system calls that set the sandbox up before its
-///   `execve(2)`. An init killed before it could report (at a
+///   `execve(2)`. An init killed before it could report (by a wait of the `Child` at a
 ///   [timeout](crate::SandboxBuilder::timeout), by [`kill`](crate::Child::kill)) reaps every
 ///   process of its namespace as it dies (`pid_namespaces(7)`), and its own `wait4(2)` usage,
-///   set-up included, is reported instead.
+///   set-up included, is reported instead. (An init that kills the sandbox at the deadline
+///   itself reports as usual.)
 /// - Peak memory ([`peak_memory`](Self::peak_memory)) is, with a cgroup, the group's peak
 ///   charge (`memory.peak`, cgroup v2 since Linux 5.19; v1 `memory.max_usage_in_bytes`): all
 ///   of the sandbox's processes together, page cache included. Without a cgroup (or without
@@ -39,9 +41,11 @@ use std::time::Duration;
 ///   Give the sandbox a cgroup ([`cgroup(true)`](crate::SandboxBuilder::cgroup)) for a figure
 ///   always.
 ///
-/// Usage is `None` for a status built with [`from_raw`](Self::from_raw) or read from a named
-/// sandbox's record. Equality and hashing compare the outcome (the wait status, the OOM kills,
-/// the timeout), never the usage.
+/// Usage is `None` for a status built with [`from_raw`](Self::from_raw), and for one read from a
+/// named sandbox's record that its init did not write (a sandbox without an init, or whose
+/// init was killed before it could report: the handle that reaped it recorded the outcome
+/// only). Equality and hashing compare the outcome (the wait status, the OOM kills, the
+/// timeout), never the usage.
 ///
 /// ```
 /// use palisade::ExitStatus;
@@ -74,9 +78,20 @@ impl Hash for ExitStatus {
     }
 }
 
-/// The size of the init's report: the raw wait status (`i32`), then the user and system CPU
-/// time in microseconds and the largest resident set in KiB (`u64` each), all native-endian.
-pub(crate) const REPORT_LEN: usize = 4 + 3 * 8;
+/// The init's report of the command's status (see `spawn/init.rs`, "The init's contract"),
+/// all native-endian: the raw wait status (`i32`); then, if `getrusage(2)` gave it, the user
+/// and system CPU time in microseconds and the largest resident set in KiB (`u64` each); then
+/// the flags (`u32`, [`REPORT_TIMED_OUT`]). Earlier inits wrote no flags: 4 bytes, or 28 with
+/// the usage. So exactly these four lengths are reports.
+const REPORT_STATUS: usize = 4;
+/// The usage's three words.
+const REPORT_USAGE: usize = 3 * 8;
+/// The flag word.
+const REPORT_FLAGS: usize = 4;
+/// The longest report: status, usage, flags.
+pub(crate) const REPORT_MAX: usize = REPORT_STATUS + REPORT_USAGE + REPORT_FLAGS;
+/// The report's flag of a command killed at its deadline ([`ExitStatus::timed_out`]).
+const REPORT_TIMED_OUT: u32 = 1;
 
 impl ExitStatus {
     /// Wraps a raw `wait(2)` status.
@@ -96,23 +111,70 @@ impl ExitStatus {
         }
     }
 
-    /// Decodes the init's report ([`REPORT_LEN`] bytes; a bare status of 4 bytes carries no
-    /// usage). `None` for any other length.
+    /// Decodes the init's report (see [`REPORT_MAX`]): 4 bytes (the status), 8 (and the
+    /// flags), 28 (and the usage) or 32 (status, usage, flags). `None` for any other length, or
+    /// for flags this library does not know.
     pub(crate) fn from_report(bytes: &[u8]) -> Option<Self> {
         let word = |at: usize| -> Option<u64> {
             Some(u64::from_ne_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
         };
-        let raw = i32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
-        let status = ExitStatus::from_raw(raw);
-        match bytes.len() {
-            4 => Some(status),
-            REPORT_LEN => Some(status.with_usage(
-                Duration::from_micros(word(4)?),
-                Duration::from_micros(word(12)?),
-                word(20)?.saturating_mul(1024),
-            )),
-            _ => None,
+        let raw = i32::from_ne_bytes(bytes.get(..REPORT_STATUS)?.try_into().ok()?);
+        let mut status = ExitStatus::from_raw(raw);
+        let (usage, flags) = match bytes.len() {
+            REPORT_STATUS => (false, false),
+            n if n == REPORT_STATUS + REPORT_FLAGS => (false, true),
+            n if n == REPORT_STATUS + REPORT_USAGE => (true, false),
+            REPORT_MAX => (true, true),
+            _ => return None,
+        };
+        if usage {
+            status = status.with_usage(
+                Duration::from_micros(word(REPORT_STATUS)?),
+                Duration::from_micros(word(REPORT_STATUS + 8)?),
+                word(REPORT_STATUS + 16)?.saturating_mul(1024),
+            );
         }
+        if flags {
+            let at = bytes.len() - REPORT_FLAGS;
+            let flags = u32::from_ne_bytes(bytes.get(at..)?.try_into().ok()?);
+            if flags & !REPORT_TIMED_OUT != 0 {
+                return None;
+            }
+            if flags & REPORT_TIMED_OUT != 0 {
+                status = status.with_timed_out();
+            }
+        }
+        Some(status)
+    }
+
+    /// Reads a report to its end from `source` (the init's status pipe once the init has
+    /// exited, or a named sandbox's `exit` file) and decodes it ([`from_report`](Self::from_report)).
+    /// `None` when there is none, or what is there is not one: nothing, a report cut short, or
+    /// more bytes than the longest report.
+    pub(crate) fn read_report(source: &mut impl std::io::Read) -> Option<Self> {
+        // One byte more than a report, to tell a longer file from a report.
+        let mut buf = [0u8; REPORT_MAX + 1];
+        let mut len = 0;
+        // The init wrote it in one write(2) and has exited: all of it is there, or nothing.
+        while len < buf.len() {
+            match source.read(&mut buf[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        ExitStatus::from_report(&buf[..len])
+    }
+
+    /// The report of this status's outcome, for a status recorded by a handle rather than by
+    /// the init (whose usage it never had in the report's units): the raw status and the flags.
+    pub(crate) fn outcome_report(&self) -> [u8; REPORT_STATUS + REPORT_FLAGS] {
+        let mut out = [0u8; REPORT_STATUS + REPORT_FLAGS];
+        let flags = if self.timed_out { REPORT_TIMED_OUT } else { 0 };
+        out[..REPORT_STATUS].copy_from_slice(&self.raw.to_ne_bytes());
+        out[REPORT_STATUS..].copy_from_slice(&flags.to_ne_bytes());
+        out
     }
 
     /// Adds the usage `getrusage(2)` reports (`ru_maxrss` in bytes).
@@ -173,8 +235,9 @@ impl ExitStatus {
 
     /// Whether the sandbox was still running when its wall-clock limit
     /// ([`SandboxBuilder::timeout`](crate::SandboxBuilder::timeout)) passed, and was killed for
-    /// it: the command then ends with `SIGKILL` (or, should it have exited in the same instant,
-    /// with its own status).
+    /// it, by a wait of its [`Child`](crate::Child) or by its init: the command then ends with
+    /// `SIGKILL` (or, should it have exited in the same instant, with its own status). Read
+    /// from a named sandbox's record too ([`Handle::wait`](crate::Handle::wait)).
     ///
     /// ```
     /// assert!(!palisade::ExitStatus::from_raw(0).timed_out());
@@ -466,5 +529,59 @@ mod tests {
         assert_eq!((bare.code(), bare.cpu_time()), (Some(3), None));
         assert!(ExitStatus::from_report(&report[..7]).is_none());
         assert!(ExitStatus::from_report(&[]).is_none());
+        // Neither of the two earlier reports is timed out.
+        assert!(!status.timed_out() && !bare.timed_out());
+    }
+
+    #[test]
+    fn reports_decode_with_flags() {
+        let killed = libc::SIGKILL.to_ne_bytes();
+        let usage: Vec<u8> = [400_000u64, 100_000, 1024]
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .collect();
+        let with = |parts: &[&[u8]]| parts.concat();
+
+        // Status, usage, flags: 32 bytes.
+        let full = with(&[&killed, &usage, &1u32.to_ne_bytes()]);
+        assert_eq!(full.len(), REPORT_MAX);
+        let status = ExitStatus::from_report(&full).unwrap();
+        assert!(status.timed_out(), "{status}");
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert_eq!(status.cpu_time(), Some(Duration::from_millis(500)));
+        assert_eq!(status.peak_memory(), Some(1 << 20));
+
+        // No flag set: not timed out, with its usage.
+        let ended = ExitStatus::from_report(&with(&[&killed, &usage, &0u32.to_ne_bytes()]));
+        let ended = ended.unwrap();
+        assert!(!ended.timed_out());
+        assert_eq!(ended.user_time(), Some(Duration::from_millis(400)));
+
+        // Status and flags, without usage: 8 bytes.
+        let bare = ExitStatus::from_report(&with(&[&killed, &1u32.to_ne_bytes()])).unwrap();
+        assert!(bare.timed_out() && bare.cpu_time().is_none());
+
+        // A flag this library does not know, or any other length, is no report.
+        assert!(ExitStatus::from_report(&with(&[&killed, &usage, &2u32.to_ne_bytes()])).is_none());
+        assert!(ExitStatus::from_report(&with(&[&killed, &2u32.to_ne_bytes()])).is_none());
+        assert!(ExitStatus::from_report(&full[..31]).is_none());
+        assert!(ExitStatus::from_report(&with(&[&full, &[0]])).is_none());
+        assert!(ExitStatus::from_report(&full[..12]).is_none());
+    }
+
+    #[test]
+    fn a_recorded_outcome_reads_back_as_it_was() {
+        let timed_out = ExitStatus::from_raw(libc::SIGKILL).with_timed_out();
+        let plain = ExitStatus::from_raw(3 << 8);
+        for status in [timed_out, plain] {
+            let bytes = status.outcome_report();
+            let read = ExitStatus::read_report(&mut &bytes[..]).unwrap();
+            assert_eq!(read, status);
+            assert_eq!(read.timed_out(), status.timed_out());
+        }
+        // A file longer than any report is none, however it starts.
+        let long = [0u8; REPORT_MAX + 1];
+        assert!(ExitStatus::read_report(&mut &long[..]).is_none());
+        assert!(ExitStatus::read_report(&mut &[][..]).is_none());
     }
 }

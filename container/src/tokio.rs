@@ -207,7 +207,10 @@ impl AsyncChild {
     /// A sandbox with a wall-clock limit ([`SandboxBuilder::timeout`]) is killed at its
     /// deadline, as the blocking waits do, and its status says
     /// [`timed_out`](ExitStatus::timed_out); that takes tokio's timer, which a runtime built by
-    /// hand must enable (`enable_time`, or `enable_all`).
+    /// hand must enable (`enable_time`, or `enable_all`). A sandbox with an init is killed by
+    /// its init too, a moment later, if this wait has not done it (see
+    /// [`Child`](crate::Child#wall-clock-limit)): its exit then wakes the wait, and the
+    /// status, from the init's report, says `timed_out` as well.
     pub async fn wait(&mut self) -> Result<ExitStatus> {
         drop(self.stdin.take());
         let mut deadline = self.child.deadline();

@@ -11,8 +11,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use common::sh;
-use palisade::{Namespace, Sandbox, Stdio};
-use palisade_test_support::require_root;
+use palisade::{Handle, Namespace, Sandbox, Signal, Stdio};
+use palisade_test_support::{require_root, TempDir};
 
 /// The pids (in our namespace) of `pid` and all its descendants.
 fn tree(pid: u32) -> Vec<u32> {
@@ -60,15 +60,20 @@ fn pidfds_of_tree(pid: u32, n: usize) -> Vec<OwnedFd> {
 /// Whether the process of `pidfd` has exited, waiting up to 10 s for it (a process killed by
 /// `cgroup.kill` dies asynchronously).
 fn exits(pidfd: &OwnedFd) -> bool {
+    exits_within(pidfd, 10)
+}
+
+/// Whether the process of `pidfd` has exited, waiting up to `seconds` for it.
+fn exits_within(pidfd: &OwnedFd, seconds: i64) -> bool {
     let mut fds = [rustix::event::PollFd::new(
         pidfd,
         rustix::event::PollFlags::IN,
     )];
-    let ten = rustix::event::Timespec {
-        tv_sec: 10,
+    let limit = rustix::event::Timespec {
+        tv_sec: seconds,
         tv_nsec: 0,
     };
-    rustix::event::poll(&mut fds, Some(&ten)) == Ok(1)
+    rustix::event::poll(&mut fds, Some(&limit)) == Ok(1)
 }
 
 #[test]
@@ -187,6 +192,131 @@ fn wait_timeout_returns_none_then_the_status() {
     assert!(!status.timed_out());
     // Waited for: the status stays.
     assert_eq!(child.wait_timeout(Duration::ZERO).unwrap(), Some(status));
+}
+
+/// Removes a named sandbox on drop, whatever the test did: a detached one left running would
+/// outlive the test (and hold its output open).
+struct Cleanup<'a>(&'a TempDir, &'a str);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if let Ok(h) = Sandbox::open_in(self.0.path(), self.1) {
+            let _ = h.force_delete();
+        }
+    }
+}
+
+/// A named sandbox made here and left running (its `Child` dropped, never waited for), opened
+/// again by name as another process would.
+fn detached(root: &TempDir, name: &str, builder: &mut palisade::SandboxBuilder) -> Handle {
+    let child = builder
+        .name(name)
+        .state_root(root.path())
+        .detach(true)
+        .spawn()
+        .unwrap();
+    drop(child);
+    Sandbox::open_in(root.path(), name).unwrap()
+}
+
+/// The pids of the processes whose command line is exactly `argv`.
+fn processes_running(argv: &[&str]) -> Vec<u32> {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted))
+        .collect()
+}
+
+#[test]
+fn a_detached_sandbox_is_killed_at_its_deadline_by_its_init() {
+    require_root!();
+    let root = TempDir::new("state");
+    let _cleanup = Cleanup(&root, "pal-deadline");
+    // A length of sleep no other test runs, to find it in /proc.
+    let command = ["sleep", "1237"];
+    let mut b = Sandbox::builder(command[0]);
+    b.arg(command[1])
+        .cgroup(true)
+        .timeout(Duration::from_millis(300));
+    let mut h = detached(&root, "pal-deadline", &mut b);
+    // Nothing waits, yet it stops: the pidfd shows it within a guard of a minute (the sleep
+    // would run for 20), a check that the init kept the deadline, not a measurement.
+    let pidfd = h.pidfd().expect("it runs").try_clone_to_owned().unwrap();
+    assert!(exits_within(&pidfd, 60), "still running past its deadline");
+    let status = h.wait().unwrap().expect("the init reports the status");
+    assert!(status.timed_out(), "{status}");
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+    assert!(status.cpu_time().is_some(), "the init's report: {status:#}");
+    // The same from a handle opened afterwards.
+    let again = Sandbox::open_in(root.path(), "pal-deadline").unwrap();
+    assert!(again.state().exit.is_some_and(|e| e.timed_out()));
+    // Nothing of it is left: no sleep, an empty group, removed with the sandbox.
+    assert_eq!(processes_running(&command), Vec::<u32>::new());
+    let group = h.cgroup().expect("its cgroup");
+    assert_eq!(group.procs().unwrap(), Vec::<i32>::new());
+    let dirs = h.state().cgroup.clone();
+    h.delete().unwrap();
+    for dir in dirs {
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+}
+
+#[test]
+fn a_detached_sandbox_that_ends_before_its_deadline_is_not_timed_out() {
+    require_root!();
+    let root = TempDir::new("state");
+    let _cleanup = Cleanup(&root, "pal-in-time");
+    let mut b = sh("exit 3");
+    b.timeout(Duration::from_secs(60));
+    let mut h = detached(&root, "pal-in-time", &mut b);
+    let status = h.wait().unwrap().expect("the init reports the status");
+    assert_eq!(status.code(), Some(3), "{status}");
+    assert!(!status.timed_out(), "{status}");
+    h.delete().unwrap();
+}
+
+/// A `Child` nobody waits on is killed by its init at the deadline, and its later wait says so.
+#[test]
+fn a_sandbox_nobody_waits_on_is_killed_by_its_init() {
+    require_root!();
+    let mut b = Sandbox::builder("sleep");
+    b.arg("100").timeout(Duration::from_millis(300));
+    let mut child = b.spawn().unwrap();
+    // No wait of the handle's: the pidfd shows the init's exit, within a guard of a minute.
+    let pidfd = child.pidfd().try_clone_to_owned().unwrap();
+    assert!(exits_within(&pidfd, 60), "still running past its deadline");
+    let status = child.try_wait().unwrap().expect("it exited");
+    assert!(status.timed_out(), "{status}");
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+}
+
+#[test]
+fn a_handles_wait_timeout_returns_none_then_the_status() {
+    require_root!();
+    let root = TempDir::new("state");
+    let _cleanup = Cleanup(&root, "pal-wait-timeout");
+    let mut b = Sandbox::builder("sleep");
+    b.arg("100");
+    let mut h = detached(&root, "pal-wait-timeout", &mut b);
+    // Still running after the timeout, and untouched.
+    assert_eq!(h.wait_timeout(Duration::from_millis(100)).unwrap(), None);
+    assert!(h.pidfd().is_some_and(|fd| !palisade::ns::pidfd_exited(fd)));
+    h.signal(Signal::SIGTERM).unwrap();
+    let status = h
+        .wait_timeout(Duration::from_secs(60))
+        .unwrap()
+        .expect("it stopped");
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status}");
+    assert!(!status.timed_out());
+    // Stopped: the status stays.
+    assert_eq!(h.wait_timeout(Duration::ZERO).unwrap(), Some(status));
+    h.delete().unwrap();
 }
 
 #[test]

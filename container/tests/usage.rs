@@ -106,6 +106,52 @@ fn descendants_probe() {
     assert!(status.peak_memory().unwrap() >= MIB_64, "{status:#}");
 }
 
+/// Removes a named sandbox on drop, whatever the test did.
+struct Cleanup<'a>(&'a palisade_test_support::TempDir, &'a str);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if let Ok(h) = palisade::Sandbox::open_in(self.0.path(), self.1) {
+            let _ = h.force_delete();
+        }
+    }
+}
+
+/// A named sandbox's handle, from another process as from this one, reads the usage its init
+/// recorded.
+#[test]
+fn a_handles_wait_reports_the_cpu_time_of_a_busy_command() {
+    require_root!();
+    let root = palisade_test_support::TempDir::new("state");
+    let name = "pal-usage";
+    // Removes it whatever happens: left running, it would outlive the test.
+    let _cleanup = Cleanup(&root, name);
+    let child = sh(BURN)
+        .name(name)
+        .state_root(root.path())
+        .detach(true)
+        .spawn()
+        .unwrap();
+    // Left running: only the handle waits.
+    drop(child);
+    let mut h = palisade::Sandbox::open_in(root.path(), name).unwrap();
+    let status = h.wait().unwrap().expect("the init reports the status");
+    assert!(status.success(), "{status}");
+    let user = status.user_time().expect("user time");
+    assert!(user >= Duration::from_millis(300), "{user:?} of user time");
+    assert_eq!(
+        status.cpu_time(),
+        Some(user + status.system_time().expect("system time"))
+    );
+    // The record holds it for whoever opens the sandbox later.
+    let again = palisade::Sandbox::open_in(root.path(), name).unwrap();
+    assert_eq!(
+        again.state().exit.and_then(|e| e.cpu_time()),
+        status.cpu_time()
+    );
+    h.delete().unwrap();
+}
+
 #[test]
 fn a_timed_out_sandbox_still_reports_its_usage() {
     require_root!();

@@ -10,18 +10,29 @@ impl SandboxBuilder {
     /// service needs: its status then reports [`timed_out`](crate::ExitStatus::timed_out).
     ///
     /// The clock starts with [`Sandbox::spawn`](crate::Sandbox::spawn) (or
-    /// [`create`](crate::Sandbox::create)) and is kept by the waits of the
-    /// [`Child`](crate::Child) handle: [`wait`](crate::Child::wait),
-    /// [`wait_timeout`](crate::Child::wait_timeout),
-    /// [`wait_with_output`](crate::Child::wait_with_output), [`status`](Self::status) and
-    /// [`output`](Self::output) wait at most until the deadline, then
-    /// [kill](crate::Child::kill) the sandbox (`cgroup.kill` with a cgroup; SIGKILL to its init,
-    /// whose death takes every process of its PID namespace along) and return its status;
-    /// [`try_wait`](crate::Child::try_wait) does the same once the deadline has passed. See
-    /// [`Child`](crate::Child#wall-clock-limit).
+    /// [`create`](crate::Sandbox::create)) and is kept twice:
     ///
-    /// A [detached](Self::detach) sandbox has no handle whose waits could keep the clock:
-    /// [`build`](Self::build) refuses the combination ([`Error::InvalidValue`]).
+    /// - by the waits of the [`Child`](crate::Child) handle: [`wait`](crate::Child::wait),
+    ///   [`wait_timeout`](crate::Child::wait_timeout),
+    ///   [`wait_with_output`](crate::Child::wait_with_output), [`status`](Self::status) and
+    ///   [`output`](Self::output) wait at most until the deadline, then
+    ///   [kill](crate::Child::kill) the sandbox (`cgroup.kill` with a cgroup; SIGKILL to its
+    ///   init, whose death takes every process of its PID namespace along) and return its
+    ///   status; [`try_wait`](crate::Child::try_wait) does the same once the deadline has
+    ///   passed;
+    /// - by the sandbox's [init](Self::init), when it has one (a PID namespace, new by
+    ///   default, or [joined](Self::join_namespace)): the init counts the limit from its own
+    ///   start, a moment after the spawn, and then kills the sandbox itself, whether or not
+    ///   anything waits (every process of its PID namespace; in a joined one, where it is not
+    ///   PID 1, only the command), and reports the command's status as timed out, to the
+    ///   `Child` and to a named sandbox's [`Handle::wait`](crate::Handle::wait) alike.
+    ///
+    /// See [`Child`](crate::Child#wall-clock-limit). Without an init only the `Child`'s waits
+    /// keep the clock.
+    ///
+    /// A [detached](Self::detach) sandbox has no `Child` whose waits could keep the clock: it
+    /// takes a timeout only with an init, which keeps it; [`build`](Self::build) refuses a
+    /// detached sandbox with a timeout and without an init ([`Error::InvalidValue`]).
     ///
     /// ```
     /// use std::time::Duration;
@@ -44,14 +55,16 @@ impl SandboxBuilder {
     }
 }
 
-/// Refuses a wall-clock limit nobody would enforce.
-pub(super) fn check(timeout: Option<Duration>, detach: bool) -> Result<()> {
+/// Refuses a wall-clock limit nobody would enforce: a detached sandbox's is kept by its init
+/// alone.
+pub(super) fn check(timeout: Option<Duration>, detach: bool, init: bool) -> Result<()> {
     match timeout {
-        Some(limit) if detach => Err(Error::InvalidValue {
+        Some(limit) if detach && !init => Err(Error::InvalidValue {
             what: "timeout",
             value: format!("{limit:?}"),
-            reason: "a detached sandbox has no handle to keep its clock: wait with a timeout \
-                     through Handle::pidfd instead",
+            reason: "a detached sandbox without an init (no PID namespace, or init(false)) \
+                     has neither a handle nor an init to keep its clock: give it an init, or \
+                     wait with Handle::wait_timeout and kill it",
         }),
         _ => Ok(()),
     }
@@ -62,11 +75,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_detached_sandbox_takes_no_timeout() {
+    fn a_detached_sandbox_takes_a_timeout_only_with_an_init() {
         let mut builder = crate::Sandbox::builder("true");
         builder
             .name("timeout-refused")
             .detach(true)
+            .init(false)
             .timeout(Duration::from_secs(1));
         let err = builder.build().unwrap_err();
         assert!(
@@ -79,7 +93,12 @@ mod tests {
             ),
             "{err}"
         );
-        assert!(check(Some(Duration::from_secs(1)), false).is_ok());
-        assert!(check(None, true).is_ok());
+        let second = Some(Duration::from_secs(1));
+        // Kept by the init, or by a handle's waits.
+        assert!(check(second, true, true).is_ok());
+        assert!(check(second, false, false).is_ok());
+        assert!(check(second, false, true).is_ok());
+        assert!(check(None, true, false).is_ok());
+        assert!(check(second, true, false).is_err());
     }
 }

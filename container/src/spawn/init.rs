@@ -29,8 +29,44 @@
 //! (`getrusage(2)`, `RUSAGE_CHILDREN`: its own set-up is not counted), and exits with the shell
 //! form of the status; it makes sockets in the sandbox's
 //! network namespace for a rootless sandbox's published ports (the [`SocketRequest`] protocol on
-//! the control socket); and it kills the sandbox when the caller process dies (end-of-file on
-//! the death pipe, whose write end only the caller holds).
+//! the control socket); it kills the sandbox when the caller process dies (end-of-file on
+//! the death pipe, whose write end only the caller holds); and it keeps the sandbox's
+//! wall-clock limit ([`SandboxBuilder::timeout`](crate::SandboxBuilder::timeout)).
+//!
+//! # The init's contract
+//!
+//! `container/init/main.rs` states it in full; what the parent relies on:
+//!
+//! - argv: `palisade-init <command-pid> <status-fd> <control-fd|-1> <death-fd|-1> <gate-fd|-1>
+//!   <time-left-ms|-1>`, exactly six arguments (anything else: exit 125 before touching
+//!   anything). The time left is relative, in milliseconds, rounded up: the init adds it to its
+//!   own `CLOCK_MONOTONIC`, which a time namespace may shift against ours
+//!   (`time_namespaces(7)`), so no absolute time could be passed.
+//! - The report on the status descriptor (a pipe, or a named sandbox's `exit` file), written in
+//!   one `write(2)` when the command is reaped, native-endian: the raw wait status (`i32`), the
+//!   usage of the reaped children (user and system CPU time in microseconds, largest resident
+//!   set in KiB, a `u64` each; left out if `getrusage(2)` failed), then a `u32` of flags, bit 0
+//!   for a command killed at the deadline. So 32 bytes, or 8 without the usage; 4 and 28 are
+//!   earlier inits' reports, without the flags. Any other length is no report.
+//!   [`ExitStatus::from_report`](crate::ExitStatus) parses it, for [`Child`](crate::Child) and
+//!   [`Handle`](crate::Handle) alike.
+//! - At the deadline the init kills the sandbox as on the caller's death (`kill(-1, SIGKILL)`
+//!   as PID 1 of its namespace, else only the command), reaps the command and reports it with
+//!   the timed-out flag.
+//!
+//! # Who keeps the wall-clock limit
+//!
+//! The plan's limit goes to the init whole, as the time left from the init's own start: the
+//! plan belongs to the [`Sandbox`](crate::Sandbox) and serves all its spawns, so it holds no
+//! spawn's start, and the init's clock may be shifted by a time namespace anyway. The init's
+//! start comes after the spawn's set-up (namespaces, root, network), a moment after the spawn
+//! from which the caller's [`Child`](crate::Child) counts the same limit, so a handle that
+//! waits reaches the deadline first and kills the sandbox itself; the init's deadline is for a
+//! sandbox no handle waits on (detached, or a handle dropped without `kill_on_drop`). Whichever
+//! kills it, the status says timed out: the init's report carries the flag, and a handle that
+//! killed it marks the status itself (its kill leaves the init no time to report). A sandbox
+//! without an init (no PID namespace, new or joined, or
+//! [`init(false)`](crate::SandboxBuilder::init)) has only the handle's waits to keep it.
 //!
 //! [`init_image`]: super::init_image
 
@@ -118,8 +154,8 @@ fn become_init(
     } else {
         gate_w.as_raw_fd()
     };
-    let mut bufs = [[0u8; 24]; 5];
-    let [pid_buf, status_buf, control_buf, death_buf, gate_buf] = &mut bufs;
+    let mut bufs = [[0u8; 24]; 6];
+    let [pid_buf, status_buf, control_buf, death_buf, gate_buf, time_buf] = &mut bufs;
     let number = |fd: RawFd, buf| decimal(fd.into(), buf).as_ptr();
     let argv = [
         c"palisade-init".as_ptr(),
@@ -128,6 +164,7 @@ fn become_init(
         number(raw_or_none(fds.control), control_buf),
         number(raw_or_none(fds.death), death_buf),
         number(early_gate, gate_buf),
+        decimal(time_left_ms(plan.timeout), time_buf).as_ptr(),
         std::ptr::null(),
     ];
     // The init keeps the status pipe, the control socket and the death pipe; the image and the
@@ -152,6 +189,19 @@ fn become_init(
     let argv = unsafe { ExecArray::new(&argv) }.in_step(ChildStep::InitExec)?;
     let failed = process::fexecve(image.as_fd(), argv, ExecArray::EMPTY);
     Err(ChildFailure::new(ChildStep::InitExec, failed).into())
+}
+
+/// The init's `<time-left-ms>` argument for the wall-clock limit `limit`: milliseconds,
+/// rounded up so that the init never kills before the limit, at most `i64::MAX`; `-1` for none.
+/// Arithmetic only: it runs in the child.
+fn time_left_ms(limit: Option<std::time::Duration>) -> i64 {
+    match limit {
+        None => -1,
+        Some(limit) => {
+            let ms = limit.as_nanos().div_ceil(1_000_000);
+            i64::try_from(ms).unwrap_or(i64::MAX)
+        }
+    }
 }
 
 /// Clones the command, which waits for the gate, and returns its pid.
@@ -221,4 +271,20 @@ pub(crate) enum SocketRequest {
     Tcp = 1,
     /// An IPv4 UDP socket.
     Udp = 2,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time_left_ms;
+    use std::time::Duration;
+
+    #[test]
+    fn the_time_left_is_rounded_up_to_milliseconds() {
+        assert_eq!(time_left_ms(None), -1);
+        assert_eq!(time_left_ms(Some(Duration::ZERO)), 0);
+        assert_eq!(time_left_ms(Some(Duration::from_nanos(1))), 1);
+        assert_eq!(time_left_ms(Some(Duration::from_millis(300))), 300);
+        assert_eq!(time_left_ms(Some(Duration::from_micros(300_001))), 301);
+        assert_eq!(time_left_ms(Some(Duration::MAX)), i64::MAX);
+    }
 }

@@ -7,8 +7,9 @@
 //!
 //! # Contract
 //!
-//! - argv: `palisade-init <command-pid> <status-fd> <control-fd|-1> <death-fd|-1>`, all
-//!   decimal; envp is empty. Bad argv: exit 125.
+//! - argv: `palisade-init <command-pid> <status-fd> <control-fd|-1> <death-fd|-1> <gate-fd|-1>
+//!   <time-left-ms|-1>`, exactly these six, all decimal; envp is empty. Bad argv (another
+//!   count, a number out of range, a time left below -1): exit 125.
 //! - The command is a child of the executing process, started with exit signal SIGCHLD. The
 //!   signal mask blocks SIGCHLD, SIGIO and the forwarded signals (SIGTERM, SIGINT, SIGHUP,
 //!   SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH) before the command starts, so that none is lost: blocked
@@ -22,10 +23,16 @@
 //! - If it cannot make itself non-dumpable, set `no_new_privs`, install its seccomp filter or
 //!   set the control and death descriptors up (below), it kills the command and exits 125
 //!   without writing a status.
-//! - When the command is reaped, its raw wait status (4 native-endian bytes, the `i32` of
-//!   `wait4(2)`) is written to the status descriptor and the init exits with the shell form of it:
-//!   the exit code, or 128 + the signal. Every other child (orphans) is reaped silently. With no
-//!   child left and the command never reaped, it exits 125.
+//! - When the command is reaped, its report is written to the status descriptor in one
+//!   `write(2)`: its raw wait status (4 native-endian bytes, the `i32` of `wait4(2)`), the usage
+//!   of the reaped children (three `u64`, left out if `getrusage(2)` fails) and a `u32` of flags
+//!   (bit 0: killed at the deadline), 32 bytes or 8 (see [`init`](super::init)); the init then
+//!   exits with the shell form of the status: the exit code, or 128 + the signal. Every other
+//!   child (orphans) is reaped silently. With no child left and the command never reaped, it
+//!   exits 125.
+//! - With a time left, the init's deadline is that much after its start on its own
+//!   `CLOCK_MONOTONIC`; there it kills the sandbox (`kill(-1, SIGKILL)` as PID 1, else only the
+//!   command), and the command's report, once it is reaped, has the timed-out flag.
 //! - Forwarded signals sent to the init go to the command (`kill(2)`).
 //! - Control socket (the init's end of a `SOCK_SEQPACKET` pair): each request is one byte,
 //!   1 = IPv4 TCP socket, 2 = IPv4 UDP socket, anything else `EINVAL`; each answer is 4
@@ -121,6 +128,8 @@ mod tests {
         death: RawFd,
         /// A descriptor to close once the init is not dumpable, or -1.
         gate: RawFd,
+        /// Milliseconds until the init's deadline, or -1 for none.
+        time_left: i64,
     }
 
     /// Executes the init image in `memfd` ([`sealed_memfd`]) with `args` and an empty environment,
@@ -129,17 +138,26 @@ mod tests {
     ///
     /// Async-signal-safe: no allocation, raw system calls on this stack only.
     fn exec_init(memfd: RawFd, args: &InitArgs) -> isize {
-        let mut bufs = [[0u8; 24]; 5];
-        let [command, status, control, death, gate] = &mut bufs;
-        let argv: [*const c_char; 7] = [
+        exec_init_with(memfd, args, 6)
+    }
+
+    /// As [`exec_init`], with only the first `count` of the six arguments.
+    fn exec_init_with(memfd: RawFd, args: &InitArgs, count: usize) -> isize {
+        let mut bufs = [[0u8; 24]; 6];
+        let [command, status, control, death, gate, time_left] = &mut bufs;
+        let mut argv: [*const c_char; 8] = [
             c"palisade-init".as_ptr(),
             decimal(args.command.into(), command).as_ptr(),
             decimal(args.status.into(), status).as_ptr(),
             decimal(args.control.into(), control).as_ptr(),
             decimal(args.death.into(), death).as_ptr(),
             decimal(args.gate.into(), gate).as_ptr(),
+            decimal(args.time_left, time_left).as_ptr(),
             std::ptr::null(),
         ];
+        if count < 6 {
+            argv[1 + count] = std::ptr::null();
+        }
         for fd in [args.status, args.control, args.death] {
             if fd >= 0 {
                 // SAFETY: a descriptor of this process, borrowed for the call.
@@ -270,6 +288,19 @@ mod tests {
             control: Option<&OwnedFd>,
             death: Option<&OwnedFd>,
         ) -> Sandbox {
+            Sandbox::start_with(nested, command, status, control, death, -1)
+        }
+
+        /// As [`Sandbox::start_as`], the init told `time_left` (milliseconds, or -1) until its
+        /// deadline.
+        fn start_with(
+            nested: bool,
+            command: &[&str],
+            status: &OwnedFd,
+            control: Option<&OwnedFd>,
+            death: Option<&OwnedFd>,
+            time_left: i64,
+        ) -> Sandbox {
             // Everything the children need, made before forking.
             let image = sealed_memfd().expect("sealed memfd");
             let argv: Vec<std::ffi::CString> = command
@@ -318,6 +349,7 @@ mod tests {
                             control,
                             death,
                             gate: -1,
+                            time_left,
                         };
                         exec_init(image.as_raw_fd(), &args);
                         libc::_exit(122)
@@ -504,6 +536,7 @@ mod tests {
                 control: -1,
                 death: -1,
                 gate: -1,
+                time_left: -1,
             },
             InitArgs {
                 command: 5,
@@ -511,6 +544,7 @@ mod tests {
                 control: -1,
                 death: -1,
                 gate: -1,
+                time_left: -1,
             },
             InitArgs {
                 command: 5,
@@ -518,6 +552,7 @@ mod tests {
                 control: -2,
                 death: -1,
                 gate: -1,
+                time_left: -1,
             },
         ] {
             // SAFETY: the child only executes (async-signal-safe) or exits.
@@ -551,15 +586,141 @@ mod tests {
             libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 3,
             "{status:#x}"
         );
-        // Then the usage of the reaped children, three `u64` (six 4-byte reads), and nothing
-        // more.
+        // Then the usage of the reaped children, three `u64` (six 4-byte reads), the flags,
+        // none set, and nothing more.
         for _ in 0..6 {
             assert!(
                 read_status(&status_r).is_some(),
                 "no usage after the status"
             );
         }
+        assert_eq!(read_status(&status_r), Some(0), "flags");
         assert_eq!(read_status(&status_r), None);
+    }
+
+    /// The init takes exactly its six arguments: five (an earlier init's argv) are bad argv,
+    /// even with a real command to wait for, and so is a time left below -1; with all six it
+    /// waits for the command (the positive control).
+    #[test]
+    fn the_argument_count_is_checked_exactly() {
+        if !root() {
+            return;
+        }
+        let image = sealed_memfd().unwrap();
+        for (count, time_left, bad) in [(5, -1, true), (6, -2, true), (6, -1, false)] {
+            let (status_r, status_w) = pipe();
+            let (hold_r, hold_w) = pipe();
+            // SAFETY: fork(2); the children only make raw async-signal-safe calls and exit or
+            // execute.
+            let x = unsafe { libc::fork() };
+            assert!(x >= 0, "fork: {}", io::Error::last_os_error());
+            if x == 0 {
+                // SAFETY: as above, on descriptors prepared before the fork.
+                unsafe {
+                    let g = raw_fork();
+                    if g == 0 {
+                        // The command: runs until the test closes its end of the hold pipe,
+                        // without a copy of the status pipe of its own.
+                        libc::close(hold_w.as_raw_fd());
+                        libc::close(status_w.as_raw_fd());
+                        let mut byte = 0u8;
+                        libc::read(hold_r.as_raw_fd(), (&mut byte as *mut u8).cast(), 1);
+                        libc::_exit(0);
+                    }
+                    let args = InitArgs {
+                        command: g,
+                        status: status_w.as_raw_fd(),
+                        control: -1,
+                        death: -1,
+                        gate: -1,
+                        time_left,
+                    };
+                    exec_init_with(image.as_raw_fd(), &args, count);
+                    libc::_exit(99);
+                }
+            }
+            drop((status_w, hold_r));
+            let mut sandbox = Sandbox {
+                x,
+                init: 0,
+                reaped: false,
+            };
+            if bad {
+                assert_eq!(sandbox.wait(), EXIT_SETUP, "{count} arguments, {time_left}");
+                assert_eq!(read_status(&status_r), None, "a status for bad argv");
+                drop(hold_w);
+            } else {
+                std::thread::sleep(Duration::from_millis(200));
+                assert_eq!(sandbox.try_wait(), None, "the init did not wait");
+                drop(hold_w);
+                assert_eq!(sandbox.wait(), 0);
+                assert!(read_status(&status_r).is_some_and(|s| s == 0));
+            }
+        }
+    }
+
+    /// The report the init wrote to `status_r`, read to its end once the init has exited.
+    fn report(status_r: OwnedFd) -> crate::ExitStatus {
+        crate::ExitStatus::read_report(&mut File::from(status_r)).expect("a report")
+    }
+
+    #[test]
+    fn the_deadline_kills_the_sandbox_and_is_reported() {
+        if !root() {
+            return;
+        }
+        let (status_r, status_w) = pipe();
+        // The shell waits for a sleep in the background: as PID 1 the init kills both.
+        let mut sandbox = Sandbox::start_with(
+            false,
+            &["/bin/sh", "-c", "/bin/sleep 60 & wait"],
+            &status_w,
+            None,
+            None,
+            200,
+        );
+        drop(status_w);
+        assert_eq!(sandbox.wait(), 128 + libc::SIGKILL);
+        let status = report(status_r);
+        assert!(status.timed_out(), "{status}");
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+        assert!(status.cpu_time().is_some(), "{status:#}");
+    }
+
+    #[test]
+    fn a_command_that_ends_before_the_deadline_is_not_timed_out() {
+        if !root() {
+            return;
+        }
+        let (status_r, status_w) = pipe();
+        let mut sandbox = Sandbox::start_with(
+            false,
+            &["/bin/sh", "-c", "exit 3"],
+            &status_w,
+            None,
+            None,
+            60_000,
+        );
+        drop(status_w);
+        assert_eq!(sandbox.wait(), 3);
+        let status = report(status_r);
+        assert!(!status.timed_out(), "{status}");
+        assert_eq!(status.code(), Some(3));
+    }
+
+    /// Not PID 1, the init kills only the command at the deadline, as on the caller's death.
+    #[test]
+    fn the_deadline_outside_pid_1_kills_only_the_command() {
+        if !root() {
+            return;
+        }
+        let (status_r, status_w) = pipe();
+        let mut sandbox =
+            Sandbox::start_with(true, &["/bin/sleep", "60"], &status_w, None, None, 200);
+        drop(status_w);
+        // The init's code, 128 + SIGKILL for its command, and not BYSTANDER_KILLED.
+        assert_eq!(sandbox.wait(), 128 + libc::SIGKILL);
+        assert!(report(status_r).timed_out());
     }
 
     #[test]

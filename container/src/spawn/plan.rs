@@ -237,6 +237,9 @@ pub(crate) struct Plan {
     pub mount_proc: bool,
     /// Run the minimal init as PID 1 and the command as its child.
     pub init: bool,
+    /// The wall-clock limit ([`SandboxBuilder::timeout`](crate::SandboxBuilder::timeout)),
+    /// which the init, when there is one, keeps from its own start (see [`init`](super::init)).
+    pub timeout: Option<std::time::Duration>,
     /// The init makes sockets in the sandbox's network namespace for the parent's port
     /// forwarder (a rootless sandbox with published ports).
     pub socket_factory: bool,
