@@ -4,9 +4,10 @@
 //! with its command waiting at its start gate and exits, leaving it to any later invocation.
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use clap::Args;
 use palisade::{Child, Handle, Pty, Sandbox, Status, Stdio};
@@ -464,34 +465,59 @@ const FORWARDED: [libc::c_int; 7] = [
     libc::SIGWINCH,
 ];
 
+/// The pidfd that [`forward`] passes signals to; -1 until [`forward_signals`] sets it.
+static FORWARD_TO: AtomicI32 = AtomicI32::new(-1);
+
+/// The handler of the [`FORWARDED`] signals: passes the signal on to the process of
+/// [`FORWARD_TO`] with `pidfd_send_signal(2)`, a system call and nothing else, so it is
+/// async-signal-safe (`signal-safety(7)`); it keeps `errno` as the interrupted code had it.
+extern "C" fn forward(sig: libc::c_int) {
+    let pidfd = FORWARD_TO.load(Ordering::Relaxed);
+    if pidfd < 0 {
+        return;
+    }
+    // SAFETY: `__errno_location` returns this thread's errno, valid for the thread's life.
+    let errno = unsafe { *libc::__errno_location() };
+    // SAFETY: pidfd_send_signal(2) with a null siginfo reads no memory of ours; a pidfd
+    // closed or reused meanwhile makes it fail (EBADF, EINVAL), which is ignored.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd,
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
+}
+
 /// Passes the signals this process gets on to the process of `pidfd`
-/// (`pidfd_send_signal(2)`): they are blocked here and taken by a thread with `sigwait(3)`.
+/// (`pidfd_send_signal(2)`), for the rest of this process's life: a handler ([`forward`])
+/// sends each on, with `SA_RESTART`, so that an interrupted read or write goes on (the waits
+/// that `poll(2)` does take `EINTR` and poll again).
 pub fn forward_signals(pidfd: BorrowedFd<'_>) -> Result<()> {
     let pidfd = pidfd
         .try_clone_to_owned()
         .map_err(CliError::io("duplicate the pidfd of", "the container"))?;
-    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: sigemptyset initializes the set it is given; sigaddset only writes to it.
-    let set = unsafe {
-        libc::sigemptyset(set.as_mut_ptr());
-        for sig in FORWARDED {
-            libc::sigaddset(set.as_mut_ptr(), sig);
+    // Kept open until this process exits: the handler may run until then.
+    FORWARD_TO.store(pidfd.into_raw_fd(), Ordering::Relaxed);
+    // SAFETY: all zeroes is a valid `sigaction` (no handler, empty mask, no flags), filled in
+    // below.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = forward as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    action.sa_flags = libc::SA_RESTART;
+    for sig in FORWARDED {
+        // SAFETY: installs a handler that only makes one system call (see `forward`); `action`
+        // is initialized and outlives the call.
+        if unsafe { libc::sigaction(sig, &action, std::ptr::null_mut()) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(CliError::msg(format!(
+                "install the handler of signal {sig} to forward it to the container: {e}"
+            )));
         }
-        set.assume_init()
-    };
-    // SAFETY: changes only this thread's signal mask (`pthread_sigmask(3)`), which the thread
-    // spawned below inherits; no other thread of this process takes these signals.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    std::thread::spawn(move || loop {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: `set` is an initialized signal set and `sig` a valid place for the result.
-        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
-            continue;
-        }
-        if let Some(sig) = rustix::process::Signal::from_named_raw(sig) {
-            let _ = rustix::process::pidfd_send_signal(pidfd.as_fd(), sig);
-        }
-    });
+    }
     Ok(())
 }
 
