@@ -502,6 +502,16 @@ impl Cgroup {
     /// group's path may differ between v1 hierarchies); those no longer there, or in no
     /// hierarchy of this host, are left out. Not deleted on drop, as with [`open`](Self::open).
     pub fn open_dirs(paths: &[PathBuf]) -> Result<Cgroup> {
+        let first = paths.first().map_or(Path::new("/"), PathBuf::as_path);
+        if !paths.iter().any(|p| p.is_dir()) {
+            // Gone already (a stopped sandbox's group, usually): nothing to open, which is
+            // known without reading the host's mount table and this process's groups.
+            return Err(Error::Io {
+                op: "open",
+                path: first.to_owned(),
+                source: std::io::Error::from_raw_os_error(libc::ENOENT),
+            });
+        }
         let hier = Hierarchy::detect()?;
         let mut dirs = Vec::new();
         let mounts = hier.unified().into_iter().chain(hier.v1_mounts());
@@ -518,7 +528,6 @@ impl Cgroup {
                 });
             }
         }
-        let first = paths.first().map_or(Path::new("/"), PathBuf::as_path);
         Self::open_found(hier, dirs, first)
     }
 
