@@ -353,6 +353,8 @@ pub fn run(
     preserved: Vec<OwnedFd>,
 ) -> Result<i32> {
     let id = args.create.id.clone();
+    // From before the process starts, whatever is sent to a foreground run is its process's.
+    let forwarding = (!args.detach).then(Forwarding::hold);
     let (made, launch) = make(
         global,
         log,
@@ -391,10 +393,10 @@ pub fn run(
         }
     }
     run_hooks(log, &bundle, Stage::Poststart, || state("running"));
-    if args.detach {
+    let Some(forwarding) = forwarding else {
         return Ok(0);
-    }
-    forward_signals(child.pidfd())?;
+    };
+    forwarding.to(child.pidfd())?;
     if let Some(pty) = pty {
         // Ends when the container's side of the terminal closes; its status tells the rest.
         let _ = pty.proxy();
@@ -454,7 +456,7 @@ fn run_hooks(
     }
 }
 
-/// The signals a foreground `run` or `exec` passes on to its process, as runc's signal proxy.
+/// The signals a foreground `run` or `exec` passes on to its process (see [`Forwarding`]).
 const FORWARDED: [libc::c_int; 7] = [
     libc::SIGINT,
     libc::SIGTERM,
@@ -465,7 +467,7 @@ const FORWARDED: [libc::c_int; 7] = [
     libc::SIGWINCH,
 ];
 
-/// The pidfd that [`forward`] passes signals to; -1 until [`forward_signals`] sets it.
+/// The pidfd that [`forward`] passes signals to; -1 until [`Forwarding::to`] sets it.
 static FORWARD_TO: AtomicI32 = AtomicI32::new(-1);
 
 /// The handler of the [`FORWARDED`] signals: passes the signal on to the process of
@@ -493,32 +495,71 @@ extern "C" fn forward(sig: libc::c_int) {
     unsafe { *libc::__errno_location() = errno };
 }
 
-/// Passes the signals this process gets on to the process of `pidfd`
-/// (`pidfd_send_signal(2)`), for the rest of this process's life: a handler ([`forward`])
-/// sends each on, with `SA_RESTART`, so that an interrupted read or write goes on (the waits
-/// that `poll(2)` does take `EINTR` and poll again).
-pub fn forward_signals(pidfd: BorrowedFd<'_>) -> Result<()> {
-    let pidfd = pidfd
-        .try_clone_to_owned()
-        .map_err(CliError::io("duplicate the pidfd of", "the container"))?;
-    // Kept open until this process exits: the handler may run until then.
-    FORWARD_TO.store(pidfd.into_raw_fd(), Ordering::Relaxed);
-    // SAFETY: all zeroes is a valid `sigaction` (no handler, empty mask, no flags), filled in
-    // below.
-    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
-    action.sa_sigaction = forward as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    action.sa_flags = libc::SA_RESTART;
-    for sig in FORWARDED {
-        // SAFETY: installs a handler that only makes one system call (see `forward`); `action`
-        // is initialized and outlives the call.
-        if unsafe { libc::sigaction(sig, &action, std::ptr::null_mut()) } != 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(CliError::msg(format!(
-                "install the handler of signal {sig} to forward it to the container: {e}"
-            )));
-        }
+/// The signals a foreground `run` or `exec` passes on to its process, as runc's signal proxy:
+/// [held](Self::hold) from before the process starts, so that none sent meanwhile is lost or
+/// ends the runtime, and [forwarded](Self::to) once it runs, those held first.
+///
+/// Holding blocks them (`sigprocmask(2)`); the container's processes do not inherit that: the
+/// sandbox's init and command set their own masks before they execute, and the hooks' children
+/// start with an empty one (std's `Command`). Dropped without [`to`](Self::to) (a failed start,
+/// a detached run), they are unblocked again and what is pending acts as it would have.
+pub struct Forwarding {
+    set: libc::sigset_t,
+}
+
+impl Forwarding {
+    /// Blocks the [`FORWARDED`] signals, until [`to`](Self::to) or the drop.
+    pub fn hold() -> Forwarding {
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigemptyset initializes the set it is given; sigaddset only writes to it.
+        let set = unsafe {
+            libc::sigemptyset(set.as_mut_ptr());
+            for sig in FORWARDED {
+                libc::sigaddset(set.as_mut_ptr(), sig);
+            }
+            set.assume_init()
+        };
+        // SAFETY: changes only this thread's signal mask (`pthread_sigmask(3)`), from an
+        // initialized set; this process has no other thread that takes these signals.
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+        Forwarding { set }
     }
-    Ok(())
+
+    /// Passes the held signals, and those this process gets from now on until it exits, on to
+    /// the process of `pidfd` (`pidfd_send_signal(2)`): a handler ([`forward`]) sends each on,
+    /// with `SA_RESTART`, so that an interrupted read or write goes on (the waits that
+    /// `poll(2)`, on the pidfd and the terminal, take `EINTR` and poll again).
+    pub fn to(self, pidfd: BorrowedFd<'_>) -> Result<()> {
+        let pidfd = pidfd
+            .try_clone_to_owned()
+            .map_err(CliError::io("duplicate the pidfd of", "the container"))?;
+        // Kept open until this process exits: the handler may run until then.
+        FORWARD_TO.store(pidfd.into_raw_fd(), Ordering::Relaxed);
+        // SAFETY: all zeroes is a valid `sigaction` (no handler, empty mask, no flags), filled
+        // in below.
+        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+        action.sa_sigaction = forward as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESTART;
+        for sig in FORWARDED {
+            // SAFETY: installs a handler that only makes one system call (see `forward`);
+            // `action` is initialized and outlives the call.
+            if unsafe { libc::sigaction(sig, &action, std::ptr::null_mut()) } != 0 {
+                let e = std::io::Error::last_os_error();
+                return Err(CliError::msg(format!(
+                    "install the handler of signal {sig} to forward it to the container: {e}"
+                )));
+            }
+        }
+        // The drop unblocks them: those held are handled, so forwarded, first.
+        Ok(())
+    }
+}
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        // SAFETY: as in `hold`, with the same initialized set.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &self.set, std::ptr::null_mut()) };
+    }
 }
 
 pub fn kill(global: &Global, args: KillArgs) -> Result<()> {
