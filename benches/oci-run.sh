@@ -10,11 +10,11 @@
 #
 # Otherwise crun's figure includes the wrapper (unshare + sh + umount, a few ms).
 #
-# Usage: benches/oci-run.sh [RUNS]   (default 50)
+# Usage: benches/oci-run.sh [RUNS]   (default 50; PAL=path picks another palisade-oci binary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-50}
-pal=$PWD/target/release/palisade-oci
+pal=${PAL:-$PWD/target/release/palisade-oci}
 [ -x "$pal" ] || { echo "build it first: cargo build --release -p palisade-oci" >&2; exit 1; }
 
 dir=$(mktemp -d /tmp/palisade-bench-oci.XXXXXX)

@@ -502,6 +502,16 @@ impl Cgroup {
     /// group's path may differ between v1 hierarchies); those no longer there, or in no
     /// hierarchy of this host, are left out. Not deleted on drop, as with [`open`](Self::open).
     pub fn open_dirs(paths: &[PathBuf]) -> Result<Cgroup> {
+        let first = paths.first().map_or(Path::new("/"), PathBuf::as_path);
+        if !paths.iter().any(|p| p.is_dir()) {
+            // Gone already (a stopped sandbox's group, usually): nothing to open, which is
+            // known without reading the host's mount table and this process's groups.
+            return Err(Error::Io {
+                op: "open",
+                path: first.to_owned(),
+                source: std::io::Error::from_raw_os_error(libc::ENOENT),
+            });
+        }
         let hier = Hierarchy::detect()?;
         let mut dirs = Vec::new();
         let mounts = hier.unified().into_iter().chain(hier.v1_mounts());
@@ -518,7 +528,6 @@ impl Cgroup {
                 });
             }
         }
-        let first = paths.first().map_or(Path::new("/"), PathBuf::as_path);
         Self::open_found(hier, dirs, first)
     }
 
@@ -950,7 +959,13 @@ impl Cgroup {
     }
 
     fn remove(&mut self) -> Result<()> {
+        // A group whose processes are gone and that has no child group (the usual case once a
+        // sandbox has exited) is removed by rmdir(2) alone: the kernel refuses it (`EBUSY`)
+        // while the group holds a process or a child group, so trying it first changes nothing
+        // for the others, which go the way below, listing, killing and waiting.
+        self.dirs.retain(|d| !sys::rmdir_if_empty(&d.path));
         if self.dirs.is_empty() {
+            self.release_fds();
             return Ok(());
         }
         if self.tree_populated()? {
@@ -963,12 +978,7 @@ impl Cgroup {
             }
         }
         let deadline = Instant::now() + self.timeout;
-        self.dir_fd = None;
-        // The kernel detaches a removed group's programs; only our descriptor is left to close.
-        *self
-            .device_program
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner) = None;
+        self.release_fds();
         let mut first_err = None;
         for d in self.dirs.iter().rev() {
             let removed = tree(&d.path).and_then(|dirs| {
@@ -981,6 +991,17 @@ impl Cgroup {
         }
         self.dirs.clear();
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Closes the descriptors kept for the group's directory and its device program, once the
+    /// group is gone or going: the kernel detaches a removed group's programs, so only our
+    /// descriptor is left to close.
+    fn release_fds(&mut self) {
+        self.dir_fd = None;
+        *self
+            .device_program
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     fn wait_empty(&self) -> Result<bool> {

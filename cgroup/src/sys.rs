@@ -80,6 +80,17 @@ pub(crate) fn rmdir(path: &Path, deadline: Instant) -> Result<()> {
     }
 }
 
+/// Removes the group directory `path` if it is empty of processes and child groups, in one
+/// rmdir(2), which the kernel refuses (`EBUSY`) otherwise; whether it is gone (removed here, or
+/// missing already). Any refusal leaves the group as it was, for [`rmdir`] after the caller has
+/// emptied it.
+pub(crate) fn rmdir_if_empty(path: &Path) -> bool {
+    match fs::remove_dir(path) {
+        Ok(()) => true,
+        Err(e) => e.kind() == ErrorKind::NotFound,
+    }
+}
+
 /// Opens a group directory for `clone3(2)`'s `CLONE_INTO_CGROUP`, which needs a real (not
 /// `O_PATH`) descriptor of a cgroup v2 directory.
 pub(crate) fn open_dir(path: &Path) -> Result<OwnedFd> {

@@ -159,6 +159,36 @@ fn run_killed_reports_128_plus_signal() {
 }
 
 #[test]
+fn run_forwards_signals_to_the_container() {
+    require_root!();
+    // The shell traps TERM (as PID 2, the init's child) and exits with 7 when it gets it.
+    let script = "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.1; done";
+    let mut env = bundle_env("runsig", &["sh", "-c", script]);
+    let id = env.id("runsig");
+    let mut run = Command::new(BIN)
+        .args(["--root", env.root.to_str().unwrap(), "run", &id])
+        .args(["--bundle", env.bundle()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(run.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // To the runtime, which passes it on and stays to report the container's status.
+    let runtime = rustix::process::Pid::from_raw(run.id() as i32).unwrap();
+    rustix::process::kill_process(runtime, rustix::process::Signal::TERM).unwrap();
+    let status = run.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(status.code(), Some(7), "{status:?} {rest:?}");
+    assert_eq!(rest, "got-term\n");
+    assert!(env.oci(&["state", &id]).err.contains("does not exist"));
+}
+
+#[test]
 fn run_detached() {
     require_root!();
     let mut env = bundle_env("rund", &["sleep", "1000"]);

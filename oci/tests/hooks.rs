@@ -250,6 +250,40 @@ fn run_runs_every_hook() {
 }
 
 #[test]
+fn run_with_only_later_hooks_runs_poststart_and_poststop() {
+    require_root!();
+    // Nothing runs between create and start: run starts the process with its creation.
+    let mut env = Env::new("later", &["echo", "hi"]);
+    env.hooks(json!({
+        "poststart": [env.logger("poststart")],
+        "poststop": [env.logger("poststop")],
+    }));
+    let id = env.id("later");
+    let ran = env.oci(&["run", &id, "--bundle", env.bundle()]).ok();
+    assert_eq!(ran.out, "hi\n");
+    let logged = env.logged();
+    assert_eq!(logged.len(), 2, "{logged:?}");
+    let (name, status, pid, logged_id, foo) = fields(&logged[0]);
+    assert_eq!(
+        (
+            name.as_str(),
+            status.as_str(),
+            logged_id.as_str(),
+            foo.as_str()
+        ),
+        ("poststart", "running", id.as_str(), "bar")
+    );
+    assert_ne!(pid, 0, "{logged:?}");
+    let (name, status, pid, logged_id, _) = fields(&logged[1]);
+    assert_eq!(
+        (name.as_str(), status.as_str(), pid, logged_id.as_str()),
+        ("poststop", "stopped", 0, id.as_str())
+    );
+    let state = env.oci(&["state", &id]);
+    assert_eq!(state.code, 1, "{state:?}");
+}
+
+#[test]
 fn failing_create_runtime_hook_destroys_the_container() {
     require_root!();
     let mut env = Env::new("fail", &["sleep", "1000"]);

@@ -23,7 +23,7 @@ use oci_spec::runtime::{LinuxCapabilities, Process};
 use palisade::{Capabilities, Rlimit, Stdio, TerminalSize};
 use palisade_oci::bundle::{capability_set, check_labels, rlimits};
 
-use super::lifecycle::forward_signals;
+use super::lifecycle::Forwarding;
 use super::{open, status_of, write_pid_file, CliError, Global, Result};
 
 /// `exec`'s options.
@@ -428,6 +428,8 @@ pub fn exec(global: &Global, args: ExecArgs, preserved: Vec<OwnedFd>) -> Result<
                 .stderr(Stdio::inherit());
         }
     }
+    // From before the process starts, whatever is sent to a foreground exec is its process's.
+    let forwarding = (!args.detach).then(Forwarding::hold);
     let mut child = cmd.spawn()?;
     let pty = child.take_pty();
     let pty = match (pty, &console) {
@@ -443,12 +445,12 @@ pub fn exec(global: &Global, args: ExecArgs, preserved: Vec<OwnedFd>) -> Result<
     if let Some(path) = &args.pid_file {
         write_pid_file(path, child.id())?;
     }
-    if args.detach {
+    let Some(forwarding) = forwarding else {
         // Its handle would kill it when dropped; the process is the container's now.
         std::mem::forget(child);
         return Ok(0);
-    }
-    forward_signals(child.pidfd())?;
+    };
+    forwarding.to(child.pidfd())?;
     if let Some(pty) = pty {
         let _ = pty.proxy();
     }

@@ -4,9 +4,10 @@
 //! with its command waiting at its start gate and exits, leaving it to any later invocation.
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use clap::Args;
 use palisade::{Child, Handle, Pty, Sandbox, Status, Stdio};
@@ -97,19 +98,80 @@ pub fn take_preserved_fds(n: u32) -> Result<Vec<OwnedFd>> {
         .collect()
 }
 
-/// Creates the container of `args` under the state root, its process waiting to be started.
-/// With a terminal and no console socket (a foreground `run`), returns its master.
+/// How [`make`] leaves the container's process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Launch {
+    /// Waiting at its start gate, for `start` (from this process or another).
+    Created,
+    /// Running: `run` of a bundle that needs nothing done between create and start.
+    Started,
+}
+
+/// A container made by [`make`]: its child, its terminal's master (with a terminal and no
+/// console socket, a foreground `run`), its bundle as loaded, and the bundle's directory.
+struct Made {
+    child: Child,
+    pty: Option<Pty>,
+    bundle: Bundle,
+    dir: PathBuf,
+}
+
+/// Whether `run` may start the container's process in one step with its creation
+/// ([`palisade::Sandbox::spawn`]) rather than create it waiting at its start gate and then
+/// start it: when nothing has to happen in between. That is no hook of `prestart`,
+/// `createRuntime`, `createContainer` or `startContainer` (all run while the process waits),
+/// no `oomScoreAdj` (written to the process before it runs), and no seccomp user notification
+/// (which `create` refuses, and `run` keeps refusing). The process then goes through the same
+/// steps, in the same namespaces, root, cgroup and confinement; it only does not stop at the
+/// gate.
+fn starts_at_once(bundle: &Bundle) -> bool {
+    let spec = bundle.spec();
+    let hooked = [
+        Stage::Prestart,
+        Stage::CreateRuntime,
+        Stage::CreateContainer,
+        Stage::StartContainer,
+    ]
+    .into_iter()
+    .any(|stage| !stage.hooks(spec).is_empty());
+    !hooked && bundle.oom_score_adj().is_none() && !notifies(spec)
+}
+
+/// Whether the seccomp profile of `spec` has a user-notification action (`SCMP_ACT_NOTIFY`),
+/// for which the filter is loaded with a listener.
+fn notifies(spec: &oci_spec::runtime::Spec) -> bool {
+    use oci_spec::runtime::LinuxSeccompAction;
+    let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+        return false;
+    };
+    let notify = |action: LinuxSeccompAction| action == LinuxSeccompAction::ScmpActNotify;
+    notify(seccomp.default_action())
+        || seccomp
+            .syscalls()
+            .iter()
+            .flatten()
+            .any(|rule| notify(rule.action()))
+}
+
+/// Creates the container of `args` under the state root: its process waiting to be started,
+/// or with [`Launch::Started`] running where the bundle allows it ([`starts_at_once`]); the
+/// returned launch says which.
 fn make(
     global: &Global,
     log: &mut Logger,
     args: &CreateArgs,
     preserved: Vec<OwnedFd>,
     detach: bool,
-) -> Result<(Child, Option<Pty>)> {
+    launch: Launch,
+) -> Result<(Made, Launch)> {
     check_id(&args.id)?;
     let dir = absolute(&args.bundle)?;
     let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     let bundle = Bundle::load(&dir)?;
+    let launch = match launch {
+        Launch::Started if starts_at_once(&bundle) => Launch::Started,
+        _ => Launch::Created,
+    };
     let terminal = bundle.terminal();
     if terminal && detach && args.console_socket.is_none() {
         return Err(CliError::msg(
@@ -148,7 +210,11 @@ fn make(
         builder.inherit_fd(3 + i as RawFd, fd);
     }
     log.debug(format_args!("creating {} from {}", args.id, dir.display()));
-    let mut child = builder.build()?.create()?;
+    let sandbox = builder.build()?;
+    let mut child = match launch {
+        Launch::Created => sandbox.create()?,
+        Launch::Started => sandbox.spawn()?,
+    };
     let finish = (|| -> Result<Option<Pty>> {
         let pty = match (terminal, child.take_pty()) {
             (false, _) => None,
@@ -164,6 +230,14 @@ fn make(
                 None => Some(pty),
             },
         };
+        if launch == Launch::Started {
+            // Its process runs (and may have exited already): nothing of create's is left
+            // but the pid file.
+            if let Some(path) = &args.pid_file {
+                write_pid_file(path, child.id())?;
+            }
+            return Ok(pty);
+        }
         let pid = child.command_id();
         if pid == 0 {
             // Its init found no command to wait on: it failed before its start gate.
@@ -214,7 +288,15 @@ fn make(
         Ok(pty)
     })();
     match finish {
-        Ok(pty) => Ok((child, pty)),
+        Ok(pty) => Ok((
+            Made {
+                child,
+                pty,
+                bundle,
+                dir,
+            },
+            launch,
+        )),
         Err(e) => {
             // Nothing of a failed create is left, as runc destroys it.
             drop(child);
@@ -238,7 +320,7 @@ pub fn create(
     preserved: Vec<OwnedFd>,
 ) -> Result<()> {
     // The container is detached: this process's handle only leaves it to later invocations.
-    make(global, log, &args, preserved, true).map(drop)
+    make(global, log, &args, preserved, true, Launch::Created).map(drop)
 }
 
 pub fn start(global: &Global, log: &mut Logger, id: &str) -> Result<()> {
@@ -271,46 +353,63 @@ pub fn run(
     preserved: Vec<OwnedFd>,
 ) -> Result<i32> {
     let id = args.create.id.clone();
-    let (mut child, pty) = make(global, log, &args.create, preserved, args.detach)?;
-    // The startContainer hooks, as `start` runs them. A failure stops the container, which
-    // `run` then deletes as it would once it stopped, its poststop hooks included.
-    let hooked = match Sandbox::open_in(&global.root, &id) {
-        Ok(h) => start_hooks(log, &h).map_err(|e| (Some(hook_state(&h, "stopped")), e)),
-        Err(e) => Err((None, e.into())),
-    };
-    if let Err((state, e)) = hooked {
-        drop(child);
-        remove(global, &id);
-        if let Some(state) = state {
-            later_hooks(log, Stage::Poststop, &state);
+    // From before the process starts, whatever is sent to a foreground run is its process's.
+    let forwarding = (!args.detach).then(Forwarding::hold);
+    let (made, launch) = make(
+        global,
+        log,
+        &args.create,
+        preserved,
+        args.detach,
+        Launch::Started,
+    )?;
+    let Made {
+        mut child,
+        pty,
+        bundle,
+        dir,
+    } = made;
+    // The hooks read the bundle loaded by `make`: the one the container was made from.
+    let pid = child.id();
+    let state = |status: &str| run_state(&id, &dir, &bundle, pid, status);
+    if launch == Launch::Created {
+        // The startContainer hooks, as `start` runs them. A failure stops the container,
+        // which `run` then deletes as it would once it stopped, its poststop hooks included.
+        let hooked = match Sandbox::open_in(&global.root, &id) {
+            Ok(h) => start_hooks_of(log, &h, &bundle),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = hooked {
+            let stopped = state("stopped");
+            drop(child);
+            remove(global, &id);
+            run_hooks(log, &bundle, Stage::Poststop, || stopped);
+            return Err(e);
         }
-        return Err(e);
+        if let Err(e) = child.start() {
+            drop(child);
+            remove(global, &id);
+            return Err(e.into());
+        }
     }
-    if let Err(e) = child.start() {
-        drop(child);
-        remove(global, &id);
-        return Err(e.into());
-    }
-    if let Ok(h) = Sandbox::open_in(&global.root, &id) {
-        later_hooks(log, Stage::Poststart, &hook_state(&h, "running"));
-    }
-    if args.detach {
+    run_hooks(log, &bundle, Stage::Poststart, || state("running"));
+    let Some(forwarding) = forwarding else {
         return Ok(0);
-    }
-    forward_signals(child.pidfd())?;
+    };
+    forwarding.to(child.pidfd())?;
     if let Some(pty) = pty {
         // Ends when the container's side of the terminal closes; its status tells the rest.
         let _ = pty.proxy();
     }
     let status = child.wait()?;
     log.debug(format_args!("{id} exited: {status}"));
+    let stopped = state("stopped");
     drop(child);
     if !args.keep {
         match Sandbox::open_in(&global.root, &id) {
             Ok(h) => {
-                let state = hook_state(&h, "stopped");
                 h.delete()?;
-                later_hooks(log, Stage::Poststop, &state);
+                run_hooks(log, &bundle, Stage::Poststop, || stopped);
             }
             Err(palisade::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
@@ -319,7 +418,45 @@ pub fn run(
     Ok(status.shell_code())
 }
 
-/// The signals a foreground `run` or `exec` passes on to its process, as runc's signal proxy.
+/// The state a hook of `run` reads, with `status`: as [`hook_state`] would read it back from
+/// the record, from what `run` holds (the record's annotations are the bundle's, and its
+/// first process is `pid`).
+fn run_state(id: &str, dir: &Path, bundle: &Bundle, pid: u32, status: &str) -> hooks::State {
+    hooks::State {
+        oci_version: OCI_VERSION.to_owned(),
+        id: id.to_owned(),
+        status: status.to_owned(),
+        pid: if status == "stopped" { 0 } else { pid },
+        bundle: dir.to_string_lossy().into_owned(),
+        annotations: bundle
+            .spec()
+            .annotations()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// Runs the hooks of `stage` (`poststart`, `poststop`) of the loaded `bundle`, with the state
+/// `state` makes; as [`later_hooks`], a failure is only a warning.
+fn run_hooks(
+    log: &mut Logger,
+    bundle: &Bundle,
+    stage: Stage,
+    state: impl FnOnce() -> hooks::State,
+) {
+    if stage.hooks(bundle.spec()).is_empty() {
+        return;
+    }
+    log.debug(format_args!("running {}", stage.field()));
+    let state = state();
+    for e in hooks::run_all(bundle.spec(), stage, &state) {
+        log.warn(e);
+    }
+}
+
+/// The signals a foreground `run` or `exec` passes on to its process (see [`Forwarding`]).
 const FORWARDED: [libc::c_int; 7] = [
     libc::SIGINT,
     libc::SIGTERM,
@@ -330,35 +467,99 @@ const FORWARDED: [libc::c_int; 7] = [
     libc::SIGWINCH,
 ];
 
-/// Passes the signals this process gets on to the process of `pidfd`
-/// (`pidfd_send_signal(2)`): they are blocked here and taken by a thread with `sigwait(3)`.
-pub fn forward_signals(pidfd: BorrowedFd<'_>) -> Result<()> {
-    let pidfd = pidfd
-        .try_clone_to_owned()
-        .map_err(CliError::io("duplicate the pidfd of", "the container"))?;
-    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: sigemptyset initializes the set it is given; sigaddset only writes to it.
-    let set = unsafe {
-        libc::sigemptyset(set.as_mut_ptr());
-        for sig in FORWARDED {
-            libc::sigaddset(set.as_mut_ptr(), sig);
-        }
-        set.assume_init()
+/// The pidfd that [`forward`] passes signals to; -1 until [`Forwarding::to`] sets it.
+static FORWARD_TO: AtomicI32 = AtomicI32::new(-1);
+
+/// The handler of the [`FORWARDED`] signals: passes the signal on to the process of
+/// [`FORWARD_TO`] with `pidfd_send_signal(2)`, a system call and nothing else, so it is
+/// async-signal-safe (`signal-safety(7)`); it keeps `errno` as the interrupted code had it.
+extern "C" fn forward(sig: libc::c_int) {
+    let pidfd = FORWARD_TO.load(Ordering::Relaxed);
+    if pidfd < 0 {
+        return;
+    }
+    // SAFETY: `__errno_location` returns this thread's errno, valid for the thread's life.
+    let errno = unsafe { *libc::__errno_location() };
+    // SAFETY: pidfd_send_signal(2) with a null siginfo reads no memory of ours; a pidfd
+    // closed or reused meanwhile makes it fail (EBADF, EINVAL), which is ignored.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd,
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
     };
-    // SAFETY: changes only this thread's signal mask (`pthread_sigmask(3)`), which the thread
-    // spawned below inherits; no other thread of this process takes these signals.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    std::thread::spawn(move || loop {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: `set` is an initialized signal set and `sig` a valid place for the result.
-        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
-            continue;
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
+}
+
+/// The signals a foreground `run` or `exec` passes on to its process, as runc's signal proxy:
+/// [held](Self::hold) from before the process starts, so that none sent meanwhile is lost or
+/// ends the runtime, and [forwarded](Self::to) once it runs, those held first.
+///
+/// Holding blocks them (`sigprocmask(2)`); the container's processes do not inherit that: the
+/// sandbox's init and command set their own masks before they execute, and the hooks' children
+/// start with an empty one (std's `Command`). Dropped without [`to`](Self::to) (a failed start,
+/// a detached run), they are unblocked again and what is pending acts as it would have.
+pub struct Forwarding {
+    set: libc::sigset_t,
+}
+
+impl Forwarding {
+    /// Blocks the [`FORWARDED`] signals, until [`to`](Self::to) or the drop.
+    pub fn hold() -> Forwarding {
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigemptyset initializes the set it is given; sigaddset only writes to it.
+        let set = unsafe {
+            libc::sigemptyset(set.as_mut_ptr());
+            for sig in FORWARDED {
+                libc::sigaddset(set.as_mut_ptr(), sig);
+            }
+            set.assume_init()
+        };
+        // SAFETY: changes only this thread's signal mask (`pthread_sigmask(3)`), from an
+        // initialized set; this process has no other thread that takes these signals.
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+        Forwarding { set }
+    }
+
+    /// Passes the held signals, and those this process gets from now on until it exits, on to
+    /// the process of `pidfd` (`pidfd_send_signal(2)`): a handler ([`forward`]) sends each on,
+    /// with `SA_RESTART`, so that an interrupted read or write goes on (the waits that
+    /// `poll(2)`, on the pidfd and the terminal, take `EINTR` and poll again).
+    pub fn to(self, pidfd: BorrowedFd<'_>) -> Result<()> {
+        let pidfd = pidfd
+            .try_clone_to_owned()
+            .map_err(CliError::io("duplicate the pidfd of", "the container"))?;
+        // Kept open until this process exits: the handler may run until then.
+        FORWARD_TO.store(pidfd.into_raw_fd(), Ordering::Relaxed);
+        // SAFETY: all zeroes is a valid `sigaction` (no handler, empty mask, no flags), filled
+        // in below.
+        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+        action.sa_sigaction = forward as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESTART;
+        for sig in FORWARDED {
+            // SAFETY: installs a handler that only makes one system call (see `forward`);
+            // `action` is initialized and outlives the call.
+            if unsafe { libc::sigaction(sig, &action, std::ptr::null_mut()) } != 0 {
+                let e = std::io::Error::last_os_error();
+                return Err(CliError::msg(format!(
+                    "install the handler of signal {sig} to forward it to the container: {e}"
+                )));
+            }
         }
-        if let Some(sig) = rustix::process::Signal::from_named_raw(sig) {
-            let _ = rustix::process::pidfd_send_signal(pidfd.as_fd(), sig);
-        }
-    });
-    Ok(())
+        // The drop unblocks them: those held are handled, so forwarded, first.
+        Ok(())
+    }
+}
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        // SAFETY: as in `hold`, with the same initialized set.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &self.set, std::ptr::null_mut()) };
+    }
 }
 
 pub fn kill(global: &Global, args: KillArgs) -> Result<()> {
@@ -406,16 +607,22 @@ fn hook_state(h: &Handle, status: &str) -> hooks::State {
 /// create, in its namespaces; the first failure fails `start`. A bundle that cannot be read
 /// fails it too: its hooks must run before the container's process does.
 fn start_hooks(log: &mut Logger, h: &Handle) -> Result<()> {
-    let state = hook_state(h, "created");
-    if state.bundle.is_empty() {
+    let (bundle, _) = super::query::bundle_and_annotations(h.state());
+    if bundle.is_empty() {
         return Ok(());
     }
-    let bundle = Bundle::load(&state.bundle)?;
+    start_hooks_of(log, h, &Bundle::load(&bundle)?)
+}
+
+/// Runs the `startContainer` hooks of `bundle` for the created container `h`, in its
+/// namespaces; the first failure fails the start.
+fn start_hooks_of(log: &mut Logger, h: &Handle, bundle: &Bundle) -> Result<()> {
     let stage = Stage::StartContainer;
     if stage.hooks(bundle.spec()).is_empty() {
         return Ok(());
     }
     log.debug(format_args!("running {}", stage.field()));
+    let state = hook_state(h, "created");
     let exec = |program: &OsStr| h.exec(program);
     hooks::run_in(bundle.spec(), stage, &state, &exec).map_err(CliError::msg)
 }
