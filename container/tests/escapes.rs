@@ -11,7 +11,7 @@
 //! | `fds` | a directory the caller holds open without `O_CLOEXEC` becomes the working directory, or is climbed with `/proc/self/fd/N/..` or `openat(N, "..")` |
 //! | `init` | a command with `CAP_SYS_PTRACE` reads the caller's secrets in PID 1's memory; PID 1 shows the caller's argv and environment, holds more capabilities than the command, lacks `no_new_privs` and a filter |
 //! | `mounts` | an image's `/proc`, `/sys` or `/dev` is a link out of its root; a volume or tmpfs target passes through a link (the image's, or the host's `/var/run`) |
-//! | `devices` | the command `mknod`s a host block device and reads it; an image ships device nodes that open for an unprivileged user; a command that may mount makes a file system without `nodev` for its nodes |
+//! | `devices` | the command `mknod`s a host block device and reads it; an image ships device nodes that open for an unprivileged user; a command that may mount makes a file system without `nodev` for its nodes; an unprivileged caller's sandbox, which has no device policy, makes device nodes |
 //! | `seccomp` | a profile refuses every call, or suspends `execve` with nobody listening: the spawn hangs |
 //! | `lifetime` | the sandbox dies with the thread that spawned it; outlives its caller's SIGKILL, and so does a command run in it with `Child::exec`; leaves its cgroups behind |
 //! | `network` | a killed caller's published-port rules stay, and send its port's traffic to the next sandbox given its address |

@@ -172,3 +172,51 @@ fn a_command_that_can_mount_still_cannot_open_devices_outside_the_policy() {
         .device("c 1:11 r".parse().unwrap());
     assert_eq!(stdout_of(&mut b), "opened\n");
 }
+
+/// The uid the unprivileged half below runs as: no passwd entry needed.
+const UNPRIVILEGED: u32 = 64_018;
+
+/// An unprivileged caller's sandbox has no device policy (only `CAP_SYS_ADMIN` in the initial
+/// user namespace may write one): the kernel alone keeps devices out of reach. The sandbox's
+/// root, given `CAP_SYS_ADMIN` and `CAP_MKNOD` over its user namespace, mounts a tmpfs and makes
+/// nodes: a FIFO (the control, which it may), and `null` and a host disk (which it may not,
+/// `mknod(2)`), also in its `/tmp`.
+#[test]
+fn an_unprivileged_callers_sandbox_makes_no_device_node() {
+    require_root!();
+    let (major, minor) = numbers(std::fs::metadata("/").unwrap().dev());
+    let (passed, text) = palisade_test_support::run_ignored_test_as(
+        UNPRIVILEGED,
+        "devices::unprivileged_device_nodes_inner",
+        &[
+            ("PALISADE_DEV_INNER", "1"),
+            ("PALISADE_DEV_DISK", &format!("{major} {minor}")),
+        ],
+    );
+    assert!(passed, "as uid {UNPRIVILEGED}:\n{text}");
+}
+
+#[test]
+#[ignore = "run by an_unprivileged_callers_sandbox_makes_no_device_node"]
+fn unprivileged_device_nodes_inner() {
+    assert!(std::env::var_os("PALISADE_DEV_INNER").is_some());
+    let disk = std::env::var("PALISADE_DEV_DISK").unwrap();
+    let script = format!(
+        "mkdir -p /m && mount -t tmpfs none /m && echo mounted; \
+         mkfifo /m/fifo && echo fifo-made; \
+         for p in /m /tmp; do \
+           mknod $p/null c 1 3 2>/dev/null && echo $p-null-made || echo $p-null-refused; \
+           mknod $p/disk b {disk} 2>/dev/null && echo $p-disk-made || echo $p-disk-refused; \
+         done; \
+         echo x > /dev/null && echo dev-null-ok"
+    );
+    let mut b = sh(&script);
+    b.rootless()
+        .cap_add(palisade::Capability::CAP_SYS_ADMIN)
+        .cap_add(palisade::Capability::CAP_MKNOD);
+    assert_eq!(
+        stdout_of(&mut b),
+        "mounted\nfifo-made\n/m-null-refused\n/m-disk-refused\n/tmp-null-refused\n\
+         /tmp-disk-refused\ndev-null-ok\n"
+    );
+}

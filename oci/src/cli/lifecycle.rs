@@ -251,20 +251,7 @@ fn make(
         }
         // The runtime's hooks of create, while the command waits at its start gate; the
         // specification's status for them is `creating`.
-        let state = hooks::State {
-            oci_version: OCI_VERSION.to_owned(),
-            id: args.id.clone(),
-            status: "creating".to_owned(),
-            pid: child.id(),
-            bundle: dir.to_string_lossy().into_owned(),
-            annotations: bundle
-                .spec()
-                .annotations()
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
-        };
+        let state = held_state(&args.id, &dir, &bundle, child.id(), "creating");
         for stage in [Stage::Prestart, Stage::CreateRuntime] {
             if stage.hooks(bundle.spec()).is_empty() {
                 continue;
@@ -371,7 +358,7 @@ pub fn run(
     } = made;
     // The hooks read the bundle loaded by `make`: the one the container was made from.
     let pid = child.id();
-    let state = |status: &str| run_state(&id, &dir, &bundle, pid, status);
+    let state = |status: &str| held_state(&id, &dir, &bundle, pid, status);
     if launch == Launch::Created {
         // The startContainer hooks, as `start` runs them. A failure stops the container,
         // which `run` then deletes as it would once it stopped, its poststop hooks included.
@@ -418,10 +405,10 @@ pub fn run(
     Ok(status.shell_code())
 }
 
-/// The state a hook of `run` reads, with `status`: as [`hook_state`] would read it back from
-/// the record, from what `run` holds (the record's annotations are the bundle's, and its
-/// first process is `pid`).
-fn run_state(id: &str, dir: &Path, bundle: &Bundle, pid: u32, status: &str) -> hooks::State {
+/// The state a hook reads, with `status`, from what `create` or `run` holds: as
+/// [`hook_state`] would read it back from the record (the record's annotations are the
+/// bundle's, and its first process is `pid`).
+fn held_state(id: &str, dir: &Path, bundle: &Bundle, pid: u32, status: &str) -> hooks::State {
     hooks::State {
         oci_version: OCI_VERSION.to_owned(),
         id: id.to_owned(),
