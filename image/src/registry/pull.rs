@@ -20,11 +20,9 @@ use crate::layout::{LayerRef, Layout};
 use crate::spec::{
     self, Descriptor, RawDocument, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, REF_NAME,
 };
-use crate::store::fsync_dir;
+use crate::store::{fsync_dir, private_dir, PRIVATE};
 use crate::{sys, Digest, Error, Image, LayerStore, Result};
 
-/// The mode of the pull's directories.
-const PRIVATE: u32 = 0o700;
 /// The size of the reads of a download.
 const CHUNK: usize = 64 << 10;
 
@@ -34,28 +32,6 @@ static NEXT_TMP: AtomicU64 = AtomicU64::new(0);
 struct Dirs {
     blobs: PathBuf,
     downloads: PathBuf,
-}
-
-/// Makes a private directory (its parent exists), or checks the one there is a directory and
-/// not a symbolic link, and gives it mode `0700`.
-fn private_dir(path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    match fs::DirBuilder::new().mode(PRIVATE).create(path) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(io_error("create", path)(e)),
-    }
-    let meta = fs::symlink_metadata(path).map_err(io_error("stat", path))?;
-    if !meta.is_dir() {
-        return Err(io_error("use as a store directory", path)(
-            io::Error::from_raw_os_error(libc::ENOTDIR),
-        ));
-    }
-    if meta.permissions().mode() & 0o7777 != PRIVATE {
-        fs::set_permissions(path, fs::Permissions::from_mode(PRIVATE))
-            .map_err(io_error("chmod", path))?;
-    }
-    Ok(())
 }
 
 /// Opens a file of the store's own without following a symbolic link.
@@ -76,7 +52,7 @@ impl Dirs {
         let blobs = blobs_root.join("sha256");
         let downloads = root.join("downloads");
         for dir in [&blobs_root, &blobs, &downloads] {
-            private_dir(dir)?;
+            private_dir(dir, false)?;
         }
         let dirs = Dirs { blobs, downloads };
         dirs.collect_dead_writers()?;

@@ -42,7 +42,7 @@ const QUARANTINE: &str = "quarantine";
 /// The directory of temporary files and directories.
 const TMP: &str = "tmp";
 /// The mode of every directory of the store's own (all but the layers' trees): owner only.
-const PRIVATE: u32 = 0o700;
+pub(crate) const PRIVATE: u32 = 0o700;
 
 #[derive(Serialize, Deserialize)]
 struct Settings {
@@ -143,7 +143,7 @@ pub struct LayerStore {
 /// there, tightens it to `0700`: an existing store of looser modes lets other users reach the
 /// layers' files (such as set-user-ID programs) through it. A symbolic link is refused, but for
 /// the root (`follow`), which may be one.
-fn private_dir(path: &Path, follow: bool) -> Result<()> {
+pub(crate) fn private_dir(path: &Path, follow: bool) -> Result<()> {
     match fs::DirBuilder::new().mode(PRIVATE).create(path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
