@@ -14,50 +14,17 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use common::sh;
+use common::{group_dirs, host_mounts, sh};
 use palisade::tokio::AsyncChild;
 use palisade::{Error, Sandbox, Stdio};
 use palisade_test_support::require_root;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 
-/// The host's mount points, to compare before and after.
-fn host_mounts() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .map(|l| l.split(' ').skip(4).take(1).collect())
-        .collect();
-    v.sort();
-    v
-}
-
 /// Held by the tests that give their sandboxes cgroups. A removed group's name is taken again
 /// by this process's next group, so a group is known to be gone only while no other test of
 /// this binary makes groups.
 static CGROUPS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Every directory under the cgroup mounts whose name `matches`.
-fn group_dirs(matches: impl Fn(&str) -> bool) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![PathBuf::from("/sys/fs/cgroup")];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() && !p.is_symlink() {
-                if p.file_name().and_then(|n| n.to_str()).is_some_and(&matches) {
-                    out.push(p);
-                } else if p.components().count() < 12 {
-                    stack.push(p);
-                }
-            }
-        }
-    }
-    out
-}
 
 /// The groups of this process's sandboxes (named `palisade-<pid>-<start time>-<n>`).
 fn our_groups() -> Vec<PathBuf> {

@@ -5,35 +5,12 @@
 mod common;
 
 use std::io::Read;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::sh;
+use common::{group_dirs, sh};
 use palisade::cgroup::{Bytes, CpuSet, Error as CgroupError};
 use palisade::{Error, Sandbox, Stdio};
 use palisade_test_support::require_root;
-
-/// Every directory of the sandbox's group, found by name under the cgroup mounts.
-fn group_dirs(name: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![PathBuf::from("/sys/fs/cgroup")];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() && !p.is_symlink() {
-                if p.file_name().is_some_and(|n| n == name) {
-                    out.push(p);
-                } else if p.components().count() < 12 {
-                    stack.push(p);
-                }
-            }
-        }
-    }
-    out
-}
 
 #[test]
 fn oom_kill_is_reported_and_the_caller_survives() {
@@ -46,14 +23,17 @@ fn oom_kill_is_reported_and_the_caller_survives() {
         .spawn()
         .unwrap();
     let name = child.cgroup_name().unwrap().to_owned();
-    assert!(!group_dirs(&name).is_empty());
+    assert!(!group_dirs(|n| n == name).is_empty());
     let status = child.wait().unwrap();
     assert!(status.oom_killed(), "{status}");
     assert_eq!(status.signal(), Some(libc::SIGKILL));
     assert!(status.to_string().ends_with("OOM-killed"));
     assert!(child.memory_events().unwrap().unwrap().oom_kill >= 1);
     drop(child);
-    assert!(group_dirs(&name).is_empty(), "group {name} left behind");
+    assert!(
+        group_dirs(|n| n == name).is_empty(),
+        "group {name} left behind"
+    );
     assert_eq!(ballast.iter().map(|&b| b as usize).sum::<usize>(), 96 << 20);
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 
 mod common;
 
-use common::example;
+use common::{example, host_mounts, stdout_of};
 use palisade::image::{
     Image, ImageConfig, LayerBuilder, LayerStore, LayoutWriter, OpaqueXattr, StoreOptions,
 };
@@ -49,13 +49,6 @@ fn busybox_image_in(layout: &Path, store: LayerStore) -> Image {
     store.import(layout, Some("latest")).unwrap()
 }
 
-fn host_mounts() -> usize {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .count()
-}
-
 #[test]
 fn a_command_runs_from_a_test_built_image() {
     require_root!();
@@ -68,26 +61,17 @@ fn a_command_runs_from_a_test_built_image() {
     let image = busybox_image(&layout.path().join("layout"), store.path());
     assert_eq!(image.layers.len(), 2);
     let before = host_mounts();
-    let out = Sandbox::builder("/bin/sh")
-        .args([
-            "-c",
-            "ls /; echo; ls /data; test -e /etc/palisade-base || echo base-hidden; \
+    let text = stdout_of(
+        Sandbox::builder("/bin/sh")
+            .args([
+                "-c",
+                "ls /; echo; ls /data; test -e /etc/palisade-base || echo base-hidden; \
              cat /etc/palisade-top; cat /proc/1/cmdline | wc -c",
-        ])
-        .env_clear()
-        .env("PATH", "/bin")
-        .rootfs(Rootfs::layers(image.lower_dirs()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+            ])
+            .env_clear()
+            .env("PATH", "/bin")
+            .rootfs(Rootfs::layers(image.lower_dirs())),
     );
-    let text = String::from_utf8(out.stdout).unwrap();
     let (root, rest) = text.split_once("\n\n").unwrap();
     let root: Vec<&str> = root.split_whitespace().collect();
     for name in ["bin", "data", "dev", "etc", "proc", "sys", "tmp"] {
@@ -167,29 +151,18 @@ fn rootless_image_inner() {
         &layout.path().join("layout"),
         LayerStore::open_with(store.path(), options).unwrap(),
     );
-    let out = Sandbox::builder("/bin/sh")
-        .args([
-            "-c",
-            "ls /data; test -e /etc/palisade-base || echo base-hidden; echo w > /w && cat /w",
-        ])
-        .env_clear()
-        .env("PATH", "/bin")
-        .rootless()
-        .rootfs(Rootfs::layers(image.lower_dirs()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+    let out = stdout_of(
+        Sandbox::builder("/bin/sh")
+            .args([
+                "-c",
+                "ls /data; test -e /etc/palisade-base || echo base-hidden; echo w > /w && cat /w",
+            ])
+            .env_clear()
+            .env("PATH", "/bin")
+            .rootless()
+            .rootfs(Rootfs::layers(image.lower_dirs())),
     );
-    assert_eq!(
-        String::from_utf8(out.stdout).unwrap(),
-        "c\nbase-hidden\nw\n"
-    );
+    assert_eq!(out, "c\nbase-hidden\nw\n");
 }
 
 /// The passwd and group of the image's top layer, which replaces the base's `/etc` (opaque).
@@ -255,18 +228,7 @@ fn strings(args: &[&str]) -> Vec<String> {
 
 /// Runs the sandbox, asserts that it succeeded, and returns its stdout's lines.
 fn lines_of(builder: &mut palisade::SandboxBuilder) -> Vec<String> {
-    let out = builder.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    stdout_of(builder).lines().map(str::to_owned).collect()
 }
 
 #[test]
@@ -378,18 +340,11 @@ fn the_callers_settings_win_over_the_images() {
 fn a_user_name_resolves_in_the_hosts_root_too() {
     require_root!();
     // The default root is the host's: its /etc/passwd has nobody.
-    let out = Sandbox::builder("sh")
-        .args(["-c", "id -u; id -un; echo $HOME"])
-        .user_name("nobody")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+    let text = stdout_of(
+        Sandbox::builder("sh")
+            .args(["-c", "id -u; id -un; echo $HOME"])
+            .user_name("nobody"),
     );
-    let text = String::from_utf8(out.stdout).unwrap();
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("65534"));
     assert_eq!(lines.next(), Some("nobody"));

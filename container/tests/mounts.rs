@@ -7,7 +7,7 @@ mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-use common::{sh, stdout_of};
+use common::{run_example_code, sh, stdout_of};
 use palisade::overlay::rootfs::{Access, Tmpfs, TmpfsOptions};
 use palisade::{IdMap, IdMapping};
 use palisade_test_support::{require_root, run_ignored_test_as, TempDir};
@@ -195,18 +195,6 @@ fn rootless_writable_root_inner() {
     assert!(!std::path::Path::new("/usr/pal-new").exists());
 }
 
-/// Runs the `run` example with `args`, returning its exit code and stderr.
-fn run_example(args: &[&str]) -> (i32, String) {
-    let out = std::process::Command::new(common::example("run"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn the_run_example_parses_tmpfs_mount_and_env_file() {
     require_root!();
@@ -223,7 +211,7 @@ fn the_run_example_parses_tmpfs_mount_and_env_file() {
             "unknown key",
         ),
     ] {
-        let (code, err) = run_example(&[bad, "--", "true"]);
+        let (code, err) = run_example_code(&[bad, "--", "true"]);
         assert_eq!(code, 125, "{bad}: {err}");
         assert!(err.contains(says), "{bad}: {err}");
     }

@@ -5,21 +5,10 @@ mod common;
 
 use std::path::Path;
 
-use common::sh;
+use common::{host_mounts, sh};
 use palisade::overlay::rootfs::{Access, Rootfs};
 use palisade::{ChildStep, Error, Namespace, Stdio};
 use palisade_test_support::{require_root, TempDir};
-
-/// The host's mount table, to compare before and after.
-fn host_mounts() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .map(|l| l.split(' ').skip(4).take(1).collect())
-        .collect();
-    v.sort();
-    v
-}
 
 /// Runs `script` in a sandbox with `rootfs`, returning stdout, and checks that the host's mount
 /// table did not change.

@@ -13,6 +13,51 @@ pub fn sh(script: &str) -> SandboxBuilder {
     b
 }
 
+/// The host's mount points, to compare before and after.
+pub fn host_mounts() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').skip(4).take(1).collect())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every directory under the cgroup mounts whose name `matches`.
+pub fn group_dirs(matches: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::from("/sys/fs/cgroup")];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                if p.file_name().and_then(|n| n.to_str()).is_some_and(&matches) {
+                    out.push(p);
+                } else if p.components().count() < 12 {
+                    stack.push(p);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Runs the `run` example with `args`: its exit code and stderr.
+pub fn run_example_code(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(example("run"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Runs the sandbox to completion, asserts that it succeeded, and returns its stdout.
 pub fn stdout_of(builder: &mut SandboxBuilder) -> String {
     let out = builder.output().expect("spawn");

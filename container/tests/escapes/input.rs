@@ -5,6 +5,7 @@
 use palisade_test_support::require_root;
 use std::time::Duration;
 
+use crate::common::run_example_code;
 use palisade::cgroup::Bytes;
 use palisade::{Error, Sandbox};
 
@@ -56,22 +57,6 @@ fn a_memory_limit_too_small_to_start_is_a_typed_error() {
     );
 }
 
-/// The `run` example, which `cargo test` builds beside the test binaries: its exit code and
-/// stderr.
-fn run_example(args: &[&str]) -> (i32, String) {
-    let exe = std::env::current_exe().unwrap();
-    let run = exe.parent().unwrap().join("../examples/run");
-    assert!(run.exists(), "{} is missing", run.display());
-    let out = std::process::Command::new(&run)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn a_volume_mode_that_is_no_mode_is_refused() {
     require_root!();
@@ -79,7 +64,7 @@ fn a_volume_mode_that_is_no_mode_is_refused() {
     let host = dir.path().to_str().unwrap();
     // Once taken as part of the path: a read-write volume at `/b:RO`.
     for spec in [format!("{host}:/b:RO"), format!("{host}:/b:ro,xyz")] {
-        let (code, stderr) = run_example(&["-v", &spec, "--", "true"]);
+        let (code, stderr) = run_example_code(&["-v", &spec, "--", "true"]);
         assert_eq!(code, 125, "{spec}: {stderr}");
         assert!(stderr.contains("unknown mode"), "{spec}: {stderr}");
     }
@@ -89,12 +74,12 @@ fn a_volume_mode_that_is_no_mode_is_refused() {
         format!("{host}:/b:rw"),
         format!("{host}:/b"),
     ] {
-        let (code, stderr) = run_example(&["-v", &spec, "--", "test", "-d", "/b"]);
+        let (code, stderr) = run_example_code(&["-v", &spec, "--", "test", "-d", "/b"]);
         assert_eq!(code, 0, "{spec}: {stderr}");
     }
-    let (code, stderr) = run_example(&["-h", "bad/name", "--", "true"]);
+    let (code, stderr) = run_example_code(&["-h", "bad/name", "--", "true"]);
     assert_eq!(code, 125, "{stderr}");
-    let (code, stderr) = run_example(&["--memory", "1", "--", "true"]);
+    let (code, stderr) = run_example_code(&["--memory", "1", "--", "true"]);
     assert_eq!(code, 125, "{stderr}");
 }
 

@@ -6,21 +6,10 @@
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use crate::common::sh;
+use crate::common::{host_mounts, sh};
 use palisade::overlay::rootfs::{Access, Rootfs};
 use palisade::{ChildStep, Error, Output, Stdio};
 use palisade_test_support::{require_root, TempDir};
-
-/// The host's mount points, to compare before and after.
-fn host_mounts() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .map(|l| l.split(' ').skip(4).take(1).collect())
-        .collect();
-    v.sort();
-    v
-}
 
 /// Everything below `dir` on the host, to compare before and after.
 fn tree(dir: &Path) -> Vec<PathBuf> {
