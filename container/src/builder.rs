@@ -1233,8 +1233,9 @@ fn host_name() -> Option<OsString> {
 /// initial user namespace, the one whose id map is the identity over every id
 /// (`user_namespaces(7)`).
 fn caller_may_set_device_policy() -> bool {
-    let initial = std::fs::read_to_string("/proc/self/uid_map")
-        .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]);
+    let identity = [palisade_ns::IdMapping::new(0, 0, u32::MAX)];
+    let initial = IdMap::read(std::process::id() as libc::pid_t, false)
+        .is_ok_and(|map| map.mappings() == identity);
     initial
         && caps::has_cap(None, caps::CapSet::Effective, Capability::CAP_SYS_ADMIN).unwrap_or(false)
 }
