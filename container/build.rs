@@ -85,6 +85,11 @@ fn main() {
         .arg(&target_dir)
         .arg("--")
         .args(["-C", "relocation-model=static"]);
+    // A musl target links its own start files and libc (`crt1.o`, `libc.a`) unless told not
+    // to, and `crt1.o` brings a second `_start`.
+    if var("CARGO_CFG_TARGET_ENV") == "musl" {
+        cargo.args(["-C", "link-self-contained=no"]);
+    }
     // No C runtime and no start files: the program brings its own `_start`.
     if let Some(linker) = env::var_os("RUSTC_LINKER") {
         // The C compiler driver configured for the target.

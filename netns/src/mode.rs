@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use crate::error::{Error, Result};
 
 /// `NS_GET_NSTYPE` of `ioctl_ns(2)`: `_IO(0xb7, 0x3)`.
-const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+// `libc::Ioctl`: the request is an `unsigned long` in glibc and an `int` in musl.
+const NS_GET_NSTYPE: libc::Ioctl = 0xb703;
 
 /// Which network stack a sandbox gets.
 #[derive(Debug, Clone, PartialEq, Eq)]

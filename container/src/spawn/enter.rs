@@ -672,7 +672,8 @@ fn check_rlimit(limit: &Rlimit, planned: Option<Rlimit>, pid: u32) -> Result<()>
             let ret = unsafe {
                 libc::prlimit64(
                     pid as libc::pid_t,
-                    limit.resource.as_raw() as libc::__rlimit_resource_t,
+                    // `as _`: the resource is an enum in glibc and an `int` in musl.
+                    limit.resource.as_raw() as _,
                     std::ptr::null(),
                     &mut now,
                 )

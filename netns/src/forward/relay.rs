@@ -777,7 +777,8 @@ fn recv_pktinfo(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddrV4, I
     msg.msg_iovlen = 1;
     // SAFETY: the union's bytes are its whole storage.
     msg.msg_control = unsafe { cbuf.bytes.as_mut_ptr() }.cast();
-    msg.msg_controllen = size_of::<CmsgBuf>();
+    // `as _`: the field is a `size_t` in glibc and a `socklen_t` in musl.
+    msg.msg_controllen = size_of::<CmsgBuf>() as _;
     // SAFETY: every pointer in `msg` points to storage that lives for the call.
     let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
     if n < 0 {
@@ -832,14 +833,14 @@ fn send_from(fd: RawFd, data: &[u8], to: SocketAddrV4, local: Ipv4Addr) -> io::R
         let space = unsafe { libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32) } as usize;
         // SAFETY: the union's bytes are its whole storage.
         msg.msg_control = unsafe { cbuf.bytes.as_mut_ptr() }.cast();
-        msg.msg_controllen = space;
+        msg.msg_controllen = space as _;
         // SAFETY: the control buffer is aligned for cmsghdr and has `space` (<= 64) bytes, so
         // the first header and its data fit; the pktinfo is written unaligned.
         unsafe {
             let cm = libc::CMSG_FIRSTHDR(&msg);
             (*cm).cmsg_level = libc::IPPROTO_IP;
             (*cm).cmsg_type = libc::IP_PKTINFO;
-            (*cm).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as usize;
+            (*cm).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as _;
             let info = libc::in_pktinfo {
                 ipi_ifindex: 0,
                 ipi_spec_dst: libc::in_addr {
