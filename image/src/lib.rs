@@ -77,6 +77,7 @@ mod digest;
 mod error;
 mod extract;
 mod layout;
+#[cfg(feature = "registry")]
 pub mod registry;
 mod spec;
 mod store;
@@ -88,9 +89,9 @@ mod zstd;
 pub use archive::ArchiveFormat;
 pub use digest::Digest;
 pub use error::{Error, Result};
-pub use registry::{
-    Credentials, LayerOutcome, NoProgress, Platform, Progress, PullOptions, Reference,
-};
+#[cfg(feature = "registry")]
+pub use registry::{Credentials, LayerOutcome, NoProgress, Progress, PullOptions, Reference};
+pub use spec::Platform;
 pub use store::{
     DamagedRecord, ImageRecord, IncompleteImage, LayerCheck, LayerDamage, LayerStore,
     QuarantinedLayer, VerifyReport, MAX_IMAGE_NAME,

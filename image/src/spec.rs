@@ -384,6 +384,7 @@ impl RawDocument {
     }
 
     /// Whether the document has `manifests`, as an index does.
+    #[cfg(any(feature = "registry", test))]
     pub(crate) fn lists_manifests(&self) -> bool {
         self.manifests.is_some()
     }

@@ -623,6 +623,7 @@ impl LayerStore {
     /// the unpacking checks again like any blob), unless it is in the store already, and
     /// returns it. The layer alone is held to [`StoreOptions::max_expanded_size`]; the image
     /// as a whole is, when it is imported.
+    #[cfg(feature = "registry")]
     pub(crate) fn store_layer_blob(&self, layer: &LayerRef, blob: &Path) -> Result<Layer> {
         self.ensure_layer_from(layer, 0, || {
             File::open(blob).map_err(io_error("open", blob))
