@@ -165,7 +165,7 @@ fn run_forwards_signals_to_the_container() {
     let script = "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.1; done";
     let mut env = bundle_env("runsig", &["sh", "-c", script]);
     let id = env.id("runsig");
-    let mut run = Command::new(BIN)
+    let mut run = Command::new(&*BIN)
         .args(["--root", env.root.to_str().unwrap(), "run", &id])
         .args(["--bundle", env.bundle()])
         .stdin(Stdio::null())
@@ -425,6 +425,38 @@ fn spec_and_features() {
     assert_eq!(features["linux"]["cgroup"]["systemd"], false);
 }
 
+/// Each command's `--help` opens with what the command list says it does, and lists its own
+/// options: clap builds a command's arguments only when it is given (`defer`), and must still
+/// describe it as the list does.
+#[test]
+fn each_commands_help_says_what_it_does() {
+    let env = Env::new("help", &["true"], &[], &[]);
+    let top = env.oci_with(&[], &["--help"]).ok().out;
+    let list: Vec<(&str, &str)> = top
+        .lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.trim().split_once(' '))
+        .map(|(name, about)| (name, about.trim()))
+        .filter(|(name, _)| *name != "help")
+        .collect();
+    assert_eq!(list.len(), 15, "{top}");
+    for (name, about) in list {
+        let help = env.oci_with(&[], &[name, "--help"]).ok().out;
+        assert_eq!(help.lines().next(), Some(about), "{name} --help:\n{help}");
+        assert!(
+            help.contains("Usage: palisade-oci "),
+            "{name} --help:\n{help}"
+        );
+    }
+    let run = env.oci_with(&[], &["run", "--help"]).ok().out;
+    assert!(
+        run.contains("--bundle <DIR>") && run.contains("--detach"),
+        "{run}"
+    );
+}
+
 #[test]
 fn refused_global_flags() {
     require_root!();
@@ -517,7 +549,7 @@ fn preserve_fds_reach_the_container() {
     let status = Command::new("sh")
         .args(["-c", "exec 3>\"$0\"; exec \"$@\""])
         .arg(&target)
-        .arg(BIN)
+        .arg(&*BIN)
         .args(["--root", env.root.to_str().unwrap(), "run", &id])
         .args(["--bundle", env.bundle(), "--preserve-fds", "1"])
         .stdin(Stdio::null())
@@ -911,7 +943,7 @@ fn exec_preserve_fds_reach_the_process() {
     let status = Command::new("sh")
         .args(["-c", "exec 3>\"$0\"; exec \"$@\""])
         .arg(&target)
-        .arg(BIN)
+        .arg(&*BIN)
         .args([
             "--root",
             env.root.to_str().unwrap(),
@@ -929,7 +961,7 @@ fn exec_preserve_fds_reach_the_process() {
     let status = Command::new("sh")
         .args(["-c", "exec 3>\"$0\"; exec \"$@\""])
         .arg(&target)
-        .arg(BIN)
+        .arg(&*BIN)
         .args(["--root", env.root.to_str().unwrap(), "exec"])
         .args([id.as_str(), "sh", "-c", "echo leaked >&3"])
         .stdin(Stdio::null())

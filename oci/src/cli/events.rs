@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::{open, status_of, CliError, Global, Result};
 
-/// `events`' options.
+// `events`' options.
 #[derive(Debug, Args)]
 pub struct EventsArgs {
     /// Print the stats once, then exit.

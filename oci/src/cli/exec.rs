@@ -26,7 +26,7 @@ use palisade_oci::bundle::{capability_set, check_labels, rlimits};
 use super::lifecycle::Forwarding;
 use super::{open, status_of, write_pid_file, CliError, Global, Result};
 
-/// `exec`'s options.
+// `exec`'s options.
 #[derive(Debug, Args)]
 pub struct ExecArgs {
     /// Give the process a terminal.

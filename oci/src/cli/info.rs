@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{CliError, Result, OCI_VERSION};
 
-/// `spec`'s options.
+// `spec`'s options.
 #[derive(Debug, Args)]
 pub struct SpecArgs {
     /// The bundle's directory, where config.json is written.

@@ -19,7 +19,7 @@ use super::{
     BUNDLE_ANNOTATION, OCI_VERSION,
 };
 
-/// `create`'s options, which `run` shares.
+// `create`'s options, which `run` shares.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// The container's id.
@@ -44,7 +44,7 @@ pub struct CreateArgs {
     pub no_new_keyring: bool,
 }
 
-/// `run`'s options.
+// `run`'s options.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -57,7 +57,7 @@ pub struct RunArgs {
     pub keep: bool,
 }
 
-/// `kill`'s options.
+// `kill`'s options.
 #[derive(Debug, Args)]
 pub struct KillArgs {
     /// Signal every process of the container, not only its first.
@@ -70,7 +70,7 @@ pub struct KillArgs {
     pub signal: String,
 }
 
-/// `delete`'s options.
+// `delete`'s options.
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
     /// Kill the container first if it runs.

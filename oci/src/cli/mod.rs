@@ -80,7 +80,12 @@ pub enum LogFormat {
     Json,
 }
 
+/// The commands. `defer`: only the command given has its arguments built; building all of
+/// them, clap derive's default, cost about 0.2 ms of every call. Under `defer` clap takes an
+/// options struct's doc comment for its command's about, over the variant's below, so those
+/// structs have plain comments.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 enum Command {
     /// Create a container from a bundle; its process waits for `start`.
     Create(lifecycle::CreateArgs),
@@ -114,7 +119,7 @@ enum Command {
     Features,
 }
 
-/// A command that takes only the container's id.
+// A command that takes only the container's id.
 #[derive(Debug, Args)]
 pub struct IdArg {
     /// The container's id.

@@ -19,7 +19,7 @@ pub enum Format {
     Json,
 }
 
-/// `list`'s options.
+// `list`'s options.
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Print the ids only.
@@ -30,7 +30,7 @@ pub struct ListArgs {
     pub format: Format,
 }
 
-/// `ps`'s options.
+// `ps`'s options.
 #[derive(Debug, Args)]
 pub struct PsArgs {
     /// table or json (an array of pids).

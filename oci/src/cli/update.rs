@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::{open, status_of, CliError, Global, Result};
 
-/// `update`'s options. With `--resources`, the other options are ignored, as runc ignores them.
+// `update`'s options. With `--resources`, the other options are ignored, as runc ignores them.
 #[derive(Debug, Args)]
 pub struct UpdateArgs {
     /// A JSON file of the runtime spec's `linux.resources` (`-` for stdin).
