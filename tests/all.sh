@@ -21,4 +21,18 @@ fi
 
 cargo test --workspace
 cargo test -p palisade --features tokio --test async
+
+# palisade-oci's static build (README, "Building the runtime"): musl, no interpreter, and the
+# runtime's own suites again against that binary.
+musl=$(uname -m)-unknown-linux-musl
+rustup target list --installed | grep -qx "$musl" || rustup target add "$musl"
+cargo build --release -p palisade-oci --target "$musl"
+static_bin=$(realpath "${CARGO_TARGET_DIR:-target}/$musl/release/palisade-oci")
+if readelf -l "$static_bin" | grep -q 'Requesting program interpreter'; then
+  echo "$static_bin is not static: it names a program interpreter" >&2
+  exit 1
+fi
+PALISADE_OCI_BIN=$static_bin cargo test -p palisade-oci \
+  --test cli --test process --test mounts --test resources --test hooks \
+  --test podman --test containerd --test cri
 tests/vm/cgroup-v2.sh

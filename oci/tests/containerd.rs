@@ -21,10 +21,7 @@ use common::containerd;
 fn runtimes() -> [(&'static str, PathBuf); 2] {
     [
         ("runc", PathBuf::from("/usr/bin/runc")),
-        (
-            "palisade-oci",
-            PathBuf::from(env!("CARGO_BIN_EXE_palisade-oci")),
-        ),
+        ("palisade-oci", PathBuf::from(&*common::BIN)),
     ]
 }
 

@@ -57,7 +57,7 @@ const CALL: Duration = Duration::from_secs(60);
 fn handlers() -> [(&'static str, PathBuf); 2] {
     [
         ("runc", PathBuf::from("/usr/bin/runc")),
-        ("palisade", PathBuf::from(common::BIN)),
+        ("palisade", PathBuf::from(&*common::BIN)),
     ]
 }
 
@@ -77,7 +77,7 @@ fn readme_handler() -> String {
         .expect("README.md has no toml block for the CRI plugin's palisade handler");
     assert!(blocks.next().is_none(), "README.md has two CRI snippets");
     assert!(block.contains("/usr/local/bin/palisade-oci"), "{block}");
-    block.replace("/usr/local/bin/palisade-oci", common::BIN)
+    block.replace("/usr/local/bin/palisade-oci", &common::BIN)
 }
 
 /// A private containerd with its CRI plugin, the busybox image imported into `k8s.io`, and a CRI

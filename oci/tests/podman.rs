@@ -15,10 +15,7 @@ use palisade_test_support::{require_root, TempDir};
 fn runtimes() -> [(&'static str, PathBuf); 2] {
     [
         ("runc", PathBuf::from("/usr/bin/runc")),
-        (
-            "palisade-oci",
-            PathBuf::from(env!("CARGO_BIN_EXE_palisade-oci")),
-        ),
+        ("palisade-oci", PathBuf::from(&*common::BIN)),
     ]
 }
 

@@ -123,8 +123,11 @@ impl Drop for HostDirs {
     }
 }
 
-/// The binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_palisade-oci");
+/// The binary under test: this package's, or another build of it named by `PALISADE_OCI_BIN`
+/// (`tests/all.sh` runs the CLI suite again against the static build).
+pub static BIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    std::env::var("PALISADE_OCI_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_palisade-oci").into())
+});
 
 /// What one invocation of the binary did.
 #[derive(Debug)]
@@ -235,7 +238,7 @@ impl Env {
             }
             None => std::process::Stdio::null(),
         };
-        let status = Command::new(BIN)
+        let status = Command::new(&*BIN)
             .args(global)
             .args(args)
             .stdin(stdin)
