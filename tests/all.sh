@@ -7,6 +7,7 @@
 # protoc, with which the CRI client of the containerd CRI test is generated at build;
 # docker-registry and skopeo, the registry the image pulls are tested against and the tool that
 # pushes the fixtures into it (each test runs its own registry on a loopback port).
+# The Rust musl target, for palisade-oci's static build, whose suites run a second time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -124,7 +124,7 @@ impl Drop for HostDirs {
 }
 
 /// The binary under test: this package's, or another build of it named by `PALISADE_OCI_BIN`
-/// (`tests/all.sh` runs the CLI suite again against the static build).
+/// (`tests/all.sh` runs the runtime's suites again against its static build).
 pub static BIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     std::env::var("PALISADE_OCI_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_palisade-oci").into())
 });
