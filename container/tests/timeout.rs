@@ -10,8 +10,8 @@ mod common;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use common::sh;
-use palisade::{Handle, Namespace, Sandbox, Signal, Stdio};
+use common::{detached, sh, Cleanup};
+use palisade::{Namespace, Sandbox, Signal, Stdio};
 use palisade_test_support::{require_root, TempDir};
 
 /// The pids (in our namespace) of `pid` and all its descendants.
@@ -192,31 +192,6 @@ fn wait_timeout_returns_none_then_the_status() {
     assert!(!status.timed_out());
     // Waited for: the status stays.
     assert_eq!(child.wait_timeout(Duration::ZERO).unwrap(), Some(status));
-}
-
-/// Removes a named sandbox on drop, whatever the test did: a detached one left running would
-/// outlive the test (and hold its output open).
-struct Cleanup<'a>(&'a TempDir, &'a str);
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        if let Ok(h) = Sandbox::open_in(self.0.path(), self.1) {
-            let _ = h.force_delete();
-        }
-    }
-}
-
-/// A named sandbox made here and left running (its `Child` dropped, never waited for), opened
-/// again by name as another process would.
-fn detached(root: &TempDir, name: &str, builder: &mut palisade::SandboxBuilder) -> Handle {
-    let child = builder
-        .name(name)
-        .state_root(root.path())
-        .detach(true)
-        .spawn()
-        .unwrap();
-    drop(child);
-    Sandbox::open_in(root.path(), name).unwrap()
 }
 
 /// The pids of the processes whose command line is exactly `argv`.

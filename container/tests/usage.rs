@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::sh;
+use common::{detached, sh, Cleanup};
 use palisade::SandboxBuilder;
 use palisade_test_support::require_root;
 
@@ -106,17 +106,6 @@ fn descendants_probe() {
     assert!(status.peak_memory().unwrap() >= MIB_64, "{status:#}");
 }
 
-/// Removes a named sandbox on drop, whatever the test did.
-struct Cleanup<'a>(&'a palisade_test_support::TempDir, &'a str);
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        if let Ok(h) = palisade::Sandbox::open_in(self.0.path(), self.1) {
-            let _ = h.force_delete();
-        }
-    }
-}
-
 /// A named sandbox's handle, from another process as from this one, reads the usage its init
 /// recorded.
 #[test]
@@ -126,15 +115,8 @@ fn a_handles_wait_reports_the_cpu_time_of_a_busy_command() {
     let name = "pal-usage";
     // Removes it whatever happens: left running, it would outlive the test.
     let _cleanup = Cleanup(&root, name);
-    let child = sh(BURN)
-        .name(name)
-        .state_root(root.path())
-        .detach(true)
-        .spawn()
-        .unwrap();
     // Left running: only the handle waits.
-    drop(child);
-    let mut h = palisade::Sandbox::open_in(root.path(), name).unwrap();
+    let mut h = detached(&root, name, &mut sh(BURN));
     let status = h.wait().unwrap().expect("the init reports the status");
     assert!(status.success(), "{status}");
     let user = status.user_time().expect("user time");

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use palisade::overlay::rootfs::Access;
-use palisade::{Sandbox, SandboxBuilder};
+use palisade::{Handle, Sandbox, SandboxBuilder};
+use palisade_test_support::TempDir;
 
 /// A sandbox running `sh -c script`.
 pub fn sh(script: &str) -> SandboxBuilder {
@@ -139,4 +140,29 @@ pub fn example(name: &str) -> PathBuf {
         );
     }
     bin
+}
+
+/// Removes a named sandbox on drop, whatever the test did: a detached one left running would
+/// outlive the test (and hold its output open).
+pub struct Cleanup<'a>(pub &'a TempDir, pub &'a str);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if let Ok(h) = Sandbox::open_in(self.0.path(), self.1) {
+            let _ = h.force_delete();
+        }
+    }
+}
+
+/// A named sandbox made here and left running (its `Child` dropped, never waited for), opened
+/// again by name as another process would.
+pub fn detached(root: &TempDir, name: &str, builder: &mut SandboxBuilder) -> Handle {
+    let child = builder
+        .name(name)
+        .state_root(root.path())
+        .detach(true)
+        .spawn()
+        .unwrap();
+    drop(child);
+    Sandbox::open_in(root.path(), name).unwrap()
 }
